@@ -1,0 +1,8 @@
+"""Built-in implementations, one module per (op, backend).
+
+Each module registers its functions with :func:`wkvbench.register_impl` at import time and
+guards its backend import, so that a missing package shows up as an unavailable record with
+its reason rather than an import error. The registry imports them lazily
+(``wkvbench.registry.BUILTIN_MODULES``); adding an implementation is one module here plus its
+name in that list.
+"""

@@ -1,0 +1,164 @@
+"""Bi-WKV7 in plain PyTorch: ``torch_loop`` (the baseline) and ``torch_chunked``.
+
+Both run on any device torch runs on, keep the state and accumulate in float32 (float64 for
+float64 input), and batch the two directions together (the reverse direction is the time-flip
+of the inputs, stacked on the batch axis).
+
+``torch_loop`` is the naive per-token recurrence: T steps of small batched ops. It is the point
+every speed-up is measured from.
+
+``torch_chunked`` is the chunked-parallel form (the "generalized delta rule" chunking used by
+fla-core's RWKV-7 and DPLR kernels; Yang et al., arXiv 2406.06484 and 2412.06464; written here
+from the algebra below). Within a chunk of L tokens with log-decay ``lg = -exp(w)`` and
+inclusive cumulative sum ``G`` (``Gx`` exclusive), let ``sa_t = S_{t-1} a_t``. Unrolling
+
+    S_t = S_0 diag(e^{G_t}) + sum_{s<=t} (sa_s b_s^T + v_s k_s^T) diag(e^{G_t - G_s})
+
+gives, with strictly/inclusively lower-triangular L x L matrices
+``Aab[t,s] = sum_j a_tj b_sj e^{Gx_tj - G_sj}`` (s < t), ``Aak`` likewise with k,
+``Arb[t,s] = sum_j r_tj b_sj e^{G_tj - G_sj}`` (s <= t) and ``Ark`` likewise with k:
+
+    (I - Aab) SA = (a * e^{Gx}) S_0^T + Aak V        ->  SA = W S_0^T + U
+    Y            = (r * e^{G} + Arb W) S_0^T + Arb U + Ark V
+    S_L          = S_0 (diag(e^{G_L}) + W^T Bd) + U^T Bd + V^T Kd,  Bd = b * e^{G_L - G}, ...
+
+Everything but the last line's hand-over ``S_{c+1} = S_c P_c + R_c`` is batched over all chunks
+at once. The L x L matrices factor through a reference point in the middle of the chunk
+(``e^{G_t - G_s} = e^{G_t - G_m} e^{G_m - G_s}``), so no factor exceeds
+``e^{0.61 (L/2 + 1)}`` in the RWKV-7 domain (|lg| < 0.61) and nothing divides by a small
+cumulative decay; every other exponent is <= 0. ``chunk_len`` is capped at 128 to keep those
+factors far from float32 overflow.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from wkvbench.registry import ALL_DTYPES, register_impl
+
+_DTYPES = (*ALL_DTYPES, torch.float64)
+MAX_CHUNK = 128
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _both_directions(r, w, k, v, a, b, dt):
+    """Stack forward and time-flipped inputs on the batch axis: [2B, T, H, N] each, in ``dt``."""
+    return [torch.cat([x.to(dt), x.to(dt).flip(1)], dim=0) for x in (r, w, k, v, a, b)]
+
+
+def _merge(y2: Tensor, g: Tensor | None, B: int, out_dtype, out: Tensor | None) -> Tensor:
+    """Gate merge of the stacked [2B, T, H, N] result; writes into ``out`` if given."""
+    y_fwd, y_rev = y2[:B], y2[B:].flip(1)
+    if g is None:
+        y = 0.5 * (y_fwd + y_rev)
+    else:
+        gg = g.to(y2.dtype)[..., None]
+        y = gg * y_fwd + (1 - gg) * y_rev
+    if out is None:
+        return y.to(out_dtype)
+    out.copy_(y)
+    return out
+
+
+def wkv7_loop(r, w, k, v, a, b, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Causal WKV7 by the per-token loop, in the inputs' (float32 or wider) dtype."""
+    BB, T, H, N = r.shape
+    S = torch.zeros(BB, H, N, N, dtype=r.dtype, device=r.device) if state is None else state.to(r.dtype).clone()
+    d = torch.exp(-torch.exp(w))
+    y = torch.empty_like(r)
+    for t in range(T):
+        sa = torch.matmul(S, a[:, t, :, :, None])  # [BB, H, N, 1]
+        S = S * d[:, t, :, None, :] + sa * b[:, t, :, None, :] + v[:, t, :, :, None] * k[:, t, :, None, :]
+        y[:, t] = torch.matmul(S, r[:, t, :, :, None])[..., 0]
+    return y, S
+
+
+@register_impl(
+    "bi_wkv7", name="torch_loop", backend="torch", devices=("cpu", "cuda"), dtypes=_DTYPES,
+    priority=0, baseline=True,
+    description="naive per-token loop in PyTorch, both directions batched (the baseline)",
+)
+def torch_loop(r, w, k, v, a, b, g=None, *, out=None):
+    """Naive per-token loop in PyTorch, both directions batched (the baseline)."""
+    dt = _compute_dtype(r.dtype)
+    y2, _ = wkv7_loop(*_both_directions(r, w, k, v, a, b, dt))
+    return _merge(y2, g, r.shape[0], r.dtype, out)
+
+
+def wkv7_chunked(
+    r, w, k, v, a, b, state: Tensor | None = None, chunk_len: int = 64
+) -> tuple[Tensor, Tensor]:
+    """Causal WKV7 in the chunked-parallel form, in the inputs' (float32 or wider) dtype.
+
+    Any T (the last chunk is padded with identity tokens: zero inputs and decay 1). Returns
+    ``(y [BB, T, H, N], final_state [BB, H, N, N])``.
+    """
+    if not isinstance(chunk_len, int) or not 1 <= chunk_len <= MAX_CHUNK:
+        raise ValueError(f"chunk_len: must be an int in [1, {MAX_CHUNK}], got {chunk_len!r}")
+    BB, T, H, N = r.shape
+    L = chunk_len
+    C = -(-T // L)
+    pad = C * L - T
+    dt = r.dtype
+    lg = -torch.exp(w)
+
+    def chunks(x):  # [BB, T, H, N] -> [BB, H, C, L, N]
+        if pad:
+            x = torch.nn.functional.pad(x, (0, 0, 0, 0, 0, pad))
+        return x.view(BB, C, L, H, N).permute(0, 3, 1, 2, 4)
+
+    r_, k_, v_, a_, b_, lg_ = (chunks(x) for x in (r, k, v, a, b, lg))
+    G = lg_.cumsum(dim=3)  # inclusive
+    Gx = G - lg_  # exclusive
+    GL = G[:, :, :, -1:, :]  # whole-chunk decay (log)
+    m = L // 2
+    Gm = G[:, :, :, m : m + 1, :]  # factoring point in the middle of the chunk
+    e_rm = torch.exp(G - Gm)  # <= e^{0.61 L/2}
+    e_am = torch.exp(Gx - Gm)
+    e_mk = torch.exp(Gm - G)
+    r_m, a_m = r_ * e_rm, a_ * e_am
+    k_m, b_m = k_ * e_mk, b_ * e_mk
+    tri_in = torch.ones(L, L, dtype=torch.bool, device=r.device).tril()
+    tri_st = tri_in.tril(-1)
+    zero = torch.zeros((), dtype=dt, device=r.device)
+    Aab = torch.where(tri_st, a_m @ b_m.transpose(-1, -2), zero)
+    Aak = torch.where(tri_st, a_m @ k_m.transpose(-1, -2), zero)
+    Arb = torch.where(tri_in, r_m @ b_m.transpose(-1, -2), zero)
+    Ark = torch.where(tri_in, r_m @ k_m.transpose(-1, -2), zero)
+    eye = torch.eye(L, dtype=dt, device=r.device)
+    IA = eye - Aab
+    # SA = W S0^T + U with (I - Aab) W = a e^{Gx}, (I - Aab) U = Aak V
+    rhs = torch.cat([a_ * torch.exp(Gx), Aak @ v_], dim=-1)
+    sol = torch.linalg.solve_triangular(IA, rhs, upper=False, unitriangular=True)
+    W, U = sol[..., :N], sol[..., N:]
+    Q = r_ * torch.exp(G) + Arb @ W  # Y = Q S0^T + Yin
+    Yin = Arb @ U + Ark @ v_
+    e_end = torch.exp(GL - G)
+    Bd, Kd = b_ * e_end, k_ * e_end
+    P = torch.diag_embed(torch.exp(GL[:, :, :, 0, :])) + W.transpose(-1, -2) @ Bd  # [BB,H,C,N,N]
+    R = U.transpose(-1, -2) @ Bd + v_.transpose(-1, -2) @ Kd
+    S = torch.zeros(BB, H, N, N, dtype=dt, device=r.device) if state is None else state.to(dt)
+    states = []
+    for c in range(C):  # the only sequential part: state hand-over between chunks
+        states.append(S)
+        S = S @ P[:, :, c] + R[:, :, c]
+    S0 = torch.stack(states, dim=2)  # [BB, H, C, N, N]
+    Y = Q @ S0.transpose(-1, -2) + Yin  # [BB, H, C, L, N]
+    y = Y.permute(0, 2, 3, 1, 4).reshape(BB, C * L, H, N)[:, :T]
+    return y, S
+
+
+@register_impl(
+    "bi_wkv7", name="torch_chunked", backend="torch", devices=("cpu", "cuda"), dtypes=_DTYPES,
+    priority=10,
+    description="chunked-parallel PyTorch (batched matmuls per chunk, sequential hand-over)",
+)
+def torch_chunked(r, w, k, v, a, b, g=None, *, out=None, chunk_len: int = 64):
+    """Chunked-parallel PyTorch: batched matmuls within chunks, sequential hand-over only."""
+    dt = _compute_dtype(r.dtype)
+    y2, _ = wkv7_chunked(*_both_directions(r, w, k, v, a, b, dt), chunk_len=chunk_len)
+    return _merge(y2, g, r.shape[0], r.dtype, out)

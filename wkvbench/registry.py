@@ -1,0 +1,260 @@
+"""The implementation registry: one record per (op, implementation name).
+
+Every implementation of every op -- the built-in ones under ``wkvbench/impls/`` and a user's
+own kernel -- is a plain function registered with :func:`register_impl`::
+
+    @wkvbench.register_impl("bi_wkv7", name="my_kernel", backend="triton", devices=("cuda",))
+    def my_kernel(r, w, k, v, a, b, g=None, *, out=None): ...
+
+The record says which devices, dtypes and head sizes the function handles, how to tell whether
+its backend can run here (``available(device) -> (ok, reason)``), and how it ranks for
+``impl="auto"``. Built-in modules are imported lazily, on the first query, so that
+``TRITON_INTERPRET``/``NUMBA_ENABLE_CUDASIM`` can still be set after ``import wkvbench`` and a
+missing backend costs nothing until it is asked for.
+
+An implementation may accept ``out=`` (a preallocated output tensor it must fill completely);
+the verifier uses it to NaN-poison outputs. Functions without it are still accepted.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import importlib.util
+import inspect
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+
+OPS = ("bi_wkv7", "attention", "bi_selective_scan")
+
+ALL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+# Built-in implementation modules, imported on first use (order = listing order).
+BUILTIN_MODULES = (
+    "wkvbench.impls.bi_wkv7_torch",
+    "wkvbench.impls.bi_wkv7_triton",
+    "wkvbench.impls.bi_wkv7_cupy",
+    "wkvbench.impls.bi_wkv7_numba",
+    "wkvbench.impls.bi_wkv7_fla",
+    "wkvbench.impls.attention_torch",
+    "wkvbench.impls.attention_flash_attn",
+    "wkvbench.impls.selective_scan_torch",
+    "wkvbench.impls.selective_scan_triton",
+    "wkvbench.impls.selective_scan_mamba",
+)
+
+Check = Callable[[torch.device], "tuple[bool, str]"]
+
+
+@dataclass(frozen=True)
+class Impl:
+    """One registered implementation of one op."""
+
+    op: str
+    name: str
+    backend: str
+    fn: Callable = field(repr=False, compare=False)
+    devices: tuple[str, ...] = ("cpu", "cuda")
+    dtypes: tuple[torch.dtype, ...] = ALL_DTYPES
+    head_sizes: tuple[int, ...] | None = None  # None: any head size
+    priority: int = 0  # higher wins for impl="auto"
+    tf32: bool = False  # float32 computed on TF32 tensor cores: held to the bfloat16 bar
+    peer: bool = False  # a public third-party kernel (fla-core, mamba_ssm, flash-attn)
+    baseline: bool = False  # the op's reference point for speed-ups
+    check: Check | None = field(default=None, repr=False, compare=False)
+    description: str = ""
+    module: str = ""
+
+    @property
+    def accepts_out(self) -> bool:
+        try:
+            return "out" in inspect.signature(self.fn).parameters
+        except (TypeError, ValueError):
+            return False
+
+    def available(self, device: str | torch.device = "cpu") -> tuple[bool, str]:
+        """Whether this implementation can run on ``device`` here, and if not, why."""
+        dev = torch.device(device)
+        if dev.type not in self.devices:
+            return False, f"runs on {'/'.join(self.devices)}, not {dev.type}"
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            return False, "no CUDA device"
+        if self.check is not None:
+            try:
+                ok, reason = self.check(dev)
+            except Exception as exc:  # a broken backend must explain itself, not crash listing
+                return False, f"{type(exc).__name__}: {exc}"
+            if not ok:
+                return False, reason
+        return True, "ok"
+
+    def supports(self, dtype: torch.dtype, head_size: int | None = None) -> tuple[bool, str]:
+        """Whether the implementation handles this dtype (and head size, for bi_wkv7)."""
+        if dtype not in self.dtypes:
+            return False, f"dtype {str(dtype).replace('torch.', '')} not supported"
+        if head_size is not None and self.head_sizes is not None and head_size not in self.head_sizes:
+            return False, f"head size {head_size} not supported (has {self.head_sizes})"
+        return True, "ok"
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+
+_REGISTRY: dict[tuple[str, str], Impl] = {}
+_LOCK = threading.RLock()
+_BUILTINS_LOADED = False
+_BUILTIN_ERRORS: dict[str, str] = {}
+
+
+def register_impl(
+    op: str,
+    *,
+    name: str,
+    backend: str,
+    devices: Iterable[str] = ("cpu", "cuda"),
+    dtypes: Iterable[torch.dtype] = ALL_DTYPES,
+    head_sizes: Iterable[int] | None = None,
+    priority: int = 0,
+    tf32: bool = False,
+    peer: bool = False,
+    baseline: bool = False,
+    check: Check | None = None,
+    description: str = "",
+    replace: bool = False,
+) -> Callable[[Callable], Callable]:
+    """Decorator: register ``fn`` as implementation ``name`` of ``op``. Returns ``fn`` unchanged."""
+    if op not in OPS:
+        raise ValueError(f"op: unknown op {op!r}; expected one of {OPS}")
+    if not isinstance(name, str) or not name or not name.replace("_", "").isalnum():
+        raise ValueError(f"name: implementation name must be a non-empty identifier, got {name!r}")
+    devices = tuple(devices)
+    bad = [d for d in devices if d not in ("cpu", "cuda")]
+    if bad:
+        raise ValueError(f"devices: unknown device type(s) {bad}; use 'cpu' and/or 'cuda'")
+    dtypes = tuple(dtypes)
+    for dt in dtypes:
+        if not isinstance(dt, torch.dtype):
+            raise TypeError(f"dtypes: expected torch dtypes, got {dt!r}")
+
+    def deco(fn: Callable) -> Callable:
+        if not callable(fn):
+            raise TypeError(f"register_impl: {fn!r} is not callable")
+        rec = Impl(
+            op=op,
+            name=name,
+            backend=backend,
+            fn=fn,
+            devices=devices,
+            dtypes=dtypes,
+            head_sizes=None if head_sizes is None else tuple(head_sizes),
+            priority=priority,
+            tf32=tf32,
+            peer=peer,
+            baseline=baseline,
+            check=check,
+            description=description or (inspect.getdoc(fn) or "").split("\n")[0],
+            module=getattr(fn, "__module__", ""),
+        )
+        with _LOCK:
+            old = _REGISTRY.get((op, name))
+            if old is not None and not replace and old.module != rec.module:
+                raise ValueError(
+                    f"name: {op}/{name} is already registered by {old.module}; "
+                    "pass replace=True to override it"
+                )
+            _REGISTRY[(op, name)] = rec
+        return fn
+
+    return deco
+
+
+def unregister_impl(op: str, name: str) -> None:
+    """Remove a registration (tests and plugins that clean up after themselves)."""
+    with _LOCK:
+        _REGISTRY.pop((op, name), None)
+
+
+def load_builtins() -> dict[str, str]:
+    """Import the built-in implementation modules once; return {module: error} for failures."""
+    global _BUILTINS_LOADED
+    with _LOCK:
+        if _BUILTINS_LOADED:
+            return dict(_BUILTIN_ERRORS)
+        _BUILTINS_LOADED = True
+        for mod in BUILTIN_MODULES:
+            try:
+                importlib.import_module(mod)
+            except ModuleNotFoundError as exc:
+                if exc.name == mod:  # module not written yet / removed: not an error
+                    continue
+                _BUILTIN_ERRORS[mod] = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # a broken backend must not take the registry down
+                _BUILTIN_ERRORS[mod] = f"{type(exc).__name__}: {exc}"
+        return dict(_BUILTIN_ERRORS)
+
+
+def load_plugin(spec: str) -> None:
+    """Import a plugin: a path to a ``.py`` file or a dotted module name that registers impls."""
+    if spec.endswith(".py") or os.sep in spec:
+        path = os.path.abspath(spec)
+        if not os.path.isfile(path):
+            raise ValueError(f"plugin: no such file {spec!r}")
+        modname = "wkvbench_plugin_" + os.path.splitext(os.path.basename(path))[0]
+        loader = importlib.machinery.SourceFileLoader(modname, path)
+        module = importlib.util.module_from_spec(importlib.util.spec_from_loader(modname, loader))
+        sys.modules[modname] = module
+        loader.exec_module(module)
+    else:
+        try:
+            importlib.import_module(spec)
+        except ModuleNotFoundError as exc:
+            raise ValueError(f"plugin: cannot import module {spec!r}: {exc}") from exc
+
+
+def list_impls(op: str | None = None) -> list[Impl]:
+    """All registered implementations (of ``op`` if given), in registration order."""
+    if op is not None and op not in OPS:
+        raise ValueError(f"op: unknown op {op!r}; expected one of {OPS}")
+    load_builtins()
+    with _LOCK:
+        return [rec for (o, _), rec in _REGISTRY.items() if op is None or o == op]
+
+
+def get_impl(op: str, name: str) -> Impl:
+    """The record for ``op``/``name``; a ValueError naming the implementation if unknown."""
+    load_builtins()
+    with _LOCK:
+        rec = _REGISTRY.get((op, name))
+    if rec is None:
+        known = ", ".join(r.name for r in list_impls(op)) or "none"
+        raise ValueError(f"impl: unknown implementation {name!r} for op {op!r} (known: {known})")
+    return rec
+
+
+def select_impl(op: str, device: torch.device, dtype: torch.dtype, head_size: int | None = None) -> Impl:
+    """``impl="auto"``: the highest-priority implementation that can run these inputs here."""
+    reasons = []
+    best = None
+    for rec in list_impls(op):
+        ok, why = rec.available(device)
+        if ok:
+            ok, why = rec.supports(dtype, head_size)
+        if not ok:
+            reasons.append(f"{rec.name}: {why}")
+            continue
+        if best is None or rec.priority > best.priority:
+            best = rec
+    if best is None:
+        raise ValueError(f"impl: no available implementation of {op} for these inputs ({'; '.join(reasons)})")
+    return best
+
+
+def builtin_errors() -> dict[str, str]:
+    """Import errors of built-in modules (shown by ``wkvbench list``)."""
+    load_builtins()
+    return dict(_BUILTIN_ERRORS)
