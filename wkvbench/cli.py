@@ -27,7 +27,8 @@ SUBCOMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wkvbench", description=__doc__.split("\n")[0])
     parser.add_argument(
-        "--interpret", action="store_true",
+        "--interpret",
+        action="store_true",
         help="run Triton/Numba kernels on CPU (sets TRITON_INTERPRET=1, NUMBA_ENABLE_CUDASIM=1)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

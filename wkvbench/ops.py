@@ -148,7 +148,8 @@ def _attn_shape(model: Model, batch: int, tokens: int) -> dict:
 
 
 def _attn_inputs(shape: dict, dtype, device, seed: int = 0, variant: str = "realistic") -> dict:
-    return _inputs.attention_inputs(shape["B"], shape["H"], shape["T"], shape["D"], dtype=dtype, device=device, seed=seed)
+    B, H, T, D = shape["B"], shape["H"], shape["T"], shape["D"]
+    return _inputs.attention_inputs(B, H, T, D, dtype=dtype, device=device, seed=seed)
 
 
 def _scan_shape(model: Model, batch: int, tokens: int) -> dict:
@@ -244,7 +245,7 @@ def bi_wkv7(r, w, k, v, a, b, g=None, impl: str | Impl = "auto", validate: bool 
     """
     validate_bi_wkv7(r, w, k, v, a, b, g, check_values=validate)
     rec = resolve("bi_wkv7", impl, r.device, r.dtype, r.shape[-1])
-    args = {n: x.contiguous() for n, x in zip("rwkvab", (r, w, k, v, a, b))}
+    args = {n: x.contiguous() for n, x in zip("rwkvab", (r, w, k, v, a, b), strict=True)}
     return rec.fn(**args, g=None if g is None else g.contiguous())
 
 
@@ -256,8 +257,18 @@ def attention(q, k, v, impl: str | Impl = "auto", validate: bool = True) -> Tens
 
 
 def bi_selective_scan(
-    u, delta, A, A_b, Bm, Cm, Dskip=None, z=None, delta_bias=None, delta_softplus=True,
-    impl: str | Impl = "auto", validate: bool = True,
+    u,
+    delta,
+    A,
+    A_b,
+    Bm,
+    Cm,
+    Dskip=None,
+    z=None,
+    delta_bias=None,
+    delta_softplus=True,
+    impl: str | Impl = "auto",
+    validate: bool = True,
 ) -> Tensor:
     """Audio Mamba's bidirectional selective scan, ``[B, D, T]`` (CONTRACT section 3)."""
     validate_bi_selective_scan(u, delta, A, A_b, Bm, Cm, Dskip, z, delta_bias, delta_softplus, check_values=validate)
@@ -267,8 +278,16 @@ def bi_selective_scan(
         return None if x is None else x.contiguous()
 
     return rec.fn(
-        u=c(u), delta=c(delta), A=c(A), A_b=c(A_b), Bm=c(Bm), Cm=c(Cm), Dskip=c(Dskip), z=c(z),
-        delta_bias=c(delta_bias), delta_softplus=delta_softplus,
+        u=c(u),
+        delta=c(delta),
+        A=c(A),
+        A_b=c(A_b),
+        Bm=c(Bm),
+        Cm=c(Cm),
+        Dskip=c(Dskip),
+        z=c(z),
+        delta_bias=c(delta_bias),
+        delta_softplus=delta_softplus,
     )
 
 
@@ -284,4 +303,6 @@ def reference_output(op: str, inputs: dict) -> Tensor:
 
 def speed_of_light_ms(op: str, shape: dict, dtype: torch.dtype, bandwidth_gbs: float) -> float:
     """Time to move the op's minimum bytes at ``bandwidth_gbs`` GB/s, in milliseconds."""
-    return get_op(op).bytes_moved(shape, element_size(dtype)) / (bandwidth_gbs * 1e9) * 1e3 if bandwidth_gbs else math.nan
+    if not bandwidth_gbs:
+        return math.nan
+    return get_op(op).bytes_moved(shape, element_size(dtype)) / (bandwidth_gbs * 1e9) * 1e3

@@ -164,8 +164,7 @@ def register_impl(
             old = _REGISTRY.get((op, name))
             if old is not None and not replace and old.module != rec.module:
                 raise ValueError(
-                    f"name: {op}/{name} is already registered by {old.module}; "
-                    "pass replace=True to override it"
+                    f"name: {op}/{name} is already registered by {old.module}; pass replace=True to override it"
                 )
             _REGISTRY[(op, name)] = rec
         return fn

@@ -78,8 +78,13 @@ def wkv7_loop(r, w, k, v, a, b, state: Tensor | None = None) -> tuple[Tensor, Te
 
 
 @register_impl(
-    "bi_wkv7", name="torch_loop", backend="torch", devices=("cpu", "cuda"), dtypes=_DTYPES,
-    priority=0, baseline=True,
+    "bi_wkv7",
+    name="torch_loop",
+    backend="torch",
+    devices=("cpu", "cuda"),
+    dtypes=_DTYPES,
+    priority=0,
+    baseline=True,
     description="naive per-token loop in PyTorch, both directions batched (the baseline)",
 )
 def torch_loop(r, w, k, v, a, b, g=None, *, out=None):
@@ -89,9 +94,7 @@ def torch_loop(r, w, k, v, a, b, g=None, *, out=None):
     return _merge(y2, g, r.shape[0], r.dtype, out)
 
 
-def wkv7_chunked(
-    r, w, k, v, a, b, state: Tensor | None = None, chunk_len: int = 64
-) -> tuple[Tensor, Tensor]:
+def wkv7_chunked(r, w, k, v, a, b, state: Tensor | None = None, chunk_len: int = 64) -> tuple[Tensor, Tensor]:
     """Causal WKV7 in the chunked-parallel form, in the inputs' (float32 or wider) dtype.
 
     Any T (the last chunk is padded with identity tokens: zero inputs and decay 1). Returns
@@ -109,7 +112,7 @@ def wkv7_chunked(
     def chunks(x):  # [BB, T, H, N] -> [BB, H, C, L, N]
         if pad:
             x = torch.nn.functional.pad(x, (0, 0, 0, 0, 0, pad))
-        return x.view(BB, C, L, H, N).permute(0, 3, 1, 2, 4)
+        return x.view(BB, C, L, H, N).permute(0, 3, 1, 2, 4).contiguous()
 
     r_, k_, v_, a_, b_, lg_ = (chunks(x) for x in (r, k, v, a, b, lg))
     G = lg_.cumsum(dim=3)  # inclusive
@@ -153,7 +156,11 @@ def wkv7_chunked(
 
 
 @register_impl(
-    "bi_wkv7", name="torch_chunked", backend="torch", devices=("cpu", "cuda"), dtypes=_DTYPES,
+    "bi_wkv7",
+    name="torch_chunked",
+    backend="torch",
+    devices=("cpu", "cuda"),
+    dtypes=_DTYPES,
     priority=10,
     description="chunked-parallel PyTorch (batched matmuls per chunk, sequential hand-over)",
 )

@@ -6,8 +6,16 @@ import torch
 from torch import Tensor
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """``softmax(q k^T * D**-0.5) v`` in float64; ``q, k, v`` are ``[B, H, T, D]``."""
+def attention(q: Tensor, k: Tensor, v: Tensor, block: int = 1024) -> Tensor:
+    """``softmax(q k^T * D**-0.5) v`` in float64; ``q, k, v`` are ``[B, H, T, D]``.
+
+    Rows of queries are processed ``block`` at a time (each row's softmax is independent), so the
+    float64 score matrix never exceeds ``B * H * block * T`` elements at long T.
+    """
     q, k, v = (x.to(torch.float64) for x in (q, k, v))
-    scores = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5
-    return torch.matmul(torch.softmax(scores, dim=-1), v)
+    scale = q.shape[-1] ** -0.5
+    out = torch.empty(q.shape[:-1] + v.shape[-1:], dtype=torch.float64, device=q.device)
+    for i in range(0, q.shape[-2], block):
+        scores = torch.matmul(q[..., i : i + block, :], k.transpose(-1, -2)) * scale
+        out[..., i : i + block, :] = torch.matmul(torch.softmax(scores, dim=-1), v)
+    return out

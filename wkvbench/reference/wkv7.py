@@ -44,18 +44,12 @@ def wkv7(
     steps = range(T - 1, -1, -1) if reverse else range(T)
     for t in steps:
         sa = torch.einsum("bhij,bhj->bhi", S, a[:, t])
-        S = (
-            S * d[:, t, :, None, :]
-            + sa[..., :, None] * b[:, t, :, None, :]
-            + v[:, t, :, :, None] * k[:, t, :, None, :]
-        )
+        S = S * d[:, t, :, None, :] + sa[..., :, None] * b[:, t, :, None, :] + v[:, t, :, :, None] * k[:, t, :, None, :]
         y[:, t] = torch.einsum("bhij,bhj->bhi", S, r[:, t])
     return y, S
 
 
-def bi_wkv7(
-    r: Tensor, w: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, g: Tensor | None = None
-) -> Tensor:
+def bi_wkv7(r: Tensor, w: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, g: Tensor | None = None) -> Tensor:
     """Bi-WKV7 in float64: ``g * y_fwd + (1 - g) * y_rev``; ``g`` is ``[B, T, H]`` (default 0.5)."""
     y_fwd, _ = wkv7(r, w, k, v, a, b)
     y_rev, _ = wkv7(r, w, k, v, a, b, reverse=True)

@@ -1,0 +1,60 @@
+"""`wkvbench verify`, `list` and `kernels` end to end on CPU, including a failing and a crashing impl."""
+
+import json
+
+import pytest
+import torch
+
+import wkvbench
+from wkvbench import cli, registry, verify
+
+
+@pytest.fixture
+def bad_impls():
+    @wkvbench.register_impl("bi_wkv7", name="zz_wrong", backend="torch", devices=("cpu",))
+    def zz_wrong(r, w, k, v, a, b, g=None, *, out=None):
+        y = wkvbench.bi_wkv7(r, w, k, v, a, b, g, impl="torch_loop") * 1.01
+        return y if out is None else out.copy_(y)
+
+    @wkvbench.register_impl("bi_wkv7", name="zz_crash", backend="torch", devices=("cpu",))
+    def zz_crash(r, w, k, v, a, b, g=None):
+        raise RuntimeError("kernel exploded")
+
+    yield
+    registry.unregister_impl("bi_wkv7", "zz_wrong")
+    registry.unregister_impl("bi_wkv7", "zz_crash")
+
+
+def test_verify_passes_torch_impls_all_dtypes():
+    res = verify.run_verify(
+        ["bi_wkv7"], ["torch_loop", "torch_chunked"], list(verify.DTYPES.values()), torch.device("cpu")
+    )
+    assert res and all(c.status == "PASS" for c in res), [verify.format_row(c) for c in res if c.status != "PASS"]
+    assert {c.dtype for c in res} == {"float32", "bfloat16", "float16"}
+    assert any("strong_decay" in c.shape for c in res)
+
+
+def test_verify_flags_wrong_and_crashing(bad_impls, capsys, tmp_path):
+    out = tmp_path / "v.json"
+    rc = cli.main(["verify", "--op", "bi_wkv7", "--impl", "zz_wrong,zz_crash", "--dtype", "float32", "--out", str(out)])
+    assert rc == 1
+    text = capsys.readouterr().out
+    assert "FAIL" in text and "ERROR" in text and "kernel exploded" in text
+    rows = json.loads(out.read_text())
+    assert {r["status"] for r in rows} == {"FAIL", "ERROR"}
+
+
+def test_verify_unknown_impl_and_dtype_are_reported():
+    with pytest.raises(SystemExit, match="--impl: unknown"):
+        cli.main(["verify", "--impl", "nope"])
+    with pytest.raises(SystemExit, match="--dtype"):
+        cli.main(["verify", "--dtype", "float8"])
+
+
+def test_list_json(capsys):
+    assert cli.main(["list", "--json", "--device", "cpu"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    names = {(r["op"], r["name"]) for r in data["impls"]}
+    assert ("bi_wkv7", "torch_chunked") in names
+    row = next(r for r in data["impls"] if r["name"] == "torch_loop")
+    assert row["cpu"] == "yes"

@@ -1,0 +1,68 @@
+"""``wkvbench list``: every op and implementation, and whether it can run here (and why not)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from wkvbench.registry import OPS, builtin_errors, list_impls, load_plugin
+
+
+def rows(device: str | None = None) -> list[dict]:
+    """One dict per implementation: name, op, backend, devices, dtypes, flags and availability."""
+    devices = [device] if device else ["cpu", "cuda"]
+    out = []
+    for op in OPS:
+        for rec in list_impls(op):
+            row = {
+                "op": op,
+                "name": rec.name,
+                "backend": rec.backend,
+                "devices": ",".join(rec.devices),
+                "dtypes": ",".join(str(d).replace("torch.", "").replace("float", "f") for d in rec.dtypes),
+                "priority": rec.priority,
+                "flags": ",".join(
+                    f for f, on in (("baseline", rec.baseline), ("peer", rec.peer), ("tf32", rec.tf32)) if on
+                ),
+                "description": rec.description,
+            }
+            for dev in devices:
+                ok, why = rec.available(dev)
+                row[dev] = "yes" if ok else f"no: {why}"
+            out.append(row)
+    return out
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--op", choices=OPS, default=None, help="only this op")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="availability on this device only")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--plugin", action="append", default=[], help="module or .py file registering impls")
+
+
+def main(args: argparse.Namespace) -> int:
+    for plugin in args.plugin:
+        load_plugin(plugin)
+    table = [r for r in rows(args.device) if args.op is None or r["op"] == args.op]
+    errors = builtin_errors()
+    if args.json:
+        print(json.dumps({"impls": table, "import_errors": errors}, indent=1))
+        return 0
+    devices = [args.device] if args.device else ["cpu", "cuda"]
+    print(f"CUDA available: {torch.cuda.is_available()}")
+    for op in OPS:
+        sel = [r for r in table if r["op"] == op]
+        if not sel:
+            continue
+        print(f"\n{op}")
+        for r in sel:
+            avail = "  ".join(f"{d}: {r[d]}" for d in devices)
+            flags = f" [{r['flags']}]" if r["flags"] else ""
+            print(f"  {r['name']:<22} {r['backend']:<8} {r['dtypes']:<14} {avail}{flags}")
+    if errors:
+        print("\nmodules that failed to import:")
+        for mod, err in errors.items():
+            print(f"  {mod}: {err}")
+    return 0

@@ -1,0 +1,265 @@
+"""``wkvbench verify``: the correctness gate (CONTRACT section 5).
+
+Every available implementation of every op, over a set of shapes (odd T, B > 1, H > 1, stress
+variants) and dtypes, against the float64 reference computed from the same dtype-rounded
+inputs, with NaN-poisoned outputs. Prints one row per check (impl, shape, dtype, rel-L2,
+max-abs, tolerance, PASS/FAIL), optionally writes them as CSV/JSON, and exits non-zero on any
+failure. An implementation that crashes is a failure, not an abort of the run.
+
+Interpreted backends (Triton under ``TRITON_INTERPRET=1``, Numba under the CUDA simulator) run
+on CPU tensors only at the ``tiny`` shapes; ``--long`` adds A-RWKV-B-width shapes up to 16,400
+tokens, meant for a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from wkvbench import accuracy, ops
+from wkvbench.registry import OPS as OP_NAMES
+from wkvbench.registry import Impl, list_impls, load_plugin
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+INTERPRETED = ("triton", "numba", "cuda_host")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One verification shape: the op's shape dict, an input variant, and whether it is tiny."""
+
+    dims: dict
+    variant: str = "realistic"
+    tiny: bool = False
+    long: bool = False
+
+    def label(self) -> str:
+        dims = "x".join(f"{k}{v}" for k, v in self.dims.items())
+        return dims if self.variant == "realistic" else f"{dims} {self.variant}"
+
+
+def _wkv(B, T, H, N=64, variant="realistic", tiny=False, long=False):
+    return Shape({"B": B, "T": T, "H": H, "N": N}, variant, tiny, long)
+
+
+def _att(B, H, T, D=64, tiny=False, long=False):
+    return Shape({"B": B, "H": H, "T": T, "D": D}, "realistic", tiny, long)
+
+
+def _scan(B, D, T, N=16, tiny=False, long=False):
+    return Shape({"B": B, "D": D, "T": T, "N": N}, "realistic", tiny, long)
+
+
+SHAPES: dict[str, list[Shape]] = {
+    "bi_wkv7": [
+        _wkv(1, 1, 1, tiny=True),
+        _wkv(2, 5, 2, tiny=True),
+        _wkv(1, 20, 2, variant="strong_decay", tiny=True),
+        _wkv(2, 17, 3),
+        _wkv(1, 64, 2),
+        _wkv(2, 130, 2),
+        _wkv(1, 200, 2, variant="strong_decay"),
+        _wkv(1, 200, 2, variant="weak_decay"),
+        _wkv(1, 200, 2, variant="mixed"),
+    ],
+    "attention": [
+        _att(1, 2, 17, tiny=True),
+        _att(2, 3, 64),
+        _att(1, 2, 200),
+    ],
+    "bi_selective_scan": [
+        _scan(1, 32, 13, tiny=True),
+        _scan(2, 64, 64),
+        _scan(1, 96, 200),
+    ],
+}
+
+LONG_SHAPES: dict[str, list[Shape]] = {
+    "bi_wkv7": [_wkv(1, 2048, 12, long=True), _wkv(2, 4099, 12, long=True), _wkv(1, 16400, 12, long=True)],
+    "attention": [_att(1, 12, 4096, long=True), _att(1, 12, 16400, long=True)],
+    "bi_selective_scan": [_scan(1, 1536, 4096, long=True), _scan(1, 1536, 16401, long=True)],
+}
+
+
+@dataclass
+class Check:
+    """One row of the verification table."""
+
+    op: str
+    impl: str
+    backend: str
+    shape: str
+    dtype: str
+    device: str
+    status: str  # PASS | FAIL | ERROR | SKIP
+    rel_err: float = float("nan")
+    max_abs: float = float("nan")
+    tol: float = float("nan")
+    seconds: float = 0.0
+    note: str = ""
+    dims: dict = field(default_factory=dict)
+
+
+def shapes_for(op: str, rec: Impl, device: torch.device, long: bool) -> list[Shape]:
+    """Shapes an implementation is checked at: interpreted backends on CPU get the tiny ones."""
+    shapes = list(SHAPES[op]) + (list(LONG_SHAPES[op]) if long else [])
+    if device.type == "cpu" and rec.backend in INTERPRETED:
+        shapes = [s for s in shapes if s.tiny]
+    if rec.head_sizes is not None and op == "bi_wkv7":
+        shapes = [s for s in shapes if s.dims["N"] in rec.head_sizes]
+    return shapes
+
+
+class _RefCache:
+    """One float64 reference per (op, shape, dtype, seed), shared by every implementation."""
+
+    def __init__(self, device: torch.device, seed: int):
+        self.device, self.seed, self._cache = device, seed, {}
+
+    def get(self, op: str, shape: Shape, dtype: torch.dtype):
+        key = (op, tuple(shape.dims.items()), shape.variant, dtype)
+        if key not in self._cache:
+            inputs = ops.make_case_inputs(op, shape.dims, dtype, self.device, seed=self.seed, variant=shape.variant)
+            self._cache[key] = (inputs, ops.reference_output(op, inputs))
+        return self._cache[key]
+
+
+def check_one(op: str, rec: Impl, shape: Shape, dtype: torch.dtype, refs: _RefCache) -> Check:
+    """Run one implementation on one shape and dtype against the reference."""
+    dname = str(dtype).replace("torch.", "")
+    row = Check(op, rec.name, rec.backend, shape.label(), dname, refs.device.type, "ERROR", dims=dict(shape.dims))
+    inputs, ref = refs.get(op, shape, dtype)
+    t0 = time.perf_counter()
+    try:
+        y = accuracy.run_checked(rec.fn, inputs, ops.get_op(op).out_shape(inputs), dtype, rec.accepts_out)
+        if refs.device.type == "cuda":
+            torch.cuda.synchronize()
+        acc = accuracy.compare(y, ref, dtype, tf32=rec.tf32)
+    except Exception as exc:  # a crash is a failed check, never an aborted verification
+        row.note = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        row.seconds = time.perf_counter() - t0
+        if "-v" in sys.argv:
+            traceback.print_exc()
+        return row
+    row.seconds = time.perf_counter() - t0
+    row.rel_err, row.max_abs, row.tol = acc.rel_err, acc.max_abs, acc.tol
+    row.status = "PASS" if acc.passed else "FAIL"
+    if not acc.finite:
+        row.note = "non-finite output (NaN/Inf: unwritten or overflowed elements)"
+    return row
+
+
+def run_verify(
+    ops_: list[str],
+    impls: list[str] | None,
+    dtypes: list[torch.dtype],
+    device: torch.device,
+    long: bool = False,
+    seed: int = 0,
+    progress=None,
+) -> list[Check]:
+    """All checks, in op / impl / shape / dtype order. ``progress(check)`` is called after each."""
+    results: list[Check] = []
+    refs = _RefCache(device, seed)
+    for op in ops_:
+        for rec in list_impls(op):
+            if impls and rec.name not in impls:
+                continue
+            ok, why = rec.available(device)
+            if not ok:
+                results.append(Check(op, rec.name, rec.backend, "-", "-", device.type, "SKIP", note=why))
+                if progress:
+                    progress(results[-1])
+                continue
+            for shape in shapes_for(op, rec, device, long):
+                for dtype in dtypes:
+                    ok, why = rec.supports(dtype, shape.dims.get("N") if op == "bi_wkv7" else None)
+                    if not ok:
+                        continue
+                    results.append(check_one(op, rec, shape, dtype, refs))
+                    if progress:
+                        progress(results[-1])
+    return results
+
+
+def format_row(c: Check) -> str:
+    def num(x):
+        return "-" if x != x else f"{x:.2e}"
+
+    return (
+        f"{c.op:<17} {c.impl:<22} {c.shape:<28} {c.dtype:<9} {num(c.rel_err):>9} {num(c.max_abs):>9} "
+        f"{num(c.tol):>8} {c.status:<5} {c.seconds:7.2f}s {c.note}"
+    ).rstrip()
+
+
+HEADER = (
+    f"{'op':<17} {'impl':<22} {'shape':<28} {'dtype':<9} {'rel_l2':>9} {'max_abs':>9} {'tol':>8} {'':<5} "
+    f"{'time':>8} note"
+)
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--op", default=",".join(OP_NAMES), help="comma list of ops (default: all)")
+    p.add_argument("--impl", default="", help="comma list of implementation names (default: all)")
+    p.add_argument("--dtype", default="float32,bfloat16,float16", help="comma list of dtypes")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--long", action="store_true", help="add A-RWKV-B-width shapes up to 16,400 tokens (GPU)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plugin", action="append", default=[], help="module or .py file registering impls")
+    p.add_argument("--out", default=None, help="write the table to this .csv or .json file")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only failures and the summary")
+
+
+def _split(s: str) -> list[str]:
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def main(args: argparse.Namespace) -> int:
+    for plugin in args.plugin:
+        load_plugin(plugin)
+    ops_ = _split(args.op)
+    for op in ops_:
+        ops.get_op(op)
+    try:
+        dtypes = [DTYPES[d] for d in _split(args.dtype)]
+    except KeyError as exc:
+        raise SystemExit(f"--dtype: unknown dtype {exc}; expected {', '.join(DTYPES)}") from None
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    impls = _split(args.impl) or None
+    if impls:
+        known = {r.name for op in ops_ for r in list_impls(op)}
+        unknown = sorted(set(impls) - known)
+        if unknown:
+            raise SystemExit(f"--impl: unknown implementation(s) {', '.join(unknown)} for op(s) {', '.join(ops_)}")
+    print(HEADER, flush=True)
+
+    def progress(c: Check) -> None:
+        if not args.quiet or c.status in ("FAIL", "ERROR"):
+            print(format_row(c), flush=True)
+
+    results = run_verify(ops_, impls, dtypes, device, long=args.long, seed=args.seed, progress=progress)
+    counts = {s: sum(c.status == s for c in results) for s in ("PASS", "FAIL", "ERROR", "SKIP")}
+    print(
+        f"\n{counts['PASS']} passed, {counts['FAIL']} failed, {counts['ERROR']} errors, "
+        f"{counts['SKIP']} implementations not available on {device.type}"
+    )
+    if args.out:
+        rows = [asdict(c) for c in results]
+        if args.out.endswith(".json"):
+            with open(args.out, "w") as f:
+                json.dump(rows, f, indent=1, default=str)
+        else:
+            with open(args.out, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["op"])
+                w.writeheader()
+                for r in rows:
+                    r["dims"] = json.dumps(r["dims"])
+                    w.writerow(r)
+    return 1 if counts["FAIL"] or counts["ERROR"] else 0
