@@ -1,0 +1,40 @@
+# Two entry points (see README): `make run` (set up, run the smoke suite, build its report)
+# and `make test` (set up, lint, run the tests). Both create .venv on first use.
+#
+# torch: on a machine without an NVIDIA driver we pin the CPU build that pip finds locally
+# (torch==2.13.0); an unpinned torch would pull a multi-GB CUDA build. On a GPU machine that
+# already has torch (e.g. the H100/H200 image), use `make VENV_FLAGS=--system-site-packages`.
+PYTHON ?= python3
+VENV ?= .venv
+VENV_FLAGS ?=
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+SUITE ?= suites/smoke.toml
+RUN_DIR ?= runs/smoke
+
+.PHONY: setup setup-test run test lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+setup: $(BIN)/python
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q -c constraints-ci.txt $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q -c constraints-ci.txt -e ".[triton,numba,cupy,report,nvml]"
+
+setup-test: setup
+	$(BIN)/python -m pip install -q -c constraints-ci.txt -e ".[triton,numba,cupy,report,nvml,test,compile]"
+
+run: setup
+	$(BIN)/wkvbench run $(SUITE) --out $(RUN_DIR) --resume
+	$(BIN)/wkvbench report $(RUN_DIR)
+
+lint: setup-test
+	$(BIN)/ruff check wkvbench tests benchmarks
+	$(BIN)/ruff format --check wkvbench tests benchmarks
+
+test: lint
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
