@@ -1,0 +1,13 @@
+"""The benchmark harness: timing, suites, isolated workers, results, and ``wkvbench run``.
+
+* :mod:`~wkvbench.harness.timing` -- statistics, the GPU (CUDA events, L2 flush) and CPU
+  (``perf_counter``) timers, sample planning, the copy-bandwidth probe;
+* :mod:`~wkvbench.harness.suite` -- TOML suites and ad-hoc flag sweeps, validated, expanded
+  into cases;
+* :mod:`~wkvbench.harness.worker` -- the worker process every implementation call runs in, so
+  that a crash, hang or CUDA fault costs one cell, not the sweep;
+* :mod:`~wkvbench.harness.store` -- ``results.csv`` / ``samples.jsonl``, flushed row by row,
+  resume and de-duplication by ``wkvbench.schema.KEY``;
+* :mod:`~wkvbench.harness.nvml` -- GPU facts, snapshots and the energy counter through NVML;
+* :mod:`~wkvbench.harness.runner` -- the ``run`` subcommand tying them together.
+"""

@@ -1,0 +1,699 @@
+"""``wkvbench run``: sweep implementations over a suite (or flags) into a run directory.
+
+For each case (op, model, batch, tokens, dtype, device, variant) of the suite, in an order where
+sizes grow:
+
+1. cells that cannot run are written at once as ``skipped`` with the reason: implementation not
+   registered or unavailable here, dtype unsupported, out of memory or timed out at a smaller
+   size (every dimension of the shape <=), or predicted too slow from the same implementation's
+   last measured shorter case (time linear in T for the scans, quadratic for attention);
+2. the worker builds the case's inputs and float64 reference once;
+3. each implementation, in random order, makes its first call on NaN-poisoned output (timed:
+   ``first_call_ms``) and is checked against the reference -- a failing one is ``wrong`` and
+   never timed -- then warms up for ``warmup_s``, which gives a per-call estimate;
+4. samples: about ``budget_s`` worth per implementation (at least ``min_samples``), taken over
+   ``rounds`` rounds, the implementations shuffled anew in each round, so slow clock drift or
+   thermal throttling spreads over all of them instead of favouring one;
+5. NVML energy (GPU with an energy counter): ``energy_s`` of back-to-back calls;
+6. one row per implementation is appended to ``results.csv`` and its samples to
+   ``samples.jsonl``; speed-ups are against the suite's baseline in the same case (empty when
+   either is not ``ok``).
+
+A crash or hang costs one cell (``failed``/``timeout``); out of memory gives ``oom``. See
+``wkvbench.harness.worker`` for the isolation and ``wkvbench.harness.store`` for resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from wkvbench import __version__, ops, presets, registry
+from wkvbench.accuracy import tolerance
+from wkvbench.envinfo import gpu_snapshot
+from wkvbench.harness import timing
+from wkvbench.harness.store import RunStore, StoreError
+from wkvbench.harness.suite import (
+    Case,
+    Suite,
+    SuiteError,
+    load_suite,
+    plan,
+    resolve_device,
+    suite_from_flags,
+    with_overrides,
+)
+from wkvbench.harness.worker import WorkerClient, WorkerDied, WorkerTimeout
+from wkvbench.schema import ENV_FILE, SCHEMA_VERSION, STATUSES
+
+RUN_FLAGS = ("budget_s", "warmup_s", "rounds", "min_samples", "max_cell_s", "seed", "check_max_tokens", "energy_s")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def dominates(shape: dict, smaller: dict) -> bool:
+    """Every dimension of ``shape`` is at least that of ``smaller`` (same keys)."""
+    return shape.keys() == smaller.keys() and all(shape[k] >= smaller[k] for k in shape)
+
+
+def time_exponent(op: str) -> int:
+    """How a call's time grows with T: quadratic for attention, linear for the scans."""
+    return 2 if op == "attention" else 1
+
+
+def predict_ms(op: str, tokens: int, measured: list[tuple[int, float]]) -> tuple[float, int, float] | None:
+    """Predicted ms per call at ``tokens`` from the longest shorter measured case, or None.
+
+    ``measured`` holds (tokens, median_ms) of the same implementation, model, batch and dtype.
+    Returns (predicted ms, T it was scaled from, its median).
+    """
+    shorter = [(t, m) for t, m in measured if t < tokens and m > 0]
+    if not shorter:
+        return None
+    t0, m0 = max(shorter)
+    return m0 * (tokens / t0) ** time_exponent(op), t0, m0
+
+
+@dataclass
+class Cell:
+    """One (case, implementation) while it is being measured."""
+
+    impl: str
+    status: str = "ok"
+    note: str = ""
+    first_call_ms: float | None = None
+    est_ms: float | None = None
+    rel_err: float | None = None
+    max_abs_err: float | None = None
+    tol: float | None = None
+    samples: list[float] = field(default_factory=list)
+    round_sizes: list[int] = field(default_factory=list)
+    plan: list[int] = field(default_factory=list)
+    peak_mem_bytes: int | None = None
+    joules_per_call: float | None = None
+
+    def fail(self, status: str, note: str) -> None:
+        self.status, self.note = status, note
+
+
+class CaseSetupError(RuntimeError):
+    def __init__(self, status: str, note: str):
+        super().__init__(note)
+        self.status, self.note = status, note
+
+
+class Runner:
+    """Runs a planned sweep into a :class:`RunStore` through a :class:`WorkerClient`."""
+
+    def __init__(
+        self,
+        suite: Suite,
+        device: str,
+        out: Path,
+        plugins=(),
+        resume: bool = False,
+        progress: bool = True,
+        argv=None,
+        log=None,
+    ):
+        self.suite, self.device, self.out = suite, device, Path(out)
+        self.run = suite.run
+        self.plugins = tuple(plugins)
+        self.resume = resume
+        self.progress_enabled = progress
+        self.argv = list(sys.argv if argv is None else argv)
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.store = RunStore(self.out)
+        self.client = WorkerClient(self.plugins, log_dir=self.out / "logs")
+        self.env: dict | None = None
+        self.copy_bw: float | None = None
+        self.gpu_uuid: str | None = None
+        self.rng = random.Random(self.run.seed)
+        self.history: dict[tuple, list[tuple[int, float]]] = defaultdict(list)
+        self.oom: dict[tuple, list[dict]] = defaultdict(list)
+        self.slow: dict[tuple, list[dict]] = defaultdict(list)
+        self.ref_slow: dict[tuple, list[dict]] = defaultdict(list)
+        self.written: list[tuple] = []
+        self.bar = None
+
+    # ------------------------------------------------------------------ bookkeeping
+    @staticmethod
+    def _impl_key(case: Case, impl: str) -> tuple:
+        return (case.op, impl, case.dtype, case.device)
+
+    @staticmethod
+    def _hist_key(case: Case, impl: str) -> tuple:
+        return (case.op, impl, case.model, case.batch, case.dtype, case.device, case.variant)
+
+    def _learn(self, case: Case, impl: str, status: str, median: float | None) -> None:
+        if status == "ok" and median:
+            self.history[self._hist_key(case, impl)].append((case.tokens, median))
+        elif status == "oom":
+            self.oom[self._impl_key(case, impl)].append(case.shape)
+        elif status == "timeout":
+            self.slow[self._impl_key(case, impl)].append(case.shape)
+
+    def _learn_from_store(self, cases: list[Case]) -> None:
+        """Feed the skip rules with the rows already in the run directory (``--resume``)."""
+        by_id = {c.case_id: c for c in cases}
+        for row in self.store.rows.values():
+            cid = (row["op"], row["model"], row["batch"], row["tokens"], row["dtype"], row["device"], row["variant"])
+            case = by_id.get(cid)
+            if case is not None:
+                median = float(row["median_ms"]) if row.get("median_ms") else None
+                self._learn(case, row["impl"], row["status"], median)
+
+    def predict_skip(self, case: Case, impl: str) -> str | None:
+        """Why this cell is not worth running, from what smaller cells showed; None to run it."""
+        shape = case.shape
+        for s in self.oom.get(self._impl_key(case, impl), []):
+            if dominates(shape, s):
+                return f"out of memory at a smaller or equal size {_shape_str(s)}"
+        for s in self.slow.get(self._impl_key(case, impl), []):
+            if dominates(shape, s):
+                return f"timed out at a smaller or equal size {_shape_str(s)} (max_cell_s={self.run.max_cell_s:g})"
+        for s in self.ref_slow.get((case.op, case.dtype, case.device), []):
+            if dominates(shape, s):
+                return f"float64 reference exceeded max_cell_s at {_shape_str(s)}; raise it or set check_max_tokens"
+        pred = predict_ms(case.op, case.tokens, self.history.get(self._hist_key(case, impl), []))
+        if pred is not None:
+            ms, t0, m0 = pred
+            need_s = ms / 1e3 * (self.run.min_samples + 2)
+            if need_s > self.run.max_cell_s:
+                kind = "quadratic" if time_exponent(case.op) == 2 else "linear"
+                return (
+                    f"predicted {ms / 1e3:.3g} s per call ({kind} in T from {m0:.4g} ms at T={t0}); "
+                    f"{self.run.min_samples + 2} calls exceed max_cell_s={self.run.max_cell_s:g}"
+                )
+        return None
+
+    # ------------------------------------------------------------------ environment
+    def probe(self) -> None:
+        reply = self.client.request(
+            "probe",
+            timeout=max(self.run.max_cell_s, 120),
+            device=self.device,
+            argv=self.argv,
+            suite=self.suite.as_dict(),
+        )
+        if not reply.get("ok"):
+            raise RuntimeError(f"worker could not probe the environment: {reply.get('error')}")
+        env = reply["env"]
+        self.copy_bw = reply.get("copy_bandwidth_gbs")
+        gpu = env.get("gpu") or {}
+        self.gpu_uuid = gpu.get("uuid") if self.device == "cuda" else None
+        env.update(
+            argv=self.argv,
+            suite=self.suite.as_dict(),
+            device=self.device,
+            plugins=list(self.plugins),
+            copy_bandwidth_gbs=self.copy_bw,
+            gpu_start=gpu_snapshot(self.gpu_uuid) if self.device == "cuda" else None,
+            started=_now(),
+        )
+        path = self.out / ENV_FILE
+        if path.exists():
+            try:
+                old = json.loads(path.read_text(encoding="utf-8"))
+                prev = old.pop("previous_sessions", [])
+                env["previous_sessions"] = [*prev, old]
+            except (OSError, ValueError):
+                pass
+        self.env = env
+        self._write_env()
+
+    def _write_env(self) -> None:
+        path = self.out / ENV_FILE
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.env, indent=2, default=str), encoding="utf-8")
+        os.replace(tmp, path)
+
+    def _device_name(self) -> str:
+        if self.env is None:
+            return ""
+        if self.device == "cuda" and self.env.get("gpu"):
+            return self.env["gpu"].get("name") or ""
+        return (self.env.get("cpu") or {}).get("model") or ""
+
+    def _commit(self) -> str:
+        git = (self.env or {}).get("git") or {}
+        if not git.get("commit"):
+            return ""
+        return git["commit"] + ("-dirty" if git.get("dirty") else "")
+
+    # ------------------------------------------------------------------ rows
+    def _row(self, case: Case, cell: Cell, baseline_ms: float | None, baseline_ok: bool) -> dict:
+        spec = ops.get_op(case.op)
+        import torch
+
+        dtype = getattr(torch, case.dtype)
+        try:
+            rec = registry.get_impl(case.op, cell.impl)
+        except ValueError:
+            rec = None
+        shape = case.shape
+        bytes_moved = spec.bytes_moved(shape, ops.element_size(dtype))
+        flops = spec.flops(shape)
+        row = {
+            "schema_version": SCHEMA_VERSION,
+            "timestamp": _now(),
+            "op": case.op,
+            "impl": cell.impl,
+            "backend": rec.backend if rec else "",
+            "model": case.model,
+            "family": case.family,
+            "batch": case.batch,
+            "tokens": case.tokens,
+            "seconds": case.seconds,
+            "dtype": case.dtype,
+            "device": case.device,
+            "variant": case.variant,
+            "shape": case.shape_json,
+            "status": cell.status,
+            "note": cell.note,
+            "first_call_ms": cell.first_call_ms,
+            "baseline_impl": case.baseline or "",
+            "bytes_moved": bytes_moved,
+            "flops": flops,
+            "rel_err": cell.rel_err,
+            "max_abs_err": cell.max_abs_err,
+            "tol": cell.tol if cell.tol is not None else (tolerance(dtype, rec.tf32) if rec else None),
+            "gpu": self._device_name(),
+            "commit": self._commit(),
+            "wkvbench_version": __version__,
+        }
+        if cell.status == "ok" and cell.samples:
+            st = timing.summarize(cell.samples)
+            med_s = st.median_ms / 1e3
+            row.update(st.as_dict())
+            row["tokens_per_s"] = case.batch * case.tokens / med_s
+            row["audio_s_per_s"] = case.batch * case.seconds / med_s
+            row["gbs"] = bytes_moved / med_s / 1e9
+            if self.copy_bw:
+                row["pct_copy_bw"] = 100.0 * row["gbs"] / self.copy_bw
+            row["tflops"] = flops / med_s / 1e12
+            row["peak_mem_bytes"] = cell.peak_mem_bytes
+            if cell.joules_per_call is not None:
+                row["energy_j_per_1k_tokens"] = cell.joules_per_call / (case.batch * case.tokens) * 1e3
+            if baseline_ok and baseline_ms:
+                row["speedup"] = baseline_ms / st.median_ms
+        return row
+
+    def _write(self, case: Case, cell: Cell, baseline_ms=None, baseline_ok=False, snaps=(None, None)) -> None:
+        row = self._row(case, cell, baseline_ms, baseline_ok)
+        self.store.append_row(row)
+        if cell.samples:
+            rec = {k: row[k] for k in ("op", "impl", "model", "batch", "tokens", "dtype", "device", "variant")}
+            rec.update(
+                schema_version=SCHEMA_VERSION,
+                status=cell.status,
+                samples_ms=cell.samples,
+                round_sizes=cell.round_sizes,
+                first_call_ms=cell.first_call_ms,
+                est_ms=cell.est_ms,
+                gpu_before=snaps[0],
+                gpu_after=snaps[1],
+            )
+            self.store.append_samples(rec)
+        self._learn(case, cell.impl, cell.status, row.get("median_ms"))
+        self.written.append(case.key(cell.impl))
+        if self.bar is not None:
+            self.bar.update(1)
+
+    # ------------------------------------------------------------------ worker steps
+    def _ensure_case(self, case: Case) -> None:
+        if self.client.alive and self.client.case_id == case.case_id:
+            return
+        try:
+            reply = self.client.request("case", timeout=self.run.max_cell_s, case=case.to_wire())
+        except WorkerTimeout:
+            self.ref_slow[(case.op, case.dtype, case.device)].append(case.shape)
+            raise CaseSetupError(
+                "skipped", f"not verified: inputs + float64 reference took over max_cell_s={self.run.max_cell_s:g} s"
+            ) from None
+        except WorkerDied as exc:
+            raise CaseSetupError("failed", f"building inputs/reference crashed the worker: {exc}") from None
+        if not reply.get("ok"):
+            status = "oom" if reply.get("kind") == "oom" else "failed"
+            raise CaseSetupError(status, f"inputs/reference: {reply.get('error')}")
+        self.client.case_id = case.case_id
+        self.client.checked = set()
+
+    def _check(self, case: Case, cell: Cell, recheck: bool = False) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(cell.impl, refresh=False)
+        try:
+            self._ensure_case(case)
+            reply = self.client.request(
+                "check", timeout=self.run.max_cell_s, impl=cell.impl, warmup_s=self.run.warmup_s
+            )
+        except CaseSetupError as exc:
+            return cell.fail(exc.status, exc.note)
+        except WorkerDied as exc:
+            return cell.fail("failed", f"crashed in its first call: {exc}")
+        except WorkerTimeout:
+            return cell.fail("timeout", f"first call + check + warm-up exceeded max_cell_s={self.run.max_cell_s:g} s")
+        if not reply.get("ok"):
+            return cell.fail(reply.get("kind", "failed"), reply.get("error", "unknown error"))
+        if recheck:
+            if reply["status"] != "ok":
+                cell.fail("failed", f"after a worker restart: {reply['status']}: {reply.get('note', '')}")
+            else:
+                self.client.checked.add(cell.impl)
+            return None
+        cell.status = reply["status"]
+        cell.note = reply.get("note", "")
+        for k in ("first_call_ms", "rel_err", "max_abs_err", "tol", "est_ms"):
+            setattr(cell, k, reply.get(k))
+        if cell.status == "ok":
+            self.client.checked.add(cell.impl)
+            if cell.est_ms / 1e3 * self.run.min_samples > self.run.max_cell_s:
+                cell.fail(
+                    "timeout",
+                    f"too slow to time: ~{cell.est_ms / 1e3:.3g} s per call x min_samples={self.run.min_samples} "
+                    f"exceeds max_cell_s={self.run.max_cell_s:g}",
+                )
+        return None
+
+    def _sample(self, case: Case, cell: Cell, n: int) -> None:
+        if n <= 0:
+            return None
+        if cell.impl not in self.client.checked or not self.client.alive:
+            self._check(case, cell, recheck=True)  # after a worker restart: rebuild case, re-warm
+            if cell.status != "ok":
+                return None
+        try:
+            reply = self.client.request("sample", timeout=self.run.max_cell_s, impl=cell.impl, n=n)
+        except WorkerDied as exc:
+            return cell.fail("failed", f"crashed while being timed: {exc}")
+        except WorkerTimeout:
+            return cell.fail("timeout", f"{n} timed calls exceeded max_cell_s={self.run.max_cell_s:g} s")
+        if not reply.get("ok"):
+            return cell.fail(reply.get("kind", "failed"), f"while being timed: {reply.get('error')}")
+        cell.samples.extend(reply["samples_ms"])
+        cell.round_sizes.append(len(reply["samples_ms"]))
+        peak = reply.get("peak_mem_bytes")
+        if peak is not None:
+            cell.peak_mem_bytes = max(cell.peak_mem_bytes or 0, int(peak))
+        return None
+
+    def _energy(self, case: Case, cell: Cell) -> None:
+        if cell.impl not in self.client.checked or not self.client.alive:
+            return
+        est = timing.summarize(cell.samples).median_ms
+        try:
+            reply = self.client.request(
+                "energy", timeout=self.run.max_cell_s, impl=cell.impl, seconds=self.run.energy_s, est_ms=est
+            )
+        except (WorkerDied, WorkerTimeout) as exc:  # timing is done; energy is a bonus
+            cell.note = (cell.note + "; " if cell.note else "") + f"energy not measured: {exc}"
+            return
+        if reply.get("ok"):
+            cell.joules_per_call = reply.get("joules_per_call")
+
+    # ------------------------------------------------------------------ a case
+    def run_case(self, case: Case, impls: list[tuple[str, str | None]]) -> None:
+        todo: list[Cell] = []
+        for name, why in impls:
+            if self.resume and self.store.has(case.key(name)):
+                continue
+            if why is None:
+                why = self.predict_skip(case, name)
+            if why is not None:
+                self._write(case, Cell(name, status="skipped", note=why))
+                continue
+            todo.append(Cell(name))
+        if not todo:
+            return
+        if self.bar is not None:
+            self.bar.set_description_str(case.label(), refresh=False)
+        before = gpu_snapshot(self.gpu_uuid) if self.device == "cuda" else None
+        try:
+            self._ensure_case(case)
+        except CaseSetupError as exc:
+            for cell in todo:
+                cell.fail(exc.status, exc.note)
+                self._write(case, cell)
+            return
+        order = list(todo)
+        self.rng.shuffle(order)
+        for cell in order:
+            self._check(case, cell)
+        for cell in todo:
+            if cell.status == "ok":
+                cell.plan = timing.plan_samples(
+                    cell.est_ms, self.run.budget_s, self.run.min_samples, self.run.max_samples, self.run.rounds
+                )
+        for r in range(self.run.rounds):
+            live = [c for c in todo if c.status == "ok"]
+            self.rng.shuffle(live)
+            for cell in live:
+                self._sample(case, cell, cell.plan[r])
+        if (
+            self.device == "cuda"
+            and self.run.energy_s > 0
+            and ((self.env or {}).get("gpu") or {}).get("energy_counter")
+        ):
+            for cell in todo:
+                if cell.status == "ok":
+                    self._energy(case, cell)
+        after = gpu_snapshot(self.gpu_uuid) if self.device == "cuda" else None
+        base_ms, base_ok = self._baseline(case, todo)
+        for cell in todo:
+            self._write(case, cell, base_ms, base_ok, (before, after))
+
+    def _baseline(self, case: Case, cells: list[Cell]) -> tuple[float | None, bool]:
+        if not case.baseline:
+            return None, False
+        for c in cells:
+            if c.impl == case.baseline:
+                if c.status == "ok" and c.samples:
+                    return timing.summarize(c.samples).median_ms, True
+                return None, False
+        row = self.store.get(case.key(case.baseline))
+        if row and row.get("status") == "ok" and row.get("median_ms"):
+            return float(row["median_ms"]), True
+        return None, False
+
+    # ------------------------------------------------------------------ the sweep
+    def execute(self, planned: list[tuple[Case, list[tuple[str, str | None]]]]) -> int:
+        """Run every planned cell; return the number of cells written."""
+        cases = [c for c, _ in planned]
+        if self.resume:
+            self._learn_from_store(cases)
+        else:
+            dropped = self.store.drop(c.key(name) for c, impls in planned for name, _ in impls)
+            if dropped:
+                self.log(f"replacing {dropped} earlier row(s) of these cells in {self.store.results}")
+        total = sum(1 for c, impls in planned for name, _ in impls if not (self.resume and self.store.has(c.key(name))))
+        if total == 0:
+            self.log(f"nothing to do: every cell is already in {self.store.results}")
+            return 0
+        self.probe()
+        if self.progress_enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="cell", dynamic_ncols=True, file=sys.stderr)
+        try:
+            for case, impls in planned:
+                self.run_case(case, impls)
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+            self.client.close()
+            if self.env is not None:
+                self.env["gpu_end"] = gpu_snapshot(self.gpu_uuid) if self.device == "cuda" else None
+                self.env["finished"] = _now()
+                self.env["worker_starts"] = self.client.starts
+                self._write_env()
+        return len(self.written)
+
+
+def _shape_str(shape: dict) -> str:
+    return "[" + ", ".join(f"{k}={v}" for k, v in shape.items()) + "]"
+
+
+# ============================================================================= summary
+def summary_table(rows: list[dict]) -> str:
+    """Counts per status and the geometric-mean speed-up, per (op, impl)."""
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[(r["op"], r["impl"])].append(r)
+    head = ["op", "impl", *STATUSES, "geomean speedup", "best tok/s"]
+    lines = [head]
+    for (op, impl), rs in groups.items():
+        counts = [str(sum(1 for r in rs if r["status"] == s) or "") for s in STATUSES]
+        sp = [float(r["speedup"]) for r in rs if r.get("speedup")]
+        gm = f"{math.exp(sum(map(math.log, sp)) / len(sp)):.3g}x" if sp else ""
+        tps = [float(r["tokens_per_s"]) for r in rs if r.get("tokens_per_s")]
+        lines.append([op, impl, *counts, gm, f"{max(tps):.4g}" if tps else ""])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    out = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+# ============================================================================= CLI
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("suite", nargs="?", help="suite TOML file (suites/smoke.toml); or use --op and friends")
+    g = parser.add_argument_group("ad-hoc sweep (comma lists)")
+    g.add_argument("--op", help="bi_wkv7, attention, bi_selective_scan (with a suite: only these groups)")
+    g.add_argument("--impl", help="implementations (default *: all available); with a suite: replaces its impls")
+    g.add_argument("--exclude", help="implementations to leave out")
+    g.add_argument("--model", help=f"presets: {', '.join(presets.MODELS)}")
+    g.add_argument("--batch", help="batch sizes, e.g. 1,8")
+    g.add_argument("--tokens", help="sequence lengths in tokens, e.g. 512,4096")
+    g.add_argument("--seconds", help="seconds of audio, e.g. 10.24,328 (tokens per model family)")
+    g.add_argument("--dtype", help="float32, bfloat16, float16")
+    g.add_argument("--baseline", help="implementation speed-ups are relative to")
+    g.add_argument("--variant", help="bi_wkv7 input variant (realistic, strong_decay, weak_decay, mixed)")
+    r = parser.add_argument_group("run")
+    r.add_argument("--device", choices=("cpu", "cuda", "auto"), help="overrides the suite's run.device")
+    r.add_argument("--out", help="run directory (default runs/<suite>-<time>)")
+    r.add_argument("--resume", action="store_true", help="finish only the cells missing from --out")
+    r.add_argument("--plugin", action="append", default=[], help="module or .py file calling register_impl")
+    r.add_argument("--budget-s", type=float, help="sampling time per cell")
+    r.add_argument("--warmup-s", type=float, help="warm-up time per cell")
+    r.add_argument("--rounds", type=int, help="interleaved rounds")
+    r.add_argument("--min-samples", type=int, help="fewest samples per cell")
+    r.add_argument("--max-cell-s", type=float, help="time limit of any step of a cell (-> timeout)")
+    r.add_argument("--seed", type=int, help="input seed")
+    r.add_argument("--check-max-tokens", type=int, help="check accuracy at this T for longer cases (0: full size)")
+    r.add_argument("--energy-s", type=float, help="seconds of back-to-back calls for NVML energy (0: off)")
+    r.add_argument("--dry-run", action="store_true", help="list the planned cells and exit")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--strict", action="store_true", help="exit 1 if any cell is wrong, failed, oom or timeout")
+
+
+def _plugin_path(spec: str, base: Path | None) -> str:
+    if spec.endswith(".py") or os.sep in spec:
+        p = Path(spec)
+        if not p.is_absolute() and base is not None and (base / p).is_file() and not p.is_file():
+            p = base / p
+        return str(p.resolve())
+    return spec
+
+
+def build_suite(args: argparse.Namespace) -> tuple[Suite, list[str]]:
+    """The suite to run and the plugins to load, from a file, flags or the run directory."""
+    run_over = {k: getattr(args, k, None) for k in RUN_FLAGS}
+    axis_flags = ("model", "batch", "tokens", "seconds", "dtype", "variant")
+    if args.suite:
+        used = [f"--{k}" for k in axis_flags if getattr(args, k, None)]
+        if used:
+            raise SuiteError(
+                f"command line: {', '.join(used)}: not allowed with a suite file (edit the suite or "
+                "use flags alone); --op, --impl, --exclude, --baseline, --device and run settings are"
+            )
+        suite = load_suite(args.suite)
+        base = Path(args.suite).resolve().parent
+        plugins = [_plugin_path(p, base) for p in suite.plugins]
+        groups = suite.groups
+        if args.op:
+            keep = [o.strip() for o in args.op.split(",") if o.strip()]
+            groups = tuple(g for g in groups if g.op in keep)
+            if not groups:
+                raise SuiteError(f"command line: --op: the suite has no group for {args.op!r}")
+        if args.impl:
+            names = tuple(n.strip() for n in args.impl.split(",") if n.strip())
+            groups = tuple(replace(g, impls=names) for g in groups)
+        if args.exclude:
+            names = tuple(n.strip() for n in args.exclude.split(",") if n.strip())
+            groups = tuple(replace(g, exclude=g.exclude + names) for g in groups)
+        if args.baseline:
+            groups = tuple(replace(g, baseline=args.baseline) for g in groups)
+        suite = with_overrides(replace(suite, groups=groups), run_over)
+    elif args.op:
+        suite = suite_from_flags(
+            args.op,
+            impls=args.impl,
+            models=args.model,
+            batch=args.batch,
+            tokens=args.tokens,
+            seconds=args.seconds,
+            dtype=args.dtype,
+            baseline=args.baseline,
+            variant=args.variant,
+            run=run_over,
+        )
+        if args.exclude:
+            names = tuple(n.strip() for n in args.exclude.split(",") if n.strip())
+            suite = replace(suite, groups=tuple(replace(g, exclude=names) for g in suite.groups))
+        plugins = []
+    elif args.resume and args.out:
+        env_path = Path(args.out) / ENV_FILE
+        if not env_path.is_file():
+            raise SuiteError(f"{env_path}: no env.json to resume from; give the suite file or flags")
+        stored = json.loads(env_path.read_text(encoding="utf-8")).get("suite")
+        if not stored:
+            raise SuiteError(f"{env_path}: holds no suite; give the suite file or flags")
+        suite = with_overrides(Suite.from_dict(stored), run_over)
+        plugins = list(suite.plugins)
+    else:
+        raise SuiteError("command line: give a suite file, or --op (ad-hoc sweep), or --resume --out RUN_DIR")
+    plugins += [_plugin_path(p, None) for p in args.plugin]
+    plugins = list(dict.fromkeys(plugins))
+    return replace(suite, plugins=tuple(plugins)), plugins
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        suite, plugins = build_suite(args)
+        for p in plugins:
+            registry.load_plugin(p)
+        device = resolve_device(args.device or suite.run.device)
+        planned = plan(suite, device)
+    except (SuiteError, ValueError) as exc:
+        print(f"wkvbench run: {exc}", file=sys.stderr)
+        return 2
+    n_cells = sum(len(impls) for _, impls in planned)
+    if args.dry_run:
+        for case, impls in planned:
+            for name, why in impls:
+                print(f"{case.label()}  {name}" + (f"  (skipped: {why})" if why else ""))
+        print(f"{len(planned)} cases, {n_cells} cells on {device}")
+        return 0
+    if args.resume and not args.out:
+        print("wkvbench run: --resume needs --out RUN_DIR", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else Path("runs") / f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        runner = Runner(suite, device, out, plugins=plugins, resume=args.resume, progress=not args.no_progress)
+    except StoreError as exc:
+        print(f"wkvbench run: {exc}", file=sys.stderr)
+        return 2
+    print(f"wkvbench run: {suite.name}: {len(planned)} cases, {n_cells} cells on {device} -> {out}", file=sys.stderr)
+    t0 = time.perf_counter()
+    try:
+        runner.execute(planned)
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted: {len(runner.written)} finished cell(s) are in {runner.store.results}; "
+            f"finish with: wkvbench run --resume --out {out}",
+            file=sys.stderr,
+        )
+        return 130
+    rows = [runner.store.get(k) for k in runner.written]
+    rows = [r for r in rows if r is not None]
+    if rows:
+        print(summary_table(rows))
+    bad = [r for r in rows if r["status"] in ("wrong", "failed", "oom", "timeout")]
+    for r in bad[:20]:
+        print(
+            f"  {r['status']:8s} {r['op']}/{r['impl']} {r['model']} B={r['batch']} T={r['tokens']} "
+            f"{r['dtype']}: {r['note']}"
+        )
+    print(f"{len(rows)} cell(s) in {time.perf_counter() - t0:.1f} s -> {out}")
+    return 1 if (args.strict and bad) else 0

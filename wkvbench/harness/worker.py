@@ -1,0 +1,447 @@
+"""The isolated worker process that runs implementations, and the parent's handle on it.
+
+Users' GPUs crash: an ``abort()``, a segfault or a CUDA illegal-address error kills (or poisons)
+the process it happens in. So every implementation call runs in a worker process
+(``python -m wkvbench.harness.worker``) that the sweep's parent drives one step at a time. When
+the worker dies or stops answering, the parent knows which implementation was running, records
+that cell as ``failed`` (with the signal and the tail of the worker's stderr) or ``timeout``,
+starts a fresh worker and goes on. The parent itself never touches the GPU (NVML snapshots aside).
+
+One worker serves all the implementations of a case, so the inputs and the float64 reference
+are built once per case and shared, and the parent can interleave implementations sample batch
+by sample batch. After a CUDA error other than out-of-memory the worker checks its context
+(a synchronize and a tiny kernel); if that fails it answers ``fatal`` and exits, and the parent
+restarts it. A worker loads the same plugins as the parent (``--plugin``) and inherits its
+environment (``TRITON_INTERPRET``/``NUMBA_ENABLE_CUDASIM`` from ``wkvbench --interpret``).
+
+Protocol: one JSON object per line. The parent writes ``{"id", "cmd", ...}`` on the worker's
+stdin; the worker answers ``{"id", "ok": true, ...}`` or ``{"id", "ok": false, "error",
+"kind": "oom"|"failed", "fatal": bool}`` on a private copy of its original stdout (file
+descriptor 1 is pointed at stderr, so prints from implementations cannot corrupt the protocol;
+stderr goes to a log file in the run directory). Commands:
+
+=========  =====================================================================================
+hello      -> pid, versions
+probe      -> env (``wkvbench.envinfo.collect_env`` as seen by this process), copy_bandwidth_gbs
+case       case: build inputs (seeded) and the float64 reference once -> ref_ms, input_bytes
+check      impl, warmup_s: first call on NaN-poisoned output (timed: ``first_call_ms``),
+           accuracy against the reference (``wrong`` stops here), warm-up -> est_ms
+sample     impl, n: ``n`` timed calls -> samples_ms, peak_mem_bytes
+energy     impl, seconds, est_ms: back-to-back calls between two reads of the NVML energy
+           counter -> joules_per_call (null without a counter)
+quit
+=========  =====================================================================================
+
+The reference is computed on the case's device (long GPU cases check at full size on the GPU);
+if it runs out of GPU memory it is computed on the CPU instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import gc
+import json
+import math
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from wkvbench import accuracy, ops, presets, registry
+from wkvbench.harness import nvml, timing
+from wkvbench.harness.suite import Case
+
+
+# ============================================================================= worker side
+def classify(exc: BaseException) -> str:
+    """``oom`` for out-of-memory errors of any backend (torch, CuPy, Numba, Triton), else ``failed``."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return "oom"
+    name, msg = type(exc).__name__.lower(), str(exc).lower()
+    markers = ("out of memory", "cuda_error_out_of_memory", "cudaerrormemoryallocation", "outofresources")
+    if "outofmemory" in name or any(m in msg for m in markers):
+        return "oom"
+    return "failed"
+
+
+def describe(exc: BaseException, limit: int = 400) -> str:
+    text = f"{type(exc).__name__}: {exc}".replace("\n", " | ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class Session:
+    """The worker's state: the current case's inputs and reference, and one timer."""
+
+    def __init__(self, plugins: tuple[str, ...] = ()):
+        registry.load_builtins()
+        for p in plugins:
+            registry.load_plugin(p)
+        self.case: Case | None = None
+        self.inputs: dict = {}
+        self.check_inputs: dict = {}
+        self.ref = None
+        self.input_bytes = 0
+        self.timer: timing.Timer | None = None
+        self.device = torch.device("cpu")
+
+    # ------------------------------------------------------------------ dispatch
+    def handle(self, req: dict) -> dict:
+        cmd = req.get("cmd")
+        fn = getattr(self, f"cmd_{cmd}", None)
+        try:
+            if fn is None:
+                raise ValueError(f"cmd: unknown worker command {cmd!r}")
+            args = {k: v for k, v in req.items() if k not in ("cmd", "id")}
+            out = fn(**args)
+            out.setdefault("ok", True)
+        except Exception as exc:
+            kind = classify(exc)
+            out = {"ok": False, "error": describe(exc), "kind": kind, "fatal": False}
+            if kind == "oom":
+                self._free()
+            elif self.device.type == "cuda":
+                out["fatal"] = not self._context_ok()
+        out["id"] = req.get("id")
+        return out
+
+    def _free(self) -> None:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _context_ok(self) -> bool:
+        try:
+            torch.cuda.synchronize(self.device)
+            return float(torch.ones(1, device=self.device).add_(1).item()) == 2.0
+        except Exception:
+            return False
+
+    def _rec(self, impl: str) -> registry.Impl:
+        if self.case is None:
+            raise RuntimeError("no case loaded (send 'case' first)")
+        return registry.get_impl(self.case.op, impl)
+
+    def _timer(self) -> timing.Timer:
+        if self.timer is None or self.timer.device != self.device:
+            self.timer = timing.Timer(self.device)
+        return self.timer
+
+    # ------------------------------------------------------------------ commands
+    def cmd_hello(self) -> dict:
+        return {"pid": os.getpid(), "torch": torch.__version__, "python": sys.version.split()[0]}
+
+    def cmd_probe(self, device: str, argv=None, suite=None) -> dict:
+        from wkvbench.envinfo import collect_env
+
+        dev = torch.device(device)
+        env = collect_env(argv=argv, suite=suite)
+        bw = timing.copy_bandwidth_gbs(dev)
+        return {"env": env, "copy_bandwidth_gbs": bw}
+
+    def cmd_case(self, case: dict) -> dict:
+        new = Case(**case)
+        if self.case is not None and new.case_id == self.case.case_id and new.check_tokens == self.case.check_tokens:
+            return {"ref_ms": 0.0, "input_bytes": self.input_bytes, "cached": True}
+        self.case, self.inputs, self.check_inputs, self.ref = None, {}, {}, None
+        self._free()
+        self.device = torch.device(new.device)
+        dtype = getattr(torch, new.dtype)
+        spec = ops.get_op(new.op)
+        self.inputs = ops.make_case_inputs(new.op, new.shape, dtype, self.device, seed=new.seed, variant=new.variant)
+        self.input_bytes = sum(x.numel() * x.element_size() for x in self.inputs.values() if torch.is_tensor(x))
+        self.check_inputs = self.inputs
+        if new.check_tokens:
+            model = presets.get_model(new.model)
+            cshape = spec.shape_for(model, new.batch, new.check_tokens)
+            self.check_inputs = ops.make_case_inputs(
+                new.op, cshape, dtype, self.device, seed=new.seed, variant=new.variant
+            )
+        t0 = time.perf_counter()
+        try:
+            self.ref = ops.reference_output(new.op, self.check_inputs)
+        except torch.OutOfMemoryError:
+            self._free()
+            cpu_inputs = {k: v.cpu() if torch.is_tensor(v) else v for k, v in self.check_inputs.items()}
+            self.ref = ops.reference_output(new.op, cpu_inputs)
+        timing.synchronize(self.device)
+        ref_ms = (time.perf_counter() - t0) * 1e3
+        self.case = new
+        return {"ref_ms": ref_ms, "input_bytes": self.input_bytes, "ref_device": str(self.ref.device)}
+
+    def cmd_check(self, impl: str, warmup_s: float = 0.1) -> dict:
+        rec = self._rec(impl)
+        case = self.case
+        dtype = getattr(torch, case.dtype)
+        spec = ops.get_op(case.op)
+        ok, why = rec.available(self.device)
+        if ok:
+            ok, why = rec.supports(dtype, spec.head_size(case.shape))
+        if not ok:
+            return {"status": "skipped", "note": why}
+        timer = self._timer()
+        out_shape = spec.out_shape(self.check_inputs)
+        y, first_ms = timer.first_call(
+            lambda: accuracy.run_checked(rec.fn, self.check_inputs, out_shape, dtype, rec.accepts_out)
+        )
+        if not torch.is_tensor(y) or tuple(y.shape) != tuple(out_shape):
+            got = tuple(y.shape) if torch.is_tensor(y) else type(y).__name__
+            return {
+                "status": "wrong",
+                "note": f"returned {got}, expected a tensor of shape {out_shape}",
+                "first_call_ms": first_ms,
+            }
+        acc = accuracy.compare(y, self.ref, dtype, rec.tf32)
+        del y
+        res = {"first_call_ms": first_ms, "rel_err": acc.rel_err, "max_abs_err": acc.max_abs, "tol": acc.tol}
+        if case.check_tokens:
+            res["note"] = f"accuracy checked at T={case.check_tokens}"
+        if not acc.passed:
+            why = "non-finite output" if not acc.finite else f"rel_err {acc.rel_err:.3g} > tol {acc.tol:.3g}"
+            return {**res, "status": "wrong", "note": why}
+        res["est_ms"] = timer.warmup(lambda: rec.fn(**self.inputs), warmup_s)
+        return {**res, "status": "ok"}
+
+    def cmd_sample(self, impl: str, n: int) -> dict:
+        rec = self._rec(impl)
+        timer = self._timer()
+        peak = None
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            base = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        xs = timer.samples(lambda: rec.fn(**self.inputs), int(n))
+        if self.device.type == "cuda":
+            # inputs + everything the calls allocated at their peak (reference and flush buffer excluded)
+            peak = torch.cuda.max_memory_allocated(self.device) - base + self.input_bytes
+        return {"samples_ms": xs, "peak_mem_bytes": peak}
+
+    def cmd_energy(self, impl: str, seconds: float, est_ms: float) -> dict:
+        rec = self._rec(impl)
+        if self.device.type != "cuda":
+            return {"joules_per_call": None}
+        uuid = getattr(torch.cuda.get_device_properties(self.device), "uuid", None)
+        h = nvml.handle(str(uuid) if uuid else None)
+        if nvml.energy_mj(h) is None:
+            return {"joules_per_call": None}
+        n = max(3, math.ceil(seconds * 1e3 / max(est_ms, 1e-3)))
+        torch.cuda.synchronize(self.device)
+        e0, t0 = nvml.energy_mj(h), time.perf_counter()
+        for _ in range(n):
+            rec.fn(**self.inputs)
+        torch.cuda.synchronize(self.device)
+        e1, dt = nvml.energy_mj(h), time.perf_counter() - t0
+        if e1 is None or e1 <= e0:
+            return {"joules_per_call": None, "note": "energy counter did not advance"}
+        return {"joules_per_call": (e1 - e0) / 1e3 / n, "power_w": (e1 - e0) / 1e3 / dt, "calls": n}
+
+    def cmd_quit(self) -> dict:
+        return {}
+
+
+def serve(plugins: tuple[str, ...] = ()) -> int:
+    """Answer requests on stdin until EOF, ``quit`` or a fatal error."""
+    proto = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    os.dup2(2, 1)  # prints (Python or C) from implementations land in the log, not the protocol
+    sys.stdout = sys.stderr
+    faulthandler.enable()  # a segfault/abort leaves a Python traceback in the log
+    try:
+        session = Session(plugins)
+    except Exception as exc:
+        proto.write(
+            json.dumps({"id": None, "ok": False, "error": describe(exc), "kind": "failed", "fatal": True}) + "\n"
+        )
+        return 2
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        req = json.loads(line)
+        print(
+            f"[worker] {time.strftime('%H:%M:%S')} {req.get('cmd')} {req.get('impl', '')}", file=sys.stderr, flush=True
+        )
+        reply = session.handle(req)
+        proto.write(json.dumps(reply) + "\n")
+        proto.flush()
+        if reply.get("fatal") or req.get("cmd") == "quit":
+            break
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="wkvbench sweep worker (driven by `wkvbench run`)")
+    ap.add_argument("--plugin", action="append", default=[])
+    args = ap.parse_args(argv)
+    rc = serve(tuple(args.plugin))
+    sys.stderr.flush()
+    os._exit(rc)  # skip interpreter teardown: a poisoned CUDA context can hang it
+
+
+# ============================================================================= parent side
+class WorkerDied(RuntimeError):
+    """The worker exited (crash, abort, fatal CUDA error) before answering."""
+
+
+class WorkerTimeout(RuntimeError):
+    """The worker did not answer within the step's time limit (it has been killed)."""
+
+
+def _signal_name(rc: int | None) -> str:
+    if rc is None:
+        return "did not exit"
+    if rc < 0:
+        try:
+            return f"killed by {signal.Signals(-rc).name} (signal {-rc})"
+        except ValueError:
+            return f"killed by signal {-rc}"
+    return f"exited with code {rc}"
+
+
+class WorkerClient:
+    """The parent's handle on one worker process at a time (restarted on demand)."""
+
+    def __init__(self, plugins=(), log_dir: str | os.PathLike | None = None, startup_timeout: float = 300.0):
+        self.plugins = tuple(plugins)
+        self.log_dir = Path(log_dir) if log_dir else None
+        self.startup_timeout = startup_timeout
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+        self.case_id = None
+        self.checked: set[str] = set()
+        self._q: queue.Queue = queue.Queue()
+        self._next_id = 0
+        self._log_path: Path | None = None
+        self._log_fh = None
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> dict:
+        self.kill()
+        self.starts += 1
+        env = dict(os.environ)
+        pkg_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH", "")) if p)
+        env.setdefault("PYTHONFAULTHANDLER", "1")
+        cmd = [sys.executable, "-m", "wkvbench.harness.worker"]
+        for p in self.plugins:
+            cmd += ["--plugin", p]
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            self._log_path = self.log_dir / f"worker-{self.starts}.log"
+            self._log_fh = open(self._log_path, "w", encoding="utf-8")  # noqa: SIM115 (closed in kill)
+            err = self._log_fh
+        else:
+            self._log_path, err = None, subprocess.DEVNULL
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env=env,
+            text=True,
+            bufsize=1,
+            start_new_session=True,  # Ctrl-C reaches the parent only; it ends the worker
+        )
+        self._q = queue.Queue()
+        threading.Thread(target=self._reader, args=(self.proc.stdout, self._q), daemon=True).start()
+        self.case_id, self.checked = None, set()
+        reply = self._request({"cmd": "hello"}, self.startup_timeout)
+        if not reply.get("ok"):
+            raise WorkerDied(f"worker could not start: {reply.get('error')}")
+        return reply
+
+    @staticmethod
+    def _reader(stream, q: queue.Queue) -> None:
+        for line in stream:
+            q.put(line)
+        q.put(None)
+
+    def log_tail(self, lines: int = 6, limit: int = 600) -> str:
+        if self._log_path is None or not self._log_path.exists():
+            return ""
+        if self._log_fh is not None:
+            self._log_fh.flush()
+        with open(self._log_path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 8192))
+            text = fh.read().decode("utf-8", "replace")
+        keep = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("[worker]")]
+        tail = " | ".join(keep[-lines:])
+        return tail[-limit:]
+
+    def request(self, cmd: str, timeout: float, **kw) -> dict:
+        """Send one command; return the reply. Raises WorkerDied or WorkerTimeout."""
+        if not self.alive:
+            self.start()
+        return self._request({"cmd": cmd, **kw}, timeout)
+
+    def _request(self, msg: dict, timeout: float) -> dict:
+        self._next_id += 1
+        msg["id"] = self._next_id
+        try:
+            self.proc.stdin.write(json.dumps(msg) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # the reader will report the exit
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.kill()
+                raise WorkerTimeout(f"no answer to {msg['cmd']!r} within {timeout:.0f} s")
+            try:
+                line = self._q.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                try:
+                    rc = self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    rc = None
+                tail = self.log_tail()
+                self.kill()
+                raise WorkerDied(f"worker {_signal_name(rc)}" + (f": {tail}" if tail else ""))
+            reply = json.loads(line)
+            if reply.get("id") != msg["id"]:
+                continue  # a stale answer (cannot happen with one request in flight; be safe)
+            if reply.get("fatal"):
+                self.kill()
+            return reply
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+            for stream in (self.proc.stdin, self.proc.stdout):
+                try:
+                    stream.close()
+                except Exception:
+                    pass
+        if self._log_fh is not None:
+            self._log_fh.close()
+            self._log_fh = None
+        self.proc = None
+        self.case_id, self.checked = None, set()
+
+    def close(self) -> None:
+        if self.alive:
+            try:
+                self._request({"cmd": "quit"}, 10)
+            except (WorkerDied, WorkerTimeout):
+                pass
+        self.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
