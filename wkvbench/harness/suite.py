@@ -444,9 +444,9 @@ def default_baseline(op: str) -> str | None:
     return None
 
 
-def _expand(suite: Suite, device: str) -> list[tuple[Case, Group]]:
-    seen: set = set()
-    out: list[tuple[Case, Group]] = []
+def _expand(suite: Suite, device: str) -> list[tuple[Case, list[Group]]]:
+    seen: dict[tuple, list[Group]] = {}
+    out: list[tuple[Case, list[Group]]] = []
     for group in suite.groups:
         baseline = group.baseline or default_baseline(group.op)
         spec = _ops.get_op(group.op)
@@ -477,15 +477,16 @@ def _expand(suite: Suite, device: str) -> list[tuple[Case, Group]]:
                             baseline=baseline,
                             check_tokens=check_t,
                         )
-                        if case.case_id in seen:
+                        if case.case_id in seen:  # named again by a later group: its impls join
+                            seen[case.case_id].append(group)
                             continue
-                        seen.add(case.case_id)
-                        out.append((replace(case, seed=case_seed(suite.run.seed, case.case_id)), group))
+                        seen[case.case_id] = [group]
+                        out.append((replace(case, seed=case_seed(suite.run.seed, case.case_id)), seen[case.case_id]))
     return out
 
 
 def expand_cases(suite: Suite, device: str) -> list[Case]:
-    """Every case of the suite (deduplicated; the first group naming a case wins), in run order."""
+    """Every case of the suite, once, in run order (the first group naming a case sets its baseline)."""
     return [case for case, _ in _expand(suite, device)]
 
 
@@ -523,4 +524,11 @@ def impls_for(group_impls: tuple[str, ...], exclude: tuple[str, ...], case: Case
 
 def plan(suite: Suite, device: str) -> list[tuple[Case, list[tuple[str, str | None]]]]:
     """Cases with their implementations (and skip reasons), in run order."""
-    return [(case, impls_for(g.impls, g.exclude, case)) for case, g in _expand(suite, device)]
+    out = []
+    for case, groups in _expand(suite, device):
+        merged: dict[str, str | None] = {}
+        for g in groups:  # a case named by several groups runs the union of their impls
+            for name, why in impls_for(g.impls, g.exclude, case):
+                merged.setdefault(name, why)
+        out.append((case, list(merged.items())))
+    return out
