@@ -561,8 +561,7 @@ def compile_report(cc: int = 90) -> list[dict]:
         row = {
             "impl": "numba_cuda",
             "kernel": "bi_wkv7_kernel",
-            "config": f"dtype={str(dtype).replace('torch.', '')} N={N} threads=2*rows_per_block, "
-            f"rows_per_block in {'/'.join(map(str, ROWS_CHOICES))} (launch parameter)",
+            "config": f"dtype={str(dtype).replace('torch.', '')} N={N} R={'/'.join(map(str, ROWS_CHOICES))} (2R thr)",
             "registers": None,
             "shared_bytes": (2 * 2 * NVEC * N + 4) * 4,
             "local_bytes": None,
