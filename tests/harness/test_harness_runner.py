@@ -9,7 +9,11 @@ import csv
 import json
 import math
 import shutil
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 
 import pytest
 
@@ -211,3 +215,47 @@ def test_dry_run_lists_cells(capsys):
                      "torch_loop,nope", "--device", "cpu", "--dry-run"]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "torch_loop" in out and "(skipped: not registered for bi_wkv7)" in out and "1 cases, 2 cells" in out
+
+
+def test_sigint_keeps_finished_rows_and_stops_at_once(tmp_path, plugin_source):
+    """A real interrupt: the finished case's row stays, the hanging cell is abandoned quickly."""
+    (tmp_path / "misbehaving_impls.py").write_text(plugin_source, encoding="utf-8")
+    suite = SUITE.split("[[group]]")[0].replace("max_cell_s = 6", "max_cell_s = 300")
+    suite += textwrap.dedent(
+        """
+        [[group]]
+        op = "bi_wkv7"
+        impls = ["t_good"]
+        models = ["A-RWKV-T"]
+        tokens = [16]
+
+        [[group]]
+        op = "bi_wkv7"
+        impls = ["t_slow"]
+        models = ["A-RWKV-T"]
+        tokens = [32]
+        """
+    )
+    (tmp_path / "suite.toml").write_text(suite, encoding="utf-8")
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "wkvbench.cli", "run", str(tmp_path / "suite.toml"), "--out", str(run_dir),
+           "--no-progress"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (run_dir / "results.csv").exists() and len(read_rows(run_dir)) >= 1:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.5)  # let it enter the hanging cell
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert time.monotonic() - t0 < 8  # did not wait out the 120 s call
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "--resume" in err
+    rows = read_rows(run_dir)
+    assert [(r["impl"], r["status"]) for r in rows] == [("t_good", "ok")]

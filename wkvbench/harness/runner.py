@@ -30,7 +30,9 @@ import json
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
@@ -55,6 +57,7 @@ from wkvbench.harness.suite import (
 from wkvbench.harness.worker import WorkerClient, WorkerDied, WorkerTimeout
 from wkvbench.schema import ENV_FILE, SCHEMA_VERSION, STATUSES
 
+SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
 RUN_FLAGS = ("budget_s", "warmup_s", "rounds", "min_samples", "max_cell_s", "seed", "check_max_tokens", "energy_s")
 
 
@@ -105,6 +108,10 @@ class Cell:
 
     def fail(self, status: str, note: str) -> None:
         self.status, self.note = status, note
+
+
+class RunAborted(RuntimeError):
+    """The sweep cannot go on at all (no worker can start)."""
 
 
 class CaseSetupError(RuntimeError):
@@ -200,15 +207,18 @@ class Runner:
 
     # ------------------------------------------------------------------ environment
     def probe(self) -> None:
-        reply = self.client.request(
-            "probe",
-            timeout=max(self.run.max_cell_s, 120),
-            device=self.device,
-            argv=self.argv,
-            suite=self.suite.as_dict(),
-        )
+        try:
+            reply = self.client.request(
+                "probe",
+                timeout=max(self.run.max_cell_s, 120),
+                device=self.device,
+                argv=self.argv,
+                suite=self.suite.as_dict(),
+            )
+        except (WorkerDied, WorkerTimeout) as exc:
+            raise RunAborted(f"the worker process could not start or probe the machine: {exc}") from None
         if not reply.get("ok"):
-            raise RuntimeError(f"worker could not probe the environment: {reply.get('error')}")
+            raise RunAborted(f"the worker could not probe the environment: {reply.get('error')}")
         env = reply["env"]
         self.copy_bw = reply.get("copy_bandwidth_gbs")
         gpu = env.get("gpu") or {}
@@ -508,6 +518,9 @@ class Runner:
         try:
             for case, impls in planned:
                 self.run_case(case, impls)
+        except BaseException:
+            self.client.kill()  # interrupted: do not wait for the cell in flight
+            raise
         finally:
             if self.bar is not None:
                 self.bar.close()
@@ -547,7 +560,9 @@ def summary_table(rows: list[dict]) -> str:
 
 # ============================================================================= CLI
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("suite", nargs="?", help="suite TOML file (suites/smoke.toml); or use --op and friends")
+    parser.add_argument(
+        "suite", nargs="?", help="suite TOML file (suites/smoke.toml, or a name: smoke); or use --op and friends"
+    )
     g = parser.add_argument_group("ad-hoc sweep (comma lists)")
     g.add_argument("--op", help="bi_wkv7, attention, bi_selective_scan (with a suite: only these groups)")
     g.add_argument("--impl", help="implementations (default *: all available); with a suite: replaces its impls")
@@ -597,8 +612,11 @@ def build_suite(args: argparse.Namespace) -> tuple[Suite, list[str]]:
                 f"command line: {', '.join(used)}: not allowed with a suite file (edit the suite or "
                 "use flags alone); --op, --impl, --exclude, --baseline, --device and run settings are"
             )
-        suite = load_suite(args.suite)
-        base = Path(args.suite).resolve().parent
+        path = Path(args.suite)
+        if not path.exists() and (SUITES_DIR / f"{args.suite}.toml").is_file():
+            path = SUITES_DIR / f"{args.suite}.toml"  # `wkvbench run smoke`
+        suite = load_suite(path)
+        base = path.resolve().parent
         plugins = [_plugin_path(p, base) for p in suite.plugins]
         groups = suite.groups
         if args.op:
@@ -652,7 +670,12 @@ def main(args: argparse.Namespace) -> int:
     try:
         suite, plugins = build_suite(args)
         for p in plugins:
-            registry.load_plugin(p)
+            try:
+                registry.load_plugin(p)
+            except ValueError:
+                raise
+            except Exception as exc:  # the user's module failed while importing
+                raise ValueError(f"plugin: {p}: {type(exc).__name__}: {exc}") from exc
         device = resolve_device(args.device or suite.run.device)
         planned = plan(suite, device)
     except (SuiteError, ValueError) as exc:
@@ -676,8 +699,16 @@ def main(args: argparse.Namespace) -> int:
         return 2
     print(f"wkvbench run: {suite.name}: {len(planned)} cases, {n_cells} cells on {device} -> {out}", file=sys.stderr)
     t0 = time.perf_counter()
+
+    def on_term(signum, frame):  # SIGTERM (a scheduler's stop) ends the run like Ctrl-C
+        raise KeyboardInterrupt
+
+    old_term = signal.signal(signal.SIGTERM, on_term) if threading.current_thread() is threading.main_thread() else None
     try:
         runner.execute(planned)
+    except RunAborted as exc:  # no worker at all: nothing can run
+        print(f"wkvbench run: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(
             f"\ninterrupted: {len(runner.written)} finished cell(s) are in {runner.store.results}; "
@@ -685,6 +716,9 @@ def main(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
     rows = [runner.store.get(k) for k in runner.written]
     rows = [r for r in rows if r is not None]
     if rows:

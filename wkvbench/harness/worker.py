@@ -409,7 +409,7 @@ class WorkerClient:
                 self.kill()
                 raise WorkerDied(f"worker {_signal_name(rc)}" + (f": {tail}" if tail else ""))
             reply = json.loads(line)
-            if reply.get("id") != msg["id"]:
+            if reply.get("id") not in (msg["id"], None):  # None: the worker failed before reading
                 continue  # a stale answer (cannot happen with one request in flight; be safe)
             if reply.get("fatal"):
                 self.kill()
