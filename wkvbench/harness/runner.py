@@ -502,15 +502,19 @@ class Runner:
         cases = [c for c, _ in planned]
         if self.resume:
             self._learn_from_store(cases)
-        else:
-            dropped = self.store.drop(c.key(name) for c, impls in planned for name, _ in impls)
-            if dropped:
-                self.log(f"replacing {dropped} earlier row(s) of these cells in {self.store.results}")
         total = sum(1 for c, impls in planned for name, _ in impls if not (self.resume and self.store.has(c.key(name))))
         if total == 0:
             self.log(f"nothing to do: every cell is already in {self.store.results}")
             return 0
-        self.probe()
+        try:
+            self.probe()
+        except BaseException:
+            self.client.kill()
+            raise
+        if not self.resume:  # a plain re-run replaces the rows of the cells it measures
+            dropped = self.store.drop(c.key(name) for c, impls in planned for name, _ in impls)
+            if dropped:
+                self.log(f"replacing {dropped} earlier row(s) of these cells in {self.store.results}")
         if self.progress_enabled:
             from tqdm import tqdm
 
