@@ -1,0 +1,130 @@
+"""``wkvbench report``: every figure and both reports from a synthetic run with every status."""
+
+import math
+import re
+import xml.etree.ElementTree as ET
+
+import pandas as pd
+import pytest
+
+from wkvbench import cli
+from wkvbench.report import analysis as an
+from wkvbench.report import figures
+from wkvbench.report.load import load_run, parse_env, tidy
+from wkvbench.report.style import fmt_ms, fmt_speedup
+
+FIGURE_NAMES = [name for name, _ in figures.FIGURES]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, make_run):
+    run = tmp_path_factory.mktemp("run")
+    df = make_run(run, dtypes=("bfloat16",))
+    out = tmp_path_factory.mktemp("out")
+    assert cli.main(["report", str(run), "-o", str(out)]) == 0
+    return run, out, df
+
+
+def test_every_figure_exists_as_png_svg_and_csv(built):
+    _, out, _ = built
+    assert len(FIGURE_NAMES) == 9
+    for name in FIGURE_NAMES:
+        png, svg, csv = (out / "figures" / f"{name}.{ext}" for ext in ("png", "svg", "csv"))
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        root = ET.parse(svg).getroot()
+        assert root.tag.endswith("svg"), name
+        # the footer (device, driver, commit, date) is on every figure
+        text = svg.read_text()
+        for part in ("SYNTHETIC-GPU", "driver 000.00", "commit 0123456789", "2025-01-02"):
+            assert part in text, (name, part)
+        assert csv.stat().st_size > 0
+
+
+def _expected_headline(df):
+    """The 328 s headline read straight from the written table, without the report code."""
+    sel = df[(df["dtype"] == "bfloat16") & (df["batch"] == 1) & (df["seconds"] == 328.0)]
+    wkv = sel[(sel["op"] == "bi_wkv7") & (sel["model"] == "A-RWKV-B") & (sel["status"] == "ok")]
+    best = wkv.loc[pd.to_numeric(wkv["median_ms"]).idxmin()]
+    att = sel[(sel["op"] == "attention") & (sel["impl"].str.startswith("sdpa_")) & (sel["status"] == "ok")]
+    sdpa = att.loc[pd.to_numeric(att["median_ms"]).idxmin()]
+    eager = sel[(sel["op"] == "attention") & (sel["impl"] == "torch_eager")].iloc[0]
+    return best, sdpa, eager
+
+
+def test_headline_numbers_equal_the_table(built):
+    _, out, df = built
+    best, sdpa, eager = _expected_headline(df)
+    md = (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    speedup = float(sdpa["median_ms"]) / float(best["median_ms"])
+    sentence = (
+        f"At 328 s of audio (batch 1, bfloat16, cuda), A-RWKV-B: best Bi-WKV7 ({best['impl']}) "
+        f"{fmt_ms(best['median_ms'])} ms; AST attention (torch_eager, AST-B) OOM; best SDPA attention "
+        f"({sdpa['impl']}, AST-B) {fmt_ms(sdpa['median_ms'])} ms: {fmt_speedup(speedup)} faster"
+    )
+    assert eager["status"] == "oom"
+    assert sentence in md and sentence in html
+    # the headline table's 328 s row: best impl, its ms, eager OOM, SDPA ms and speed-up
+    row = next(line for line in md.splitlines() if line.startswith("| 328 s |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "16,400" and cells[2] == best["impl"] and cells[3] == fmt_ms(best["median_ms"])
+    assert cells[4] == "OOM" and cells[5] == "-"
+    assert cells[7] == fmt_ms(sdpa["median_ms"]) and cells[8] == fmt_speedup(speedup)
+    # the numbers themselves, independently formatted
+    assert abs(float(cells[3].replace(",", "")) - float(best["median_ms"])) / float(best["median_ms"]) < 5e-3
+
+
+def test_html_is_self_contained_and_lists_every_not_ok_cell(built):
+    _, out, df = built
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(FIGURE_NAMES)
+    assert not re.search(r"(src|href)=[\"']?(https?:|//)", html)
+    assert "<script" not in html and "<link" not in html
+    n_bad = int((df["status"] != "ok").sum())
+    assert f"Cells that are not ok ({n_bad})" in html
+    for status in ("wrong", "failed", "oom", "timeout", "skipped"):
+        assert f'<span class="st-bad">{status}</span>' in html
+    md = (out / "report.md").read_text()
+    for name in FIGURE_NAMES:
+        assert f"](figures/{name}.png)" in md and f"](figures/{name}.svg)" in md
+
+
+def test_figure_tables_keep_non_ok_cells_and_never_speed_up_from_them(built):
+    _, out, df = built
+    lat = pd.read_csv(out / "figures" / "fig1_latency.csv")
+    assert len(lat) == len(df) and set(lat["status"]) == set(df["status"])
+    sp = pd.read_csv(out / "figures" / "fig3_speedup_audio.csv")
+    bad = (sp["status"] != "ok") | (sp["base_status"] != "ok")
+    assert bad.any() and sp.loc[bad, "speedup"].isna().all()
+    slopes = lat.dropna(subset=["slope"])
+    eager = slopes[(slopes["impl"] == "torch_eager")]["slope"].iloc[0]
+    triton = slopes[(slopes["impl"] == "triton_chunked") & (slopes["size"] == "B")]["slope"].iloc[0]
+    assert eager > 1.2 > triton  # the quadratic term shows at the longest sequences
+
+
+def test_cpu_run_figures_say_what_was_not_measured():
+    rows = pd.DataFrame(
+        [{"op": op, "impl": "torch_loop", "model": m, "batch": 1, "tokens": t, "status": "ok", "median_ms": t / 100,
+          "p20_ms": t / 110, "p80_ms": t / 90, "dtype": "float32", "device": "cpu", "rel_err": 1e-7}
+         for op, m in (("bi_wkv7", "A-RWKV-T"), ("bi_selective_scan", "AuM-T")) for t in (128, 512)]
+    )  # fmt: skip
+    df = tidy(rows)
+    env = parse_env({"gpu": None, "cpu": "some CPU"})
+    mem = figures.fig_memory(df, env)
+    texts = [t.get_text() for ax in mem.figure.axes for t in ax.texts]
+    assert any("not measured" in t for t in texts)
+    bw = figures.fig_bandwidth(df, env)
+    assert any("no bandwidth" in t.get_text() for ax in bw.figure.axes for t in ax.texts)
+    sp = figures.fig_speedup(df, env, "audio")  # no attention: only the scan column
+    assert math.isfinite(an.speedups(df, "audio")["speedup"].iloc[0])
+    assert len([ax for ax in sp.figure.axes if ax.axison]) == 1
+
+
+def test_report_of_a_missing_run_exits_2(tmp_path, capsys):
+    assert cli.main(["report", str(tmp_path / "nope")]) == 2
+    assert "results.csv" in capsys.readouterr().err
+
+
+def test_loaded_synthetic_run_round_trips(built):
+    run, _, df = built
+    assert len(load_run(run).results) == len(df)

@@ -1,0 +1,12 @@
+"""Reading runs, drawing the report, comparing two runs.
+
+``wkvbench report RUN_DIR [-o OUT_DIR]`` (:mod:`.build`) and ``wkvbench compare RUN_A RUN_B``
+(:mod:`.compare`) read only what a run directory holds: ``results.csv``, ``samples.jsonl`` and
+``env.json`` (:mod:`.load`). The numbers are pandas group-bys over the tidy results table
+(:mod:`.analysis`), the figures matplotlib on the Agg backend (:mod:`.figures`, styled by
+:mod:`.style`), the HTML and Markdown written by :mod:`.render`.
+"""
+
+from wkvbench.report.load import Env, Run, load_run
+
+__all__ = ["Env", "Run", "load_run"]

@@ -1,0 +1,68 @@
+"""``wkvbench report RUN_DIR [-o OUT_DIR]``: figures, ``report.html`` and ``report.md`` from a run.
+
+Reads only the run's ``results.csv``, ``samples.jsonl`` and ``env.json``
+(:mod:`wkvbench.report.load`); writes ``OUT_DIR/figures/fig*.{png,svg,csv}``,
+``OUT_DIR/report.html`` (self-contained) and ``OUT_DIR/report.md``. ``OUT_DIR`` defaults to
+``RUN_DIR/report``. Typical use::
+
+    wkvbench run suites/cpu-example.toml --out runs/cpu
+    wkvbench report runs/cpu -o reports/example-cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from wkvbench.report import analysis as an
+from wkvbench.report.load import load_run
+from wkvbench.report.render import Report, write
+
+
+def build_report(run_dir, out_dir=None, title: str | None = None, formats=("png", "svg")) -> Report:
+    """Load ``run_dir``, draw every figure and write both reports into ``out_dir``; returns the Report."""
+    from wkvbench.report.figures import draw_all  # matplotlib only when a report is drawn
+
+    run = load_run(run_dir)
+    out = Path(out_dir) if out_dir is not None else run.path / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    df = run.results
+    table, where = an.headline(df)
+    counts = {s: int((df["status"] == s).sum()) for s in ("ok", "wrong", "failed", "oom", "timeout", "skipped")}
+    rep = Report(
+        title=title or f"wkvbench report: {run.path.name or run.path.resolve().name}",
+        run_dir=str(run.path),
+        env=run.env,
+        headline=table,
+        where=where,
+        verification=an.verification(df),
+        not_ok=an.not_ok(df),
+        counts=counts,
+    )
+    rep.plots = draw_all(df, run.env, out / "figures", formats=formats)
+    write(rep, out)
+    return rep
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (results.csv, env.json, samples.jsonl)")
+    parser.add_argument("-o", "--out", metavar="OUT_DIR", default=None, help="where to write (default RUN_DIR/report)")
+    parser.add_argument("--title", default=None, help="report title (default: the run directory's name)")
+    parser.add_argument("--no-svg", action="store_true", help="write PNG figures only")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        rep = build_report(
+            args.run_dir, args.out, title=args.title, formats=("png",) if args.no_svg else ("png", "svg")
+        )
+    except ValueError as exc:
+        print(f"wkvbench report: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else Path(args.run_dir) / "report"
+    print(f"wrote {out / 'report.html'}, {out / 'report.md'} and {len(rep.plots)} figures in {out / 'figures'}")
+    from wkvbench.report.render import headline_sentence
+
+    print(headline_sentence(rep.headline, rep.where))
+    return 0
