@@ -1,0 +1,143 @@
+"""Bad input to wkvbench.attention and wkvbench.bi_selective_scan raises ValueError/TypeError naming the argument."""
+
+import pytest
+import torch
+
+import wkvbench
+from wkvbench.inputs import attention_inputs, bi_selective_scan_inputs
+
+
+# ----------------------------------------------------------------------------- attention
+@pytest.fixture
+def qkv():
+    return attention_inputs(1, 2, 5, 16, seed=0)
+
+
+def att(x, impl="sdpa_math", **over):
+    return wkvbench.attention(**{**x, **over}, impl=impl)
+
+
+def test_attention_ok(qkv):
+    assert torch.isfinite(att(qkv)).all()
+
+
+def test_attention_rank_and_empty(qkv):
+    with pytest.raises(ValueError, match="^q: expected 4 dimensions"):
+        att(qkv, q=qkv["q"][0])
+    with pytest.raises(ValueError, match="^q: every dimension"):
+        att(qkv, q=qkv["q"][:, :, :0], k=qkv["k"][:, :, :0], v=qkv["v"][:, :, :0])
+
+
+@pytest.mark.parametrize("name", ["k", "v"])
+def test_attention_shape_dtype_device_mismatch(qkv, name):
+    with pytest.raises(ValueError, match=f"^{name}: expected shape"):
+        att(qkv, **{name: qkv[name][:, :, :-1]})
+    with pytest.raises(TypeError, match=f"^{name}: dtype"):
+        att(qkv, **{name: qkv[name].to(torch.float16)})
+    with pytest.raises(ValueError, match=f"^{name}: on meta"):
+        att(qkv, **{name: qkv[name].to("meta")})
+
+
+def test_attention_types(qkv):
+    with pytest.raises(TypeError, match="^q: expected a torch.Tensor"):
+        att(qkv, q=qkv["q"].numpy())
+    with pytest.raises(TypeError, match="^k: expected a floating-point"):
+        att(qkv, k=qkv["k"].to(torch.int64))
+
+
+def test_attention_impl_errors(qkv):
+    with pytest.raises(ValueError, match="^impl: unknown implementation 'nope'"):
+        att(qkv, impl="nope")
+    with pytest.raises(TypeError, match="^impl: "):
+        att(qkv, impl=3)
+    with pytest.raises(ValueError, match="^impl: 'sdpa_flash' cannot run attention here"):
+        att(qkv, impl="sdpa_flash")
+    bf16 = {n: t.to(torch.bfloat16) for n, t in qkv.items()}
+    with pytest.raises(ValueError, match="^impl: 'torch_eager' cannot run .*bfloat16"):
+        att(bf16, impl="torch_eager")
+
+
+def test_attention_non_contiguous_input_is_accepted(qkv):
+    q = qkv["q"].transpose(2, 3).contiguous().transpose(2, 3)  # same values, other strides
+    y = att(qkv, q=q, impl="torch_eager")
+    assert torch.allclose(y, att(qkv, impl="torch_eager"))
+
+
+# ----------------------------------------------------------------------------- bi_selective_scan
+@pytest.fixture
+def sx():
+    return bi_selective_scan_inputs(1, 4, 6, 16, seed=0)
+
+
+def scan(x, impl="torch_loop", **over):
+    return wkvbench.bi_selective_scan(**{**x, **over}, impl=impl)
+
+
+def test_scan_ok(sx):
+    assert torch.isfinite(scan(sx)).all()
+
+
+def test_scan_rank_and_empty(sx):
+    with pytest.raises(ValueError, match="^u: expected 3 dimensions"):
+        scan(sx, u=sx["u"][0])
+    with pytest.raises(ValueError, match="^u: every dimension"):
+        scan(sx, **{n: sx[n][..., :0] for n in ("u", "delta", "Bm", "Cm", "z")})
+
+
+@pytest.mark.parametrize("name", ["delta", "z"])
+def test_scan_activation_mismatch(sx, name):
+    with pytest.raises(ValueError, match=f"^{name}: expected shape"):
+        scan(sx, **{name: sx[name][..., :-1]})
+    with pytest.raises(TypeError, match=f"^{name}: dtype"):
+        scan(sx, **{name: sx[name].to(torch.float16)})
+    with pytest.raises(ValueError, match=f"^{name}: on meta"):
+        scan(sx, **{name: sx[name].to("meta")})
+
+
+@pytest.mark.parametrize("name", ["Bm", "Cm"])
+def test_scan_state_inputs_shape(sx, name):
+    with pytest.raises(ValueError, match=f"^{name}: expected shape"):
+        scan(sx, **{name: sx[name][:, :8]})  # N = 8 but A says 16
+    with pytest.raises(ValueError, match=f"^{name}: expected shape"):
+        scan(sx, **{name: sx[name][..., :3]})  # T mismatch
+    with pytest.raises(ValueError, match=f"^{name}: expected 3 dimensions"):
+        scan(sx, **{name: sx[name][0]})
+
+
+def test_scan_A_shapes_and_values(sx):
+    with pytest.raises(ValueError, match="^A: expected shape"):
+        scan(sx, A=sx["A"][:3])
+    with pytest.raises(ValueError, match="^A_b: expected shape"):
+        scan(sx, A_b=sx["A_b"][:, :8])
+    with pytest.raises(ValueError, match="^A: must be finite and negative"):
+        scan(sx, A=-sx["A"])
+    bad = sx["A_b"].clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="^A_b: must be finite and negative"):
+        scan(sx, A_b=bad)
+    with pytest.raises(TypeError, match="^A: expected a floating-point"):
+        scan(sx, A=sx["A"].to(torch.int32))
+
+
+@pytest.mark.parametrize("name", ["Dskip", "delta_bias"])
+def test_scan_per_channel_vectors(sx, name):
+    with pytest.raises(ValueError, match=f"^{name}: expected shape"):
+        scan(sx, **{name: sx[name][:3]})
+    with pytest.raises(ValueError, match=f"^{name}: expected 1 dimensions"):
+        scan(sx, **{name: sx[name][None]})
+
+
+def test_scan_types_and_flags(sx):
+    with pytest.raises(TypeError, match="^u: expected a torch.Tensor"):
+        scan(sx, u=sx["u"].tolist())
+    with pytest.raises(TypeError, match="^delta_softplus: expected bool"):
+        scan(sx, delta_softplus=1)
+    with pytest.raises(ValueError, match="^impl: unknown implementation"):
+        scan(sx, impl="selective_scan_cuda")
+    with pytest.raises(ValueError, match="^impl: 'mamba_ssm' cannot run bi_selective_scan here"):
+        scan(sx, impl="mamba_ssm")
+
+
+def test_scan_optional_arguments_may_be_omitted(sx):
+    y = scan(sx, Dskip=None, z=None, delta_bias=None)
+    assert torch.isfinite(y).all()
