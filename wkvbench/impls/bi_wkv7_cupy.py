@@ -1,0 +1,472 @@
+"""Bi-WKV7 as one CUDA C kernel compiled by NVRTC and launched through CuPy: ``cupy_cuda``.
+
+The kernel source is the package file ``bi_wkv7_cupy.cu`` (next to this module). Both scan
+directions and the gate merge run in ONE launch.
+
+Algorithm (the fused recurrent form of the official RWKV-7 CUDA kernel, BlinkDL/RWKV-LM
+``wkv7`` forward, where one thread owns one value row of the state; written here from the
+recurrence in CONTRACT section 1). For a (batch, head) the state is ``S[i, j]`` (i value row,
+j key column) and a row's update needs only that row::
+
+    sa_i    = sum_j S[i, j] a_j
+    S[i, j] = S[i, j] d_j + sa_i b_j + v_i k_j,     d_j = exp(-exp(w_j))
+    y_i     = sum_j S[i, j] r_j
+
+so value rows evolve independently given the token's ``r, d, k, a, b`` vectors and ``v_i``.
+
+Launch geometry. Block: ``2N = 128`` threads; threads ``0..N-1`` run the forward scan, threads
+``N..2N-1`` the reverse scan, in lock-step: at step ``s`` the forward half is at token ``s``
+and the reverse half at token ``T-1-s`` (no flipped copy exists; the reverse half just indexes
+backwards). A block owns ``R = N / SPLIT`` value rows of one (batch, head) for both directions,
+each row held by ``SPLIT`` consecutive lanes that keep ``N / SPLIT`` key columns each in fp32
+registers (columns interleaved in float4 granules so the lanes' shared-memory reads do not
+conflict); the row's two dot products reduce over those lanes with an xor-shuffle butterfly
+(none for ``SPLIT = 1``, the official kernel's layout). Grid: ``B * H * SPLIT`` blocks, i.e.
+the value rows of a head are split over ``SPLIT`` blocks, so batch 1 still fills the GPU.
+``SPLIT`` in {1, 2, 4, 8} is a template parameter picked per call by :func:`pick_split`, a
+small issue/latency model (a prediction, not a measurement; ``split=`` overrides it): batch 1
+of A-RWKV-B (12 heads) gets ``SPLIT = 4`` (48 blocks of 4 warps, each lane 16 columns, a step
+latency-bound at ~215 cycles instead of ~490 issue cycles for whole rows), batch 8 gets
+``SPLIT = 1`` (96 blocks, each lane a whole 64-column row).
+
+Staging and prefetch. Each chunk of ``TC`` steps (8; 4 for ``SPLIT = 1`` and float32 ``SPLIT = 2``) the
+block stages, for both directions, the ``r, d, k, a, b`` vectors (``d = exp(-exp(w))`` computed
+once here, not by every row) and its ``R``-row slice of ``v`` and the gate factor (``g`` forward,
+``1-g`` reverse) into shared memory as fp32: ``2*TC*(5N + R + 1)`` floats, 11-25 KB. Every thread
+then reads the vectors as broadcast float4 loads. The global loads are 16-byte vector loads
+spread over all 128 threads and issued one chunk ahead into registers (``uint4`` prefetch
+array), so a chunk's DRAM latency (~1 us) hides behind the previous chunk's arithmetic
+(``TC`` steps of 100-450 issue cycles each); a chunk costs two ``__syncthreads`` instead of one
+or two per step. Chunking beats a per-step double buffer here because the per-step work of a
+lane at ``SPLIT = 8`` (about 100 instructions) is too short to cover a DRAM round trip.
+
+The gate merge, fused, with one fp32 partial round trip per element. Token ``t`` is reached by
+the forward half at step ``t`` and by the reverse half at step ``T-1-t``. Phase 1 is steps
+``[0, m)`` with ``m = ceil(T/2)``, phase 2 steps ``[m, T)``; chunks never straddle ``m``. In
+phase 1 both halves reach their tokens first and store the gated fp32 partial (``g y_fwd`` or
+``(1-g) y_rev``) in ``part`` (laid out like ``y``; it IS ``y`` for float32 I/O, else a float32
+scratch tensor); in phase 2 both are second and write ``y = part + own partial`` once, in the
+I/O dtype. For odd ``T`` both halves reach the middle token ``(T-1)/2`` at the same step
+``m-1``: the forward lane stores its partial, the reverse lane keeps its own in a register and
+writes ``y`` after the loop. Race freedom: the partial of (t, row) is written by one lane (lane
+0 of the row group, direction first to reach t) at a phase-1 step and read by one lane of the
+SAME block (lane 0 of the same row, other direction) at a phase-2 step or after the loop;
+every phase-2 chunk starts with a ``__syncthreads`` that all threads reach only after finishing
+all phase-1 steps, and the middle token is read after a final ``__syncthreads``; a block
+barrier orders the global-memory writes of the block's threads before it with their reads
+after it. Blocks own disjoint (batch, head, row) sets. The staging buffer is written only
+between the two barriers that open a chunk, and read only after the second. Every ``y``
+element is written exactly once: phase 2 covers ``[m, T)`` forward and ``[0, T-m)`` reverse,
+i.e. all tokens but the odd-T middle one, which the epilogue writes.
+
+Bytes moved, per element of ``[B, T, H, N]`` (``es`` = I/O element size): the six inputs are
+read once per direction (``12 es``: the reverse half reads a token ``|T-1-2t|`` steps after the
+forward half, an L2 hit only near the middle or for short sequences; the ``SPLIT`` blocks of a
+head read the same key-side vectors at the same time, so the repeats are L2 hits), ``y`` written
+once (``es``), the partial written and read once (``8`` bytes), ``g`` read twice per (b, t, h).
+bf16: ~34 B per element vs the op's minimum ``bytes_moved`` of 14 (2.4x); float32 60 vs 28.
+The kernel is compute/issue bound long before that matters (see docs/notes/cupy_bi_wkv7.md).
+
+I/O dtypes float32, bfloat16, float16, handled as raw 16-bit words in the kernel (bf16 widened
+by a shift and narrowed with round-to-nearest-even in integer code; fp16 through ``cvt``), so
+the source includes no CUDA header and compiles with a bare NVRTC. State and all accumulation
+are fp32; ``d`` is computed with the accurate ``expf``. Head size 64 (the kernel is templated
+on ``N``; only 64 is instantiated). Any ``T >= 1``.
+
+Compile caching: one ``cupy.RawModule`` per (dtype, N, device) with the four ``SPLIT``
+instantiations as name expressions (``bi_wkv7_kernel<wkv_bf16, 64, 8>`` ...), compiled by NVRTC
+(``--std=c++17``) on the first call for that dtype and device; the ``RawKernel`` handles are
+cached per (dtype, N, SPLIT, device), and CuPy also keeps the cubin in its on-disk kernel
+cache, so later processes skip NVRTC. The first call's time includes the compile.
+
+Zero copy and streams: torch tensors are passed as raw device pointers (what their
+``__cuda_array_interface__`` reports; CuPy has no bfloat16 dtype, so no CuPy array is built),
+and the kernel is launched on torch's current stream through ``cupy.cuda.ExternalStream``, so
+the harness's CUDA-event timer measures it like every other implementation. Inputs whose data
+pointer is not 16-byte aligned (a view at an odd offset) are copied once to aligned storage.
+
+Without a GPU: :func:`compile_report` compiles every instantiation for ``sm_<cc>`` through
+NVRTC (``cuda.core``) or nvcc and reports registers, shared memory and spills; and
+``tests/impls/cuda_host/`` compiles the same ``.cu`` with g++ through a CUDA shim header and runs
+it on the CPU against the float64 reference.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wkvbench.registry import register_impl
+
+try:
+    import cupy as cp
+
+    _CUPY_ERROR = ""
+except Exception as exc:  # ImportError, or a broken CUDA library underneath
+    cp = None
+    _CUPY_ERROR = f"{type(exc).__name__}: {exc}"
+
+NAME = "cupy_cuda"
+HEAD_SIZES = (64,)
+SPLITS = (1, 2, 4, 8)
+DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+KERNEL_PATH = Path(__file__).with_suffix(".cu")
+KERNEL = "bi_wkv7_kernel"
+NVRTC_OPTIONS = ("--std=c++17",)
+_IO_TYPE = {torch.float32: "float", torch.bfloat16: "wkv_bf16", torch.float16: "wkv_fp16"}
+_MANGLED_IO = {"f": torch.float32, "8wkv_bf16": torch.bfloat16, "8wkv_fp16": torch.float16}
+
+
+@functools.lru_cache(maxsize=1)
+def kernel_source() -> str:
+    """The CUDA C source of the kernel (the package file ``bi_wkv7_cupy.cu``)."""
+    return KERNEL_PATH.read_text()
+
+
+def kernel_name(dtype: torch.dtype, n: int, split: int) -> str:
+    """NVRTC name expression of one instantiation, e.g. ``bi_wkv7_kernel<wkv_bf16, 64, 8>``."""
+    return f"{KERNEL}<{_IO_TYPE[dtype]}, {n}, {split}>"
+
+
+def chunk_tokens(dtype: torch.dtype, split: int) -> int:
+    """Tokens staged per chunk (mirrors ``wkv_chunk<IO, SPLIT>::TC`` in the .cu)."""
+    return 4 if split == 1 or (dtype == torch.float32 and split == 2) else 8
+
+
+def shared_bytes(dtype: torch.dtype, n: int, split: int) -> int:
+    """Static shared memory of one block: ``2*TC*(5N + R) + 2*TC`` floats."""
+    tc = chunk_tokens(dtype, split)
+    return 4 * (2 * tc * 5 * n + 2 * tc * (n // split) + 2 * tc)
+
+
+# Per-step cost model behind pick_split (N = 64; predictions, not measurements). Issue:
+# instructions per warp per step = the step loop's SASS from compile_report's compiler (sm_90:
+# ~445 / 250 / 155 / 110 for SPLIT 1 / 2 / 4 / 8: 5 FP32 ops and 5/4 shared float4 loads per key
+# column, plus shuffles) + ~45 for the chunk staging amortised over TC steps. Latency: one warp
+# alone, the loop-carried chain LDS (~30) -> S a and S r_prev (2 N/SPLIT FFMA) -> adds (~12) ->
+# log2(SPLIT) x (SHFL ~25 + FADD) -> merge store -> update (3 N/SPLIT issue) -> next step.
+_ISSUE_CYCLES = {1: 490, 2: 310, 4: 200, 8: 165}
+_LATENCY_CYCLES = {1: 475, 2: 265, 4: 215, 8: 200}
+
+
+def predicted_step_cycles(bh: int, num_sms: int, split: int) -> float:
+    """Predicted cycles per time step: blocks per SM share its 4 schedulers (1 warp each per block)."""
+    per_sm = math.ceil(bh * split / max(1, num_sms))
+    return max(_LATENCY_CYCLES[split], per_sm * _ISSUE_CYCLES[split])
+
+
+def pick_split(bh: int, num_sms: int) -> int:
+    """SPLIT (blocks per head) for ``B*H = bh`` heads on ``num_sms`` SMs, from the cost model.
+
+    A larger SPLIT must win by 10% to be chosen: it multiplies the L2 reads of the key-side
+    vectors and adds shuffles, which the model does not charge.
+    """
+    if bh < 1 or num_sms < 1:
+        raise ValueError(f"bh/num_sms: must be >= 1, got {bh}, {num_sms}")
+    best = 1
+    for split in SPLITS[1:]:
+        if predicted_step_cycles(bh, num_sms, split) < 0.9 * predicted_step_cycles(bh, num_sms, best):
+            best = split
+    return best
+
+
+# ----------------------------------------------------------------------------- availability
+def _check(device: torch.device) -> tuple[bool, str]:
+    if cp is None:
+        return False, f"cupy not installed ({_CUPY_ERROR})"
+    try:
+        count = cp.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        return False, f"cupy has no CUDA device ({type(exc).__name__}: {exc})"
+    if count < 1:
+        return False, "cupy has no CUDA device"
+    if device.index is not None and device.index >= count:
+        return False, f"cupy sees {count} CUDA device(s), not {device}"
+    try:
+        cp.cuda.nvrtc.getVersion()
+    except Exception as exc:
+        return False, f"cupy cannot load NVRTC ({type(exc).__name__}: {exc})"
+    return True, "ok"
+
+
+# ----------------------------------------------------------------------------- launch
+_LOCK = threading.Lock()
+_MODULES: dict[tuple, object] = {}
+_KERNELS: dict[tuple, object] = {}
+_STREAMS: dict[tuple[int, int], object] = {}
+_NUM_SMS: dict[int, int] = {}
+
+
+def _kernel(dtype: torch.dtype, n: int, split: int, device_index: int):
+    key = (dtype, n, split, device_index)
+    fn = _KERNELS.get(key)
+    if fn is not None:
+        return fn
+    with _LOCK:
+        mkey = (dtype, n, device_index)
+        mod = _MODULES.get(mkey)
+        if mod is None:
+            names = [kernel_name(dtype, n, s) for s in SPLITS]
+            mod = cp.RawModule(code=kernel_source(), options=NVRTC_OPTIONS, name_expressions=names)
+            _MODULES[mkey] = mod
+        with cp.cuda.Device(device_index):
+            fn = mod.get_function(kernel_name(dtype, n, split))  # NVRTC compile on first use
+        _KERNELS[key] = fn
+    return fn
+
+
+def _stream(ptr: int, device_index: int):
+    key = (ptr, device_index)
+    st = _STREAMS.get(key)
+    if st is None:
+        with warnings.catch_warnings():  # CuPy 14 deprecates ExternalStream for Stream.from_external
+            warnings.simplefilter("ignore", DeprecationWarning)
+            st = cp.cuda.ExternalStream(ptr, device_index)
+        _STREAMS[key] = st
+    return st
+
+
+def _num_sms(device_index: int) -> int:
+    if device_index not in _NUM_SMS:
+        _NUM_SMS[device_index] = torch.cuda.get_device_properties(device_index).multi_processor_count
+    return _NUM_SMS[device_index]
+
+
+def _aligned(x: torch.Tensor) -> torch.Tensor:
+    x = x.contiguous()
+    return x if x.data_ptr() % 16 == 0 else x.clone()
+
+
+def _validate(r, w, k, v, a, b, g, out, split) -> None:
+    tensors = {"r": r, "w": w, "k": k, "v": v, "a": a, "b": b}
+    for name, x in tensors.items():
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if r.dim() != 4:
+        raise ValueError(f"r: expected [B, T, H, N], got shape {tuple(r.shape)}")
+    if r.dtype not in DTYPES:
+        raise TypeError(f"r: dtype {r.dtype} not supported by {NAME} (float32, bfloat16, float16)")
+    if r.shape[-1] not in HEAD_SIZES:
+        raise ValueError(f"r: head size N={r.shape[-1]} not supported by {NAME} (supports {HEAD_SIZES})")
+    if min(r.shape) < 1:
+        raise ValueError(f"r: every dimension of [B, T, H, N] must be >= 1, got {tuple(r.shape)}")
+    for name, x in tensors.items():
+        if x.shape != r.shape or x.dtype != r.dtype or x.device != r.device:
+            raise ValueError(
+                f"{name}: expected {tuple(r.shape)} {r.dtype} on {r.device}, got "
+                f"{tuple(x.shape)} {x.dtype} on {x.device}"
+            )
+    if g is not None:
+        if not isinstance(g, torch.Tensor):
+            raise TypeError(f"g: expected a torch.Tensor or None, got {type(g).__name__}")
+        if g.shape != r.shape[:3] or g.dtype != r.dtype or g.device != r.device:
+            raise ValueError(
+                f"g: expected {tuple(r.shape[:3])} {r.dtype} on {r.device}, got "
+                f"{tuple(g.shape)} {g.dtype} on {g.device}"
+            )
+    if out is not None:
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"out: expected a torch.Tensor or None, got {type(out).__name__}")
+        if out.shape != r.shape or out.dtype != r.dtype or out.device != r.device or not out.is_contiguous():
+            raise ValueError(
+                f"out: expected a contiguous {tuple(r.shape)} {r.dtype} tensor on {r.device}, got "
+                f"{tuple(out.shape)} {out.dtype} on {out.device}"
+            )
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split: must be one of {SPLITS} or None, got {split!r}")
+    if r.device.type != "cuda":
+        raise ValueError(f"r: {NAME} runs on CUDA tensors, got a {r.device.type} tensor")
+
+
+@register_impl(
+    "bi_wkv7",
+    name=NAME,
+    backend="cupy",
+    devices=("cuda",),
+    dtypes=DTYPES,
+    head_sizes=HEAD_SIZES,
+    priority=25,
+    check=_check,
+    description="CUDA C via NVRTC/CuPy: both directions + gate merge in one launch, fp32 state in registers",
+)
+def cupy_cuda(r, w, k, v, a, b, g=None, *, out=None, split: int | None = None):
+    """CUDA C via NVRTC/CuPy: both directions and the gate merge in one launch, fp32 state in registers."""
+    _validate(r, w, k, v, a, b, g, out, split)
+    ok, why = _check(r.device)
+    if not ok:
+        raise RuntimeError(f"{NAME}: {why}")
+    B, T, H, N = r.shape
+    dev = r.device
+    idx = dev.index if dev.index is not None else torch.cuda.current_device()
+    xs = [_aligned(x) for x in (r, w, k, v, a, b)]
+    gg = None if g is None else g.contiguous()
+    y = torch.empty_like(xs[0]) if out is None else out
+    # float32: the partial lives in y itself (same element, same lane reads and rewrites it)
+    part = y if r.dtype == torch.float32 else torch.empty(r.shape, dtype=torch.float32, device=dev)
+    sp = split if split is not None else pick_split(B * H, _num_sms(idx))
+    fn = _kernel(r.dtype, N, sp, idx)
+    args = (
+        *(np.uint64(x.data_ptr()) for x in xs),
+        np.uint64(0 if gg is None else gg.data_ptr()),
+        np.uint64(y.data_ptr()),
+        np.uint64(part.data_ptr()),
+        np.int32(B),
+        np.int32(T),
+        np.int32(H),
+    )
+    with cp.cuda.Device(idx), _stream(torch.cuda.current_stream(dev).cuda_stream, idx):
+        fn((B * H * sp,), (2 * N,), args)
+    return y
+
+
+# ----------------------------------------------------------------------------- compile report
+_PTXAS_ENTRY = re.compile(r"(?:Compiling entry function|Function properties for) '?(_Z\w+)'?")
+_MANGLED = re.compile(rf"{KERNEL}I(f|8wkv_bf16|8wkv_fp16)Li(\d+)ELi(\d+)E")
+
+
+def _parse_ptxas(log: str) -> dict[str, dict]:
+    """``ptxas -v`` output -> {mangled name: registers, shared, stack, spill stores/loads}."""
+    stats: dict[str, dict] = {}
+    cur = None
+    for line in log.splitlines():
+        m = _PTXAS_ENTRY.search(line)
+        if m:
+            cur = stats.setdefault(
+                m.group(1),
+                {"registers": None, "shared_bytes": 0, "stack_bytes": 0, "spill_stores": 0, "spill_loads": 0},
+            )
+            continue
+        if cur is None:
+            continue
+        for key, pat in (
+            ("stack_bytes", r"(\d+) bytes stack frame"),
+            ("spill_stores", r"(\d+) bytes spill stores"),
+            ("spill_loads", r"(\d+) bytes spill loads"),
+            ("registers", r"Used (\d+) registers"),
+            ("shared_bytes", r"(\d+) bytes smem"),
+        ):
+            mm = re.search(pat, line)
+            if mm:
+                cur[key] = int(mm.group(1))
+    return stats
+
+
+def _compile_nvrtc(names: list[str], cc: int) -> tuple[str, str]:
+    from cuda.bindings import nvrtc
+    from cuda.core import Program, ProgramOptions
+
+    _, major, minor = nvrtc.nvrtcVersion()
+    opts = ProgramOptions(arch=f"sm_{cc}", std="c++17", ftz=True, ptxas_options="-v")  # CuPy adds -ftz=true
+    log = io.StringIO()
+    Program(kernel_source(), code_type="c++", options=opts).compile("cubin", name_expressions=names, logs=log)
+    return log.getvalue().replace("\x00", ""), f"nvrtc {major}.{minor} (cuda.core)"
+
+
+def _find_nvcc() -> str | None:
+    for cand in (shutil.which("nvcc"), "/usr/local/bin/nvcc", "/usr/local/cuda/bin/nvcc"):
+        if cand and os.path.isfile(cand):
+            return cand
+    return None
+
+
+def _compile_nvcc(names: list[str], cc: int) -> tuple[str, str]:
+    nvcc = _find_nvcc()
+    if nvcc is None:
+        raise RuntimeError("nvcc not found")
+    inst = []
+    for name in names:
+        io_t = name[name.index("<") + 1 : name.index(",")]
+        inst.append(
+            f"template __global__ void {name}(const {io_t}*, const {io_t}*, const {io_t}*, const {io_t}*, "
+            f"const {io_t}*, const {io_t}*, const {io_t}*, {io_t}*, float*, int, int, int);"
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "bi_wkv7_cupy_inst.cu"
+        src.write_text(kernel_source() + "\n" + "\n".join(inst) + "\n")
+        proc = subprocess.run(
+            [
+                nvcc,
+                f"-arch=sm_{cc}",
+                "-cubin",
+                "-std=c++17",
+                "-Xptxas",
+                "-v",
+                "-o",
+                str(Path(tmp) / "k.cubin"),
+                str(src),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"nvcc failed: {(proc.stderr or proc.stdout).strip()[-2000:]}")
+        ver = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=60).stdout
+    m = re.search(r"release ([\d.]+)", ver)
+    return proc.stderr + proc.stdout, f"nvcc {m.group(1) if m else '?'}"
+
+
+def compile_report(cc: int = 90, compiler: str = "auto", dtypes=DTYPES, splits=SPLITS) -> list[dict]:
+    """Compile every (dtype, SPLIT) instantiation for ``sm_<cc>`` without a GPU; one dict per kernel.
+
+    ``compiler``: ``"nvrtc"`` (cuda.core + nvidia-cuda-nvrtc: what CuPy uses at run time),
+    ``"nvcc"``, or ``"auto"`` (NVRTC, else nvcc). Keys: impl, kernel, config, registers,
+    shared_bytes, local_bytes (stack frame + spill stores), spill_bytes, compiler. Raises if
+    neither compiler is available or the source does not compile.
+    """
+    if compiler not in ("auto", "nvrtc", "nvcc"):
+        raise ValueError(f"compiler: expected 'auto', 'nvrtc' or 'nvcc', got {compiler!r}")
+    names = [kernel_name(dt, n, s) for dt in dtypes for n in HEAD_SIZES for s in splits]
+    log = used = None
+    nvrtc_error = "not tried"
+    if compiler in ("auto", "nvrtc"):
+        try:
+            log, used = _compile_nvrtc(names, cc)
+        except Exception as exc:  # missing cuda.core / libnvrtc, or a compile error (nvcc will agree)
+            if compiler == "nvrtc":
+                raise RuntimeError(f"NVRTC compile failed: {type(exc).__name__}: {exc}") from exc
+            nvrtc_error = f"{type(exc).__name__}: {exc}"
+    if log is None:
+        if _find_nvcc() is None:
+            raise RuntimeError(f"neither NVRTC ({nvrtc_error}) nor nvcc is available")
+        log, used = _compile_nvcc(names, cc)
+    stats = _parse_ptxas(log)
+    rows = []
+    for mangled, st in stats.items():
+        m = _MANGLED.search(mangled)
+        if m is None:
+            continue
+        dt, n, split = _MANGLED_IO[m.group(1)], int(m.group(2)), int(m.group(3))
+        rows.append(
+            {
+                "impl": NAME,
+                "kernel": KERNEL,
+                "config": f"dtype={str(dt).replace('torch.', '')} N={n} SPLIT={split} TC={chunk_tokens(dt, split)} "
+                f"block={2 * n}",
+                "registers": st["registers"],
+                "shared_bytes": st["shared_bytes"],
+                "local_bytes": st["stack_bytes"] + st["spill_stores"],
+                "spill_bytes": st["spill_stores"] + st["spill_loads"],
+                "compiler": f"{used} sm_{cc}",
+            }
+        )
+    order = {name: i for i, name in enumerate(names)}
+    rows.sort(key=lambda row: order.get(_row_name(row), 0))
+    return rows
+
+
+def _row_name(row: dict) -> str:
+    parts = dict(p.split("=") for p in row["config"].split())
+    return kernel_name(getattr(torch, parts["dtype"]), int(parts["N"]), int(parts["SPLIT"]))
