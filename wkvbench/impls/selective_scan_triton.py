@@ -269,7 +269,7 @@ def compile_report(cc: int = 90) -> list[dict]:
 
     rows = []
     N = 16
-    for dtype, ty in _TL_TYPES.items():
+    for ty in _TL_TYPES.values():
         sig = {
             "u_ptr": f"*{ty}",
             "delta_ptr": f"*{ty}",
@@ -301,8 +301,7 @@ def compile_report(cc: int = 90) -> list[dict]:
             {
                 "impl": "triton",
                 "kernel": "_bi_selective_scan_kernel",
-                "config": f"{str(dtype).replace('torch.', '')} N={N} BLOCK_D={BLOCK_D} BLOCK_T={BLOCK_T} "
-                f"warps={NUM_WARPS}",
+                "config": f"{ty} N={N} bd={BLOCK_D} bt={BLOCK_T} w={NUM_WARPS}",
                 "registers": usage["registers"],
                 "shared_bytes": usage["shared_bytes"],
                 "local_bytes": usage["local_bytes"],
