@@ -28,6 +28,10 @@ Keys of ``env.json`` (the report reads these)::
     copy_bandwidth_gbs  device copy bandwidth (read + write) measured at the start of the run,
                         null from ``wkvbench env`` (the runner fills it)
     gpu_start, gpu_end  snapshots (as ``gpu_snapshot``) at the start and end of the run (runner)
+    throttle            GPU runs: {cells, cells_throttled, reasons: {name: cases}} -- clock-event
+                        reasons other than gpu_idle seen before/after cases (per-cell snapshots
+                        are in samples.jsonl as gpu_before / gpu_after)
+    device, plugins, started, finished, worker_starts   (runner)
     previous_sessions   env records of earlier sessions of the same run directory (runner)
 """
 

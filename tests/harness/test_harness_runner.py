@@ -259,3 +259,11 @@ def test_sigint_keeps_finished_rows_and_stops_at_once(tmp_path, plugin_source):
     assert proc.returncode == 130 and "--resume" in err
     rows = read_rows(run_dir)
     assert [(r["impl"], r["status"]) for r in rows] == [("t_good", "ok")]
+
+
+def test_throttle_tally_ignores_idle(tmp_path):
+    run = R.Runner(R.suite_from_flags("bi_wkv7"), "cpu", tmp_path, progress=False)
+    run._count_throttle({"throttle_reasons": ["gpu_idle"]}, {"throttle_reasons": ["sw_power_cap", "gpu_idle"]})
+    run._count_throttle({"throttle_reasons": []}, {"throttle_reasons": ["gpu_idle"]})
+    run._count_throttle(None, None)  # no NVML: not counted
+    assert run.throttle == {"cells": 2, "cells_throttled": 1, "reasons": {"sw_power_cap": 1}}

@@ -153,6 +153,7 @@ class Runner:
         self.ref_slow: dict[tuple, list[dict]] = defaultdict(list)
         self.written: list[tuple] = []
         self.bar = None
+        self.throttle: dict = {"cells": 0, "cells_throttled": 0, "reasons": {}}
 
     # ------------------------------------------------------------------ bookkeeping
     @staticmethod
@@ -479,9 +480,21 @@ class Runner:
                 if cell.status == "ok":
                     self._energy(case, cell)
         after = gpu_snapshot(self.gpu_uuid) if self.device == "cuda" else None
+        self._count_throttle(before, after)
         base_ms, base_ok = self._baseline(case, todo)
         for cell in todo:
             self._write(case, cell, base_ms, base_ok, (before, after))
+
+    def _count_throttle(self, *snaps) -> None:
+        """Tally clock-event reasons seen around a case (``gpu_idle`` is normal between cells)."""
+        reasons = {r for s in snaps if s for r in (s.get("throttle_reasons") or []) if r != "gpu_idle"}
+        if not any(snaps):
+            return
+        self.throttle["cells"] += 1
+        if reasons:
+            self.throttle["cells_throttled"] += 1
+        for r in reasons:
+            self.throttle["reasons"][r] = self.throttle["reasons"].get(r, 0) + 1
 
     def _baseline(self, case: Case, cells: list[Cell]) -> tuple[float | None, bool]:
         if not case.baseline:
@@ -534,6 +547,8 @@ class Runner:
                 self.env["gpu_end"] = gpu_snapshot(self.gpu_uuid) if self.device == "cuda" else None
                 self.env["finished"] = _now()
                 self.env["worker_starts"] = self.client.starts
+                if self.device == "cuda":
+                    self.env["throttle"] = self.throttle
                 self._write_env()
         return len(self.written)
 
