@@ -76,6 +76,11 @@ def test_torch_matches_reference(impl, dtype, shape):
     check(wkvbench.bi_selective_scan(**x, impl=impl), x, dtype, max_rel=1e-6 if dtype == torch.float32 else None)
 
 
+def test_loop_across_its_token_blocks():
+    x = inputs(1, 4, 300, seed=30)  # torch_loop precomputes decays 256 tokens at a time
+    check(torch_loop(**x), x, torch.float32, max_rel=1e-6)
+
+
 @pytest.mark.parametrize("fn", [torch_loop, torch_chunked])
 @pytest.mark.parametrize("opts", OPTIONS)
 def test_torch_optional_arguments(fn, opts):
