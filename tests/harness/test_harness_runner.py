@@ -153,7 +153,7 @@ def test_resume_completes_only_what_is_missing(sweep, tmp_path):
     shutil.copytree(run_dir, run2)
     args = ["run", str(root / "suite.toml"), "--out", str(run2), "--resume", "--no-progress"]
     before = (run2 / "results.csv").read_bytes()
-    assert cli.main(args) == 0
+    assert cli.main(["run", "--out", str(run2), "--resume", "--no-progress"]) == 0  # suite from env.json
     assert (run2 / "results.csv").read_bytes() == before  # nothing missing: nothing run
 
     # simulate a kill: the last finished cell never got written, and a row was torn mid-write
