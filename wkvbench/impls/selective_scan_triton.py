@@ -23,9 +23,10 @@ tile the program
   scan of Blelloch 1990 / Martin & Cundy, arXiv 1709.04057, as in Mamba's fused kernel);
 * applies the carried state: ``x_t = A_cum_t * x_carry + B_cum_t``, reads ``y = Cm . x`` off
   over ``N``, takes the tile's last state as the new carry;
-* adds ``Dskip u``, multiplies by ``silu(z)`` and atomically adds its ``[BLOCK_D, BLOCK_T]`` of
-  ``y`` into a float32 output. Each element receives exactly two additions (one per direction)
-  onto zero, and ``0 + a + b == 0 + b + a`` in floating point, so the result is deterministic.
+* adds ``Dskip u``, multiplies by ``silu(z)`` and atomically adds (relaxed ordering: nothing
+  else depends on it) its ``[BLOCK_D, BLOCK_T]`` of ``y`` into a float32 output. Each element
+  receives exactly two additions (one per direction) onto zero, and ``0 + a + b == 0 + b + a``
+  in floating point, so the result is deterministic.
 
 For float32 I/O the kernel accumulates straight into the (zeroed) output; for float16/bfloat16
 into a float32 workspace that is then rounded once into the output. ``softplus`` uses an
@@ -161,7 +162,7 @@ if triton is not None:
             if HAS_Z:
                 z = tl.load(z_ptr + offs, mask=m2, other=0.0).to(tl.float32)
                 y = y * (z / (1.0 + tl.exp(-z)))
-            tl.atomic_add(y_ptr + offs, y, mask=m2)
+            tl.atomic_add(y_ptr + offs, y, mask=m2, sem="relaxed")
 
 
 def _next_pow2(n: int) -> int:
