@@ -32,8 +32,8 @@ OPTIONS = [
 ]
 
 
-def inputs(B, D, T, N=16, dtype=torch.float32, seed=0, **over):
-    x = bi_selective_scan_inputs(B, D, T, N, dtype=dtype, seed=seed)
+def inputs(B, D, T, N=16, dtype=torch.float32, seed=0, device="cpu", **over):
+    x = bi_selective_scan_inputs(B, D, T, N, dtype=dtype, seed=seed, device=device)
     x["delta_softplus"] = True
     x.update(over)
     if not x["delta_softplus"]:  # without softplus, keep dt = delta + bias a small positive step
@@ -144,14 +144,15 @@ def test_torch_out_is_fully_written(fn, dtype):
 
 
 # ----------------------------------------------------------------------------- triton (interpreter)
-interp = pytest.mark.skipif(
-    not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1", reason="needs CUDA or the interpreter"
-)
+INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
+# the interpreter runs on CPU tensors; with a GPU and no interpreter the kernel runs on CUDA
+TDEV = "cuda" if torch.cuda.is_available() and not INTERPRETING else "cpu"
+interp = pytest.mark.skipif(TDEV == "cpu" and not INTERPRETING, reason="needs CUDA or the interpreter")
 
 
 @interp
 def test_triton_default_config_d32():
-    x = inputs(1, 32, 13, seed=13)
+    x = inputs(1, 32, 13, seed=13, device=TDEV)
     check(wkvbench.bi_selective_scan(**x, impl="triton"), x, torch.float32, max_rel=1e-6)
 
 
@@ -159,20 +160,20 @@ def test_triton_default_config_d32():
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_triton_multi_tile_masked_channels(dtype):
     """T = 20 over tiles of 8 (a partial tile in both directions), D = 5 over blocks of 4."""
-    x = inputs(2, 5, 20, dtype=dtype, seed=20)
+    x = inputs(2, 5, 20, dtype=dtype, seed=20, device=TDEV)
     check(triton_scan(**x, block_t=8), x, dtype, max_rel=1e-6 if dtype == torch.float32 else None)
 
 
 @interp
 @pytest.mark.parametrize("opts", OPTIONS[1:])
 def test_triton_optional_arguments_and_odd_state_size(opts):
-    x = inputs(1, 3, 11, N=5, seed=3, **opts)  # N = 5 is padded to 8 inside
+    x = inputs(1, 3, 11, N=5, seed=3, device=TDEV, **opts)  # N = 5 is padded to 8 inside
     check(triton_scan(**x, block_t=8), x, torch.float32, max_rel=1e-6)
 
 
 @interp
 def test_triton_out_is_fully_written_half():
-    x = inputs(1, 4, 7, dtype=torch.float16, seed=7)
+    x = inputs(1, 4, 7, dtype=torch.float16, seed=7, device=TDEV)
     y = run_checked(lambda **a: triton_scan(**a, block_t=8), x, tuple(x["u"].shape), torch.float16, True)
     check(y, x, torch.float16)
 
