@@ -54,8 +54,11 @@ def host_lib(tmp_path_factory):
     lib = ctypes.CDLL(str(so))
     ptr = ctypes.c_void_p
     i32 = ctypes.c_int
+    u32 = ctypes.c_uint
     lib.wkv_host_bi_wkv7.argtypes = [i32, i32, *[ptr] * 7, ptr, ptr, i32, i32, i32]
     lib.wkv_host_bi_wkv7.restype = i32
+    lib.wkv_host_launch.argtypes = [i32, i32, u32, u32, *[ptr] * 7, ptr, ptr, i32, i32, i32]
+    lib.wkv_host_launch.restype = i32
     lib.wkv_host_float_to_bf16.argtypes = [ptr, ptr, ctypes.c_long]
     lib.wkv_host_bf16_to_float.argtypes = [ptr, ptr, ctypes.c_long]
     return lib
@@ -113,6 +116,33 @@ def test_host_emulation_directions_are_not_interchangeable(host_lib):
     assert compare(y_f, ref_f, torch.float32).rel_err < 1e-6
     assert compare(y_r, ref_r, torch.float32).rel_err < 1e-6
     assert compare(y_f, ref_r, torch.float32).rel_err > 0.1  # the two scans really differ
+
+
+@pytest.mark.parametrize(
+    "dtype,B,T,H,gate,use_out,misalign",
+    [
+        (torch.float32, 1, 5, 2, True, True, False),
+        (torch.bfloat16, 2, 6, 1, False, False, True),
+        (torch.float16, 1, 4, 1, True, True, True),
+    ],
+)
+def test_launch_plan_runs_on_host_emulation(host_lib, dtype, B, T, H, gate, use_out, misalign):
+    """cupy_cuda's own launch plan (argument order, grid, block, out=, fp32 scratch, alignment copies)."""
+    x = bi_wkv7_inputs(B, T, H, 64, dtype=dtype, seed=5)
+    if misalign:  # r as a view one element past a 16-byte boundary: the plan must copy it
+        buf = torch.empty(x["r"].numel() + 1, dtype=dtype)
+        buf[1:] = x["r"].reshape(-1)
+        x["r"] = buf[1:].view(x["r"].shape)
+        assert x["r"].data_ptr() % 16 != 0
+    out = torch.full_like(x["r"], float("nan")) if use_out else None
+    plan = mod.launch_plan(*[x[n] for n in ARGS], x["g"] if gate else None, out=out, num_sms=132)
+    assert plan.grid == (B * H * plan.split,) and plan.block == (128,) and len(plan.args) == 12
+    assert out is None or plan.y is out
+    plan.y.fill_(float("nan"))
+    rc = host_lib.wkv_host_launch(DTYPE_CODE[dtype], plan.split, plan.grid[0], plan.block[0], *map(int, plan.args))
+    assert rc == 0
+    acc = compare(plan.y, reference_bi_wkv7(*[x[n] for n in ARGS], x["g"] if gate else None), dtype)
+    assert acc.passed, f"rel_err {acc.rel_err:.3e}"
 
 
 def test_kernel_bf16_rounding_matches_torch(host_lib):

@@ -29,16 +29,24 @@ of A-RWKV-B (12 heads) gets ``SPLIT = 4`` (48 blocks of 4 warps, each lane 16 co
 latency-bound at ~215 cycles instead of ~490 issue cycles for whole rows), batch 8 gets
 ``SPLIT = 1`` (96 blocks, each lane a whole 64-column row).
 
-Staging and prefetch. Each chunk of ``TC`` steps (8; 4 for ``SPLIT = 1`` and float32 ``SPLIT = 2``) the
-block stages, for both directions, the ``r, d, k, a, b`` vectors (``d = exp(-exp(w))`` computed
-once here, not by every row) and its ``R``-row slice of ``v`` and the gate factor (``g`` forward,
-``1-g`` reverse) into shared memory as fp32: ``2*TC*(5N + R + 1)`` floats, 11-25 KB. Every thread
-then reads the vectors as broadcast float4 loads. The global loads are 16-byte vector loads
-spread over all 128 threads and issued one chunk ahead into registers (``uint4`` prefetch
-array), so a chunk's DRAM latency (~1 us) hides behind the previous chunk's arithmetic
-(``TC`` steps of 100-450 issue cycles each); a chunk costs two ``__syncthreads`` instead of one
-or two per step. Chunking beats a per-step double buffer here because the per-step work of a
-lane at ``SPLIT = 8`` (about 100 instructions) is too short to cover a DRAM round trip.
+Staging and prefetch. Each chunk of ``TC`` steps (8; 4 for ``SPLIT = 1`` and for float32 with
+``SPLIT = 2``, where steps are long and the state slice needs the registers) the block stages,
+for both directions, the ``r, d, k, a, b`` vectors (``d = exp(-exp(w))`` computed once here, not
+by every row) and its ``R``-row slice of ``v`` and the gate factor (``g`` forward, ``1-g``
+reverse) into shared memory as fp32: ``2*TC*(5N + R + 1)`` floats, 11-25 KB. Every thread then
+reads the vectors as broadcast float4 loads. The global loads are 16-byte vector loads spread
+over all 128 threads and issued one chunk ahead into registers (``uint4`` prefetch array), so a
+chunk's DRAM latency (~1 us) hides behind the previous chunk's arithmetic (``TC`` steps of
+~110-450 issue cycles each); a chunk costs two ``__syncthreads`` instead of one or two per step.
+Chunking beats a per-step double buffer here because a lane's step at ``SPLIT = 8`` (~110
+instructions) is far too short to cover a DRAM round trip, and the barrier cost is amortised.
+
+Step order. ``y_t = S_t r_t`` and ``sa_{t+1} = S_t a_{t+1}`` read the same state, so both dot
+products run in one pass at the start of step ``t+1`` and reduce in one interleaved shuffle
+chain; the merge-store of ``y_t`` then never waits on a reduction of its own (an in-order warp
+would stall there for ``log2(SPLIT)`` shuffle latencies every step). The chunk's last ``y`` is
+computed after its loop, before the next chunk's first barrier, so every output is stored in
+the same chunk as its step.
 
 The gate merge, fused, with one fp32 partial round trip per element. Token ``t`` is reached by
 the forward half at step ``t`` and by the reverse half at step ``T-1-t``. Phase 1 is steps
@@ -54,8 +62,10 @@ SAME block (lane 0 of the same row, other direction) at a phase-2 step or after 
 every phase-2 chunk starts with a ``__syncthreads`` that all threads reach only after finishing
 all phase-1 steps, and the middle token is read after a final ``__syncthreads``; a block
 barrier orders the global-memory writes of the block's threads before it with their reads
-after it. Blocks own disjoint (batch, head, row) sets. The staging buffer is written only
-between the two barriers that open a chunk, and read only after the second. Every ``y``
+after it (the store of step ``t``'s output happens within step ``t``'s chunk, see above). Blocks
+own disjoint (batch, head, row) sets. The staging buffer is written only between the two
+barriers that open a chunk and read only after the second. Shuffles are executed by all 32
+lanes of every warp with uniform control flow (full mask). Every ``y``
 element is written exactly once: phase 2 covers ``[m, T)`` forward and ``[0, T-m)`` reverse,
 i.e. all tokens but the odd-T middle one, which the epilogue writes.
 
@@ -75,9 +85,10 @@ on ``N``; only 64 is instantiated). Any ``T >= 1``.
 
 Compile caching: one ``cupy.RawModule`` per (dtype, N, device) with the four ``SPLIT``
 instantiations as name expressions (``bi_wkv7_kernel<wkv_bf16, 64, 8>`` ...), compiled by NVRTC
-(``--std=c++17``) on the first call for that dtype and device; the ``RawKernel`` handles are
-cached per (dtype, N, SPLIT, device), and CuPy also keeps the cubin in its on-disk kernel
-cache, so later processes skip NVRTC. The first call's time includes the compile.
+(``--std=c++17``; CuPy adds ``-ftz=true`` and ``-arch=sm_XX``) on the first call for that dtype
+and device; the ``RawKernel`` handles are cached per (dtype, N, SPLIT, device), and CuPy also
+keeps the cubin in its on-disk kernel cache, so later processes skip NVRTC. The first call's
+time includes the compile.
 
 Zero copy and streams: torch tensors are passed as raw device pointers (what their
 ``__cuda_array_interface__`` reports; CuPy has no bfloat16 dtype, so no CuPy array is built),
@@ -103,6 +114,7 @@ import subprocess
 import tempfile
 import threading
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -307,16 +319,39 @@ def cupy_cuda(r, w, k, v, a, b, g=None, *, out=None, split: int | None = None):
     ok, why = _check(r.device)
     if not ok:
         raise RuntimeError(f"{NAME}: {why}")
-    B, T, H, N = r.shape
     dev = r.device
     idx = dev.index if dev.index is not None else torch.cuda.current_device()
+    plan = launch_plan(r, w, k, v, a, b, g, out=out, split=split, num_sms=_num_sms(idx))
+    fn = _kernel(r.dtype, r.shape[-1], plan.split, idx)
+    with cp.cuda.Device(idx), _stream(torch.cuda.current_stream(dev).cuda_stream, idx):
+        fn(plan.grid, plan.block, plan.args)
+    return plan.y
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """What one launch gets: SPLIT, grid, block, the kernel arguments, and the tensors behind them."""
+
+    split: int
+    grid: tuple[int]
+    block: tuple[int]
+    args: tuple  # numpy scalars in the kernel's parameter order (pointers as uint64)
+    y: torch.Tensor
+    keep: tuple  # tensors the pointers refer to (aligned copies, the fp32 scratch)
+
+
+def launch_plan(r, w, k, v, a, b, g=None, *, out=None, split: int | None = None, num_sms: int = 132) -> LaunchPlan:
+    """Allocate the output (and the fp32 partial buffer for 16-bit I/O) and build the launch.
+
+    Device-agnostic (the tests launch the same plan on the host emulation of the kernel).
+    """
+    B, T, H, N = r.shape
     xs = [_aligned(x) for x in (r, w, k, v, a, b)]
     gg = None if g is None else g.contiguous()
     y = torch.empty_like(xs[0]) if out is None else out
     # float32: the partial lives in y itself (same element, same lane reads and rewrites it)
-    part = y if r.dtype == torch.float32 else torch.empty(r.shape, dtype=torch.float32, device=dev)
-    sp = split if split is not None else pick_split(B * H, _num_sms(idx))
-    fn = _kernel(r.dtype, N, sp, idx)
+    part = y if r.dtype == torch.float32 else torch.empty(r.shape, dtype=torch.float32, device=r.device)
+    sp = split if split is not None else pick_split(B * H, num_sms)
     args = (
         *(np.uint64(x.data_ptr()) for x in xs),
         np.uint64(0 if gg is None else gg.data_ptr()),
@@ -326,9 +361,7 @@ def cupy_cuda(r, w, k, v, a, b, g=None, *, out=None, split: int | None = None):
         np.int32(T),
         np.int32(H),
     )
-    with cp.cuda.Device(idx), _stream(torch.cuda.current_stream(dev).cuda_stream, idx):
-        fn((B * H * sp,), (2 * N,), args)
-    return y
+    return LaunchPlan(sp, (B * H * sp,), (2 * N,), args, y, (*xs, gg, part))
 
 
 # ----------------------------------------------------------------------------- compile report
