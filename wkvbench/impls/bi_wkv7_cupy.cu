@@ -140,8 +140,12 @@ __device__ __forceinline__ void wkv_group_sum2(float& x, float& y) {
 // part: fp32 [B, T, H, N] scratch for the gated partial of the direction that reaches a token
 // first (may be y itself when IO is float: the partial and the final value are the same element,
 // read and rewritten by one thread).
+//
+// __launch_bounds__(2N, 1): without the minimum-blocks hint ptxas aims at 3-4 resident blocks per
+// SM (<= 168 / 128 registers) and, depending on its version, spills a few bytes; the grids
+// pick_split chooses put one block on an SM, so registers (<= ~220) are worth more than residency.
 template <typename IO, int N, int SPLIT>
-__global__ void __launch_bounds__(2 * N)
+__global__ void __launch_bounds__(2 * N, 1)
     bi_wkv7_kernel(const IO* __restrict__ r, const IO* __restrict__ w, const IO* __restrict__ k,
                    const IO* __restrict__ v, const IO* __restrict__ a, const IO* __restrict__ b,
                    const IO* __restrict__ g, IO* y, float* part, int B, int T, int H) {

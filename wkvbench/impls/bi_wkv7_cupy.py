@@ -24,10 +24,12 @@ conflict); the row's two dot products reduce over those lanes with an xor-shuffl
 (none for ``SPLIT = 1``, the official kernel's layout). Grid: ``B * H * SPLIT`` blocks, i.e.
 the value rows of a head are split over ``SPLIT`` blocks, so batch 1 still fills the GPU.
 ``SPLIT`` in {1, 2, 4, 8} is a template parameter picked per call by :func:`pick_split`, a
-small issue/latency model (a prediction, not a measurement; ``split=`` overrides it): batch 1
-of A-RWKV-B (12 heads) gets ``SPLIT = 4`` (48 blocks of 4 warps, each lane 16 columns, a step
-latency-bound at ~215 cycles instead of ~490 issue cycles for whole rows), batch 8 gets
-``SPLIT = 1`` (96 blocks, each lane a whole 64-column row).
+small issue / shared-bandwidth / latency model (a prediction, not a measurement; ``split=``
+overrides it). The shared-memory traffic of a head's step (every lane reads the staged vectors
+of its columns: 2 x 64 rows x 5 x 64 floats) is the same for every SPLIT, so splitting a head
+over SPLIT blocks spreads it over SPLIT SMs: batch 1 of A-RWKV-B (12 heads) gets ``SPLIT = 8``
+(96 blocks of 4 warps, each lane 8 columns, ~200 cycles a step instead of ~640 for whole rows on
+12 SMs), batch 8 gets ``SPLIT = 1`` (96 blocks, each lane a whole 64-column row).
 
 Staging and prefetch. Each chunk of ``TC`` steps (8; 4 for ``SPLIT = 1`` and for float32 with
 ``SPLIT = 2``, where steps are long and the state slice needs the registers) the block stages,
@@ -163,27 +165,34 @@ def shared_bytes(dtype: torch.dtype, n: int, split: int) -> int:
     return 4 * (2 * tc * 5 * n + 2 * tc * (n // split) + 2 * tc)
 
 
-# Per-step cost model behind pick_split (N = 64; predictions, not measurements). Issue:
-# instructions per warp per step = the step loop's SASS from compile_report's compiler (sm_90:
-# ~445 / 250 / 155 / 110 for SPLIT 1 / 2 / 4 / 8: 5 FP32 ops and 5/4 shared float4 loads per key
-# column, plus shuffles) + ~45 for the chunk staging amortised over TC steps. Latency: one warp
-# alone, the loop-carried chain LDS (~30) -> S a and S r_prev (2 N/SPLIT FFMA) -> adds (~12) ->
-# log2(SPLIT) x (SHFL ~25 + FADD) -> merge store -> update (3 N/SPLIT issue) -> next step.
+# Per-step cost model behind pick_split (N = 64; predictions, not measurements), in cycles of one
+# SM per time step. Three limits, which overlap:
+# * issue, per block (4 warps on the 4 schedulers): the step loop's SASS from compile_report's
+#   compiler (sm_90: ~445 / 250 / 155 / 110 instructions for SPLIT 1 / 2 / 4 / 8: 5 FP32 ops and
+#   5/4 shared float4 loads per key column, plus shuffles) + ~45 for the chunk staging amortised;
+# * shared-memory return bandwidth, per block: a lane reads 5 * N/SPLIT floats per step (a, r of
+#   the previous step, d, k, b); L1/shared returns 128 B (one register per lane of a warp) per
+#   cycle, and a uniform-address LDS.128 is packed to 2 cycles instead of 4 (as on sm_70-75; the
+#   SPLIT = 2 pattern, lanes t and t^2 equal, qualifies too, SPLIT >= 4 does not): 128 threads x
+#   320 floats at SPLIT = 1 is 640 cycles -- more than the issue time;
+# * latency, one warp alone: LDS (~30) -> S a and S r_prev (2 N/SPLIT FFMA) -> adds (~12) ->
+#   log2(SPLIT) x (SHFL ~25 + FADD) -> merge store -> update (3 N/SPLIT issue) -> next step.
 _ISSUE_CYCLES = {1: 490, 2: 310, 4: 200, 8: 165}
+_SHARED_CYCLES = {1: 640, 2: 320, 4: 320, 8: 160}
 _LATENCY_CYCLES = {1: 475, 2: 265, 4: 215, 8: 200}
 
 
 def predicted_step_cycles(bh: int, num_sms: int, split: int) -> float:
-    """Predicted cycles per time step: blocks per SM share its 4 schedulers (1 warp each per block)."""
+    """Predicted cycles per time step for ``B*H = bh`` heads at this SPLIT (blocks per SM share it)."""
     per_sm = math.ceil(bh * split / max(1, num_sms))
-    return max(_LATENCY_CYCLES[split], per_sm * _ISSUE_CYCLES[split])
+    return max(_LATENCY_CYCLES[split], per_sm * max(_ISSUE_CYCLES[split], _SHARED_CYCLES[split]))
 
 
 def pick_split(bh: int, num_sms: int) -> int:
     """SPLIT (blocks per head) for ``B*H = bh`` heads on ``num_sms`` SMs, from the cost model.
 
     A larger SPLIT must win by 10% to be chosen: it multiplies the L2 reads of the key-side
-    vectors and adds shuffles, which the model does not charge.
+    vectors, which the model does not charge.
     """
     if bh < 1 or num_sms < 1:
         raise ValueError(f"bh/num_sms: must be >= 1, got {bh}, {num_sms}")
