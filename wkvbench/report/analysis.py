@@ -371,13 +371,10 @@ def bandwidth_fraction(df: pd.DataFrame, copy_gbs: float | None) -> pd.Series:
     """Achieved GB/s over the measured copy bandwidth (the roofline), per row; NaN where unknown.
 
     Computed from ``gbs`` (or ``bytes_moved / median``) and ``env.json``'s ``copy_bandwidth_gbs``;
-    without that, the row's ``pct_copy_bw`` is used, read as a fraction (schema: gbs / copy bw).
+    without that, from the row's ``pct_copy_bw`` (percent, as the harness writes it).
     """
     gbs = df["gbs"].where(df["gbs"].notna(), df["bytes_moved"] / (df["median_ms"] / 1e3) / 1e9)
-    if copy_gbs:
-        frac = gbs / copy_gbs
-    else:
-        frac = df["pct_copy_bw"]
+    frac = gbs / copy_gbs if copy_gbs else df["pct_copy_bw"] / 100.0
     return frac.where(df["ok"])
 
 

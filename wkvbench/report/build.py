@@ -31,7 +31,7 @@ def build_report(run_dir, out_dir=None, title: str | None = None, formats=("png"
     table, where = an.headline(df)
     counts = {s: int((df["status"] == s).sum()) for s in ("ok", "wrong", "failed", "oom", "timeout", "skipped")}
     rep = Report(
-        title=title or f"wkvbench report: {run.path.name or run.path.resolve().name}",
+        title=title or f"wkvbench report: {run.env.suite or run.path.resolve().name}",
         run_dir=str(run.path),
         env=run.env,
         headline=table,

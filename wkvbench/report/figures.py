@@ -80,10 +80,15 @@ class Plot:
 
 # ----------------------------------------------------------------------------- layout helpers
 class _Legend:
-    """Collects one legend entry per implementation (and extras) across a figure's panels."""
+    """Collects one legend entry per implementation (and extras) across a figure's panels.
 
-    def __init__(self):
+    ``idle`` (from :func:`split_idle`) lists implementations skipped in every cell of the run:
+    they get a legend entry with the reason instead of a band of markers in every panel.
+    """
+
+    def __init__(self, idle: pd.DataFrame | None = None):
         self.entries: dict[str, object] = {}
+        self.idle = idle if idle is not None else pd.DataFrame(columns=["op", "impl", "note"])
 
     def impl(self, op: str, impl: str) -> str:
         label = impl_label(op, impl)
@@ -103,7 +108,41 @@ class _Legend:
         impls = {k: v for k, v in self.entries.items() if any(k.startswith(p) for p in OP_LABEL.values())}
         order = sorted(impls, key=lambda k: (op_sort_key(_op_of(k)), k))
         order += [k for k in self.entries if k not in impls]
-        fig.legend([self.entries[k] for k in order], order, loc="outside right upper", frameon=False)
+        handles = [self.entries[k] for k in order]
+        if not self.idle.empty:
+            order.append("skipped in every cell:")
+            handles.append(Line2D([], [], ls="none"))
+            for r in self.idle.sort_values(["op", "impl"], key=_op_then_name).itertuples():
+                st = style_for(r.op, r.impl)
+                handles.append(Line2D([], [], marker=st.marker, mfc="white", mec=st.colour, ls="none"))
+                order.append(f"{impl_label(r.op, r.impl)}: {_short_note(r.note)}")
+        fig.legend(handles, order, loc="outside right upper", frameon=False)
+
+
+def _op_then_name(s: pd.Series) -> pd.Series:
+    return s.map(op_sort_key) if s.name == "op" else s
+
+
+def _short_note(note: str, width: int = 42) -> str:
+    note = " ".join(str(note or "no reason given").split())
+    return note if len(note) <= width else note[: width - 1] + "…"
+
+
+def split_idle(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows of implementations that ran somewhere, one row per implementation skipped in every cell).
+
+    The second frame has ``op, impl, note`` (the most common reason).
+    """
+    if df.empty:
+        return df, pd.DataFrame(columns=["op", "impl", "note"])
+    all_skipped = df.groupby(["op", "impl"])["status"].transform(lambda st: bool((st == "skipped").all()))
+    idle_rows = df[all_skipped.astype(bool)]
+    idle = (
+        idle_rows.groupby(["op", "impl"], as_index=False)["note"]
+        .agg(lambda n: n.mode().iloc[0] if len(n.mode()) else "")
+        .reset_index(drop=True)
+    )
+    return df[~all_skipped.astype(bool)], idle
 
 
 def _op_of(label: str) -> str:
@@ -149,9 +188,17 @@ def _set_xlim(ax, xs, log: bool, right_pad: float = 0.08) -> None:
         span = max(math.log10(hi / lo), 0.3)
         ax.set_xscale("log")
         ax.set_xlim(lo / 10 ** (0.06 * span), hi * 10 ** (right_pad * span + 0.02))
+        # plain labels (128, 500, 2k, 10k) at 1-2-5 steps over short ranges; minor ticks unlabelled
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if span < 2.5 else (1.0,)))
+        ax.xaxis.set_major_formatter(FuncFormatter(_plain))
+        ax.xaxis.set_minor_formatter(NullFormatter())
     else:
         span = max(hi - lo, 1.0)
         ax.set_xlim(lo - 0.06 * span, hi + right_pad * span)
+
+
+def _plain(v, _pos=None) -> str:
+    return f"{v / 1000:g}k" if v >= 1000 else f"{v:g}"
 
 
 def _headroom(ax, n_band_rows: int, log: bool) -> None:
@@ -304,10 +351,12 @@ BASE_COLS = ["op", "impl", "model", "size", "device", "dtype", "batch", "variant
 
 # ----------------------------------------------------------------------------- 1. latency
 def fig_latency(df: pd.DataFrame, env: Env) -> Plot:
+    table_rows = df
+    df, idle = split_idle(df)
     rows, sizes = _facet_rows(df), _sizes(df)
     title = "Latency vs tokens (log-log)"
     fig, axes = _new_figure(len(rows), max(1, len(sizes)), env, title)
-    legend = _Legend()
+    legend = _Legend(idle)
     slopes = []
     for i, (where, part) in enumerate(rows):
         for j, size in enumerate(sizes or ["-"]):
@@ -323,14 +372,14 @@ def fig_latency(df: pd.DataFrame, env: Env) -> Plot:
                     per_op.setdefault(op, []).append(s)
             if not ok.empty:
                 _guides(ax)
-                _slope_box(ax, per_op)
             _panel_title(ax, size, where)
+            _slope_line(ax, per_op)
             ax.set_xlabel("tokens per sequence")
             if j == 0:
                 ax.set_ylabel("median latency (ms)")
     legend.extra("guide: slope 1 (linear) / 2 (quadratic)", Line2D([], [], color="#999999", ls=":", lw=1))
     legend.draw(fig)
-    table = _table(df, [*BASE_COLS, "median_ms", "p20_ms", "p80_ms"])
+    table = _table(table_rows, [*BASE_COLS, "median_ms", "p20_ms", "p80_ms"])
     slope_df = pd.DataFrame(slopes)
     if not slope_df.empty:
         table = table.merge(
@@ -340,7 +389,7 @@ def fig_latency(df: pd.DataFrame, env: Env) -> Plot:
         )
     caption = (
         "Median latency per call against tokens per sequence, p20-p80 band shaded, one panel per model "
-        "size. The box gives the log-log slope between the two longest sequences of each line (range over the "
+        "size. Under each title: the log-log slope between the two longest sequences of each line (range over the "
         "implementations of an op; per line in the table): about 1 for a linear-time scan, about 2 for "
         "attention once its T^2 term dominates (below that, fixed launch costs pull every slope under 1). "
         "Dotted grey guides have slopes 1 and 2. " + NOT_OK_NOTE
@@ -361,33 +410,34 @@ def _guides(ax) -> None:
         # label the guide halfway up the panel (or at its right end if it stays lower)
         x_lab = min(lx1 - 0.03 * (lx1 - lx0), start_x + 0.45 * (ly1 - ly0) / p)
         ax.text(
-            10**x_lab, 10 ** (start_y + p * (x_lab - start_x)), lab, fontsize=7, color="#888888", ha="left", va="top"
+            10**x_lab,
+            10 ** (start_y + p * (x_lab - start_x)),
+            lab,
+            fontsize=7,
+            color="#888888",
+            ha="right",
+            va="bottom",
         )
 
 
-def _slope_box(ax, per_op: dict[str, list[float]]) -> None:
-    """The fitted log-log slopes at the longest sequences, per op (range over its implementations)."""
+def _slope_line(ax, per_op: dict[str, list[float]]) -> None:
+    """Under the panel title: the log-log slope between the two longest sequences, per op (range over impls)."""
     if not per_op:
         return
-    lines = ["slope at longest T"]
+    short = {"bi_wkv7": "Bi-WKV7", "attention": "attn", "bi_selective_scan": "scan"}
+    parts = []
     for op in sorted(per_op, key=op_sort_key):
         lo, hi = min(per_op[op]), max(per_op[op])
-        lines.append(f"{OP_LABEL.get(op, op)}: {lo:.2f}" + (f" to {hi:.2f}" if hi - lo >= 0.005 else ""))
-    ax.text(
-        0.98,
-        0.03,
-        "\n".join(lines),
-        transform=ax.transAxes,
-        ha="right",
-        va="bottom",
-        fontsize=6.5,
-        zorder=8,
-        bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": "#bbbbbb", "alpha": 0.9},
-    )
+        parts.append(f"{short.get(op, op)} {lo:.2f}" + (f"-{hi:.2f}" if hi - lo >= 0.005 else ""))
+    ax.text(0.5, 1.015, "slope at longest T: " + ", ".join(parts), transform=ax.transAxes, ha="center",
+            va="bottom", fontsize=6.5, color="#333333")  # fmt: skip
+    ax.set_title(ax.get_title(), pad=13)
 
 
 # ----------------------------------------------------------------------------- 2. throughput
 def fig_throughput(df: pd.DataFrame, env: Env) -> Plot:
+    table_rows = df
+    df, idle = split_idle(df)
     rows, sizes = _facet_rows(df), _sizes(df)
     title = "Throughput vs sequence length"
     metrics = (
@@ -395,7 +445,7 @@ def fig_throughput(df: pd.DataFrame, env: Env) -> Plot:
         ("seconds", "audio_s_per_s", "seconds of audio per second", "seconds of audio per sequence"),
     )
     fig, axes = _new_figure(2 * len(rows), max(1, len(sizes)), env, title)
-    legend = _Legend()
+    legend = _Legend(idle)
     for i, (where, part) in enumerate(rows):
         for k, (x, y, ylabel, xlabel) in enumerate(metrics):
             for j, size in enumerate(sizes or ["-"]):
@@ -413,11 +463,14 @@ def fig_throughput(df: pd.DataFrame, env: Env) -> Plot:
         "length, one column per model size. At equal audio AST processes about 2.4x the tokens of "
         "A-RWKV. " + NOT_OK_NOTE
     )
-    return Plot("fig2_throughput", title, caption, fig, _table(df, [*BASE_COLS, "tokens_per_s", "audio_s_per_s"]))
+    return Plot(
+        "fig2_throughput", title, caption, fig, _table(table_rows, [*BASE_COLS, "tokens_per_s", "audio_s_per_s"])
+    )
 
 
 # ----------------------------------------------------------------------------- 3. speed-up
 def fig_speedup(df: pd.DataFrame, env: Env, view: str) -> Plot:
+    df, idle = split_idle(df)
     sp = an.speedups(df, view)
     x = an.VIEW_X[view]
     wkv = df[df["op"] == "bi_wkv7"]
@@ -426,7 +479,7 @@ def fig_speedup(df: pd.DataFrame, env: Env, view: str) -> Plot:
     name = {"audio": "equal audio", "tokens": "equal tokens"}[view]
     title = f"Speed-up of Bi-WKV7 over attention and the Mamba scan ({name})"
     fig, axes = _new_figure(max(1, len(panels)), max(1, len(baselines)), env, title)
-    legend = _Legend()
+    legend = _Legend(idle)
     if not panels or not baselines:
         _empty(
             axes[0, 0],
@@ -503,7 +556,7 @@ def _speedup_panel(ax, p: pd.DataFrame, x: str, bl, paper: bool, legend: _Legend
             "AudioRWKV paper: 13.3x at 328 s", Line2D([], [], marker="*", ms=9, color="black", mfc="#FFD700", ls="none")
         )
         xs.append(an.PAPER_SECONDS)
-        ys.append(an.PAPER_SPEEDUP)
+        ys.append(an.PAPER_SPEEDUP * 1.6)  # room for its label
     _set_xlim(ax, xs, True, 0.1)
     _log_y(ax)
     ys = [v for v in ys if np.isfinite(v) and v > 0]
@@ -525,12 +578,14 @@ def _speedup_panel(ax, p: pd.DataFrame, x: str, bl, paper: bool, legend: _Legend
 
 # ----------------------------------------------------------------------------- 4. vs model size
 def fig_model_size(df: pd.DataFrame, env: Env) -> Plot:
+    table_rows = df
+    df, idle = split_idle(df)
     near = an.at_durations(df)
     targets = [t for t in an.DURATIONS if (near["target_s"] == t).any()] if not near.empty else []
     rows = _facet_rows(df)
     title = "Throughput vs model size at fixed audio durations"
     fig, axes = _new_figure(len(rows), max(1, len(targets)), env, title, w=3.0)
-    legend = _Legend()
+    legend = _Legend(idle)
     if not targets:
         _empty(axes[0, 0], "no cells within 30% of 10 s, 60 s or 328 s of audio")
     pos = {s: i for i, s in enumerate(SIZES)}
@@ -557,16 +612,18 @@ def fig_model_size(df: pd.DataFrame, env: Env) -> Plot:
         "(T/S/B = width 192/384/768), at the measured duration nearest 10 s, 60 s and 328 s. AST exists "
         "only at size B. " + NOT_OK_NOTE
     )
-    table = _table(near, ["target_s", *BASE_COLS, "median_ms", "audio_s_per_s", "tokens_per_s"])
+    table = _table(an.at_durations(table_rows), ["target_s", *BASE_COLS, "median_ms", "audio_s_per_s", "tokens_per_s"])
     return Plot("fig4_model_size", title, caption, fig, table)
 
 
 # ----------------------------------------------------------------------------- 5. memory
 def fig_memory(df: pd.DataFrame, env: Env) -> Plot:
+    table_rows = df
+    df, idle = split_idle(df)
     rows, sizes = _facet_rows(df), _sizes(df)
     title = "Peak memory vs sequence length"
     fig, axes = _new_figure(len(rows), max(1, len(sizes)), env, title)
-    legend = _Legend()
+    legend = _Legend(idle)
     d = df.assign(peak_mib=df["peak_mem_bytes"] / 2**20)
     measured = d["peak_mib"].notna().any()
     for i, (where, _) in enumerate(rows):
@@ -600,7 +657,7 @@ def fig_memory(df: pd.DataFrame, env: Env) -> Plot:
         "torch.cuda.max_memory_allocated during each cell (reset per cell), against tokens. "
         "OOM cells are drawn where they happened, in the band at the top. " + NOT_OK_NOTE
     )
-    return Plot("fig5_memory", title, caption, fig, _table(d, [*BASE_COLS, "peak_mem_bytes"]))
+    return Plot("fig5_memory", title, caption, fig, _table(table_rows, [*BASE_COLS, "peak_mem_bytes"]))
 
 
 # ----------------------------------------------------------------------------- 6. accuracy
@@ -620,11 +677,13 @@ ERR_FLOOR = 1e-12
 
 
 def fig_accuracy(df: pd.DataFrame, env: Env) -> Plot:
+    table_rows = df
+    df, idle = split_idle(df)
     ops = sorted(df["op"].unique(), key=op_sort_key)
     dtypes = [d for d in an._DTYPE_ORDER if d in set(df["dtype"])] + sorted(set(df["dtype"]) - set(an._DTYPE_ORDER))
     title = "Accuracy: relative L2 error vs the float64 reference"
     fig, axes = _new_figure(max(1, len(ops)), max(1, len(dtypes)), env, title)
-    legend = _Legend()
+    legend = _Legend(idle)
     shown = []
     for i, op in enumerate(ops):
         for j, dtype in enumerate(dtypes):
@@ -665,7 +724,8 @@ def fig_accuracy(df: pd.DataFrame, env: Env) -> Plot:
     legend.extra("accuracy bar (CONTRACT 5)", Line2D([], [], color="black", ls="--", lw=1))
     legend.extra("goal", Line2D([], [], color="#777777", ls=":", lw=0.8))
     legend.draw(fig)
-    table = pd.concat(shown) if shown else df.iloc[0:0]
+    idle_rows = table_rows.merge(idle[["op", "impl"]], on=["op", "impl"])
+    table = pd.concat([*shown, idle_rows]) if shown else idle_rows
     table = _table(table, [*BASE_COLS, "rel_err", "max_abs_err", "tol"])
     caption = (
         "Relative L2 error against the float64 reference (CONTRACT section 5), worst over models, batches "
@@ -678,10 +738,12 @@ def fig_accuracy(df: pd.DataFrame, env: Env) -> Plot:
 
 # ----------------------------------------------------------------------------- 7. roofline
 def fig_bandwidth(df: pd.DataFrame, env: Env) -> Plot:
+    table_rows = df
+    df, idle = split_idle(df)
     rows, sizes = _facet_rows(df), _sizes(df)
     title = "Achieved bandwidth as a fraction of measured copy bandwidth"
     fig, axes = _new_figure(len(rows), max(1, len(sizes)), env, title)
-    legend = _Legend()
+    legend = _Legend(idle)
     d = df.assign(bw_frac=an.bandwidth_fraction(df, env.copy_bandwidth_gbs))
     measured = d["bw_frac"].notna().any()
     for i, (where, _) in enumerate(rows):
@@ -710,7 +772,16 @@ def fig_bandwidth(df: pd.DataFrame, env: Env) -> Plot:
         "roofline. Attention's minimum bytes grow like T while its work grows like T^2, so its fraction "
         "falls with length (it is compute-bound). " + NOT_OK_NOTE
     )
-    return Plot("fig7_bandwidth", title, caption, fig, _table(d, [*BASE_COLS, "gbs", "bw_frac", "median_ms"]))
+    return Plot(
+        "fig7_bandwidth",
+        title,
+        caption,
+        fig,
+        _table(
+            table_rows.assign(bw_frac=an.bandwidth_fraction(table_rows, env.copy_bandwidth_gbs)),
+            [*BASE_COLS, "gbs", "bw_frac", "median_ms"],
+        ),
+    )
 
 
 # ----------------------------------------------------------------------------- 8. first call

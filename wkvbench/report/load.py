@@ -70,8 +70,10 @@ class Env:
     sm_count: int | None = None
     gpu_mem_bytes: float | None = None
     clocks: str | None = None
+    max_clocks: str | None = None
     power_limit_w: float | None = None
     cpu: str | None = None
+    cpu_detail: str | None = None
     python: str | None = None
     packages: dict = field(default_factory=dict)
     commit: str | None = None
@@ -120,7 +122,7 @@ class Env:
             ("CUDA", self.cuda),
             ("clocks", self.clocks),
             ("power limit", None if self.power_limit_w is None else f"{self.power_limit_w:g} W"),
-            ("CPU", self.cpu),
+            ("CPU", None if not self.cpu else self.cpu + (f" ({self.cpu_detail})" if self.cpu_detail else "")),
             ("Python", self.python),
             ("packages", pkgs),
             ("commit", None if not self.commit else self.commit + (" (dirty)" if self.dirty else "")),
@@ -138,7 +140,7 @@ class Env:
             "device": self.gpu or self.cpu,
             "driver": self.driver,
             "cuda": self.cuda,
-            "clocks": self.clocks,
+            "max clocks": self.max_clocks,
             "power limit (W)": self.power_limit_w,
         }
         for pkg in ("torch", "triton"):
@@ -178,6 +180,22 @@ def _number(x) -> float | None:
     return v if math.isfinite(v) else None
 
 
+def _clocks(x) -> tuple[str | None, str | None]:
+    """(display text, the part that identifies the clock setup: max clocks) from env.json's clocks."""
+    if not isinstance(x, dict) or not ({"current", "max"} & set(x)):
+        return _text(x), _text(x)
+
+    def pair(d):
+        if not isinstance(d, dict):
+            return None
+        sm, mem = d.get("sm"), d.get("mem")
+        return None if sm is None and mem is None else f"SM {sm} / memory {mem} MHz"
+
+    cur, top = pair(x.get("current")), pair(x.get("max"))
+    text = ", ".join(p for p in (f"now {cur}" if cur else "", f"max {top}" if top else "") if p) or None
+    return text, top
+
+
 def parse_env(raw: dict) -> Env:
     """An :class:`Env` from the ``env.json`` dict; unknown or missing keys are tolerated."""
     if not isinstance(raw, dict):
@@ -187,8 +205,15 @@ def parse_env(raw: dict) -> Env:
         gpu = gpu[0] if gpu else None
     gpu = gpu if isinstance(gpu, dict) else ({"name": gpu} if gpu else {})
     cpu = raw.get("cpu")
+    cpu_detail = None
     if isinstance(cpu, dict):
+        threads = cpu.get("torch_threads") or cpu.get("logical_cores")
+        cpu_detail = f"{cpu.get('logical_cores')} logical cores, torch threads {threads}" if threads else None
         cpu = cpu.get("model") or cpu.get("name") or cpu.get("brand") or _text(cpu)
+    suite = raw.get("suite")
+    if isinstance(suite, dict):
+        suite = suite.get("name") or suite.get("description") or "(ad hoc)"
+    clocks, max_clocks = _clocks(gpu.get("clocks"))
     git = raw.get("git") if isinstance(raw.get("git"), dict) else {}
     packages = raw.get("packages") or {}
     if isinstance(packages, list):
@@ -204,14 +229,16 @@ def parse_env(raw: dict) -> Env:
         cc=_text(gpu.get("cc")),
         sm_count=None if sm is None else int(sm),
         gpu_mem_bytes=_number(gpu.get("mem_bytes")),
-        clocks=_text(gpu.get("clocks")),
+        clocks=clocks,
+        max_clocks=max_clocks,
         power_limit_w=_number(gpu.get("power_limit_w")),
         cpu=_text(cpu),
+        cpu_detail=cpu_detail,
         python=_text(python),
         packages={str(k): ("" if v is None else str(v)) for k, v in dict(packages).items()},
         commit=_text(git.get("commit") or raw.get("commit")),
         dirty=git.get("dirty") if isinstance(git.get("dirty"), bool) else None,
-        suite=_text(raw.get("suite")),
+        suite=_text(suite),
         argv=_text(raw.get("argv")),
         copy_bandwidth_gbs=_number(raw.get("copy_bandwidth_gbs")),
         timestamp=_text(raw.get("timestamp")),

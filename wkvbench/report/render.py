@@ -237,6 +237,14 @@ def _headline_caption(where: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- Markdown
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def md_table(df: pd.DataFrame) -> str:
     if df.empty:
         return "_(empty)_\n"
@@ -244,10 +252,13 @@ def md_table(df: pd.DataFrame) -> str:
     def cell(v) -> str:
         return str(v).replace("|", "\\|").replace("\n", " ")
 
-    lines = [
-        "| " + " | ".join(cell(c) for c in df.columns) + " |",
-        "|" + "|".join("---" if i == 0 else "---:" for i in range(len(df.columns))) + "|",
-    ]
+    def numeric(col) -> bool:
+        vals = [str(v).replace(",", "").removesuffix(" GiB").rstrip("xs% ") for v in df[col]]
+        vals = [v for v in vals if v not in ("-", "")]
+        return bool(vals) and all(_is_number(v) for v in vals)
+
+    align = ["---:" if numeric(c) else "---" for c in df.columns]
+    lines = ["| " + " | ".join(cell(c) for c in df.columns) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in df.itertuples(index=False)]
     return "\n".join(lines) + "\n"
 
