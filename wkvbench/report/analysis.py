@@ -379,26 +379,21 @@ def bandwidth_fraction(df: pd.DataFrame, copy_gbs: float | None) -> pd.Series:
 
 
 def verification(df: pd.DataFrame) -> pd.DataFrame:
-    """Per (op, impl, dtype): cells by status, worst error of the ok cells and of all cells, the bar."""
+    """Per (op, impl, dtype): cells by status, worst error of the ok cells and of all cells, the bar,
+    and the median coefficient of variation of the ok cells' samples (how noisy the timings were)."""
     from wkvbench.schema import STATUSES
 
     rows = []
     for (op, impl, dtype), g in df.groupby(["op", "impl", "dtype"], sort=True):
         counts = g["status"].value_counts()
         ok = g[g["status"] == "ok"]
-        rows.append(
-            {
-                "op": op,
-                "impl": impl,
-                "dtype": dtype,
-                "cells": len(g),
-                **{s: int(counts.get(s, 0)) for s in STATUSES},
-                "max_rel_err_ok": ok["rel_err"].max(),
-                "max_rel_err_all": g["rel_err"].max(),
-                "tol": g["tol"].max(),
-            }
-        )
-    cols = ["op", "impl", "dtype", "cells", *STATUSES, "max_rel_err_ok", "max_rel_err_all", "tol"]
+        rows.append({
+            "op": op, "impl": impl, "dtype": dtype, "cells": len(g),
+            **{s: int(counts.get(s, 0)) for s in STATUSES},
+            "max_rel_err_ok": ok["rel_err"].max(), "max_rel_err_all": g["rel_err"].max(), "tol": g["tol"].max(),
+            "cv_median": ok["cv"].median(),
+        })  # fmt: skip
+    cols = ["op", "impl", "dtype", "cells", *STATUSES, "max_rel_err_ok", "max_rel_err_all", "tol", "cv_median"]
     return pd.DataFrame(rows, columns=cols)
 
 

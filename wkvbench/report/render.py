@@ -147,7 +147,9 @@ def format_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def verification_display(v: pd.DataFrame) -> pd.DataFrame:
-    return format_table(v).rename(
+    shown = format_table(v.drop(columns="cv_median"))
+    shown["timing CV (median)"] = [f"{c:.1%}" if pd.notna(c) else "-" for c in v["cv_median"]]
+    return shown.rename(
         columns={"max_rel_err_ok": "worst rel. err (ok)", "max_rel_err_all": "worst (all)", "tol": "bar"}
     )
 
@@ -159,7 +161,7 @@ color:#222;line-height:1.45;padding:0 1em}
 h1{font-size:1.6em}h2{font-size:1.25em;margin-top:2em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:0.82em;margin:0.6em 0}
 th,td{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#f3f3f3}
-td:first-child,th:first-child{text-align:left}
+.t{text-align:left}
 .headline{font-size:1.08em;background:#f6f8fa;border-left:4px solid #0072B2;padding:0.6em 1em}
 .caption{font-size:0.9em;color:#444}img{max-width:100%;height:auto;border:1px solid #eee}
 .st-ok{color:#117733}.st-bad{color:#B2182B;font-weight:600}details{margin:0.4em 0 1.2em}
@@ -170,7 +172,8 @@ td:first-child,th:first-child{text-align:left}
 def _html_table(df: pd.DataFrame, status_col: str | None = "status") -> str:
     if df.empty:
         return "<p><em>(empty)</em></p>"
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    num = {c: _numeric_column(df[c]) for c in df.columns}
+    head = "".join(f"<th{'' if num[c] else ' class=t'}>{html.escape(str(c))}</th>" for c in df.columns)
     body = []
     for _, r in df.iterrows():
         cells = []
@@ -178,7 +181,7 @@ def _html_table(df: pd.DataFrame, status_col: str | None = "status") -> str:
             text = html.escape(str(r[c]))
             if c == status_col and text != "ok":
                 text = f'<span class="st-bad">{text}</span>'
-            cells.append(f"<td>{text}</td>")
+            cells.append(f"<td{'' if num[c] else ' class=t'}>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
@@ -198,8 +201,10 @@ def render_html(rep: Report) -> str:
         "<h2>Environment</h2>",
         _html_table(env_rows, status_col=None),
         "<h2>Verification</h2>",
-        "<p class='caption'>Cells per implementation and dtype by status, and the worst relative L2 error "
-        "against the float64 reference (CONTRACT section 5). Only ok cells are timed into speed-ups.</p>",
+        "<p class='caption'>Cells per implementation and dtype by status, the worst relative L2 error against "
+        "the float64 reference (CONTRACT section 5), and the median coefficient of variation of the timing "
+        "samples of the ok cells (a few percent on a quiet GPU; tens of percent mean a noisy machine). Only ok "
+        "cells are timed into speed-ups.</p>",
         _html_table(verification_display(rep.verification), status_col=None),
         f"<h2>Cells that are not ok ({len(rep.not_ok)})</h2>",
         f"<div class='scroll'>{_html_table(format_table(rep.not_ok))}</div>",
@@ -245,6 +250,13 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def _numeric_column(values: pd.Series) -> bool:
+    """Whether a column of display text holds numbers (with units like 'x', ' s', ' GiB'): right-aligned."""
+    vals = [str(v).replace(",", "").removesuffix(" GiB").removesuffix(" MiB").rstrip("xs% ") for v in values]
+    vals = [v for v in vals if v not in ("-", "")]
+    return bool(vals) and all(_is_number(v) for v in vals)
+
+
 def md_table(df: pd.DataFrame) -> str:
     if df.empty:
         return "_(empty)_\n"
@@ -252,12 +264,7 @@ def md_table(df: pd.DataFrame) -> str:
     def cell(v) -> str:
         return str(v).replace("|", "\\|").replace("\n", " ")
 
-    def numeric(col) -> bool:
-        vals = [str(v).replace(",", "").removesuffix(" GiB").rstrip("xs% ") for v in df[col]]
-        vals = [v for v in vals if v not in ("-", "")]
-        return bool(vals) and all(_is_number(v) for v in vals)
-
-    align = ["---:" if numeric(c) else "---" for c in df.columns]
+    align = ["---:" if _numeric_column(df[c]) else "---" for c in df.columns]
     lines = ["| " + " | ".join(cell(c) for c in df.columns) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in df.itertuples(index=False)]
     return "\n".join(lines) + "\n"
