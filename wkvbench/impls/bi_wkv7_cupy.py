@@ -77,7 +77,7 @@ forward half, an L2 hit only near the middle or for short sequences; the ``SPLIT
 head read the same key-side vectors at the same time, so the repeats are L2 hits), ``y`` written
 once (``es``), the partial written and read once (``8`` bytes), ``g`` read twice per (b, t, h).
 bf16: ~34 B per element vs the op's minimum ``bytes_moved`` of 14 (2.4x); float32 60 vs 28.
-The kernel is compute/issue bound long before that matters (see docs/notes/cupy_bi_wkv7.md).
+Shared-memory bandwidth, issue and latency bind long before HBM does (docs/notes/cupy_bi_wkv7.md).
 
 I/O dtypes float32, bfloat16, float16, handled as raw 16-bit words in the kernel (bf16 widened
 by a shift and narrowed with round-to-nearest-even in integer code; fp16 through ``cvt``), so
@@ -228,6 +228,7 @@ _MODULES: dict[tuple, object] = {}
 _KERNELS: dict[tuple, object] = {}
 _STREAMS: dict[tuple[int, int], object] = {}
 _NUM_SMS: dict[int, int] = {}
+_READY: set[int] = set()
 
 
 def _kernel(dtype: torch.dtype, n: int, split: int, device_index: int):
@@ -325,11 +326,13 @@ def _validate(r, w, k, v, a, b, g, out, split) -> None:
 def cupy_cuda(r, w, k, v, a, b, g=None, *, out=None, split: int | None = None):
     """CUDA C via NVRTC/CuPy: both directions and the gate merge in one launch, fp32 state in registers."""
     _validate(r, w, k, v, a, b, g, out, split)
-    ok, why = _check(r.device)
-    if not ok:
-        raise RuntimeError(f"{NAME}: {why}")
     dev = r.device
     idx = dev.index if dev.index is not None else torch.cuda.current_device()
+    if idx not in _READY:  # check once per device: the launch path stays a few microseconds
+        ok, why = _check(torch.device("cuda", idx))
+        if not ok:
+            raise RuntimeError(f"{NAME}: {why}")
+        _READY.add(idx)
     plan = launch_plan(r, w, k, v, a, b, g, out=out, split=split, num_sms=_num_sms(idx))
     fn = _kernel(r.dtype, r.shape[-1], plan.split, idx)
     with cp.cuda.Device(idx), _stream(torch.cuda.current_stream(dev).cuda_stream, idx):
