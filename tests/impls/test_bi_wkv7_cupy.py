@@ -48,8 +48,8 @@ def host_lib(tmp_path_factory):
         "-o", str(so),
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0 and ("<barrier>" in proc.stderr or "barrier: No such file" in proc.stderr):
-        pytest.skip("g++ lacks C++20 <barrier>: cannot build the host emulation")
+    if proc.returncode != 0 and ("barrier: No such file" in proc.stderr or "_Float16" in proc.stderr):
+        pytest.skip("this g++ lacks C++20 <barrier> or _Float16 (GCC >= 12 has both): no host emulation")
     assert proc.returncode == 0, f"host build of {mod.KERNEL_PATH.name} failed:\n{proc.stderr[-4000:]}"
     lib = ctypes.CDLL(str(so))
     ptr = ctypes.c_void_p
