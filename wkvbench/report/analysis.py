@@ -36,7 +36,7 @@ PAPER_SECONDS = 328.0
 DURATIONS = (10.0, 60.0, 328.0)
 #: Order used to summarise several non-ok statuses into one.
 SEVERITY = ("oom", "failed", "timeout", "wrong", "skipped")
-_DTYPE_ORDER = ("bfloat16", "float16", "float32", "float64")
+DTYPE_ORDER = ("bfloat16", "float16", "float32", "float64")
 _DEVICE_ORDER = ("cuda", "cpu")
 
 
@@ -76,7 +76,7 @@ BASELINES = (
 # ----------------------------------------------------------------------------- slices
 def _order(col: str, v):
     if col == "dtype":
-        return (_DTYPE_ORDER.index(v) if v in _DTYPE_ORDER else 9, str(v))
+        return (DTYPE_ORDER.index(v) if v in DTYPE_ORDER else 9, str(v))
     if col == "device":
         return (_DEVICE_ORDER.index(v) if v in _DEVICE_ORDER else 9, str(v))
     if col == "variant":
@@ -125,11 +125,6 @@ def select(df: pd.DataFrame, where: dict) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- baselines
-def _worst_status(statuses) -> str:
-    present = set(statuses)
-    return next((s for s in SEVERITY if s in present), "skipped")
-
-
 def best_per_case(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per case: the fastest ok implementation, or (no ok one) the most severe failure."""
     if rows.empty:

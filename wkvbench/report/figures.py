@@ -156,11 +156,12 @@ def _new_figure(
     nrows: int, ncols: int, env: Env, title: str, w: float = 3.6, h: float = 2.7
 ) -> tuple[Figure, np.ndarray]:
     height = nrows * h + 0.75
-    fig = Figure(figsize=(ncols * w + 2.3, height), layout="constrained", dpi=110)
+    # the legend sits outside on the right; keep room for it beside a left-aligned title
+    fig = Figure(figsize=(max(ncols * w + 2.6, 8.0), height), layout="constrained", dpi=110)
     foot = 0.26 / height
     fig.get_layout_engine().set(rect=(0, foot, 1, 1 - foot), h_pad=0.06, w_pad=0.06)
     fig.text(0.005, 0.004, env.footer(), fontsize=6.5, color="#444444", ha="left", va="bottom")
-    fig.suptitle(title, fontsize=10.5, fontweight="bold")
+    fig.suptitle(title, fontsize=10.5, fontweight="bold", x=0.01, ha="left")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     return fig, axes
 
@@ -188,8 +189,9 @@ def _set_xlim(ax, xs, log: bool, right_pad: float = 0.08) -> None:
         span = max(math.log10(hi / lo), 0.3)
         ax.set_xscale("log")
         ax.set_xlim(lo / 10 ** (0.06 * span), hi * 10 ** (right_pad * span + 0.02))
-        # plain labels (128, 500, 2k, 10k) at 1-2-5 steps over short ranges; minor ticks unlabelled
-        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if span < 2.5 else (1.0,)))
+        # plain labels (200, 500, 2k, 10k) at 1-2-5 or 1-3 steps over short ranges; minor ticks unlabelled
+        subs = (1.0, 2.0, 5.0) if span < 1.6 else (1.0, 3.0) if span < 3.2 else (1.0,)
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
         ax.xaxis.set_major_formatter(FuncFormatter(_plain))
         ax.xaxis.set_minor_formatter(NullFormatter())
     else:
@@ -680,7 +682,7 @@ def fig_accuracy(df: pd.DataFrame, env: Env) -> Plot:
     table_rows = df
     df, idle = split_idle(df)
     ops = sorted(df["op"].unique(), key=op_sort_key)
-    dtypes = [d for d in an._DTYPE_ORDER if d in set(df["dtype"])] + sorted(set(df["dtype"]) - set(an._DTYPE_ORDER))
+    dtypes = [d for d in an.DTYPE_ORDER if d in set(df["dtype"])] + sorted(set(df["dtype"]) - set(an.DTYPE_ORDER))
     title = "Accuracy: relative L2 error vs the float64 reference"
     fig, axes = _new_figure(max(1, len(ops)), max(1, len(dtypes)), env, title)
     legend = _Legend(idle)
@@ -819,7 +821,7 @@ def fig_first_call(df: pd.DataFrame, env: Env) -> Plot:
     fig = Figure(figsize=(8.6, height), layout="constrained", dpi=110)
     fig.get_layout_engine().set(rect=(0, 0.26 / height, 1, 1 - 0.26 / height))
     fig.text(0.005, 0.004, env.footer(), fontsize=6.5, color="#444444", ha="left", va="bottom")
-    fig.suptitle(title, fontsize=10.5, fontweight="bold")
+    fig.suptitle(title, fontsize=10.5, fontweight="bold", x=0.01, ha="left")
     ax = fig.subplots()
     if table.empty:
         _empty(ax, "no cells")
