@@ -166,6 +166,13 @@ def _new_figure(
     return fig, axes
 
 
+def _unmeasured(env: Env, title: str, text: str) -> tuple[Figure, np.ndarray]:
+    """A one-panel figure that says what the run did not measure."""
+    fig, axes = _new_figure(1, 1, env, title, h=1.4)
+    _empty(axes[0, 0], text)
+    return fig, axes
+
+
 def _empty(ax, text: str) -> None:
     """A panel with nothing to draw: no axes, just the reason."""
     ax.set_axis_off()
@@ -624,19 +631,20 @@ def fig_memory(df: pd.DataFrame, env: Env) -> Plot:
     df, idle = split_idle(df)
     rows, sizes = _facet_rows(df), _sizes(df)
     title = "Peak memory vs sequence length"
-    fig, axes = _new_figure(len(rows), max(1, len(sizes)), env, title)
-    legend = _Legend(idle)
     d = df.assign(peak_mib=df["peak_mem_bytes"] / 2**20)
     measured = d["peak_mib"].notna().any()
-    for i, (where, _) in enumerate(rows):
+    fig, axes = (
+        _new_figure(len(rows), max(1, len(sizes)), env, title)
+        if measured
+        else _unmeasured(env, title, "peak memory was not measured (no CUDA allocator on a CPU run)")
+    )
+    legend = _Legend(idle)
+    for i, (where, _) in enumerate(rows if measured else []):
         part = an.select(d, where)
         for j, size in enumerate(sizes or ["-"]):
             ax = axes[i, j]
             p = part[part["size"] == size]
             _panel_title(ax, size, where)
-            if not measured:
-                _empty(ax, "peak memory was not measured\n(no CUDA allocator on a CPU run)")
-                continue
             _lines(ax, p, "tokens", "peak_mib", legend)
             _finish_panel(ax, p, "tokens", "peak_mib", legend)
             ax.set_xlabel("tokens per sequence")
@@ -744,19 +752,20 @@ def fig_bandwidth(df: pd.DataFrame, env: Env) -> Plot:
     df, idle = split_idle(df)
     rows, sizes = _facet_rows(df), _sizes(df)
     title = "Achieved bandwidth as a fraction of measured copy bandwidth"
-    fig, axes = _new_figure(len(rows), max(1, len(sizes)), env, title)
-    legend = _Legend(idle)
     d = df.assign(bw_frac=an.bandwidth_fraction(df, env.copy_bandwidth_gbs))
     measured = d["bw_frac"].notna().any()
-    for i, (where, _) in enumerate(rows):
+    fig, axes = (
+        _new_figure(len(rows), max(1, len(sizes)), env, title)
+        if measured
+        else _unmeasured(env, title, "no bandwidth figures: the run recorded neither bytes moved nor a copy bandwidth")
+    )
+    legend = _Legend(idle)
+    for i, (where, _) in enumerate(rows if measured else []):
         part = an.select(d, where)
         for j, size in enumerate(sizes or ["-"]):
             ax = axes[i, j]
             p = part[part["size"] == size]
             _panel_title(ax, size, where)
-            if not measured:
-                _empty(ax, "no bandwidth figures: the run recorded neither\nbytes moved nor a copy bandwidth")
-                continue
             _lines(ax, p, "tokens", "bw_frac", legend)
             _finish_panel(ax, p, "tokens", "bw_frac", legend, include_y=[1.0])
             ax.set_xlabel("tokens per sequence")
