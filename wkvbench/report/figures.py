@@ -157,7 +157,7 @@ def _new_figure(
 ) -> tuple[Figure, np.ndarray]:
     height = nrows * h + 0.75
     # the legend sits outside on the right; keep room for it beside a left-aligned title
-    fig = Figure(figsize=(max(ncols * w + 2.6, 8.0), height), layout="constrained", dpi=110)
+    fig = Figure(figsize=(max(ncols * w + 2.6, 0.09 * len(title) + 2.9), height), layout="constrained", dpi=110)
     foot = 0.26 / height
     fig.get_layout_engine().set(rect=(0, foot, 1, 1 - foot), h_pad=0.06, w_pad=0.06)
     fig.text(0.005, 0.004, env.footer(), fontsize=6.5, color="#444444", ha="left", va="bottom")
@@ -333,21 +333,13 @@ def _finish_panel(
     return ok
 
 
-def _facet_rows(df: pd.DataFrame) -> list[tuple[dict, pd.DataFrame]]:
-    return an.slices(df)
-
-
 def _sizes(df: pd.DataFrame) -> list[str]:
     present = list(df["size"].unique())
     return [s for s in SIZES if s in present] + sorted(s for s in present if s not in SIZES)
 
 
-def _row_title(where: dict) -> str:
-    return an.slice_label(where)
-
-
 def _panel_title(ax, size: str, where: dict) -> None:
-    extra = _row_title(where)
+    extra = an.slice_label(where)
     ax.set_title(f"size {size}" + (f"  ({extra})" if extra else ""))
 
 
@@ -362,7 +354,7 @@ BASE_COLS = ["op", "impl", "model", "size", "device", "dtype", "batch", "variant
 def fig_latency(df: pd.DataFrame, env: Env) -> Plot:
     table_rows = df
     df, idle = split_idle(df)
-    rows, sizes = _facet_rows(df), _sizes(df)
+    rows, sizes = an.slices(df), _sizes(df)
     title = "Latency vs tokens (log-log)"
     fig, axes = _new_figure(len(rows), max(1, len(sizes)), env, title)
     legend = _Legend(idle)
@@ -447,7 +439,7 @@ def _slope_line(ax, per_op: dict[str, list[float]]) -> None:
 def fig_throughput(df: pd.DataFrame, env: Env) -> Plot:
     table_rows = df
     df, idle = split_idle(df)
-    rows, sizes = _facet_rows(df), _sizes(df)
+    rows, sizes = an.slices(df), _sizes(df)
     title = "Throughput vs sequence length"
     metrics = (
         ("tokens", "tokens_per_s", "tokens per second", "tokens per sequence"),
@@ -483,7 +475,7 @@ def fig_speedup(df: pd.DataFrame, env: Env, view: str) -> Plot:
     sp = an.speedups(df, view)
     x = an.VIEW_X[view]
     wkv = df[df["op"] == "bi_wkv7"]
-    panels = [(where, size) for where, part in _facet_rows(wkv) for size in _sizes(part)]
+    panels = [(where, size) for where, part in an.slices(wkv) for size in _sizes(part)]
     baselines = [bl for bl in an.BASELINES if (sp["baseline"] == bl.name).any()]
     name = {"audio": "equal audio", "tokens": "equal tokens"}[view]
     title = f"Speed-up of Bi-WKV7 over attention and the Mamba scan ({name})"
@@ -500,9 +492,9 @@ def fig_speedup(df: pd.DataFrame, env: Env, view: str) -> Plot:
         for j, bl in enumerate(baselines):
             ax = axes[i, j]
             p = an.select(sp[(sp["baseline"] == bl.name) & (sp["size"] == size)], where)
-            ax.set_title(f"vs {bl.label}, size {size}" + (f"\n{_row_title(where)}" if where else ""))
+            ax.set_title(f"vs {bl.label}, size {size}" + (f"\n{an.slice_label(where)}" if where else ""))
             if p.empty:
-                _empty(ax, f"no {bl.label} cells\nat size {size}" + (f" ({_row_title(where)})" if where else ""))
+                _empty(ax, f"no {bl.label} cells\nat size {size}" + (f" ({an.slice_label(where)})" if where else ""))
                 continue
             ax.set_xlabel("seconds of audio" if view == "audio" else "tokens per sequence")
             if j == 0:
@@ -591,7 +583,7 @@ def fig_model_size(df: pd.DataFrame, env: Env) -> Plot:
     df, idle = split_idle(df)
     near = an.at_durations(df)
     targets = [t for t in an.DURATIONS if (near["target_s"] == t).any()] if not near.empty else []
-    rows = _facet_rows(df)
+    rows = an.slices(df)
     title = "Throughput vs model size at fixed audio durations"
     fig, axes = _new_figure(len(rows), max(1, len(targets)), env, title, w=3.0)
     legend = _Legend(idle)
@@ -606,7 +598,7 @@ def fig_model_size(df: pd.DataFrame, env: Env) -> Plot:
             actual = sorted({f"{s:g}" for s in p["seconds"]})
             ax.set_title(
                 f"~{t:g} s of audio"
-                + (f"  ({_row_title(where)})" if where else "")
+                + (f"  ({an.slice_label(where)})" if where else "")
                 + (f"\nmeasured at {', '.join(actual)} s" if actual and actual != [f"{t:g}"] else "")
             )
             _lines(ax, p, "_x", "audio_s_per_s", legend)
@@ -629,7 +621,7 @@ def fig_model_size(df: pd.DataFrame, env: Env) -> Plot:
 def fig_memory(df: pd.DataFrame, env: Env) -> Plot:
     table_rows = df
     df, idle = split_idle(df)
-    rows, sizes = _facet_rows(df), _sizes(df)
+    rows, sizes = an.slices(df), _sizes(df)
     title = "Peak memory vs sequence length"
     d = df.assign(peak_mib=df["peak_mem_bytes"] / 2**20)
     measured = d["peak_mib"].notna().any()
@@ -750,7 +742,7 @@ def fig_accuracy(df: pd.DataFrame, env: Env) -> Plot:
 def fig_bandwidth(df: pd.DataFrame, env: Env) -> Plot:
     table_rows = df
     df, idle = split_idle(df)
-    rows, sizes = _facet_rows(df), _sizes(df)
+    rows, sizes = an.slices(df), _sizes(df)
     title = "Achieved bandwidth as a fraction of measured copy bandwidth"
     d = df.assign(bw_frac=an.bandwidth_fraction(df, env.copy_bandwidth_gbs))
     measured = d["bw_frac"].notna().any()
