@@ -733,6 +733,7 @@ def fig_accuracy(df: pd.DataFrame, env: Env) -> Plot:
         "Relative L2 error against the float64 reference (CONTRACT section 5), worst over models, batches "
         "and input variants at each token count, per implementation and I/O dtype. Dashed: the bar an "
         "implementation must meet (float32 on TF32 tensor cores is held to bfloat16's); dotted: the goal. "
+        "Implementations with the same error draw on top of each other (the table has every value). "
         f"Errors below {ERR_FLOOR:.0e} are drawn at {ERR_FLOOR:.0e}. " + NOT_OK_NOTE
     )
     return Plot("fig6_accuracy", title, caption, fig, table)
