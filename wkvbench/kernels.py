@@ -66,13 +66,13 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
-        print(f"{'impl':<24} {'kernel':<28} {'config':<30} {'regs':>5} {'smem':>7} {'local':>6}  compiler")
+        print(f"{'impl':<24} {'kernel':<28} {'config':<44} {'regs':>5} {'smem':>7} {'local':>6}  compiler")
         for r in rows:
             if "error" in r:
                 print(f"{r['impl']:<24} COMPILE ERROR: {r['error']}")
                 continue
             print(
-                f"{r['impl']:<24} {r['kernel']:<28} {str(r.get('config', '')):<30} {r.get('registers', '?'):>5} "
+                f"{r['impl']:<24} {r['kernel']:<28} {str(r.get('config', '')):<44} {r.get('registers', '?'):>5} "
                 f"{r.get('shared_bytes', '?'):>7} {r.get('local_bytes', '?'):>6}  {r.get('compiler', '')}"
             )
     bad = [r for r in rows if "error" in r or (r.get("local_bytes") or 0) > 0]

@@ -52,7 +52,7 @@ COLUMNS = (
     "speedup",  # baseline median / this median (same case), empty if either is not ok
     "bytes_moved",  # minimum bytes the op must read and write
     "gbs",  # bytes_moved / median
-    "pct_copy_bw",  # gbs / copy bandwidth measured at the start of the run
+    "pct_copy_bw",  # 100 * gbs / copy bandwidth measured at the start of the run (percent)
     "flops",
     "tflops",
     "peak_mem_bytes",  # torch.cuda.max_memory_allocated during the cell (reset per cell)
