@@ -1,0 +1,601 @@
+"""Bi-WKV7 in Triton: a register-resident recurrent kernel and a chunked tensor-core kernel.
+
+Two implementations of the ``bi_wkv7`` op (CONTRACT section 1), each one launch that runs both
+scan directions and fuses AudioRWKV's gate merge ``y = g * y_fwd + (1 - g) * y_rev``: the final
+``y`` is written once, in the I/O dtype. Reverse-direction programs walk the inputs backwards by
+pointer arithmetic (no flipped copies). State and accumulation are float32 for every I/O dtype.
+Layout is the contract's contiguous ``[B, T, H, N]``; N = 64; any T >= 1.
+
+``triton_recurrent`` -- the per-token recurrence (as the official RWKV-7 CUDA kernel computes it)
+--------------------------------------------------------------------------------------------------
+Value rows of the state are independent (``sa_i = S[i, :] . a`` only needs row i), so a program
+owns ``BV`` rows of S for one (batch, head) *in both directions*: two ``[BV, N]`` float32 tiles in
+registers, ``S_fwd`` and ``S_rev``. Grid ``(N / BV, B * H)``, value block fastest (the programs
+of one head run side by side and share its key-side vectors through L2), 1 warp per program.
+Step ``s`` advances the forward scan at ``t = s`` and the reverse scan at ``t = T - 1 - s``:
+
+    sa = S . a_t ;  S = S * exp(-exp(w_t)) + sa b_t^T + v_t k_t^T ;  y_t = S . r_t
+
+The two chains are independent, so the interleaving hides one chain's latency behind the other.
+Merge: the direction that reaches token t first (forward for t < T/2, reverse for t > T/2)
+writes its gated partial in float32 to a workspace row; the other direction reaches t later in
+the *same program*, reads it back and writes the final y (the middle token of an odd T is
+merged in registers). All workspace writes happen in the loop over the first half of the steps,
+all reads in the loop over the second half, with a CTA barrier between them: race-free by
+program order. Next-step inputs are prefetched into registers one step ahead.
+Traffic per element of y: the six inputs read once per direction and value block (2 * 6
+reads, the key-side ones hit L2 for all but the first of the ``N / BV`` blocks), one float32
+workspace write + read (for float32 I/O the workspace *is* ``y``, so no extra allocation), one
+final write. DRAM minimum is 7 elements (+ the gate); with bf16 I/O the workspace round trip
+adds 8 bytes to the 14-16 of the minimum.
+Parallelism: ``B * H * N / BV`` one-warp programs; ``BV`` is 4, 8 or 16, chosen so that there
+are >= 4 programs per SM when possible (B=1, H=12: BV=4, 192 programs for 132 SMs).
+
+``triton_chunked`` / ``triton_chunked_tf32`` -- chunked generalized delta rule on tensor cores
+--------------------------------------------------------------------------------------------------
+The chunked form of ``wkvbench/impls/bi_wkv7_torch.py`` (fla-core's WY/DPLR chunking, Yang et
+al., arXiv 2406.06484 and 2412.06464), rearranged so that everything that does not depend on the
+state is computed first. For a chunk of L tokens (log-decay ``lg = -exp(w)``, inclusive cumsum
+``G``, exclusive ``Gx``), factored around the chunk's middle row m (``E = exp(G - G_m)``):
+
+    a~ = a E / d,  b~ = b / E,  k~ = k / E,  r~ = r E           (|exponent| <= 0.61 (L/2 + 1))
+    Aab = tril_strict(a~ b~^T), Aak = tril_strict(a~ k~^T), Arb = tril(r~ b~^T), Ark = tril(r~ k~^T)
+    Z = (I - Aab)^-1             forward substitution in registers (L-1 rank-1 row updates)
+    W = Z (a e^Gx),  U = Z Aak,  Q = r e^G + Arb W,  Yv = Ark + Arb U         (key side, no state)
+    SA = W S^T + U V,   Y = Q S^T + Yv V,   S <- S diag(e^GL) + SA^T (b e^(GL-G)) + V^T (k e^(GL-G))
+
+Every ``tl.dot`` runs on tensor cores except in the float32-exact variant. Each factor
+``exp(.)`` is bounded by ``e^(0.61 (L/2 + 1))`` in the RWKV-7 domain (|lg| < 0.61), e.g. 245
+for L = 16, and nothing divides by a cumulative decay. Only the three dots of the last line of
+the first group that read the state (``W S^T``, ``Q S^T``, ``SA^T Bd``) sit on the sequential
+chain; the key-side work of a chunk (four L x N x L dots, the solve, four L x L dots) is
+independent of the state.
+
+Grid ``(N / BV, 2, B * H)``: value block, direction, (batch, head); the two directions are
+separate programs. Each program walks its C = ceil(T / L) chunks (the reverse one from the last
+chunk down, rows in reverse order; tokens past T are identity tokens: zero inputs, decay 1),
+keeping its ``[BV, N]`` float32 state in registers, 4 warps, next chunk's inputs prefetched.
+Merge without a second launch: the two programs of a (batch, head, value block) meet once per
+chunk tile ``[L, BV]``. A per-tile int32 ticket (``atomic_add``, acq_rel, gpu scope) decides who
+came first; the first writes its gated partial tile to a float32 workspace, CTA-barriers and
+releases (``atomic_add(+2, release)``); the second acquires (spinning only if the first has its
+ticket but has not released yet -- it is resident and running, and does nothing but write the
+tile between ticket and release, so the wait always ends) and writes ``y = own + other`` in the
+I/O dtype. This is the serial split-K semaphore of CUTLASS. Traffic per element of y: each
+input read once per direction and value block (key side from L2 for the other blocks), one
+float32 partial write + read, one final write, plus 4 bytes of zeroed tickets per tile.
+Parallelism: ``2 * B * H * N / BV`` programs with BV in {8, 16, 32, 64} chosen for >= 2
+programs per SM (B=1, H=12: BV=8, 192 programs; B=8: BV=32, 384).
+
+Precision (chosen by emulating every variant against the float64 reference, see
+docs/notes/triton_bi_wkv7.md): dots whose operand has the state's unbounded magnitude or feeds
+it (the key-side dots, ``Z``-products, ``S``, ``SA``) use TF32 with operands rounded to nearest
+in registers (Triton's TF32 path truncates, which costs 4x the error); the three dots against
+``V`` (exact in the I/O dtype) use bf16/fp16 operands with float32 accumulation. Float32 inputs:
+``triton_chunked`` computes every dot in exact float32 (``input_precision="ieee"``, CUDA cores);
+``triton_chunked_tf32`` uses TF32 throughout and is held to the bfloat16 bar.
+
+Configs (a function of the shape, no autotuning): recurrent 1 warp, BV = 64 / clamp(next_pow2(
+4 * SMs / (B H)), 4, 16); chunked L = 16, 4 warps, BV = 64 / clamp(next_pow2(SMs / (B H)), 1, 8).
+
+Interpreter notes (CPU tests run under ``TRITON_INTERPRET=1``): the interpreter mis-rounds and
+mis-multiplies bfloat16, so bfloat16 stores go through an explicit round-to-nearest-even bit
+trick (also used on the GPU), and bfloat16 dot operands are emulated there as float32 values
+rounded to bfloat16 (``INTERP`` constexpr); everything else is the GPU code path.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor
+
+from wkvbench.registry import ALL_DTYPES, register_impl
+
+try:
+    import triton
+    import triton.language as tl
+
+    HAS_TRITON = True
+    _IMPORT_ERROR = ""
+except ImportError as exc:  # pragma: no cover - exercised only without triton
+    HAS_TRITON = False
+    _IMPORT_ERROR = str(exc)
+
+HEAD_SIZES = (64,)
+DEFAULT_SMS = 132  # H100 SXM; used when no GPU is visible (interpreter)
+CHUNK_LENS = (16, 32, 64)
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _check(device: torch.device) -> tuple[bool, str]:
+    if not HAS_TRITON:
+        return False, "triton not installed"
+    if device.type == "cpu" and not _interpreting():
+        return False, "CPU needs TRITON_INTERPRET=1 (wkvbench --interpret)"
+    return True, "ok"
+
+
+def _num_sms(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return DEFAULT_SMS
+
+
+def _next_pow2(x: int) -> int:
+    return 1 << max(0, (int(x) - 1).bit_length())
+
+
+RECURRENT_BLOCKS = (4, 8, 16)
+CHUNKED_BLOCKS = (8, 16, 32, 64)
+
+
+def recurrent_config(B: int, H: int, sms: int = DEFAULT_SMS) -> dict:
+    """Value-block size of the recurrent kernel: >= 4 one-warp programs per SM when the shape allows."""
+    nvb = min(16, max(4, _next_pow2(-(-4 * sms // (B * H)))))
+    return {"BV": 64 // nvb, "num_warps": 1}
+
+
+def _chunked_warps(BV: int, exact: bool) -> int:
+    """4 warps (<= 255 registers, no spills, 2 programs per SM); 8 where 4 would spill at sm_90."""
+    return 8 if (BV == 64 or exact) else 4
+
+
+def chunked_config(B: int, H: int, sms: int = DEFAULT_SMS, exact: bool = False) -> dict:
+    """Chunk length, value block and warps of the chunked kernel.
+
+    The most value blocks (parallelism) whose ``2 B H N / BV`` programs still run in one wave
+    (2 resident programs per SM at 4 warps, 1 at 8 warps: both use ~255 registers a thread);
+    if none fits, BV = 64 (no duplicated key-side work: the least total work).
+    """
+    for BV in CHUNKED_BLOCKS:
+        warps = _chunked_warps(BV, exact)
+        if 2 * B * H * (64 // BV) <= (2 if warps == 4 else 1) * sms:
+            return {"L": 16, "BV": BV, "num_warps": warps}
+    return {"L": 16, "BV": 64, "num_warps": _chunked_warps(64, exact)}
+
+
+if HAS_TRITON:
+
+    @triton.jit
+    def _tf32_rn(x):
+        """Round float32 to the nearest TF32 value (the tensor cores would truncate)."""
+        u = x.to(tl.int32, bitcast=True)
+        u = (u + 0x1000) & -8192
+        return u.to(tl.float32, bitcast=True)
+
+    @triton.jit
+    def _bf16_rne_bits(x):
+        """float32 -> uint32 whose high half is the round-to-nearest-even bfloat16 of x."""
+        u = x.to(tl.uint32, bitcast=True)
+        return u + (0x7FFF + ((u >> 16) & 1))
+
+    @triton.jit
+    def _to_out(x, OUT_KIND: tl.constexpr):
+        """float32 -> the I/O dtype (0: float32, 1: bfloat16 via an exact RNE bit trick, 2: float16)."""
+        if OUT_KIND == 1:
+            return (_bf16_rne_bits(x) >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
+        elif OUT_KIND == 2:
+            return x.to(tl.float16)
+        else:
+            return x
+
+    @triton.jit
+    def _hi_dot(x, y, acc, PREC: tl.constexpr):
+        """A dot whose operands may carry the state's magnitude: exact float32 (0) or TF32 rounded to nearest (1)."""
+        if PREC == 1:
+            return tl.dot(_tf32_rn(x), _tf32_rn(y), acc, input_precision="tf32")
+        else:
+            return tl.dot(x, y, acc, input_precision="ieee")
+
+    @triton.jit
+    def _lo_dot(x, y, acc, PREC: tl.constexpr, VKIND: tl.constexpr):
+        """A dot against V: float16 operands (VKIND 2, V exact) or like ``_hi_dot`` (VKIND 0)."""
+        if VKIND == 2:
+            return tl.dot(x.to(tl.float16), y.to(tl.float16), acc)
+        else:
+            return _hi_dot(x, y, acc, PREC)
+
+    # ------------------------------------------------------------------------------ recurrent
+    @triton.jit
+    def _rec_load(r, w, k, v, a, b, g, base, gbase, t, stride_t, g_st, offs_k, offs_v):
+        """Raw inputs of token t (one head): five key vectors [N], v block [BV], gate scalar."""
+        off = base + t.to(tl.int64) * stride_t
+        rt = tl.load(r + off + offs_k)
+        wt = tl.load(w + off + offs_k)
+        kt = tl.load(k + off + offs_k)
+        at = tl.load(a + off + offs_k)
+        bt = tl.load(b + off + offs_k)
+        vt = tl.load(v + off + offs_v)
+        gt = tl.load(g + gbase + t.to(tl.int64) * g_st).to(tl.float32)
+        return rt, wt, kt, at, bt, vt, gt
+
+    @triton.jit
+    def _rec_step(S, rt, wt, kt, at, bt, vt):
+        """One token of WKV7 on a [BV, N] block of state rows; returns (S_t, y_t[BV])."""
+        d = tl.exp(-tl.exp(wt.to(tl.float32)))
+        sa = tl.sum(S * at.to(tl.float32)[None, :], axis=1)
+        S = (
+            S * d[None, :]
+            + sa[:, None] * bt.to(tl.float32)[None, :]
+            + vt.to(tl.float32)[:, None] * kt.to(tl.float32)[None, :]
+        )
+        y = tl.sum(S * rt.to(tl.float32)[None, :], axis=1)
+        return S, y
+
+    @triton.jit
+    def _bi_wkv7_recurrent_kernel(
+        r, w, k, v, a, b, g, y, ws, T, H, g_sb, g_st, g_sh,
+        N: tl.constexpr, BV: tl.constexpr, OUT_KIND: tl.constexpr,
+    ):  # fmt: skip
+        pid_v = tl.program_id(0)
+        pid_bh = tl.program_id(1)
+        bidx = pid_bh // H
+        h = pid_bh % H
+        stride_t = H * N
+        base = (bidx.to(tl.int64) * T * H + h) * N
+        gbase = bidx.to(tl.int64) * g_sb + h * g_sh  # all gate strides 0 without a gate (one 0.5)
+        offs_k = tl.arange(0, N)
+        offs_v = pid_v * BV + tl.arange(0, BV)
+        Sf = tl.zeros([BV, N], dtype=tl.float32)
+        Sr = tl.zeros([BV, N], dtype=tl.float32)
+        zero = pid_v * 0  # a runtime int32 zero: token indices stay tensors in every branch
+        # prefetch step 0: forward token 0, reverse token T-1
+        rf, wf, kf, af, bf, vf, gf = _rec_load(r, w, k, v, a, b, g, base, gbase, zero, stride_t, g_st, offs_k, offs_v)
+        rr, wr, kr, ar, br, vr, gr = _rec_load(
+            r, w, k, v, a, b, g, base, gbase, zero + T - 1, stride_t, g_st, offs_k, offs_v
+        )
+        half_up = (T + 1) // 2
+        # first half of the steps: the forward token s and the reverse token T-1-s are both seen
+        # for the first time (except the middle token of an odd T): write gated partials.
+        for s in range(0, half_up):
+            tf = zero + s
+            tr = zero + T - 1 - s
+            nf = tl.minimum(tf + 1, T - 1)
+            nr = tl.maximum(tr - 1, 0)
+            rf2, wf2, kf2, af2, bf2, vf2, gf2 = _rec_load(
+                r, w, k, v, a, b, g, base, gbase, nf, stride_t, g_st, offs_k, offs_v
+            )
+            rr2, wr2, kr2, ar2, br2, vr2, gr2 = _rec_load(
+                r, w, k, v, a, b, g, base, gbase, nr, stride_t, g_st, offs_k, offs_v
+            )
+            Sf, yf = _rec_step(Sf, rf, wf, kf, af, bf, vf)
+            Sr, yr = _rec_step(Sr, rr, wr, kr, ar, br, vr)
+            pf = gf * yf
+            pr = (1.0 - gr) * yr
+            mid = (offs_v * 0 + tf) == tr  # [BV] broadcast of the scalar condition
+            off_f = base + tf.to(tl.int64) * stride_t + offs_v
+            off_r = base + tr.to(tl.int64) * stride_t + offs_v
+            tl.store(ws + off_f, pf, mask=~mid)
+            tl.store(ws + off_r, pr, mask=~mid)
+            tl.store(y + off_f, _to_out(pf + pr, OUT_KIND), mask=mid)
+            rf, wf, kf, af, bf, vf, gf = rf2, wf2, kf2, af2, bf2, vf2, gf2
+            rr, wr, kr, ar, br, vr, gr = rr2, wr2, kr2, ar2, br2, vr2, gr2
+        tl.debug_barrier()  # every workspace write above precedes every read below (one CTA)
+        for s in range(half_up, T):
+            tf = zero + s
+            tr = zero + T - 1 - s
+            nf = tl.minimum(tf + 1, T - 1)
+            nr = tl.maximum(tr - 1, 0)
+            rf2, wf2, kf2, af2, bf2, vf2, gf2 = _rec_load(
+                r, w, k, v, a, b, g, base, gbase, nf, stride_t, g_st, offs_k, offs_v
+            )
+            rr2, wr2, kr2, ar2, br2, vr2, gr2 = _rec_load(
+                r, w, k, v, a, b, g, base, gbase, nr, stride_t, g_st, offs_k, offs_v
+            )
+            Sf, yf = _rec_step(Sf, rf, wf, kf, af, bf, vf)
+            Sr, yr = _rec_step(Sr, rr, wr, kr, ar, br, vr)
+            off_f = base + tf.to(tl.int64) * stride_t + offs_v
+            off_r = base + tr.to(tl.int64) * stride_t + offs_v
+            of = tl.load(ws + off_f, cache_modifier=".cg")
+            orv = tl.load(ws + off_r, cache_modifier=".cg")
+            tl.store(y + off_f, _to_out(gf * yf + of, OUT_KIND))
+            tl.store(y + off_r, _to_out((1.0 - gr) * yr + orv, OUT_KIND))
+            rf, wf, kf, af, bf, vf, gf = rf2, wf2, kf2, af2, bf2, vf2, gf2
+            rr, wr, kr, ar, br, vr, gr = rr2, wr2, kr2, ar2, br2, vr2, gr2
+
+    # ------------------------------------------------------------------------------ chunked
+    @triton.jit
+    def _chunk_load(r, w, k, v, a, b, g, base, gbase, c, dirn, T, stride_t, g_st, offs_l, offs_n, offs_v,
+                    L: tl.constexpr):  # fmt: skip
+        """Raw inputs of chunk c in processing order (reversed rows for the reverse direction)."""
+        tok = c * L + offs_l + dirn * (L - 1 - 2 * offs_l)
+        valid = tok < T
+        off = base + tok.to(tl.int64) * stride_t
+        m2 = valid[:, None]
+        rt = tl.load(r + off[:, None] + offs_n[None, :], mask=m2, other=0.0)
+        wt = tl.load(w + off[:, None] + offs_n[None, :], mask=m2, other=0.0)
+        kt = tl.load(k + off[:, None] + offs_n[None, :], mask=m2, other=0.0)
+        at = tl.load(a + off[:, None] + offs_n[None, :], mask=m2, other=0.0)
+        bt = tl.load(b + off[:, None] + offs_n[None, :], mask=m2, other=0.0)
+        vt = tl.load(v + off[:, None] + offs_v[None, :], mask=m2, other=0.0)
+        gt = tl.load(g + gbase + tok.to(tl.int64) * g_st, mask=valid, other=0.0).to(tl.float32)
+        return rt, wt, kt, at, bt, vt, gt
+
+    @triton.jit
+    def _unit_lower_inverse(A, L: tl.constexpr):
+        """(I - A)^-1 for strictly lower-triangular A [L, L] (float32), by forward substitution.
+
+        Row i of Z = (I - A)^-1 is e_i + sum_{s<i} A[i, s] Z[s, :]; rows are produced in order,
+        each from the rows above it. A's transpose gives row i of A indexed along axis 0, so no
+        layout conversion is needed inside the loop.
+        """
+        offs = tl.arange(0, L)
+        rows = offs[:, None]
+        cols = offs[None, :]
+        At = tl.trans(A)
+        Z = (rows == cols).to(tl.float32)
+        for i in range(1, L):
+            ai = tl.sum(tl.where(cols == i, At, 0.0), axis=1)  # ai[s] = A[i, s]
+            zi = tl.sum(ai[:, None] * Z, axis=0)  # (A[i, :] Z)[u]
+            Z = tl.where(rows == i, Z + zi[None, :], Z)
+        return Z
+
+    @triton.jit
+    def _bi_wkv7_chunked_kernel(
+        r, w, k, v, a, b, g, y, ws, cnt, T, H, g_sb, g_st, g_sh, C, swap,
+        N: tl.constexpr, BV: tl.constexpr, L: tl.constexpr, OUT_KIND: tl.constexpr,
+        PREC: tl.constexpr, VKIND: tl.constexpr,
+    ):  # fmt: skip
+        pid_v = tl.program_id(0)
+        dirn = tl.program_id(1) ^ swap  # swap=1 flips which direction the grid's first program runs (tests)
+        pid_bh = tl.program_id(2)
+        NVB = tl.num_programs(0)
+        bidx = pid_bh // H
+        h = pid_bh % H
+        stride_t = H * N
+        base = (bidx.to(tl.int64) * T * H + h) * N
+        gbase = bidx.to(tl.int64) * g_sb + h * g_sh  # all gate strides 0 without a gate (one 0.5)
+        offs_l = tl.arange(0, L)
+        offs_n = tl.arange(0, N)
+        offs_v = pid_v * BV + tl.arange(0, BV)
+        rows = offs_l[:, None]
+        cols = offs_l[None, :]
+        MID: tl.constexpr = L // 2
+        cnt_base = (pid_bh * NVB + pid_v).to(tl.int64) * C
+        S = tl.zeros([BV, N], dtype=tl.float32)
+        c0 = dirn * (C - 1)
+        rt, wt, kt, at, bt, vt, gt = _chunk_load(
+            r, w, k, v, a, b, g, base, gbase, c0, dirn, T, stride_t, g_st, offs_l, offs_n, offs_v, L
+        )
+        for i in range(0, C):
+            c = i + dirn * (C - 1 - 2 * i)  # chunk index in time
+            cn = tl.minimum(i + 1, C - 1)
+            cn = cn + dirn * (C - 1 - 2 * cn)
+            rt2, wt2, kt2, at2, bt2, vt2, gt2 = _chunk_load(
+                r, w, k, v, a, b, g, base, gbase, cn, dirn, T, stride_t, g_st, offs_l, offs_n, offs_v, L
+            )
+            tok = c * L + offs_l + dirn * (L - 1 - 2 * offs_l)
+            valid = tok < T
+            # ---- key side: decays, factored operands (no state involved)
+            lg = tl.where(valid[:, None], -tl.exp(wt.to(tl.float32)), 0.0)  # identity tokens past T
+            G = tl.cumsum(lg, axis=0)
+            Gm = tl.sum(tl.where(rows <= MID, lg, 0.0), axis=0)  # G at the middle row
+            GL = tl.sum(lg, axis=0)
+            E = tl.exp(G - Gm[None, :])  # e^(G_t - G_m), bounded both ways
+            Ei = 1.0 / E
+            eGm = tl.exp(Gm)
+            eGLm = tl.exp(GL - Gm)
+            r32 = rt.to(tl.float32)
+            k32 = kt.to(tl.float32)
+            a_m = at.to(tl.float32) * E * tl.exp(-lg)  # a e^(Gx - Gm)
+            b_m = bt.to(tl.float32) * Ei  # b e^(Gm - G)
+            k_m = k32 * Ei
+            r_m = r32 * E
+            Aab = tl.where(rows > cols, _hi_dot(a_m, tl.trans(b_m), None, PREC), 0.0)
+            Aak = tl.where(rows > cols, _hi_dot(a_m, tl.trans(k_m), None, PREC), 0.0)
+            Arb = tl.where(rows >= cols, _hi_dot(r_m, tl.trans(b_m), None, PREC), 0.0)
+            Ark = tl.where(rows >= cols, _hi_dot(r_m, tl.trans(k_m), None, PREC), 0.0)
+            Z = _unit_lower_inverse(Aab, L)
+            W = _hi_dot(Z, a_m * eGm[None, :], None, PREC)  # Z (a e^Gx)
+            U = _hi_dot(Z, Aak, None, PREC)
+            Q = _hi_dot(Arb, W, r_m * eGm[None, :], PREC)  # r e^G + Arb W
+            Yv = _hi_dot(Arb, U, Ark, PREC)
+            Bd = b_m * eGLm[None, :]  # b e^(GL - G)
+            Kd = k_m * eGLm[None, :]
+            # ---- state side: the sequential part
+            v32 = vt.to(tl.float32)
+            St = tl.trans(S)  # [N, BV]
+            SA = _lo_dot(U, v32, _hi_dot(W, St, None, PREC), PREC, VKIND)  # [L, BV]
+            Yc = _lo_dot(Yv, v32, _hi_dot(Q, St, None, PREC), PREC, VKIND)
+            S = S * tl.exp(GL)[None, :]
+            S = _hi_dot(tl.trans(SA), Bd, S, PREC)
+            S = _lo_dot(tl.trans(v32), Kd, S, PREC, VKIND)
+            # ---- gated merge with the other direction's program (ticket per [L, BV] tile)
+            gf = gt + dirn * (1.0 - 2.0 * gt)  # g for the forward scan, 1 - g for the reverse
+            part = Yc * gf[:, None]
+            off = base + tok.to(tl.int64)[:, None] * stride_t + offs_v[None, :]
+            m2 = valid[:, None]
+            cp = cnt + cnt_base + c
+            ticket = tl.atomic_add(cp, 1, sem="acq_rel", scope="gpu")
+            if ticket == 0:
+                tl.store(ws + off, part, mask=m2)
+                tl.debug_barrier()  # all threads' partial stores before the releasing atomic
+                tl.atomic_add(cp, 2, sem="release", scope="gpu")
+            else:
+                flag = ticket
+                while flag < 3:  # 1: the partner holds its ticket but has not released (3 or 4: done)
+                    flag = tl.atomic_add(cp, 0, sem="acquire", scope="gpu")
+                other = tl.load(ws + off, mask=m2, other=0.0, cache_modifier=".cg")
+                tl.store(y + off, _to_out(part + other, OUT_KIND), mask=m2)
+            rt, wt, kt, at, bt, vt, gt = rt2, wt2, kt2, at2, bt2, vt2, gt2
+
+
+_OUT_KIND = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+
+
+def _prepare(r, g, out):
+    """Output, float32 workspace (``out`` itself for float32 I/O) and gate pointer/strides."""
+    B, T, H, N = r.shape
+    if N not in HEAD_SIZES:
+        raise ValueError(f"r: head size {N} not supported by the Triton kernels (supported: {HEAD_SIZES})")
+    if out is None:
+        out = torch.empty_like(r)
+    elif out.shape != r.shape or out.dtype != r.dtype or out.device != r.device or not out.is_contiguous():
+        raise ValueError(f"out: expected a contiguous {tuple(r.shape)} {r.dtype} tensor on {r.device}")
+    ws = out if r.dtype == torch.float32 else torch.empty(r.shape, dtype=torch.float32, device=r.device)
+    if g is None:  # one 0.5 read with zero strides: no separate kernel variant
+        gate, g_strides = torch.full((1,), 0.5, dtype=r.dtype, device=r.device), (0, 0, 0)
+    else:
+        gate, g_strides = g, (T * H, H, 1)
+    return B, T, H, N, out, ws, gate, g_strides
+
+
+def bi_wkv7_recurrent(r, w, k, v, a, b, g=None, *, out=None, block_v: int | None = None) -> Tensor:
+    """Launch the recurrent kernel (both directions and the merge in one launch)."""
+    B, T, H, N, out, ws, gate, gs = _prepare(r, g, out)
+    cfg = recurrent_config(B, H, _num_sms(r.device))
+    BV = block_v or cfg["BV"]
+    if BV not in RECURRENT_BLOCKS:
+        raise ValueError(f"block_v: must be one of {RECURRENT_BLOCKS}, got {block_v!r}")
+    _bi_wkv7_recurrent_kernel[(N // BV, B * H)](
+        r, w, k, v, a, b, gate, out, ws, T, H, *gs,
+        N=N, BV=BV, OUT_KIND=_OUT_KIND[r.dtype], num_warps=cfg["num_warps"], num_stages=1,
+    )  # fmt: skip
+    return out
+
+
+def bi_wkv7_chunked(
+    r, w, k, v, a, b, g=None, *, out=None, tf32: bool = False, chunk_len: int | None = None,
+    block_v: int | None = None, swap: int = 0,
+) -> Tensor:  # fmt: skip
+    """Launch the chunked kernel. ``tf32`` only changes float32 inputs (TF32 instead of exact dots).
+
+    ``swap=1`` lets the reverse-direction program of each pair come first in the grid (tests
+    use it to exercise both roles of the merge).
+    """
+    B, T, H, N, out, ws, gate, gs = _prepare(r, g, out)
+    exact = r.dtype == torch.float32 and not tf32
+    cfg = chunked_config(B, H, _num_sms(r.device), exact=exact)
+    L = chunk_len or cfg["L"]
+    if L not in CHUNK_LENS:
+        raise ValueError(f"chunk_len: must be one of {CHUNK_LENS}, got {chunk_len!r}")
+    BV = block_v or cfg["BV"]
+    if BV not in CHUNKED_BLOCKS:
+        raise ValueError(f"block_v: must be one of {CHUNKED_BLOCKS}, got {block_v!r}")
+    C = -(-T // L)
+    nvb = N // BV
+    tickets = torch.zeros(B * H * nvb * C, dtype=torch.int32, device=r.device)
+    _bi_wkv7_chunked_kernel[(nvb, 2, B * H)](
+        r, w, k, v, a, b, gate, out, ws, tickets, T, H, *gs, C, int(swap),
+        N=N, BV=BV, L=L, OUT_KIND=_OUT_KIND[r.dtype], PREC=0 if exact else 1,
+        VKIND=2 if r.dtype == torch.float16 else 0, num_warps=_chunked_warps(BV, exact), num_stages=1,
+    )  # fmt: skip
+    return out
+
+
+_DESC_REC = "recurrent Triton kernel: [BV, 64] state blocks in registers, both directions interleaved, fused merge"
+_DESC_CHUNK = "chunked Triton kernel on tensor cores (L=16 chunks, in-kernel solve), fused merge"
+
+
+@register_impl(
+    "bi_wkv7", name="triton_recurrent", backend="triton", devices=("cuda", "cpu"), dtypes=ALL_DTYPES,
+    head_sizes=HEAD_SIZES, priority=20, check=_check, description=_DESC_REC,
+)  # fmt: skip
+def triton_recurrent(r, w, k, v, a, b, g=None, *, out=None):
+    """Recurrent Triton kernel: per-token recurrence with the state in registers, both directions in one launch."""
+    return bi_wkv7_recurrent(r, w, k, v, a, b, g, out=out)
+
+
+@register_impl(
+    "bi_wkv7", name="triton_chunked", backend="triton", devices=("cuda", "cpu"), dtypes=ALL_DTYPES,
+    head_sizes=HEAD_SIZES, priority=30, check=_check, description=_DESC_CHUNK,
+)  # fmt: skip
+def triton_chunked(r, w, k, v, a, b, g=None, *, out=None):
+    """Chunked Triton kernel: tensor-core chunks, exact float32 dots for float32 inputs."""
+    return bi_wkv7_chunked(r, w, k, v, a, b, g, out=out, tf32=False)
+
+
+@register_impl(
+    "bi_wkv7", name="triton_chunked_tf32", backend="triton", devices=("cuda", "cpu"), dtypes=(torch.float32,),
+    head_sizes=HEAD_SIZES, priority=25, tf32=True, check=_check,
+    description="chunked Triton kernel, float32 inputs on TF32 tensor cores (bfloat16 accuracy bar)",
+)  # fmt: skip
+def triton_chunked_tf32(r, w, k, v, a, b, g=None, *, out=None):
+    """Chunked Triton kernel with float32 inputs computed on TF32 tensor cores."""
+    return bi_wkv7_chunked(r, w, k, v, a, b, g, out=out, tf32=True)
+
+
+# ---------------------------------------------------------------------------------- compile report
+_TL_PTR = {torch.float32: "*fp32", torch.bfloat16: "*bf16", torch.float16: "*fp16"}
+
+
+def kernel_variants() -> list[dict]:
+    """Every kernel specialisation the module launches: impl, kernel, fn, signature, constexprs, options."""
+    out = []
+    for dtype in ALL_DTYPES:
+        p = _TL_PTR[dtype]
+        dt = str(dtype).replace("torch.", "")
+        io = {n: p for n in ("r", "w", "k", "v", "a", "b", "g", "y")}
+        for BV in RECURRENT_BLOCKS:
+            sig = dict(io, ws="*fp32", T="i32", H="i32", g_sb="i32", g_st="i32", g_sh="i32",
+                       N="constexpr", BV="constexpr", OUT_KIND="constexpr")  # fmt: skip
+            const = {"N": 64, "BV": BV, "OUT_KIND": _OUT_KIND[dtype]}
+            out.append(dict(impl="triton_recurrent", fn=_bi_wkv7_recurrent_kernel, signature=sig, constexprs=const,
+                            options={"num_warps": 1, "num_stages": 1}, config=f"{dt} BV={BV} warps=1"))  # fmt: skip
+        for tf32 in (False, True) if dtype == torch.float32 else (False,):
+            exact = dtype == torch.float32 and not tf32
+            for BV in CHUNKED_BLOCKS:
+                sig = dict(io, ws="*fp32", cnt="*i32", T="i32", H="i32", g_sb="i32", g_st="i32", g_sh="i32",
+                           C="i32", swap="i32", N="constexpr", BV="constexpr", L="constexpr",
+                           OUT_KIND="constexpr", PREC="constexpr", VKIND="constexpr")  # fmt: skip
+                const = {"N": 64, "BV": BV, "L": 16, "OUT_KIND": _OUT_KIND[dtype], "PREC": 0 if exact else 1,
+                         "VKIND": 2 if dtype == torch.float16 else 0}  # fmt: skip
+                nw = _chunked_warps(BV, exact)
+                dots = "ieee" if exact else ("tf32+fp16" if dtype == torch.float16 else "tf32")
+                out.append(dict(impl="triton_chunked_tf32" if tf32 else "triton_chunked", fn=_bi_wkv7_chunked_kernel,
+                                signature=sig, constexprs=const, options={"num_warps": nw, "num_stages": 1},
+                                config=f"{dt} L=16 BV={BV} warps={nw} dots={dots}"))  # fmt: skip
+    return out
+
+
+def _resource_usage(cubin: bytes) -> dict:
+    """REG / STACK / SHARED / LOCAL of a cubin, from the cuobjdump bundled with triton."""
+    import re
+    import subprocess
+    import tempfile
+
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        text = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
+    return {key: int(val) for key, val in re.findall(r"\b(REG|STACK|SHARED|LOCAL):(\d+)", text)}
+
+
+def compile_report(cc: int = 90) -> list[dict]:
+    """Compile every kernel variant for ``sm_{cc}`` without a GPU; registers, shared memory, spills.
+
+    Call it without ``TRITON_INTERPRET`` set (``wkvbench kernels`` and the tests run it in a clean
+    subprocess). Pointer arguments get the 16-byte alignment hint a real launch gives them.
+    ``local_bytes`` is the cubin's local memory plus stack (register spills show up there);
+    ``shared_bytes`` is the dynamic shared memory Triton allocates.
+    """
+    if not HAS_TRITON:
+        return [dict(impl=n, kernel="", config="", registers=-1, shared_bytes=-1, local_bytes=-1, compiler="",
+                     error="triton not installed")
+                for n in ("triton_recurrent", "triton_chunked", "triton_chunked_tf32")]  # fmt: skip
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    target = GPUTarget("cuda", cc, 32)
+    rows = []
+    for var in kernel_variants():
+        sig = var["signature"]
+        attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(sig) if sig[n].startswith("*")}
+        row = {"impl": var["impl"], "kernel": var["fn"].__name__, "config": var["config"],
+               "compiler": f"triton {triton.__version__} ptxas"}  # fmt: skip
+        try:
+            src = ASTSource(var["fn"], sig, constexprs=var["constexprs"], attrs=attrs)
+            ck = triton.compile(src, target=target, options=var["options"])
+            use = _resource_usage(ck.asm["cubin"])
+            row.update(registers=use.get("REG", -1), shared_bytes=int(ck.metadata.shared),
+                       local_bytes=use.get("LOCAL", 0) + use.get("STACK", 0))  # fmt: skip
+        except Exception as exc:  # report, don't stop: one broken variant must not hide the others
+            row.update(registers=-1, shared_bytes=-1, local_bytes=-1, error=f"{type(exc).__name__}: {exc}")
+        rows.append(row)
+    return rows
