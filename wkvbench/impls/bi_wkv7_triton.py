@@ -205,12 +205,12 @@ if HAS_TRITON:
     def _rec_load(r, w, k, v, a, b, g, base, gbase, t, stride_t, g_st, offs_k, offs_v):
         """Raw inputs of token t (one head): five key vectors [N], v block [BV], gate scalar."""
         off = base + t.to(tl.int64) * stride_t
-        rt = tl.load(r + off + offs_k)
-        wt = tl.load(w + off + offs_k)
-        kt = tl.load(k + off + offs_k)
-        at = tl.load(a + off + offs_k)
-        bt = tl.load(b + off + offs_k)
-        vt = tl.load(v + off + offs_v)
+        rt = tl.load(r + off + offs_k[None, :])
+        wt = tl.load(w + off + offs_k[None, :])
+        kt = tl.load(k + off + offs_k[None, :])
+        at = tl.load(a + off + offs_k[None, :])
+        bt = tl.load(b + off + offs_k[None, :])
+        vt = tl.load(v + off + offs_v[:, None])
         gt = tl.load(g + gbase + t.to(tl.int64) * g_st).to(tl.float32)
         return rt, wt, kt, at, bt, vt, gt
 
@@ -218,13 +218,9 @@ if HAS_TRITON:
     def _rec_step(S, rt, wt, kt, at, bt, vt):
         """One token of WKV7 on a [BV, N] block of state rows; returns (S_t, y_t[BV])."""
         d = tl.exp(-tl.exp(wt.to(tl.float32)))
-        sa = tl.sum(S * at.to(tl.float32)[None, :], axis=1)
-        S = (
-            S * d[None, :]
-            + sa[:, None] * bt.to(tl.float32)[None, :]
-            + vt.to(tl.float32)[:, None] * kt.to(tl.float32)[None, :]
-        )
-        y = tl.sum(S * rt.to(tl.float32)[None, :], axis=1)
+        sa = tl.sum(S * at.to(tl.float32), axis=1, keep_dims=True)
+        S = S * d + sa * bt.to(tl.float32) + vt.to(tl.float32) * kt.to(tl.float32)
+        y = tl.sum(S * rt.to(tl.float32), axis=1)
         return S, y
 
     @triton.jit
