@@ -145,18 +145,24 @@ def _chunked_warps(BV: int, exact: bool) -> int:
     return 8 if (BV == 64 or exact) else 4
 
 
+def chunked_blocks(exact: bool) -> tuple[int, ...]:
+    """Value-block sizes the chunked kernel launches (float32-exact BV = 64 spills at sm_90)."""
+    return CHUNKED_BLOCKS[:-1] if exact else CHUNKED_BLOCKS
+
+
 def chunked_config(B: int, H: int, sms: int = DEFAULT_SMS, exact: bool = False) -> dict:
     """Chunk length, value block and warps of the chunked kernel.
 
     The most value blocks (parallelism) whose ``2 B H N / BV`` programs still run in one wave
-    (2 resident programs per SM at 4 warps, 1 at 8 warps: both use ~255 registers a thread);
-    if none fits, BV = 64 (no duplicated key-side work: the least total work).
+    (2 resident programs per SM at 4 warps, 1 at 8 warps: both use ~250 registers a thread);
+    if none fits, the largest block (the least duplicated key-side work, so the least total work).
     """
-    for BV in CHUNKED_BLOCKS:
+    blocks = chunked_blocks(exact)
+    for BV in blocks:
         warps = _chunked_warps(BV, exact)
         if 2 * B * H * (64 // BV) <= (2 if warps == 4 else 1) * sms:
             return {"L": 16, "BV": BV, "num_warps": warps}
-    return {"L": 16, "BV": 64, "num_warps": _chunked_warps(64, exact)}
+    return {"L": 16, "BV": blocks[-1], "num_warps": _chunked_warps(blocks[-1], exact)}
 
 
 if HAS_TRITON:
@@ -534,7 +540,7 @@ def kernel_variants() -> list[dict]:
                             options={"num_warps": 1, "num_stages": 1}, config=f"{dt} BV={BV} warps=1"))  # fmt: skip
         for tf32 in (False, True) if dtype == torch.float32 else (False,):
             exact = dtype == torch.float32 and not tf32
-            for BV in CHUNKED_BLOCKS:
+            for BV in chunked_blocks(exact):
                 sig = dict(io, ws="*fp32", cnt="*i32", T="i32", H="i32", g_sb="i32", g_st="i32", g_sh="i32",
                            C="i32", swap="i32", N="constexpr", BV="constexpr", L="constexpr",
                            OUT_KIND="constexpr", PREC="constexpr", VKIND="constexpr")  # fmt: skip
