@@ -24,7 +24,10 @@ from wkvbench.accuracy import compare, run_checked
 from wkvbench.registry import get_impl
 
 triton = pytest.importorskip("triton")
+import triton.language as tl  # noqa: E402
+
 from wkvbench.impls import bi_wkv7_triton as tk  # noqa: E402
+from wkvbench.impls.bi_wkv7_triton import _unit_lower_inverse  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -110,6 +113,24 @@ def test_recurrent_and_chunked_agree_at_float32():
     y1 = tk.bi_wkv7_recurrent(**x, block_v=16)
     y2 = tk.bi_wkv7_chunked(**x, block_v=32)
     assert float((y1 - y2).norm() / y2.norm()) < 2e-6
+
+
+@triton.jit
+def _inverse_probe(a_ptr, z_ptr, L: tl.constexpr):
+    o = tl.arange(0, L)
+    A = tl.load(a_ptr + o[:, None] * L + o[None, :])
+    tl.store(z_ptr + o[:, None] * L + o[None, :], _unit_lower_inverse(A, L))
+
+
+@pytest.mark.parametrize("L", (16, 32))
+def test_unit_lower_inverse_is_exact(L):
+    """The in-kernel (I - A)^-1 against float64, with entries large enough that A^(L/2) matters."""
+    gen = torch.Generator().manual_seed(L)
+    A = (torch.rand(L, L, generator=gen, dtype=torch.float64) * 1.6 - 0.8).tril(-1)
+    z = torch.empty(L, L, dtype=torch.float32)
+    _inverse_probe[(1,)](A.float().contiguous(), z, L)
+    want = torch.linalg.inv(torch.eye(L, dtype=torch.float64) - A.float().double())
+    assert float((z.double() - want).norm() / want.norm()) < 1e-5
 
 
 # ----------------------------------------------------------------------------- registry, configs
