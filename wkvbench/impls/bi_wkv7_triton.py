@@ -1,87 +1,88 @@
 """Bi-WKV7 in Triton: a register-resident recurrent kernel and a chunked tensor-core kernel.
 
-Two implementations of the ``bi_wkv7`` op (CONTRACT section 1), each one launch that runs both
-scan directions and fuses AudioRWKV's gate merge ``y = g * y_fwd + (1 - g) * y_rev``: the final
-``y`` is written once, in the I/O dtype. Reverse-direction programs walk the inputs backwards by
-pointer arithmetic (no flipped copies). State and accumulation are float32 for every I/O dtype.
-Layout is the contract's contiguous ``[B, T, H, N]``; N = 64; any T >= 1.
+Three registered implementations of the ``bi_wkv7`` op (CONTRACT section 1): ``triton_recurrent``
+(priority 20), ``triton_chunked`` (30, what ``impl="auto"`` picks on a GPU) and
+``triton_chunked_tf32`` (float32 inputs on TF32 tensor cores, held to the bfloat16 bar). Each is
+one launch that runs both scan directions and fuses AudioRWKV's gate merge
+``y = g * y_fwd + (1 - g) * y_rev`` (``g=None``: 0.5): ``y`` is written once, in the I/O dtype.
+Reverse-direction code walks the inputs backwards by pointer arithmetic (no flipped copies, no
+``make_block_ptr``). State and accumulation are float32 for every I/O dtype; N = 64; any T >= 1.
+Design notes, precision study and GPU predictions: docs/notes/triton_bi_wkv7.md.
 
-``triton_recurrent`` -- the per-token recurrence (as the official RWKV-7 CUDA kernel computes it)
---------------------------------------------------------------------------------------------------
-Value rows of the state are independent (``sa_i = S[i, :] . a`` only needs row i), so a program
-owns ``BV`` rows of S for one (batch, head) *in both directions*: two ``[BV, N]`` float32 tiles in
-registers, ``S_fwd`` and ``S_rev``. Grid ``(N / BV, B * H)``, value block fastest (the programs
-of one head run side by side and share its key-side vectors through L2), 1 warp per program.
-Step ``s`` advances the forward scan at ``t = s`` and the reverse scan at ``t = T - 1 - s``:
+``triton_recurrent``: the per-token recurrence (the computation of the official RWKV-7 kernel)
+-----------------------------------------------------------------------------------------------
+Value rows of S are independent (``sa_i = S[i, :] . a`` only needs row i), so a program owns
+``BV`` rows of one (batch, head)'s state *for both directions*: two ``[BV, N]`` float32 tiles in
+registers. Grid ``(N / BV, B * H)``, value block fastest (the programs of a head run side by side
+and share its key vectors in L1/L2); 1 warp per program. Step s advances the forward scan at
+``t = s`` and the reverse scan at ``t = T - 1 - s`` (two independent chains, so each hides the
+other's latency)::
 
-    sa = S . a_t ;  S = S * exp(-exp(w_t)) + sa b_t^T + v_t k_t^T ;  y_t = S . r_t
+    sa = S a_t ;  S = S diag(exp(-exp(w_t))) + sa b_t^T + v_t k_t^T ;  y_t = S r_t
 
-The two chains are independent, so the interleaving hides one chain's latency behind the other.
-Merge: the direction that reaches token t first (forward for t < T/2, reverse for t > T/2)
-writes its gated partial in float32 to a workspace row; the other direction reaches t later in
-the *same program*, reads it back and writes the final y (the middle token of an odd T is
-merged in registers). All workspace writes happen in the loop over the first half of the steps,
-all reads in the loop over the second half, with a CTA barrier between them: race-free by
-program order. Next-step inputs are prefetched into registers one step ahead.
-Traffic per element of y: the six inputs read once per direction and value block (2 * 6
-reads, the key-side ones hit L2 for all but the first of the ``N / BV`` blocks), one float32
-workspace write + read (for float32 I/O the workspace *is* ``y``, so no extra allocation), one
-final write. DRAM minimum is 7 elements (+ the gate); with bf16 I/O the workspace round trip
-adds 8 bytes to the 14-16 of the minimum.
-Parallelism: ``B * H * N / BV`` one-warp programs; ``BV`` is 4, 8 or 16, chosen so that there
-are >= 4 programs per SM when possible (B=1, H=12: BV=4, 192 programs for 132 SMs).
+Merge: whichever direction reaches token t first (forward for t < T/2, reverse for t > T/2)
+writes its gated float32 partial to a workspace row; the other reaches t later in the *same
+program* and writes ``y = own + partial`` (the middle token of an odd T is merged in registers).
+All workspace writes happen in the loop over the first half of the steps, all reads in the loop
+over the second half, with a CTA barrier between the loops: race-free by program order. The next
+step's inputs are prefetched into registers. ``BV`` in {4, 8, 16}: the smallest block that still
+gives >= 4 programs per SM (batch 1 at H = 12: BV = 4, 192 programs on 132 SMs; batch 8: BV = 8,
+768). sm_90: 79-168 registers, no spills; ~520 SASS instructions per step (both directions) at
+BV = 4, so a step costs at least ~520 issue cycles of its single warp: latency-bound by design.
 
-``triton_chunked`` / ``triton_chunked_tf32`` -- chunked generalized delta rule on tensor cores
---------------------------------------------------------------------------------------------------
-The chunked form of ``wkvbench/impls/bi_wkv7_torch.py`` (fla-core's WY/DPLR chunking, Yang et
-al., arXiv 2406.06484 and 2412.06464), rearranged so that everything that does not depend on the
-state is computed first. For a chunk of L tokens (log-decay ``lg = -exp(w)``, inclusive cumsum
-``G``, exclusive ``Gx``), factored around the chunk's middle row m (``E = exp(G - G_m)``):
+``triton_chunked``: the chunked generalized delta rule on tensor cores
+-------------------------------------------------------------------------
+The chunked algebra of ``bi_wkv7_torch.py`` (the WY / DPLR chunking of fla-core, Yang et al.,
+arXiv 2406.06484 and 2412.06464), rearranged so that all state-independent work of a chunk comes
+first and only three dots touch the state. Per chunk of L = 16 tokens (``lg = -exp(w)``,
+inclusive cumsum G, ``Gx = G - lg``, ``d = e^lg``), factored around the middle row m
+(``E = e^(G - G_m)``)::
 
-    a~ = a E / d,  b~ = b / E,  k~ = k / E,  r~ = r E           (|exponent| <= 0.61 (L/2 + 1))
+    a~ = a E / d,  b~ = b / E,  k~ = k / E,  r~ = r E        every factor <= e^(0.61 (L/2 + 1))
     Aab = tril_strict(a~ b~^T), Aak = tril_strict(a~ k~^T), Arb = tril(r~ b~^T), Ark = tril(r~ k~^T)
-    Z = (I - Aab)^-1             forward substitution in registers (L-1 rank-1 row updates)
-    W = Z (a e^Gx),  U = Z Aak,  Q = r e^G + Arb W,  Yv = Ark + Arb U         (key side, no state)
+    Z = (I - Aab)^-1 = (I + A)(I + A^2)(I + A^4)(I + A^8)            exact (A^16 = 0), fp32 FMA dots
+    W = Z (a e^Gx),  U = Z Aak,  Q = r e^G + Arb W,  Yv = Ark + Arb U            (no state yet)
     SA = W S^T + U V,   Y = Q S^T + Yv V,   S <- S diag(e^GL) + SA^T (b e^(GL-G)) + V^T (k e^(GL-G))
 
-Every ``tl.dot`` runs on tensor cores except in the float32-exact variant. Each factor
-``exp(.)`` is bounded by ``e^(0.61 (L/2 + 1))`` in the RWKV-7 domain (|lg| < 0.61), e.g. 245
-for L = 16, and nothing divides by a cumulative decay. Only the three dots of the last line of
-the first group that read the state (``W S^T``, ``Q S^T``, ``SA^T Bd``) sit on the sequential
-chain; the key-side work of a chunk (four L x N x L dots, the solve, four L x L dots) is
-independent of the state.
+(SA holds ``sa_t = S_{t-1} a_t`` for the chunk's rows.) In the RWKV-7 domain (|lg| < 0.61) no
+exponential exceeds 245 at L = 16 (5.6e8 at L = 64) and nothing divides by a cumulative decay.
+Grid ``(N / BV, 2, B * H)``: value block, direction, (batch, head). A program walks its
+``C = ceil(T / L)`` chunks with its ``[BV, N]`` float32 state in registers (the reverse program
+from the last chunk down, rows reversed; tokens past T are identity tokens: zero inputs, decay
+1), the next chunk's raw inputs prefetched into registers. The key-side work is recomputed by
+each of the ``N / BV`` value-block programs (its inputs then come from L2).
 
-Grid ``(N / BV, 2, B * H)``: value block, direction, (batch, head); the two directions are
-separate programs. Each program walks its C = ceil(T / L) chunks (the reverse one from the last
-chunk down, rows in reverse order; tokens past T are identity tokens: zero inputs, decay 1),
-keeping its ``[BV, N]`` float32 state in registers, 4 warps, next chunk's inputs prefetched.
-Merge without a second launch: the two programs of a (batch, head, value block) meet once per
-chunk tile ``[L, BV]``. A per-tile int32 ticket (``atomic_add``, acq_rel, gpu scope) decides who
-came first; the first writes its gated partial tile to a float32 workspace, CTA-barriers and
-releases (``atomic_add(+2, release)``); the second acquires (spinning only if the first has its
-ticket but has not released yet -- it is resident and running, and does nothing but write the
-tile between ticket and release, so the wait always ends) and writes ``y = own + other`` in the
-I/O dtype. This is the serial split-K semaphore of CUTLASS. Traffic per element of y: each
-input read once per direction and value block (key side from L2 for the other blocks), one
-float32 partial write + read, one final write, plus 4 bytes of zeroed tickets per tile.
-Parallelism: ``2 * B * H * N / BV`` programs with BV in {8, 16, 32, 64} chosen for >= 2
-programs per SM (B=1, H=12: BV=8, 192 programs; B=8: BV=32, 384).
+Merge across the two direction programs of a (batch, head, value block), still one launch: both
+use the same chunk grid in time, so they meet once per ``[L, BV]`` tile. A per-tile int32
+ticket (``atomic_add``, acq_rel, gpu scope) says who came first. The first stores its gated
+partial tile (float32 workspace), CTA-barriers and releases (``atomic_add(+2)``, release); the
+second acquires -- spinning only while the first holds its ticket but has not released, which
+it does with nothing in between but its own stores, and a program holding a ticket is resident,
+so the wait always ends -- reads the partial (``.cg``, L2) and writes ``y``. This is CUTLASS's
+serial split-K semaphore. Tickets are zeroed per call (4 bytes per tile).
 
-Precision (chosen by emulating every variant against the float64 reference, see
-docs/notes/triton_bi_wkv7.md): dots whose operand has the state's unbounded magnitude or feeds
-it (the key-side dots, ``Z``-products, ``S``, ``SA``) use TF32 with operands rounded to nearest
-in registers (Triton's TF32 path truncates, which costs 4x the error); the three dots against
-``V`` (exact in the I/O dtype) use bf16/fp16 operands with float32 accumulation. Float32 inputs:
-``triton_chunked`` computes every dot in exact float32 (``input_precision="ieee"``, CUDA cores);
-``triton_chunked_tf32`` uses TF32 throughout and is held to the bfloat16 bar.
+Precision, from an emulation of each rounding choice against float64 (notes, section 2): dots
+whose operands carry the state's magnitude use TF32 with operands rounded to nearest in
+registers (Triton's TF32 truncates, which measured 4x the error); float16 I/O runs the three dots
+against V in float16 (V exact); float32 I/O is exact float32 in ``triton_chunked``
+(``input_precision="ieee"``, CUDA cores) and TF32 in ``triton_chunked_tf32``. Observed at
+T = 1024: float32 2e-7, TF32 4-5e-4, bfloat16 1.7e-3, float16 3.5-5e-4.
 
-Configs (a function of the shape, no autotuning): recurrent 1 warp, BV = 64 / clamp(next_pow2(
-4 * SMs / (B H)), 4, 16); chunked L = 16, 4 warps, BV = 64 / clamp(next_pow2(SMs / (B H)), 1, 8).
+Configs (no autotuning; ``chunked_config``): L = 16; BV the smallest of 8/16/32/64 whose
+``2 B H 64 / BV`` programs fit one wave (2 resident per SM at 4 warps, 1 at 8 warps); BV = 64
+(8 warps) if none does. Batch 1, H = 12: BV = 8, 192 programs of 4 warps; batch 8: BV = 64, 192
+programs of 8 warps. BV = 64 and the float32-exact path need 8 warps (4 would spill); exact
+float32 stops at BV = 32 (64 spills). sm_90: 243-255 registers, 8-35 KB shared, no spills.
 
-Interpreter notes (CPU tests run under ``TRITON_INTERPRET=1``): the interpreter mis-rounds and
-mis-multiplies bfloat16, so bfloat16 stores go through an explicit round-to-nearest-even bit
-trick (also used on the GPU), and bfloat16 dot operands are emulated there as float32 values
-rounded to bfloat16 (``INTERP`` constexpr); everything else is the GPU code path.
+Traffic (DRAM, per element of y, bf16): each input is read once per direction (the reverse read
+of a token comes ``|T - 1 - 2t|`` steps after the forward one, so L2 cannot merge them), plus a
+float32 partial write and read and the final write: ~34 bytes against the op's 14-byte minimum
+(``bytes_moved``), 2.4x; float32 I/O 60 against 28 bytes (the partial lives in ``y``). The same
+holds for the recurrent kernel.
+
+The interpreter mis-rounds and mis-multiplies bfloat16: stores convert with an explicit
+round-to-nearest-even bit trick (used on the GPU as well) and no bfloat16 dot is ever issued, so
+CPU tests run the GPU code path.
 """
 
 from __future__ import annotations
