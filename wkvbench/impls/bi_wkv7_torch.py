@@ -109,51 +109,52 @@ def wkv7_chunked(r, w, k, v, a, b, state: Tensor | None = None, chunk_len: int =
     dt = r.dtype
     lg = -torch.exp(w)
 
-    def chunks(x):  # [BB, T, H, N] -> [BB, H, C, L, N]
+    BH = BB * H
+    Z = C * BH  # every (chunk, sequence, head) is one batch entry of the matmuls below
+
+    def chunks(x):  # [BB, T, H, N] -> [Z, L, N], chunk-major so per-chunk slices are contiguous
         if pad:
             x = torch.nn.functional.pad(x, (0, 0, 0, 0, 0, pad))
-        return x.view(BB, C, L, H, N).permute(0, 3, 1, 2, 4).contiguous()
+        return x.view(BB, C, L, H, N).permute(1, 0, 3, 2, 4).reshape(Z, L, N)
 
     r_, k_, v_, a_, b_, lg_ = (chunks(x) for x in (r, k, v, a, b, lg))
-    G = lg_.cumsum(dim=3)  # inclusive
+    G = lg_.cumsum(dim=1)  # inclusive
     Gx = G - lg_  # exclusive
-    GL = G[:, :, :, -1:, :]  # whole-chunk decay (log)
+    GL = G[:, -1:, :]  # whole-chunk decay (log)
     m = L // 2
-    Gm = G[:, :, :, m : m + 1, :]  # factoring point in the middle of the chunk
-    e_rm = torch.exp(G - Gm)  # <= e^{0.61 L/2}
-    e_am = torch.exp(Gx - Gm)
-    e_mk = torch.exp(Gm - G)
-    r_m, a_m = r_ * e_rm, a_ * e_am
-    k_m, b_m = k_ * e_mk, b_ * e_mk
-    tri_in = torch.ones(L, L, dtype=torch.bool, device=r.device).tril()
-    tri_st = tri_in.tril(-1)
-    zero = torch.zeros((), dtype=dt, device=r.device)
-    Aab = torch.where(tri_st, a_m @ b_m.transpose(-1, -2), zero)
-    Aak = torch.where(tri_st, a_m @ k_m.transpose(-1, -2), zero)
-    Arb = torch.where(tri_in, r_m @ b_m.transpose(-1, -2), zero)
-    Ark = torch.where(tri_in, r_m @ k_m.transpose(-1, -2), zero)
-    eye = torch.eye(L, dtype=dt, device=r.device)
-    IA = eye - Aab
-    # SA = W S0^T + U with (I - Aab) W = a e^{Gx}, (I - Aab) U = Aak V
-    rhs = torch.cat([a_ * torch.exp(Gx), Aak @ v_], dim=-1)
-    sol = torch.linalg.solve_triangular(IA, rhs, upper=False, unitriangular=True)
+    Gm = G[:, m : m + 1, :]  # factoring point in the middle of the chunk
+    e_mk = torch.exp(Gm - G)  # <= e^{0.61 L/2}
+    # One matmul for the four L x L matrices: [r e^{G-Gm}; a e^{Gx-Gm}] [b e^{Gm-G}; k e^{Gm-G}]^T
+    left = torch.cat([r_ * torch.exp(G - Gm), a_ * torch.exp(Gx - Gm)], dim=1)  # [Z, 2L, N]
+    right = (torch.stack([b_, k_], dim=1) * e_mk[:, None]).view(Z, 2 * L, N)
+    M = torch.bmm(left, right.transpose(1, 2))  # [[Arb, Ark], [Aab, Aak]] before masking
+    ones = torch.ones(L, L, dtype=dt, device=r.device)
+    incl, strict = ones.tril(), ones.tril(-1)
+    top = M[:, :L] * torch.cat([incl, incl], dim=1)  # [Arb | Ark], s <= t
+    bot = M[:, L:] * torch.cat([-strict, strict], dim=1)  # [-Aab | Aak], s < t
+    Arb = top[:, :, :L]
+    # SA = W S0^T + U with (I - Aab) W = a e^{Gx}, (I - Aab) U = Aak V; the unit diagonal is
+    # implied (unitriangular=True), so -Aab stands for I - Aab.
+    rhs = torch.cat([a_ * torch.exp(Gx), torch.bmm(bot[:, :, L:], v_)], dim=-1)
+    sol = torch.linalg.solve_triangular(bot[:, :, :L], rhs, upper=False, unitriangular=True)
     W, U = sol[..., :N], sol[..., N:]
-    Q = r_ * torch.exp(G) + Arb @ W  # Y = Q S0^T + Yin
-    Yin = Arb @ U + Ark @ v_
-    e_end = torch.exp(GL - G)
-    Bd, Kd = b_ * e_end, k_ * e_end
-    P = torch.diag_embed(torch.exp(GL[:, :, :, 0, :])) + W.transpose(-1, -2) @ Bd  # [BB,H,C,N,N]
-    R = U.transpose(-1, -2) @ Bd + v_.transpose(-1, -2) @ Kd
-    S = torch.zeros(BB * H, N, N, dtype=dt, device=r.device) if state is None else state.to(dt).reshape(BB * H, N, N)
-    P, R = P.reshape(BB * H, C, N, N), R.reshape(BB * H, C, N, N)
-    S0 = torch.empty(BB * H, C, N, N, dtype=dt, device=r.device)
+    UV = torch.cat([U, v_], dim=1)  # [Z, 2L, N]
+    Q = torch.baddbmm(r_ * torch.exp(G), Arb, W)  # Y = Q S0^T + Yin
+    Yin = torch.bmm(top, UV)  # Arb U + Ark V
+    BK = (torch.stack([b_, k_], dim=1) * torch.exp(GL - G)[:, None]).view(Z, 2 * L, N)  # [b; k] e^{G_L - G}
+    P = torch.baddbmm(torch.diag_embed(torch.exp(GL[:, 0])), W.transpose(1, 2), BK[:, :L])  # [Z, N, N]
+    R = torch.bmm(UV.transpose(1, 2), BK)  # U^T Bd + V^T Kd
+    P, R = P.view(C, BH, N, N), R.view(C, BH, N, N)
+    S_all = torch.empty(C + 1, BH, N, N, dtype=dt, device=r.device)  # state entering each chunk
+    if state is None:
+        S_all[0].zero_()
+    else:
+        S_all[0].copy_(state.reshape(BH, N, N))
     for c in range(C):  # the only sequential part: state hand-over between chunks
-        S0[:, c] = S
-        S = torch.baddbmm(R[:, c], S, P[:, c])
-    S0 = S0.view(BB, H, C, N, N)
-    S = S.view(BB, H, N, N)
-    Y = Q @ S0.transpose(-1, -2) + Yin  # [BB, H, C, L, N]
-    y = Y.permute(0, 2, 3, 1, 4).reshape(BB, C * L, H, N)[:, :T]
+        torch.baddbmm(R[c], S_all[c], P[c], out=S_all[c + 1])
+    Y = torch.baddbmm(Yin, Q, S_all[:C].view(Z, N, N).transpose(1, 2))  # [Z, L, N]
+    y = Y.view(C, BB, H, L, N).permute(1, 0, 3, 2, 4).reshape(BB, C * L, H, N)[:, :T]
+    S = S_all[C].view(BB, H, N, N)
     return y, S
 
 
