@@ -80,18 +80,21 @@ class Impl:
     def available(self, device: str | torch.device = "cpu") -> tuple[bool, str]:
         """Whether this implementation can run on ``device`` here, and if not, why."""
         dev = torch.device(device)
+        reasons = []
         if dev.type not in self.devices:
-            return False, f"runs on {'/'.join(self.devices)}, not {dev.type}"
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            return False, "no CUDA device"
+            reasons.append(f"runs on {'/'.join(self.devices)}, not {dev.type}")
+        elif dev.type == "cuda" and not torch.cuda.is_available():
+            reasons.append("no CUDA device")
         if self.check is not None:
             try:
                 ok, reason = self.check(dev)
             except Exception as exc:  # a broken backend must explain itself, not crash listing
-                return False, f"{type(exc).__name__}: {exc}"
-            if not ok:
-                return False, reason
-        return True, "ok"
+                ok, reason = False, f"{type(exc).__name__}: {exc}"
+            # On a device it does not run on anyway, only a missing package is worth adding
+            # (e.g. "runs on cuda, not cpu; fla-core not installed").
+            if not ok and (not reasons or "not installed" in reason):
+                reasons.append(reason)
+        return (False, "; ".join(reasons)) if reasons else (True, "ok")
 
     def supports(self, dtype: torch.dtype, head_size: int | None = None) -> tuple[bool, str]:
         """Whether the implementation handles this dtype (and head size, for bi_wkv7)."""
