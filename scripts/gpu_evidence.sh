@@ -7,7 +7,10 @@
 #   scripts/gpu_evidence.sh report   # report of runs/paper -> $OUT/report.tar.gz
 #
 # Runs from the checkout (PYTHONPATH=.) on the GPU image as it is; wheels carried in .whl/
-# (fla-core, einops) are installed into /tmp/site first. A stage stops itself before the
+# are installed into /tmp/site first. fla-core (the peer) is not on the image: fetch it here with
+#   echo /.whl/ >> .git/info/exclude
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl fla-core==0.6.0
+# (pure Python; einops is on the image) and name .whl in the device call's carry. A stage stops itself before the
 # device's 10-minute limit (STAGE_TIMEOUT, default 540 s); `--resume` picks up where it stopped
 # if runs/ is carried back in the next call.
 set -uo pipefail
