@@ -28,6 +28,10 @@ at once. The L x L matrices factor through a reference point in the middle of th
 ``e^{0.61 (L/2 + 1)}`` in the RWKV-7 domain (|lg| < 0.61) and nothing divides by a small
 cumulative decay; every other exponent is <= 0. ``chunk_len`` is capped at 128 to keep those
 factors far from float32 overflow.
+
+On CUDA the float32 matmuls are only float32-exact with TF32 off (torch's default,
+``torch.backends.cuda.matmul.allow_tf32 = False``); a run that turns TF32 on is caught by the
+correctness gate (the fp32 bar is 2e-5), not silently reported.
 """
 
 from __future__ import annotations
