@@ -51,7 +51,10 @@ def test_paper_seconds_become_tokens_per_family():
     assert tok[("AST-B", 10.24)] == 1214
     assert tok[("A-RWKV-T", 328.0)] == 16400
     assert tok[("AuM-B", 10.24)] == 513  # + class token
-    assert {c.batch for c in cases} == {1, 8} and {c.dtype for c in cases} == {"bfloat16"}
+    assert {c.batch for c in cases} == {1, 8}
+    assert {c.dtype for c in cases if c.op != "attention"} == {"bfloat16"}
+    # attention also runs AST eager as written in float16 (bf16 eager misses the bf16 bar)
+    assert {c.dtype for c in cases if c.op == "attention"} == {"bfloat16", "float16"}
 
 
 def test_expansion_order_dedupe_and_seed(tmp_path):
