@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -128,3 +129,33 @@ def test_compile_report_sm90_no_spills():
             assert row["local_bytes"] == 0 and row["spill_bytes"] == 0, row
         else:
             assert row["local_bytes"] == 0, row
+
+
+@pytest.mark.skipif(not nb.SIMULATOR, reason="simulator only")
+def test_simulator_shared_arrays_are_one_per_call_site_under_thread_races():
+    """Every thread of a block must get the same shared array (the simulator's own check-then-set races)."""
+    import threading
+    import time
+
+    from numba.cuda.simulator import kernelapi
+
+    shared = kernelapi.FakeCUDAShared(0)
+
+    class SlowDict(dict):
+        def get(self, key, default=None):  # widen the check-then-set window to force the race
+            res = dict.get(self, key, default)
+            time.sleep(0.002)
+            return res
+
+    shared._allocations = SlowDict()
+    got = []
+
+    def site():
+        got.append(shared.array((4,), np.float32))  # one call site for every thread
+
+    threads = [threading.Thread(target=site) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 16 and all(a is got[0] for a in got)

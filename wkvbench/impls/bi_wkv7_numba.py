@@ -108,6 +108,55 @@ except Exception as _exc:  # ImportError, or a broken CUDA-bindings install
 
 import numpy as np
 
+
+def _make_simulator_shared_arrays_threadsafe() -> None:
+    """Work around a race in the CUDA simulator's ``cuda.shared.array`` (numba-cuda <= 0.30).
+
+    The simulator runs one Python thread per CUDA thread and gives every thread of a block the
+    same numpy array for a ``cuda.shared.array`` call site by a check-then-set on a dict
+    (``FakeCUDAShared.array``) without a lock. When the GIL switches between the check and the
+    set, two threads of one block get different arrays: staged values written by one thread are
+    never seen by another, which reads whatever ``np.empty`` returned (seen here once as a
+    float32 result off by 1.6e-3: stale memory from an earlier bf16 launch). This replaces the
+    method by the same logic under a lock, keyed exactly as the original (caller's file, line).
+    Real GPUs are unaffected; this runs only when the simulator is on.
+    """
+    import sys
+    import threading
+
+    from numba.cuda.simulator import kernelapi
+    from numba.np import numpy_support
+
+    cls = kernelapi.FakeCUDAShared
+    if getattr(cls, "_wkvbench_threadsafe", False):
+        return
+    original = cls.array
+    lock = threading.Lock()
+
+    def array(self, shape, dtype, alignment=None):
+        if shape == 0 or alignment is not None:  # dynamic shared memory / unsupported: as before
+            return original(self, shape, dtype, alignment)
+        frame = sys._getframe(1)
+        caller = (frame.f_code.co_filename, frame.f_lineno)
+        with lock:
+            res = self._allocations.get(caller)
+            if res is None:
+                if isinstance(dtype, numba.types.Type):
+                    dtype = numpy_support.as_dtype(dtype)
+                res = np.empty(shape, dtype)
+                self._allocations[caller] = res
+        return res
+
+    cls.array = array
+    cls._wkvbench_threadsafe = True
+
+
+if SIMULATOR:
+    try:
+        _make_simulator_shared_arrays_threadsafe()
+    except Exception as _exc:  # a changed simulator layout: keep the original (racy) behaviour
+        warnings.warn(f"numba_cuda: could not patch the simulator's shared arrays: {_exc}", stacklevel=1)
+
 N = 64  # head size (the only one compiled)
 NVEC = 5  # key-side vectors staged per step and direction: r, d, k, a, b
 ROWS_CHOICES = (64, 32, 16)  # value rows per block (per direction), a launch parameter
