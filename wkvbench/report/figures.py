@@ -618,18 +618,14 @@ def fig_model_size(df: pd.DataFrame, env: Env) -> Plot:
 
 
 # ----------------------------------------------------------------------------- 5. memory
-def fig_memory(df: pd.DataFrame, env: Env) -> Plot:
-    table_rows = df
-    df, idle = split_idle(df)
-    rows, sizes = an.slices(df), _sizes(df)
-    title = "Peak memory vs sequence length"
-    d = df.assign(peak_mib=df["peak_mem_bytes"] / 2**20)
-    measured = d["peak_mib"].notna().any()
-    fig, axes = (
-        _new_figure(len(rows), max(1, len(sizes)), env, title)
-        if measured
-        else _unmeasured(env, title, "peak memory was not measured (no CUDA allocator on a CPU run)")
-    )
+def _per_token_panels(d, idle, env: Env, title: str, y: str, ylabel: str, missing: str, decorate, include_y=()):
+    """One panel per (slice, model size): ``y`` against tokens, then ``decorate(ax, panel_rows)``.
+
+    When ``y`` was never measured the figure is a single note (``missing``) instead.
+    """
+    rows, sizes = an.slices(d), _sizes(d)
+    measured = d[y].notna().any()
+    fig, axes = _new_figure(len(rows), max(1, len(sizes)), env, title) if measured else _unmeasured(env, title, missing)
     legend = _Legend(idle)
     for i, (where, _) in enumerate(rows if measured else []):
         part = an.select(d, where)
@@ -637,24 +633,45 @@ def fig_memory(df: pd.DataFrame, env: Env) -> Plot:
             ax = axes[i, j]
             p = part[part["size"] == size]
             _panel_title(ax, size, where)
-            _lines(ax, p, "tokens", "peak_mib", legend)
-            _finish_panel(ax, p, "tokens", "peak_mib", legend)
+            _lines(ax, p, "tokens", y, legend)
+            _finish_panel(ax, p, "tokens", y, legend, include_y=include_y)
             ax.set_xlabel("tokens per sequence")
             if j == 0:
-                ax.set_ylabel("peak allocated memory (MiB)")
-            if env.gpu_mem_bytes and not p[p["ok"]].empty:
-                cap = env.gpu_mem_bytes / 2**20
-                if ax.get_ylim()[1] >= cap:
-                    ax.axhline(cap, color="black", lw=0.8, ls="--")
-                    ax.text(
-                        0.02,
-                        cap,
-                        f" GPU memory {env.gpu_mem_bytes / 2**30:.0f} GiB",
-                        fontsize=6.5,
-                        va="bottom",
-                        transform=ax.get_yaxis_transform(),
-                    )
+                ax.set_ylabel(ylabel)
+            decorate(ax, p)
     legend.draw(fig)
+    return fig
+
+
+def fig_memory(df: pd.DataFrame, env: Env) -> Plot:
+    table_rows = df
+    df, idle = split_idle(df)
+    title = "Peak memory vs sequence length"
+
+    def gpu_memory_line(ax, p):
+        if env.gpu_mem_bytes and not p[p["ok"]].empty:
+            cap = env.gpu_mem_bytes / 2**20
+            if ax.get_ylim()[1] >= cap:
+                ax.axhline(cap, color="black", lw=0.8, ls="--")
+                ax.text(
+                    0.02,
+                    cap,
+                    f" GPU memory {env.gpu_mem_bytes / 2**30:.0f} GiB",
+                    fontsize=6.5,
+                    va="bottom",
+                    transform=ax.get_yaxis_transform(),
+                )
+
+    fig = _per_token_panels(
+        df.assign(peak_mib=df["peak_mem_bytes"] / 2**20),
+        idle,
+        env,
+        title,
+        "peak_mib",
+        "peak allocated memory (MiB)",
+        "peak memory was not measured (no CUDA allocator on a CPU run)",
+        gpu_memory_line,
+    )
     caption = (
         "torch.cuda.max_memory_allocated during each cell (reset per cell), against tokens. "
         "OOM cells are drawn where they happened, in the band at the top. " + NOT_OK_NOTE
@@ -743,32 +760,25 @@ def fig_accuracy(df: pd.DataFrame, env: Env) -> Plot:
 def fig_bandwidth(df: pd.DataFrame, env: Env) -> Plot:
     table_rows = df
     df, idle = split_idle(df)
-    rows, sizes = an.slices(df), _sizes(df)
     title = "Achieved bandwidth as a fraction of measured copy bandwidth"
-    d = df.assign(bw_frac=an.bandwidth_fraction(df, env.copy_bandwidth_gbs))
-    measured = d["bw_frac"].notna().any()
-    fig, axes = (
-        _new_figure(len(rows), max(1, len(sizes)), env, title)
-        if measured
-        else _unmeasured(env, title, "no bandwidth figures: the run recorded neither bytes moved nor a copy bandwidth")
+
+    def copy_bandwidth_line(ax, p):
+        if not p[p["ok"]].empty:
+            ax.axhline(1.0, color="black", lw=1.0)
+            ax.text(0.01, 1.0, " copy bandwidth", transform=ax.get_yaxis_transform(), fontsize=6.5, va="bottom")
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0%}" if v >= 0.01 else f"{v:.1%}"))
+
+    fig = _per_token_panels(
+        df.assign(bw_frac=an.bandwidth_fraction(df, env.copy_bandwidth_gbs)),
+        idle,
+        env,
+        title,
+        "bw_frac",
+        "fraction of copy bandwidth",
+        "no bandwidth figures: the run recorded neither bytes moved nor a copy bandwidth",
+        copy_bandwidth_line,
+        include_y=[1.0],
     )
-    legend = _Legend(idle)
-    for i, (where, _) in enumerate(rows if measured else []):
-        part = an.select(d, where)
-        for j, size in enumerate(sizes or ["-"]):
-            ax = axes[i, j]
-            p = part[part["size"] == size]
-            _panel_title(ax, size, where)
-            _lines(ax, p, "tokens", "bw_frac", legend)
-            _finish_panel(ax, p, "tokens", "bw_frac", legend, include_y=[1.0])
-            ax.set_xlabel("tokens per sequence")
-            if j == 0:
-                ax.set_ylabel("fraction of copy bandwidth")
-            if not p[p["ok"]].empty:
-                ax.axhline(1.0, color="black", lw=1.0)
-                ax.text(0.01, 1.0, " copy bandwidth", transform=ax.get_yaxis_transform(), fontsize=6.5, va="bottom")
-                ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0%}" if v >= 0.01 else f"{v:.1%}"))
-    legend.draw(fig)
     bw = f"{env.copy_bandwidth_gbs:.0f} GB/s" if env.copy_bandwidth_gbs else "as recorded per row"
     caption = (
         "The op's minimum bytes (inputs read once, output written once) over the median time, as a fraction "
