@@ -9,16 +9,11 @@ The sm_90 compile (registers, spills) is checked in a clean subprocess without t
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
 
-from wkvbench import accuracy, reference
+from wkvbench import accuracy, kernels, reference
 from wkvbench.registry import get_impl
 
 nb = pytest.importorskip("wkvbench.impls.bi_wkv7_numba")
@@ -114,11 +109,8 @@ def test_bad_input_raises():
 
 def test_compile_report_sm90_no_spills():
     """compile_ptx for sm_90 in a clean subprocess (simulator off); ptxas -v for resources."""
-    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
-    code = "import json; from wkvbench.impls.bi_wkv7_numba import compile_report; print(json.dumps(compile_report(90)))"
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    rows = kernels.report_module("wkvbench.impls.bi_wkv7_numba", cc=90, timeout=300)
+    assert rows and all("error" not in row for row in rows), rows
     assert len(rows) == len(DTYPES)
     assert {row["config"].split()[0] for row in rows} == {"dtype=float32", "dtype=float16", "dtype=bfloat16"}
     for row in rows:
