@@ -122,6 +122,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from wkvbench.ops import validate_bi_wkv7
 from wkvbench.registry import register_impl
 
 try:
@@ -272,32 +273,12 @@ def _aligned(x: torch.Tensor) -> torch.Tensor:
 
 
 def _validate(r, w, k, v, a, b, g, out, split) -> None:
-    tensors = {"r": r, "w": w, "k": k, "v": v, "a": a, "b": b}
-    for name, x in tensors.items():
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
-    if r.dim() != 4:
-        raise ValueError(f"r: expected [B, T, H, N], got shape {tuple(r.shape)}")
+    # shapes, dtypes and devices of the inputs and the gate: the op's own validation (no value checks)
+    validate_bi_wkv7(r, w, k, v, a, b, g, check_values=False)
     if r.dtype not in DTYPES:
         raise TypeError(f"r: dtype {r.dtype} not supported by {NAME} (float32, bfloat16, float16)")
     if r.shape[-1] not in HEAD_SIZES:
         raise ValueError(f"r: head size N={r.shape[-1]} not supported by {NAME} (supports {HEAD_SIZES})")
-    if min(r.shape) < 1:
-        raise ValueError(f"r: every dimension of [B, T, H, N] must be >= 1, got {tuple(r.shape)}")
-    for name, x in tensors.items():
-        if x.shape != r.shape or x.dtype != r.dtype or x.device != r.device:
-            raise ValueError(
-                f"{name}: expected {tuple(r.shape)} {r.dtype} on {r.device}, got "
-                f"{tuple(x.shape)} {x.dtype} on {x.device}"
-            )
-    if g is not None:
-        if not isinstance(g, torch.Tensor):
-            raise TypeError(f"g: expected a torch.Tensor or None, got {type(g).__name__}")
-        if g.shape != r.shape[:3] or g.dtype != r.dtype or g.device != r.device:
-            raise ValueError(
-                f"g: expected {tuple(r.shape[:3])} {r.dtype} on {r.device}, got "
-                f"{tuple(g.shape)} {g.dtype} on {g.device}"
-            )
     if out is not None:
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"out: expected a torch.Tensor or None, got {type(out).__name__}")

@@ -86,6 +86,7 @@ import warnings
 
 import torch
 
+from wkvbench.ops import validate_bi_wkv7
 from wkvbench.registry import register_impl
 
 try:  # numba-cuda provides numba.cuda; the import must not take the registry down
@@ -445,6 +446,12 @@ def _check(device: torch.device) -> tuple[bool, str]:
 
 
 @functools.cache
+def _device_ok(device_type: str, index: int | None) -> tuple[bool, str]:
+    """``_check`` once per device: the launch path does not ask the driver on every call."""
+    return _check(torch.device(device_type, index))
+
+
+@functools.cache
 def _sm_count(index: int) -> int:
     try:
         with cuda.gpus[index]:
@@ -485,6 +492,8 @@ def numba_cuda(r, w, k, v, a, b, g=None, *, out=None, rows_per_block: int | None
     """Fused recurrent Numba CUDA kernel: a thread per state row, both directions and the gate in one launch."""
     if cuda is None:
         raise RuntimeError(f"numba_cuda: numba-cuda is not installed ({_IMPORT_ERROR})")
+    # shapes, dtypes and devices of the inputs and the gate: the op's own validation (no value checks)
+    validate_bi_wkv7(r, w, k, v, a, b, g, check_values=False)
     B, T, H, n = r.shape
     if n != N:
         raise ValueError(f"r: head size {n} not supported by numba_cuda (compiled for N = {N})")
@@ -492,13 +501,7 @@ def numba_cuda(r, w, k, v, a, b, g=None, *, out=None, rows_per_block: int | None
         raise TypeError(f"r: dtype {r.dtype} not supported by numba_cuda; use float32, float16 or bfloat16")
     kind = KINDS[r.dtype]
     dev = r.device
-    for name, x in (("w", w), ("k", k), ("v", v), ("a", a), ("b", b), ("g", g)):
-        want = r.shape if name != "g" else r.shape[:3]
-        if x is not None and (x.shape != want or x.dtype != r.dtype or x.device != dev):
-            raise ValueError(
-                f"{name}: expected {r.dtype} {tuple(want)} on {dev}, got {x.dtype} {tuple(x.shape)} on {x.device}"
-            )
-    ok, why = _check(dev)
+    ok, why = _device_ok(dev.type, dev.index)
     if not ok:
         raise ValueError(f"r: numba_cuda cannot run on {dev}: {why}")
     if out is None:
