@@ -64,3 +64,25 @@ COLUMNS = (
     "commit",  # git commit of wkvbench
     "wkvbench_version",
 )
+
+#: Columns read back as text; ``INTEGER_COLUMNS`` as integers; every other column is a float.
+TEXT_COLUMNS = (
+    "timestamp",
+    "op",
+    "impl",
+    "backend",
+    "model",
+    "family",
+    "dtype",
+    "device",
+    "variant",
+    "shape",
+    "status",
+    "note",
+    "baseline_impl",
+    "gpu",
+    "commit",
+    "wkvbench_version",
+)
+INTEGER_COLUMNS = ("batch", "tokens")
+NUMERIC_COLUMNS = tuple(c for c in COLUMNS if c not in TEXT_COLUMNS and c not in INTEGER_COLUMNS)

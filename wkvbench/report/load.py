@@ -26,33 +26,8 @@ import pandas as pd
 from wkvbench import schema
 from wkvbench.presets import MODELS, seconds_for_tokens
 
-NUMERIC = (
-    "schema_version",
-    "seconds",
-    "median_ms",
-    "p20_ms",
-    "p80_ms",
-    "min_ms",
-    "mean_ms",
-    "iqr_ms",
-    "cv",
-    "n_samples",
-    "first_call_ms",
-    "tokens_per_s",
-    "audio_s_per_s",
-    "speedup",
-    "bytes_moved",
-    "gbs",
-    "pct_copy_bw",
-    "flops",
-    "tflops",
-    "peak_mem_bytes",
-    "energy_j_per_1k_tokens",
-    "rel_err",
-    "max_abs_err",
-    "tol",
-)
-INTEGER = ("batch", "tokens")
+NUMERIC = schema.NUMERIC_COLUMNS
+INTEGER = schema.INTEGER_COLUMNS
 REQUIRED = ("op", "impl", "model", "batch", "tokens", "status")
 SIZES = ("T", "S", "B")
 
