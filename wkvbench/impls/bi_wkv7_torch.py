@@ -51,7 +51,11 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def _both_directions(r, w, k, v, a, b, dt):
     """Stack forward and time-flipped inputs on the batch axis: [2B, T, H, N] each, in ``dt``."""
-    return [torch.cat([x.to(dt), x.to(dt).flip(1)], dim=0) for x in (r, w, k, v, a, b)]
+    out = []
+    for x in (r, w, k, v, a, b):
+        x = x.to(dt)  # converted once, used for both halves
+        out.append(torch.cat([x, x.flip(1)], dim=0))
+    return out
 
 
 def _merge(y2: Tensor, g: Tensor | None, B: int, out_dtype, out: Tensor | None) -> Tensor:
