@@ -20,10 +20,10 @@ $(BIN)/python:
 
 setup: $(BIN)/python
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q -c constraints-ci.txt $(TORCH_SPEC)
-	$(BIN)/python -m pip install -q -c constraints-ci.txt -e ".[triton,numba,cupy,report,nvml]"
+	$(BIN)/python -m pip install -q -c constraints-ci.txt -e ".[triton,numba,cupy]"
 
 setup-test: setup
-	$(BIN)/python -m pip install -q -c constraints-ci.txt -e ".[triton,numba,cupy,report,nvml,test,compile]"
+	$(BIN)/python -m pip install -q -c constraints-ci.txt -e ".[triton,numba,cupy,test,compile]"
 
 run: setup
 	$(BIN)/wkvbench run $(SUITE) --out $(RUN_DIR) --resume
@@ -35,6 +35,7 @@ lint: setup-test
 
 test: lint
 	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q benchmarks --benchmark-disable
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
