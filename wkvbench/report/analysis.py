@@ -74,7 +74,8 @@ BASELINES = (
 
 
 # ----------------------------------------------------------------------------- slices
-def _order(col: str, v):
+def order_key(col: str, v) -> tuple:
+    """Sort key of a slice value: CUDA before CPU, bf16 > fp16 > fp32 > fp64, the realistic variant first."""
     if col == "dtype":
         return (DTYPE_ORDER.index(v) if v in DTYPE_ORDER else 9, str(v))
     if col == "device":
@@ -100,7 +101,7 @@ def slices(df: pd.DataFrame, cols=SLICE) -> list[tuple[dict, pd.DataFrame]]:
         (dict(zip(varying, k if isinstance(k, tuple) else (k,), strict=True)), g)
         for k, g in df.groupby(varying, sort=False)
     ]
-    return sorted(parts, key=lambda p: tuple(_order(c, p[0][c]) for c in varying))
+    return sorted(parts, key=lambda p: tuple(order_key(c, p[0][c]) for c in varying))
 
 
 def primary_slice(df: pd.DataFrame) -> dict:
@@ -110,7 +111,7 @@ def primary_slice(df: pd.DataFrame) -> dict:
         return {}
     out = {}
     for col in ("device", "dtype", "variant"):
-        out[col] = min(rows[col].unique(), key=lambda v, c=col: _order(c, v))
+        out[col] = min(rows[col].unique(), key=lambda v, c=col: order_key(c, v))
         rows = rows[rows[col] == out[col]]
     batches = sorted(rows["batch"].unique())
     out["batch"] = 1 if 1 in batches else int(batches[0])

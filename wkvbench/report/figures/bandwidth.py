@@ -2,57 +2,38 @@
 
 from __future__ import annotations
 
-import pandas as pd
 from matplotlib.ticker import FuncFormatter
 
-from wkvbench.report import analysis as an
-from wkvbench.report.figures.layout import (
-    BASE_COLS,
-    NOT_OK_NOTE,
-    Plot,
-    per_token_panels,
-    split_idle,
-    table_of,
-)
+from wkvbench.report.figures.layout import NOT_OK_NOTE
+from wkvbench.report.figures.metric import MetricFigure, Panel, Panels
 from wkvbench.report.load import Env
 
 
-def fig_bandwidth(df: pd.DataFrame, env: Env) -> Plot:
-    table_rows = df
-    df, idle = split_idle(df)
-    title = "Achieved bandwidth as a fraction of measured copy bandwidth"
+def copy_bandwidth_line(ax, panel: Panel) -> None:
+    """The roofline: a line at 100% of the copy bandwidth, and the y-axis in percent."""
+    if not panel.drawn.empty:
+        ax.axhline(1.0, color="black", lw=1.0)
+        ax.text(0.01, 1.0, " copy bandwidth", transform=ax.get_yaxis_transform(), fontsize=6.5, va="bottom")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0%}" if v >= 0.01 else f"{v:.1%}"))
 
-    def copy_bandwidth_line(ax, p):
-        if not p[p["ok"]].empty:
-            ax.axhline(1.0, color="black", lw=1.0)
-            ax.text(0.01, 1.0, " copy bandwidth", transform=ax.get_yaxis_transform(), fontsize=6.5, va="bottom")
-            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0%}" if v >= 0.01 else f"{v:.1%}"))
 
-    fig = per_token_panels(
-        df.assign(bw_frac=an.bandwidth_fraction(df, env.copy_bandwidth_gbs)),
-        idle,
-        env,
-        title,
-        "bw_frac",
-        "fraction of copy bandwidth",
-        "no bandwidth figures: the run recorded neither bytes moved nor a copy bandwidth",
-        copy_bandwidth_line,
-        include_y=[1.0],
-    )
+def _caption(env: Env) -> str:
     bw = f"{env.copy_bandwidth_gbs:.0f} GB/s" if env.copy_bandwidth_gbs else "as recorded per row"
-    caption = (
+    return (
         "The op's minimum bytes (inputs read once, output written once) over the median time, as a fraction "
         f"of the device-to-device copy bandwidth measured at the start of the run ({bw}): the memory "
         "roofline. Attention's minimum bytes grow like T while its work grows like T^2, so its fraction "
         "falls with length (it is compute-bound). " + NOT_OK_NOTE
     )
-    return Plot(
-        "fig7_bandwidth",
-        title,
-        caption,
-        fig,
-        table_of(
-            table_rows.assign(bw_frac=an.bandwidth_fraction(table_rows, env.copy_bandwidth_gbs)),
-            [*BASE_COLS, "gbs", "bw_frac", "median_ms"],
-        ),
-    )
+
+
+fig_bandwidth = MetricFigure(
+    "fig7_bandwidth",
+    "Achieved bandwidth as a fraction of measured copy bandwidth",
+    _caption,
+    panels=(Panels("bandwidth_fraction", "fraction of copy bandwidth"),),
+    table=("bandwidth", "bandwidth_fraction", "latency"),
+    missing="no bandwidth figures: the run recorded neither bytes moved nor a copy bandwidth",
+    marks=lambda ax, panel: (1.0,),  # the y-range always shows the roofline
+    decorate=copy_bandwidth_line,
+)

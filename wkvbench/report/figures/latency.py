@@ -1,76 +1,58 @@
-"""Figure 1: median latency against tokens, log-log, with the slope at the longest sequences."""
+"""Figure 1: median latency against tokens, log-log, with the slope at the longest sequences.
+
+A :class:`~.metric.MetricFigure` (latency with its p20-p80 band) whose ``decorate`` hook adds
+slope-1/2 guides and, under each panel title, the log-log slope between the two longest
+sequences per op; the slopes join the figure's table.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
 from wkvbench.report import analysis as an
-from wkvbench.report.figures.layout import (
-    BASE_COLS,
-    NOT_OK_NOTE,
-    Legend,
-    Plot,
-    draw_lines,
-    finish_panel,
-    new_figure,
-    panel_title,
-    size_order,
-    split_idle,
-    table_of,
-)
+from wkvbench.report.figures.layout import NOT_OK_NOTE, Plot
+from wkvbench.report.figures.metric import MetricFigure, Panel, Panels, plot_metric
 from wkvbench.report.load import Env
 from wkvbench.report.style import op_sort_key
 
+LATENCY = MetricFigure(
+    "fig1_latency",
+    "Latency vs tokens (log-log)",
+    "Median latency per call against tokens per sequence, p20-p80 band shaded, one panel per model "
+    "size. Under each title: the log-log slope between the two longest sequences of each line (range over the "
+    "implementations of an op; per line in the table): about 1 for a linear-time scan, about 2 for "
+    "attention once its T^2 term dominates (below that, fixed launch costs pull every slope under 1). "
+    "Dotted grey guides have slopes 1 and 2. " + NOT_OK_NOTE,
+    panels=(Panels("latency", "median latency (ms)", band=True),),
+    legend=(("guide: slope 1 (linear) / 2 (quadratic)", lambda: Line2D([], [], color="#999999", ls=":", lw=1)),),
+)
 
-def fig_latency(df: pd.DataFrame, env: Env) -> Plot:
-    table_rows = df
-    df, idle = split_idle(df)
-    rows, sizes = an.slices(df), size_order(df)
-    title = "Latency vs tokens (log-log)"
-    fig, axes = new_figure(len(rows), max(1, len(sizes)), env, title)
-    legend = Legend(idle)
-    slopes = []
-    for i, (where, part) in enumerate(rows):
-        for j, size in enumerate(sizes or ["-"]):
-            ax = axes[i, j]
-            p = part[part["size"] == size]
-            draw_lines(ax, p, "tokens", "median_ms", legend, "p20_ms", "p80_ms")
-            ok = finish_panel(ax, p, "tokens", "median_ms", legend)
-            per_op: dict[str, list[float]] = {}
-            for (op, impl), g in ok.groupby(["op", "impl"]):
-                s = an.loglog_slope(g["tokens"], g["median_ms"])
-                slopes.append({"op": op, "impl": impl, "size": size, **where, "slope": s})
-                if np.isfinite(s):
-                    per_op.setdefault(op, []).append(s)
-            if not ok.empty:
-                _guides(ax)
-            panel_title(ax, size, where)
-            _slope_line(ax, per_op)
-            ax.set_xlabel("tokens per sequence")
-            if j == 0:
-                ax.set_ylabel("median latency (ms)")
-    legend.extra("guide: slope 1 (linear) / 2 (quadratic)", Line2D([], [], color="#999999", ls=":", lw=1))
-    legend.draw(fig)
-    table = table_of(table_rows, [*BASE_COLS, "median_ms", "p20_ms", "p80_ms"])
-    slope_df = pd.DataFrame(slopes)
-    if not slope_df.empty:
-        table = table.merge(
-            slope_df[["op", "impl", "size", *where.keys(), "slope"]].drop_duplicates(),
-            on=["op", "impl", "size", *where.keys()],
-            how="left",
-        )
-    caption = (
-        "Median latency per call against tokens per sequence, p20-p80 band shaded, one panel per model "
-        "size. Under each title: the log-log slope between the two longest sequences of each line (range over the "
-        "implementations of an op; per line in the table): about 1 for a linear-time scan, about 2 for "
-        "attention once its T^2 term dominates (below that, fixed launch costs pull every slope under 1). "
-        "Dotted grey guides have slopes 1 and 2. " + NOT_OK_NOTE
-    )
-    return Plot("fig1_latency", title, caption, fig, table)
+
+def fig_latency(df: pd.DataFrame, env: Env, long: pd.DataFrame | None = None) -> Plot:
+    slopes: list[dict] = []
+
+    def slopes_and_guides(ax, panel: Panel) -> None:
+        per_op: dict[str, list[float]] = {}
+        for (op, impl), g in panel.drawn.groupby(["op", "impl"]):
+            s = an.loglog_slope(g["tokens"], g["y"])
+            slopes.append({"op": op, "impl": impl, **panel.where, "slope": s})
+            if np.isfinite(s):
+                per_op.setdefault(op, []).append(s)
+        if not panel.drawn.empty:
+            _guides(ax)
+        _slope_line(ax, per_op)
+
+    plot = plot_metric(replace(LATENCY, decorate=slopes_and_guides), df, env, long)
+    if slopes:
+        slope_df = pd.DataFrame(slopes).drop_duplicates()
+        on = [c for c in slope_df.columns if c != "slope"]
+        plot.table = plot.table.merge(slope_df, on=on, how="left")
+    return plot
 
 
 def _guides(ax) -> None:

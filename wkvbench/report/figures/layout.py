@@ -28,7 +28,6 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from wkvbench.report import analysis as an  # noqa: E402
 from wkvbench.report.load import SIZES, Env  # noqa: E402
 from wkvbench.report.style import OP_LABEL, STATUS_LABEL, impl_label, op_sort_key, style_for  # noqa: E402
 
@@ -326,41 +325,11 @@ def size_order(df: pd.DataFrame) -> list[str]:
     return [s for s in SIZES if s in present] + sorted(s for s in present if s not in SIZES)
 
 
-def panel_title(ax, size: str, where: dict) -> None:
-    extra = an.slice_label(where)
-    ax.set_title(f"size {size}" + (f"  ({extra})" if extra else ""))
-
-
 def table_of(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
     return df[[c for c in cols if c in df.columns]].reset_index(drop=True)
 
 
 BASE_COLS = ["op", "impl", "model", "size", "device", "dtype", "batch", "variant", "tokens", "seconds", "status"]
-
-
-def per_token_panels(d, idle, env: Env, title: str, y: str, ylabel: str, missing: str, decorate, include_y=()):
-    """One panel per (slice, model size): ``y`` against tokens, then ``decorate(ax, panel_rows)``.
-
-    When ``y`` was never measured the figure is a single note (``missing``) instead.
-    """
-    rows, sizes = an.slices(d), size_order(d)
-    measured = d[y].notna().any()
-    fig, axes = new_figure(len(rows), max(1, len(sizes)), env, title) if measured else unmeasured(env, title, missing)
-    legend = Legend(idle)
-    for i, (where, _) in enumerate(rows if measured else []):
-        part = an.select(d, where)
-        for j, size in enumerate(sizes or ["-"]):
-            ax = axes[i, j]
-            p = part[part["size"] == size]
-            panel_title(ax, size, where)
-            draw_lines(ax, p, "tokens", y, legend)
-            finish_panel(ax, p, "tokens", y, legend, include_y=include_y)
-            ax.set_xlabel("tokens per sequence")
-            if j == 0:
-                ax.set_ylabel(ylabel)
-            decorate(ax, p)
-    legend.draw(fig)
-    return fig
 
 
 def save_plot(plot: Plot, out_dir: Path, formats=("png", "svg")) -> None:
