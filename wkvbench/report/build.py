@@ -3,10 +3,10 @@
 Reads only the run's ``results.csv``, ``samples.jsonl`` and ``env.json``
 (:mod:`wkvbench.report.load`); writes ``OUT_DIR/figures/fig*.{png,svg,csv}``,
 ``OUT_DIR/report.html`` (self-contained) and ``OUT_DIR/report.md``. ``OUT_DIR`` defaults to
-``RUN_DIR/report``. Typical use::
+``RUN_DIR/report``. The committed example was built this way::
 
-    wkvbench run suites/cpu-example.toml --out runs/cpu
-    wkvbench report runs/cpu -o reports/example-cpu
+    wkvbench run reports/example-cpu/suite.toml --out runs/example-cpu
+    wkvbench report runs/example-cpu -o reports/example-cpu
 """
 
 from __future__ import annotations
