@@ -10,6 +10,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator
 
 from wkvbench.report import analysis as an
+from wkvbench.report.baselines import BASELINES, SUBJECT_OP
 from wkvbench.report.figures.layout import (
     NOT_OK_NOTE,
     Legend,
@@ -32,9 +33,9 @@ def fig_speedup(df: pd.DataFrame, env: Env, view: str) -> Plot:
     df, idle = split_idle(df)
     sp = an.speedups(df, view)
     x = an.VIEW_X[view]
-    wkv = df[df["op"] == "bi_wkv7"]
+    wkv = df[df["op"] == SUBJECT_OP]
     panels = [(where, size) for where, part in an.slices(wkv) for size in size_order(part)]
-    baselines = [bl for bl in an.BASELINES if (sp["baseline"] == bl.name).any()]
+    baselines = [bl for bl in BASELINES if (sp["baseline"] == bl.name).any()]
     name = {"audio": "equal audio", "tokens": "equal tokens"}[view]
     title = f"Speed-up of Bi-WKV7 over attention and the Mamba scan ({name})"
     fig, axes = new_figure(max(1, len(panels)), max(1, len(baselines)), env, title)
@@ -92,12 +93,12 @@ def _speedup_panel(ax, p: pd.DataFrame, x: str, bl, paper: bool, legend: Legend)
     ok = p[p["speedup"].notna()]
     for impl, g in ok.groupby("impl"):
         g = g.sort_values(x)
-        st = style_for("bi_wkv7", impl)
+        st = style_for(SUBJECT_OP, impl)
         ax.plot(g[x], g["speedup"], **st.kwargs(), zorder=3)
         ax.fill_between(g[x], g["speedup_lo"], g["speedup_hi"], color=st.colour, alpha=0.15, lw=0, zorder=2)
         interp = g[g["base_interp"].astype(bool)]
         ax.plot(interp[x], interp["speedup"], ls="none", marker=st.marker, mfc="white", mec=st.colour, zorder=4)
-        legend.impl("bi_wkv7", impl)
+        legend.impl(SUBJECT_OP, impl)
     xs = list(p[x])
     ys = [*ok["speedup_lo"], *ok["speedup_hi"], 1.0]
     if paper:
@@ -128,7 +129,7 @@ def _speedup_panel(ax, p: pd.DataFrame, x: str, bl, paper: bool, legend: Legend)
         ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
     # cells with no speed-up: the Bi-WKV7 cell or the baseline is not ok
-    own = p[~p["ok"]].assign(_label=status_text(p[~p["ok"]]), op="bi_wkv7")
+    own = p[~p["ok"]].assign(_label=status_text(p[~p["ok"]]), op=SUBJECT_OP)
     n = mark_not_ok(ax, own, x, legend, label_col="_label")
     base_bad = p[p["ok"] & ~p["base_ok"].astype(bool)].drop_duplicates(["base_impl", x])
     labels = "baseline " + base_bad["base_status"].map(lambda s: STATUS_LABEL.get(s, s))
