@@ -290,7 +290,11 @@ def tidy(df: pd.DataFrame, where: str = "results") -> pd.DataFrame:
 
 
 def row_key(row) -> Key:
-    """A cell's key tuple (schema.KEY order) from a results row or a samples record."""
+    """A cell's key tuple (schema.KEY order) from a results row or a samples record.
+
+    The one place the report builds a key from a row: reading samples and matching the cells
+    of two runs (:mod:`wkvbench.report.compare`) both go through it.
+    """
     get = row.get if isinstance(row, dict) else row.__getitem__
     out = []
     for col in schema.KEY:
