@@ -321,14 +321,17 @@ def finish_panel(
 
 
 def size_order(df: pd.DataFrame) -> list[str]:
+    """The model sizes present: T, S, B first, then any other (a plugin's preset), sorted."""
     present = list(df["size"].unique())
     return [s for s in SIZES if s in present] + sorted(s for s in present if s not in SIZES)
 
 
 def table_of(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    """The columns of ``cols`` that ``df`` has, in that order: a figure's table."""
     return df[[c for c in cols if c in df.columns]].reset_index(drop=True)
 
 
+#: The case columns every figure's table starts with.
 BASE_COLS = ["op", "impl", "model", "size", "device", "dtype", "batch", "variant", "tokens", "seconds", "status"]
 
 

@@ -136,6 +136,23 @@ def _panel_rows(part: pd.DataFrame, spec: Panels, reduce: str | None) -> tuple[p
     return p, drawn
 
 
+def _draw_panel(ax, spec: MetricFigure, pspec: Panels, sel, where: dict, where_slice: dict, env, legend, first):
+    """One panel: lines, marks, limits and not-ok band, title and labels, then the decoration."""
+    rows, drawn = _panel_rows(sel, pspec, spec.reduce)
+    panel = Panel({**where_slice, **where}, rows, drawn, env, pspec)
+    draw_lines(ax, rows, pspec.x, "y", legend, *(("lo", "hi") if pspec.band else ()))
+    include = spec.marks(ax, panel) if spec.marks else ()
+    finish_panel(ax, rows, pspec.x, "y", legend, include_y=list(include))
+    head = ", ".join(_label(c, v) for c, v in where.items())
+    extra = an.slice_label(where_slice)
+    ax.set_title(head + (f"  ({extra})" if extra else ""))
+    ax.set_xlabel(pspec.xlabel)
+    if first:
+        ax.set_ylabel(pspec.ylabel)
+    if spec.decorate is not None:
+        spec.decorate(ax, panel)
+
+
 def plot_metric(spec: MetricFigure, df: pd.DataFrame, env: Env, long: pd.DataFrame | None = None) -> Plot:
     """Draw ``spec`` from the tidy results ``df`` (or its long table ``long``, when already built)."""
     long = long_table(df, env) if long is None else long
@@ -157,22 +174,9 @@ def plot_metric(spec: MetricFigure, df: pd.DataFrame, env: Env, long: pd.DataFra
         for row in row_facets:
             for pspec in spec.panels:
                 for j, col in enumerate(col_facets):
-                    ax = axes[i, j]
                     where = {**row, **col}
                     sel = an.select(part, where) if where and not part.empty else part
-                    rows, drawn = _panel_rows(sel, pspec, spec.reduce)
-                    panel = Panel({**where_slice, **where}, rows, drawn, env, pspec)
-                    draw_lines(ax, rows, pspec.x, "y", legend, *(("lo", "hi") if pspec.band else ()))
-                    include = spec.marks(ax, panel) if spec.marks else ()
-                    finish_panel(ax, rows, pspec.x, "y", legend, include_y=list(include))
-                    head = ", ".join(_label(c, v) for c, v in where.items())
-                    extra = an.slice_label(where_slice)
-                    ax.set_title(head + (f"  ({extra})" if extra else ""))
-                    ax.set_xlabel(pspec.xlabel)
-                    if j == 0:
-                        ax.set_ylabel(pspec.ylabel)
-                    if spec.decorate is not None:
-                        spec.decorate(ax, panel)
+                    _draw_panel(axes[i, j], spec, pspec, sel, where, where_slice, env, legend, first=j == 0)
                 i += 1
     for label, handle in spec.legend:
         legend.extra(label, handle())
