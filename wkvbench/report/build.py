@@ -63,7 +63,7 @@ def main(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as exc:
         if exc.name != "matplotlib":
             raise
-        print("wkvbench report: needs matplotlib (pip install 'wkvbench[report]')", file=sys.stderr)
+        print("wkvbench report: needs matplotlib (pip install matplotlib)", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else Path(args.run_dir) / "report"
     print(f"wrote {out / 'report.html'}, {out / 'report.md'} and {len(rep.plots)} figures in {out / 'figures'}")
