@@ -1,4 +1,4 @@
-"""``wkvbench compare``: synthetic faster, slower, noisy and broken runs are classified as designed."""
+"""``wkvbench compare``: synthetic faster, slower, noisy and broken runs get the designed verdicts and statuses."""
 
 import math
 
@@ -28,6 +28,10 @@ def _verdicts(cmp, impl):
     return set(cmp.cells.loc[cmp.cells["impl"] == impl, "verdict"])
 
 
+def _statuses(cmp, impl):
+    return set(cmp.cells.loc[cmp.cells["impl"] == impl, "statuses"])
+
+
 def test_faster_slower_same_and_geomean(base, tmp_path, make_run):
     # B: triton 25% faster, torch_loop 25% slower, everything else unchanged (fresh noise)
     b = _make(make_run, tmp_path, seed=2, noise=0.01, scale={"triton_chunked": 1 / 1.25, "torch_loop": 1.25})
@@ -38,9 +42,11 @@ def test_faster_slower_same_and_geomean(base, tmp_path, make_run):
     assert _verdicts(cmp, "sdpa_flash") == {"SAME"}
     fast = cmp.cells[cmp.cells["verdict"] == "FASTER"]
     assert ((fast["ci_lo"] > 1.05) & (fast["speedup"].between(1.15, 1.35))).all()
-    # the designed non-ok cells are the same in both runs
-    assert _verdicts(cmp, "cupy_cuda") == {"NOT OK"}
-    assert cmp.regressed
+    # the designed non-ok cells are the same in both runs: statuses in the run's words, no verdict
+    assert _statuses(cmp, "cupy_cuda") == {"skipped -> skipped"} and _verdicts(cmp, "cupy_cuda") == {""}
+    assert _statuses(cmp, "triton_chunked") == {""}
+    assert cmp.regressed and cmp.regressions == {"SLOWER": 4}
+    assert cmp.verdict_counts["FASTER"] == 4 and "NOT OK" not in cmp.cells["verdict"].tolist()
     # geometric mean over the cells ok in both equals exp(mean(log(speed-up)))
     ok = cmp.cells["speedup"].dropna()
     assert cmp.n_both_ok == len(ok)
@@ -62,14 +68,17 @@ def test_status_changes_and_env_warnings(base, tmp_path, make_run, capsys):
     b = tmp_path / "b"
     _make(make_run, b, seed=1, noise=0.01, driver="999.99", override={("torch_chunked", 60.0): ("failed", "boom")})
     cmp = compare_runs(base, b)
-    broken = cmp.cells[cmp.cells["verdict"] == "BROKEN"]
+    broken = cmp.cells[cmp.cells["regression"]]
     assert set(broken["impl"]) == {"torch_chunked"} and set(broken["tokens"]) == {3000, 3001}
+    assert set(broken["statuses"]) == {"ok -> failed"} and set(broken["verdict"]) == {""}
+    assert cmp.regressions == {"ok -> failed": 4}
     assert cmp.env_diffs == {"driver": ("000.00", "999.99")}
     # the CLI exits 1 on a regression and warns about the environment on stderr
     assert cli.main(["compare", str(base.path), str(b), "-o", str(tmp_path / "cmp")]) == 1
     io = capsys.readouterr()
-    assert "environments differ in driver" in io.err and "BROKEN" in io.out
-    assert (tmp_path / "cmp" / "compare.csv").exists() and "BROKEN" in (tmp_path / "cmp" / "compare.md").read_text()
+    assert "environments differ in driver" in io.err and "REGRESSION: 4 ok -> failed" in io.out
+    assert (tmp_path / "cmp" / "compare.csv").exists()
+    assert "ok -> failed" in (tmp_path / "cmp" / "compare.md").read_text()
 
 
 def test_identical_runs_exit_0(base, capsys):

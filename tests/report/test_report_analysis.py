@@ -8,7 +8,7 @@ import pytest
 
 from wkvbench.report import analysis as an
 from wkvbench.report.load import load_run, tidy
-from wkvbench.report.style import fmt_ms, fmt_speedup, style_for
+from wkvbench.report.style import fmt_bytes, fmt_ms, fmt_rate, fmt_speedup, style_for
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +115,8 @@ def test_at_durations_picks_nearest_within_factor():
 def test_formats_and_styles():
     assert [fmt_ms(v) for v in (0.0123, 1.234, 12.34, 1234.5, float("nan"))] == ["0.0123", "1.23", "12.3", "1,234", "-"]
     assert [fmt_speedup(v) for v in (13.31, 2.414, 0.871)] == ["13.3x", "2.41x", "0.87x"]
+    assert [fmt_rate(v) for v in (1.234e6, 45_600, 789, None)] == ["1.23M", "45.6k", "789", "-"]
+    assert [fmt_bytes(v) for v in (1.5 * 2**30, 12 * 2**20, 3000, 512)] == ["1.5 GiB", "12 MiB", "2.93 KiB", "512 B"]
     # fixed styles, and a deterministic one for a plugin name
     assert style_for("attention", "torch_eager").linestyle == "--"
     assert style_for("bi_wkv7", "my_plugin") == style_for("bi_wkv7", "my_plugin")

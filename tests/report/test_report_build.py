@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 import pandas as pd
 import pytest
 
-from wkvbench import cli
+from wkvbench import cli, schema
 from wkvbench.report import analysis as an
 from wkvbench.report import figures
 from wkvbench.report.load import load_run, parse_env, tidy
@@ -128,3 +128,23 @@ def test_report_of_a_missing_run_exits_2(tmp_path, capsys):
 def test_loaded_synthetic_run_round_trips(built):
     run, _, df = built
     assert len(load_run(run).results) == len(df)
+
+
+def test_per_row_speedup_columns_are_never_read(tmp_path, make_run):
+    # runs from now on write neither column; older ones have them, whatever they hold
+    small = {"dtypes": ("bfloat16",), "seconds": (10.24, 60.0)}
+    plain, junk = tmp_path / "plain", tmp_path / "junk"
+    make_run(plain, **small)
+    make_run(junk, **small)
+    raw = pd.read_csv(plain / schema.RESULTS_FILE, dtype=str, keep_default_na=False)
+    raw.drop(columns=["speedup", "baseline_impl"]).to_csv(plain / schema.RESULTS_FILE, index=False)
+    raw.assign(speedup="not a number", baseline_impl="sdpa_math").to_csv(junk / schema.RESULTS_FILE, index=False)
+    a, b = load_run(plain).results, load_run(junk).results
+    assert not {"speedup", "baseline_impl"} & (set(a.columns) | set(b.columns))
+    pd.testing.assert_frame_equal(a, b)
+    for view in ("audio", "tokens"):
+        pd.testing.assert_frame_equal(an.speedups(a, view), an.speedups(b, view))
+    out = tmp_path / "out"
+    assert cli.main(["report", str(plain), "-o", str(out), "--no-svg"]) == 0
+    sp = pd.read_csv(out / "figures" / "fig3_speedup_audio.csv")
+    assert sp["speedup"].notna().any() and "A-RWKV-B" in (out / "report.md").read_text()

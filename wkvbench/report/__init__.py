@@ -3,7 +3,7 @@
 ``wkvbench report RUN_DIR [-o OUT_DIR]`` (:mod:`.build`) and ``wkvbench compare RUN_A RUN_B``
 (:mod:`.compare`) read only what a run directory holds: ``results.csv``, ``samples.jsonl`` and
 ``env.json`` (:mod:`.load`). The numbers are pandas group-bys over the tidy results table
-(:mod:`.analysis`), the figures matplotlib on the Agg backend (:mod:`.figures`, styled by
+(:mod:`.analysis`), the figures matplotlib on the Agg backend (:mod:`.figures`, one module per figure, styled by
 :mod:`.style`), the HTML and Markdown written by :mod:`.render`.
 """
 

@@ -6,9 +6,10 @@ Rules every view follows:
   or was skipped stays in the tables with its status and is drawn as a marker, never dropped.
 * "Best Bi-WKV7" is the fastest ``ok`` bi_wkv7 implementation of a case (model, batch, tokens,
   dtype, device, variant).
-* Baselines: AST attention as written (``torch_eager``), the best ``sdpa_*`` attention, and the
-  best Mamba bidirectional scan, each of the same model size (T/S/B) and slice (device, dtype,
-  batch, variant), preferring the AST / Audio Mamba presets when several models have that size.
+* Baselines: the speed-up policy of :mod:`wkvbench.report.baselines` (today AST attention as
+  written, the best ``sdpa_*`` attention and the best Mamba bidirectional scan), each of the
+  same model size (T/S/B) and slice (device, dtype, batch, variant), preferring the baseline's
+  model family when several models have that size.
 * Two matchings: *equal audio* pairs cells with the same ``seconds`` (AST then sees ~2.4x the
   tokens of A-RWKV, the comparison AudioRWKV makes), *equal tokens* pairs the same token count
   (Audio Mamba's class token, +1, is within the tolerance).
@@ -18,12 +19,12 @@ Rules every view follows:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from wkvbench.presets import MODELS
+from wkvbench.report.baselines import BASELINES, SUBJECT_OP, Baseline
 
 SLICE = ("device", "dtype", "batch", "variant")
 CASE = ("model", "batch", "tokens", "dtype", "device", "variant")
@@ -40,41 +41,9 @@ DTYPE_ORDER = ("bfloat16", "float16", "float32", "float64")
 _DEVICE_ORDER = ("cuda", "cpu")
 
 
-@dataclass(frozen=True)
-class Baseline:
-    """What a Bi-WKV7 speed-up is measured against."""
-
-    name: str
-    label: str
-    op: str
-    prefix: str  # impl names it may use ("" = any)
-    family: str  # preferred model family at a size
-    short: str  # in the headline sentence
-    column: str  # in the headline table
-    exact: str = ""  # one impl name only
-
-    def accepts(self, impl: str) -> bool:
-        return impl == self.exact if self.exact else impl.startswith(self.prefix)
-
-
-BASELINES = (
-    Baseline(
-        "attention_eager",
-        "AST attention (torch_eager)",
-        "attention",
-        "",
-        "ast",
-        "AST attention",
-        "AST eager",
-        exact="torch_eager",
-    ),
-    Baseline("attention_sdpa", "attention (best SDPA)", "attention", "sdpa_", "ast", "best SDPA attention", "SDPA"),
-    Baseline("scan", "Mamba scan (best)", "bi_selective_scan", "", "aum", "best Mamba scan", "Mamba"),
-)
-
-
 # ----------------------------------------------------------------------------- slices
-def _order(col: str, v):
+def order_key(col: str, v) -> tuple:
+    """Sort key of a slice value: CUDA before CPU, bf16 > fp16 > fp32 > fp64, the realistic variant first."""
     if col == "dtype":
         return (DTYPE_ORDER.index(v) if v in DTYPE_ORDER else 9, str(v))
     if col == "device":
@@ -100,17 +69,17 @@ def slices(df: pd.DataFrame, cols=SLICE) -> list[tuple[dict, pd.DataFrame]]:
         (dict(zip(varying, k if isinstance(k, tuple) else (k,), strict=True)), g)
         for k, g in df.groupby(varying, sort=False)
     ]
-    return sorted(parts, key=lambda p: tuple(_order(c, p[0][c]) for c in varying))
+    return sorted(parts, key=lambda p: tuple(order_key(c, p[0][c]) for c in varying))
 
 
 def primary_slice(df: pd.DataFrame) -> dict:
     """The slice of the headline: CUDA if measured, batch 1 (else the smallest), bf16 > fp16 > fp32."""
-    rows = df[df["op"] == "bi_wkv7"] if (df["op"] == "bi_wkv7").any() else df
+    rows = df[df["op"] == SUBJECT_OP] if (df["op"] == SUBJECT_OP).any() else df
     if rows.empty:
         return {}
     out = {}
     for col in ("device", "dtype", "variant"):
-        out[col] = min(rows[col].unique(), key=lambda v, c=col: _order(c, v))
+        out[col] = min(rows[col].unique(), key=lambda v, c=col: order_key(c, v))
         rows = rows[rows[col] == out[col]]
     batches = sorted(rows["batch"].unique())
     out["batch"] = 1 if 1 in batches else int(batches[0])
@@ -213,13 +182,13 @@ def _interpolated(left: pd.DataFrame, r: pd.DataFrame, x: str, keys: list[str]) 
 
 
 def speedups(df: pd.DataFrame, view: str, baselines=BASELINES) -> pd.DataFrame:
-    """Every bi_wkv7 cell (any status) against every baseline it can be matched with.
+    """Every :data:`~wkvbench.report.baselines.SUBJECT_OP` cell (any status) against every baseline it matches.
 
     ``speedup = base_median / median`` (and its p20-p80 band) only where both cells are ok.
     """
     if view not in VIEW_X:
         raise ValueError(f"view: expected 'audio' or 'tokens', got {view!r}")
-    wkv = df[df["op"] == "bi_wkv7"]
+    wkv = df[df["op"] == SUBJECT_OP]
     parts = []
     for bl in baselines:
         m = _match(wkv, baseline_rows(df, bl), view)
@@ -272,7 +241,7 @@ def speedups(df: pd.DataFrame, view: str, baselines=BASELINES) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- headline
 def headline_model(df: pd.DataFrame) -> str | None:
     """A-RWKV-B if measured, else the widest A-RWKV preset, else any bi_wkv7 model."""
-    models = list(df.loc[df["op"] == "bi_wkv7", "model"].unique())
+    models = list(df.loc[df["op"] == SUBJECT_OP, "model"].unique())
     if not models:
         return None
     if "A-RWKV-B" in models:
@@ -301,7 +270,7 @@ def headline(df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     if model is None:
         return pd.DataFrame(columns=cols), where
     part = select(df, where)
-    wkv = part[(part["op"] == "bi_wkv7") & (part["model"] == model)]
+    wkv = part[(part["op"] == SUBJECT_OP) & (part["model"] == model)]
     best = best_per_case(wkv)
     out = best[["seconds", "model", "tokens", "impl", "status", "median_ms", "ok", "size", *SLICE]].rename(
         columns={"impl": "best_impl", "status": "best_status", "median_ms": "best_ms"}

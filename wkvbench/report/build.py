@@ -3,10 +3,10 @@
 Reads only the run's ``results.csv``, ``samples.jsonl`` and ``env.json``
 (:mod:`wkvbench.report.load`); writes ``OUT_DIR/figures/fig*.{png,svg,csv}``,
 ``OUT_DIR/report.html`` (self-contained) and ``OUT_DIR/report.md``. ``OUT_DIR`` defaults to
-``RUN_DIR/report``. Typical use::
+``RUN_DIR/report``. The committed example was built this way::
 
-    wkvbench run suites/cpu-example.toml --out runs/cpu
-    wkvbench report runs/cpu -o reports/example-cpu
+    wkvbench run reports/example-cpu/suite.toml --out runs/example-cpu
+    wkvbench report runs/example-cpu -o reports/example-cpu
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def main(args: argparse.Namespace) -> int:
     except ModuleNotFoundError as exc:
         if exc.name != "matplotlib":
             raise
-        print("wkvbench report: needs matplotlib (pip install 'wkvbench[report]')", file=sys.stderr)
+        print("wkvbench report: needs matplotlib (pip install matplotlib)", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else Path(args.run_dir) / "report"
     print(f"wrote {out / 'report.html'}, {out / 'report.md'} and {len(rep.plots)} figures in {out / 'figures'}")

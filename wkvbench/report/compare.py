@@ -7,18 +7,21 @@ default) and the ratio of the resampled medians taken each time (Efron & Tibshir
 Introduction to the Bootstrap*, 1993, percentile interval). Without at least 5 raw samples on
 each side the interval falls back to the crossed quantiles ``[p20_A / p80_B, p80_A / p20_B]``.
 
-With threshold ``t`` (default 5%), in log-symmetric form:
+Two separate things are said of each cell:
 
-* ``FASTER``: the whole interval above ``1 + t``; ``SLOWER``: the whole interval below ``1 / (1 + t)``;
-* ``SAME``: the whole interval within ``[1 / (1 + t), 1 + t]``; ``AMBIGUOUS``: anything else;
-* status changes: ``BROKEN`` (ok in A; wrong, failed, OOM or timeout in B), ``FIXED`` (the
-  reverse), ``SKIPPED`` (ok in A, skipped in B), ``NOT OK`` (not ok in either), ``ONLY A`` /
-  ``ONLY B`` (the other run has no such cell).
+* its **statuses**, in the run's own vocabulary (:data:`wkvbench.schema.STATUSES`: ``ok, wrong,
+  failed, oom, timeout, skipped``), as ``A -> B`` (``ok -> oom``, ``skipped -> skipped``, ``only
+  in A``) for every cell that is not ok with a timing in both runs;
+* for a cell ok in both, a **verdict** on its speed (:data:`VERDICTS`), with threshold ``t``
+  (default 5%) in log-symmetric form: ``FASTER`` when the whole interval lies above ``1 + t``,
+  ``SLOWER`` below ``1 / (1 + t)``, ``SAME`` within ``[1 / (1 + t), 1 + t]``, ``AMBIGUOUS``
+  otherwise.
 
-The geometric-mean speed-up is taken over the cells ok in both runs, with a bootstrap interval
-over cells. Differences in GPU, driver, CUDA, clocks, power limit, torch or triton are warned
-about. Exit status: 1 when any cell is ``SLOWER`` or ``BROKEN`` (a regression), else 0; 2 when
-a run directory cannot be read.
+A regression is a ``SLOWER`` verdict or a cell ok in A and wrong, failed, OOM or timed out in B
+(:data:`BREAKING`); ``ok -> skipped`` is not one. The geometric-mean speed-up is taken over the
+cells ok in both runs, with a bootstrap interval over cells. Differences in GPU, driver, CUDA,
+clocks, power limit, torch or triton are warned about. Exit status: 1 on any regression, else
+0; 2 when a run directory cannot be read.
 """
 
 from __future__ import annotations
@@ -37,8 +40,10 @@ from wkvbench import schema
 from wkvbench.report.load import Run, load_run, row_key
 from wkvbench.report.style import fmt_ms, fmt_speedup
 
-VERDICTS = ("BROKEN", "SLOWER", "AMBIGUOUS", "SKIPPED", "FASTER", "SAME", "FIXED", "NOT OK", "ONLY A", "ONLY B")
-REGRESSIONS = ("SLOWER", "BROKEN")
+#: Verdicts on the speed of a cell ok in both runs (not statuses: those are schema.STATUSES).
+VERDICTS = ("SLOWER", "AMBIGUOUS", "FASTER", "SAME")
+#: Statuses in B that make a cell ok in A a regression.
+BREAKING = tuple(s for s in schema.STATUSES if s not in ("ok", "skipped"))
 MIN_SAMPLES = 5
 _CHUNK = 256  # resamples drawn at a time (bounds memory for long sample lists)
 
@@ -57,13 +62,27 @@ class Comparison:
     confidence: float = 0.95
 
     @property
-    def counts(self) -> dict[str, int]:
+    def verdict_counts(self) -> dict[str, int]:
+        """Cells per speed verdict (cells ok in both runs)."""
         vc = self.cells["verdict"].value_counts()
         return {v: int(vc.get(v, 0)) for v in VERDICTS}
 
     @property
+    def status_counts(self) -> dict[str, int]:
+        """Cells per ``A -> B`` statuses, for the cells not ok in both runs (in display order)."""
+        vc = self.cells.loc[self.cells["statuses"] != "", "statuses"].value_counts(sort=False)
+        return {k: int(n) for k, n in vc.items()}
+
+    @property
+    def regressions(self) -> dict[str, int]:
+        """Regressed cells by what regressed: ``SLOWER`` or the ``A -> B`` statuses."""
+        bad = self.cells[self.cells["regression"]]
+        what = bad["verdict"].where(bad["verdict"] != "", bad["statuses"])
+        return {k: int(n) for k, n in what.value_counts(sort=False).items()}
+
+    @property
     def regressed(self) -> bool:
-        return bool(self.cells["verdict"].isin(REGRESSIONS).any())
+        return bool(self.cells["regression"].any())
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -101,7 +120,7 @@ def bootstrap_speedup(
 
 
 def classify(lo: float, hi: float, threshold: float) -> str:
-    """FASTER / SLOWER / SAME / AMBIGUOUS for a speed-up interval (B over A) and a relative threshold."""
+    """The verdict (FASTER / SLOWER / SAME / AMBIGUOUS) on a speed-up interval (B over A) at a relative threshold."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return "AMBIGUOUS"
     up, down = 1 + threshold, 1 / (1 + threshold)
@@ -131,21 +150,35 @@ def geomean_interval(speedups: np.ndarray, resamples: int, confidence: float, se
 
 
 # ----------------------------------------------------------------------------- comparison
+def _statuses(ra, rb) -> str:
+    """``A -> B`` in the runs' status vocabulary ('' when both are ok with a timing)."""
+    if ra is None or rb is None:
+        return "only in A" if rb is None else "only in B"
+    return "" if ra["ok"] and rb["ok"] else f"{ra['status']} -> {rb['status']}"
+
+
+def _order(r) -> int:
+    """Display order: broken cells, slower, ambiguous, ok -> skipped, faster, same, the rest."""
+    if r["verdict"]:
+        return {"SLOWER": 1, "AMBIGUOUS": 2, "FASTER": 4, "SAME": 5}[r["verdict"]]
+    if r["regression"]:
+        return 0
+    if r["status_a"] == "ok":
+        return 3
+    if not (r["status_a"] and r["status_b"]):
+        return 8
+    return 6 if r["status_b"] == "ok" else 7
+
+
 def _cell(key, ra, rb, run_a: Run, run_b: Run, threshold, resamples, confidence, seed) -> dict:
     out = dict(zip(schema.KEY, key, strict=True))
     out.update(status_a=ra["status"] if ra is not None else "", status_b=rb["status"] if rb is not None else "")
+    out.update(statuses=_statuses(ra, rb), verdict="")
     out.update(median_a_ms=ra["median_ms"] if ra is not None else math.nan)
     out.update(median_b_ms=rb["median_ms"] if rb is not None else math.nan)
     out.update(speedup=math.nan, ci_lo=math.nan, ci_hi=math.nan, n_a=0, n_b=0, interval="")
-    if ra is None or rb is None:
-        out["verdict"] = "ONLY A" if rb is None else "ONLY B"
-        return out
-    ok_a, ok_b = bool(ra["ok"]), bool(rb["ok"])
-    if not (ok_a and ok_b):
-        if ok_a:
-            out["verdict"] = "SKIPPED" if rb["status"] == "skipped" else "BROKEN"
-        else:
-            out["verdict"] = "FIXED" if ok_b else "NOT OK"
+    out["regression"] = out["status_a"] == "ok" and out["status_b"] in BREAKING
+    if out["statuses"]:
         return out
     sa, sb = run_a.samples_for(key), run_b.samples_for(key)
     out["n_a"] = 0 if sa is None else len(sa)
@@ -158,6 +191,7 @@ def _cell(key, ra, rb, run_a: Run, run_b: Run, threshold, resamples, confidence,
         lo, hi = ra["p20_ms"] / rb["p80_ms"], ra["p80_ms"] / rb["p20_ms"]
         out["interval"] = "p20-p80" if math.isfinite(lo) and math.isfinite(hi) else "none"
     out.update(speedup=point, ci_lo=lo, ci_hi=hi, verdict=classify(lo, hi, threshold))
+    out["regression"] = out["verdict"] == "SLOWER"
     return out
 
 
@@ -187,9 +221,10 @@ def compare_runs(
         [_cell(k, rows_a.get(k), rows_b.get(k), run_a, run_b, threshold, resamples, confidence, seed) for k in keys]
     )
     if cells.empty:
-        cells = pd.DataFrame(columns=[*schema.KEY, "verdict", "speedup", "ci_lo", "ci_hi"])
+        cols = [*schema.KEY, "status_a", "status_b", "statuses", "verdict", "regression", "speedup", "ci_lo", "ci_hi"]
+        cells = pd.DataFrame(columns=cols).astype({"regression": bool})
     else:
-        rank = cells["verdict"].map(VERDICTS.index)
+        rank = cells.apply(_order, axis=1)
         cells = cells.assign(_r=rank).sort_values(["_r", *schema.KEY], kind="stable").drop(columns="_r")
         cells = cells.reset_index(drop=True)
     both = cells["speedup"].dropna()
@@ -211,7 +246,8 @@ def display_table(cmp: Comparison, everything: bool = False) -> pd.DataFrame:
     rows = []
     for _, r in cells.iterrows():
         rows.append({
-            "verdict": r["verdict"], "op": r["op"], "impl": r["impl"], "model": r["model"], "batch": r["batch"],
+            "status A -> B": r["statuses"] or "ok", "verdict": r["verdict"] or "-",
+            "op": r["op"], "impl": r["impl"], "model": r["model"], "batch": r["batch"],
             "tokens": r["tokens"], "dtype": r["dtype"], "device": r["device"], "variant": r["variant"],
             "A ms": fmt_ms(r["median_a_ms"]) if r["status_a"] == "ok" else (r["status_a"] or "-"),
             "B ms": fmt_ms(r["median_b_ms"]) if r["status_b"] == "ok" else (r["status_b"] or "-"),
@@ -232,11 +268,13 @@ def summary_lines(cmp: Comparison, name_a: str, name_b: str) -> list[str]:
         )
     else:
         lines.append("no cell is ok in both runs: no geometric-mean speed-up")
-    counts = ", ".join(f"{n} {v}" for v, n in cmp.counts.items() if n)
-    lines.append(f"cells: {counts or 'none'} (threshold {cmp.threshold:.0%})")
+    verdicts = ", ".join(f"{n} {v}" for v, n in cmp.verdict_counts.items() if n)
+    lines.append(f"verdicts (cells ok in both, threshold {cmp.threshold:.0%}): {verdicts or 'none'}")
+    statuses = ", ".join(f"{n} {s}" for s, n in cmp.status_counts.items())
+    if statuses:
+        lines.append(f"statuses A -> B (cells not ok in both): {statuses}")
     if cmp.regressed:
-        bad = {v: n for v, n in cmp.counts.items() if v in REGRESSIONS and n}
-        lines.append("REGRESSION: " + ", ".join(f"{n} {v}" for v, n in bad.items()))
+        lines.append("REGRESSION: " + ", ".join(f"{n} {what}" for what, n in cmp.regressions.items()))
     return lines
 
 

@@ -3,10 +3,11 @@
 The report and ``compare`` read nothing else. :func:`load_run` returns a :class:`Run`:
 
 * ``results``: one row per cell, every :data:`wkvbench.schema.COLUMNS` column present (missing
-  ones added empty), numeric columns as floats, ``batch``/``tokens`` as ints, ``status``
-  checked against :data:`wkvbench.schema.STATUSES`, plus derived columns: ``size`` (``T``/``S``/
-  ``B`` from the preset name), ``ok`` (status ``ok`` with a positive median), and ``seconds``,
-  ``family``, ``tokens_per_s``, ``audio_s_per_s`` filled in where the writer left them empty.
+  ones added empty) except :data:`IGNORED_COLUMNS` (dropped), numeric columns as floats,
+  ``batch``/``tokens`` as ints, ``status`` checked against :data:`wkvbench.schema.STATUSES`,
+  plus derived columns: ``size`` (``T``/``S``/``B`` from the preset name), ``ok`` (status
+  ``ok`` with a positive median), and ``seconds``, ``family``, ``tokens_per_s``,
+  ``audio_s_per_s`` filled in where the writer left them empty.
   A key written twice (an appended re-run) keeps its last row.
 * ``samples``: the raw timing samples per cell key (empty when the file is absent).
 * ``env``: an :class:`Env`, tolerant of missing keys (the GPU is ``None`` on a CPU run).
@@ -26,7 +27,10 @@ import pandas as pd
 from wkvbench import schema
 from wkvbench.presets import MODELS, seconds_for_tokens
 
-NUMERIC = schema.NUMERIC_COLUMNS
+#: Per-row speed-up columns older runs wrote: dropped on load, never read. The report computes
+#: its speed-ups from the medians, by the policy of :mod:`wkvbench.report.baselines`.
+IGNORED_COLUMNS = ("speedup", "baseline_impl")
+NUMERIC = tuple(c for c in schema.NUMERIC_COLUMNS if c not in IGNORED_COLUMNS)
 INTEGER = schema.INTEGER_COLUMNS
 REQUIRED = ("op", "impl", "model", "batch", "tokens", "status")
 SIZES = ("T", "S", "B")
@@ -244,9 +248,9 @@ def tidy(df: pd.DataFrame, where: str = "results") -> pd.DataFrame:
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise ValueError(f"{where}: missing required column(s) {missing}")
-    df = df.copy()
+    df = df.drop(columns=[c for c in IGNORED_COLUMNS if c in df.columns])
     for col in schema.COLUMNS:
-        if col not in df.columns:
+        if col not in df.columns and col not in IGNORED_COLUMNS:
             df[col] = None
     for col in df.columns:
         if col not in NUMERIC and col not in INTEGER:
@@ -286,7 +290,11 @@ def tidy(df: pd.DataFrame, where: str = "results") -> pd.DataFrame:
 
 
 def row_key(row) -> Key:
-    """A cell's key tuple (schema.KEY order) from a results row or a samples record."""
+    """A cell's key tuple (schema.KEY order) from a results row or a samples record.
+
+    The one place the report builds a key from a row: reading samples and matching the cells
+    of two runs (:mod:`wkvbench.report.compare`) both go through it.
+    """
     get = row.get if isinstance(row, dict) else row.__getitem__
     out = []
     for col in schema.KEY:

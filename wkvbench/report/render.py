@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from wkvbench.report import analysis as an
+from wkvbench.report.baselines import BASELINES
 from wkvbench.report.load import Env
 from wkvbench.report.style import (
     STATUS_LABEL,
@@ -69,7 +70,7 @@ def headline_display(table: pd.DataFrame) -> pd.DataFrame:
             "best Bi-WKV7": best,
             "Bi-WKV7 ms": fmt_ms(r["best_ms"]),
         }
-        for bl in an.BASELINES:
+        for bl in BASELINES:
             impl = r[f"{bl.name}_impl"] or "-"
             model = r[f"{bl.name}_model"]
             if bl.name != "attention_eager":
@@ -98,7 +99,7 @@ def headline_sentence(table: pd.DataFrame, where: dict) -> str:
     if pd.isna(r["best_ms"]):
         return head + f"no Bi-WKV7 implementation was ok ({STATUS_LABEL.get(r['best_status'], r['best_status'])})."
     parts = [f"best Bi-WKV7 ({r['best_impl']}) {fmt_ms(r['best_ms'])} ms"]
-    for bl in an.BASELINES:
+    for bl in BASELINES:
         impl, model = r[f"{bl.name}_impl"], r[f"{bl.name}_model"]
         if not impl:
             continue

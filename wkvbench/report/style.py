@@ -122,25 +122,25 @@ def fmt_sci(x) -> str:
     return f"{float(x):.1e}" if _finite(x) else "-"
 
 
-def fmt_rate(x) -> str:
-    """Throughputs: ``1.23M``, ``45.6k``, ``789``."""
+def _scaled(x, steps, plain: str) -> str:
+    """``x`` in the largest unit of ``steps`` ((divisor, suffix), largest first) it reaches."""
     if not _finite(x):
         return "-"
     x = float(x)
-    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+    for div, unit in steps:
         if abs(x) >= div:
             return f"{x / div:.3g}{unit}"
-    return f"{x:.3g}"
+    return plain.format(x)
+
+
+def fmt_rate(x) -> str:
+    """Throughputs: ``1.23M``, ``45.6k``, ``789``."""
+    return _scaled(x, ((1e9, "G"), (1e6, "M"), (1e3, "k")), "{:.3g}")
 
 
 def fmt_bytes(x) -> str:
-    if not _finite(x):
-        return "-"
-    x = float(x)
-    for div, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if x >= div:
-            return f"{x / div:.3g} {unit}"
-    return f"{x:.0f} B"
+    """Memory: ``1.5 GiB``, ``12 MiB``, ``512 B``."""
+    return _scaled(x, ((2**30, " GiB"), (2**20, " MiB"), (2**10, " KiB")), "{:.0f} B")
 
 
 def fmt_seconds(x) -> str:

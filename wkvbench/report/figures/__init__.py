@@ -1,0 +1,73 @@
+"""The report's figures: one module per figure over the shared layout of :mod:`.layout`.
+
+Each ``fig_*`` takes the tidy results table (:func:`wkvbench.report.load.tidy`), the
+:class:`~wkvbench.report.load.Env` and, optionally, the long-format table already built from
+them (:func:`wkvbench.report.metrics.long_table`), and returns a :class:`~.layout.Plot`: the
+matplotlib figure, its title and caption, and the table of exactly what it drew (written beside
+the PNG/SVG as CSV and shown in the HTML report). The metric figures (latency, throughput,
+memory, accuracy, bandwidth) are :class:`~.metric.MetricFigure` specs drawn by one plotter;
+speed-up, model size and first call are views of their own. :func:`draw_all` renders every
+figure in :data:`FIGURES` to ``OUT/figures``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+
+from wkvbench.report.figures.accuracy import fig_accuracy
+from wkvbench.report.figures.bandwidth import fig_bandwidth
+from wkvbench.report.figures.first_call import fig_first_call
+from wkvbench.report.figures.latency import fig_latency
+from wkvbench.report.figures.layout import RC, Plot, save_plot, split_idle
+from wkvbench.report.figures.memory import fig_memory
+from wkvbench.report.figures.model_size import fig_model_size
+from wkvbench.report.figures.speedup import fig_speedup
+from wkvbench.report.figures.throughput import fig_throughput
+from wkvbench.report.load import Env
+from wkvbench.report.metrics import long_table
+
+#: (name, draw(df, env, long) -> Plot), in report order.
+FIGURES: tuple[tuple[str, Callable[[pd.DataFrame, Env, pd.DataFrame], Plot]], ...] = (
+    ("fig1_latency", fig_latency),
+    ("fig2_throughput", fig_throughput),
+    ("fig3_speedup_audio", lambda df, env, long: fig_speedup(df, env, "audio")),
+    ("fig3_speedup_tokens", lambda df, env, long: fig_speedup(df, env, "tokens")),
+    ("fig4_model_size", lambda df, env, long: fig_model_size(df, env)),
+    ("fig5_memory", fig_memory),
+    ("fig6_accuracy", fig_accuracy),
+    ("fig7_bandwidth", fig_bandwidth),
+    ("fig8_first_call", lambda df, env, long: fig_first_call(df, env)),
+)
+
+__all__ = [
+    "FIGURES",
+    "Plot",
+    "draw_all",
+    "fig_accuracy",
+    "fig_bandwidth",
+    "fig_first_call",
+    "fig_latency",
+    "fig_memory",
+    "fig_model_size",
+    "fig_speedup",
+    "fig_throughput",
+    "split_idle",
+]
+
+
+def draw_all(df: pd.DataFrame, env: Env, out_dir: Path, formats=("png", "svg")) -> list[Plot]:
+    """Render every figure into ``out_dir`` (PNG, SVG and the CSV of its table); returns the plots."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    long = long_table(df, env)
+    plots = []
+    with matplotlib.rc_context(RC):
+        for _, make in FIGURES:
+            plot = make(df, env, long)
+            save_plot(plot, out_dir, formats)
+            plots.append(plot)
+    return plots
