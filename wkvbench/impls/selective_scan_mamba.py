@@ -42,7 +42,7 @@ def _f32(x):
     return None if x is None else x.to(torch.float32).contiguous()
 
 
-def bi_scan_with(selective_scan_fn, u, delta, A, A_b, Bm, Cm, Dskip, z, delta_bias, delta_softplus, out=None):
+def bi_selective_scan_with(selective_scan_fn, u, delta, A, A_b, Bm, Cm, Dskip, z, delta_bias, delta_softplus, out=None):
     """Audio Mamba's Fo-Bi around any ``selective_scan_fn`` with mamba_ssm's signature."""
     A, A_b, Dskip, delta_bias = _f32(A), _f32(A_b), _f32(Dskip), _f32(delta_bias)
 
@@ -82,4 +82,6 @@ def mamba_ssm(u, delta, A, A_b, Bm, Cm, Dskip=None, z=None, delta_bias=None, del
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
     with torch.no_grad():
-        return bi_scan_with(selective_scan_fn, u, delta, A, A_b, Bm, Cm, Dskip, z, delta_bias, delta_softplus, out)
+        return bi_selective_scan_with(
+            selective_scan_fn, u, delta, A, A_b, Bm, Cm, Dskip, z, delta_bias, delta_softplus, out
+        )
