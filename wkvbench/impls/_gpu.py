@@ -338,7 +338,7 @@ def triton_compile_rows(variants: list[dict], cc: int) -> list[dict]:
     pointer arguments the 16-byte divisibility hint a real launch gives them). Call it without
     ``TRITON_INTERPRET`` (``wkvbench kernels`` runs it in a clean subprocess). ``local_bytes`` is
     the cubin's local memory plus stack (register spills show up there); ``shared_bytes`` the
-    larger of Triton's dynamic allocation and the cubin's static shared memory. A variant that
+    shared memory Triton allocates (cuobjdump's SHARED adds a fixed 1 KB reservation at sm_90). A variant that
     does not compile gets an ``error`` and the others still run.
     """
     triton, err = try_import("triton")
@@ -361,7 +361,7 @@ def triton_compile_rows(variants: list[dict], cc: int) -> list[dict]:
             src = ASTSource(var["fn"], sig, constexprs=var["constexprs"], attrs=attrs)
             ck = triton.compile(src, target=target, options=var["options"])
             use = cuobjdump_usage(ck.asm["cubin"])
-            row.update(registers=use.get("REG", -1), shared_bytes=max(int(ck.metadata.shared), use.get("SHARED", 0)),
+            row.update(registers=use.get("REG", -1), shared_bytes=int(ck.metadata.shared),
                        local_bytes=use.get("LOCAL", 0) + use.get("STACK", 0))  # fmt: skip
         except Exception as exc:  # report, don't stop: one broken variant must not hide the others
             row.update(registers=-1, shared_bytes=-1, local_bytes=-1, error=f"{type(exc).__name__}: {exc}")
