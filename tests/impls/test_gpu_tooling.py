@@ -153,3 +153,16 @@ def test_nvvm_status_reads_numba_cuda(monkeypatch):
     assert not ok and "libNVVM" in why and "numba-cuda[cu13]" in why
     monkeypatch.setattr(nvvm, "is_available", lambda: True)
     assert _gpu.nvvm_status() == (True, "ok")
+
+
+def test_import_check_missing_broken_and_ok():
+    def broken():
+        raise ImportError("libfoo.so: cannot open shared object file")
+
+    assert _gpu.import_check("wkvbench_no_such_package", "nope (pip install x)", broken) == (
+        False,
+        "nope (pip install x)",
+    )
+    ok, why = _gpu.import_check("math", "unused", broken, label="math ext")
+    assert not ok and why == "math ext does not import: ImportError: libfoo.so: cannot open shared object file"
+    assert _gpu.import_check("math", "unused", lambda: None) == (True, "ok")

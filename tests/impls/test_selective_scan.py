@@ -5,6 +5,7 @@ GPU) on tiny shapes; a subprocess compiles it for sm_90 without the interpreter 
 it does not spill.
 """
 
+import importlib.util
 import os
 import sys
 import types
@@ -237,7 +238,7 @@ def test_mamba_adapter_through_registry_function(monkeypatch):
     check(y, x, torch.bfloat16)
 
 
-@pytest.mark.skipif(selective_scan_mamba.importlib.util.find_spec("mamba_ssm") is not None, reason="installed")
+@pytest.mark.skipif(importlib.util.find_spec("mamba_ssm") is not None, reason="installed")
 def test_mamba_unavailable_reason():
     ok, why = selective_scan_mamba._check(torch.device("cuda"))
     assert not ok and "not installed" in why

@@ -4,7 +4,8 @@ The kernel modules (``bi_wkv7_triton``, ``bi_wkv7_cupy``, ``bi_wkv7_numba``,
 ``selective_scan_triton``) hold a kernel, its launch and its registration; what they have in
 common lives here:
 
-* availability: optional imports (:func:`try_import`), whether the Triton interpreter is on
+* availability: optional imports (:func:`try_import`), the "installed and importable" check of
+  package-backed implementations (:func:`import_check`), whether the Triton interpreter is on
   (:func:`triton_interpreting`), the check every Triton implementation shares
   (:func:`triton_check`), whether numba-cuda runs its simulator (:func:`numba_simulating`, with
   a fix for a race in its shared arrays), finds libNVVM (:func:`nvvm_status`) and NVRTC
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import os
 import re
 import shutil
@@ -50,6 +52,22 @@ def try_import(name: str) -> tuple[object | None, str]:
         return importlib.import_module(name), ""
     except Exception as exc:
         return None, f"{type(exc).__name__}: {exc}"
+
+
+def import_check(spec: str, missing: str, load: Callable[[], object], label: str | None = None) -> tuple[bool, str]:
+    """The availability check of a package-backed implementation: ``(ok, reason)``.
+
+    ``missing`` is the reason when no module ``spec`` is installed; ``load()`` imports what the
+    implementation calls (compiled extensions included), and its exception becomes the reason
+    ``"<label> does not import: <Type>: <message>"`` (label defaults to ``spec``).
+    """
+    if importlib.util.find_spec(spec) is None:
+        return False, missing
+    try:
+        load()
+    except Exception as exc:  # ImportError, or an extension built for another torch/CUDA
+        return False, f"{label or spec} does not import: {type(exc).__name__}: {exc}"
+    return True, "ok"
 
 
 def triton_interpreting() -> bool:

@@ -20,22 +20,19 @@ package and its compiled extension (``selective_scan_cuda``) to import, and a CU
 
 from __future__ import annotations
 
-import importlib.util
-
 import torch
 
+from wkvbench.impls import _gpu
 from wkvbench.registry import ALL_DTYPES, register_impl
 
 
+def _load() -> None:
+    import selective_scan_cuda  # noqa: F401  (the compiled extension)
+    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn  # noqa: F401
+
+
 def _check(device: torch.device) -> tuple[bool, str]:
-    if importlib.util.find_spec("mamba_ssm") is None:
-        return False, "mamba_ssm not installed (pip install mamba-ssm)"
-    try:
-        import selective_scan_cuda  # noqa: F401  (the compiled extension)
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn  # noqa: F401
-    except Exception as exc:  # ImportError, or an extension built for another torch/CUDA
-        return False, f"mamba_ssm does not import: {type(exc).__name__}: {exc}"
-    return True, "ok"
+    return _gpu.import_check("mamba_ssm", "mamba_ssm not installed (pip install mamba-ssm)", _load)
 
 
 def _f32(x):
