@@ -84,17 +84,19 @@ def triton_check(has_triton: bool, device: torch.device) -> tuple[bool, str]:
     return True, "ok"
 
 
+NVVM_NEEDS = "needs libNVVM: pip install 'numba-cuda[cu13]' or a CUDA toolkit"
+
+
 def nvvm_status() -> tuple[bool, str]:
-    """Whether numba-cuda can load libNVVM (needed to compile any Numba CUDA kernel)."""
+    """Whether numba-cuda can load libNVVM (needed to compile any Numba CUDA kernel): ``(ok, reason)``."""
     try:
         from numba.cuda.cudadrv import nvvm
 
         if nvvm.is_available():
             return True, "ok"
-        why = "libNVVM not found"
+        return False, "numba-cuda cannot load libNVVM"
     except Exception as exc:
-        why = f"{type(exc).__name__}: {exc}"
-    return False, f"numba-cuda cannot load libNVVM ({why}): pip install 'numba-cuda[cu13]' or a CUDA toolkit"
+        return False, f"numba-cuda cannot load libNVVM ({type(exc).__name__}: {exc})"
 
 
 def nvrtc_version() -> tuple[int, int]:

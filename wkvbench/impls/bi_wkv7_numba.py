@@ -351,7 +351,7 @@ def _check(device: torch.device) -> tuple[bool, str]:
         return False, "NUMBA_ENABLE_CUDASIM=1 is set: numba runs the CPU simulator, not the GPU"
     ok, why = _gpu.nvvm_status()  # without libNVVM no kernel compiles, whatever the driver says
     if not ok:
-        return False, why
+        return False, f"{why}; {_gpu.NVVM_NEEDS}"
     try:
         if not cuda.is_available():
             return False, "numba-cuda sees no CUDA device"
@@ -458,7 +458,7 @@ def compile_report(cc: int = 90) -> list[dict]:
 def _compile_rows(cc: int) -> list[dict]:
     ok, why = _gpu.nvvm_status()
     if not ok:
-        raise _gpu.ToolMissing("needs libNVVM: pip install 'numba-cuda[cu13]' or a CUDA toolkit", why)
+        raise _gpu.ToolMissing(_gpu.NVVM_NEEDS, why)
     _gpu.nvrtc_version()  # numba-cuda checks the target against NVRTC's list
     from importlib.metadata import version
 
