@@ -3,10 +3,12 @@
 Each GPU implementation module exposes ``compile_report(cc=90) -> list[dict]`` (keys: impl,
 kernel, config, registers, shared_bytes, local_bytes, compiler) that compiles its kernels
 without a GPU: Triton through ``triton.compile`` for a ``GPUTarget``, CUDA C through NVRTC or
-nvcc, Numba through ``compile_ptx``. Each module is compiled in a clean subprocess, without
-``TRITON_INTERPRET``/``NUMBA_ENABLE_CUDASIM`` (which would replace the compilers), so a register
-spill or a type error shows up on a CPU-only machine. Exits non-zero if a kernel fails to
-compile or spills.
+nvcc, Numba through ``compile_ptx``; the shared tooling is ``wkvbench.impls._gpu``. Each module is
+compiled in a clean subprocess, without ``TRITON_INTERPRET``/``NUMBA_ENABLE_CUDASIM`` (which
+would replace the compilers), so a register spill or a type error shows up on a CPU-only
+machine. A check whose tool is not installed here yields a row with ``skipped`` (e.g.
+``needs pip install 'wkvbench[compile]'``) and is printed as such. Exits non-zero only if a
+kernel that could be checked fails to compile or spills.
 """
 
 from __future__ import annotations
@@ -68,6 +70,9 @@ def main(args: argparse.Namespace) -> int:
     else:
         print(f"{'impl':<24} {'kernel':<28} {'config':<44} {'regs':>5} {'smem':>7} {'local':>6}  compiler")
         for r in rows:
+            if "skipped" in r:
+                print(f"{r['impl']:<24} skipped: {r['skipped']}")
+                continue
             if "error" in r:
                 print(f"{r['impl']:<24} COMPILE ERROR: {r['error']}")
                 continue
@@ -75,7 +80,10 @@ def main(args: argparse.Namespace) -> int:
                 f"{r['impl']:<24} {r['kernel']:<28} {str(r.get('config', '')):<44} {r.get('registers', '?'):>5} "
                 f"{r.get('shared_bytes', '?'):>7} {r.get('local_bytes', '?'):>6}  {r.get('compiler', '')}"
             )
-    bad = [r for r in rows if "error" in r or (r.get("local_bytes") or 0) > 0]
+    bad = [r for r in rows if "skipped" not in r and ("error" in r or (r.get("local_bytes") or 0) > 0)]
+    skipped = sum("skipped" in r for r in rows)
+    if skipped:
+        print(f"\n{skipped} check(s) skipped: their compiler is not installed here", file=sys.stderr)
     if bad:
         print(f"\n{len(bad)} kernel(s) failed to compile or spill to local memory", file=sys.stderr)
     return 1 if bad else 0

@@ -1,5 +1,6 @@
 """Attention implementations against the float64 reference, and their registry records."""
 
+import importlib.util
 import sys
 import types
 
@@ -101,9 +102,7 @@ def test_flash_attn_adapter_layout(monkeypatch):
     assert compare(y, wkvbench.reference.attention(**x), torch.float32).rel_err < 1e-6
 
 
-@pytest.mark.skipif(
-    attention_flash_attn.importlib.util.find_spec("flash_attn") is not None, reason="flash-attn is installed"
-)
+@pytest.mark.skipif(importlib.util.find_spec("flash_attn") is not None, reason="flash-attn is installed")
 def test_flash_attn_unavailable_reason():
     ok, why = attention_flash_attn._check(torch.device("cuda"))
     assert not ok and "not installed" in why

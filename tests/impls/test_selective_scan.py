@@ -5,6 +5,7 @@ GPU) on tiny shapes; a subprocess compiles it for sm_90 without the interpreter 
 it does not spill.
 """
 
+import importlib.util
 import os
 import sys
 import types
@@ -17,7 +18,7 @@ from wkvbench import kernels
 from wkvbench.accuracy import compare, run_checked
 from wkvbench.impls import selective_scan_mamba, selective_scan_torch, selective_scan_triton
 from wkvbench.impls.selective_scan_torch import torch_chunked, torch_loop
-from wkvbench.impls.selective_scan_triton import triton_scan
+from wkvbench.impls.selective_scan_triton import bi_selective_scan_triton
 from wkvbench.inputs import bi_selective_scan_inputs
 from wkvbench.reference import bi_selective_scan as ref_bi
 from wkvbench.reference import selective_scan as ref_scan
@@ -110,9 +111,9 @@ def test_chunked_memory_budget_groups_chunks():
     S, D, T = 4, 8, 90
     args = (dt.reshape(S, D, T), du.reshape(S, D, T), A2.expand(2, 2, D, -1).reshape(S, D, -1))
     args += (Bt.reshape(S, T, -1), Ct.reshape(S, T, -1))
-    whole = selective_scan_torch.scan_chunked(*args, chunk_len=8)
-    grouped = selective_scan_torch.scan_chunked(*args, chunk_len=8, budget=1)  # one chunk at a time
-    loop = selective_scan_torch.scan_loop(*args)
+    whole = selective_scan_torch.selective_scan_chunked(*args, chunk_len=8)
+    grouped = selective_scan_torch.selective_scan_chunked(*args, chunk_len=8, budget=1)  # one chunk at a time
+    loop = selective_scan_torch.selective_scan_loop(*args)
     assert torch.equal(whole, grouped)
     assert torch.allclose(whole, loop, rtol=1e-5, atol=1e-6)
 
@@ -161,27 +162,27 @@ def test_triton_default_config_d32():
 def test_triton_multi_tile_masked_channels(dtype):
     """T = 20 over tiles of 8 (a partial tile in both directions), D = 5 over blocks of 4."""
     x = inputs(2, 5, 20, dtype=dtype, seed=20, device=TDEV)
-    check(triton_scan(**x, block_t=8), x, dtype, max_rel=1e-6 if dtype == torch.float32 else None)
+    check(bi_selective_scan_triton(**x, block_t=8), x, dtype, max_rel=1e-6 if dtype == torch.float32 else None)
 
 
 @interp
 @pytest.mark.parametrize("opts", OPTIONS[1:])
 def test_triton_optional_arguments_and_odd_state_size(opts):
     x = inputs(1, 3, 11, N=5, seed=3, device=TDEV, **opts)  # N = 5 is padded to 8 inside
-    check(triton_scan(**x, block_t=8), x, torch.float32, max_rel=1e-6)
+    check(bi_selective_scan_triton(**x, block_t=8), x, torch.float32, max_rel=1e-6)
 
 
 @interp
 def test_triton_out_is_fully_written_half():
     x = inputs(1, 4, 7, dtype=torch.float16, seed=7, device=TDEV)
-    y = run_checked(lambda **a: triton_scan(**a, block_t=8), x, tuple(x["u"].shape), torch.float16, True)
+    y = run_checked(lambda **a: bi_selective_scan_triton(**a, block_t=8), x, tuple(x["u"].shape), torch.float16, True)
     check(y, x, torch.float16)
 
 
 def test_triton_rejects_bad_block():
     x = inputs(1, 4, 5)
     with pytest.raises(ValueError, match="^block_t"):
-        triton_scan(**x, block_t=12)
+        bi_selective_scan_triton(**x, block_t=12)
 
 
 @pytest.mark.skipif(selective_scan_triton.triton is None, reason="triton not installed")
@@ -212,7 +213,7 @@ def _fake_selective_scan_fn(calls):
 def test_mamba_adapter_fo_bi(opts):
     calls = []
     x = inputs(2, 8, 17, seed=5, **opts)
-    y = selective_scan_mamba.bi_scan_with(
+    y = selective_scan_mamba.bi_selective_scan_with(
         _fake_selective_scan_fn(calls),
         **{k: x.get(k) for k in ("u", "delta", "A", "A_b", "Bm", "Cm")},
         Dskip=x.get("Dskip"),
@@ -237,7 +238,7 @@ def test_mamba_adapter_through_registry_function(monkeypatch):
     check(y, x, torch.bfloat16)
 
 
-@pytest.mark.skipif(selective_scan_mamba.importlib.util.find_spec("mamba_ssm") is not None, reason="installed")
+@pytest.mark.skipif(importlib.util.find_spec("mamba_ssm") is not None, reason="installed")
 def test_mamba_unavailable_reason():
     ok, why = selective_scan_mamba._check(torch.device("cuda"))
     assert not ok and "not installed" in why

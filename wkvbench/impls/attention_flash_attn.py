@@ -16,23 +16,24 @@ and not covered here.
 
 from __future__ import annotations
 
-import importlib.util
-
 import torch
 
+from wkvbench.impls import _gpu
 from wkvbench.registry import register_impl
 
 _HALF = (torch.float16, torch.bfloat16)
 
 
+def _load() -> None:
+    from flash_attn import flash_attn_func  # noqa: F401  (imports the CUDA extension)
+
+
 def _check(device: torch.device) -> tuple[bool, str]:
-    if importlib.util.find_spec("flash_attn") is None:
-        return False, "flash-attn not installed (pip install flash-attn)"
-    try:
-        import flash_attn
-        from flash_attn import flash_attn_func  # noqa: F401  (imports the CUDA extension)
-    except Exception as exc:  # ImportError, or an extension built for another torch/CUDA
-        return False, f"flash_attn does not import: {type(exc).__name__}: {exc}"
+    ok, why = _gpu.import_check("flash_attn", "flash-attn not installed (pip install flash-attn)", _load)
+    if not ok:
+        return ok, why
+    import flash_attn
+
     major, minor = torch.cuda.get_device_capability(device)
     if major < 8:
         return False, f"flash-attn {flash_attn.__version__} needs an sm80+ GPU, this is sm{major}{minor}"

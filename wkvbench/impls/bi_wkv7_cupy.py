@@ -23,13 +23,8 @@ registers (columns interleaved in float4 granules so the lanes' shared-memory re
 conflict); the row's two dot products reduce over those lanes with an xor-shuffle butterfly
 (none for ``SPLIT = 1``, the official kernel's layout). Grid: ``B * H * SPLIT`` blocks, i.e.
 the value rows of a head are split over ``SPLIT`` blocks, so batch 1 still fills the GPU.
-``SPLIT`` in {1, 2, 4, 8} is a template parameter picked per call by :func:`pick_split`, a
-small issue / shared-bandwidth / latency model (a prediction, not a measurement; ``split=``
-overrides it). The shared-memory traffic of a head's step (every lane reads the staged vectors
-of its columns: 2 x 64 rows x 5 x 64 floats) is the same for every SPLIT, so splitting a head
-over SPLIT blocks spreads it over SPLIT SMs: batch 1 of A-RWKV-B (12 heads) gets ``SPLIT = 8``
-(96 blocks of 4 warps, each lane 8 columns, ~200 cycles a step instead of ~640 for whole rows on
-12 SMs), batch 8 gets ``SPLIT = 1`` (96 blocks, each lane a whole 64-column row).
+``SPLIT`` in {1, 2, 4, 8} is a template parameter picked per call by :func:`pick_split` (a cost
+model; ``split=`` overrides it).
 
 Staging and prefetch. Each chunk of ``TC`` steps (8; 4 for ``SPLIT = 1`` and for float32 with
 ``SPLIT = 2``, where steps are long and the state slice needs the registers) the block stages,
@@ -37,18 +32,11 @@ for both directions, the ``r, d, k, a, b`` vectors (``d = exp(-exp(w))`` compute
 by every row) and its ``R``-row slice of ``v`` and the gate factor (``g`` forward, ``1-g``
 reverse) into shared memory as fp32: ``2*TC*(5N + R + 1)`` floats, 11-25 KB. Every thread then
 reads the vectors as broadcast float4 loads. The global loads are 16-byte vector loads spread
-over all 128 threads and issued one chunk ahead into registers (``uint4`` prefetch array), so a
-chunk's DRAM latency (~1 us) hides behind the previous chunk's arithmetic (``TC`` steps of
-~110-450 issue cycles each); a chunk costs two ``__syncthreads`` instead of one or two per step.
-Chunking beats a per-step double buffer here because a lane's step at ``SPLIT = 8`` (~110
-instructions) is far too short to cover a DRAM round trip, and the barrier cost is amortised.
+over all 128 threads and issued one chunk ahead into registers (``uint4`` prefetch array), and a
+chunk costs two ``__syncthreads``.
 
-Step order. ``y_t = S_t r_t`` and ``sa_{t+1} = S_t a_{t+1}`` read the same state, so both dot
-products run in one pass at the start of step ``t+1`` and reduce in one interleaved shuffle
-chain; the merge-store of ``y_t`` then never waits on a reduction of its own (an in-order warp
-would stall there for ``log2(SPLIT)`` shuffle latencies every step). The chunk's last ``y`` is
-computed after its loop, before the next chunk's first barrier, so every output is stored in
-the same chunk as its step.
+Step order: ``y_t = S_t r_t`` is reduced together with ``sa_{t+1} = S_t a_{t+1}`` at the start of
+step ``t+1``; the chunk's last ``y`` after its loop, so every output is stored in its step's chunk.
 
 The gate merge, fused, with one fp32 partial round trip per element. Token ``t`` is reached by
 the forward half at step ``t`` and by the reverse half at step ``T-1-t``. Phase 1 is steps
@@ -58,18 +46,9 @@ phase 1 both halves reach their tokens first and store the gated fp32 partial (`
 scratch tensor); in phase 2 both are second and write ``y = part + own partial`` once, in the
 I/O dtype. For odd ``T`` both halves reach the middle token ``(T-1)/2`` at the same step
 ``m-1``: the forward lane stores its partial, the reverse lane keeps its own in a register and
-writes ``y`` after the loop. Race freedom: the partial of (t, row) is written by one lane (lane
-0 of the row group, direction first to reach t) at a phase-1 step and read by one lane of the
-SAME block (lane 0 of the same row, other direction) at a phase-2 step or after the loop;
-every phase-2 chunk starts with a ``__syncthreads`` that all threads reach only after finishing
-all phase-1 steps, and the middle token is read after a final ``__syncthreads``; a block
-barrier orders the global-memory writes of the block's threads before it with their reads
-after it (the store of step ``t``'s output happens within step ``t``'s chunk, see above). Blocks
-own disjoint (batch, head, row) sets. The staging buffer is written only between the two
-barriers that open a chunk and read only after the second. Shuffles are executed by all 32
-lanes of every warp with uniform control flow (full mask). Every ``y``
-element is written exactly once: phase 2 covers ``[m, T)`` forward and ``[0, T-m)`` reverse,
-i.e. all tokens but the odd-T middle one, which the epilogue writes.
+writes ``y`` after the loop. Every ``y`` element is written exactly once, and each partial is
+written and read by two lanes of the same block with a ``__syncthreads`` between them (the
+race-freedom argument: docs/notes/cupy_bi_wkv7.md).
 
 Bytes moved, per element of ``[B, T, H, N]`` (``es`` = I/O element size): the six inputs are
 read once per direction (``12 es``: the reverse half reads a token ``|T-1-2t|`` steps after the
@@ -109,9 +88,7 @@ from __future__ import annotations
 import functools
 import io
 import math
-import os
 import re
-import shutil
 import subprocess
 import tempfile
 import threading
@@ -122,16 +99,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from wkvbench.impls import _gpu
 from wkvbench.ops import validate_bi_wkv7
 from wkvbench.registry import register_impl
 
-try:
-    import cupy as cp
-
-    _CUPY_ERROR = ""
-except Exception as exc:  # ImportError, or a broken CUDA library underneath
-    cp = None
-    _CUPY_ERROR = f"{type(exc).__name__}: {exc}"
+cp, _CUPY_ERROR = _gpu.try_import("cupy")  # None also when a CUDA library underneath is broken
 
 NAME = "cupy_cuda"
 HEAD_SIZES = (64,)
@@ -166,18 +138,9 @@ def shared_bytes(dtype: torch.dtype, n: int, split: int) -> int:
     return 4 * (2 * tc * 5 * n + 2 * tc * (n // split) + 2 * tc)
 
 
-# Per-step cost model behind pick_split (N = 64; predictions, not measurements), in cycles of one
-# SM per time step. Three limits, which overlap:
-# * issue, per block (4 warps on the 4 schedulers): the step loop's SASS from compile_report's
-#   compiler (sm_90: ~445 / 250 / 155 / 110 instructions for SPLIT 1 / 2 / 4 / 8: 5 FP32 ops and
-#   5/4 shared float4 loads per key column, plus shuffles) + ~45 for the chunk staging amortised;
-# * shared-memory return bandwidth, per block: a lane reads 5 * N/SPLIT floats per step (a, r of
-#   the previous step, d, k, b); L1/shared returns 128 B (one register per lane of a warp) per
-#   cycle, and a uniform-address LDS.128 is packed to 2 cycles instead of 4 (as on sm_70-75; the
-#   SPLIT = 2 pattern, lanes t and t^2 equal, qualifies too, SPLIT >= 4 does not): 128 threads x
-#   320 floats at SPLIT = 1 is 640 cycles -- more than the issue time;
-# * latency, one warp alone: LDS (~30) -> S a and S r_prev (2 N/SPLIT FFMA) -> adds (~12) ->
-#   log2(SPLIT) x (SHFL ~25 + FADD) -> merge store -> update (3 N/SPLIT issue) -> next step.
+# Per-step cost model behind pick_split (N = 64; predictions, not measurements): cycles of one SM
+# per time step for instruction issue, shared-memory return bandwidth and one warp's latency.
+# Derivation: docs/notes/cupy_bi_wkv7.md.
 _ISSUE_CYCLES = {1: 490, 2: 310, 4: 200, 8: 165}
 _SHARED_CYCLES = {1: 640, 2: 320, 4: 320, 8: 160}
 _LATENCY_CYCLES = {1: 475, 2: 265, 4: 215, 8: 200}
@@ -228,7 +191,6 @@ _LOCK = threading.Lock()
 _MODULES: dict[tuple, object] = {}
 _KERNELS: dict[tuple, object] = {}
 _STREAMS: dict[tuple[int, int], object] = {}
-_NUM_SMS: dict[int, int] = {}
 _READY: set[int] = set()
 
 
@@ -261,12 +223,6 @@ def _stream(ptr: int, device_index: int):
     return st
 
 
-def _num_sms(device_index: int) -> int:
-    if device_index not in _NUM_SMS:
-        _NUM_SMS[device_index] = torch.cuda.get_device_properties(device_index).multi_processor_count
-    return _NUM_SMS[device_index]
-
-
 def _aligned(x: torch.Tensor) -> torch.Tensor:
     x = x.contiguous()
     return x if x.data_ptr() % 16 == 0 else x.clone()
@@ -279,14 +235,7 @@ def _validate(r, w, k, v, a, b, g, out, split) -> None:
         raise TypeError(f"r: dtype {r.dtype} not supported by {NAME} (float32, bfloat16, float16)")
     if r.shape[-1] not in HEAD_SIZES:
         raise ValueError(f"r: head size N={r.shape[-1]} not supported by {NAME} (supports {HEAD_SIZES})")
-    if out is not None:
-        if not isinstance(out, torch.Tensor):
-            raise TypeError(f"out: expected a torch.Tensor or None, got {type(out).__name__}")
-        if out.shape != r.shape or out.dtype != r.dtype or out.device != r.device or not out.is_contiguous():
-            raise ValueError(
-                f"out: expected a contiguous {tuple(r.shape)} {r.dtype} tensor on {r.device}, got "
-                f"{tuple(out.shape)} {out.dtype} on {out.device}"
-            )
+    _gpu.validate_out(out, r)
     if split is not None and split not in SPLITS:
         raise ValueError(f"split: must be one of {SPLITS} or None, got {split!r}")
     if r.device.type != "cuda":
@@ -314,7 +263,7 @@ def cupy_cuda(r, w, k, v, a, b, g=None, *, out=None, split: int | None = None):
         if not ok:
             raise RuntimeError(f"{NAME}: {why}")
         _READY.add(idx)
-    plan = launch_plan(r, w, k, v, a, b, g, out=out, split=split, num_sms=_num_sms(idx))
+    plan = launch_plan(r, w, k, v, a, b, g, out=out, split=split, num_sms=_gpu.sm_count(torch.device("cuda", idx)))
     fn = _kernel(r.dtype, r.shape[-1], plan.split, idx)
     with cp.cuda.Device(idx), _stream(torch.cuda.current_stream(dev).cuda_stream, idx):
         fn(plan.grid, plan.block, plan.args)
@@ -358,59 +307,25 @@ def launch_plan(r, w, k, v, a, b, g=None, *, out=None, split: int | None = None,
 
 
 # ----------------------------------------------------------------------------- compile report
-_PTXAS_ENTRY = re.compile(r"(?:Compiling entry function|Function properties for) '?(_Z\w+)'?")
 _MANGLED = re.compile(rf"{KERNEL}I(f|8wkv_bf16|8wkv_fp16)Li(\d+)ELi(\d+)E")
 
 
-def _parse_ptxas(log: str) -> dict[str, dict]:
-    """``ptxas -v`` output -> {mangled name: registers, shared, stack, spill stores/loads}."""
-    stats: dict[str, dict] = {}
-    cur = None
-    for line in log.splitlines():
-        m = _PTXAS_ENTRY.search(line)
-        if m:
-            cur = stats.setdefault(
-                m.group(1),
-                {"registers": None, "shared_bytes": 0, "stack_bytes": 0, "spill_stores": 0, "spill_loads": 0},
-            )
-            continue
-        if cur is None:
-            continue
-        for key, pat in (
-            ("stack_bytes", r"(\d+) bytes stack frame"),
-            ("spill_stores", r"(\d+) bytes spill stores"),
-            ("spill_loads", r"(\d+) bytes spill loads"),
-            ("registers", r"Used (\d+) registers"),
-            ("shared_bytes", r"(\d+) bytes smem"),
-        ):
-            mm = re.search(pat, line)
-            if mm:
-                cur[key] = int(mm.group(1))
-    return stats
-
-
 def _compile_nvrtc(names: list[str], cc: int) -> tuple[str, str]:
-    from cuda.bindings import nvrtc
-    from cuda.core import Program, ProgramOptions
-
-    _, major, minor = nvrtc.nvrtcVersion()
-    opts = ProgramOptions(arch=f"sm_{cc}", std="c++17", ftz=True, ptxas_options="-v")  # CuPy adds -ftz=true
+    """NVRTC through cuda.core (the ``compile`` extra); :class:`_gpu.ToolMissing` if either is absent."""
+    cuda_core, err = _gpu.try_import("cuda.core")
+    if cuda_core is None:
+        raise _gpu.ToolMissing.extra("compile", f"cuda.core: {err}")
+    major, minor = _gpu.nvrtc_version()
+    opts = cuda_core.ProgramOptions(arch=f"sm_{cc}", std="c++17", ftz=True, ptxas_options="-v")  # CuPy adds -ftz=true
     log = io.StringIO()
-    Program(kernel_source(), code_type="c++", options=opts).compile("cubin", name_expressions=names, logs=log)
+    cuda_core.Program(kernel_source(), code_type="c++", options=opts).compile("cubin", name_expressions=names, logs=log)
     return log.getvalue().replace("\x00", ""), f"nvrtc {major}.{minor} (cuda.core)"
 
 
-def _find_nvcc() -> str | None:
-    for cand in (shutil.which("nvcc"), "/usr/local/bin/nvcc", "/usr/local/cuda/bin/nvcc"):
-        if cand and os.path.isfile(cand):
-            return cand
-    return None
-
-
 def _compile_nvcc(names: list[str], cc: int) -> tuple[str, str]:
-    nvcc = _find_nvcc()
+    nvcc = _gpu.find_nvcc()
     if nvcc is None:
-        raise RuntimeError("nvcc not found")
+        raise _gpu.ToolMissing("needs nvcc (a CUDA toolkit)")
     inst = []
     for name in names:
         io_t = name[name.index("<") + 1 : name.index(",")]
@@ -421,27 +336,12 @@ def _compile_nvcc(names: list[str], cc: int) -> tuple[str, str]:
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "bi_wkv7_cupy_inst.cu"
         src.write_text(kernel_source() + "\n" + "\n".join(inst) + "\n")
-        proc = subprocess.run(
-            [
-                nvcc,
-                f"-arch=sm_{cc}",
-                "-cubin",
-                "-std=c++17",
-                "-Xptxas",
-                "-v",
-                "-o",
-                str(Path(tmp) / "k.cubin"),
-                str(src),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        cubin = str(Path(tmp) / "k.cubin")
+        cmd = [nvcc, f"-arch=sm_{cc}", "-cubin", "-std=c++17", "-Xptxas", "-v", "-o", cubin, str(src)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         if proc.returncode != 0:
             raise RuntimeError(f"nvcc failed: {(proc.stderr or proc.stdout).strip()[-2000:]}")
-        ver = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=60).stdout
-    m = re.search(r"release ([\d.]+)", ver)
-    return proc.stderr + proc.stdout, f"nvcc {m.group(1) if m else '?'}"
+    return proc.stderr + proc.stdout, f"nvcc {_gpu.tool_release(nvcc)}"
 
 
 def compile_report(cc: int = 90, compiler: str = "auto", dtypes=DTYPES, splits=SPLITS) -> list[dict]:
@@ -449,48 +349,45 @@ def compile_report(cc: int = 90, compiler: str = "auto", dtypes=DTYPES, splits=S
 
     ``compiler``: ``"nvrtc"`` (cuda.core + nvidia-cuda-nvrtc: what CuPy uses at run time),
     ``"nvcc"``, or ``"auto"`` (NVRTC, else nvcc). Keys: impl, kernel, config, registers,
-    shared_bytes, local_bytes (stack frame + spill stores), spill_bytes, compiler. Raises if
-    neither compiler is available or the source does not compile.
+    shared_bytes, local_bytes (stack frame + spill stores), spill_bytes, compiler. With neither
+    compiler installed the row says ``skipped`` and which extra brings NVRTC; a source that does
+    not compile raises.
     """
     if compiler not in ("auto", "nvrtc", "nvcc"):
         raise ValueError(f"compiler: expected 'auto', 'nvrtc' or 'nvcc', got {compiler!r}")
     names = [kernel_name(dt, n, s) for dt in dtypes for n in HEAD_SIZES for s in splits]
-    log = used = None
-    nvrtc_error = "not tried"
-    if compiler in ("auto", "nvrtc"):
-        try:
-            log, used = _compile_nvrtc(names, cc)
-        except Exception as exc:  # missing cuda.core / libnvrtc, or a compile error (nvcc will agree)
-            if compiler == "nvrtc":
-                raise RuntimeError(f"NVRTC compile failed: {type(exc).__name__}: {exc}") from exc
-            nvrtc_error = f"{type(exc).__name__}: {exc}"
-    if log is None:
-        if _find_nvcc() is None:
-            raise RuntimeError(f"neither NVRTC ({nvrtc_error}) nor nvcc is available")
-        log, used = _compile_nvcc(names, cc)
-    stats = _parse_ptxas(log)
+    try:
+        log, used = _compile(names, cc, compiler)
+    except _gpu.ToolMissing as exc:
+        return _gpu.skipped_rows([NAME], exc)
     rows = []
-    for mangled, st in stats.items():
+    for mangled, st in _gpu.parse_ptxas(log).items():
         m = _MANGLED.search(mangled)
         if m is None:
             continue
         dt, n, split = _MANGLED_IO[m.group(1)], int(m.group(2)), int(m.group(3))
+        config = f"dtype={str(dt).replace('torch.', '')} N={n} SPLIT={split} TC={chunk_tokens(dt, split)} block={2 * n}"
         rows.append(
-            {
-                "impl": NAME,
-                "kernel": KERNEL,
-                "config": f"dtype={str(dt).replace('torch.', '')} N={n} SPLIT={split} TC={chunk_tokens(dt, split)} "
-                f"block={2 * n}",
-                "registers": st["registers"],
-                "shared_bytes": st["shared_bytes"],
-                "local_bytes": st["stack_bytes"] + st["spill_stores"],
-                "spill_bytes": st["spill_stores"] + st["spill_loads"],
-                "compiler": f"{used} sm_{cc}",
-            }
+            {"impl": NAME, "kernel": KERNEL, "config": config, **_gpu.resource_row(st), "compiler": f"{used} sm_{cc}"}
         )
     order = {name: i for i, name in enumerate(names)}
     rows.sort(key=lambda row: order.get(_row_name(row), 0))
     return rows
+
+
+def _compile(names: list[str], cc: int, compiler: str) -> tuple[str, str]:
+    """(ptxas log, compiler label) from the requested compiler; ``auto`` asks nvcc when NVRTC fails."""
+    if compiler == "nvcc":
+        return _compile_nvcc(names, cc)
+    try:
+        return _compile_nvrtc(names, cc)
+    except _gpu.ToolMissing:
+        if compiler == "nvrtc" or _gpu.find_nvcc() is None:
+            raise
+    except Exception as exc:  # a compile error: nvcc, if there is one, gives a second opinion
+        if compiler == "nvrtc" or _gpu.find_nvcc() is None:
+            raise RuntimeError(f"NVRTC compile failed: {type(exc).__name__}: {exc}") from exc
+    return _compile_nvcc(names, cc)
 
 
 def _row_name(row: dict) -> str:

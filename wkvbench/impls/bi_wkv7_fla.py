@@ -37,11 +37,11 @@ unavailable with the reason.
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 
 import torch
 
+from wkvbench.impls import _gpu
 from wkvbench.registry import ALL_DTYPES, register_impl
 
 #: chunk_rwkv7's gate lower bound for the RWKV-7 domain (w_fla = -exp(w) >= -exp(-0.5)).
@@ -61,14 +61,13 @@ def fla_version() -> str | None:
     return None
 
 
+def _load() -> None:
+    from fla.ops.rwkv7 import chunk_rwkv7, fused_recurrent_rwkv7  # noqa: F401
+
+
 def _check(device: torch.device) -> tuple[bool, str]:
-    if importlib.util.find_spec("fla") is None:
-        return False, "fla-core not installed (pip install fla-core: needs triton >= 3.3 and einops)"
-    try:
-        from fla.ops.rwkv7 import chunk_rwkv7, fused_recurrent_rwkv7  # noqa: F401
-    except Exception as exc:
-        return False, f"fla.ops.rwkv7 does not import (fla {fla_version()}): {type(exc).__name__}: {exc}"
-    return True, "ok"
+    missing = "fla-core not installed (pip install fla-core: needs triton >= 3.3 and einops)"
+    return _gpu.import_check("fla", missing, _load, label=f"fla.ops.rwkv7 (fla {fla_version()})")
 
 
 def bi_wkv7_with(direction: Callable, r, w, k, v, a, b, g=None, out=None):

@@ -1,74 +1,49 @@
 """Bi-WKV7 as one fused recurrent Numba CUDA kernel: ``numba_cuda``.
 
-Algorithm: the fused recurrent class of the official RWKV-7 CUDA kernel (BlinkDL/RWKV-LM, ``wkv7``
-forward: a thread owns one value row of the state), written here from the recurrence of
-CONTRACT section 1; Bi-WKV7 is AudioRWKV's bidirectional merge of a forward and a reverse scan.
-For one (batch, head) the state is ``S[i, j]`` (i value row, j key column) and::
+The ``bi_wkv7`` op (docs/spec.md section 1): inputs ``[B, T, H, N]`` contiguous, N = 64, gate
+``[B, T, H]`` or None (0.5), I/O float32/float16/bfloat16, any T >= 1; state and every
+accumulation float32. Algorithm: the fused recurrent class of the official RWKV-7 CUDA kernel
+(BlinkDL/RWKV-LM ``wkv7`` forward: a thread owns one value row of the state). For one (batch,
+head) the state is ``S[i, j]`` (i value row, j key column) and::
 
-    sa_i    = sum_j S[i, j] a_j                     (the row's own projection on a)
+    sa_i    = sum_j S[i, j] a_j
     S[i, j] = S[i, j] d_j + sa_i b_j + v_i k_j,     d_j = exp(-exp(w_j))
     y_i     = sum_j S[i, j] r_j
 
-Each row only reads itself, so rows evolve independently: a thread holds ``S[i, :]``, 64 fp32
-values in a ``cuda.local.array`` that NVVM keeps in registers (the ``j`` loops have constant
-trip counts and unroll; ptxas: 130 registers, 0 bytes stack or spill at sm_90), and needs
-only ``v_i`` and the token's five key-side vectors ``r, d, k, a, b``.
+Rows evolve independently: a thread holds ``S[i, :]`` (64 float32 values in a
+``cuda.local.array`` that NVVM keeps in registers) and needs only ``v_i`` and the token's
+``r, d, k, a, b``.
 
 Launch geometry: grid ``(64 / R, H, B)``, block ``2R`` threads. Threads ``0..R-1`` run the
-forward scan, threads ``R..2R-1`` the reverse scan, both for value rows ``grp*R .. grp*R+R-1``
-of head ``h`` of batch ``b``. ``R`` (rows per block) is 64 (one block per head), 32 or 16
-(four blocks per head, one warp each), a launch parameter (guarded constant-trip loops keep
-the prefetch registers static), chosen by :func:`choose_rows_per_block` so that small batches
-still cover the SMs: batch 1 at H = 12 is 48 blocks at R = 16 instead of 12. The two halves
-advance in lock-step: at step ``s`` the forward half works on token ``s``, the reverse half on
-token ``T-1-s``. No flipped copy is ever made; the reverse half indexes tokens directly.
+forward scan, ``R..2R-1`` the reverse scan, both for value rows ``grp*R .. grp*R+R-1`` of one
+(batch, head), in lock-step: at step ``s`` the forward half is at token ``s``, the reverse half
+at ``T-1-s`` (no flipped copy). ``R`` in {64, 32, 16} is a launch argument, chosen by
+:func:`choose_rows_per_block` so that small batches still cover the SMs.
 
-Staging through shared memory: each step's ``r, d, k, a, b`` (per direction) sit in a double-
-buffered ``cuda.shared.array((2, 2, 5, 64), float32)`` (5,120 bytes, 16-byte aligned so the
-dot products read it as ``ld.shared.v4``) plus the gate in ``(2, 2)``. The R threads of a
-direction load the 320 values of step ``s+1`` into registers before the arithmetic of step
-``s`` (so the global loads are in flight during it; lane 0 also loads the gate), compute step
-``s`` from buffer ``s & 1``, write the prefetched values into buffer ``(s+1) & 1`` (the decay
-already as ``exp(-exp(w))``, computed once per element instead of once per thread) and meet at
-one ``cuda.syncthreads`` per step. Race freedom: in step ``s`` every thread reads only buffer
-``s & 1`` and writes only buffer ``(s+1) & 1``. Those writes cannot overtake a slower thread's
-reads of the same buffer, which happened in step ``s-1``, before the barrier ending step
-``s-1``; and they are read in step ``s+1``, after the barrier ending step ``s``.
+Staging: each step's ``r, d, k, a, b`` per direction sit in a double-buffered
+``cuda.shared.array((2, 2, 5, 64), float32)`` (5,120 bytes) plus the gate in ``(2, 2)``;
+step ``s+1`` is loaded into registers before step ``s``'s arithmetic and written to buffer
+``(s+1) & 1`` after it (``d`` already as ``exp(-exp(w))``); one ``cuda.syncthreads`` per step.
+Race-free: in step ``s`` every thread reads only buffer ``s & 1`` and writes only ``(s+1) & 1``.
 
-Gate merge, fused, one fp32 round trip per element: token ``t`` is reached by the forward half
-at step ``t`` and by the reverse half at step ``T-1-t``. In steps with ``2s < T-1`` both halves
-are the first at their tokens and store the gated partial (``g y_fwd`` or ``(1-g) y_rev``,
-fp32) in a workspace ``ws`` laid out like ``y``; in steps with ``2s > T-1`` both are second and
-write ``y = partial + ws`` in the I/O dtype, once. For odd T the middle token (``2s = T-1``) is
-reached by both in the same step: the forward thread stores its partial, the reverse thread
-keeps its own in a register and finishes after the loop. Race freedom: ``ws[b, t, h, i]`` is
-written by exactly one thread and read by exactly one other thread of the same block (row
-``i``, the other direction) at a strictly later step or after the loop, so at least one
-``cuda.syncthreads`` -- which also orders the block's global-memory accesses -- separates the
-write from the read. Blocks own disjoint (b, h, rows) sets, so no element is shared between
-blocks, and each ``y`` element is written exactly once. The branch on ``2s`` vs ``T-1`` is
-the same for both halves of a step, so the forward and reverse threads of a warp (R = 16)
-do not diverge.
+Gate merge, fused: the first direction to reach a token (steps with ``2s < T-1``) stores its
+gated float32 partial in a workspace ``ws`` laid out like ``y``; the second (``2s > T-1``)
+writes ``y = partial + ws`` once, in the I/O dtype. For odd T the middle token is reached by
+both in the same step: the forward thread stores, the reverse thread keeps its partial in a
+register and finishes after the loop. Each ``ws`` element is written by one thread and read by
+one other thread of the same block at least one ``syncthreads`` later; blocks own disjoint
+(b, h, rows) sets.
 
-Bytes moved (``E = B*T*H*64`` elements, ``es`` bytes each): per block, ``r, w, k, a, b`` are
-read once per direction (``64/R`` blocks per head read them, the repeats are L2 hits), ``v``
-once per direction, the gate once per direction (lane 0), ``y`` written once; the workspace
-adds one fp32 write and one fp32 read per element. HBM floor: ``es * (7E + B*T*H)`` (the op's
-``bytes_moved``) plus ``8E``.
+Bytes per element (``es`` bytes each): ``r, w, k, a, b, v`` read once per direction, the gate
+once per direction and (b, t, h), ``y`` written once: the op's ``bytes_moved`` floor
+``es * (7E + B*T*H)`` for ``E = B*T*H*64`` elements, plus ``8E`` for the workspace round trip.
 
-I/O dtypes: float32; float16 (converted on load and store); bfloat16 handled in-kernel with no
-conversion pass: bf16 tensors are viewed as int16 (zero copy), widened exactly by ``bits << 16``
-(libdevice ``int_as_float``) and narrowed with round-to-nearest-even on the bit pattern. The
-state and every accumulation are fp32. The dtype handling is spliced into the kernel source
-(see ``_KERNEL_TEMPLATE``) because numba-cuda compiles helper device functions for the current
-device, which :func:`compile_report` does not have. One kernel per I/O dtype, compiled once per
-process (explicit signature) and cached.
-
-Devices: ``cuda``, zero copy through ``numba.cuda.as_cuda_array`` (``sync=False``: the launch
-goes onto torch's current stream through ``numba.cuda.external_stream``, already ordered after
-the producers); ``cpu`` only under the Numba CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``), where
-the same kernel body runs on numpy views of the CPU tensors (only the bf16 bit casts use numpy
-views instead of libdevice, and the shared array drops ``alignment=``). No warp shuffles.
+bfloat16 tensors are viewed as int16 (zero copy), widened exactly by ``bits << 16`` and
+narrowed with round-to-nearest-even in the kernel; the dtype handling is spliced into the
+kernel source (``_KERNEL_TEMPLATE``). One kernel per I/O dtype, compiled once per process.
+Devices: ``cuda``, zero copy through ``numba.cuda.as_cuda_array`` on torch's current stream;
+``cpu`` only under the Numba CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``). Design decisions,
+compile statistics and GPU predictions: docs/notes/numba_bi_wkv7.md.
 """
 
 from __future__ import annotations
@@ -77,86 +52,24 @@ import functools
 import inspect
 import linecache
 import math
-import os
 import re
-import shutil
-import subprocess
-import tempfile
 import warnings
 
+import numpy as np
 import torch
 
+from wkvbench.impls import _gpu
 from wkvbench.ops import validate_bi_wkv7
 from wkvbench.registry import register_impl
 
-try:  # numba-cuda provides numba.cuda; the import must not take the registry down
-    import numba
-    import numba.types as nt
-    from numba import cuda
-
-    try:
-        from numba.cuda.core import config as _numba_config
-    except ImportError:  # older numba-cuda: the flag lives on numba.config
-        from numba import config as _numba_config
-    SIMULATOR = bool(getattr(_numba_config, "ENABLE_CUDASIM", False))
-    _IMPORT_ERROR = ""
-except Exception as _exc:  # ImportError, or a broken CUDA-bindings install
-    numba = None
-    nt = None
-    cuda = None
-    SIMULATOR = False
-    _IMPORT_ERROR = f"{type(_exc).__name__}: {_exc}"
-
-import numpy as np
-
-
-def _make_simulator_shared_arrays_threadsafe() -> None:
-    """Work around a race in the CUDA simulator's ``cuda.shared.array`` (numba-cuda <= 0.30).
-
-    The simulator runs one Python thread per CUDA thread and gives every thread of a block the
-    same numpy array for a ``cuda.shared.array`` call site by a check-then-set on a dict
-    (``FakeCUDAShared.array``) without a lock. When the GIL switches between the check and the
-    set, two threads of one block get different arrays: staged values written by one thread are
-    never seen by another, which reads whatever ``np.empty`` returned (seen here once as a
-    float32 result off by 1.6e-3: stale memory from an earlier bf16 launch). This replaces the
-    method by the same logic under a lock, keyed exactly as the original (caller's file, line).
-    Real GPUs are unaffected; this runs only when the simulator is on.
-    """
-    import sys
-    import threading
-
-    from numba.cuda.simulator import kernelapi
-    from numba.np import numpy_support
-
-    cls = kernelapi.FakeCUDAShared
-    if getattr(cls, "_wkvbench_threadsafe", False):
-        return
-    original = cls.array
-    lock = threading.Lock()
-
-    def array(self, shape, dtype, alignment=None):
-        if shape == 0 or alignment is not None:  # dynamic shared memory / unsupported: as before
-            return original(self, shape, dtype, alignment)
-        frame = sys._getframe(1)
-        caller = (frame.f_code.co_filename, frame.f_lineno)
-        with lock:
-            res = self._allocations.get(caller)
-            if res is None:
-                if isinstance(dtype, numba.types.Type):
-                    dtype = numpy_support.as_dtype(dtype)
-                res = np.empty(shape, dtype)
-                self._allocations[caller] = res
-        return res
-
-    cls.array = array
-    cls._wkvbench_threadsafe = True
+cuda, _IMPORT_ERROR = _gpu.try_import("numba.cuda")  # numba-cuda; None also for a broken CUDA-bindings install
+numba, _ = _gpu.try_import("numba") if cuda is not None else (None, "")
+nt, _ = _gpu.try_import("numba.types") if cuda is not None else (None, "")
+SIMULATOR = cuda is not None and _gpu.numba_simulating()
 
 
 if SIMULATOR:
-    try:
-        _make_simulator_shared_arrays_threadsafe()
-    except Exception as _exc:  # a changed simulator layout: keep the original (racy) behaviour
-        warnings.warn(f"numba_cuda: could not patch the simulator's shared arrays: {_exc}", stacklevel=1)
+    _gpu.numba_simulator_shared_arrays_threadsafe()
 
 N = 64  # head size (the only one compiled)
 NVEC = 5  # key-side vectors staged per step and direction: r, d, k, a, b
@@ -164,7 +77,6 @@ ROWS_CHOICES = (64, 32, 16)  # value rows per block (per direction), a launch pa
 MAXPER = N // min(ROWS_CHOICES)
 KINDS = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
 _DTYPES = tuple(KINDS)
-_ASSUMED_SMS = 132  # H100 SXM, for the rows-per-block choice when no device can be asked
 
 
 # ----------------------------------------------------------------------------- the kernel
@@ -437,6 +349,9 @@ def _check(device: torch.device) -> tuple[bool, str]:
         return True, "ok"
     if SIMULATOR:
         return False, "NUMBA_ENABLE_CUDASIM=1 is set: numba runs the CPU simulator, not the GPU"
+    ok, why = _gpu.nvvm_status()  # without libNVVM no kernel compiles, whatever the driver says
+    if not ok:
+        return False, f"{why}; {_gpu.NVVM_NEEDS}"
     try:
         if not cuda.is_available():
             return False, "numba-cuda sees no CUDA device"
@@ -451,16 +366,7 @@ def _device_ok(device_type: str, index: int | None) -> tuple[bool, str]:
     return _check(torch.device(device_type, index))
 
 
-@functools.cache
-def _sm_count(index: int) -> int:
-    try:
-        with cuda.gpus[index]:
-            return int(cuda.get_current_device().MULTIPROCESSOR_COUNT)
-    except Exception:
-        return _ASSUMED_SMS
-
-
-def choose_rows_per_block(batch_heads: int, sms: int = _ASSUMED_SMS) -> int:
+def choose_rows_per_block(batch_heads: int, sms: int = _gpu.DEFAULT_SMS) -> int:
     """Value rows per block: the largest of 64/32/16 that gives at least one block per SM, else 16.
 
     Fewer rows per block multiply the blocks (batch 1 at H = 12: 48 blocks at 16 rows instead
@@ -504,15 +410,9 @@ def numba_cuda(r, w, k, v, a, b, g=None, *, out=None, rows_per_block: int | None
     ok, why = _device_ok(dev.type, dev.index)
     if not ok:
         raise ValueError(f"r: numba_cuda cannot run on {dev}: {why}")
-    if out is None:
-        out = torch.empty_like(r)
-    elif tuple(out.shape) != tuple(r.shape) or out.dtype != r.dtype or out.device != dev or not out.is_contiguous():
-        raise ValueError(
-            f"out: expected a contiguous {r.dtype} tensor of shape {tuple(r.shape)} on {dev}, "
-            f"got {out.dtype} {tuple(out.shape)} on {out.device}"
-        )
+    out = _gpu.check_out(out, r)
     if rows_per_block is None:
-        R = choose_rows_per_block(B * H, _ASSUMED_SMS if dev.type == "cpu" else _sm_count(dev.index or 0))
+        R = choose_rows_per_block(B * H, _gpu.sm_count(dev))
     elif rows_per_block in ROWS_CHOICES:
         R = rows_per_block
     else:
@@ -540,73 +440,34 @@ def numba_cuda(r, w, k, v, a, b, g=None, *, out=None, rows_per_block: int | None
 
 
 # ----------------------------------------------------------------------------- compile report
-def _find_ptxas() -> str | None:
-    cands = [os.environ.get("PTXAS", ""), shutil.which("ptxas") or ""]
-    nvcc = shutil.which("nvcc") or "/usr/local/bin/nvcc"
-    cands.append(os.path.join(os.path.dirname(nvcc), "ptxas"))
-    try:
-        import triton
-
-        cands.append(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas"))
-    except Exception:
-        pass
-    for c in cands:
-        if c and os.path.isfile(c) and os.access(c, os.X_OK):
-            return c
-    return None
-
-
-def _ptxas_stats(ptxas: str, ptx: str, cc: int) -> tuple[dict, str]:
-    with tempfile.TemporaryDirectory() as tmp:
-        src = os.path.join(tmp, "k.ptx")
-        with open(src, "w") as f:
-            f.write(ptx)
-        proc = subprocess.run(
-            [ptxas, f"-arch=sm_{cc}", "-v", "-o", os.path.join(tmp, "k.cubin"), src],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    text = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        raise RuntimeError(f"ptxas failed: {text.strip()[-2000:]}")
-
-    def num(pattern):
-        m = re.search(pattern, text)
-        return int(m.group(1)) if m else 0
-
-    stats = {
-        "registers": num(r"Used (\d+) registers"),
-        "shared_bytes": num(r"(\d+) bytes smem"),
-        "stack_bytes": num(r"(\d+) bytes stack frame"),
-        "spill_stores": num(r"(\d+) bytes spill stores"),
-        "spill_loads": num(r"(\d+) bytes spill loads"),
-    }
-    m = re.search(
-        r"Cuda compilation tools, release ([\d.]+)",
-        subprocess.run([ptxas, "--version"], capture_output=True, text=True, timeout=60).stdout,
-    )
-    return stats, (f"ptxas {m.group(1)}" if m else "ptxas")
-
-
 def compile_report(cc: int = 90) -> list[dict]:
     """Compile the kernel of every I/O dtype for ``sm_<cc>`` without a GPU; resource use per kernel.
 
     Must run without ``NUMBA_ENABLE_CUDASIM`` (the caller uses a clean subprocess). PTX comes from
-    ``numba.cuda.compile_ptx``; registers, shared memory and spills from ``ptxas -v`` when a
-    ptxas is found (else only the PTX-declared shared memory is reported).
+    ``numba.cuda.compile_ptx`` (libNVVM, and NVRTC for the target check); registers, shared memory
+    and spills from ``ptxas -v`` when a ptxas is found (else only the PTX-declared memory). A
+    missing numba-cuda, libNVVM or NVRTC gives a ``skipped`` row naming what brings it.
     """
     if cuda is None:
-        raise RuntimeError(f"numba-cuda not installed ({_IMPORT_ERROR})")
+        return _gpu.skipped_rows(["numba_cuda"], _gpu.ToolMissing.extra("numba", _IMPORT_ERROR))
     if SIMULATOR:
         raise RuntimeError("compile_report needs NUMBA_ENABLE_CUDASIM unset (run it in a clean subprocess)")
+    return _gpu.report_or_skip(["numba_cuda"], lambda: _compile_rows(cc))
+
+
+def _compile_rows(cc: int) -> list[dict]:
+    ok, why = _gpu.nvvm_status()
+    if not ok:
+        raise _gpu.ToolMissing(_gpu.NVVM_NEEDS, why)
+    _gpu.nvrtc_version()  # numba-cuda checks the target against NVRTC's list
     from importlib.metadata import version
 
     try:
         nc = f"numba-cuda {version('numba-cuda')}"
     except Exception:
         nc = f"numba {numba.__version__}"
-    ptxas = _find_ptxas()
+    ptxas = _gpu.find_ptxas()
+    ptxas_name = f"ptxas {_gpu.tool_release(ptxas)}" if ptxas else ""
     rows = []
     for dtype, kind in KINDS.items():
         ptx, _ = cuda.compile_ptx(_kernel_function(kind), _signature(kind), cc=(cc // 10, cc % 10))
@@ -616,19 +477,13 @@ def compile_report(cc: int = 90) -> list[dict]:
             "config": f"dtype={str(dtype).replace('torch.', '')} N={N} R={'/'.join(map(str, ROWS_CHOICES))} (2R thr)",
             "registers": None,
             "shared_bytes": (2 * 2 * NVEC * N + 4) * 4,
-            "local_bytes": None,
+            "local_bytes": sum(int(x) for x in re.findall(r"\.local \.align \d+ \.b8 \S+\[(\d+)\]", ptx)),
             "compiler": nc,
         }
         if ptxas is not None:
-            st, ptxas_name = _ptxas_stats(ptxas, ptx, cc)
-            row.update(
-                registers=st["registers"],
-                shared_bytes=st["shared_bytes"],
-                local_bytes=st["stack_bytes"] + st["spill_stores"],
-                spill_bytes=st["spill_stores"] + st["spill_loads"],
-                compiler=f"{nc} + {ptxas_name}",
-            )
-        else:
-            row["local_bytes"] = sum(int(x) for x in re.findall(r"\.local \.align \d+ \.b8 \S+\[(\d+)\]", ptx))
+            entries = [st for st in _gpu.parse_ptxas(_gpu.run_ptxas(ptxas, ptx, cc)).values() if st["registers"]]
+            if len(entries) != 1:
+                raise RuntimeError(f"ptxas -v: expected one kernel with a register count, found {len(entries)}")
+            row.update(_gpu.resource_row(entries[0]), compiler=f"{nc} + {ptxas_name}")
         rows.append(row)
     return rows

@@ -1,42 +1,38 @@
 """Bi-WKV7 in Triton: a register-resident recurrent kernel and a chunked tensor-core kernel.
 
-Three registered implementations of the ``bi_wkv7`` op (CONTRACT section 1): ``triton_recurrent``
-(priority 20), ``triton_chunked`` (30, what ``impl="auto"`` picks on a GPU) and
-``triton_chunked_tf32`` (float32 inputs on TF32 tensor cores, held to the bfloat16 bar). Each is
-one launch that runs both scan directions and fuses AudioRWKV's gate merge
-``y = g * y_fwd + (1 - g) * y_rev`` (``g=None``: 0.5): ``y`` is written once, in the I/O dtype.
-Reverse-direction code walks the inputs backwards by pointer arithmetic (no flipped copies, no
-``make_block_ptr``). State and accumulation are float32 for every I/O dtype; N = 64; any T >= 1.
-Design notes, precision study and GPU predictions: docs/notes/triton_bi_wkv7.md.
+Three registered implementations of the ``bi_wkv7`` op (docs/spec.md section 1):
+``triton_recurrent`` (priority 20), ``triton_chunked`` (30, what ``impl="auto"`` picks on a GPU)
+and ``triton_chunked_tf32`` (float32 inputs on TF32 tensor cores, held to the bfloat16 bar).
+Inputs ``[B, T, H, N]`` contiguous, gate ``[B, T, H]`` or None (0.5), N = 64, any T >= 1, I/O
+float32/bfloat16/float16. Each is one launch that runs both scan directions and fuses
+AudioRWKV's gate merge ``y = g * y_fwd + (1 - g) * y_rev``: ``y`` is written once, in the I/O
+dtype. Reverse-direction code walks the inputs backwards by pointer arithmetic (no flipped
+copies). State and accumulation are float32 for every I/O dtype. Design history, precision
+study, compiler evidence and GPU predictions: docs/notes/triton_bi_wkv7.md.
 
 ``triton_recurrent``: the per-token recurrence (the computation of the official RWKV-7 kernel)
 -----------------------------------------------------------------------------------------------
 Value rows of S are independent (``sa_i = S[i, :] . a`` only needs row i), so a program owns
 ``BV`` rows of one (batch, head)'s state *for both directions*: two ``[BV, N]`` float32 tiles in
-registers. Grid ``(N / BV, B * H)``, value block fastest (the programs of a head run side by side
-and share its key vectors in L1/L2); 1 warp per program. Step s advances the forward scan at
-``t = s`` and the reverse scan at ``t = T - 1 - s`` (two independent chains, so each hides the
-other's latency)::
+registers. Grid ``(N / BV, B * H)``, value block fastest; 1 warp per program. Step s advances
+the forward scan at ``t = s`` and the reverse scan at ``t = T - 1 - s``::
 
     sa = S a_t ;  S = S diag(exp(-exp(w_t))) + sa b_t^T + v_t k_t^T ;  y_t = S r_t
 
-Merge: whichever direction reaches token t first (forward for t < T/2, reverse for t > T/2)
-writes its gated float32 partial to a workspace row; the other reaches t later in the *same
-program* and writes ``y = own + partial`` (the middle token of an odd T is merged in registers).
-All workspace writes happen in the loop over the first half of the steps, all reads in the loop
-over the second half, with a CTA barrier between the loops: race-free by program order. The next
-step's inputs are prefetched into registers. ``BV`` in {4, 8, 16}: the smallest block that still
-gives >= 4 programs per SM (batch 1 at H = 12: BV = 4, 192 programs on 132 SMs; batch 8: BV = 8,
-768). sm_90: 79-168 registers, no spills; ~520 SASS instructions per step (both directions) at
-BV = 4, so a step costs at least ~520 issue cycles of its single warp: latency-bound by design.
+Merge: whichever direction reaches token t first writes its gated float32 partial to a
+workspace row; the other reaches t later in the *same program* and writes ``y = own + partial``
+(the middle token of an odd T is merged in registers). All workspace writes happen in the loop
+over the first half of the steps, all reads in the loop over the second half, with a CTA
+barrier between the loops: race-free by program order. The next step's inputs are prefetched
+into registers. ``BV`` in {4, 8, 16}: the smallest block that still gives >= 4 programs per SM
+(``recurrent_config``; batch 1 at H = 12: BV = 4, 192 programs on 132 SMs).
 
 ``triton_chunked``: the chunked generalized delta rule on tensor cores
 -------------------------------------------------------------------------
 The chunked algebra of ``bi_wkv7_torch.py`` (the WY / DPLR chunking of fla-core, Yang et al.,
-arXiv 2406.06484 and 2412.06464), rearranged so that all state-independent work of a chunk comes
-first and only three dots touch the state. Per chunk of L = 16 tokens (``lg = -exp(w)``,
-inclusive cumsum G, ``Gx = G - lg``, ``d = e^lg``), factored around the middle row m
-(``E = e^(G - G_m)``)::
+arXiv 2406.06484 and 2412.06464), with all state-independent work of a chunk first and only
+three dots touching the state. Per chunk of L = 16 tokens (``lg = -exp(w)``, inclusive cumsum
+G, ``Gx = G - lg``), factored around the middle row m (``E = e^(G - G_m)``)::
 
     a~ = a E / d,  b~ = b / E,  k~ = k / E,  r~ = r E        every factor <= e^(0.61 (L/2 + 1))
     Aab = tril_strict(a~ b~^T), Aak = tril_strict(a~ k~^T), Arb = tril(r~ b~^T), Ark = tril(r~ k~^T)
@@ -44,87 +40,61 @@ inclusive cumsum G, ``Gx = G - lg``, ``d = e^lg``), factored around the middle r
     W = Z (a e^Gx),  U = Z Aak,  Q = r e^G + Arb W,  Yv = Ark + Arb U            (no state yet)
     SA = W S^T + U V,   Y = Q S^T + Yv V,   S <- S diag(e^GL) + SA^T (b e^(GL-G)) + V^T (k e^(GL-G))
 
-(SA holds ``sa_t = S_{t-1} a_t`` for the chunk's rows.) In the RWKV-7 domain (|lg| < 0.61) no
-exponential exceeds 245 at L = 16 (5.6e8 at L = 64) and nothing divides by a cumulative decay.
+(SA holds ``sa_t = S_{t-1} a_t`` for the chunk's rows.) Nothing divides by a cumulative decay.
 Grid ``(N / BV, 2, B * H)``: value block, direction, (batch, head). A program walks its
 ``C = ceil(T / L)`` chunks with its ``[BV, N]`` float32 state in registers (the reverse program
 from the last chunk down, rows reversed; tokens past T are identity tokens: zero inputs, decay
-1), the next chunk's raw inputs prefetched into registers. The key-side work is recomputed by
-each of the ``N / BV`` value-block programs (its inputs then come from L2).
+1), the next chunk's raw inputs prefetched into registers.
 
-Merge across the two direction programs of a (batch, head, value block), still one launch: both
-use the same chunk grid in time, so they meet once per ``[L, BV]`` tile. A per-tile int32
-ticket (``atomic_add``, acq_rel, gpu scope) says who came first. The first stores its gated
-partial tile (float32 workspace), CTA-barriers and releases (``atomic_add(+2)``, release); the
-second acquires -- spinning only while the first holds its ticket but has not released, which
-it does with nothing in between but its own stores, and a program holding a ticket is resident,
-so the wait always ends -- reads the partial (``.cg``, L2) and writes ``y``. This is CUTLASS's
-serial split-K semaphore. Tickets are zeroed per call (4 bytes per tile).
+Merge across the two direction programs of a (batch, head, value block), still one launch:
+they meet once per ``[L, BV]`` tile. A per-tile int32 ticket (``atomic_add``, acq_rel, gpu
+scope) says who came first. The first stores its gated partial tile (float32 workspace),
+CTA-barriers and releases (``atomic_add(+2)``, release); the second acquires -- spinning only
+while the first holds its ticket but has not released, which it does with nothing in between
+but its own stores; a ticket holder is resident, so the wait ends -- reads the partial (``.cg``,
+L2) and writes ``y`` (CUTLASS's serial split-K semaphore). Tickets are zeroed per call (4
+bytes per tile).
 
-Precision, from an emulation of each rounding choice against float64 (notes, section 2): dots
-whose operands carry the state's magnitude use TF32 with operands rounded to nearest in
-registers (Triton's TF32 truncates, which measured 4x the error); float16 I/O runs the three dots
-against V in float16 (V exact); float32 I/O is exact float32 in ``triton_chunked``
-(``input_precision="ieee"``, CUDA cores) and TF32 in ``triton_chunked_tf32``. Observed at
-T = 1024: float32 2e-7, TF32 4-5e-4, bfloat16 1.7e-3, float16 3.5-5e-4.
+Dots: operands that carry the state's magnitude use TF32 rounded to nearest in registers
+(``_tf32_rn``); float16 I/O runs the three dots against V in float16 (V exact); float32 I/O is
+exact float32 in ``triton_chunked`` (``input_precision="ieee"``) and TF32 in
+``triton_chunked_tf32``. Configs (no autotuning; ``chunked_config``): L = 16; BV the smallest of
+8/16/32/64 whose ``2 B H 64 / BV`` programs fit one wave (2 resident per SM at 4 warps, 1 at 8);
+BV = 64 (8 warps) if none does; BV = 64 and the float32-exact path use 8 warps, exact float32
+stops at BV = 32 (``chunked_blocks``).
 
-Configs (no autotuning; ``chunked_config``): L = 16; BV the smallest of 8/16/32/64 whose
-``2 B H 64 / BV`` programs fit one wave (2 resident per SM at 4 warps, 1 at 8 warps); BV = 64
-(8 warps) if none does. Batch 1, H = 12: BV = 8, 192 programs of 4 warps; batch 8: BV = 64, 192
-programs of 8 warps. BV = 64 and the float32-exact path need 8 warps (4 would spill); exact
-float32 stops at BV = 32 (64 spills). sm_90: 243-255 registers, 8-35 KB shared, no spills.
+Bytes per element of y (DRAM, both kernels): each input is read once per direction (the
+reverse read of a token comes ``|T - 1 - 2t|`` steps after the forward one), plus a float32
+partial write and read and the final write: bf16 ~34 bytes against the op's 14-byte minimum
+(``bytes_moved``), float32 60 against 28 (the partial lives in ``y``).
 
-Traffic (DRAM, per element of y, bf16): each input is read once per direction (the reverse read
-of a token comes ``|T - 1 - 2t|`` steps after the forward one, so L2 cannot merge them), plus a
-float32 partial write and read and the final write: ~34 bytes against the op's 14-byte minimum
-(``bytes_moved``), 2.4x; float32 I/O 60 against 28 bytes (the partial lives in ``y``). The same
-holds for the recurrent kernel.
-
-The interpreter mis-rounds and mis-multiplies bfloat16: stores convert with an explicit
-round-to-nearest-even bit trick (used on the GPU as well) and no bfloat16 dot is ever issued, so
-CPU tests run the GPU code path.
+bfloat16 stores convert with an explicit round-to-nearest-even bit trick and no bfloat16 dot is
+issued (the interpreter mis-rounds both), so CPU tests under ``TRITON_INTERPRET=1`` run the GPU
+code path. ``compile_report(cc)`` compiles every launched variant for ``sm_<cc>`` without a GPU.
 """
 
 from __future__ import annotations
 
-import os
+import functools
 
 import torch
 from torch import Tensor
 
+from wkvbench.impls import _gpu
+from wkvbench.impls._gpu import DEFAULT_SMS
 from wkvbench.registry import ALL_DTYPES, register_impl
 
-try:
-    import triton
-    import triton.language as tl
-
-    HAS_TRITON = True
-    _IMPORT_ERROR = ""
-except ImportError as exc:  # pragma: no cover - exercised only without triton
-    HAS_TRITON = False
-    _IMPORT_ERROR = str(exc)
+triton, _IMPORT_ERROR = _gpu.try_import("triton")
+tl, _ = _gpu.try_import("triton.language")
+HAS_TRITON = triton is not None and tl is not None
 
 HEAD_SIZES = (64,)
-DEFAULT_SMS = 132  # H100 SXM; used when no GPU is visible (interpreter)
 CHUNK_LENS = (16, 32, 64)
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+IMPLS = ("triton_recurrent", "triton_chunked", "triton_chunked_tf32")
 
 
 def _check(device: torch.device) -> tuple[bool, str]:
-    if not HAS_TRITON:
-        return False, "triton not installed"
-    if device.type == "cpu" and not _interpreting():
-        return False, "CPU needs TRITON_INTERPRET=1 (wkvbench --interpret)"
-    return True, "ok"
-
-
-def _num_sms(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return DEFAULT_SMS
+    return _gpu.triton_check(HAS_TRITON, device)
 
 
 def _next_pow2(x: int) -> int:
@@ -325,9 +295,7 @@ if HAS_TRITON:
 
         A is nilpotent (A^L = 0), so (I - A)^-1 = I + A + ... + A^(L-1)
         = (I + A)(I + A^2)(I + A^4)...(I + A^(L/2)): log2(L) - 1 squarings and as many products,
-        all float32 FMA dots (``ieee``; 6 of them [16, 16] x [16, 16] at L = 16). This replaced a
-        row-by-row forward substitution (L - 1 dependent steps, each two cross-warp reductions),
-        which cost a third of the chunk loop's instructions (docs/notes/triton_bi_wkv7.md).
+        all float32 FMA dots (``ieee``; 6 of them [16, 16] x [16, 16] at L = 16).
         """
         offs = tl.arange(0, L)
         Z = (offs[:, None] == offs[None, :]).to(tl.float32) + A
@@ -435,10 +403,7 @@ def _prepare(r, g, out):
     B, T, H, N = r.shape
     if N not in HEAD_SIZES:
         raise ValueError(f"r: head size {N} not supported by the Triton kernels (supported: {HEAD_SIZES})")
-    if out is None:
-        out = torch.empty_like(r)
-    elif out.shape != r.shape or out.dtype != r.dtype or out.device != r.device or not out.is_contiguous():
-        raise ValueError(f"out: expected a contiguous {tuple(r.shape)} {r.dtype} tensor on {r.device}")
+    out = _gpu.check_out(out, r)
     ws = out if r.dtype == torch.float32 else torch.empty(r.shape, dtype=torch.float32, device=r.device)
     if g is None:  # one 0.5 read with zero strides: no separate kernel variant
         gate, g_strides = torch.full((1,), 0.5, dtype=r.dtype, device=r.device), (0, 0, 0)
@@ -450,7 +415,7 @@ def _prepare(r, g, out):
 def bi_wkv7_recurrent(r, w, k, v, a, b, g=None, *, out=None, block_v: int | None = None) -> Tensor:
     """Launch the recurrent kernel (both directions and the merge in one launch)."""
     B, T, H, N, out, ws, gate, gs = _prepare(r, g, out)
-    cfg = recurrent_config(B, H, _num_sms(r.device))
+    cfg = recurrent_config(B, H, _gpu.sm_count(r.device))
     BV = block_v or cfg["BV"]
     if BV not in RECURRENT_BLOCKS:
         raise ValueError(f"block_v: must be one of {RECURRENT_BLOCKS}, got {block_v!r}")
@@ -472,7 +437,7 @@ def bi_wkv7_chunked(
     """
     B, T, H, N, out, ws, gate, gs = _prepare(r, g, out)
     exact = r.dtype == torch.float32 and not tf32
-    cfg = chunked_config(B, H, _num_sms(r.device), exact=exact)
+    cfg = chunked_config(B, H, _gpu.sm_count(r.device), exact=exact)
     L = chunk_len or cfg["L"]
     if L not in CHUNK_LENS:
         raise ValueError(f"chunk_len: must be one of {CHUNK_LENS}, got {chunk_len!r}")
@@ -490,31 +455,32 @@ def bi_wkv7_chunked(
     return out
 
 
-_DESC_REC = "recurrent Triton kernel: [BV, 64] state blocks in registers, both directions interleaved, fused merge"
-_DESC_CHUNK = "chunked Triton kernel on tensor cores (L=16 chunks, in-kernel solve), fused merge"
+# The three registrations share everything but name, dtypes, priority and the TF32 flag.
+_register = functools.partial(
+    register_impl, "bi_wkv7", backend="triton", devices=("cuda", "cpu"), head_sizes=HEAD_SIZES, check=_check
+)
 
 
-@register_impl(
-    "bi_wkv7", name="triton_recurrent", backend="triton", devices=("cuda", "cpu"), dtypes=ALL_DTYPES,
-    head_sizes=HEAD_SIZES, priority=20, check=_check, description=_DESC_REC,
+@_register(
+    name="triton_recurrent", dtypes=ALL_DTYPES, priority=20,
+    description="recurrent Triton kernel: [BV, 64] state blocks in registers, both directions interleaved, fused merge",
 )  # fmt: skip
 def triton_recurrent(r, w, k, v, a, b, g=None, *, out=None):
     """Recurrent Triton kernel: per-token recurrence with the state in registers, both directions in one launch."""
     return bi_wkv7_recurrent(r, w, k, v, a, b, g, out=out)
 
 
-@register_impl(
-    "bi_wkv7", name="triton_chunked", backend="triton", devices=("cuda", "cpu"), dtypes=ALL_DTYPES,
-    head_sizes=HEAD_SIZES, priority=30, check=_check, description=_DESC_CHUNK,
+@_register(
+    name="triton_chunked", dtypes=ALL_DTYPES, priority=30,
+    description="chunked Triton kernel on tensor cores (L=16 chunks, in-kernel solve), fused merge",
 )  # fmt: skip
 def triton_chunked(r, w, k, v, a, b, g=None, *, out=None):
     """Chunked Triton kernel: tensor-core chunks, exact float32 dots for float32 inputs."""
     return bi_wkv7_chunked(r, w, k, v, a, b, g, out=out, tf32=False)
 
 
-@register_impl(
-    "bi_wkv7", name="triton_chunked_tf32", backend="triton", devices=("cuda", "cpu"), dtypes=(torch.float32,),
-    head_sizes=HEAD_SIZES, priority=25, tf32=True, check=_check,
+@_register(
+    name="triton_chunked_tf32", dtypes=(torch.float32,), priority=25, tf32=True,
     description="chunked Triton kernel, float32 inputs on TF32 tensor cores (bfloat16 accuracy bar)",
 )  # fmt: skip
 def triton_chunked_tf32(r, w, k, v, a, b, g=None, *, out=None):
@@ -527,7 +493,7 @@ _TL_PTR = {torch.float32: "*fp32", torch.bfloat16: "*bf16", torch.float16: "*fp1
 
 
 def kernel_variants() -> list[dict]:
-    """Every kernel specialisation the module launches: impl, kernel, fn, signature, constexprs, options."""
+    """Every kernel specialisation the module launches, in the form ``_gpu.triton_compile_rows`` takes."""
     out = []
     for dtype in ALL_DTYPES:
         p = _TL_PTR[dtype]
@@ -538,7 +504,8 @@ def kernel_variants() -> list[dict]:
                        N="constexpr", BV="constexpr", OUT_KIND="constexpr")  # fmt: skip
             const = {"N": 64, "BV": BV, "OUT_KIND": _OUT_KIND[dtype]}
             out.append(dict(impl="triton_recurrent", fn=_bi_wkv7_recurrent_kernel, signature=sig, constexprs=const,
-                            options={"num_warps": 1, "num_stages": 1}, config=f"{dt} BV={BV} warps=1"))  # fmt: skip
+                            options={"num_warps": 1, "num_stages": 1}, config=f"{dt} BV={BV} warps=1",
+                            align=True))  # fmt: skip
         for tf32 in (False, True) if dtype == torch.float32 else (False,):
             exact = dtype == torch.float32 and not tf32
             for BV in chunked_blocks(exact):
@@ -551,22 +518,8 @@ def kernel_variants() -> list[dict]:
                 dots = "ieee" if exact else ("tf32+fp16" if dtype == torch.float16 else "tf32")
                 out.append(dict(impl="triton_chunked_tf32" if tf32 else "triton_chunked", fn=_bi_wkv7_chunked_kernel,
                                 signature=sig, constexprs=const, options={"num_warps": nw, "num_stages": 1},
-                                config=f"{dt} L=16 BV={BV} warps={nw} dots={dots}"))  # fmt: skip
+                                config=f"{dt} L=16 BV={BV} warps={nw} dots={dots}", align=True))  # fmt: skip
     return out
-
-
-def _resource_usage(cubin: bytes) -> dict:
-    """REG / STACK / SHARED / LOCAL of a cubin, from the cuobjdump bundled with triton."""
-    import re
-    import subprocess
-    import tempfile
-
-    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(cubin)
-        f.flush()
-        text = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True).stdout
-    return {key: int(val) for key, val in re.findall(r"\b(REG|STACK|SHARED|LOCAL):(\d+)", text)}
 
 
 def compile_report(cc: int = 90) -> list[dict]:
@@ -574,30 +527,8 @@ def compile_report(cc: int = 90) -> list[dict]:
 
     Call it without ``TRITON_INTERPRET`` set (``wkvbench kernels`` and the tests run it in a clean
     subprocess). Pointer arguments get the 16-byte alignment hint a real launch gives them.
-    ``local_bytes`` is the cubin's local memory plus stack (register spills show up there);
-    ``shared_bytes`` is the dynamic shared memory Triton allocates.
+    Without triton the rows say ``skipped`` and which extra brings it.
     """
     if not HAS_TRITON:
-        return [dict(impl=n, kernel="", config="", registers=-1, shared_bytes=-1, local_bytes=-1, compiler="",
-                     error="triton not installed")
-                for n in ("triton_recurrent", "triton_chunked", "triton_chunked_tf32")]  # fmt: skip
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    target = GPUTarget("cuda", cc, 32)
-    rows = []
-    for var in kernel_variants():
-        sig = var["signature"]
-        attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(sig) if sig[n].startswith("*")}
-        row = {"impl": var["impl"], "kernel": var["fn"].__name__, "config": var["config"],
-               "compiler": f"triton {triton.__version__} ptxas"}  # fmt: skip
-        try:
-            src = ASTSource(var["fn"], sig, constexprs=var["constexprs"], attrs=attrs)
-            ck = triton.compile(src, target=target, options=var["options"])
-            use = _resource_usage(ck.asm["cubin"])
-            row.update(registers=use.get("REG", -1), shared_bytes=int(ck.metadata.shared),
-                       local_bytes=use.get("LOCAL", 0) + use.get("STACK", 0))  # fmt: skip
-        except Exception as exc:  # report, don't stop: one broken variant must not hide the others
-            row.update(registers=-1, shared_bytes=-1, local_bytes=-1, error=f"{type(exc).__name__}: {exc}")
-        rows.append(row)
-    return rows
+        return _gpu.skipped_rows(IMPLS, _gpu.ToolMissing.extra("triton", _IMPORT_ERROR))
+    return _gpu.report_or_skip(IMPLS, lambda: _gpu.triton_compile_rows(kernel_variants(), cc))

@@ -20,29 +20,26 @@ package and its compiled extension (``selective_scan_cuda``) to import, and a CU
 
 from __future__ import annotations
 
-import importlib.util
-
 import torch
 
+from wkvbench.impls import _gpu
 from wkvbench.registry import ALL_DTYPES, register_impl
 
 
+def _load() -> None:
+    import selective_scan_cuda  # noqa: F401  (the compiled extension)
+    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn  # noqa: F401
+
+
 def _check(device: torch.device) -> tuple[bool, str]:
-    if importlib.util.find_spec("mamba_ssm") is None:
-        return False, "mamba_ssm not installed (pip install mamba-ssm)"
-    try:
-        import selective_scan_cuda  # noqa: F401  (the compiled extension)
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn  # noqa: F401
-    except Exception as exc:  # ImportError, or an extension built for another torch/CUDA
-        return False, f"mamba_ssm does not import: {type(exc).__name__}: {exc}"
-    return True, "ok"
+    return _gpu.import_check("mamba_ssm", "mamba_ssm not installed (pip install mamba-ssm)", _load)
 
 
 def _f32(x):
     return None if x is None else x.to(torch.float32).contiguous()
 
 
-def bi_scan_with(selective_scan_fn, u, delta, A, A_b, Bm, Cm, Dskip, z, delta_bias, delta_softplus, out=None):
+def bi_selective_scan_with(selective_scan_fn, u, delta, A, A_b, Bm, Cm, Dskip, z, delta_bias, delta_softplus, out=None):
     """Audio Mamba's Fo-Bi around any ``selective_scan_fn`` with mamba_ssm's signature."""
     A, A_b, Dskip, delta_bias = _f32(A), _f32(A_b), _f32(Dskip), _f32(delta_bias)
 
@@ -82,4 +79,6 @@ def mamba_ssm(u, delta, A, A_b, Bm, Cm, Dskip=None, z=None, delta_bias=None, del
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
     with torch.no_grad():
-        return bi_scan_with(selective_scan_fn, u, delta, A, A_b, Bm, Cm, Dskip, z, delta_bias, delta_softplus, out)
+        return bi_selective_scan_with(
+            selective_scan_fn, u, delta, A, A_b, Bm, Cm, Dskip, z, delta_bias, delta_softplus, out
+        )

@@ -90,7 +90,7 @@ def _finish(ys: Tensor, u, Dskip, z, out_dtype, out: Tensor | None) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- torch_loop
-def scan_loop(dt: Tensor, du: Tensor, A: Tensor, Bt: Tensor, Ct: Tensor, block: int = 256) -> Tensor:
+def selective_scan_loop(dt: Tensor, du: Tensor, A: Tensor, Bt: Tensor, Ct: Tensor, block: int = 256) -> Tensor:
     """``C.x`` of the recurrence by the per-token loop. ``dt, du``: ``[..., D, T]``; ``A``:
     broadcastable to ``[..., D, N]``; ``Bt, Ct``: ``[..., T, N]``. Returns ``[..., D, T]``."""
     *lead, D, T = dt.shape
@@ -136,7 +136,7 @@ def torch_loop(u, delta, A, A_b, Bm, Cm, Dskip=None, z=None, delta_bias=None, de
     """Per-token PyTorch scan, both directions batched (the baseline)."""
     cdt = _compute_dtype(u.dtype)
     dt, du, A2, Bt, Ct = _stacked(u, delta, A, A_b, Bm, Cm, delta_bias, delta_softplus, cdt)
-    ys = scan_loop(dt, du, A2, Bt, Ct)
+    ys = selective_scan_loop(dt, du, A2, Bt, Ct)
     return _finish(ys, u, Dskip, z, u.dtype, out)
 
 
@@ -146,7 +146,7 @@ def default_chunk_len(T: int) -> int:
     return int(min(256, max(8, 2 ** round(math.log2(max(1.0, math.sqrt(T)))))))
 
 
-def scan_chunked(
+def selective_scan_chunked(
     dt: Tensor, du: Tensor, A: Tensor, Bt: Tensor, Ct: Tensor, chunk_len: int, budget: int = TEMP_BUDGET
 ) -> Tensor:
     """``C.x`` of the recurrence in the chunked form (module docstring). ``dt, du``: ``[S, D, T]``;
@@ -217,7 +217,7 @@ def torch_chunked(
     dt, du, A2, Bt, Ct = _stacked(u, delta, A, A_b, Bm, Cm, delta_bias, delta_softplus, cdt)
     Bsz, D = u.shape[0], u.shape[1]
     S = 2 * Bsz
-    ys = scan_chunked(
+    ys = selective_scan_chunked(
         dt.reshape(S, D, T),
         du.reshape(S, D, T),
         A2.expand(2, Bsz, D, -1).reshape(S, D, -1),

@@ -42,18 +42,15 @@ memory and spills.
 
 from __future__ import annotations
 
-import os
-
 import torch
 
+from wkvbench.impls import _gpu
 from wkvbench.registry import ALL_DTYPES, register_impl
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # pragma: no cover - exercised only without triton
+triton, _IMPORT_ERROR = _gpu.try_import("triton")
+tl, _ = _gpu.try_import("triton.language")
+if tl is None:
     triton = None
-    tl = None
 
 #: Channels per program, tokens per tile, warps: [BLOCK_D, N, BLOCK_T] fp32 register tiles.
 #: (4, 32, 4) compiles for sm_90 to 96 registers, no spills (about 5 programs per SM).
@@ -64,16 +61,8 @@ NUM_WARPS = 4
 INTERPRET_BLOCK_T = 16
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
 def _check(device: torch.device) -> tuple[bool, str]:
-    if triton is None:
-        return False, "triton not installed"
-    if device.type == "cpu" and not _interpreting():
-        return False, "CPU needs TRITON_INTERPRET=1 (wkvbench --interpret)"
-    return True, "ok"
+    return _gpu.triton_check(triton is not None, device)
 
 
 if triton is not None:
@@ -208,7 +197,7 @@ def _launch(u, delta, z, Bm, Cm, A2, Dskip, delta_bias, y32, softplus: bool, blo
     check=_check,
     description="one Triton launch for both directions: fp32 state in registers, channel blocks, tile scans",
 )
-def triton_scan(
+def bi_selective_scan_triton(
     u,
     delta,
     A,
@@ -231,11 +220,12 @@ def triton_scan(
     configuration (for tuning on a GPU); the defaults are the variants ``compile_report`` covers.
     """
     block_d = BLOCK_D if block_d is None else block_d
-    block_t = (INTERPRET_BLOCK_T if _interpreting() else BLOCK_T) if block_t is None else block_t
+    block_t = (INTERPRET_BLOCK_T if _gpu.triton_interpreting() else BLOCK_T) if block_t is None else block_t
     num_warps = NUM_WARPS if num_warps is None else num_warps
     for name, val in (("block_d", block_d), ("block_t", block_t)):
         if not isinstance(val, int) or val < 1 or val & (val - 1):
             raise ValueError(f"{name}: must be a power of two, got {val!r}")
+    _gpu.validate_out(out, u)
     f32 = torch.float32
     A2 = torch.stack([A.to(f32), A_b.to(f32)]).contiguous()
     Dskip = None if Dskip is None else Dskip.to(f32).contiguous()
@@ -258,82 +248,32 @@ def triton_scan(
 _TL_TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
+def kernel_variants() -> list[dict]:
+    """Every launched variant, in the form ``_gpu.triton_compile_rows`` takes.
+
+    The three I/O dtypes with ``z``, ``Dskip``, ``delta_bias`` and softplus present (Audio Mamba's
+    configuration; dropping any of them only removes work), N = 16.
+    """
+    N = 16
+    out = []
+    for ty in _TL_TYPES.values():
+        sig = {n: f"*{ty}" for n in ("u_ptr", "delta_ptr", "z_ptr", "B_ptr", "C_ptr")}
+        sig.update({n: "*fp32" for n in ("A_ptr", "Dskip_ptr", "bias_ptr", "y_ptr")}, T="i32", D="i32")
+        consts = {"N": N, "NP": _next_pow2(N), "BLOCK_D": BLOCK_D, "BLOCK_T": BLOCK_T,
+                  "HAS_Z": True, "HAS_D": True, "HAS_BIAS": True, "SOFTPLUS": True}  # fmt: skip
+        sig.update({k: "constexpr" for k in consts})
+        out.append(dict(impl="triton", fn=_bi_selective_scan_kernel, signature=sig, constexprs=consts,
+                        options={"num_warps": NUM_WARPS},
+                        config=f"{ty} N={N} bd={BLOCK_D} bt={BLOCK_T} w={NUM_WARPS}"))  # fmt: skip
+    return out
+
+
 def compile_report(cc: int = 90) -> list[dict]:
     """Compile every launched variant (per I/O dtype) for ``sm_<cc>`` without a GPU; resource usage.
 
-    Must run without ``TRITON_INTERPRET`` (the caller runs it in a clean subprocess). Variants:
-    the three I/O dtypes with ``z``, ``Dskip``, ``delta_bias`` and softplus present (Audio
-    Mamba's configuration; dropping any of them only removes work), N = 16.
+    Must run without ``TRITON_INTERPRET`` (the caller runs it in a clean subprocess). Without
+    triton the row says ``skipped`` and which extra brings it.
     """
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    rows = []
-    N = 16
-    for ty in _TL_TYPES.values():
-        sig = {
-            "u_ptr": f"*{ty}",
-            "delta_ptr": f"*{ty}",
-            "z_ptr": f"*{ty}",
-            "B_ptr": f"*{ty}",
-            "C_ptr": f"*{ty}",
-            "A_ptr": "*fp32",
-            "Dskip_ptr": "*fp32",
-            "bias_ptr": "*fp32",
-            "y_ptr": "*fp32",
-            "T": "i32",
-            "D": "i32",
-        }
-        consts = {
-            "N": N,
-            "NP": _next_pow2(N),
-            "BLOCK_D": BLOCK_D,
-            "BLOCK_T": BLOCK_T,
-            "HAS_Z": True,
-            "HAS_D": True,
-            "HAS_BIAS": True,
-            "SOFTPLUS": True,
-        }
-        sig.update({k: "constexpr" for k in consts})
-        src = ASTSource(_bi_selective_scan_kernel, sig, constexprs=consts)
-        kernel = triton.compile(src, target=GPUTarget("cuda", cc, 32), options={"num_warps": NUM_WARPS})
-        usage = _resource_usage(kernel, cc)
-        rows.append(
-            {
-                "impl": "triton",
-                "kernel": "_bi_selective_scan_kernel",
-                "config": f"{ty} N={N} bd={BLOCK_D} bt={BLOCK_T} w={NUM_WARPS}",
-                "registers": usage["registers"],
-                "shared_bytes": usage["shared_bytes"],
-                "local_bytes": usage["local_bytes"],
-                "compiler": f"triton {triton.__version__} ptxas",
-            }
-        )
-    return rows
-
-
-def _resource_usage(kernel, cc: int) -> dict:
-    """Registers, shared and local (spill/stack) bytes of a compiled kernel, from its cubin."""
-    import re
-    import subprocess
-    import tempfile
-
-    from triton.backends.nvidia import compiler as nv
-
-    shared = int(kernel.metadata.shared)
-    cuobjdump = os.path.join(os.path.dirname(nv.__file__), "bin", "cuobjdump")
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(kernel.asm["cubin"])
-        f.flush()
-        text = subprocess.run(
-            [cuobjdump, "--dump-resource-usage", f.name], capture_output=True, text=True, check=True
-        ).stdout
-    regs = re.search(r"REG:(\d+)", text)
-    stack = re.search(r"STACK:(\d+)", text)
-    local = re.search(r"LOCAL:(\d+)", text)
-    shm = re.search(r"SHARED:(\d+)", text)
-    return {
-        "registers": int(regs.group(1)) if regs else None,
-        "shared_bytes": max(shared, int(shm.group(1)) if shm else 0),
-        "local_bytes": (int(stack.group(1)) if stack else 0) + (int(local.group(1)) if local else 0),
-    }
+    if triton is None:
+        return _gpu.skipped_rows(["triton"], _gpu.ToolMissing.extra("triton", _IMPORT_ERROR))
+    return _gpu.report_or_skip(["triton"], lambda: _gpu.triton_compile_rows(kernel_variants(), cc))

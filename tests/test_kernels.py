@@ -1,0 +1,76 @@
+"""``wkvbench kernels``: skipped checks (tool not installed) versus failed ones, and the exit code.
+
+The table logic runs on rows handed in by a fake ``report_module``; two end-to-end runs start
+the real command in a subprocess whose ``sitecustomize`` takes a tool away (triton not
+importable; libnvrtc not loadable), as on a plain install without the extra that brings it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wkvbench import kernels
+
+ROOT = Path(__file__).resolve().parents[1]
+OK = {"impl": "a", "kernel": "k", "config": "c", "registers": 40, "shared_bytes": 0, "local_bytes": 0, "compiler": "x"}
+SKIP = {"impl": "b", "kernel": "-", "config": "-", "skipped": "needs pip install 'wkvbench[compile]' (NVRTC: gone)"}
+
+
+def _main(monkeypatch, capsys, rows_by_module: dict) -> tuple[int, str, str]:
+    monkeypatch.setattr(kernels, "report_module", lambda mod, cc=90: rows_by_module[mod])
+    args = argparse.Namespace(cc=90, module=list(rows_by_module), json=False)
+    rc = kernels.main(args)
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_skipped_check_is_printed_and_does_not_fail(monkeypatch, capsys):
+    rc, out, err = _main(monkeypatch, capsys, {"m1": [OK], "m2": [SKIP]})
+    assert rc == 0
+    assert "b                        skipped: needs pip install 'wkvbench[compile]' (NVRTC: gone)" in out
+    assert "COMPILE ERROR" not in out and "1 check(s) skipped" in err
+
+
+@pytest.mark.parametrize(
+    "bad", [{**OK, "error": "RuntimeError: boom"}, {**OK, "local_bytes": 8}], ids=["error", "spill"]
+)
+def test_error_or_spill_fails_even_next_to_a_skip(monkeypatch, capsys, bad):
+    rc, out, err = _main(monkeypatch, capsys, {"m1": [SKIP], "m2": [bad]})
+    assert rc == 1 and "1 kernel(s) failed" in err
+
+
+def _run_without(tmp_path: Path, site: str, *modules: str) -> subprocess.CompletedProcess:
+    (tmp_path / "sitecustomize.py").write_text(site)
+    env = {k: v for k, v in os.environ.items() if k not in kernels.SIM_VARS}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT), env.get("PYTHONPATH", "")])
+    cmd = [sys.executable, "-m", "wkvbench.cli", "kernels"] + [a for m in modules for a in ("--module", m)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+
+
+def test_end_to_end_without_triton(tmp_path):
+    proc = _run_without(
+        tmp_path, "import sys\nsys.modules['triton'] = None\n", "wkvbench.impls.selective_scan_triton",
+        "wkvbench.impls.bi_wkv7_triton",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = [ln for ln in proc.stdout.splitlines() if "skipped: needs pip install 'wkvbench[triton]'" in ln]
+    assert len(lines) == 4, proc.stdout  # triton (scan) and the three Triton Bi-WKV7 implementations
+    assert "COMPILE ERROR" not in proc.stdout
+
+
+def test_end_to_end_numba_without_nvrtc(tmp_path):
+    pytest.importorskip("numba.cuda")
+    site = (
+        "import cuda.bindings.nvrtc as n\n"
+        "def _missing(*a, **k):\n    raise RuntimeError('Failed to dlopen libnvrtc.so')\n"
+        "n.nvrtcVersion = _missing\n"
+    )
+    proc = _run_without(tmp_path, site, "wkvbench.impls.bi_wkv7_numba")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "numba_cuda               skipped: needs pip install 'wkvbench[compile]'" in proc.stdout, proc.stdout
