@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from wkvbench import accuracy, ops
+from wkvbench.opspec import CheckShape
 from wkvbench.registry import OPS as OP_NAMES
 from wkvbench.registry import Impl, list_impls, load_plugin
 
@@ -29,61 +30,8 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 INTERPRETED = ("triton", "numba", "cuda_host")
 
 
-@dataclass(frozen=True)
-class Shape:
-    """One verification shape: the op's shape dict, an input variant, and whether it is tiny."""
-
-    dims: dict
-    variant: str = "realistic"
-    tiny: bool = False
-    long: bool = False
-
-    def label(self) -> str:
-        dims = "x".join(f"{k}{v}" for k, v in self.dims.items())
-        return dims if self.variant == "realistic" else f"{dims} {self.variant}"
-
-
-def _wkv(B, T, H, N=64, variant="realistic", tiny=False, long=False):
-    return Shape({"B": B, "T": T, "H": H, "N": N}, variant, tiny, long)
-
-
-def _att(B, H, T, D=64, tiny=False, long=False):
-    return Shape({"B": B, "H": H, "T": T, "D": D}, "realistic", tiny, long)
-
-
-def _scan(B, D, T, N=16, tiny=False, long=False):
-    return Shape({"B": B, "D": D, "T": T, "N": N}, "realistic", tiny, long)
-
-
-SHAPES: dict[str, list[Shape]] = {
-    "bi_wkv7": [
-        _wkv(1, 1, 1, tiny=True),
-        _wkv(2, 5, 2, tiny=True),
-        _wkv(1, 20, 2, variant="strong_decay", tiny=True),
-        _wkv(2, 17, 3),
-        _wkv(1, 64, 2),
-        _wkv(2, 130, 2),
-        _wkv(1, 200, 2, variant="strong_decay"),
-        _wkv(1, 200, 2, variant="weak_decay"),
-        _wkv(1, 200, 2, variant="mixed"),
-    ],
-    "attention": [
-        _att(1, 2, 17, tiny=True),
-        _att(2, 3, 64),
-        _att(1, 2, 200),
-    ],
-    "bi_selective_scan": [
-        _scan(1, 32, 13, tiny=True),
-        _scan(2, 64, 64),
-        _scan(1, 96, 200),
-    ],
-}
-
-LONG_SHAPES: dict[str, list[Shape]] = {
-    "bi_wkv7": [_wkv(1, 2048, 12, long=True), _wkv(2, 4099, 12, long=True), _wkv(1, 16400, 12, long=True)],
-    "attention": [_att(1, 12, 4096, long=True), _att(1, 12, 16400, long=True)],
-    "bi_selective_scan": [_scan(1, 1536, 4096, long=True), _scan(1, 1536, 16401, long=True)],
-}
+#: One verification shape (the op records hold them: ``OpSpec.check_shapes`` / ``long_shapes``).
+Shape = CheckShape
 
 
 @dataclass
@@ -107,11 +55,12 @@ class Check:
 
 def shapes_for(op: str, rec: Impl, device: torch.device, long: bool) -> list[Shape]:
     """Shapes an implementation is checked at: interpreted backends on CPU get the tiny ones."""
-    shapes = list(SHAPES[op]) + (list(LONG_SHAPES[op]) if long else [])
+    spec = ops.get_op(op)
+    shapes = list(spec.check_shapes) + (list(spec.long_shapes) if long else [])
     if device.type == "cpu" and rec.backend in INTERPRETED:
         shapes = [s for s in shapes if s.tiny]
-    if rec.head_sizes is not None and op == "bi_wkv7":
-        shapes = [s for s in shapes if s.dims["N"] in rec.head_sizes]
+    if rec.head_sizes is not None:
+        shapes = [s for s in shapes if spec.head_size(s.dims) in (None, *rec.head_sizes)]
     return shapes
 
 
@@ -176,7 +125,7 @@ def run_verify(
                 continue
             for shape in shapes_for(op, rec, device, long):
                 for dtype in dtypes:
-                    ok, why = rec.supports(dtype, shape.dims.get("N") if op == "bi_wkv7" else None)
+                    ok, why = rec.supports(dtype, ops.get_op(op).head_size(shape.dims))
                     if not ok:
                         continue
                     results.append(check_one(op, rec, shape, dtype, refs))

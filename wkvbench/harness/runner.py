@@ -71,8 +71,8 @@ def dominates(shape: dict, smaller: dict) -> bool:
 
 
 def time_exponent(op: str) -> int:
-    """How a call's time grows with T: quadratic for attention, linear for the scans."""
-    return 2 if op == "attention" else 1
+    """How a call's time grows with T (the op record's ``time_exponent``)."""
+    return ops.get_op(op).time_exponent
 
 
 def predict_ms(op: str, tokens: int, measured: list[tuple[int, float]]) -> tuple[float, int, float] | None:

@@ -30,7 +30,7 @@ A suite is global run settings plus groups of axes, one op per group::
     tokens = [64, 256]    # or seconds = [10.24, 328] (converted per model family)
     dtype = ["float32"]
     baseline = "torch_loop"   # speed-ups are relative to it (default: the op's registry baseline)
-    variant = "realistic"     # input variant (bi_wkv7 only: wkvbench.inputs.WKV7_VARIANTS)
+    variant = "realistic"     # input variant (the op record's variants; bi_wkv7: inputs.WKV7_VARIANTS)
 
 Errors raise :class:`SuiteError` (a ValueError) naming the file and the key, e.g.
 ``suites/x.toml: group[2].tokens: expected positive integers, got 'many'``.
@@ -50,7 +50,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from wkvbench import inputs as _inputs
 from wkvbench import ops as _ops
 from wkvbench import presets, registry
 
@@ -61,8 +60,6 @@ else:  # pragma: no cover
 
 DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("cpu", "cuda", "auto")
-#: Default model per op for ad-hoc sweeps.
-DEFAULT_MODEL = {"bi_wkv7": "A-RWKV-B", "attention": "AST-B", "bi_selective_scan": "AuM-B"}
 
 
 class SuiteError(ValueError):
@@ -259,7 +256,7 @@ def _parse_group(v: _V, i: int, data) -> Group:
     if "op" not in data:
         v.fail(f"{key}.op", "missing (one of " + ", ".join(_ops.OPS) + ")")
     op = v.string(f"{key}.op", data["op"], tuple(_ops.OPS))
-    models = v.strings(f"{key}.models", data.get("models", [DEFAULT_MODEL[op]]))
+    models = v.strings(f"{key}.models", data.get("models", [_ops.get_op(op).default_model]))
     for j, m in enumerate(models):
         try:
             presets.get_model(m)
@@ -281,7 +278,7 @@ def _parse_group(v: _V, i: int, data) -> Group:
     impls = v.strings(f"{key}.impls", data.get("impls", ["*"]))
     exclude = v.strings(f"{key}.exclude", data["exclude"]) if data.get("exclude") else ()
     variant = v.string(f"{key}.variant", data.get("variant", "realistic"))
-    allowed_variants = _inputs.WKV7_VARIANTS if op == "bi_wkv7" else ("realistic",)
+    allowed_variants = _ops.get_op(op).variants
     if variant not in allowed_variants:
         v.fail(f"{key}.variant", f"{variant!r} is not one of {', '.join(allowed_variants)} for {op}")
     baseline = v.string(f"{key}.baseline", data["baseline"]) if data.get("baseline") is not None else None
@@ -406,8 +403,8 @@ def suite_from_flags(
     groups = []
     for o in ops:
         g = dict(group_common, op=o)
-        if len(ops) > 1 and "models" not in group_common and o in DEFAULT_MODEL:
-            g["models"] = [DEFAULT_MODEL[o]]
+        if len(ops) > 1 and "models" not in group_common and o in _ops.OPS:
+            g["models"] = [_ops.OPS[o].default_model]
         groups.append(g)
     data = {"name": "adhoc", "description": "ad-hoc sweep from command-line flags", "group": groups}
     if run:

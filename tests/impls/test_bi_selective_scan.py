@@ -15,9 +15,11 @@ import torch
 import wkvbench
 from wkvbench import kernels
 from wkvbench.accuracy import compare, run_checked
-from wkvbench.impls import selective_scan_mamba, selective_scan_torch, selective_scan_triton
-from wkvbench.impls.selective_scan_torch import torch_chunked, torch_loop
-from wkvbench.impls.selective_scan_triton import triton_scan
+from wkvbench.impls import bi_selective_scan_mamba as selective_scan_mamba
+from wkvbench.impls import bi_selective_scan_torch as selective_scan_torch
+from wkvbench.impls import bi_selective_scan_triton as selective_scan_triton
+from wkvbench.impls.bi_selective_scan_torch import torch_chunked, torch_loop
+from wkvbench.impls.bi_selective_scan_triton import triton_scan
 from wkvbench.inputs import bi_selective_scan_inputs
 from wkvbench.reference import bi_selective_scan as ref_bi
 from wkvbench.reference import selective_scan as ref_scan
@@ -186,7 +188,7 @@ def test_triton_rejects_bad_block():
 
 @pytest.mark.skipif(selective_scan_triton.triton is None, reason="triton not installed")
 def test_triton_compiles_for_sm90_without_spills():
-    rows = kernels.report_module("wkvbench.impls.selective_scan_triton", cc=90)
+    rows = kernels.report_module("wkvbench.impls.bi_selective_scan_triton", cc=90)
     assert rows and len(rows) == 3, rows
     for r in rows:
         assert "error" not in r, r
