@@ -82,7 +82,6 @@ class Impl:
     priority: int = 0  # higher wins for impl="auto"
     tf32: bool = False  # float32 computed on TF32 tensor cores: held to the bfloat16 bar
     peer: bool = False  # a public third-party kernel (fla-core, mamba_ssm, flash-attn)
-    baseline: bool = False  # the op's reference point for speed-ups
     check: Check | None = field(default=None, repr=False, compare=False)
     description: str = ""
     module: str = ""
@@ -142,7 +141,6 @@ def register_impl(
     priority: int = 0,
     tf32: bool = False,
     peer: bool = False,
-    baseline: bool = False,
     check: Check | None = None,
     description: str = "",
     replace: bool = False,
@@ -175,7 +173,6 @@ def register_impl(
             priority=priority,
             tf32=tf32,
             peer=peer,
-            baseline=baseline,
             check=check,
             description=description or (inspect.getdoc(fn) or "").split("\n")[0],
             module=getattr(fn, "__module__", ""),

@@ -8,7 +8,8 @@ replaces or skips rows by it, never duplicates them. Raw timing samples go to
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+#: 2: the ``baseline_impl`` and ``speedup`` columns are gone (speed-ups are the report's business).
+SCHEMA_VERSION = 2
 
 RESULTS_FILE = "results.csv"
 SAMPLES_FILE = "samples.jsonl"
@@ -48,8 +49,6 @@ COLUMNS = (
     "first_call_ms",  # the very first call (compile included), timed separately
     "tokens_per_s",  # batch * tokens / median
     "audio_s_per_s",  # batch * seconds / median
-    "baseline_impl",  # the impl speed-ups in this row are relative to
-    "speedup",  # baseline median / this median (same case), empty if either is not ok
     "bytes_moved",  # minimum bytes the op must read and write
     "gbs",  # bytes_moved / median
     "pct_copy_bw",  # 100 * gbs / copy bandwidth measured at the start of the run (percent)
@@ -79,7 +78,6 @@ TEXT_COLUMNS = (
     "shape",
     "status",
     "note",
-    "baseline_impl",
     "gpu",
     "commit",
     "wkvbench_version",

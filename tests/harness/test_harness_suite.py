@@ -66,7 +66,6 @@ def test_expansion_order_dedupe_and_seed(tmp_path):
     assert c.key("x") == ("bi_wkv7", "x", "A-RWKV-T", "1", "64", "float32", "cpu", "realistic")
     assert c.seconds == pytest.approx(1.28)  # 64 tokens = 8 patches of 16 frames... = 1.28 s
     assert c.seed == S.case_seed(0, c.case_id) and c.seed != cases[1].seed
-    assert c.baseline == "torch_loop"  # the registry's baseline when the suite names none
 
 
 def test_check_max_tokens_marks_long_cases(tmp_path):
@@ -169,3 +168,8 @@ def test_impls_star_and_explicit_names():
 def test_suite_round_trips_through_its_dict():
     suite = S.load_suite(ROOT / "suites" / "paper.toml")
     assert S.Suite.from_dict(suite.as_dict()) == suite
+
+
+def test_baseline_is_no_longer_a_suite_key(tmp_path):
+    with pytest.raises(S.SuiteError, match=r"group\[0\]\.baseline: no longer a suite key"):
+        S.load_suite(write(tmp_path, GOOD + 'baseline = "torch_loop"\n'))

@@ -21,6 +21,7 @@ from wkvbench.impls import bi_selective_scan_triton as selective_scan_triton
 from wkvbench.impls.bi_selective_scan_torch import torch_chunked, torch_loop
 from wkvbench.impls.bi_selective_scan_triton import triton_scan
 from wkvbench.inputs import bi_selective_scan_inputs
+from wkvbench.opspec import get_op
 from wkvbench.reference import bi_selective_scan as ref_bi
 from wkvbench.reference import selective_scan as ref_scan
 from wkvbench.registry import get_impl, select_impl
@@ -57,7 +58,8 @@ def test_records():
     want = {"triton": 30, "mamba_ssm": 32, "torch_chunked": 10, "torch_loop": 0}
     for name, prio in want.items():
         rec = get_impl("bi_selective_scan", name)
-        assert rec.priority == prio and rec.baseline == (name == "torch_loop") and rec.peer == (name == "mamba_ssm")
+        naive = get_op("bi_selective_scan").naive_impl == name
+        assert rec.priority == prio and naive == (name == "torch_loop") and rec.peer == (name == "mamba_ssm")
     ok, why = get_impl("bi_selective_scan", "mamba_ssm").available("cpu")
     assert not ok and "cuda" in why
 

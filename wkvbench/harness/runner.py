@@ -16,8 +16,8 @@ sizes grow:
    thermal throttling spreads over all of them instead of favouring one;
 5. NVML energy (GPU with an energy counter): ``energy_s`` of back-to-back calls;
 6. one row per implementation is appended to ``results.csv`` and its samples to
-   ``samples.jsonl``; speed-ups are against the suite's baseline in the same case (empty when
-   either is not ``ok``).
+   ``samples.jsonl``. Speed-ups are not stored: the report and the summary printed at the end
+   compute them (the summary against the op record's ``naive_impl`` in the same case).
 
 A crash or hang costs one cell (``failed``/``timeout``); out of memory gives ``oom``. See
 ``wkvbench.harness.worker`` for the isolation and ``wkvbench.harness.store`` for resume.
@@ -55,7 +55,7 @@ from wkvbench.harness.suite import (
     with_overrides,
 )
 from wkvbench.harness.worker import WorkerClient, WorkerDied, WorkerTimeout
-from wkvbench.schema import ENV_FILE, SCHEMA_VERSION, STATUSES
+from wkvbench.schema import ENV_FILE, KEY, SCHEMA_VERSION, STATUSES
 
 SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
 RUN_FLAGS = ("budget_s", "warmup_s", "rounds", "min_samples", "max_cell_s", "seed", "check_max_tokens", "energy_s")
@@ -264,7 +264,7 @@ class Runner:
         return git["commit"] + ("-dirty" if git.get("dirty") else "")
 
     # ------------------------------------------------------------------ rows
-    def _row(self, case: Case, cell: Cell, baseline_ms: float | None, baseline_ok: bool) -> dict:
+    def _row(self, case: Case, cell: Cell) -> dict:
         spec = ops.get_op(case.op)
         import torch
 
@@ -294,7 +294,6 @@ class Runner:
             "status": cell.status,
             "note": cell.note,
             "first_call_ms": cell.first_call_ms,
-            "baseline_impl": case.baseline or "",
             "bytes_moved": bytes_moved,
             "flops": flops,
             "rel_err": cell.rel_err,
@@ -317,12 +316,10 @@ class Runner:
             row["peak_mem_bytes"] = cell.peak_mem_bytes
             if cell.joules_per_call is not None:
                 row["energy_j_per_1k_tokens"] = cell.joules_per_call / (case.batch * case.tokens) * 1e3
-            if baseline_ok and baseline_ms:
-                row["speedup"] = baseline_ms / st.median_ms
         return row
 
-    def _write(self, case: Case, cell: Cell, baseline_ms=None, baseline_ok=False, snaps=(None, None)) -> None:
-        row = self._row(case, cell, baseline_ms, baseline_ok)
+    def _write(self, case: Case, cell: Cell, snaps=(None, None)) -> None:
+        row = self._row(case, cell)
         self.store.append_row(row)
         if cell.samples:
             rec = {k: row[k] for k in ("op", "impl", "model", "batch", "tokens", "dtype", "device", "variant")}
@@ -481,9 +478,8 @@ class Runner:
                     self._energy(case, cell)
         after = gpu_snapshot(self.gpu_uuid) if self.device == "cuda" else None
         self._count_throttle(before, after)
-        base_ms, base_ok = self._baseline(case, todo)
         for cell in todo:
-            self._write(case, cell, base_ms, base_ok, (before, after))
+            self._write(case, cell, (before, after))
 
     def _count_throttle(self, *snaps) -> None:
         """Tally clock-event reasons seen around a case (``gpu_idle`` is normal between cells)."""
@@ -495,19 +491,6 @@ class Runner:
             self.throttle["cells_throttled"] += 1
         for r in reasons:
             self.throttle["reasons"][r] = self.throttle["reasons"].get(r, 0) + 1
-
-    def _baseline(self, case: Case, cells: list[Cell]) -> tuple[float | None, bool]:
-        if not case.baseline:
-            return None, False
-        for c in cells:
-            if c.impl == case.baseline:
-                if c.status == "ok" and c.samples:
-                    return timing.summarize(c.samples).median_ms, True
-                return None, False
-        row = self.store.get(case.key(case.baseline))
-        if row and row.get("status") == "ok" and row.get("median_ms"):
-            return float(row["median_ms"]), True
-        return None, False
 
     # ------------------------------------------------------------------ the sweep
     def execute(self, planned: list[tuple[Case, list[tuple[str, str | None]]]]) -> int:
@@ -553,21 +536,35 @@ class Runner:
         return len(self.written)
 
 
+def _ok_ms(row: dict) -> float | None:
+    """The median of an ``ok`` row with a positive timing, else None."""
+    ms = row.get("median_ms")
+    return float(ms) if row.get("status") == "ok" and ms not in (None, "") and float(ms) > 0 else None
+
+
+def _case_of(row: dict) -> tuple:
+    return tuple(str(row.get(k, "")) for k in KEY if k != "impl")
+
+
 def _shape_str(shape: dict) -> str:
     return "[" + ", ".join(f"{k}={v}" for k, v in shape.items()) + "]"
 
 
 # ============================================================================= summary
 def summary_table(rows: list[dict]) -> str:
-    """Counts per status and the geometric-mean speed-up, per (op, impl)."""
+    """Counts per status, and per (op, impl) the geometric-mean speed-up over the op's naive
+    implementation (its record's ``naive_impl``) in the cases where both are ``ok``."""
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    naive: dict[tuple, float] = {}
     for r in rows:
         groups[(r["op"], r["impl"])].append(r)
-    head = ["op", "impl", *STATUSES, "geomean speedup", "best tok/s"]
+        if r["op"] in ops.OPS and r["impl"] == ops.get_op(r["op"]).naive_impl and _ok_ms(r):
+            naive[_case_of(r)] = _ok_ms(r)
+    head = ["op", "impl", *STATUSES, "geomean vs naive", "best tok/s"]
     lines = [head]
     for (op, impl), rs in groups.items():
         counts = [str(sum(1 for r in rs if r["status"] == s) or "") for s in STATUSES]
-        sp = [float(r["speedup"]) for r in rs if r.get("speedup")]
+        sp = [naive[_case_of(r)] / _ok_ms(r) for r in rs if _ok_ms(r) and _case_of(r) in naive]
         gm = f"{math.exp(sum(map(math.log, sp)) / len(sp)):.3g}x" if sp else ""
         tps = [float(r["tokens_per_s"]) for r in rs if r.get("tokens_per_s")]
         lines.append([op, impl, *counts, gm, f"{max(tps):.4g}" if tps else ""])
@@ -591,7 +588,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--tokens", help="sequence lengths in tokens, e.g. 512,4096")
     g.add_argument("--seconds", help="seconds of audio, e.g. 10.24,328 (tokens per model family)")
     g.add_argument("--dtype", help="float32, bfloat16, float16")
-    g.add_argument("--baseline", help="implementation speed-ups are relative to")
     g.add_argument("--variant", help="bi_wkv7 input variant (realistic, strong_decay, weak_decay, mixed)")
     r = parser.add_argument_group("run")
     r.add_argument("--device", choices=("cpu", "cuda", "auto"), help="overrides the suite's run.device")
@@ -629,7 +625,7 @@ def build_suite(args: argparse.Namespace) -> tuple[Suite, list[str]]:
         if used:
             raise SuiteError(
                 f"command line: {', '.join(used)}: not allowed with a suite file (edit the suite or "
-                "use flags alone); --op, --impl, --exclude, --baseline, --device and run settings are"
+                "use flags alone); --op, --impl, --exclude, --device and run settings are"
             )
         path = Path(args.suite)
         if not path.exists() and (SUITES_DIR / f"{args.suite}.toml").is_file():
@@ -649,8 +645,6 @@ def build_suite(args: argparse.Namespace) -> tuple[Suite, list[str]]:
         if args.exclude:
             names = tuple(n.strip() for n in args.exclude.split(",") if n.strip())
             groups = tuple(replace(g, exclude=g.exclude + names) for g in groups)
-        if args.baseline:
-            groups = tuple(replace(g, baseline=args.baseline) for g in groups)
         suite = with_overrides(replace(suite, groups=groups), run_over)
     elif args.op:
         suite = suite_from_flags(
@@ -661,7 +655,6 @@ def build_suite(args: argparse.Namespace) -> tuple[Suite, list[str]]:
             tokens=args.tokens,
             seconds=args.seconds,
             dtype=args.dtype,
-            baseline=args.baseline,
             variant=args.variant,
             run=run_over,
         )

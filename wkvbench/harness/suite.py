@@ -29,7 +29,6 @@ A suite is global run settings plus groups of axes, one op per group::
     batch = [1]
     tokens = [64, 256]    # or seconds = [10.24, 328] (converted per model family)
     dtype = ["float32"]
-    baseline = "torch_loop"   # speed-ups are relative to it (default: the op's registry baseline)
     variant = "realistic"     # input variant (the op record's variants; bi_wkv7: inputs.WKV7_VARIANTS)
 
 Errors raise :class:`SuiteError` (a ValueError) naming the file and the key, e.g.
@@ -90,7 +89,6 @@ class Group:
     tokens: tuple[int, ...] = ()
     seconds: tuple[float, ...] = ()
     dtype: tuple[str, ...] = ("float32",)
-    baseline: str | None = None
     variant: str = "realistic"
 
 
@@ -110,8 +108,10 @@ class Suite:
     def from_dict(cls, data: dict) -> Suite:
         """Inverse of :meth:`as_dict` (a suite stored in env.json, for ``--resume``)."""
         run = RunSettings(**data["run"])
+        keep = {f.name for f in fields(Group)}  # older runs stored keys since removed (baseline)
         groups = tuple(
-            Group(**{k: tuple(v) if isinstance(v, list) else v for k, v in g.items()}) for g in data["groups"]
+            Group(**{k: tuple(v) if isinstance(v, list) else v for k, v in g.items() if k in keep})
+            for g in data["groups"]
         )
         return cls(
             name=data["name"],
@@ -137,7 +137,6 @@ class Case:
     device: str
     variant: str
     shape_json: str = field(compare=False)
-    baseline: str | None = field(default=None, compare=False)
     seed: int = field(default=0, compare=False)
     check_tokens: int | None = field(default=None, compare=False)  # check at this T instead
 
@@ -252,6 +251,8 @@ def _parse_run(v: _V, data) -> RunSettings:
 
 def _parse_group(v: _V, i: int, data) -> Group:
     key = f"group[{i}]"
+    if isinstance(data, dict) and "baseline" in data:
+        v.fail(f"{key}.baseline", "no longer a suite key: each op's naive baseline is its record's naive_impl")
     v.keys(key, data, _GROUP_KEYS)
     if "op" not in data:
         v.fail(f"{key}.op", "missing (one of " + ", ".join(_ops.OPS) + ")")
@@ -281,7 +282,6 @@ def _parse_group(v: _V, i: int, data) -> Group:
     allowed_variants = _ops.get_op(op).variants
     if variant not in allowed_variants:
         v.fail(f"{key}.variant", f"{variant!r} is not one of {', '.join(allowed_variants)} for {op}")
-    baseline = v.string(f"{key}.baseline", data["baseline"]) if data.get("baseline") is not None else None
     return Group(
         op=op,
         models=models,
@@ -291,7 +291,6 @@ def _parse_group(v: _V, i: int, data) -> Group:
         tokens=tokens,
         seconds=seconds,
         dtype=v.strings(f"{key}.dtype", data.get("dtype", ["float32"]), DTYPES),
-        baseline=baseline,
         variant=variant,
     )
 
@@ -334,7 +333,6 @@ _FLAG_OF = {
     "tokens": "--tokens",
     "seconds": "--seconds",
     "dtype": "--dtype",
-    "baseline": "--baseline",
     "variant": "--variant",
     "exclude": "--exclude",
 }
@@ -374,7 +372,6 @@ def suite_from_flags(
     tokens: str | None = None,
     seconds: str | None = None,
     dtype: str | None = None,
-    baseline: str | None = None,
     variant: str | None = None,
     run: dict | None = None,
 ) -> Suite:
@@ -396,8 +393,6 @@ def suite_from_flags(
         group_common["tokens"] = [512]
     if tokens is not None and seconds is not None:
         raise SuiteError("command line: --tokens: give --tokens or --seconds, not both")
-    if baseline:
-        group_common["baseline"] = baseline
     if variant:
         group_common["variant"] = variant
     groups = []
@@ -434,18 +429,10 @@ def case_seed(seed: int, case_id: tuple[str, ...]) -> int:
     return (seed * 1_000_003 + zlib.crc32("|".join(case_id).encode())) % (2**31 - 1)
 
 
-def default_baseline(op: str) -> str | None:
-    for rec in registry.list_impls(op):
-        if rec.baseline:
-            return rec.name
-    return None
-
-
 def _expand(suite: Suite, device: str) -> list[tuple[Case, list[Group]]]:
     seen: dict[tuple, list[Group]] = {}
     out: list[tuple[Case, list[Group]]] = []
     for group in suite.groups:
-        baseline = group.baseline or default_baseline(group.op)
         spec = _ops.get_op(group.op)
         for dtype in group.dtype:
             for model_name in group.models:
@@ -471,7 +458,6 @@ def _expand(suite: Suite, device: str) -> list[tuple[Case, list[Group]]]:
                             device=device,
                             variant=group.variant,
                             shape_json=json.dumps(shape, sort_keys=True),
-                            baseline=baseline,
                             check_tokens=check_t,
                         )
                         if case.case_id in seen:  # named again by a later group: its impls join
@@ -483,7 +469,7 @@ def _expand(suite: Suite, device: str) -> list[tuple[Case, list[Group]]]:
 
 
 def expand_cases(suite: Suite, device: str) -> list[Case]:
-    """Every case of the suite, once, in run order (the first group naming a case sets its baseline)."""
+    """Every case of the suite, once, in run order."""
     return [case for case, _ in _expand(suite, device)]
 
 
