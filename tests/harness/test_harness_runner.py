@@ -268,17 +268,17 @@ def test_throttle_tally_ignores_idle(tmp_path):
 
 def test_summary_speedup_is_against_the_ops_naive_impl():
     def row(impl, tokens, status, ms):
-        return {"op": "bi_wkv7", "impl": impl, "model": "A-RWKV-T", "batch": "1", "tokens": str(tokens),
+        return {"op": "bi_wkv7", "impl": impl, "model": "A-RWKV-T", "batch": 1, "tokens": tokens,
                 "dtype": "float32", "device": "cpu", "variant": "realistic", "status": status,
-                "median_ms": ms, "tokens_per_s": ""}  # fmt: skip
+                "median_ms": ms, "tokens_per_s": None}  # fmt: skip
 
     rows = [
-        row("torch_loop", 64, "ok", "10"),
-        row("fast", 64, "ok", "2"),  # 5x
-        row("torch_loop", 128, "ok", "40"),
-        row("fast", 128, "ok", "2"),  # 20x: geomean of 5 and 20 is 10
-        row("torch_loop", 256, "oom", ""),
-        row("fast", 256, "ok", "1"),  # no naive timing: not counted
+        row("torch_loop", 64, "ok", 10.0),
+        row("fast", 64, "ok", 2.0),  # 5x
+        row("torch_loop", 128, "ok", 40.0),
+        row("fast", 128, "ok", 2.0),  # 20x: geomean of 5 and 20 is 10
+        row("torch_loop", 256, "oom", None),
+        row("fast", 256, "ok", 1.0),  # no naive timing: not counted
     ]
     lines = {line.split()[1]: line for line in R.summary_table(rows).splitlines()[2:]}
     assert "10x" in lines["fast"] and "1x" in lines["torch_loop"]

@@ -48,6 +48,7 @@ from wkvbench.harness.suite import (
     Case,
     Suite,
     SuiteError,
+    case_id_of,
     load_suite,
     plan,
     resolve_device,
@@ -55,7 +56,7 @@ from wkvbench.harness.suite import (
     with_overrides,
 )
 from wkvbench.harness.worker import WorkerClient, WorkerDied, WorkerTimeout
-from wkvbench.schema import ENV_FILE, KEY, SCHEMA_VERSION, STATUSES
+from wkvbench.schema import ENV_FILE, KEY, SCHEMA_VERSION, STATUSES, derive
 
 SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
 RUN_FLAGS = ("budget_s", "warmup_s", "rounds", "min_samples", "max_cell_s", "seed", "check_max_tokens", "energy_s")
@@ -176,11 +177,9 @@ class Runner:
         """Feed the skip rules with the rows already in the run directory (``--resume``)."""
         by_id = {c.case_id: c for c in cases}
         for row in self.store.rows.values():
-            cid = (row["op"], row["model"], row["batch"], row["tokens"], row["dtype"], row["device"], row["variant"])
-            case = by_id.get(cid)
+            case = by_id.get(case_id_of(row))
             if case is not None:
-                median = float(row["median_ms"]) if row.get("median_ms") else None
-                self._learn(case, row["impl"], row["status"], median)
+                self._learn(case, row["impl"], row["status"], row["median_ms"])
 
     def predict_skip(self, case: Case, impl: str) -> str | None:
         """Why this cell is not worth running, from what smaller cells showed; None to run it."""
@@ -265,6 +264,7 @@ class Runner:
 
     # ------------------------------------------------------------------ rows
     def _row(self, case: Case, cell: Cell) -> dict:
+        """The results row of a measured cell: case fields, measurements, then ``schema.derive``."""
         spec = ops.get_op(case.op)
         import torch
 
@@ -273,9 +273,6 @@ class Runner:
             rec = registry.get_impl(case.op, cell.impl)
         except ValueError:
             rec = None
-        shape = case.shape
-        bytes_moved = spec.bytes_moved(shape, ops.element_size(dtype))
-        flops = spec.flops(shape)
         row = {
             "schema_version": SCHEMA_VERSION,
             "timestamp": _now(),
@@ -294,8 +291,8 @@ class Runner:
             "status": cell.status,
             "note": cell.note,
             "first_call_ms": cell.first_call_ms,
-            "bytes_moved": bytes_moved,
-            "flops": flops,
+            "bytes_moved": spec.bytes_moved(case.shape, ops.element_size(dtype)),
+            "flops": spec.flops(case.shape),
             "rel_err": cell.rel_err,
             "max_abs_err": cell.max_abs_err,
             "tol": cell.tol if cell.tol is not None else (tolerance(dtype, rec.tf32) if rec else None),
@@ -304,25 +301,16 @@ class Runner:
             "wkvbench_version": __version__,
         }
         if cell.status == "ok" and cell.samples:
-            st = timing.summarize(cell.samples)
-            med_s = st.median_ms / 1e3
-            row.update(st.as_dict())
-            row["tokens_per_s"] = case.batch * case.tokens / med_s
-            row["audio_s_per_s"] = case.batch * case.seconds / med_s
-            row["gbs"] = bytes_moved / med_s / 1e9
-            if self.copy_bw:
-                row["pct_copy_bw"] = 100.0 * row["gbs"] / self.copy_bw
-            row["tflops"] = flops / med_s / 1e12
+            row.update(timing.summarize(cell.samples).as_dict())
             row["peak_mem_bytes"] = cell.peak_mem_bytes
-            if cell.joules_per_call is not None:
-                row["energy_j_per_1k_tokens"] = cell.joules_per_call / (case.batch * case.tokens) * 1e3
+        row.update(derive(row, copy_bandwidth_gbs=self.copy_bw, joules_per_call=cell.joules_per_call))
         return row
 
     def _write(self, case: Case, cell: Cell, snaps=(None, None)) -> None:
         row = self._row(case, cell)
         self.store.append_row(row)
         if cell.samples:
-            rec = {k: row[k] for k in ("op", "impl", "model", "batch", "tokens", "dtype", "device", "variant")}
+            rec = {k: row[k] for k in KEY}
             rec.update(
                 schema_version=SCHEMA_VERSION,
                 status=cell.status,
@@ -537,13 +525,9 @@ class Runner:
 
 
 def _ok_ms(row: dict) -> float | None:
-    """The median of an ``ok`` row with a positive timing, else None."""
+    """The median of an ``ok`` (typed) row with a positive timing, else None."""
     ms = row.get("median_ms")
-    return float(ms) if row.get("status") == "ok" and ms not in (None, "") and float(ms) > 0 else None
-
-
-def _case_of(row: dict) -> tuple:
-    return tuple(str(row.get(k, "")) for k in KEY if k != "impl")
+    return ms if row.get("status") == "ok" and ms is not None and ms > 0 else None
 
 
 def _shape_str(shape: dict) -> str:
@@ -553,20 +537,22 @@ def _shape_str(shape: dict) -> str:
 # ============================================================================= summary
 def summary_table(rows: list[dict]) -> str:
     """Counts per status, and per (op, impl) the geometric-mean speed-up over the op's naive
-    implementation (its record's ``naive_impl``) in the cases where both are ``ok``."""
+    implementation (its record's ``naive_impl``) in the cases where both are ``ok``.
+
+    ``rows`` are typed rows (``RunStore.get``)."""
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     naive: dict[tuple, float] = {}
     for r in rows:
         groups[(r["op"], r["impl"])].append(r)
         if r["op"] in ops.OPS and r["impl"] == ops.get_op(r["op"]).naive_impl and _ok_ms(r):
-            naive[_case_of(r)] = _ok_ms(r)
+            naive[case_id_of(r)] = _ok_ms(r)
     head = ["op", "impl", *STATUSES, "geomean vs naive", "best tok/s"]
     lines = [head]
     for (op, impl), rs in groups.items():
         counts = [str(sum(1 for r in rs if r["status"] == s) or "") for s in STATUSES]
-        sp = [naive[_case_of(r)] / _ok_ms(r) for r in rs if _ok_ms(r) and _case_of(r) in naive]
+        sp = [naive[case_id_of(r)] / _ok_ms(r) for r in rs if _ok_ms(r) and case_id_of(r) in naive]
         gm = f"{math.exp(sum(map(math.log, sp)) / len(sp)):.3g}x" if sp else ""
-        tps = [float(r["tokens_per_s"]) for r in rs if r.get("tokens_per_s")]
+        tps = [r["tokens_per_s"] for r in rs if r.get("tokens_per_s")]
         lines.append([op, impl, *counts, gm, f"{max(tps):.4g}" if tps else ""])
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     out = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines]

@@ -50,7 +50,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from wkvbench import ops as _ops
-from wkvbench import presets, registry
+from wkvbench import presets, registry, schema
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -59,6 +59,15 @@ else:  # pragma: no cover
 
 DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("cpu", "cuda", "auto")
+
+
+#: The key columns that identify a case (every implementation of it shares them).
+CASE_KEY = tuple(k for k in schema.KEY if k != "impl")
+
+
+def case_id_of(row) -> tuple:
+    """A row's (or samples record's, or case's fields') case: its key without the implementation."""
+    return tuple(v for k, v in zip(schema.KEY, schema.key_of(row), strict=True) if k != "impl")
 
 
 class SuiteError(ValueError):
@@ -145,14 +154,13 @@ class Case:
         return json.loads(self.shape_json)
 
     @property
-    def case_id(self) -> tuple[str, ...]:
-        """The schema KEY without the implementation."""
-        return (self.op, self.model, str(self.batch), str(self.tokens), self.dtype, self.device, self.variant)
+    def case_id(self) -> tuple:
+        """The cell key without the implementation (:data:`CASE_KEY`)."""
+        return case_id_of({k: getattr(self, k) for k in CASE_KEY})
 
-    def key(self, impl: str) -> tuple[str, ...]:
-        """This cell's key, in the order of ``wkvbench.schema.KEY``."""
-        op, model, batch, tokens, dtype, device, variant = self.case_id
-        return (op, impl, model, batch, tokens, dtype, device, variant)
+    def key(self, impl: str) -> tuple:
+        """The key of this case's cell for ``impl`` (``wkvbench.schema.key``)."""
+        return schema.key(impl=impl, **{k: getattr(self, k) for k in CASE_KEY})
 
     def label(self) -> str:
         return f"{self.op} {self.model} B={self.batch} T={self.tokens} {self.dtype}"
@@ -426,7 +434,7 @@ def resolve_device(device: str) -> str:
 
 def case_seed(seed: int, case_id: tuple[str, ...]) -> int:
     """A stable per-case seed: the same case gets the same inputs in every run and process."""
-    return (seed * 1_000_003 + zlib.crc32("|".join(case_id).encode())) % (2**31 - 1)
+    return (seed * 1_000_003 + zlib.crc32("|".join(map(str, case_id)).encode())) % (2**31 - 1)
 
 
 def _expand(suite: Suite, device: str) -> list[tuple[Case, list[Group]]]:
