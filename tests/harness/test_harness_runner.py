@@ -18,7 +18,10 @@ import time
 import pytest
 
 from wkvbench import cli, registry
+from wkvbench.harness import plan as P
+from wkvbench.harness import predict
 from wkvbench.harness import runner as R
+from wkvbench.harness import suite as S
 from wkvbench.schema import KEY
 
 # Group A runs two lengths; group B adds t_abort to the shorter case only (cases merge).
@@ -177,24 +180,28 @@ def test_resume_completes_only_what_is_missing(sweep, tmp_path):
     assert len(env["previous_sessions"]) == 2  # the first session and the resume
 
 
-def test_predictions_from_history(tmp_path):
-    suite = R.suite_from_flags(
+def test_predictions_from_history():
+    suite = S.suite_from_flags(
         "attention", models="AST-B", tokens="1000,4000", run={"max_cell_s": 10, "min_samples": 3}
     )
-    run = R.Runner(suite, "cpu", tmp_path, progress=False)
-    small, big = R.plan(suite, "cpu")[0][0], R.plan(suite, "cpu")[1][0]
-    run._learn(small, "x", "ok", 100.0)  # 100 ms at T=1000 -> 1.6 s at T=4000 (quadratic) x 5 calls < 10 s
-    assert run.predict_skip(big, "x") is None
-    run._learn(small, "y", "ok", 400.0)  # -> 6.4 s per call x 5 > 10 s
-    assert "quadratic in T" in run.predict_skip(big, "y")
-    assert R.predict_ms("bi_wkv7", 4000, [(1000, 100.0), (2000, 150.0)])[0] == pytest.approx(300.0)  # linear
-    assert R.predict_ms("bi_wkv7", 500, [(1000, 100.0)]) is None
+    small, big = P.expand_cases(suite, "cpu")
+    pred = predict.SkipPredictor(suite.run)
+    pred.learn(small, "x", "ok", 100.0)  # 100 ms at T=1000 -> 1.6 s at T=4000 (quadratic) x 5 calls < 10 s
+    assert pred.why_skip(big, "x") is None
+    pred.learn(small, "y", "ok", 400.0)  # -> 6.4 s per call x 5 > 10 s
+    assert "quadratic in T" in pred.why_skip(big, "y")
+    pred.learn(small, "z", "oom", None)
+    assert pred.why_skip(big, "z").startswith("out of memory at a smaller or equal size")
+    pred.learn_rows([{**dict(zip(KEY, small.key("w"), strict=True)), "status": "timeout"}], [small, big])
+    assert pred.why_skip(big, "w").startswith("timed out at a smaller or equal size")
+    assert predict.predict_ms("bi_wkv7", 4000, [(1000, 100.0), (2000, 150.0)])[0] == pytest.approx(300.0)  # linear
+    assert predict.predict_ms("bi_wkv7", 500, [(1000, 100.0)]) is None
 
 
 def test_dominance():
-    assert R.dominates({"B": 8, "T": 64}, {"B": 1, "T": 64})
-    assert not R.dominates({"B": 8, "T": 32}, {"B": 1, "T": 64})
-    assert not R.dominates({"B": 8, "T": 64}, {"B": 1, "D": 64})
+    assert predict.dominates({"B": 8, "T": 64}, {"B": 1, "T": 64})
+    assert not predict.dominates({"B": 8, "T": 32}, {"B": 1, "T": 64})
+    assert not predict.dominates({"B": 8, "T": 64}, {"B": 1, "D": 64})
 
 
 def test_cli_errors_are_reported_not_raised(tmp_path, capsys):
@@ -209,9 +216,22 @@ def test_cli_errors_are_reported_not_raised(tmp_path, capsys):
 
 def test_dry_run_lists_cells(capsys):
     assert cli.main(["run", "--op", "bi_wkv7", "--model", "A-RWKV-T", "--tokens", "64", "--impl",
-                     "torch_loop,nope", "--device", "cpu", "--dry-run"]) == 0  # fmt: skip
+                     "torch_loop,torch_chunked", "--device", "cpu", "--dry-run"]) == 0  # fmt: skip
     out = capsys.readouterr().out
-    assert "torch_loop" in out and "(skipped: not registered for bi_wkv7)" in out and "1 cases, 2 cells" in out
+    assert "torch_loop" in out and "torch_chunked" in out and "1 cases, 2 cells" in out
+
+
+def test_suite_file_plugin_paths_resolve_against_the_suite(tmp_path, plugin_source, clean_registry, capsys):
+    sub = tmp_path / "suites"
+    sub.mkdir()
+    (sub / "misbehaving_impls.py").write_text(plugin_source, encoding="utf-8")
+    text = "plugins = ['misbehaving_impls.py']\n[[group]]\nop = 'bi_wkv7'\nimpls = ['t_good', 'gone']\n"
+    (sub / "s.toml").write_text(text + "models = ['A-RWKV-T']\ntokens = [16]\n", encoding="utf-8")
+    suite = S.load_suite(sub / "s.toml")
+    assert suite.plugins == (str((sub / "misbehaving_impls.py").resolve()),)
+    assert cli.main(["run", str(sub / "s.toml"), "--device", "cpu", "--dry-run"]) == 0
+    out = capsys.readouterr().out  # a suite naming an implementation that is not loaded: skipped, not an error
+    assert "t_good" in out and "gone  (skipped: not registered for bi_wkv7)" in out
 
 
 def test_sigint_keeps_finished_rows_and_stops_at_once(tmp_path, plugin_source):
@@ -259,7 +279,7 @@ def test_sigint_keeps_finished_rows_and_stops_at_once(tmp_path, plugin_source):
 
 
 def test_throttle_tally_ignores_idle(tmp_path):
-    run = R.Runner(R.suite_from_flags("bi_wkv7"), "cpu", tmp_path, progress=False)
+    run = R.Runner(S.suite_from_flags("bi_wkv7"), "cpu", tmp_path, progress=False)
     run._count_throttle({"throttle_reasons": ["gpu_idle"]}, {"throttle_reasons": ["sw_power_cap", "gpu_idle"]})
     run._count_throttle({"throttle_reasons": []}, {"throttle_reasons": ["gpu_idle"]})
     run._count_throttle(None, None)  # no NVML: not counted
