@@ -44,11 +44,19 @@ def test_verify_flags_wrong_and_crashing(bad_impls, capsys, tmp_path):
     assert {r["status"] for r in rows} == {"FAIL", "ERROR"}
 
 
-def test_verify_unknown_impl_and_dtype_are_reported():
-    with pytest.raises(SystemExit, match="--impl: unknown"):
-        cli.main(["verify", "--impl", "nope"])
-    with pytest.raises(SystemExit, match="--dtype"):
-        cli.main(["verify", "--dtype", "float8"])
+@pytest.mark.parametrize(
+    ("argv", "message", "known"),
+    [
+        (["--impl", "torch_loop,nope"], "--impl: unknown implementation(s) 'nope'", "torch_chunked"),
+        (["--op", "bi_wkv7", "--impl", "torch_eager"], "--impl: unknown implementation(s) 'torch_eager'", "torch_loop"),
+        (["--op", "bi_wkv7,nope"], "--op: unknown op(s) 'nope'", "bi_selective_scan"),
+        (["--dtype", "float8"], "--dtype: unknown dtype(s) 'float8'", "bfloat16"),
+    ],
+)
+def test_verify_typos_exit_2_naming_the_known_names(argv, message, known, capsys):
+    assert cli.main(["verify", *argv]) == 2
+    captured = capsys.readouterr()
+    assert message in captured.err and known in captured.err and captured.out == ""  # nothing was checked
 
 
 def test_list_json(capsys):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -166,23 +167,40 @@ def _split(s: str) -> list[str]:
     return [x.strip() for x in s.split(",") if x.strip()]
 
 
-def main(args: argparse.Namespace) -> int:
+def _selection(args: argparse.Namespace) -> tuple[list[str], list[str] | None, list[torch.dtype], torch.device]:
+    """Ops, implementation names, dtypes and device from the flags; ValueError naming a typo."""
     for plugin in args.plugin:
         load_plugin(plugin)
     ops_ = _split(args.op)
-    for op in ops_:
-        ops.get_op(op)
-    try:
-        dtypes = [DTYPES[d] for d in _split(args.dtype)]
-    except KeyError as exc:
-        raise SystemExit(f"--dtype: unknown dtype {exc}; expected {', '.join(DTYPES)}") from None
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    bad = [o for o in ops_ if o not in ops.OPS]
+    if bad or not ops_:
+        raise ValueError(f"--op: unknown op(s) {', '.join(map(repr, bad))}; known: {', '.join(ops.OPS)}")
+    bad = [d for d in _split(args.dtype) if d not in DTYPES]
+    if bad or not _split(args.dtype):
+        raise ValueError(f"--dtype: unknown dtype(s) {', '.join(map(repr, bad))}; known: {', '.join(DTYPES)}")
+    dtypes = [DTYPES[d] for d in _split(args.dtype)]
     impls = _split(args.impl) or None
     if impls:
-        known = {r.name for op in ops_ for r in list_impls(op)}
-        unknown = sorted(set(impls) - known)
-        if unknown:
-            raise SystemExit(f"--impl: unknown implementation(s) {', '.join(unknown)} for op(s) {', '.join(ops_)}")
+        known = list(dict.fromkeys(r.name for op in ops_ for r in list_impls(op)))
+        bad = [n for n in impls if n not in known]
+        if bad:
+            raise ValueError(
+                f"--impl: unknown implementation(s) {', '.join(map(repr, bad))} for {', '.join(ops_)}; "
+                f"known: {', '.join(known)}"
+            )
+    try:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as exc:
+        raise ValueError(f"--device: {exc}") from None
+    return ops_, impls, dtypes, device
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        ops_, impls, dtypes, device = _selection(args)
+    except ValueError as exc:
+        print(f"wkvbench verify: {exc}", file=sys.stderr)
+        return 2
     print(HEADER, flush=True)
 
     def progress(c: Check) -> None:

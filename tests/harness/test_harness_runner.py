@@ -221,6 +221,32 @@ def test_dry_run_lists_cells(capsys):
     assert "torch_loop" in out and "torch_chunked" in out and "1 cases, 2 cells" in out
 
 
+ADHOC = ["--op", "bi_wkv7", "--model", "A-RWKV-T", "--tokens", "16"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "unknown", "known"),
+    [
+        ([*ADHOC, "--impl", "torch_loop,nope"], "'nope'", "torch_chunked"),
+        ([*ADHOC, "--exclude", "nope"], "'nope'", "torch_loop"),
+        (["--op", "nope", "--tokens", "16"], "'nope'", "bi_selective_scan"),
+        (["--op", "bi_wkv7", "--model", "A-RWKV-X", "--tokens", "16"], "'A-RWKV-X'", "A-RWKV-T"),
+        ([*ADHOC, "--dtype", "float8"], "'float8'", "bfloat16"),
+        (["SUITE", "--impl", "nope"], "'nope'", "torch_chunked"),
+        (["SUITE", "--op", "nope"], "'nope'", "bi_wkv7"),
+    ],
+)
+def test_command_line_typos_fail_at_once(argv, unknown, known, tmp_path, capsys):
+    suite = tmp_path / "s.toml"
+    suite.write_text("[[group]]\nop = 'bi_wkv7'\nmodels = ['A-RWKV-T']\ntokens = [16]\n", encoding="utf-8")
+    argv = [str(suite) if a == "SUITE" else a for a in argv]
+    out = tmp_path / "run"
+    assert cli.main(["run", *argv, "--device", "cpu", "--no-progress", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert unknown in err and known in err
+    assert not out.exists()  # nothing was run or written
+
+
 def test_suite_file_plugin_paths_resolve_against_the_suite(tmp_path, plugin_source, clean_registry, capsys):
     sub = tmp_path / "suites"
     sub.mkdir()

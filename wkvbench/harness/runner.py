@@ -49,7 +49,7 @@ from wkvbench.harness import timing
 from wkvbench.harness.plan import plan, resolve_device
 from wkvbench.harness.predict import SkipPredictor
 from wkvbench.harness.store import RunStore, StoreError
-from wkvbench.harness.suite import Case, Suite, SuiteError, add_run_flags, case_id_of, suite_from_args
+from wkvbench.harness.suite import Case, Suite, SuiteError, add_run_flags, case_id_of, check_impl_names, suite_from_args
 from wkvbench.harness.worker import WorkerClient, WorkerDied, WorkerTimeout
 from wkvbench.schema import ENV_FILE, KEY, SCHEMA_VERSION, STATUSES, derive
 
@@ -513,6 +513,9 @@ def main(args: argparse.Namespace) -> int:
         suite = suite_from_args(args)
         plugins = list(suite.plugins)
         load_plugins(plugins)
+        suite_ops = [g.op for g in suite.groups]
+        check_impl_names("--impl", args.impl, suite_ops)  # command-line names: a typo fails here
+        check_impl_names("--exclude", args.exclude, suite_ops)
         device = resolve_device(suite.run.device)
         planned = plan(suite, device)
     except (SuiteError, ValueError) as exc:

@@ -52,12 +52,12 @@ import json
 import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from wkvbench import ops as _ops
-from wkvbench import presets, schema
+from wkvbench import presets, registry, schema
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -466,6 +466,9 @@ def edit_suite(
     groups = suite.groups
     if ops:
         keep = _split("--op", ops, str)
+        for op in keep:
+            if op not in _ops.OPS:
+                raise SuiteError(f"command line: --op: unknown op {op!r}; known: {', '.join(_ops.OPS)}")
         groups = tuple(g for g in groups if g.op in keep)
         if not groups:
             have = ", ".join(dict.fromkeys(g.op for g in suite.groups))
@@ -512,3 +515,19 @@ def suite_from_args(args: argparse.Namespace) -> Suite:
         raise SuiteError("command line: give a suite file, or --op (ad-hoc sweep), or --resume --out RUN_DIR")
     plugins = [*suite.plugins, *(plugin_path(p) for p in getattr(args, "plugin", None) or ())]
     return replace(suite, plugins=tuple(dict.fromkeys(plugins)))
+
+
+def check_impl_names(flag: str, text: str | None, ops: Iterable[str]) -> None:
+    """Every implementation named by ``flag`` (``--impl``, ``--exclude``) must be registered for one
+    of ``ops`` (plugins loaded first): a typo on the command line fails at once, naming the known ones.
+    Names in a suite file are not checked here: there, one that is not loaded is ``skipped``."""
+    if not text:
+        return
+    ops = list(dict.fromkeys(ops))
+    known = list(dict.fromkeys(r.name for op in ops for r in registry.list_impls(op)))
+    unknown = [n for n in _split(flag, text, str) if n != "*" and n not in known]
+    if unknown:
+        raise SuiteError(
+            f"command line: {flag}: unknown implementation(s) {', '.join(map(repr, unknown))} for "
+            f"{', '.join(ops)}; known: {', '.join(known)}"
+        )
