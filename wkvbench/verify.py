@@ -3,8 +3,10 @@
 Every available implementation of every op, over a set of shapes (odd T, B > 1, H > 1, stress
 variants) and dtypes, against the float64 reference computed from the same dtype-rounded
 inputs, with NaN-poisoned outputs. Prints one row per check (impl, shape, dtype, rel-L2,
-max-abs, tolerance, PASS/FAIL), optionally writes them as CSV/JSON, and exits non-zero on any
-failure. An implementation that crashes is a failure, not an abort of the run.
+max-abs, tolerance, status), optionally writes them as CSV/JSON, and exits 1 on any failure.
+Statuses are the results vocabulary (``wkvbench.schema.STATUSES``): ``ok``; ``wrong`` (over the
+accuracy bar, or non-finite); ``failed`` (it raised) or ``oom`` (it ran out of memory) -- a
+crash is a failed check, not an abort of the run; ``skipped`` (not available on this device).
 
 Interpreted backends (Triton under ``TRITON_INTERPRET=1``, Numba under the CUDA simulator) run
 on CPU tensors only at the ``tiny`` shapes; ``--long`` adds A-RWKV-B-width shapes up to 16,400
@@ -23,12 +25,16 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from wkvbench import accuracy, ops
+from wkvbench.harness.worker import classify
 from wkvbench.opspec import CheckShape
 from wkvbench.registry import OPS as OP_NAMES
 from wkvbench.registry import Impl, list_impls, load_plugin
+from wkvbench.schema import STATUSES
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 INTERPRETED = ("triton", "numba", "cuda_host")
+#: Statuses that make ``wkvbench verify`` exit 1.
+FAILURES = ("wrong", "failed", "oom", "timeout")
 
 
 #: One verification shape (the op records hold them: ``OpSpec.check_shapes`` / ``long_shapes``).
@@ -45,7 +51,7 @@ class Check:
     shape: str
     dtype: str
     device: str
-    status: str  # PASS | FAIL | ERROR | SKIP
+    status: str  # ok | wrong | failed | oom | skipped (wkvbench.schema.STATUSES)
     rel_err: float = float("nan")
     max_abs: float = float("nan")
     tol: float = float("nan")
@@ -82,7 +88,7 @@ class _RefCache:
 def check_one(op: str, rec: Impl, shape: Shape, dtype: torch.dtype, refs: _RefCache) -> Check:
     """Run one implementation on one shape and dtype against the reference."""
     dname = str(dtype).replace("torch.", "")
-    row = Check(op, rec.name, rec.backend, shape.label(), dname, refs.device.type, "ERROR", dims=dict(shape.dims))
+    row = Check(op, rec.name, rec.backend, shape.label(), dname, refs.device.type, "failed", dims=dict(shape.dims))
     inputs, ref = refs.get(op, shape, dtype)
     t0 = time.perf_counter()
     try:
@@ -91,12 +97,13 @@ def check_one(op: str, rec: Impl, shape: Shape, dtype: torch.dtype, refs: _RefCa
             torch.cuda.synchronize()
         acc = accuracy.compare(y, ref, dtype, tf32=rec.tf32)
     except Exception as exc:  # a crash is a failed check, never an aborted verification
+        row.status = classify(exc)
         row.note = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
         row.seconds = time.perf_counter() - t0
         return row
     row.seconds = time.perf_counter() - t0
     row.rel_err, row.max_abs, row.tol = acc.rel_err, acc.max_abs, acc.tol
-    row.status = "PASS" if acc.passed else "FAIL"
+    row.status = "ok" if acc.passed else "wrong"
     if not acc.finite:
         row.note = "non-finite output (NaN/Inf: unwritten or overflowed elements)"
     return row
@@ -120,7 +127,7 @@ def run_verify(
                 continue
             ok, why = rec.available(device)
             if not ok:
-                results.append(Check(op, rec.name, rec.backend, "-", "-", device.type, "SKIP", note=why))
+                results.append(Check(op, rec.name, rec.backend, "-", "-", device.type, "skipped", note=why))
                 if progress:
                     progress(results[-1])
                 continue
@@ -141,12 +148,12 @@ def format_row(c: Check) -> str:
 
     return (
         f"{c.op:<17} {c.impl:<22} {c.shape:<28} {c.dtype:<9} {num(c.rel_err):>9} {num(c.max_abs):>9} "
-        f"{num(c.tol):>8} {c.status:<5} {c.seconds:7.2f}s {c.note}"
+        f"{num(c.tol):>8} {c.status:<7} {c.seconds:7.2f}s {c.note}"
     ).rstrip()
 
 
 HEADER = (
-    f"{'op':<17} {'impl':<22} {'shape':<28} {'dtype':<9} {'rel_l2':>9} {'max_abs':>9} {'tol':>8} {'':<5} "
+    f"{'op':<17} {'impl':<22} {'shape':<28} {'dtype':<9} {'rel_l2':>9} {'max_abs':>9} {'tol':>8} {'status':<7} "
     f"{'time':>8} note"
 )
 
@@ -204,15 +211,15 @@ def main(args: argparse.Namespace) -> int:
     print(HEADER, flush=True)
 
     def progress(c: Check) -> None:
-        if not args.quiet or c.status in ("FAIL", "ERROR"):
+        if not args.quiet or c.status in FAILURES:
             print(format_row(c), flush=True)
 
     results = run_verify(ops_, impls, dtypes, device, long=args.long, seed=args.seed, progress=progress)
-    counts = {s: sum(c.status == s for c in results) for s in ("PASS", "FAIL", "ERROR", "SKIP")}
-    print(
-        f"\n{counts['PASS']} passed, {counts['FAIL']} failed, {counts['ERROR']} errors, "
-        f"{counts['SKIP']} implementations not available on {device.type}"
-    )
+    counts = {s: sum(c.status == s for c in results) for s in STATUSES}
+    shown = [f"{n} {s}" for s, n in counts.items() if (n or s in ("ok", "wrong", "failed")) and s != "skipped"]
+    if counts["skipped"]:
+        shown.append(f"{counts['skipped']} skipped (implementations not available on {device.type})")
+    print("\n" + ", ".join(shown))
     if args.out:
         rows = [asdict(c) for c in results]
         if args.out.endswith(".json"):
@@ -225,4 +232,4 @@ def main(args: argparse.Namespace) -> int:
                 for r in rows:
                     r["dims"] = json.dumps(r["dims"])
                     w.writerow(r)
-    return 1 if counts["FAIL"] or counts["ERROR"] else 0
+    return 1 if any(counts[s] for s in FAILURES) else 0
