@@ -267,7 +267,7 @@ _RECORDS = (
     ),
     OpSpec(
         name="bi_selective_scan",
-        label="bidirectional selective scan",
+        label="Mamba scan",
         family="aum",
         default_model="AuM-B",
         args=("u", "delta", "A", "A_b", "Bm", "Cm", "Dskip", "z", "delta_bias", "delta_softplus"),

@@ -34,10 +34,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from wkvbench.opspec import OPS as _SPECS
-
-#: Registered op names, from the op records.
-OPS: tuple[str, ...] = tuple(_SPECS)
+from wkvbench.opspec import OPS  # the op records by name: iterating it gives the op names, in listing order
 
 ALL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
