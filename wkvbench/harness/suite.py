@@ -391,7 +391,7 @@ def suite_from_flags(
     exclude: str | None = None,
     run: dict | None = None,
 ) -> Suite:
-    """An ad-hoc suite from CONTRACT section 7's flags (comma lists), validated like a file."""
+    """An ad-hoc suite from the flags of docs/spec.md section 7 (comma lists), validated like a file."""
     ops = _split("--op", op, str)
     group_common = {}
     for key, flag, text, conv in (
