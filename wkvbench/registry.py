@@ -110,7 +110,7 @@ class Impl:
         return (False, "; ".join(reasons)) if reasons else (True, "ok")
 
     def supports(self, dtype: torch.dtype, head_size: int | None = None) -> tuple[bool, str]:
-        """Whether the implementation handles this dtype (and head size, for bi_wkv7)."""
+        """Whether the implementation handles this dtype (and head size, where the op record has one)."""
         if dtype not in self.dtypes:
             return False, f"dtype {str(dtype).replace('torch.', '')} not supported"
         if head_size is not None and self.head_sizes is not None and head_size not in self.head_sizes:
