@@ -1,4 +1,10 @@
-"""One pytest-benchmark benchmark per runnable suite cell (see ``benchmarks/conftest.py``)."""
+"""One pytest-benchmark benchmark per runnable suite cell (see ``benchmarks/conftest.py``).
+
+One in-process worker session serves every cell, so a case's inputs and float64 reference are
+built once for all its implementations (cells come grouped by case). Under
+``--benchmark-disable`` each cell is still built, checked against the reference and called, but
+timed with a single sample instead of the suite's budget: a quick test that the bridge works.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,14 @@ from wkvbench.harness import timing
 from wkvbench.harness.worker import Session
 
 
-def test_cell(benchmark, bench_cell):
+@pytest.fixture(scope="module")
+def session():
+    return Session()
+
+
+def test_cell(benchmark, bench_cell, session):
     suite, case, impl = bench_cell
     run = suite.run
-    session = Session()
     setup = session.handle({"cmd": "case", "case": case.to_wire()})
     assert setup["ok"], setup.get("error")
     check = session.handle({"cmd": "check", "impl": impl, "warmup_s": run.warmup_s})
@@ -22,7 +32,10 @@ def test_cell(benchmark, bench_cell):
         pytest.skip(check["note"])
     assert check["status"] == "ok", f"{impl} is {check['status']}: {check.get('note')}"  # the correctness gate
 
-    plan = timing.plan_samples(check["est_ms"], run.budget_s, run.min_samples, run.max_samples, run.rounds)
+    if benchmark.disabled:
+        plan = [1]
+    else:
+        plan = timing.plan_samples(check["est_ms"], run.budget_s, run.min_samples, run.max_samples, run.rounds)
     sampled = session.handle({"cmd": "sample", "impl": impl, "n": sum(plan)})
     assert sampled["ok"], sampled.get("error")
     stats = timing.summarize(sampled["samples_ms"])

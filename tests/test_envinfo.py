@@ -2,6 +2,7 @@
 
 import json
 import subprocess
+import types
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,22 @@ def test_git_commit_matches_git():
 
 def test_git_outside_a_checkout(tmp_path):
     assert envinfo.git_info(tmp_path) == {"commit": None, "dirty": None}
+
+
+def test_an_installed_copy_inside_another_repository_has_no_commit(tmp_path):
+    other = tmp_path / "other-project"
+    site = other / "venv" / "site-packages"
+    site.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(other)], check=True)
+    ident = ["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", "-C", str(other), *ident, "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    (site / "wkvbench").mkdir()
+    (site / "wkvbench" / "envinfo.py").write_text((ROOT / "wkvbench" / "envinfo.py").read_text())
+    fake = types.ModuleType("wkvbench_copy_envinfo")
+    fake.__file__ = str(site / "wkvbench" / "envinfo.py")
+    code = compile((site / "wkvbench" / "envinfo.py").read_text(), fake.__file__, "exec")
+    exec(code, fake.__dict__)  # the real module, but living where an install would put it
+    assert fake.git_info() == {"commit": None, "dirty": None}
 
 
 def test_throttle_reason_names():

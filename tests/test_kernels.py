@@ -55,7 +55,7 @@ def _run_without(tmp_path: Path, site: str, *modules: str) -> subprocess.Complet
 
 def test_end_to_end_without_triton(tmp_path):
     proc = _run_without(
-        tmp_path, "import sys\nsys.modules['triton'] = None\n", "wkvbench.impls.selective_scan_triton",
+        tmp_path, "import sys\nsys.modules['triton'] = None\n", "wkvbench.impls.bi_selective_scan_triton",
         "wkvbench.impls.bi_wkv7_triton",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr

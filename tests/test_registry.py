@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import wkvbench
-from wkvbench import registry
+from wkvbench import ops, registry
 from wkvbench.inputs import bi_wkv7_inputs
 
 
@@ -27,7 +27,7 @@ def test_builtins_listed_with_records():
     names = {r.name for r in wkvbench.list_impls("bi_wkv7")}
     assert {"torch_loop", "torch_chunked"} <= names
     rec = registry.get_impl("bi_wkv7", "torch_loop")
-    assert rec.baseline and rec.backend == "torch" and rec.accepts_out
+    assert rec.name == ops.get_op("bi_wkv7").naive_impl and rec.backend == "torch" and rec.accepts_out
     assert rec.available("cpu") == (True, "ok")
 
 

@@ -10,9 +10,11 @@ Public API (CONTRACT section 4)::
     wkvbench.reference.wkv7 / bi_wkv7 / attention / selective_scan / bi_selective_scan
 
 Layout: ``reference/`` (float64 truth), ``impls/`` (one module per op and backend),
-``inputs`` (realistic inputs), ``accuracy`` (the bar), ``ops`` (op records, validation,
-dispatch), ``verify`` (the correctness gate), ``harness/`` (timing, sweeps, results),
-``report/`` (figures, report, compare), ``cli`` (the ``wkvbench`` command).
+``opspec`` (the op records, one per op: docs/adding-an-op.md), ``ops`` (dispatch), ``registry``
+(implementation records), ``inputs`` (realistic inputs), ``accuracy`` (the bar), ``schema``
+(results columns, cell key, derived columns), ``verify`` (the correctness gate), ``harness/``
+(timing, sweeps, results), ``report/`` (figures, report, compare), ``cli`` (the ``wkvbench``
+command).
 """
 
 from wkvbench import reference

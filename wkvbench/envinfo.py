@@ -102,15 +102,22 @@ def cpu_model() -> str:
 
 
 def git_info(root: str | os.PathLike | None = None) -> dict:
-    """``{"commit": sha or None, "dirty": bool or None}`` of the checkout holding wkvbench."""
-    root = Path(root) if root else Path(__file__).resolve().parent.parent
+    """``{"commit": sha or None, "dirty": bool or None}`` of the checkout holding wkvbench.
+
+    Without ``root``: the git work tree this ``wkvbench`` package was imported from, and only if
+    the package sits at its top (an installed copy inside some other repository has no commit).
+    """
+    package = Path(__file__).resolve().parent
+    where = Path(root) if root else package
 
     def git(*args):
         return subprocess.run(
-            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True
+            ["git", "-C", str(where), *args], capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
 
     try:
+        if root is None and Path(git("rev-parse", "--show-toplevel")).resolve() != package.parent:
+            return {"commit": None, "dirty": None}
         commit = git("rev-parse", "HEAD")
         dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):

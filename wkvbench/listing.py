@@ -7,6 +7,7 @@ import json
 
 import torch
 
+from wkvbench.opspec import get_op
 from wkvbench.registry import OPS, builtin_errors, list_impls, load_plugin
 
 
@@ -15,6 +16,7 @@ def rows(device: str | None = None) -> list[dict]:
     devices = [device] if device else ["cpu", "cuda"]
     out = []
     for op in OPS:
+        naive = get_op(op).naive_impl
         for rec in list_impls(op):
             row = {
                 "op": op,
@@ -24,7 +26,7 @@ def rows(device: str | None = None) -> list[dict]:
                 "dtypes": ",".join(str(d).replace("torch.", "").replace("float", "f") for d in rec.dtypes),
                 "priority": rec.priority,
                 "flags": ",".join(
-                    f for f, on in (("baseline", rec.baseline), ("peer", rec.peer), ("tf32", rec.tf32)) if on
+                    f for f, on in (("naive", rec.name == naive), ("peer", rec.peer), ("tf32", rec.tf32)) if on
                 ),
                 "description": rec.description,
             }

@@ -8,9 +8,12 @@ own kernel -- is a plain function registered with :func:`register_impl`::
 
 The record says which devices, dtypes and head sizes the function handles, how to tell whether
 its backend can run here (``available(device) -> (ok, reason)``), and how it ranks for
-``impl="auto"``. Built-in modules are imported lazily, on the first query, so that
-``TRITON_INTERPRET``/``NUMBA_ENABLE_CUDASIM`` can still be set after ``import wkvbench`` and a
-missing backend costs nothing until it is asked for.
+``impl="auto"``. The op names come from the op records (:data:`wkvbench.opspec.OPS`).
+
+Built-in modules are found by convention, not listed: every module
+``wkvbench/impls/<op>_<backend>.py`` whose prefix is a registered op name. They are imported
+lazily, on the first query, so that ``TRITON_INTERPRET``/``NUMBA_ENABLE_CUDASIM`` can still be
+set after ``import wkvbench`` and a missing backend costs nothing until it is asked for.
 
 An implementation may accept ``out=`` (a preallocated output tensor it must fill completely);
 the verifier uses it to NaN-poison outputs. Functions without it are still accepted.
@@ -23,6 +26,7 @@ import importlib.machinery
 import importlib.util
 import inspect
 import os
+import pkgutil
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -30,23 +34,33 @@ from dataclasses import dataclass, field
 
 import torch
 
-OPS = ("bi_wkv7", "attention", "bi_selective_scan")
+from wkvbench.opspec import OPS  # the op records by name: iterating it gives the op names, in listing order
 
 ALL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
-# Built-in implementation modules, imported on first use (order = listing order).
-BUILTIN_MODULES = (
-    "wkvbench.impls.bi_wkv7_torch",
-    "wkvbench.impls.bi_wkv7_triton",
-    "wkvbench.impls.bi_wkv7_cupy",
-    "wkvbench.impls.bi_wkv7_numba",
-    "wkvbench.impls.bi_wkv7_fla",
-    "wkvbench.impls.attention_torch",
-    "wkvbench.impls.attention_flash_attn",
-    "wkvbench.impls.selective_scan_torch",
-    "wkvbench.impls.selective_scan_triton",
-    "wkvbench.impls.selective_scan_mamba",
-)
+IMPLS_PACKAGE = "wkvbench.impls"
+
+
+def op_of_module(name: str) -> str | None:
+    """The op a module name ``<op>_<backend>`` belongs to (longest matching op name), or None."""
+    matches = [op for op in OPS if name.startswith(op + "_") and len(name) > len(op) + 1]
+    return max(matches, key=len) if matches else None
+
+
+def builtin_modules() -> tuple[str, ...]:
+    """Dotted names of the built-in implementation modules, found by file name (not imported).
+
+    Every module ``wkvbench/impls/<op>_<backend>.py`` whose prefix is an op name; ordered by op
+    (the op records' order), then by module name. That order is the listing order.
+    """
+    pkg = importlib.util.find_spec(IMPLS_PACKAGE)
+    paths = list(pkg.submodule_search_locations or ()) if pkg is not None else []
+    names = sorted(m.name for m in pkgutil.iter_modules(paths) if not m.ispkg)
+    return tuple(f"{IMPLS_PACKAGE}.{n}" for op in OPS for n in names if op_of_module(n) == op)
+
+
+#: The built-in implementation modules at import time (see :func:`builtin_modules`).
+BUILTIN_MODULES = builtin_modules()
 
 Check = Callable[[torch.device], "tuple[bool, str]"]
 
@@ -65,7 +79,6 @@ class Impl:
     priority: int = 0  # higher wins for impl="auto"
     tf32: bool = False  # float32 computed on TF32 tensor cores: held to the bfloat16 bar
     peer: bool = False  # a public third-party kernel (fla-core, mamba_ssm, flash-attn)
-    baseline: bool = False  # the op's reference point for speed-ups
     check: Check | None = field(default=None, repr=False, compare=False)
     description: str = ""
     module: str = ""
@@ -97,7 +110,7 @@ class Impl:
         return (False, "; ".join(reasons)) if reasons else (True, "ok")
 
     def supports(self, dtype: torch.dtype, head_size: int | None = None) -> tuple[bool, str]:
-        """Whether the implementation handles this dtype (and head size, for bi_wkv7)."""
+        """Whether the implementation handles this dtype (and head size, where the op record has one)."""
         if dtype not in self.dtypes:
             return False, f"dtype {str(dtype).replace('torch.', '')} not supported"
         if head_size is not None and self.head_sizes is not None and head_size not in self.head_sizes:
@@ -125,14 +138,13 @@ def register_impl(
     priority: int = 0,
     tf32: bool = False,
     peer: bool = False,
-    baseline: bool = False,
     check: Check | None = None,
     description: str = "",
     replace: bool = False,
 ) -> Callable[[Callable], Callable]:
     """Decorator: register ``fn`` as implementation ``name`` of ``op``. Returns ``fn`` unchanged."""
     if op not in OPS:
-        raise ValueError(f"op: unknown op {op!r}; expected one of {OPS}")
+        raise ValueError(f"op: unknown op {op!r}; expected one of {', '.join(OPS)}")
     if not isinstance(name, str) or not name or not name.replace("_", "").isalnum():
         raise ValueError(f"name: implementation name must be a non-empty identifier, got {name!r}")
     devices = tuple(devices)
@@ -158,7 +170,6 @@ def register_impl(
             priority=priority,
             tf32=tf32,
             peer=peer,
-            baseline=baseline,
             check=check,
             description=description or (inspect.getdoc(fn) or "").split("\n")[0],
             module=getattr(fn, "__module__", ""),
@@ -188,7 +199,7 @@ def load_builtins() -> dict[str, str]:
         if _BUILTINS_LOADED:
             return dict(_BUILTIN_ERRORS)
         _BUILTINS_LOADED = True
-        for mod in BUILTIN_MODULES:
+        for mod in builtin_modules():
             try:
                 importlib.import_module(mod)
             except ModuleNotFoundError as exc:
@@ -221,7 +232,7 @@ def load_plugin(spec: str) -> None:
 def list_impls(op: str | None = None) -> list[Impl]:
     """All registered implementations (of ``op`` if given), in registration order."""
     if op is not None and op not in OPS:
-        raise ValueError(f"op: unknown op {op!r}; expected one of {OPS}")
+        raise ValueError(f"op: unknown op {op!r}; expected one of {', '.join(OPS)}")
     load_builtins()
     with _LOCK:
         return [rec for (o, _), rec in _REGISTRY.items() if op is None or o == op]

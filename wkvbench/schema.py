@@ -1,14 +1,26 @@
 """The results schema shared by the harness (writer) and the report (reader).
 
 ``results.csv`` is one tidy table: a row per (case, implementation), appended and flushed as
-each cell finishes (CONTRACT section 7). ``KEY`` identifies a cell: a re-run or ``--resume``
-replaces or skips rows by it, never duplicates them. Raw timing samples go to
+each cell finishes (docs/spec.md section 7). :data:`KEY` identifies a cell: a re-run or
+``--resume`` replaces or skips rows by it, never duplicates them. Raw timing samples go to
 ``samples.jsonl`` beside it, one JSON object per cell: the key fields plus ``samples_ms``.
+
+This module is the one place that
+
+* builds a cell's key: :func:`key` (from fields) and :func:`key_of` (from a row or a samples
+  record, typed or as read from CSV); adding a key column is one entry in :data:`KEY` (plus its
+  value for older files in :data:`KEY_DEFAULTS`);
+* types a row read back from CSV: :func:`parse_row` (``INTEGER_COLUMNS`` as int,
+  ``NUMERIC_COLUMNS`` as float, empty cells as None, the rest as text);
+* derives a row's rates from its measured columns: :func:`derive`.
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+import math
+
+#: 2: the ``baseline_impl`` and ``speedup`` columns are gone (speed-ups are the report's business).
+SCHEMA_VERSION = 2
 
 RESULTS_FILE = "results.csv"
 SAMPLES_FILE = "samples.jsonl"
@@ -16,24 +28,19 @@ ENV_FILE = "env.json"
 
 STATUSES = ("ok", "wrong", "failed", "oom", "timeout", "skipped")
 
-#: Columns that identify a cell.
+#: Columns that identify a cell, in key order.
 KEY = ("op", "impl", "model", "batch", "tokens", "dtype", "device", "variant")
+#: Value of a key column in rows written before that column existed (or left empty).
+KEY_DEFAULTS = {"variant": "realistic"}
 
-#: Every column of results.csv, in order.
+#: Every column of results.csv, in order: the key first.
 COLUMNS = (
     "schema_version",
     "timestamp",  # ISO 8601, UTC, when the row was written
-    "op",
-    "impl",
+    *KEY,  # op, impl, model (preset name, e.g. A-RWKV-B), batch, tokens, dtype, device, variant
     "backend",
-    "model",  # preset name, e.g. A-RWKV-B
     "family",  # a-rwkv | ast | aum
-    "batch",
-    "tokens",
     "seconds",  # seconds of audio this token count stands for (model's front end)
-    "dtype",  # float32 | bfloat16 | float16
-    "device",  # cpu | cuda
-    "variant",  # input variant (inputs.WKV7_VARIANTS), "realistic" by default
     "shape",  # JSON of the op's shape dict, e.g. {"B": 1, "T": 512, "H": 12, "N": 64}
     "status",  # one of STATUSES
     "note",  # reason for a non-ok status, or remarks
@@ -46,18 +53,16 @@ COLUMNS = (
     "cv",  # coefficient of variation of the samples
     "n_samples",
     "first_call_ms",  # the very first call (compile included), timed separately
-    "tokens_per_s",  # batch * tokens / median
-    "audio_s_per_s",  # batch * seconds / median
-    "baseline_impl",  # the impl speed-ups in this row are relative to
-    "speedup",  # baseline median / this median (same case), empty if either is not ok
+    "tokens_per_s",  # derived: batch * tokens / median
+    "audio_s_per_s",  # derived: batch * seconds / median
     "bytes_moved",  # minimum bytes the op must read and write
-    "gbs",  # bytes_moved / median
-    "pct_copy_bw",  # 100 * gbs / copy bandwidth measured at the start of the run (percent)
+    "gbs",  # derived: bytes_moved / median
+    "pct_copy_bw",  # derived: 100 * gbs / copy bandwidth measured at the start of the run (percent)
     "flops",
-    "tflops",
+    "tflops",  # derived: flops / median
     "peak_mem_bytes",  # torch.cuda.max_memory_allocated during the cell (reset per cell)
-    "energy_j_per_1k_tokens",  # NVML energy counter, where the GPU has one
-    "rel_err",  # relative L2 against the float64 reference (CONTRACT section 5)
+    "energy_j_per_1k_tokens",  # derived from the NVML energy counter, where the GPU has one
+    "rel_err",  # relative L2 against the float64 reference (docs/spec.md section 5)
     "max_abs_err",
     "tol",
     "gpu",  # GPU name, or the CPU model for device=cpu
@@ -65,24 +70,107 @@ COLUMNS = (
     "wkvbench_version",
 )
 
-#: Columns read back as text; ``INTEGER_COLUMNS`` as integers; every other column is a float.
-TEXT_COLUMNS = (
-    "timestamp",
-    "op",
-    "impl",
-    "backend",
-    "model",
-    "family",
-    "dtype",
-    "device",
-    "variant",
-    "shape",
-    "status",
-    "note",
-    "baseline_impl",
-    "gpu",
-    "commit",
-    "wkvbench_version",
-)
+#: Columns read back as integers; ``NUMERIC_COLUMNS`` as floats; every other column is text.
 INTEGER_COLUMNS = ("batch", "tokens")
-NUMERIC_COLUMNS = tuple(c for c in COLUMNS if c not in TEXT_COLUMNS and c not in INTEGER_COLUMNS)
+NUMERIC_COLUMNS = (
+    "schema_version",
+    "seconds",
+    "median_ms",
+    "p20_ms",
+    "p80_ms",
+    "min_ms",
+    "mean_ms",
+    "iqr_ms",
+    "cv",
+    "n_samples",
+    "first_call_ms",
+    "tokens_per_s",
+    "audio_s_per_s",
+    "bytes_moved",
+    "gbs",
+    "pct_copy_bw",
+    "flops",
+    "tflops",
+    "peak_mem_bytes",
+    "energy_j_per_1k_tokens",
+    "rel_err",
+    "max_abs_err",
+    "tol",
+)
+TEXT_COLUMNS = tuple(c for c in COLUMNS if c not in NUMERIC_COLUMNS and c not in INTEGER_COLUMNS)
+#: Columns :func:`derive` computes.
+DERIVED_COLUMNS = ("tokens_per_s", "audio_s_per_s", "gbs", "pct_copy_bw", "tflops", "energy_j_per_1k_tokens")
+
+
+def _key_value(column: str, value):
+    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+        value = KEY_DEFAULTS.get(column, "")
+    if column in INTEGER_COLUMNS and value != "":
+        try:
+            return int(float(value))
+        except (TypeError, ValueError):  # not a number: a key no valid row has
+            return str(value)
+    return str(value)
+
+
+def key(**fields) -> tuple:
+    """A cell's key from its fields (every :data:`KEY` column by name, nothing else).
+
+    Integer columns come out as ``int`` and the rest as ``str``, whether the fields were typed
+    or read from CSV, so keys built anywhere compare equal.
+    """
+    missing = [k for k in KEY if k not in fields and k not in KEY_DEFAULTS]
+    extra = sorted(set(fields) - set(KEY))
+    if missing or extra:
+        raise ValueError(f"key: missing {missing}, unexpected {extra}; expected the columns {KEY}")
+    return tuple(_key_value(k, fields.get(k)) for k in KEY)
+
+
+def key_of(row) -> tuple:
+    """The key of a results row or samples record (a dict, or anything with ``.get``)."""
+    return tuple(_key_value(k, row.get(k)) for k in KEY)
+
+
+def parse_row(raw: dict) -> dict:
+    """A row as read from CSV (all strings) with the schema's types; empty cells become None."""
+    out = {}
+    for col, val in raw.items():
+        if col in INTEGER_COLUMNS or col in NUMERIC_COLUMNS:
+            if val is None or val == "":
+                out[col] = None
+                continue
+            try:
+                num = float(val)
+            except ValueError:
+                raise ValueError(f"row: column {col!r}: expected a number, got {val!r}") from None
+            out[col] = int(num) if col in INTEGER_COLUMNS else num
+        else:
+            out[col] = "" if val is None else str(val)
+    return out
+
+
+def derive(row: dict, *, copy_bandwidth_gbs: float | None = None, joules_per_call: float | None = None) -> dict:
+    """The derived columns of a row from its measured ones (all None unless ``ok`` and timed).
+
+    Reads ``status``, ``median_ms``, ``batch``, ``tokens``, ``seconds``, ``bytes_moved`` and
+    ``flops``; ``copy_bandwidth_gbs`` (the run's copy probe) gives ``pct_copy_bw`` and
+    ``joules_per_call`` (NVML) gives ``energy_j_per_1k_tokens``.
+    """
+    out = dict.fromkeys(DERIVED_COLUMNS)
+    ms = row.get("median_ms")
+    if row.get("status") != "ok" or ms is None or ms == "" or not float(ms) > 0:
+        return out
+    sec = float(ms) / 1e3
+    tokens = int(row["batch"]) * int(row["tokens"])
+    out["tokens_per_s"] = tokens / sec
+    if row.get("seconds") not in (None, ""):
+        out["audio_s_per_s"] = int(row["batch"]) * float(row["seconds"]) / sec
+    if row.get("bytes_moved") not in (None, ""):
+        out["gbs"] = float(row["bytes_moved"]) / sec / 1e9
+        if copy_bandwidth_gbs:
+            out["pct_copy_bw"] = 100.0 * out["gbs"] / copy_bandwidth_gbs
+    if row.get("flops") not in (None, ""):
+        out["tflops"] = float(row["flops"]) / sec / 1e12
+    if joules_per_call is not None:
+        out["energy_j_per_1k_tokens"] = joules_per_call / tokens * 1e3
+    return out

@@ -3,8 +3,10 @@
 Every available implementation of every op, over a set of shapes (odd T, B > 1, H > 1, stress
 variants) and dtypes, against the float64 reference computed from the same dtype-rounded
 inputs, with NaN-poisoned outputs. Prints one row per check (impl, shape, dtype, rel-L2,
-max-abs, tolerance, PASS/FAIL), optionally writes them as CSV/JSON, and exits non-zero on any
-failure. An implementation that crashes is a failure, not an abort of the run.
+max-abs, tolerance, status), optionally writes them as CSV/JSON, and exits 1 on any failure.
+Statuses are the results vocabulary (``wkvbench.schema.STATUSES``): ``ok``; ``wrong`` (over the
+accuracy bar, or non-finite); ``failed`` (it raised) or ``oom`` (it ran out of memory) -- a
+crash is a failed check, not an abort of the run; ``skipped`` (not available on this device).
 
 Interpreted backends (Triton under ``TRITON_INTERPRET=1``, Numba under the CUDA simulator) run
 on CPU tensors only at the ``tiny`` shapes; ``--long`` adds A-RWKV-B-width shapes up to 16,400
@@ -16,74 +18,27 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 
 import torch
 
 from wkvbench import accuracy, ops
+from wkvbench.harness.worker import classify
+from wkvbench.opspec import CheckShape
 from wkvbench.registry import OPS as OP_NAMES
 from wkvbench.registry import Impl, list_impls, load_plugin
+from wkvbench.schema import STATUSES
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 INTERPRETED = ("triton", "numba", "cuda_host")
+#: Statuses that make ``wkvbench verify`` exit 1.
+FAILURES = ("wrong", "failed", "oom", "timeout")
 
 
-@dataclass(frozen=True)
-class Shape:
-    """One verification shape: the op's shape dict, an input variant, and whether it is tiny."""
-
-    dims: dict
-    variant: str = "realistic"
-    tiny: bool = False
-    long: bool = False
-
-    def label(self) -> str:
-        dims = "x".join(f"{k}{v}" for k, v in self.dims.items())
-        return dims if self.variant == "realistic" else f"{dims} {self.variant}"
-
-
-def _wkv(B, T, H, N=64, variant="realistic", tiny=False, long=False):
-    return Shape({"B": B, "T": T, "H": H, "N": N}, variant, tiny, long)
-
-
-def _att(B, H, T, D=64, tiny=False, long=False):
-    return Shape({"B": B, "H": H, "T": T, "D": D}, "realistic", tiny, long)
-
-
-def _scan(B, D, T, N=16, tiny=False, long=False):
-    return Shape({"B": B, "D": D, "T": T, "N": N}, "realistic", tiny, long)
-
-
-SHAPES: dict[str, list[Shape]] = {
-    "bi_wkv7": [
-        _wkv(1, 1, 1, tiny=True),
-        _wkv(2, 5, 2, tiny=True),
-        _wkv(1, 20, 2, variant="strong_decay", tiny=True),
-        _wkv(2, 17, 3),
-        _wkv(1, 64, 2),
-        _wkv(2, 130, 2),
-        _wkv(1, 200, 2, variant="strong_decay"),
-        _wkv(1, 200, 2, variant="weak_decay"),
-        _wkv(1, 200, 2, variant="mixed"),
-    ],
-    "attention": [
-        _att(1, 2, 17, tiny=True),
-        _att(2, 3, 64),
-        _att(1, 2, 200),
-    ],
-    "bi_selective_scan": [
-        _scan(1, 32, 13, tiny=True),
-        _scan(2, 64, 64),
-        _scan(1, 96, 200),
-    ],
-}
-
-LONG_SHAPES: dict[str, list[Shape]] = {
-    "bi_wkv7": [_wkv(1, 2048, 12, long=True), _wkv(2, 4099, 12, long=True), _wkv(1, 16400, 12, long=True)],
-    "attention": [_att(1, 12, 4096, long=True), _att(1, 12, 16400, long=True)],
-    "bi_selective_scan": [_scan(1, 1536, 4096, long=True), _scan(1, 1536, 16401, long=True)],
-}
+#: One verification shape (the op records hold them: ``OpSpec.check_shapes`` / ``long_shapes``).
+Shape = CheckShape
 
 
 @dataclass
@@ -96,7 +51,7 @@ class Check:
     shape: str
     dtype: str
     device: str
-    status: str  # PASS | FAIL | ERROR | SKIP
+    status: str  # ok | wrong | failed | oom | skipped (wkvbench.schema.STATUSES)
     rel_err: float = float("nan")
     max_abs: float = float("nan")
     tol: float = float("nan")
@@ -107,11 +62,12 @@ class Check:
 
 def shapes_for(op: str, rec: Impl, device: torch.device, long: bool) -> list[Shape]:
     """Shapes an implementation is checked at: interpreted backends on CPU get the tiny ones."""
-    shapes = list(SHAPES[op]) + (list(LONG_SHAPES[op]) if long else [])
+    spec = ops.get_op(op)
+    shapes = list(spec.check_shapes) + (list(spec.long_shapes) if long else [])
     if device.type == "cpu" and rec.backend in INTERPRETED:
         shapes = [s for s in shapes if s.tiny]
-    if rec.head_sizes is not None and op == "bi_wkv7":
-        shapes = [s for s in shapes if s.dims["N"] in rec.head_sizes]
+    if rec.head_sizes is not None:
+        shapes = [s for s in shapes if spec.head_size(s.dims) in (None, *rec.head_sizes)]
     return shapes
 
 
@@ -132,7 +88,7 @@ class _RefCache:
 def check_one(op: str, rec: Impl, shape: Shape, dtype: torch.dtype, refs: _RefCache) -> Check:
     """Run one implementation on one shape and dtype against the reference."""
     dname = str(dtype).replace("torch.", "")
-    row = Check(op, rec.name, rec.backend, shape.label(), dname, refs.device.type, "ERROR", dims=dict(shape.dims))
+    row = Check(op, rec.name, rec.backend, shape.label(), dname, refs.device.type, "failed", dims=dict(shape.dims))
     inputs, ref = refs.get(op, shape, dtype)
     t0 = time.perf_counter()
     try:
@@ -141,12 +97,13 @@ def check_one(op: str, rec: Impl, shape: Shape, dtype: torch.dtype, refs: _RefCa
             torch.cuda.synchronize()
         acc = accuracy.compare(y, ref, dtype, tf32=rec.tf32)
     except Exception as exc:  # a crash is a failed check, never an aborted verification
+        row.status = classify(exc)
         row.note = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
         row.seconds = time.perf_counter() - t0
         return row
     row.seconds = time.perf_counter() - t0
     row.rel_err, row.max_abs, row.tol = acc.rel_err, acc.max_abs, acc.tol
-    row.status = "PASS" if acc.passed else "FAIL"
+    row.status = "ok" if acc.passed else "wrong"
     if not acc.finite:
         row.note = "non-finite output (NaN/Inf: unwritten or overflowed elements)"
     return row
@@ -170,13 +127,13 @@ def run_verify(
                 continue
             ok, why = rec.available(device)
             if not ok:
-                results.append(Check(op, rec.name, rec.backend, "-", "-", device.type, "SKIP", note=why))
+                results.append(Check(op, rec.name, rec.backend, "-", "-", device.type, "skipped", note=why))
                 if progress:
                     progress(results[-1])
                 continue
             for shape in shapes_for(op, rec, device, long):
                 for dtype in dtypes:
-                    ok, why = rec.supports(dtype, shape.dims.get("N") if op == "bi_wkv7" else None)
+                    ok, why = rec.supports(dtype, ops.get_op(op).head_size(shape.dims))
                     if not ok:
                         continue
                     results.append(check_one(op, rec, shape, dtype, refs))
@@ -191,12 +148,12 @@ def format_row(c: Check) -> str:
 
     return (
         f"{c.op:<17} {c.impl:<22} {c.shape:<28} {c.dtype:<9} {num(c.rel_err):>9} {num(c.max_abs):>9} "
-        f"{num(c.tol):>8} {c.status:<5} {c.seconds:7.2f}s {c.note}"
+        f"{num(c.tol):>8} {c.status:<7} {c.seconds:7.2f}s {c.note}"
     ).rstrip()
 
 
 HEADER = (
-    f"{'op':<17} {'impl':<22} {'shape':<28} {'dtype':<9} {'rel_l2':>9} {'max_abs':>9} {'tol':>8} {'':<5} "
+    f"{'op':<17} {'impl':<22} {'shape':<28} {'dtype':<9} {'rel_l2':>9} {'max_abs':>9} {'tol':>8} {'status':<7} "
     f"{'time':>8} note"
 )
 
@@ -217,35 +174,52 @@ def _split(s: str) -> list[str]:
     return [x.strip() for x in s.split(",") if x.strip()]
 
 
-def main(args: argparse.Namespace) -> int:
+def _selection(args: argparse.Namespace) -> tuple[list[str], list[str] | None, list[torch.dtype], torch.device]:
+    """Ops, implementation names, dtypes and device from the flags; ValueError naming a typo."""
     for plugin in args.plugin:
         load_plugin(plugin)
     ops_ = _split(args.op)
-    for op in ops_:
-        ops.get_op(op)
-    try:
-        dtypes = [DTYPES[d] for d in _split(args.dtype)]
-    except KeyError as exc:
-        raise SystemExit(f"--dtype: unknown dtype {exc}; expected {', '.join(DTYPES)}") from None
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    bad = [o for o in ops_ if o not in ops.OPS]
+    if bad or not ops_:
+        raise ValueError(f"--op: unknown op(s) {', '.join(map(repr, bad))}; known: {', '.join(ops.OPS)}")
+    bad = [d for d in _split(args.dtype) if d not in DTYPES]
+    if bad or not _split(args.dtype):
+        raise ValueError(f"--dtype: unknown dtype(s) {', '.join(map(repr, bad))}; known: {', '.join(DTYPES)}")
+    dtypes = [DTYPES[d] for d in _split(args.dtype)]
     impls = _split(args.impl) or None
     if impls:
-        known = {r.name for op in ops_ for r in list_impls(op)}
-        unknown = sorted(set(impls) - known)
-        if unknown:
-            raise SystemExit(f"--impl: unknown implementation(s) {', '.join(unknown)} for op(s) {', '.join(ops_)}")
+        known = list(dict.fromkeys(r.name for op in ops_ for r in list_impls(op)))
+        bad = [n for n in impls if n not in known]
+        if bad:
+            raise ValueError(
+                f"--impl: unknown implementation(s) {', '.join(map(repr, bad))} for {', '.join(ops_)}; "
+                f"known: {', '.join(known)}"
+            )
+    try:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as exc:
+        raise ValueError(f"--device: {exc}") from None
+    return ops_, impls, dtypes, device
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        ops_, impls, dtypes, device = _selection(args)
+    except ValueError as exc:
+        print(f"wkvbench verify: {exc}", file=sys.stderr)
+        return 2
     print(HEADER, flush=True)
 
     def progress(c: Check) -> None:
-        if not args.quiet or c.status in ("FAIL", "ERROR"):
+        if not args.quiet or c.status in FAILURES:
             print(format_row(c), flush=True)
 
     results = run_verify(ops_, impls, dtypes, device, long=args.long, seed=args.seed, progress=progress)
-    counts = {s: sum(c.status == s for c in results) for s in ("PASS", "FAIL", "ERROR", "SKIP")}
-    print(
-        f"\n{counts['PASS']} passed, {counts['FAIL']} failed, {counts['ERROR']} errors, "
-        f"{counts['SKIP']} implementations not available on {device.type}"
-    )
+    counts = {s: sum(c.status == s for c in results) for s in STATUSES}
+    shown = [f"{n} {s}" for s, n in counts.items() if (n or s in ("ok", "wrong", "failed")) and s != "skipped"]
+    if counts["skipped"]:
+        shown.append(f"{counts['skipped']} skipped (implementations not available on {device.type})")
+    print("\n" + ", ".join(shown))
     if args.out:
         rows = [asdict(c) for c in results]
         if args.out.endswith(".json"):
@@ -258,4 +232,4 @@ def main(args: argparse.Namespace) -> int:
                 for r in rows:
                     r["dims"] = json.dumps(r["dims"])
                     w.writerow(r)
-    return 1 if counts["FAIL"] or counts["ERROR"] else 0
+    return 1 if any(counts[s] for s in FAILURES) else 0

@@ -43,8 +43,12 @@ def test_append_is_on_disk_immediately_and_reloads(tmp_path):
     assert list(rows[0]) == list(COLUMNS)
     assert rows[0]["impl"] == "a" and rows[0]["median_ms"] == "1.5" and rows[0]["note"] == "a, b\nc"
     again = RunStore(tmp_path)
-    assert again.has(("bi_wkv7", "a", "A-RWKV-T", "1", "64", "float32", "cpu", "realistic"))
-    assert key_of(rows[0]) == tuple(str(row("a")[k]) for k in KEY)
+    assert again.has(("bi_wkv7", "a", "A-RWKV-T", 1, 64, "float32", "cpu", "realistic"))
+    assert again.has(("bi_wkv7", "a", "A-RWKV-T", "1", "64", "float32", "cpu", "realistic"))  # as read from CSV
+    assert key_of(rows[0]) == key_of(row("a")) == tuple(row("a")[k] for k in KEY)
+    typed = again.get(key_of(row("a")))  # typed like the schema: int, float, None, text
+    assert typed["batch"] == 1 and typed["median_ms"] == 1.5 and typed["p20_ms"] is None and typed["note"] == "a, b\nc"
+    assert st.get(key_of(row("a"))) == typed  # the appending store holds the same typed row
 
 
 def test_unknown_column_rejected(tmp_path):

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from wkvbench.harness import plan as P
 from wkvbench.harness import suite as S
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,19 +33,19 @@ def test_shipped_suites_validate(name):
     suite = S.load_suite(ROOT / "suites" / f"{name}.toml")
     assert suite.name == name
     assert {g.op for g in suite.groups} == {"bi_wkv7", "attention", "bi_selective_scan"}
-    assert S.expand_cases(suite, "cpu")
+    assert P.expand_cases(suite, "cpu")
 
 
 def test_smoke_is_cpu_float32_and_tiny():
     suite = S.load_suite(ROOT / "suites" / "smoke.toml")
     assert suite.run.device == "cpu"
-    cases = S.expand_cases(suite, "cpu")
+    cases = P.expand_cases(suite, "cpu")
     assert all(c.dtype == "float32" and c.batch == 1 and c.tokens <= 256 for c in cases)
 
 
 def test_paper_seconds_become_tokens_per_family():
     suite = S.load_suite(ROOT / "suites" / "paper.toml")
-    cases = S.expand_cases(suite, "cuda")
+    cases = P.expand_cases(suite, "cuda")
     tok = {(c.model, c.seconds): c.tokens for c in cases if c.batch == 1}
     # CONTRACT section 6: 10.24 s = 512 A-RWKV tokens = 1214 AST tokens; 328 s = 16,400 A-RWKV tokens
     assert tok[("A-RWKV-B", 10.24)] == 512
@@ -59,19 +60,18 @@ def test_paper_seconds_become_tokens_per_family():
 
 def test_expansion_order_dedupe_and_seed(tmp_path):
     suite = S.load_suite(write(tmp_path, GOOD + "\n[[group]]\nop = 'bi_wkv7'\nmodels = ['A-RWKV-T']\ntokens = [64]\n"))
-    cases = S.expand_cases(suite, "cpu")
+    cases = P.expand_cases(suite, "cpu")
     assert [c.tokens for c in cases] == [64, 256]  # sorted ascending, the duplicate 64 dropped
     c = cases[0]
     assert c.shape == {"B": 1, "T": 64, "H": 3, "N": 64}
-    assert c.key("x") == ("bi_wkv7", "x", "A-RWKV-T", "1", "64", "float32", "cpu", "realistic")
+    assert c.key("x") == ("bi_wkv7", "x", "A-RWKV-T", 1, 64, "float32", "cpu", "realistic")
     assert c.seconds == pytest.approx(1.28)  # 64 tokens = 8 patches of 16 frames... = 1.28 s
-    assert c.seed == S.case_seed(0, c.case_id) and c.seed != cases[1].seed
-    assert c.baseline == "torch_loop"  # the registry's baseline when the suite names none
+    assert c.seed == P.case_seed(0, c.case_id) and c.seed != cases[1].seed
 
 
 def test_check_max_tokens_marks_long_cases(tmp_path):
     suite = S.load_suite(write(tmp_path, GOOD.replace("budget_s = 0.1", "check_max_tokens = 128")))
-    cases = S.expand_cases(suite, "cpu")
+    cases = P.expand_cases(suite, "cpu")
     assert [(c.tokens, c.check_tokens) for c in cases] == [(64, None), (256, 128)]
 
 
@@ -130,7 +130,7 @@ def test_flags_build_the_same_machinery():
         run={"budget_s": 0.5, "seed": None},
     )
     assert suite.run.budget_s == 0.5 and suite.run.seed == 0
-    cases = S.expand_cases(suite, "cpu")
+    cases = P.expand_cases(suite, "cpu")
     assert [(c.batch, c.tokens) for c in cases] == [(1, 64), (2, 64)]
     assert suite.groups[0].impls == ("torch_loop", "torch_chunked")
 
@@ -159,8 +159,8 @@ def test_unknown_op_flag():
 
 def test_impls_star_and_explicit_names():
     suite = S.suite_from_flags("bi_wkv7", models="A-RWKV-T", tokens="64", impls="*,no_such_kernel")
-    case = S.expand_cases(suite, "cpu")[0]
-    chosen = dict(S.impls_for(suite.groups[0].impls, ("torch_loop",), case))
+    case = P.expand_cases(suite, "cpu")[0]
+    chosen = dict(P.impls_for(suite.groups[0].impls, ("torch_loop",), case))
     assert chosen["torch_chunked"] is None  # '*' on CPU: the torch implementations
     assert "torch_loop" not in chosen  # excluded
     assert chosen["no_such_kernel"].startswith("not registered")
@@ -169,3 +169,8 @@ def test_impls_star_and_explicit_names():
 def test_suite_round_trips_through_its_dict():
     suite = S.load_suite(ROOT / "suites" / "paper.toml")
     assert S.Suite.from_dict(suite.as_dict()) == suite
+
+
+def test_baseline_is_no_longer_a_suite_key(tmp_path):
+    with pytest.raises(S.SuiteError, match=r"group\[0\]\.baseline: no longer a suite key"):
+        S.load_suite(write(tmp_path, GOOD + 'baseline = "torch_loop"\n'))

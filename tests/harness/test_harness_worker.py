@@ -4,13 +4,14 @@ import pytest
 import torch
 
 from wkvbench import accuracy, ops, registry
+from wkvbench.harness import plan as P
 from wkvbench.harness import suite as S
 from wkvbench.harness.worker import Session, classify
 
 
 def case(tokens=16, check_max=0):
     suite = S.suite_from_flags("bi_wkv7", models="A-RWKV-T", tokens=str(tokens), run={"check_max_tokens": check_max})
-    return S.expand_cases(suite, "cpu")[0]
+    return P.expand_cases(suite, "cpu")[0]
 
 
 @pytest.fixture

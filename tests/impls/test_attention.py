@@ -11,6 +11,7 @@ import wkvbench
 from wkvbench.accuracy import compare, run_checked
 from wkvbench.impls import attention_flash_attn, attention_torch
 from wkvbench.inputs import attention_inputs
+from wkvbench.opspec import get_op
 from wkvbench.registry import get_impl, select_impl
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16]
@@ -30,7 +31,7 @@ def test_records_priorities_and_flags():
     for name, prio in want.items():
         rec = get_impl("attention", name)
         assert rec.priority == prio, name
-        assert rec.baseline == (name == "torch_eager"), name
+        assert (rec.name == get_op("attention").naive_impl) == (name == "torch_eager"), name
         assert rec.peer == (name == "flash_attn"), name
     # FlashAttention and cuDNN have no float32 path: declared honestly
     for name in ("sdpa_flash", "sdpa_cudnn", "flash_attn"):

@@ -81,7 +81,8 @@ def _missing_nvrtc():
 
 # ----------------------------------------------------------------------------- per module, tool missing
 def test_triton_modules_skip_without_triton(monkeypatch):
-    from wkvbench.impls import bi_wkv7_triton, selective_scan_triton
+    from wkvbench.impls import bi_selective_scan_triton as selective_scan_triton
+    from wkvbench.impls import bi_wkv7_triton
 
     monkeypatch.setattr(bi_wkv7_triton, "HAS_TRITON", False)
     monkeypatch.setattr(selective_scan_triton, "triton", None)

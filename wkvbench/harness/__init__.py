@@ -2,12 +2,14 @@
 
 * :mod:`~wkvbench.harness.timing` -- statistics, the GPU (CUDA events, L2 flush) and CPU
   (``perf_counter``) timers, sample planning, the copy-bandwidth probe;
-* :mod:`~wkvbench.harness.suite` -- TOML suites and ad-hoc flag sweeps, validated, expanded
-  into cases;
+* :mod:`~wkvbench.harness.suite` -- TOML suites and ad-hoc flag sweeps, validated; the command
+  line's edits of a suite; the run settings;
+* :mod:`~wkvbench.harness.plan` -- a suite expanded into cases and cells, in run order;
+* :mod:`~wkvbench.harness.predict` -- which cells to skip from what smaller cells showed;
 * :mod:`~wkvbench.harness.worker` -- the worker process every implementation call runs in, so
   that a crash, hang or CUDA fault costs one cell, not the sweep;
 * :mod:`~wkvbench.harness.store` -- ``results.csv`` / ``samples.jsonl``, flushed row by row,
-  resume and de-duplication by ``wkvbench.schema.KEY``;
+  typed rows, resume and de-duplication by the cell key (``wkvbench.schema.key_of``);
 * :mod:`~wkvbench.harness.nvml` -- GPU facts, snapshots and the energy counter through NVML;
 * :mod:`~wkvbench.harness.runner` -- the ``run`` subcommand tying them together.
 """

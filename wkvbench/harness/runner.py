@@ -4,9 +4,8 @@ For each case (op, model, batch, tokens, dtype, device, variant) of the suite, i
 sizes grow:
 
 1. cells that cannot run are written at once as ``skipped`` with the reason: implementation not
-   registered or unavailable here, dtype unsupported, out of memory or timed out at a smaller
-   size (every dimension of the shape <=), or predicted too slow from the same implementation's
-   last measured shorter case (time linear in T for the scans, quadratic for attention);
+   registered or unavailable here, dtype unsupported (:mod:`wkvbench.harness.plan`), or out of
+   memory, timed out or predicted too slow from smaller cases (:mod:`wkvbench.harness.predict`);
 2. the worker builds the case's inputs and float64 reference once;
 3. each implementation, in random order, makes its first call on NaN-poisoned output (timed:
    ``first_call_ms``) and is checked against the reference -- a failing one is ``wrong`` and
@@ -16,11 +15,15 @@ sizes grow:
    thermal throttling spreads over all of them instead of favouring one;
 5. NVML energy (GPU with an energy counter): ``energy_s`` of back-to-back calls;
 6. one row per implementation is appended to ``results.csv`` and its samples to
-   ``samples.jsonl``; speed-ups are against the suite's baseline in the same case (empty when
-   either is not ``ok``).
+   ``samples.jsonl``. Speed-ups are not stored: the report and the summary printed at the end
+   compute them (the summary against the op record's ``naive_impl`` in the same case).
 
 A crash or hang costs one cell (``failed``/``timeout``); out of memory gives ``oom``. See
 ``wkvbench.harness.worker`` for the isolation and ``wkvbench.harness.store`` for resume.
+
+Parts: :class:`Runner` (environment probe, rows, the worker steps of a cell, a case, the sweep),
+:func:`summary_table`, and the ``run`` subcommand (:func:`configure`, :func:`main`); the suite
+the command line asks for is built by :func:`wkvbench.harness.suite.suite_from_args`.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -43,49 +46,16 @@ from wkvbench import __version__, ops, presets, registry
 from wkvbench.accuracy import tolerance
 from wkvbench.envinfo import gpu_snapshot
 from wkvbench.harness import timing
+from wkvbench.harness.plan import plan, resolve_device
+from wkvbench.harness.predict import SkipPredictor
 from wkvbench.harness.store import RunStore, StoreError
-from wkvbench.harness.suite import (
-    Case,
-    Suite,
-    SuiteError,
-    load_suite,
-    plan,
-    resolve_device,
-    suite_from_flags,
-    with_overrides,
-)
+from wkvbench.harness.suite import Case, Suite, SuiteError, add_run_flags, case_id_of, check_impl_names, suite_from_args
 from wkvbench.harness.worker import WorkerClient, WorkerDied, WorkerTimeout
-from wkvbench.schema import ENV_FILE, SCHEMA_VERSION, STATUSES
-
-SUITES_DIR = Path(__file__).resolve().parents[2] / "suites"
-RUN_FLAGS = ("budget_s", "warmup_s", "rounds", "min_samples", "max_cell_s", "seed", "check_max_tokens", "energy_s")
+from wkvbench.schema import ENV_FILE, KEY, SCHEMA_VERSION, STATUSES, derive
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def dominates(shape: dict, smaller: dict) -> bool:
-    """Every dimension of ``shape`` is at least that of ``smaller`` (same keys)."""
-    return shape.keys() == smaller.keys() and all(shape[k] >= smaller[k] for k in shape)
-
-
-def time_exponent(op: str) -> int:
-    """How a call's time grows with T: quadratic for attention, linear for the scans."""
-    return 2 if op == "attention" else 1
-
-
-def predict_ms(op: str, tokens: int, measured: list[tuple[int, float]]) -> tuple[float, int, float] | None:
-    """Predicted ms per call at ``tokens`` from the longest shorter measured case, or None.
-
-    ``measured`` holds (tokens, median_ms) of the same implementation, model, batch and dtype.
-    Returns (predicted ms, T it was scaled from, its median).
-    """
-    shorter = [(t, m) for t, m in measured if t < tokens and m > 0]
-    if not shorter:
-        return None
-    t0, m0 = max(shorter)
-    return m0 * (tokens / t0) ** time_exponent(op), t0, m0
 
 
 @dataclass
@@ -147,64 +117,10 @@ class Runner:
         self.copy_bw: float | None = None
         self.gpu_uuid: str | None = None
         self.rng = random.Random(self.run.seed)
-        self.history: dict[tuple, list[tuple[int, float]]] = defaultdict(list)
-        self.oom: dict[tuple, list[dict]] = defaultdict(list)
-        self.slow: dict[tuple, list[dict]] = defaultdict(list)
-        self.ref_slow: dict[tuple, list[dict]] = defaultdict(list)
+        self.predictor = SkipPredictor(self.run)
         self.written: list[tuple] = []
         self.bar = None
         self.throttle: dict = {"cells": 0, "cells_throttled": 0, "reasons": {}}
-
-    # ------------------------------------------------------------------ bookkeeping
-    @staticmethod
-    def _impl_key(case: Case, impl: str) -> tuple:
-        return (case.op, impl, case.dtype, case.device)
-
-    @staticmethod
-    def _hist_key(case: Case, impl: str) -> tuple:
-        return (case.op, impl, case.model, case.batch, case.dtype, case.device, case.variant)
-
-    def _learn(self, case: Case, impl: str, status: str, median: float | None) -> None:
-        if status == "ok" and median:
-            self.history[self._hist_key(case, impl)].append((case.tokens, median))
-        elif status == "oom":
-            self.oom[self._impl_key(case, impl)].append(case.shape)
-        elif status == "timeout":
-            self.slow[self._impl_key(case, impl)].append(case.shape)
-
-    def _learn_from_store(self, cases: list[Case]) -> None:
-        """Feed the skip rules with the rows already in the run directory (``--resume``)."""
-        by_id = {c.case_id: c for c in cases}
-        for row in self.store.rows.values():
-            cid = (row["op"], row["model"], row["batch"], row["tokens"], row["dtype"], row["device"], row["variant"])
-            case = by_id.get(cid)
-            if case is not None:
-                median = float(row["median_ms"]) if row.get("median_ms") else None
-                self._learn(case, row["impl"], row["status"], median)
-
-    def predict_skip(self, case: Case, impl: str) -> str | None:
-        """Why this cell is not worth running, from what smaller cells showed; None to run it."""
-        shape = case.shape
-        for s in self.oom.get(self._impl_key(case, impl), []):
-            if dominates(shape, s):
-                return f"out of memory at a smaller or equal size {_shape_str(s)}"
-        for s in self.slow.get(self._impl_key(case, impl), []):
-            if dominates(shape, s):
-                return f"timed out at a smaller or equal size {_shape_str(s)} (max_cell_s={self.run.max_cell_s:g})"
-        for s in self.ref_slow.get((case.op, case.dtype, case.device), []):
-            if dominates(shape, s):
-                return f"float64 reference exceeded max_cell_s at {_shape_str(s)}; raise it or set check_max_tokens"
-        pred = predict_ms(case.op, case.tokens, self.history.get(self._hist_key(case, impl), []))
-        if pred is not None:
-            ms, t0, m0 = pred
-            need_s = ms / 1e3 * (self.run.min_samples + 2)
-            if need_s > self.run.max_cell_s:
-                kind = "quadratic" if time_exponent(case.op) == 2 else "linear"
-                return (
-                    f"predicted {ms / 1e3:.3g} s per call ({kind} in T from {m0:.4g} ms at T={t0}); "
-                    f"{self.run.min_samples + 2} calls exceed max_cell_s={self.run.max_cell_s:g}"
-                )
-        return None
 
     # ------------------------------------------------------------------ environment
     def probe(self) -> None:
@@ -264,7 +180,8 @@ class Runner:
         return git["commit"] + ("-dirty" if git.get("dirty") else "")
 
     # ------------------------------------------------------------------ rows
-    def _row(self, case: Case, cell: Cell, baseline_ms: float | None, baseline_ok: bool) -> dict:
+    def _row(self, case: Case, cell: Cell) -> dict:
+        """The results row of a measured cell: case fields, measurements, then ``schema.derive``."""
         spec = ops.get_op(case.op)
         import torch
 
@@ -273,9 +190,6 @@ class Runner:
             rec = registry.get_impl(case.op, cell.impl)
         except ValueError:
             rec = None
-        shape = case.shape
-        bytes_moved = spec.bytes_moved(shape, ops.element_size(dtype))
-        flops = spec.flops(shape)
         row = {
             "schema_version": SCHEMA_VERSION,
             "timestamp": _now(),
@@ -294,9 +208,8 @@ class Runner:
             "status": cell.status,
             "note": cell.note,
             "first_call_ms": cell.first_call_ms,
-            "baseline_impl": case.baseline or "",
-            "bytes_moved": bytes_moved,
-            "flops": flops,
+            "bytes_moved": spec.bytes_moved(case.shape, ops.element_size(dtype)),
+            "flops": spec.flops(case.shape),
             "rel_err": cell.rel_err,
             "max_abs_err": cell.max_abs_err,
             "tol": cell.tol if cell.tol is not None else (tolerance(dtype, rec.tf32) if rec else None),
@@ -305,27 +218,16 @@ class Runner:
             "wkvbench_version": __version__,
         }
         if cell.status == "ok" and cell.samples:
-            st = timing.summarize(cell.samples)
-            med_s = st.median_ms / 1e3
-            row.update(st.as_dict())
-            row["tokens_per_s"] = case.batch * case.tokens / med_s
-            row["audio_s_per_s"] = case.batch * case.seconds / med_s
-            row["gbs"] = bytes_moved / med_s / 1e9
-            if self.copy_bw:
-                row["pct_copy_bw"] = 100.0 * row["gbs"] / self.copy_bw
-            row["tflops"] = flops / med_s / 1e12
+            row.update(timing.summarize(cell.samples).as_dict())
             row["peak_mem_bytes"] = cell.peak_mem_bytes
-            if cell.joules_per_call is not None:
-                row["energy_j_per_1k_tokens"] = cell.joules_per_call / (case.batch * case.tokens) * 1e3
-            if baseline_ok and baseline_ms:
-                row["speedup"] = baseline_ms / st.median_ms
+        row.update(derive(row, copy_bandwidth_gbs=self.copy_bw, joules_per_call=cell.joules_per_call))
         return row
 
-    def _write(self, case: Case, cell: Cell, baseline_ms=None, baseline_ok=False, snaps=(None, None)) -> None:
-        row = self._row(case, cell, baseline_ms, baseline_ok)
+    def _write(self, case: Case, cell: Cell, snaps=(None, None)) -> None:
+        row = self._row(case, cell)
         self.store.append_row(row)
         if cell.samples:
-            rec = {k: row[k] for k in ("op", "impl", "model", "batch", "tokens", "dtype", "device", "variant")}
+            rec = {k: row[k] for k in KEY}
             rec.update(
                 schema_version=SCHEMA_VERSION,
                 status=cell.status,
@@ -337,7 +239,7 @@ class Runner:
                 gpu_after=snaps[1],
             )
             self.store.append_samples(rec)
-        self._learn(case, cell.impl, cell.status, row.get("median_ms"))
+        self.predictor.learn(case, cell.impl, cell.status, row.get("median_ms"))
         self.written.append(case.key(cell.impl))
         if self.bar is not None:
             self.bar.update(1)
@@ -349,7 +251,7 @@ class Runner:
         try:
             reply = self.client.request("case", timeout=self.run.max_cell_s, case=case.to_wire())
         except WorkerTimeout:
-            self.ref_slow[(case.op, case.dtype, case.device)].append(case.shape)
+            self.predictor.reference_too_slow(case)
             raise CaseSetupError(
                 "skipped", f"not verified: inputs + float64 reference took over max_cell_s={self.run.max_cell_s:g} s"
             ) from None
@@ -440,7 +342,7 @@ class Runner:
             if self.resume and self.store.has(case.key(name)):
                 continue
             if why is None:
-                why = self.predict_skip(case, name)
+                why = self.predictor.why_skip(case, name)
             if why is not None:
                 self._write(case, Cell(name, status="skipped", note=why))
                 continue
@@ -481,9 +383,8 @@ class Runner:
                     self._energy(case, cell)
         after = gpu_snapshot(self.gpu_uuid) if self.device == "cuda" else None
         self._count_throttle(before, after)
-        base_ms, base_ok = self._baseline(case, todo)
         for cell in todo:
-            self._write(case, cell, base_ms, base_ok, (before, after))
+            self._write(case, cell, (before, after))
 
     def _count_throttle(self, *snaps) -> None:
         """Tally clock-event reasons seen around a case (``gpu_idle`` is normal between cells)."""
@@ -496,25 +397,12 @@ class Runner:
         for r in reasons:
             self.throttle["reasons"][r] = self.throttle["reasons"].get(r, 0) + 1
 
-    def _baseline(self, case: Case, cells: list[Cell]) -> tuple[float | None, bool]:
-        if not case.baseline:
-            return None, False
-        for c in cells:
-            if c.impl == case.baseline:
-                if c.status == "ok" and c.samples:
-                    return timing.summarize(c.samples).median_ms, True
-                return None, False
-        row = self.store.get(case.key(case.baseline))
-        if row and row.get("status") == "ok" and row.get("median_ms"):
-            return float(row["median_ms"]), True
-        return None, False
-
     # ------------------------------------------------------------------ the sweep
     def execute(self, planned: list[tuple[Case, list[tuple[str, str | None]]]]) -> int:
         """Run every planned cell; return the number of cells written."""
         cases = [c for c, _ in planned]
         if self.resume:
-            self._learn_from_store(cases)
+            self.predictor.learn_rows(self.store.rows.values(), cases)
         total = sum(1 for c, impls in planned for name, _ in impls if not (self.resume and self.store.has(c.key(name))))
         if total == 0:
             self.log(f"nothing to do: every cell is already in {self.store.results}")
@@ -553,23 +441,31 @@ class Runner:
         return len(self.written)
 
 
-def _shape_str(shape: dict) -> str:
-    return "[" + ", ".join(f"{k}={v}" for k, v in shape.items()) + "]"
-
-
 # ============================================================================= summary
+def _ok_ms(row: dict) -> float | None:
+    """The median of an ``ok`` (typed) row with a positive timing, else None."""
+    ms = row.get("median_ms")
+    return ms if row.get("status") == "ok" and ms is not None and ms > 0 else None
+
+
 def summary_table(rows: list[dict]) -> str:
-    """Counts per status and the geometric-mean speed-up, per (op, impl)."""
+    """Counts per status, and per (op, impl) the geometric-mean speed-up over the op's naive
+    implementation (its record's ``naive_impl``) in the cases where both are ``ok``.
+
+    ``rows`` are typed rows (``RunStore.get``)."""
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    naive: dict[tuple, float] = {}
     for r in rows:
         groups[(r["op"], r["impl"])].append(r)
-    head = ["op", "impl", *STATUSES, "geomean speedup", "best tok/s"]
+        if r["op"] in ops.OPS and r["impl"] == ops.get_op(r["op"]).naive_impl and _ok_ms(r):
+            naive[case_id_of(r)] = _ok_ms(r)
+    head = ["op", "impl", *STATUSES, "geomean vs naive", "best tok/s"]
     lines = [head]
     for (op, impl), rs in groups.items():
         counts = [str(sum(1 for r in rs if r["status"] == s) or "") for s in STATUSES]
-        sp = [float(r["speedup"]) for r in rs if r.get("speedup")]
+        sp = [naive[case_id_of(r)] / _ok_ms(r) for r in rs if _ok_ms(r) and case_id_of(r) in naive]
         gm = f"{math.exp(sum(map(math.log, sp)) / len(sp)):.3g}x" if sp else ""
-        tps = [float(r["tokens_per_s"]) for r in rs if r.get("tokens_per_s")]
+        tps = [r["tokens_per_s"] for r in rs if r.get("tokens_per_s")]
         lines.append([op, impl, *counts, gm, f"{max(tps):.4g}" if tps else ""])
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     out = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines]
@@ -579,11 +475,10 @@ def summary_table(rows: list[dict]) -> str:
 
 # ============================================================================= CLI
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "suite", nargs="?", help="suite TOML file (suites/smoke.toml, or a name: smoke); or use --op and friends"
-    )
+    ops_ = ", ".join(ops.OPS)
+    parser.add_argument("suite", nargs="?", help="suite TOML file (e.g. suites/smoke.toml); or use --op and friends")
     g = parser.add_argument_group("ad-hoc sweep (comma lists)")
-    g.add_argument("--op", help="bi_wkv7, attention, bi_selective_scan (with a suite: only these groups)")
+    g.add_argument("--op", help=f"{ops_} (with a suite: only these groups)")
     g.add_argument("--impl", help="implementations (default *: all available); with a suite: replaces its impls")
     g.add_argument("--exclude", help="implementations to leave out")
     g.add_argument("--model", help=f"presets: {', '.join(presets.MODELS)}")
@@ -591,111 +486,37 @@ def configure(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--tokens", help="sequence lengths in tokens, e.g. 512,4096")
     g.add_argument("--seconds", help="seconds of audio, e.g. 10.24,328 (tokens per model family)")
     g.add_argument("--dtype", help="float32, bfloat16, float16")
-    g.add_argument("--baseline", help="implementation speed-ups are relative to")
-    g.add_argument("--variant", help="bi_wkv7 input variant (realistic, strong_decay, weak_decay, mixed)")
+    g.add_argument("--variant", help="input variant (bi_wkv7: realistic, strong_decay, weak_decay, mixed)")
     r = parser.add_argument_group("run")
-    r.add_argument("--device", choices=("cpu", "cuda", "auto"), help="overrides the suite's run.device")
     r.add_argument("--out", help="run directory (default runs/<suite>-<time>)")
     r.add_argument("--resume", action="store_true", help="finish only the cells missing from --out")
     r.add_argument("--plugin", action="append", default=[], help="module or .py file calling register_impl")
-    r.add_argument("--budget-s", type=float, help="sampling time per cell")
-    r.add_argument("--warmup-s", type=float, help="warm-up time per cell")
-    r.add_argument("--rounds", type=int, help="interleaved rounds")
-    r.add_argument("--min-samples", type=int, help="fewest samples per cell")
-    r.add_argument("--max-cell-s", type=float, help="time limit of any step of a cell (-> timeout)")
-    r.add_argument("--seed", type=int, help="input seed")
-    r.add_argument("--check-max-tokens", type=int, help="check accuracy at this T for longer cases (0: full size)")
-    r.add_argument("--energy-s", type=float, help="seconds of back-to-back calls for NVML energy (0: off)")
+    add_run_flags(r)
     r.add_argument("--dry-run", action="store_true", help="list the planned cells and exit")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--strict", action="store_true", help="exit 1 if any cell is wrong, failed, oom or timeout")
 
 
-def _plugin_path(spec: str, base: Path | None) -> str:
-    if spec.endswith(".py") or os.sep in spec:
-        p = Path(spec)
-        if not p.is_absolute() and base is not None and (base / p).is_file() and not p.is_file():
-            p = base / p
-        return str(p.resolve())
-    return spec
-
-
-def build_suite(args: argparse.Namespace) -> tuple[Suite, list[str]]:
-    """The suite to run and the plugins to load, from a file, flags or the run directory."""
-    run_over = {k: getattr(args, k, None) for k in RUN_FLAGS}
-    axis_flags = ("model", "batch", "tokens", "seconds", "dtype", "variant")
-    if args.suite:
-        used = [f"--{k}" for k in axis_flags if getattr(args, k, None)]
-        if used:
-            raise SuiteError(
-                f"command line: {', '.join(used)}: not allowed with a suite file (edit the suite or "
-                "use flags alone); --op, --impl, --exclude, --baseline, --device and run settings are"
-            )
-        path = Path(args.suite)
-        if not path.exists() and (SUITES_DIR / f"{args.suite}.toml").is_file():
-            path = SUITES_DIR / f"{args.suite}.toml"  # `wkvbench run smoke`
-        suite = load_suite(path)
-        base = path.resolve().parent
-        plugins = [_plugin_path(p, base) for p in suite.plugins]
-        groups = suite.groups
-        if args.op:
-            keep = [o.strip() for o in args.op.split(",") if o.strip()]
-            groups = tuple(g for g in groups if g.op in keep)
-            if not groups:
-                raise SuiteError(f"command line: --op: the suite has no group for {args.op!r}")
-        if args.impl:
-            names = tuple(n.strip() for n in args.impl.split(",") if n.strip())
-            groups = tuple(replace(g, impls=names) for g in groups)
-        if args.exclude:
-            names = tuple(n.strip() for n in args.exclude.split(",") if n.strip())
-            groups = tuple(replace(g, exclude=g.exclude + names) for g in groups)
-        if args.baseline:
-            groups = tuple(replace(g, baseline=args.baseline) for g in groups)
-        suite = with_overrides(replace(suite, groups=groups), run_over)
-    elif args.op:
-        suite = suite_from_flags(
-            args.op,
-            impls=args.impl,
-            models=args.model,
-            batch=args.batch,
-            tokens=args.tokens,
-            seconds=args.seconds,
-            dtype=args.dtype,
-            baseline=args.baseline,
-            variant=args.variant,
-            run=run_over,
-        )
-        if args.exclude:
-            names = tuple(n.strip() for n in args.exclude.split(",") if n.strip())
-            suite = replace(suite, groups=tuple(replace(g, exclude=names) for g in suite.groups))
-        plugins = []
-    elif args.resume and args.out:
-        env_path = Path(args.out) / ENV_FILE
-        if not env_path.is_file():
-            raise SuiteError(f"{env_path}: no env.json to resume from; give the suite file or flags")
-        stored = json.loads(env_path.read_text(encoding="utf-8")).get("suite")
-        if not stored:
-            raise SuiteError(f"{env_path}: holds no suite; give the suite file or flags")
-        suite = with_overrides(Suite.from_dict(stored), run_over)
-        plugins = list(suite.plugins)
-    else:
-        raise SuiteError("command line: give a suite file, or --op (ad-hoc sweep), or --resume --out RUN_DIR")
-    plugins += [_plugin_path(p, None) for p in args.plugin]
-    plugins = list(dict.fromkeys(plugins))
-    return replace(suite, plugins=tuple(plugins)), plugins
+def load_plugins(plugins) -> None:
+    """Import each plugin; a module that fails while importing is a ValueError naming it."""
+    for p in plugins:
+        try:
+            registry.load_plugin(p)
+        except ValueError:
+            raise
+        except Exception as exc:  # the user's module failed while importing
+            raise ValueError(f"plugin: {p}: {type(exc).__name__}: {exc}") from exc
 
 
 def main(args: argparse.Namespace) -> int:
     try:
-        suite, plugins = build_suite(args)
-        for p in plugins:
-            try:
-                registry.load_plugin(p)
-            except ValueError:
-                raise
-            except Exception as exc:  # the user's module failed while importing
-                raise ValueError(f"plugin: {p}: {type(exc).__name__}: {exc}") from exc
-        device = resolve_device(args.device or suite.run.device)
+        suite = suite_from_args(args)
+        plugins = list(suite.plugins)
+        load_plugins(plugins)
+        suite_ops = [g.op for g in suite.groups]
+        check_impl_names("--impl", args.impl, suite_ops)  # command-line names: a typo fails here
+        check_impl_names("--exclude", args.exclude, suite_ops)
+        device = resolve_device(suite.run.device)
         planned = plan(suite, device)
     except (SuiteError, ValueError) as exc:
         print(f"wkvbench run: {exc}", file=sys.stderr)

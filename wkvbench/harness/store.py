@@ -2,9 +2,11 @@
 
 Both are appended and flushed (``fsync``) as each cell finishes, so a SIGINT, a SIGKILL or a
 power cut loses at most the cell being measured. A line cut short by a kill is dropped when the
-file is next opened. Rows are identified by ``wkvbench.schema.KEY``: ``--resume`` skips cells
-whose key is already present, and a plain re-run into the same directory first removes the
-rows of the cells it is about to measure, so a cell never appears twice.
+file is next opened. Rows are identified by their key (``wkvbench.schema.key_of``): ``--resume``
+skips cells whose key is already present, and a plain re-run into the same directory first
+removes the rows of the cells it is about to measure, so a cell never appears twice. Rows come
+back typed (``wkvbench.schema.parse_row``: integers, floats, None for empty cells, text), the
+same whether they were just appended or read from disk.
 
 ``samples.jsonl`` holds one JSON object per timed cell: the KEY fields, ``samples_ms`` (in the
 order taken), ``round_sizes``, ``first_call_ms``, ``est_ms`` and the GPU snapshots taken before
@@ -20,7 +22,9 @@ import math
 import os
 from pathlib import Path
 
-from wkvbench.schema import COLUMNS, KEY, RESULTS_FILE, SAMPLES_FILE, SCHEMA_VERSION
+from wkvbench.schema import COLUMNS, KEY, RESULTS_FILE, SAMPLES_FILE, SCHEMA_VERSION, key_of, parse_row
+
+__all__ = ["RunStore", "StoreError", "fmt", "key_of"]
 
 
 class StoreError(ValueError):
@@ -42,8 +46,9 @@ def fmt(value) -> str:
     return str(value)
 
 
-def key_of(row: dict) -> tuple[str, ...]:
-    return tuple(str(row.get(k, "")) for k in KEY)
+def _norm(key) -> tuple:
+    """A key tuple in ``KEY`` order, typed like ``schema.key`` (so ("1", ...) finds (1, ...))."""
+    return key_of(dict(zip(KEY, key, strict=True)))
 
 
 def _repair_tail(path: Path) -> None:
@@ -75,7 +80,7 @@ class RunStore:
         self.dir = Path(run_dir)
         self.results = self.dir / RESULTS_FILE
         self.samples = self.dir / SAMPLES_FILE
-        self.rows: dict[tuple[str, ...], dict] = {}
+        self.rows: dict[tuple, dict] = {}
         self.dir.mkdir(parents=True, exist_ok=True)
         self._load()
 
@@ -94,19 +99,24 @@ class RunStore:
                     f"{self.results}: columns differ from this wkvbench's schema (version {SCHEMA_VERSION}); "
                     "use a new --out directory"
                 )
-            for row in reader:
-                if row.get("schema_version") != str(SCHEMA_VERSION):
+            for raw in reader:
+                try:
+                    row = parse_row(raw)
+                except ValueError as exc:
+                    raise StoreError(f"{self.results}: {exc}") from None
+                if row.get("schema_version") != SCHEMA_VERSION:
                     raise StoreError(
-                        f"{self.results}: row with schema_version {row.get('schema_version')!r}, "
+                        f"{self.results}: row with schema_version {raw.get('schema_version')!r}, "
                         f"expected {SCHEMA_VERSION}; use a new --out directory"
                     )
                 self.rows[key_of(row)] = row  # a later row for the same key wins
 
-    def has(self, key: tuple[str, ...]) -> bool:
-        return tuple(key) in self.rows
+    def has(self, key: tuple) -> bool:
+        return _norm(key) in self.rows
 
-    def get(self, key: tuple[str, ...]) -> dict | None:
-        return self.rows.get(tuple(key))
+    def get(self, key: tuple) -> dict | None:
+        """The typed row of ``key`` (``wkvbench.schema.key``), or None."""
+        return self.rows.get(_norm(key))
 
     def read_samples(self) -> list[dict]:
         if not self.samples.exists():
@@ -127,7 +137,7 @@ class RunStore:
             fh.write(buf.getvalue())
             fh.flush()
             os.fsync(fh.fileno())
-        self.rows[key_of(row)] = dict(zip(COLUMNS, values, strict=True))
+        self.rows[key_of(row)] = parse_row(dict(zip(COLUMNS, values, strict=True)))  # as read back
 
     def append_samples(self, record: dict) -> None:
         line = json.dumps(record, separators=(",", ":"), default=str)
@@ -138,7 +148,7 @@ class RunStore:
 
     def drop(self, keys) -> int:
         """Remove the rows (and sample records) of ``keys``; return how many rows went."""
-        keys = {tuple(k) for k in keys} & set(self.rows)
+        keys = {_norm(k) for k in keys} & set(self.rows)
         if not keys:
             return 0
         for k in keys:
@@ -147,7 +157,7 @@ class RunStore:
         w = csv.writer(buf)
         w.writerow(COLUMNS)
         for row in self.rows.values():
-            w.writerow([row.get(c, "") for c in COLUMNS])
+            w.writerow([fmt(row.get(c)) for c in COLUMNS])
         _write_atomic(self.results, buf.getvalue())
         if self.samples.exists():
             kept = [r for r in self.read_samples() if key_of(r) not in keys]

@@ -1,10 +1,18 @@
 """Suites: TOML files (or command-line flags) that declare a sweep's axes, validated up front.
 
+Everything that makes or edits a suite lives here: the TOML parser, the ad-hoc sweep from flags
+(:func:`suite_from_flags`), the command line's edits of a suite file (:func:`edit_suite`:
+``--op``, ``--impl``, ``--exclude``, run settings) and :func:`suite_from_args`, which turns
+``wkvbench run``'s arguments into the suite to run. The run settings are declared once, in
+:class:`RunSettings` (default, kind and help per field): the parser, the ``--budget-s``-style
+flags (:func:`add_run_flags`) and their validation all read it.
+
 A suite is global run settings plus groups of axes, one op per group::
 
     name = "smoke"
     description = "..."
-    plugins = ["my_kernels.py"]          # optional, like --plugin
+    plugins = ["my_kernels.py"]          # optional, like --plugin; a relative path is relative to
+                                         # the suite file, a dotted name is imported as a module
 
     [run]
     device = "cpu"        # cpu | cuda | auto (cuda when there is one)
@@ -29,30 +37,27 @@ A suite is global run settings plus groups of axes, one op per group::
     batch = [1]
     tokens = [64, 256]    # or seconds = [10.24, 328] (converted per model family)
     dtype = ["float32"]
-    baseline = "torch_loop"   # speed-ups are relative to it (default: the op's registry baseline)
-    variant = "realistic"     # input variant (bi_wkv7 only: wkvbench.inputs.WKV7_VARIANTS)
+    variant = "realistic"     # input variant (the op record's variants; bi_wkv7: inputs.WKV7_VARIANTS)
 
 Errors raise :class:`SuiteError` (a ValueError) naming the file and the key, e.g.
 ``suites/x.toml: group[2].tokens: expected positive integers, got 'many'``.
 
-:func:`expand` turns a suite into :class:`Case` records, ordered so that each implementation
-meets growing sizes (dtype, model, batch, then tokens ascending): the runner's predictions
-("out of memory at a smaller size", "too slow at a shorter T") rely on that order.
+:mod:`wkvbench.harness.plan` expands a suite into cases and cells.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
+import os
 import sys
-import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from wkvbench import inputs as _inputs
 from wkvbench import ops as _ops
-from wkvbench import presets, registry
+from wkvbench import presets, registry, schema
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -61,26 +66,44 @@ else:  # pragma: no cover
 
 DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("cpu", "cuda", "auto")
-#: Default model per op for ad-hoc sweeps.
-DEFAULT_MODEL = {"bi_wkv7": "A-RWKV-B", "attention": "AST-B", "bi_selective_scan": "AuM-B"}
+
+
+#: The key columns that identify a case (every implementation of it shares them).
+CASE_KEY = tuple(k for k in schema.KEY if k != "impl")
+
+
+def case_id_of(row) -> tuple:
+    """A row's (or samples record's, or case's fields') case: its key without the implementation."""
+    return tuple(v for k, v in zip(schema.KEY, schema.key_of(row), strict=True) if k != "impl")
 
 
 class SuiteError(ValueError):
     """A suite (file or flags) that cannot be run; the message names the key."""
 
 
+def _setting(default, kind: str, help: str):
+    """A run setting: its default, its kind (str, pos, nonneg, posint, nonnegint) and its help."""
+    return field(default=default, metadata={"kind": kind, "help": help})
+
+
 @dataclass(frozen=True)
 class RunSettings:
-    device: str = "auto"
-    budget_s: float = 1.0
-    warmup_s: float = 0.1
-    rounds: int = 5
-    min_samples: int = 10
-    max_samples: int = 1000
-    max_cell_s: float = 300.0
-    seed: int = 0
-    check_max_tokens: int = 0
-    energy_s: float = 0.5
+    """A suite's ``[run]`` table; each field is also a ``wkvbench run`` flag (``--budget-s``)."""
+
+    device: str = _setting("auto", "str", "cpu, cuda or auto (cuda when there is one)")
+    budget_s: float = _setting(1.0, "pos", "sampling time per cell")
+    warmup_s: float = _setting(0.1, "nonneg", "warm-up time per cell")
+    rounds: int = _setting(5, "posint", "interleaved rounds")
+    min_samples: int = _setting(10, "posint", "fewest samples per cell")
+    max_samples: int = _setting(1000, "posint", "most samples per cell")
+    max_cell_s: float = _setting(300.0, "pos", "time limit of any step of a cell (-> timeout)")
+    seed: int = _setting(0, "nonnegint", "input seed")
+    check_max_tokens: int = _setting(0, "nonnegint", "check accuracy at this T for longer cases (0: full size)")
+    energy_s: float = _setting(0.5, "nonneg", "seconds of back-to-back calls for NVML energy (0: off)")
+
+
+#: Kind of each run setting (see :func:`_setting`).
+RUN_KINDS = {f.name: f.metadata["kind"] for f in fields(RunSettings)}
 
 
 @dataclass(frozen=True)
@@ -93,7 +116,6 @@ class Group:
     tokens: tuple[int, ...] = ()
     seconds: tuple[float, ...] = ()
     dtype: tuple[str, ...] = ("float32",)
-    baseline: str | None = None
     variant: str = "realistic"
 
 
@@ -113,8 +135,10 @@ class Suite:
     def from_dict(cls, data: dict) -> Suite:
         """Inverse of :meth:`as_dict` (a suite stored in env.json, for ``--resume``)."""
         run = RunSettings(**data["run"])
+        keep = {f.name for f in fields(Group)}  # older runs stored keys since removed (baseline)
         groups = tuple(
-            Group(**{k: tuple(v) if isinstance(v, list) else v for k, v in g.items()}) for g in data["groups"]
+            Group(**{k: tuple(v) if isinstance(v, list) else v for k, v in g.items() if k in keep})
+            for g in data["groups"]
         )
         return cls(
             name=data["name"],
@@ -140,7 +164,6 @@ class Case:
     device: str
     variant: str
     shape_json: str = field(compare=False)
-    baseline: str | None = field(default=None, compare=False)
     seed: int = field(default=0, compare=False)
     check_tokens: int | None = field(default=None, compare=False)  # check at this T instead
 
@@ -149,14 +172,13 @@ class Case:
         return json.loads(self.shape_json)
 
     @property
-    def case_id(self) -> tuple[str, ...]:
-        """The schema KEY without the implementation."""
-        return (self.op, self.model, str(self.batch), str(self.tokens), self.dtype, self.device, self.variant)
+    def case_id(self) -> tuple:
+        """The cell key without the implementation (:data:`CASE_KEY`)."""
+        return case_id_of({k: getattr(self, k) for k in CASE_KEY})
 
-    def key(self, impl: str) -> tuple[str, ...]:
-        """This cell's key, in the order of ``wkvbench.schema.KEY``."""
-        op, model, batch, tokens, dtype, device, variant = self.case_id
-        return (op, impl, model, batch, tokens, dtype, device, variant)
+    def key(self, impl: str) -> tuple:
+        """The key of this case's cell for ``impl`` (``wkvbench.schema.key``)."""
+        return schema.key(impl=impl, **{k: getattr(self, k) for k in CASE_KEY})
 
     def label(self) -> str:
         return f"{self.op} {self.model} B={self.batch} T={self.tokens} {self.dtype}"
@@ -221,26 +243,14 @@ class _V:
         return tuple(self.number(f"{key}[{i}]", v, integer=integer) for i, v in enumerate(x))
 
 
-_RUN_TYPES = {
-    "device": "str",
-    "budget_s": "pos",
-    "warmup_s": "nonneg",
-    "rounds": "posint",
-    "min_samples": "posint",
-    "max_samples": "posint",
-    "max_cell_s": "pos",
-    "seed": "nonnegint",
-    "check_max_tokens": "nonnegint",
-    "energy_s": "nonneg",
-}
 _GROUP_KEYS = {f.name for f in fields(Group)}
 
 
 def _parse_run(v: _V, data) -> RunSettings:
-    v.keys("run", data, _RUN_TYPES)
+    v.keys("run", data, RUN_KINDS)
     kw = {}
     for k, val in data.items():
-        key, kind = f"run.{k}", _RUN_TYPES[k]
+        key, kind = f"run.{k}", RUN_KINDS[k]
         if kind == "str":
             kw[k] = v.string(key, val, DEVICES)
         elif kind in ("posint", "nonnegint"):
@@ -255,11 +265,13 @@ def _parse_run(v: _V, data) -> RunSettings:
 
 def _parse_group(v: _V, i: int, data) -> Group:
     key = f"group[{i}]"
+    if isinstance(data, dict) and "baseline" in data:
+        v.fail(f"{key}.baseline", "no longer a suite key: each op's naive baseline is its record's naive_impl")
     v.keys(key, data, _GROUP_KEYS)
     if "op" not in data:
         v.fail(f"{key}.op", "missing (one of " + ", ".join(_ops.OPS) + ")")
     op = v.string(f"{key}.op", data["op"], tuple(_ops.OPS))
-    models = v.strings(f"{key}.models", data.get("models", [DEFAULT_MODEL[op]]))
+    models = v.strings(f"{key}.models", data.get("models", [_ops.get_op(op).default_model]))
     for j, m in enumerate(models):
         try:
             presets.get_model(m)
@@ -281,10 +293,9 @@ def _parse_group(v: _V, i: int, data) -> Group:
     impls = v.strings(f"{key}.impls", data.get("impls", ["*"]))
     exclude = v.strings(f"{key}.exclude", data["exclude"]) if data.get("exclude") else ()
     variant = v.string(f"{key}.variant", data.get("variant", "realistic"))
-    allowed_variants = _inputs.WKV7_VARIANTS if op == "bi_wkv7" else ("realistic",)
+    allowed_variants = _ops.get_op(op).variants
     if variant not in allowed_variants:
         v.fail(f"{key}.variant", f"{variant!r} is not one of {', '.join(allowed_variants)} for {op}")
-    baseline = v.string(f"{key}.baseline", data["baseline"]) if data.get("baseline") is not None else None
     return Group(
         op=op,
         models=models,
@@ -294,7 +305,6 @@ def _parse_group(v: _V, i: int, data) -> Group:
         tokens=tokens,
         seconds=seconds,
         dtype=v.strings(f"{key}.dtype", data.get("dtype", ["float32"]), DTYPES),
-        baseline=baseline,
         variant=variant,
     )
 
@@ -326,7 +336,8 @@ def load_suite(path: str | Path) -> Suite:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise SuiteError(f"{path}: invalid TOML: {exc}") from exc
-    return parse_suite(data, str(path))
+    suite = parse_suite(data, str(path))
+    return replace(suite, plugins=tuple(plugin_path(p, path.resolve().parent) for p in suite.plugins))
 
 
 _FLAG_OF = {
@@ -337,7 +348,6 @@ _FLAG_OF = {
     "tokens": "--tokens",
     "seconds": "--seconds",
     "dtype": "--dtype",
-    "baseline": "--baseline",
     "variant": "--variant",
     "exclude": "--exclude",
 }
@@ -377,11 +387,11 @@ def suite_from_flags(
     tokens: str | None = None,
     seconds: str | None = None,
     dtype: str | None = None,
-    baseline: str | None = None,
     variant: str | None = None,
+    exclude: str | None = None,
     run: dict | None = None,
 ) -> Suite:
-    """An ad-hoc suite from CONTRACT section 7's flags (comma lists), validated like a file."""
+    """An ad-hoc suite from the flags of docs/spec.md section 7 (comma lists), validated like a file."""
     ops = _split("--op", op, str)
     group_common = {}
     for key, flag, text, conv in (
@@ -391,6 +401,7 @@ def suite_from_flags(
         ("tokens", "--tokens", tokens, int),
         ("seconds", "--seconds", seconds, float),
         ("dtype", "--dtype", dtype, str),
+        ("exclude", "--exclude", exclude, str),
     ):
         val = _split(flag, text, conv)
         if val is not None:
@@ -399,15 +410,13 @@ def suite_from_flags(
         group_common["tokens"] = [512]
     if tokens is not None and seconds is not None:
         raise SuiteError("command line: --tokens: give --tokens or --seconds, not both")
-    if baseline:
-        group_common["baseline"] = baseline
     if variant:
         group_common["variant"] = variant
     groups = []
     for o in ops:
         g = dict(group_common, op=o)
-        if len(ops) > 1 and "models" not in group_common and o in DEFAULT_MODEL:
-            g["models"] = [DEFAULT_MODEL[o]]
+        if len(ops) > 1 and "models" not in group_common and o in _ops.OPS:
+            g["models"] = [_ops.OPS[o].default_model]
         groups.append(g)
     data = {"name": "adhoc", "description": "ad-hoc sweep from command-line flags", "group": groups}
     if run:
@@ -421,114 +430,104 @@ def with_overrides(suite: Suite, run: dict) -> Suite:
     return replace(suite, run=_parse_run(_V("command line", _flag_key), merged))
 
 
-# ----------------------------------------------------------------------------- expansion
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SuiteError("run.device: 'cuda' requested but torch sees no CUDA device (use --device cpu)")
-    return device
-
-
-def case_seed(seed: int, case_id: tuple[str, ...]) -> int:
-    """A stable per-case seed: the same case gets the same inputs in every run and process."""
-    return (seed * 1_000_003 + zlib.crc32("|".join(case_id).encode())) % (2**31 - 1)
+# ----------------------------------------------------------------------------- the command line
+def plugin_path(spec: str, base: Path | None = None) -> str:
+    """A plugin as the registry loads it: a ``.py`` path made absolute -- relative to ``base``
+    (the suite file's folder) when given, else to the working directory -- or a module name as is."""
+    if spec.endswith(".py") or os.sep in spec or "/" in spec:
+        p = Path(spec)
+        if not p.is_absolute():
+            p = (base if base is not None else Path.cwd()) / p
+        return str(p.resolve())
+    return spec
 
 
-def default_baseline(op: str) -> str | None:
-    for rec in registry.list_impls(op):
-        if rec.baseline:
-            return rec.name
-    return None
+def add_run_flags(group) -> None:
+    """One ``--flag`` per :class:`RunSettings` field (``budget_s`` -> ``--budget-s``), default None."""
+    for f in fields(RunSettings):
+        kind, flag = f.metadata["kind"], "--" + f.name.replace("_", "-")
+        helptext = f"{f.metadata['help']} (overrides run.{f.name})"
+        if kind == "str":
+            group.add_argument(flag, choices=DEVICES, help=helptext)
+        else:
+            group.add_argument(flag, type=int if kind.endswith("int") else float, help=helptext)
 
 
-def _expand(suite: Suite, device: str) -> list[tuple[Case, list[Group]]]:
-    seen: dict[tuple, list[Group]] = {}
-    out: list[tuple[Case, list[Group]]] = []
-    for group in suite.groups:
-        baseline = group.baseline or default_baseline(group.op)
-        spec = _ops.get_op(group.op)
-        for dtype in group.dtype:
-            for model_name in group.models:
-                model = presets.get_model(model_name)
-                for batch in sorted(group.batch):
-                    if group.tokens:
-                        points = [(t, round(presets.seconds_for_tokens(t, model.family), 4)) for t in group.tokens]
-                    else:
-                        points = [(model.tokens(s), s) for s in group.seconds]
-                    for tokens, secs in sorted(points):
-                        shape = spec.shape_for(model, batch, tokens)
-                        check_t = None
-                        if suite.run.check_max_tokens and tokens > suite.run.check_max_tokens:
-                            check_t = suite.run.check_max_tokens
-                        case = Case(
-                            op=group.op,
-                            model=model.name,
-                            family=model.family,
-                            batch=batch,
-                            tokens=tokens,
-                            seconds=secs,
-                            dtype=dtype,
-                            device=device,
-                            variant=group.variant,
-                            shape_json=json.dumps(shape, sort_keys=True),
-                            baseline=baseline,
-                            check_tokens=check_t,
-                        )
-                        if case.case_id in seen:  # named again by a later group: its impls join
-                            seen[case.case_id].append(group)
-                            continue
-                        seen[case.case_id] = [group]
-                        out.append((replace(case, seed=case_seed(suite.run.seed, case.case_id)), seen[case.case_id]))
-    return out
+def run_overrides(args: argparse.Namespace) -> dict:
+    """The run settings given as flags (None where not given)."""
+    return {f.name: getattr(args, f.name, None) for f in fields(RunSettings)}
 
 
-def expand_cases(suite: Suite, device: str) -> list[Case]:
-    """Every case of the suite, once, in run order (the first group naming a case sets its baseline)."""
-    return [case for case, _ in _expand(suite, device)]
+def edit_suite(
+    suite: Suite, *, ops: str | None = None, impls: str | None = None, exclude: str | None = None, run=None
+) -> Suite:
+    """``suite`` as command-line flags edit it: keep the groups of ``ops``; ``impls`` replaces each
+    group's implementations; ``exclude`` adds to each group's exclusions; ``run`` overrides settings."""
+    groups = suite.groups
+    if ops:
+        keep = _split("--op", ops, str)
+        for op in keep:
+            if op not in _ops.OPS:
+                raise SuiteError(f"command line: --op: unknown op {op!r}; known: {', '.join(_ops.OPS)}")
+        groups = tuple(g for g in groups if g.op in keep)
+        if not groups:
+            have = ", ".join(dict.fromkeys(g.op for g in suite.groups))
+            raise SuiteError(f"command line: --op: the suite has no group for {ops!r} (it has {have})")
+    if impls:
+        names = tuple(_split("--impl", impls, str))
+        groups = tuple(replace(g, impls=names) for g in groups)
+    if exclude:
+        names = tuple(_split("--exclude", exclude, str))
+        groups = tuple(replace(g, exclude=g.exclude + names) for g in groups)
+    return with_overrides(replace(suite, groups=groups), run or {})
 
 
-def impls_for(group_impls: tuple[str, ...], exclude: tuple[str, ...], case: Case) -> list[tuple[str, str | None]]:
-    """``[(impl name, reason it cannot run or None)]`` for a case.
-
-    ``"*"`` adds every registered implementation that is available on the case's device and
-    supports its dtype and head size; a name given explicitly is always listed, with the reason
-    when it cannot run (not registered, backend missing, dtype unsupported).
-    """
-    import torch
-
-    dtype = getattr(torch, case.dtype)
-    head_size = _ops.get_op(case.op).head_size(case.shape)
-    chosen: dict[str, str | None] = {}
-    for entry in group_impls:
-        if entry == "*":
-            for rec in registry.list_impls(case.op):
-                ok, _ = rec.available(case.device)
-                ok = ok and rec.supports(dtype, head_size)[0]
-                if ok:
-                    chosen.setdefault(rec.name, None)
-            continue
-        try:
-            rec = registry.get_impl(case.op, entry)
-        except ValueError:
-            chosen.setdefault(entry, f"not registered for {case.op}")
-            continue
-        ok, why = rec.available(case.device)
-        if ok:
-            ok, why = rec.supports(dtype, head_size)
-        chosen.setdefault(entry, None if ok else why)
-    return [(name, why) for name, why in chosen.items() if name not in exclude]
+#: Flags that define a sweep's axes: with a suite file, the file defines them.
+AXIS_FLAGS = ("model", "batch", "tokens", "seconds", "dtype", "variant")
 
 
-def plan(suite: Suite, device: str) -> list[tuple[Case, list[tuple[str, str | None]]]]:
-    """Cases with their implementations (and skip reasons), in run order."""
-    out = []
-    for case, groups in _expand(suite, device):
-        merged: dict[str, str | None] = {}
-        for g in groups:  # a case named by several groups runs the union of their impls
-            for name, why in impls_for(g.impls, g.exclude, case):
-                merged.setdefault(name, why)
-        out.append((case, list(merged.items())))
-    return out
+def suite_from_args(args: argparse.Namespace) -> Suite:
+    """The suite ``wkvbench run`` runs: a suite file edited by flags, an ad-hoc sweep from flags,
+    or (``--resume --out``) the suite stored in the run directory. Its ``plugins`` are the suite's
+    (resolved against the suite file) followed by ``--plugin``'s (against the working directory)."""
+    run = run_overrides(args)
+    if args.suite:
+        used = [f"--{k}" for k in AXIS_FLAGS if getattr(args, k, None)]
+        if used:
+            raise SuiteError(
+                f"command line: {', '.join(used)}: not allowed with a suite file (edit the suite or "
+                "use flags alone); --op, --impl, --exclude, --device and run settings are"
+            )
+        suite = edit_suite(load_suite(args.suite), ops=args.op, impls=args.impl, exclude=args.exclude, run=run)
+    elif args.op:
+        axes = {k: getattr(args, k, None) for k in AXIS_FLAGS}
+        models = axes.pop("model")
+        suite = suite_from_flags(args.op, impls=args.impl, exclude=args.exclude, models=models, run=run, **axes)
+    elif args.resume and args.out:
+        env_path = Path(args.out) / schema.ENV_FILE
+        if not env_path.is_file():
+            raise SuiteError(f"{env_path}: no env.json to resume from; give the suite file or flags")
+        stored = json.loads(env_path.read_text(encoding="utf-8")).get("suite")
+        if not stored:
+            raise SuiteError(f"{env_path}: holds no suite; give the suite file or flags")
+        suite = with_overrides(Suite.from_dict(stored), run)
+    else:
+        raise SuiteError("command line: give a suite file, or --op (ad-hoc sweep), or --resume --out RUN_DIR")
+    plugins = [*suite.plugins, *(plugin_path(p) for p in getattr(args, "plugin", None) or ())]
+    return replace(suite, plugins=tuple(dict.fromkeys(plugins)))
+
+
+def check_impl_names(flag: str, text: str | None, ops: Iterable[str]) -> None:
+    """Every implementation named by ``flag`` (``--impl``, ``--exclude``) must be registered for one
+    of ``ops`` (plugins loaded first): a typo on the command line fails at once, naming the known ones.
+    Names in a suite file are not checked here: there, one that is not loaded is ``skipped``."""
+    if not text:
+        return
+    ops = list(dict.fromkeys(ops))
+    known = list(dict.fromkeys(r.name for op in ops for r in registry.list_impls(op)))
+    unknown = [n for n in _split(flag, text, str) if n != "*" and n not in known]
+    if unknown:
+        raise SuiteError(
+            f"command line: {flag}: unknown implementation(s) {', '.join(map(repr, unknown))} for "
+            f"{', '.join(ops)}; known: {', '.join(known)}"
+        )

@@ -291,6 +291,14 @@ class WorkerTimeout(RuntimeError):
     """The worker did not answer within the step's time limit (it has been killed)."""
 
 
+def _import_root() -> str:
+    """The folder this process imported ``wkvbench`` from (a checkout or site-packages): the
+    worker puts it first on its path so that it runs the same code as its parent."""
+    import wkvbench
+
+    return str(Path(wkvbench.__path__[0]).resolve().parent)
+
+
 def _signal_name(rc: int | None) -> str:
     if rc is None:
         return "did not exit"
@@ -326,7 +334,7 @@ class WorkerClient:
         self.kill()
         self.starts += 1
         env = dict(os.environ)
-        pkg_root = str(Path(__file__).resolve().parents[2])
+        pkg_root = _import_root()
         env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH", "")) if p)
         env.setdefault("PYTHONFAULTHANDLER", "1")
         cmd = [sys.executable, "-m", "wkvbench.harness.worker"]

@@ -1,7 +1,7 @@
 """GPU tooling shared by the kernel modules of ``wkvbench/impls/``.
 
 The kernel modules (``bi_wkv7_triton``, ``bi_wkv7_cupy``, ``bi_wkv7_numba``,
-``selective_scan_triton``) hold a kernel, its launch and its registration; what they have in
+``bi_selective_scan_triton``) hold a kernel, its launch and its registration; what they have in
 common lives here:
 
 * availability: optional imports (:func:`try_import`), the "installed and importable" check of

@@ -66,7 +66,6 @@ _HALF = (torch.float16, torch.bfloat16)
     devices=("cpu", "cuda"),
     dtypes=(torch.float32, torch.float16, torch.float64),
     priority=0,
-    baseline=True,
     description="scores, softmax (float32), weighted sum: AST's eager attention (the baseline)",
 )
 def torch_eager(q, k, v, *, out=None):

@@ -92,7 +92,6 @@ def wkv7_loop(r, w, k, v, a, b, state: Tensor | None = None) -> tuple[Tensor, Te
     devices=("cpu", "cuda"),
     dtypes=_DTYPES,
     priority=0,
-    baseline=True,
     description="naive per-token loop in PyTorch, both directions batched (the baseline)",
 )
 def torch_loop(r, w, k, v, a, b, g=None, *, out=None):

@@ -16,10 +16,13 @@ import torch
 import wkvbench
 from wkvbench import kernels
 from wkvbench.accuracy import compare, run_checked
-from wkvbench.impls import selective_scan_mamba, selective_scan_torch, selective_scan_triton
-from wkvbench.impls.selective_scan_torch import torch_chunked, torch_loop
-from wkvbench.impls.selective_scan_triton import bi_selective_scan_triton
+from wkvbench.impls import bi_selective_scan_mamba as selective_scan_mamba
+from wkvbench.impls import bi_selective_scan_torch as selective_scan_torch
+from wkvbench.impls import bi_selective_scan_triton as selective_scan_triton
+from wkvbench.impls.bi_selective_scan_torch import torch_chunked, torch_loop
+from wkvbench.impls.bi_selective_scan_triton import bi_selective_scan_triton
 from wkvbench.inputs import bi_selective_scan_inputs
+from wkvbench.opspec import get_op
 from wkvbench.reference import bi_selective_scan as ref_bi
 from wkvbench.reference import selective_scan as ref_scan
 from wkvbench.registry import get_impl, select_impl
@@ -56,7 +59,8 @@ def test_records():
     want = {"triton": 30, "mamba_ssm": 32, "torch_chunked": 10, "torch_loop": 0}
     for name, prio in want.items():
         rec = get_impl("bi_selective_scan", name)
-        assert rec.priority == prio and rec.baseline == (name == "torch_loop") and rec.peer == (name == "mamba_ssm")
+        naive = get_op("bi_selective_scan").naive_impl == name
+        assert rec.priority == prio and naive == (name == "torch_loop") and rec.peer == (name == "mamba_ssm")
     ok, why = get_impl("bi_selective_scan", "mamba_ssm").available("cpu")
     assert not ok and "cuda" in why
 
@@ -187,7 +191,7 @@ def test_triton_rejects_bad_block():
 
 @pytest.mark.skipif(selective_scan_triton.triton is None, reason="triton not installed")
 def test_triton_compiles_for_sm90_without_spills():
-    rows = kernels.report_module("wkvbench.impls.selective_scan_triton", cc=90)
+    rows = kernels.report_module("wkvbench.impls.bi_selective_scan_triton", cc=90)
     assert rows and len(rows) == 3, rows
     for r in rows:
         assert "error" not in r, r

@@ -129,7 +129,6 @@ def _time_last(x: Tensor) -> Tensor:
     devices=("cpu", "cuda"),
     dtypes=_DTYPES,
     priority=0,
-    baseline=True,
     description="per-token PyTorch scan (mamba_ssm's selective_scan_ref shape), both directions batched",
 )
 def torch_loop(u, delta, A, A_b, Bm, Cm, Dskip=None, z=None, delta_bias=None, delta_softplus=True, *, out=None):

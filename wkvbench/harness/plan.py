@@ -1,0 +1,122 @@
+"""From a suite to the cells to run: cases in run order, each with its implementations.
+
+:func:`expand_cases` turns a :class:`~wkvbench.harness.suite.Suite` into
+:class:`~wkvbench.harness.suite.Case` records, ordered so that each implementation meets growing
+sizes (dtype, model, batch, then tokens ascending): the skip predictions of
+:mod:`wkvbench.harness.predict` ("out of memory at a smaller size", "too slow at a shorter T")
+rely on that order. :func:`plan` adds each case's implementations (``"*"`` expanded against the
+registry) with the reason a listed one cannot run here.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import replace
+
+from wkvbench import ops as _ops
+from wkvbench import presets, registry
+from wkvbench.harness.suite import Case, Group, Suite, SuiteError
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SuiteError("run.device: 'cuda' requested but torch sees no CUDA device (use --device cpu)")
+    return device
+
+
+def case_seed(seed: int, case_id: tuple[str, ...]) -> int:
+    """A stable per-case seed: the same case gets the same inputs in every run and process."""
+    return (seed * 1_000_003 + zlib.crc32("|".join(map(str, case_id)).encode())) % (2**31 - 1)
+
+
+def _expand(suite: Suite, device: str) -> list[tuple[Case, list[Group]]]:
+    seen: dict[tuple, list[Group]] = {}
+    out: list[tuple[Case, list[Group]]] = []
+    for group in suite.groups:
+        spec = _ops.get_op(group.op)
+        for dtype in group.dtype:
+            for model_name in group.models:
+                model = presets.get_model(model_name)
+                for batch in sorted(group.batch):
+                    if group.tokens:
+                        points = [(t, round(presets.seconds_for_tokens(t, model.family), 4)) for t in group.tokens]
+                    else:
+                        points = [(model.tokens(s), s) for s in group.seconds]
+                    for tokens, secs in sorted(points):
+                        shape = spec.shape_for(model, batch, tokens)
+                        check_t = None
+                        if suite.run.check_max_tokens and tokens > suite.run.check_max_tokens:
+                            check_t = suite.run.check_max_tokens
+                        case = Case(
+                            op=group.op,
+                            model=model.name,
+                            family=model.family,
+                            batch=batch,
+                            tokens=tokens,
+                            seconds=secs,
+                            dtype=dtype,
+                            device=device,
+                            variant=group.variant,
+                            shape_json=json.dumps(shape, sort_keys=True),
+                            check_tokens=check_t,
+                        )
+                        if case.case_id in seen:  # named again by a later group: its impls join
+                            seen[case.case_id].append(group)
+                            continue
+                        seen[case.case_id] = [group]
+                        out.append((replace(case, seed=case_seed(suite.run.seed, case.case_id)), seen[case.case_id]))
+    return out
+
+
+def expand_cases(suite: Suite, device: str) -> list[Case]:
+    """Every case of the suite, once, in run order."""
+    return [case for case, _ in _expand(suite, device)]
+
+
+def impls_for(group_impls: tuple[str, ...], exclude: tuple[str, ...], case: Case) -> list[tuple[str, str | None]]:
+    """``[(impl name, reason it cannot run or None)]`` for a case.
+
+    ``"*"`` adds every registered implementation that is available on the case's device and
+    supports its dtype and head size; a name given explicitly is always listed, with the reason
+    when it cannot run (not registered, backend missing, dtype unsupported).
+    """
+    import torch
+
+    dtype = getattr(torch, case.dtype)
+    head_size = _ops.get_op(case.op).head_size(case.shape)
+    chosen: dict[str, str | None] = {}
+    for entry in group_impls:
+        if entry == "*":
+            for rec in registry.list_impls(case.op):
+                ok, _ = rec.available(case.device)
+                ok = ok and rec.supports(dtype, head_size)[0]
+                if ok:
+                    chosen.setdefault(rec.name, None)
+            continue
+        try:
+            rec = registry.get_impl(case.op, entry)
+        except ValueError:
+            chosen.setdefault(entry, f"not registered for {case.op}")
+            continue
+        ok, why = rec.available(case.device)
+        if ok:
+            ok, why = rec.supports(dtype, head_size)
+        chosen.setdefault(entry, None if ok else why)
+    return [(name, why) for name, why in chosen.items() if name not in exclude]
+
+
+def plan(suite: Suite, device: str) -> list[tuple[Case, list[tuple[str, str | None]]]]:
+    """Cases with their implementations (and skip reasons), in run order."""
+    out = []
+    for case, groups in _expand(suite, device):
+        merged: dict[str, str | None] = {}
+        for g in groups:  # a case named by several groups runs the union of their impls
+            for name, why in impls_for(g.impls, g.exclude, case):
+                merged.setdefault(name, why)
+        out.append((case, list(merged.items())))
+    return out
