@@ -27,8 +27,8 @@ geometry: grid ``2B * H``, one block per (sequence of the 2B, head); block ``N =
   with ``t % CP == CP - 1``, the state (fp32 checkpoints ``[2B, H, T/CP, N, N]``); the inference
   forward (no autograd graph needed) writes neither. ``CP = 16`` tokens per checkpoint for
   bfloat16/float16 I/O (the official kernel's interval), 8 for float32 (see below).
-* Backward: walks ``t = T-1 .. 0``; thread ``i`` owns column ``i`` of ``S`` and row and column
-  ``i`` of ``dS``, so every gradient is a per-thread dot product::
+* Backward: walks ``t = T-1 .. 0`` with ``dS`` the gradient of the loss with respect to ``S_t``;
+  each gradient is a per-thread dot product (ownership below)::
 
       dS += dy r^T;  dr = S_t^T dy;  dv = dS k;  dk = dS^T v;  db = dS^T sa;  dsa = dS b
       S_{t-1} = (S_t - v k^T - sa b^T) diag(1/d)      (re-seeded from the checkpoint when t % CP == 0)
