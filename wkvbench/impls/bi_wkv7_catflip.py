@@ -1,0 +1,492 @@
+"""AudioRWKV's released Bi-WKV7 construction, forward and backward: ``audiorwkv_catflip``.
+
+This is the construction AudioRWKV's released model trains with (arXiv 2509.02167; github
+Jiayu-Xiong/AudioRWKV, ``models/rwkv7.py``), written here from its description, not from its
+code: the six inputs ``r, w, k, v, a, b`` are concatenated with their time-flipped copies along
+the batch (``2B`` sequences), ONE causal RWKV-7 kernel of the official training kind (BlinkDL
+RWKV-LM ``wkv7``) runs over all of them, and the two halves are merged in PyTorch::
+
+    x2  = cat([x, flip(x)], batch)            for x in r, w, k, v, a, b
+    y2  = wkv7_causal(r2, w2, k2, v2, a2, b2)  [2B, T, H, N]
+    y   = g * y2[:B] + (1 - g) * flip(y2[B:])  (g = None: 0.5)
+
+The cat/flip and the merge are plain PyTorch, so autograd carries them (``dg`` included when
+``g`` is given); the causal kernel is a ``torch.autograd.Function`` (:class:`CausalWKV7`) whose
+forward saves state checkpoints and ``sa`` and whose backward launches the backward kernel. It is
+the training baseline the fused kernels (``cupy_cuda``, ``triton_*``) are measured against: its
+extra traffic (the flipped copies, the separate merge) is the point of the comparison.
+
+Kernels (package file ``bi_wkv7_catflip.cu``; the math is docs/spec.md section 1). Launch
+geometry: grid ``2B * H``, one block per (sequence of the 2B, head); block ``N = 64`` threads
+(forward) and ``2N = 128`` (backward).
+
+* Forward: thread ``i`` owns value row ``i`` of the state in 64 fp32 registers; per token the
+  block stages ``r, d, k, a, b`` (``d = exp(-exp(w))``) in shared memory (two barriers), then
+  ``sa_i = S[i, :] a``, ``S[i, j] = S[i, j] d_j + sa_i b_j + v_i k_j``, ``y_i = S[i, :] r``.
+  The training forward also writes ``sa`` (fp32 ``[2B, T, H, N]``) and, after every token ``t``
+  with ``t % CP == CP - 1``, the state (fp32 checkpoints ``[2B, H, T/CP, N, N]``); the inference
+  forward (no autograd graph needed) writes neither. ``CP = 16`` tokens per checkpoint for
+  bfloat16/float16 I/O (the official kernel's interval), 8 for float32 (see below).
+* Backward: walks ``t = T-1 .. 0`` with ``dS`` the gradient of the loss with respect to ``S_t``;
+  each gradient is a per-thread dot product (ownership below)::
+
+      dS += dy r^T;  dr = S_t^T dy;  dv = dS k;  dk = dS^T v;  db = dS^T sa;  dsa = dS b
+      S_{t-1} = (S_t - v k^T - sa b^T) diag(1/d)      (re-seeded from the checkpoint when t % CP == 0)
+      da = S_{t-1}^T dsa;  dd_j = sum_i dS[i, j] S_{t-1}[i, j];  dw = dd * d * (-exp(w))
+      dS = dS diag(d) + dsa a^T
+
+  Re-seeding at ``t % CP == 0`` (with the checkpoint ``S_{t-1}``, or 0 before token 0) bounds the
+  reconstruction by division to ``CP - 1`` steps: with ``d >= 0.545`` (RWKV-7 domain) a rounding
+  error grows up to ``1.83`` fold per step before saved state replaces it. At ``CP = 16`` that
+  is ~8700x: in the host emulation at strong decay (every ``d`` near 0.545) float32 gradients
+  ``da``/``dw`` came out at relative error 1.7e-4, over the float32 bar of 1e-4 (docs/spec.md
+  section 5), hence ``CP = 8`` for float32 (~2e-6 there); 16-bit I/O keeps the official 16 (its
+  gradients are ~3e-4 fp16 and ~3e-3 bf16, dominated by the I/O rounding).
+
+  Launch: ``2N = 128`` threads in two groups of ``N``. Thread ``i`` of the "column" group owns
+  column ``i`` of ``S`` and column ``i`` of ``dS`` (128 fp32 registers) and computes ``dr, dk,
+  db, dw, da`` of channel ``i``; thread ``N + i`` owns row ``i`` of ``dS`` and computes ``dv``
+  and ``dsa``, which reaches the column group through shared memory. Both copies of ``dS`` get
+  the same fp32 operations, so they stay bit-identical. (One thread owning all three arrays,
+  192 registers, spills on sm_90.) Three barriers per token.
+
+Any T: the training path needs ``T % CP == 0`` for its checkpoints, so when ``T % 16 != 0`` it
+pads the 2B sequences internally at the END with ``r = k = v = a = b = 0`` and ``w = -30``
+(``d = exp(-exp(-30)) == 1`` in fp32): such tokens leave the state bit-for-bit unchanged, cannot
+affect earlier outputs of a causal scan, and their ``dy = 0`` keeps ``dS`` zero through them;
+outputs and gradients are sliced back to ``T``. The inference forward needs no padding.
+
+Saved for backward (:func:`saved_bytes`), per (token, head) of each of the 2B sequences: ``sa``
+256 B + checkpoints ``64*64*4/CP``: 1024 B for 16-bit I/O (1280 B in all; both directions 2560 B
+per input (token, head), 40 B per element of ``y`` ``[B, T, H, N]``), 2048 B for float32 (2304 B;
+72 B per element of ``y``); T rounded up to a multiple of 16. Autograd also keeps the
+concatenated (padded) inputs: ``6 * 2 * es`` bytes per element of ``y``.
+
+The gated merge is written ``torch.lerp(flip(y_b), y_f, g)``, the same value as the released
+``g * y_f + (1 - g) * flip(y_b)``: one elementwise kernel that computes in fp32 and rounds once,
+where the released four-op expression rounds four times in bfloat16 and missed the bfloat16 bar
+of docs/spec.md section 5 at a small shape (host emulation, T = 1: relative error 4.3e-3, bar
+4e-3). One kernel instead of four, so if anything this merge is cheaper than the released one.
+
+I/O dtypes: float32, bfloat16 and float16, fp32 state and accumulation for all three. The
+official kernel is bf16-only (what the released model trains in); the same kernel templated on
+the I/O type costs nothing and lets every dtype of a sweep have this baseline. Gradients are
+returned in the input dtype. Head size 64.
+
+Compilation and launch mirror ``cupy_cuda`` (``bi_wkv7_cupy.py``): one ``cupy.RawModule`` per
+(I/O dtype, device) holding the three kernels as name expressions, compiled by NVRTC
+(``--std=c++17``) on first use and kept in CuPy's kernel cache; torch tensors are passed as raw
+device pointers (no copy) and the kernels are launched on torch's current stream through
+``cupy.cuda.ExternalStream``. The launch is injectable: :func:`catflip` takes a ``launcher``
+(``launcher(name, grid, block, args, device)``), so the tests run the whole construction --
+cat/flip, kernel forward, kernel backward, merge, autograd -- on the CPU with the same ``.cu``
+compiled by g++ (``tests/impls/cuda_host/catflip_host.cpp``). :func:`compile_report` compiles the
+kernels for ``sm_<cc>`` without a GPU and reports registers, shared memory and spills.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from wkvbench.ops import validate_bi_wkv7
+from wkvbench.registry import register_impl
+
+try:
+    import cupy as cp
+
+    _CUPY_ERROR = ""
+except Exception as exc:  # ImportError, or a broken CUDA library underneath
+    cp = None
+    _CUPY_ERROR = f"{type(exc).__name__}: {exc}"
+
+NAME = "audiorwkv_catflip"
+HEAD_SIZES = (64,)
+DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+KERNEL_PATH = Path(__file__).with_suffix(".cu")
+PAD_TOKENS = 16  # the training path runs T rounded up to a multiple of this
+KINDS = ("fwd", "fwd_save", "bwd")  # inference forward, training forward, backward
+NVRTC_OPTIONS = ("--std=c++17",)
+W_PAD = -30.0  # exp(-exp(-30)) rounds to 1.0 in fp32: a padding token leaves the state unchanged
+_IO_TYPE = {torch.float32: "float", torch.bfloat16: "cf_bf16", torch.float16: "cf_fp16"}
+_MANGLED_IO = {"f": torch.float32, "7cf_bf16": torch.bfloat16, "7cf_fp16": torch.float16}
+
+#: ``launcher(name, grid, block, args, device)``: run kernel ``name`` (a :func:`kernel_name`)
+#: with these arguments (numpy scalars, pointers as uint64) on the tensors' device.
+Launcher = Callable[[str, tuple, tuple, tuple, torch.device], None]
+
+
+def kernel_source() -> str:
+    """The CUDA C source of the kernels (the package file ``bi_wkv7_catflip.cu``)."""
+    return KERNEL_PATH.read_text()
+
+
+def kernel_name(kind: str, dtype: torch.dtype, n: int = 64) -> str:
+    """NVRTC name expression of one kernel, e.g. ``wkv7_catflip_fwd<cf_bf16, 64, true>``."""
+    if kind not in KINDS:
+        raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
+    io_t = _IO_TYPE[dtype]
+    if kind == "bwd":
+        return f"wkv7_catflip_bwd<{io_t}, {n}>"
+    return f"wkv7_catflip_fwd<{io_t}, {n}, {'true' if kind == 'fwd_save' else 'false'}>"
+
+
+def checkpoint_tokens(dtype: torch.dtype) -> int:
+    """Tokens per state checkpoint (``cf_cp<IO>`` in the .cu): 16 for 16-bit I/O, 8 for float32."""
+    return 8 if dtype == torch.float32 else 16
+
+
+def padded_tokens(T: int) -> int:
+    """T rounded up to a multiple of 16 (the training path's length)."""
+    return -(-T // PAD_TOKENS) * PAD_TOKENS
+
+
+def saved_bytes(B: int, T: int, H: int, N: int = 64, dtype: torch.dtype = torch.bfloat16) -> int:
+    """Bytes the training forward saves for the backward: fp32 ``sa`` + state checkpoints (2B sequences)."""
+    tp = padded_tokens(T)
+    return 4 * 2 * B * H * (tp * N + (tp // checkpoint_tokens(dtype)) * N * N)
+
+
+# ----------------------------------------------------------------------------- the causal kernel
+def _ptr(x: torch.Tensor | None) -> np.uint64:
+    return np.uint64(0 if x is None else x.data_ptr())
+
+
+def _pad(x: torch.Tensor, tp: int, value: float) -> torch.Tensor:
+    T = x.shape[1]
+    return x if tp == T else F.pad(x, (0, 0, 0, 0, 0, tp - T), value=value)
+
+
+def causal_forward(xs, launcher: Launcher, save: bool):
+    """Run the causal forward kernel on contiguous ``[B2, T, H, N]`` tensors ``xs = (r, w, k, v, a, b)``.
+
+    ``save``: the training forward; ``T`` must then be a multiple of 16 and it returns
+    ``(y, sa, ckpt)``; else ``(y, None, None)``.
+    """
+    r = xs[0]
+    B2, T, H, N = r.shape
+    if save and T % PAD_TOKENS:
+        raise ValueError(f"r: the training forward needs T % {PAD_TOKENS} == 0, got T={T}")
+    y = torch.empty_like(r)
+    sa = ck = None
+    if save:
+        sa = torch.empty(r.shape, dtype=torch.float32, device=r.device)
+        ck = torch.empty(B2, H, T // checkpoint_tokens(r.dtype), N, N, dtype=torch.float32, device=r.device)
+    args = (*(_ptr(x) for x in xs), _ptr(y), _ptr(sa), _ptr(ck), np.int32(B2), np.int32(T), np.int32(H))
+    launcher(kernel_name("fwd_save" if save else "fwd", r.dtype, N), (B2 * H,), (N,), args, r.device)
+    return y, sa, ck
+
+
+def causal_backward(xs, dy: torch.Tensor, sa: torch.Tensor, ck: torch.Tensor, launcher: Launcher):
+    """Run the backward kernel; returns ``(dr, dw, dk, dv, da, db)`` in the I/O dtype."""
+    r = xs[0]
+    B2, T, H, N = r.shape
+    grads = tuple(torch.empty_like(r) for _ in range(6))
+    args = (
+        *(_ptr(x) for x in xs),
+        _ptr(dy),
+        _ptr(sa),
+        _ptr(ck),
+        *(_ptr(x) for x in grads),
+        np.int32(B2),
+        np.int32(T),
+        np.int32(H),
+    )
+    launcher(kernel_name("bwd", r.dtype, N), (B2 * H,), (2 * N,), args, r.device)
+    return grads
+
+
+class CausalWKV7(torch.autograd.Function):
+    """Causal WKV7 of any T through the kernels: forward saves checkpoints + ``sa``, backward launches ``bwd``."""
+
+    @staticmethod
+    def forward(ctx, r, w, k, v, a, b, launcher):
+        T = r.shape[1]
+        tp = padded_tokens(T)
+        xs = tuple(_pad(x.contiguous(), tp, W_PAD if i == 1 else 0.0) for i, x in enumerate((r, w, k, v, a, b)))
+        y, sa, ck = causal_forward(xs, launcher, save=True)
+        ctx.save_for_backward(*xs, sa, ck)
+        ctx.launcher = launcher
+        ctx.tokens = T
+        return y[:, :T] if tp != T else y
+
+    @staticmethod
+    def backward(ctx, dy):
+        *xs, sa, ck = ctx.saved_tensors
+        T = ctx.tokens
+        dy = _pad(dy.to(xs[0].dtype).contiguous(), xs[0].shape[1], 0.0)
+        grads = causal_backward(xs, dy, sa, ck, ctx.launcher)
+        if xs[0].shape[1] != T:
+            grads = tuple(gr[:, :T] for gr in grads)
+        return (*grads, None)
+
+
+def catflip(r, w, k, v, a, b, g=None, *, launcher: Launcher, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The released construction: cat with the time-flipped copies, one causal kernel, merge in PyTorch.
+
+    Builds an autograd graph (training forward, checkpoints saved) when grad mode is on and any
+    input requires grad; otherwise runs the inference forward and saves nothing. ``out=`` is
+    only accepted without a graph (PyTorch's ``out=`` is not differentiable). No validation here:
+    :func:`audiorwkv_catflip` validates.
+    """
+    xs = (r, w, k, v, a, b, g)
+    B = r.shape[0]
+    train = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in xs)
+    if train and out is not None:
+        raise ValueError("out: not supported when an input requires grad (out= is not differentiable)")
+    cat = [torch.cat([x, x.flip(1)], dim=0) for x in xs[:6]]
+    if train:
+        y2 = CausalWKV7.apply(*cat, launcher)
+    else:
+        y2, _, _ = causal_forward([x.contiguous() for x in cat], launcher, save=False)
+    y_f, y_b = y2[:B], y2[B:].flip(1)
+    if g is None:
+        if out is None:
+            return 0.5 * (y_f + y_b)
+        return torch.add(y_f, y_b, out=out).mul_(0.5)
+    # g * y_f + (1 - g) * y_b as one lerp: computed in fp32 and rounded once (see the module docstring)
+    if out is None:
+        return torch.lerp(y_b, y_f, g[..., None])
+    return torch.lerp(y_b, y_f, g[..., None], out=out)
+
+
+# ----------------------------------------------------------------------------- CuPy launch
+def _check(device: torch.device) -> tuple[bool, str]:
+    if cp is None:
+        return False, f"cupy not installed ({_CUPY_ERROR})"
+    try:
+        count = cp.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        return False, f"cupy has no CUDA device ({type(exc).__name__}: {exc})"
+    if count < 1:
+        return False, "cupy has no CUDA device"
+    if device.index is not None and device.index >= count:
+        return False, f"cupy sees {count} CUDA device(s), not {device}"
+    try:
+        cp.cuda.nvrtc.getVersion()
+    except Exception as exc:
+        return False, f"cupy cannot load NVRTC ({type(exc).__name__}: {exc})"
+    return True, "ok"
+
+
+_LOCK = threading.Lock()
+_MODULES: dict[tuple, object] = {}
+_KERNELS: dict[tuple, object] = {}
+_STREAMS: dict[tuple[int, int], object] = {}
+_READY: set[int] = set()
+
+
+def _kernel(name: str, device_index: int):
+    key = (name, device_index)
+    fn = _KERNELS.get(key)
+    if fn is not None:
+        return fn
+    with _LOCK:
+        dtype = next(dt for dt, io_t in _IO_TYPE.items() if f"<{io_t}," in name)
+        mkey = (dtype, device_index)
+        mod = _MODULES.get(mkey)
+        if mod is None:
+            names = [kernel_name(kind, dtype) for kind in KINDS]
+            mod = cp.RawModule(code=kernel_source(), options=NVRTC_OPTIONS, name_expressions=names)
+            _MODULES[mkey] = mod
+        with cp.cuda.Device(device_index):
+            fn = mod.get_function(name)  # NVRTC compile on first use
+        _KERNELS[key] = fn
+    return fn
+
+
+def _stream(ptr: int, device_index: int):
+    key = (ptr, device_index)
+    st = _STREAMS.get(key)
+    if st is None:
+        with warnings.catch_warnings():  # CuPy 14 deprecates ExternalStream for Stream.from_external
+            warnings.simplefilter("ignore", DeprecationWarning)
+            st = cp.cuda.ExternalStream(ptr, device_index)
+        _STREAMS[key] = st
+    return st
+
+
+def cupy_launcher(name: str, grid: tuple, block: tuple, args: tuple, device: torch.device) -> None:
+    """Launch kernel ``name`` through CuPy on torch's current stream of ``device``."""
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    if idx not in _READY:  # check once per device: the launch path stays a few microseconds
+        ok, why = _check(torch.device("cuda", idx))
+        if not ok:
+            raise RuntimeError(f"{NAME}: {why}")
+        _READY.add(idx)
+    fn = _kernel(name, idx)
+    with cp.cuda.Device(idx), _stream(torch.cuda.current_stream(device).cuda_stream, idx):
+        fn(grid, block, args)
+
+
+def _validate(r, w, k, v, a, b, g, out) -> None:
+    validate_bi_wkv7(r, w, k, v, a, b, g, check_values=False)
+    if r.dtype not in DTYPES:
+        raise TypeError(f"r: dtype {r.dtype} not supported by {NAME} (float32, bfloat16, float16)")
+    if r.shape[-1] not in HEAD_SIZES:
+        raise ValueError(f"r: head size N={r.shape[-1]} not supported by {NAME} (supports {HEAD_SIZES})")
+    if out is not None:
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"out: expected a torch.Tensor or None, got {type(out).__name__}")
+        if out.shape != r.shape or out.dtype != r.dtype or out.device != r.device or not out.is_contiguous():
+            raise ValueError(
+                f"out: expected a contiguous {tuple(r.shape)} {r.dtype} tensor on {r.device}, got "
+                f"{tuple(out.shape)} {out.dtype} on {out.device}"
+            )
+    if r.device.type != "cuda":
+        raise ValueError(f"r: {NAME} runs on CUDA tensors, got a {r.device.type} tensor")
+
+
+@register_impl(
+    "bi_wkv7",
+    name=NAME,
+    backend="cupy",
+    devices=("cuda",),
+    dtypes=DTYPES,
+    head_sizes=HEAD_SIZES,
+    priority=5,
+    check=_check,
+    description="AudioRWKV's released construction: inputs + flipped copies as 2B, one causal CUDA kernel, "
+    "merge in PyTorch; differentiable",
+)
+def audiorwkv_catflip(r, w, k, v, a, b, g=None, *, out=None):
+    """AudioRWKV's released construction: cat/flip to 2B, one causal CUDA kernel, PyTorch merge; differentiable."""
+    _validate(r, w, k, v, a, b, g, out)
+    return catflip(r, w, k, v, a, b, g, launcher=cupy_launcher, out=out)
+
+
+# ----------------------------------------------------------------------------- compile report
+_PTXAS_ENTRY = re.compile(r"(?:Compiling entry function|Function properties for) '?(_Z\w+)'?")
+_MANGLED = re.compile(r"(wkv7_catflip_fwd|wkv7_catflip_bwd)I(f|7cf_bf16|7cf_fp16)Li(\d+)E(?:Lb([01])E)?")
+
+
+def _parse_ptxas(log: str) -> dict[str, dict]:
+    """``ptxas -v`` output -> {mangled name: registers, shared, stack, spill stores/loads}."""
+    stats: dict[str, dict] = {}
+    cur = None
+    for line in log.splitlines():
+        m = _PTXAS_ENTRY.search(line)
+        if m:
+            cur = stats.setdefault(
+                m.group(1),
+                {"registers": None, "shared_bytes": 0, "stack_bytes": 0, "spill_stores": 0, "spill_loads": 0},
+            )
+            continue
+        if cur is None:
+            continue
+        for key, pat in (
+            ("stack_bytes", r"(\d+) bytes stack frame"),
+            ("spill_stores", r"(\d+) bytes spill stores"),
+            ("spill_loads", r"(\d+) bytes spill loads"),
+            ("registers", r"Used (\d+) registers"),
+            ("shared_bytes", r"(\d+) bytes smem"),
+        ):
+            mm = re.search(pat, line)
+            if mm:
+                cur[key] = int(mm.group(1))
+    return stats
+
+
+def _compile_nvrtc(names: list[str], cc: int) -> tuple[str, str]:
+    from cuda.bindings import nvrtc
+    from cuda.core import Program, ProgramOptions
+
+    _, major, minor = nvrtc.nvrtcVersion()
+    opts = ProgramOptions(arch=f"sm_{cc}", std="c++17", ftz=True, ptxas_options="-v")  # CuPy adds -ftz=true
+    log = io.StringIO()
+    Program(kernel_source(), code_type="c++", options=opts).compile("cubin", name_expressions=names, logs=log)
+    return log.getvalue().replace("\x00", ""), f"nvrtc {major}.{minor} (cuda.core)"
+
+
+def _find_nvcc() -> str | None:
+    for cand in (shutil.which("nvcc"), "/usr/local/bin/nvcc", "/usr/local/cuda/bin/nvcc"):
+        if cand and os.path.isfile(cand):
+            return cand
+    return None
+
+
+def _compile_nvcc(names: list[str], cc: int) -> tuple[str, str]:
+    nvcc = _find_nvcc()
+    if nvcc is None:
+        raise RuntimeError("nvcc not found")
+    inst = []
+    for name in names:
+        io_t = name[name.index("<") + 1 : name.index(",")]
+        p = f"const {io_t}*"
+        if name.startswith("wkv7_catflip_bwd"):
+            params = [p] * 7 + ["const float*"] * 2 + [f"{io_t}*"] * 6
+        else:
+            params = [p] * 6 + [f"{io_t}*", "float*", "float*"]
+        inst.append(f"template __global__ void {name}({', '.join(params)}, int, int, int);")
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "bi_wkv7_catflip_inst.cu"
+        src.write_text(kernel_source() + "\n" + "\n".join(inst) + "\n")
+        cmd = [nvcc, f"-arch=sm_{cc}", "-cubin", "-std=c++17", "-Xptxas", "-v", "-o", str(Path(tmp) / "k.cubin")]
+        proc = subprocess.run([*cmd, str(src)], capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"nvcc failed: {(proc.stderr or proc.stdout).strip()[-2000:]}")
+        ver = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=60).stdout
+    m = re.search(r"release ([\d.]+)", ver)
+    return proc.stderr + proc.stdout, f"nvcc {m.group(1) if m else '?'}"
+
+
+def compile_report(cc: int = 90, compiler: str = "auto", dtypes=DTYPES) -> list[dict]:
+    """Compile the three kernels per dtype for ``sm_<cc>`` without a GPU; one dict per kernel.
+
+    ``compiler``: ``"nvrtc"`` (cuda.core + nvidia-cuda-nvrtc: what CuPy uses at run time),
+    ``"nvcc"``, or ``"auto"`` (NVRTC, else nvcc). Keys as ``cupy_cuda``'s report: impl, kernel,
+    config, registers, shared_bytes, local_bytes (stack frame + spill stores), spill_bytes,
+    compiler. Raises if neither compiler is available or the source does not compile.
+    """
+    if compiler not in ("auto", "nvrtc", "nvcc"):
+        raise ValueError(f"compiler: expected 'auto', 'nvrtc' or 'nvcc', got {compiler!r}")
+    names = [kernel_name(kind, dt, n) for dt in dtypes for n in HEAD_SIZES for kind in KINDS]
+    log = used = None
+    nvrtc_error = "not tried"
+    if compiler in ("auto", "nvrtc"):
+        try:
+            log, used = _compile_nvrtc(names, cc)
+        except Exception as exc:  # missing cuda.core / libnvrtc, or a compile error (nvcc will agree)
+            if compiler == "nvrtc":
+                raise RuntimeError(f"NVRTC compile failed: {type(exc).__name__}: {exc}") from exc
+            nvrtc_error = f"{type(exc).__name__}: {exc}"
+    if log is None:
+        if _find_nvcc() is None:
+            raise RuntimeError(f"neither NVRTC ({nvrtc_error}) nor nvcc is available")
+        log, used = _compile_nvcc(names, cc)
+    rows = []
+    for mangled, st in _parse_ptxas(log).items():
+        m = _MANGLED.search(mangled)
+        if m is None:
+            continue
+        dt, n = _MANGLED_IO[m.group(2)], int(m.group(3))
+        kind = "bwd" if m.group(1).endswith("bwd") else ("fwd_save" if m.group(4) == "1" else "fwd")
+        block = 2 * n if kind == "bwd" else n
+        rows.append(
+            {
+                "impl": NAME,
+                "kernel": m.group(1),
+                "config": f"dtype={str(dt).replace('torch.', '')} N={n} kind={kind} block={block}",
+                "registers": st["registers"],
+                "shared_bytes": st["shared_bytes"],
+                "local_bytes": st["stack_bytes"] + st["spill_stores"],
+                "spill_bytes": st["spill_stores"] + st["spill_loads"],
+                "compiler": f"{used} sm_{cc}",
+                "name": kernel_name(kind, dt, n),
+            }
+        )
+    order = {name: i for i, name in enumerate(names)}
+    rows.sort(key=lambda row: order.get(row["name"], 0))
+    return rows
