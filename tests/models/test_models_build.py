@@ -203,6 +203,17 @@ def test_build_rejects_unknown_or_foreign_impl(preset, impl):
         wm.build(preset, 0.32, impl=impl)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_build_rejects_cuda_without_cuda():
+    with pytest.raises(ValueError, match="device"):
+        wm.build("A-RWKV-T", 0.32, device="cuda")
+
+
+def test_build_rejects_bad_dtype():
+    with pytest.raises(TypeError, match="dtype"):
+        wm.build("A-RWKV-T", 0.32, dtype=torch.int32)
+
+
 def test_build_rejects_impl_that_cannot_run_here():
     with pytest.raises(ValueError, match="impl"):
         wm.build("AST-B", 0.32, impl="sdpa_flash")  # CUDA only

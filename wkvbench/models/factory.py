@@ -77,6 +77,8 @@ def build(
     if dtype not in DTYPES:
         raise TypeError(f"dtype: expected one of {DTYPES}, got {dtype!r}")
     device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {device} requested, but CUDA is not available here")
     check_impl(FAMILY_OP[model.family], impl, device, dtype, model.head_size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
