@@ -112,3 +112,19 @@ def test_gradients_flow_through_a_rwkv_with_torch_loop():
 )
 def test_gradients_flow_through_a_rwkv_with_torch_chunked():
     _assert_finite_gradients("torch_chunked")
+
+
+def test_gate_turns_tf32_off_on_cuda_and_restores_it():
+    """cuDNN allows TF32 by default: the float32 network's own convolutions must not use it."""
+    from wkvbench.models.gate import exact_float32
+
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        with exact_float32(torch.device("cpu")):
+            assert torch.backends.cudnn.allow_tf32
+        with exact_float32(torch.device("cuda")):
+            assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old

@@ -13,12 +13,20 @@ op's naive baseline in the same dtype (FlashAttention's rule), and, in float32, 
 
 Baselines: ``torch_loop`` for bi_wkv7 and the scan; ``torch_eager`` for attention, which keeps
 AST's precision and is registered for float32/float16 only, so bfloat16 uses ``sdpa_math``.
+
+On CUDA, TF32 is switched off for cuDNN convolutions and matmuls while the gate runs (cuDNN allows
+it by default): otherwise the network's own patch and ConvShift convolutions would round float32
+to TF32, and every mixer, the baseline included, would miss the 1e-4 float32 bar. A mixer that
+itself computes on TF32 (``tf32=True`` on its record) is judged in bfloat16 instead (docs/spec.md
+section 5); in a float32 network it is expected to fail.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import torch
@@ -75,6 +83,20 @@ def bar_for(dtype: torch.dtype, baseline_err: float) -> float:
     return min(bar, FP32_BAR) if dtype == torch.float32 else bar
 
 
+@contextlib.contextmanager
+def exact_float32(device: torch.device) -> Iterator[None]:
+    """No TF32 in cuDNN convolutions and CUDA matmuls inside the block (restored afterwards)."""
+    if device.type != "cuda":
+        yield
+        return
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
 @torch.no_grad()
 def check_many(
     preset: str,
@@ -86,6 +108,11 @@ def check_many(
     seed: int = 0,
 ) -> list[CheckResult]:
     """:func:`check` for several implementations, sharing one network, input, truth and baseline run."""
+    with exact_float32(torch.device(device)):
+        return _check_many(preset, seconds, impls, dtype, device, batch, seed)
+
+
+def _check_many(preset, seconds, impls, dtype, device, batch, seed) -> list[CheckResult]:
     model = get_preset(preset)
     op = op_for(model)
     base = baseline_for(op, dtype)
