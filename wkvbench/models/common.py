@@ -169,12 +169,16 @@ def _synthetic_audio(samples: int, generator: torch.Generator) -> Tensor:
     n_events = max(1, int(samples / SAMPLE_RATE * 2))
     for _ in range(n_events):
         f0 = 80.0 * 2 ** (5 * float(torch.rand((), generator=generator, dtype=torch.float64)))
-        onset = float(torch.rand((), generator=generator, dtype=torch.float64)) * t[-1].item()
+        start = int(float(torch.rand((), generator=generator, dtype=torch.float64)) * samples)
         decay = 0.05 + 0.5 * float(torch.rand((), generator=generator, dtype=torch.float64))
-        env = torch.where(t >= onset, torch.exp(-(t - onset) / decay), torch.zeros_like(t))
-        for h in range(1, 6):
+        stop = min(samples, start + int(10 * decay * SAMPLE_RATE))  # the envelope is < e^-10 beyond
+        phase = 2 * math.pi * f0 * t[start:stop]
+        env = torch.exp(-(t[start:stop] - t[start]) / decay)
+        s_prev, s_h, two_cos = torch.zeros_like(phase), torch.sin(phase), 2 * torch.cos(phase)
+        for h in range(1, 6):  # harmonics by sin((h+1)x) = 2 cos(x) sin(hx) - sin((h-1)x)
             if f0 * h < SAMPLE_RATE / 2:
-                audio = audio + env * torch.sin(2 * math.pi * f0 * h * t) / h
+                audio[start:stop] += env * s_h / h
+            s_prev, s_h = s_h, two_cos * s_h - s_prev
     return audio
 
 
