@@ -11,8 +11,9 @@ grid and positional embedding follow the duration, docs/spec.md section 6), the 
 (``spec`` must be ``[B, frames, 128]`` in the network's dtype and device) and ``set_impl``.
 
 :func:`spectrogram` makes a realistic network input: a synthetic sound (harmonic tones with
-onsets and decays over coloured noise) turned into 128-bin log-mel frames the way Kaldi's fbank
-does (25 ms Hamming window, 10 ms hop, HTK mel scale, natural log), normalised with AST's
+onsets and decays over coloured noise) turned into 128-bin log-mel frames the way AST calls Kaldi's
+fbank (25 ms Hann window, 10 ms hop, DC removal, pre-emphasis 0.97, power spectrum, HTK mel scale
+from 20 Hz, natural log, no dither), normalised with AST's
 AudioSet statistics (YuanGongND/ast: ``(fbank + 4.27) / (4.57 * 2)``). The layout is Kaldi's,
 ``[batch, frames, 128]``, time first.
 """
@@ -203,7 +204,7 @@ def spectrogram(
         raise TypeError(f"dtype: expected a floating torch dtype, got {dtype!r}")
     gen = torch.Generator().manual_seed(int(seed))
     samples = (frames - 1) * _HOP + _WIN
-    window = torch.hamming_window(_WIN, periodic=False, dtype=torch.float64)
+    window = torch.hann_window(_WIN, periodic=False, dtype=torch.float64)  # Kaldi's "hanning"
     fbank = _mel_filterbank(_NFFT, SAMPLE_RATE, MEL_BINS)
     out = []
     for _ in range(batch):
@@ -211,6 +212,7 @@ def spectrogram(
         audio = 0.3 * audio / audio.abs().max().clamp(min=1e-9)  # peak 0.3 of full scale, as torchaudio loads it
         frames_ = audio.unfold(0, _WIN, _HOP)  # [frames, 400], snip_edges like Kaldi
         frames_ = frames_ - frames_.mean(dim=1, keepdim=True)
+        frames_ = frames_ - 0.97 * torch.cat((frames_[:, :1], frames_[:, :-1]), dim=1)  # pre-emphasis
         power = torch.fft.rfft(frames_ * window, n=_NFFT).abs() ** 2
         logmel = torch.log(torch.clamp(power @ fbank, min=torch.finfo(torch.float32).eps))
         out.append((logmel - _AUDIOSET_MEAN) / (_AUDIOSET_STD * 2))
