@@ -43,28 +43,40 @@ def test_every_cpu_mixer_passes_the_network_gate_fp32(preset):
     assert base.rel_err == base.baseline_err
 
 
-class DropTerm:
-    """A plugin Bi-WKV7 that forgets the in-context (delta-rule) term: a = b = 0."""
-
-    name = "zz_models_drop_ab"
-
-    def __enter__(self):
-        @wkvbench.register_impl("bi_wkv7", name=self.name, backend="torch", devices=("cpu",))
-        def drop_ab(r, w, k, v, a, b, g=None):
-            return wkvbench.bi_wkv7(r, w, k, v, torch.zeros_like(a), torch.zeros_like(b), g, impl="torch_chunked")
-
-        return self
-
-    def __exit__(self, *exc):
-        registry.unregister_impl("bi_wkv7", self.name)
+def _drop_ab(r, w, k, v, a, b, g=None):
+    """Bi-WKV7 without the in-context (delta-rule) term: a = b = 0."""
+    return wkvbench.bi_wkv7(r, w, k, v, torch.zeros_like(a), torch.zeros_like(b), g, impl="torch_chunked")
 
 
-def test_gate_fails_a_plugin_mixer_that_drops_a_term():
-    with DropTerm() as plugin:
-        result = wm.check("A-RWKV-T", 0.64, plugin.name)
-        ok = wm.check("A-RWKV-T", 0.64, "torch_chunked")
-    assert not result.passed and result.rel_err > 100 * result.bar, result
-    assert ok.passed and ok.baseline_err == result.baseline_err
+def _half_scale(q, k, v):
+    """Attention with the score scale halved."""
+    return wkvbench.attention(q * 0.5, k, v, impl="sdpa_math")
+
+
+def _drop_skip(u, delta, A, A_b, Bm, Cm, Dskip=None, z=None, delta_bias=None, delta_softplus=True):
+    """The scan without its D skip term."""
+    return wkvbench.bi_selective_scan(
+        u, delta, A, A_b, Bm, Cm, None, z, delta_bias, delta_softplus, impl="torch_chunked"
+    )
+
+
+@pytest.mark.parametrize(
+    "preset, seconds, op, wrong, right",
+    [
+        ("A-RWKV-T", 0.64, "bi_wkv7", _drop_ab, "torch_chunked"),
+        ("AST-B", 0.32, "attention", _half_scale, "sdpa_math"),
+        ("AuM-T", 0.32, "bi_selective_scan", _drop_skip, "torch_chunked"),
+    ],
+)
+def test_gate_fails_a_plugin_mixer_that_gets_a_term_wrong(preset, seconds, op, wrong, right):
+    name = "zz_models_wrong"
+    wkvbench.register_impl(op, name=name, backend="torch", devices=("cpu",))(wrong)
+    try:
+        bad, ok = wm.check_many(preset, seconds, [name, right])
+    finally:
+        registry.unregister_impl(op, name)
+    assert not bad.passed and bad.rel_err > 100 * bad.bar, bad
+    assert ok.passed and ok.baseline_err == bad.baseline_err
 
 
 def test_bar_rule():
