@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "run": ("wkvbench.harness.runner", "sweep implementations over a suite or flags into a run dir"),
     "report": ("wkvbench.report.build", "figures, report.html and report.md from a run dir"),
     "compare": ("wkvbench.report.compare", "compare two run dirs cell by cell"),
+    "models": ("wkvbench.models.listing", "whole networks: op, parameter count and tokens per preset"),
 }
 
 

@@ -1,0 +1,147 @@
+"""AuM-T/S/B: Audio Mamba (Fo-Bi), with the bidirectional selective scan called through the registry.
+
+docs/spec.md section 8, following kaistmm/Audio-Mamba-AuM ``src/models/mamba_models.py`` and its
+Mamba module (Erol et al., 2024), itself Vision Mamba's (hustvl/Vim) bidirectional Mamba on
+``mamba_ssm``. Written here from that description; no code copied.
+
+Front end: as AuM, the spectrogram ``[B, frames, 128]`` becomes a one-channel image of 128
+frequency rows by ``frames`` time columns, cut into 16x16 patches at stride 16: a grid of 8
+frequency rows by ``frames // 16`` time columns, flattened row-major (**frequency-major**, AuM's
+default order). A class token is inserted in the middle of the sequence (at ``N // 2`` of the
+``N`` patch tokens, AuM's ``use_middle_cls_token``), then a learned positional embedding over the
+``N + 1`` tokens is added.
+
+Body: 24 pre-norm residual blocks, ``h = h + Mixer(RMSNorm(h))`` (the same sums as Mamba's
+fused add-and-norm that carries the residual separately), then a final RMSNorm; the head reads
+the class token. The bidirectional Mamba mixer, width ``C``, ``D = 2C``, state 16, conv 4,
+``dt_rank = ceil(C / 16)``:
+
+    x, z = in_proj(h).split(D)                                    [B, D, T] each
+    u = silu(causal_depthwise_conv1d_4(x))                        one u for both directions
+    dt, Bm, Cm = x_proj(u).split(dt_rank, 16, 16)
+    delta = dt_proj.weight @ dt                                   bias passed as delta_bias
+    y = bi_selective_scan(u, delta, A=-exp(A_log), A_b=-exp(A_b_log), Bm, Cm, Dskip=D, z=z,
+                          delta_bias=dt_proj.bias, delta_softplus=True)    the op (SiLU gate inside)
+    out = out_proj(y)
+
+This is the Fo-Bi block whose parameter count AuM reports (92.1M for AuM-B): the backward scan
+shares the conv, x_proj, dt_proj and D and has its own A_b (Vision Mamba's ``bimamba`` "v1";
+its "v2" would give the backward direction its own conv, x_proj, dt_proj and D, about 5M more at
+AuM-B). Initialisation as Mamba's: S4D-real ``A_log = log(1..16)``, ``D = 1``, dt bias the inverse
+softplus of a log-uniform dt in [1e-3, 0.1], dt_proj weight uniform in ``+-dt_rank**-0.5``,
+out_proj scaled by ``1 / sqrt(depth)``, truncated-normal (0.02) class token, positional
+embedding and head.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from wkvbench.models.common import MEL_BINS, SpectrogramNet
+from wkvbench.presets import Model
+
+NUM_CLASSES = 527
+PATCH = 16
+D_CONV = 4
+EXPAND = 2
+
+
+class BiMamba(nn.Module):
+    """Bidirectional Mamba mixer (Fo-Bi): one conv, x_proj and dt_proj, separate A and A_b."""
+
+    def __init__(self, width: int, d_state: int, mixer, depth: int, init: bool):
+        super().__init__()
+        D = EXPAND * width
+        self.d_inner, self.d_state, self.dt_rank, self.mixer = D, d_state, math.ceil(width / 16), mixer
+        self.in_proj = nn.Linear(width, 2 * D, bias=False)
+        self.conv1d = nn.Conv1d(D, D, D_CONV, groups=D, padding=D_CONV - 1)
+        self.x_proj = nn.Linear(D, self.dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, D)
+        self.A_log = nn.Parameter(torch.zeros(D, d_state))
+        self.A_b_log = nn.Parameter(torch.zeros(D, d_state))
+        self.D = nn.Parameter(torch.ones(D))
+        self.out_proj = nn.Linear(D, width, bias=False)
+        if init:
+            self._init(depth)
+
+    @torch.no_grad()
+    def _init(self, depth: int) -> None:
+        bound = self.dt_rank**-0.5
+        nn.init.uniform_(self.dt_proj.weight, -bound, bound)
+        lo, hi = math.log(1e-3), math.log(0.1)
+        dt = torch.exp(torch.rand(self.d_inner) * (hi - lo) + lo).clamp(min=1e-4)
+        self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        s4d = torch.log(torch.arange(1, self.d_state + 1, dtype=torch.float32)).expand(self.d_inner, -1)
+        self.A_log.copy_(s4d)
+        self.A_b_log.copy_(s4d)
+        nn.init.kaiming_uniform_(self.out_proj.weight, a=math.sqrt(5))
+        self.out_proj.weight /= math.sqrt(depth)
+
+    def forward(self, h: Tensor) -> Tensor:
+        B, T, _ = h.shape
+        x, z = self.in_proj(h).transpose(1, 2).chunk(2, dim=1)  # [B, D, T] each
+        u = F.silu(self.conv1d(x)[..., :T])
+        dt, Bm, Cm = self.x_proj(u.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = (dt @ self.dt_proj.weight.t()).transpose(1, 2)  # [B, D, T]
+        y = self.mixer(
+            u=u,
+            delta=delta,
+            A=-torch.exp(self.A_log),
+            A_b=-torch.exp(self.A_b_log),
+            Bm=Bm.transpose(1, 2),
+            Cm=Cm.transpose(1, 2),
+            Dskip=self.D,
+            z=z,
+            delta_bias=self.dt_proj.bias,
+            delta_softplus=True,
+        )
+        return self.out_proj(y.transpose(1, 2))
+
+
+class Block(nn.Module):
+    def __init__(self, model: Model, mixer, init: bool):
+        super().__init__()
+        self.norm = nn.RMSNorm(model.width, eps=1e-5)
+        self.mixer = BiMamba(model.width, model.d_state, mixer, model.depth, init)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h + self.mixer(self.norm(h))
+
+
+class AuM(SpectrogramNet):
+    """Audio Mamba (Fo-Bi) for ``frames`` spectrogram frames (see the module docstring)."""
+
+    def __init__(self, model: Model, seconds: float, frames: int, impl: str, init: bool = True):
+        super().__init__(model, seconds, frames, impl)
+        C = model.width
+        self.grid = (MEL_BINS // PATCH, frames // PATCH)  # (frequency rows, time columns)
+        self.cls_position = self.grid[0] * self.grid[1] // 2
+        self.patch_embed = nn.Conv2d(1, C, PATCH, stride=PATCH)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, C))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1] + 1, C))
+        self.layers = nn.ModuleList(Block(model, self.mixer, init) for _ in range(model.depth))
+        self.norm_f = nn.RMSNorm(C, eps=1e-5)
+        self.head = nn.Linear(C, NUM_CLASSES)
+        if init:
+            with torch.no_grad():
+                for p in (self.cls_token, self.pos_embed, self.head.weight):
+                    nn.init.trunc_normal_(p, std=0.02)
+                nn.init.zeros_(self.head.bias)
+
+    @property
+    def tokens(self) -> int:
+        return self.grid[0] * self.grid[1] + 1
+
+    def forward(self, spec: Tensor) -> Tensor:
+        self.check_spec(spec)
+        B = spec.shape[0]
+        x = self.patch_embed(spec.unsqueeze(1).transpose(2, 3)).flatten(2).transpose(1, 2)  # frequency-major
+        c = self.cls_position
+        x = torch.cat((x[:, :c], self.cls_token.expand(B, -1, -1), x[:, c:]), dim=1) + self.pos_embed
+        for layer in self.layers:
+            x = layer(x)
+        return self.head(self.norm_f(x)[:, c])

@@ -1,0 +1,168 @@
+"""The network accuracy gate (docs/spec.md section 8): a mixer inside a whole network vs float64.
+
+For a preset, a duration, a dtype and a device, one network is built (``seed``), and its output on
+one realistic spectrogram is compared with the output of the *same* network -- the same weights
+as rounded to the dtype, the same input as rounded to the dtype -- run in float64 with the op's
+float64 reference as mixer. The error is the relative L2 ``||y - ref|| / ||ref||`` over the logits
+(max absolute error beside it, docs/spec.md section 5).
+
+An implementation passes when its error is at most twice the error of the same network with the
+op's naive baseline in the same dtype (FlashAttention's rule), and, in float32, also at most 1e-4:
+
+    bar = min(2 * baseline_err, 1e-4) for float32, 2 * baseline_err otherwise
+
+Baselines: ``torch_loop`` for bi_wkv7 and the scan; ``torch_eager`` for attention, which keeps
+AST's precision and is registered for float32/float16 only, so bfloat16 uses ``sdpa_math``.
+
+On CUDA, TF32 is switched off for cuDNN convolutions and matmuls while the gate runs (cuDNN allows
+it by default): otherwise the network's own patch and ConvShift convolutions would round float32
+to TF32, and every mixer, the baseline included, would miss the 1e-4 float32 bar. A mixer that
+itself computes on TF32 (``tf32=True`` on its record) is judged in bfloat16 instead (docs/spec.md
+section 5); in a float32 network it is expected to fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+import torch
+
+from wkvbench.models.common import REFERENCE, spectrogram
+from wkvbench.models.factory import build, get_preset, op_for
+
+FP32_BAR = 1e-4
+BASELINE_FACTOR = 2.0
+
+
+def baseline_for(op: str, dtype: torch.dtype) -> str:
+    """The naive baseline implementation of ``op`` in ``dtype``."""
+    if op == "attention":
+        return "sdpa_math" if dtype == torch.bfloat16 else "torch_eager"
+    if op in ("bi_wkv7", "bi_selective_scan"):
+        return "torch_loop"
+    raise ValueError(f"op: unknown op {op!r}")
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One implementation inside one network against the float64 network."""
+
+    preset: str
+    seconds: float
+    op: str
+    impl: str
+    dtype: str
+    device: str
+    batch: int
+    rel_err: float
+    max_abs_err: float
+    baseline: str
+    baseline_err: float
+    bar: float
+    passed: bool
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _errors(y: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
+    diff = y.to(torch.float64) - ref
+    rel = float(diff.norm() / ref.norm()) if float(ref.norm()) > 0 else float(diff.norm())
+    if not bool(torch.isfinite(y).all()):
+        rel = math.inf
+    return rel, float(diff.abs().max())
+
+
+def bar_for(dtype: torch.dtype, baseline_err: float) -> float:
+    """The error an implementation may reach in a network, given the baseline's error."""
+    bar = BASELINE_FACTOR * baseline_err
+    return min(bar, FP32_BAR) if dtype == torch.float32 else bar
+
+
+@contextlib.contextmanager
+def exact_float32(device: torch.device) -> Iterator[None]:
+    """No TF32 in cuDNN convolutions and CUDA matmuls inside the block (restored afterwards)."""
+    if device.type != "cuda":
+        yield
+        return
+    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+@torch.no_grad()
+def check_many(
+    preset: str,
+    seconds: float,
+    impls: list[str],
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    batch: int = 1,
+    seed: int = 0,
+) -> list[CheckResult]:
+    """:func:`check` for several implementations, sharing one network, input, truth and baseline run."""
+    with exact_float32(torch.device(device)):
+        return _check_many(preset, seconds, impls, dtype, device, batch, seed)
+
+
+def _check_many(preset, seconds, impls, dtype, device, batch, seed) -> list[CheckResult]:
+    model = get_preset(preset)
+    op = op_for(model)
+    base = baseline_for(op, dtype)
+    net = build(model, seconds, base, dtype=dtype, device=device, seed=seed)
+    for impl in impls:  # every name checked before anything runs
+        net.set_impl(impl)
+    spec = spectrogram(batch, seconds, dtype=dtype, device=device, seed=seed)
+
+    truth = copy.deepcopy(net).to(torch.float64)
+    truth.mixer.impl = REFERENCE
+    ref = truth(spec.to(torch.float64))
+    del truth
+
+    def run(impl: str) -> tuple[float, float]:
+        net.set_impl(impl)
+        return _errors(net(spec), ref)
+
+    base_err, _ = run(base)
+    bar = bar_for(dtype, base_err)
+    out = []
+    for impl in impls:
+        rel, mx = run(impl)
+        out.append(
+            CheckResult(
+                preset=model.name,
+                seconds=float(seconds),
+                op=op,
+                impl=impl,
+                dtype=str(dtype).replace("torch.", ""),
+                device=str(torch.device(device)),
+                batch=batch,
+                rel_err=rel,
+                max_abs_err=mx,
+                baseline=base,
+                baseline_err=base_err,
+                bar=bar,
+                passed=bool(rel <= bar),
+            )
+        )
+    return out
+
+
+def check(
+    preset: str,
+    seconds: float,
+    impl: str,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    batch: int = 1,
+    seed: int = 0,
+) -> CheckResult:
+    """Network output error of ``impl`` vs the float64 network, the baseline's error, the bar, pass/fail."""
+    return check_many(preset, seconds, [impl], dtype=dtype, device=device, batch=batch, seed=seed)[0]
