@@ -26,9 +26,9 @@ from pathlib import Path
 from wkvbench.envinfo import gpu_snapshot
 from wkvbench.harness import shard as _shard
 from wkvbench.harness.predict import SkipPredictor
-from wkvbench.harness.runner import Runner, RunAborted
-from wkvbench.harness.suite import SuiteError
+from wkvbench.harness.runner import RunAborted, Runner
 from wkvbench.harness.store import RunStore
+from wkvbench.harness.suite import SuiteError
 from wkvbench.harness.worker import WorkerClient, WorkerDied
 
 
@@ -78,7 +78,7 @@ def slots_for(gpus: str | None, workers: int | None, device: str, count: int | N
                 raise SuiteError(f"command line: --gpus: expected 'all' or GPU indices like 0,1,3, got {gpus!r}")
             i = int(part)
             if i >= count:
-                raise SuiteError(f"command line: --gpus: GPU {i} does not exist (this machine has {count}: 0..{count - 1})")
+                raise SuiteError(f"command line: --gpus: GPU {i} does not exist (this machine has {count})")
             if i in indices:
                 raise SuiteError(f"command line: --gpus: GPU {i} named twice")
             indices.append(i)

@@ -550,7 +550,10 @@ def main(args: argparse.Namespace) -> int:
         return 2
     where = f"{device} x {len(slots)} workers" if slots else device
     part = f" (shard {shard_k_n[0]}/{shard_k_n[1]})" if shard_k_n else ""
-    print(f"wkvbench run: {suite.name}{part}: {len(planned)} cases, {n_cells} cells on {where} -> {out}", file=sys.stderr)
+    print(
+        f"wkvbench run: {suite.name}{part}: {len(planned)} cases, {n_cells} cells on {where} -> {out}",
+        file=sys.stderr,
+    )
     t0 = time.perf_counter()
 
     def on_term(signum, frame):  # SIGTERM (a scheduler's stop) ends the run like Ctrl-C
