@@ -300,3 +300,47 @@ def test_submit_without_submitit_names_the_extra(tiny, tmp_path, capsys, monkeyp
 def test_bad_submit_specs(tiny, tmp_path, capsys, flags, named):
     assert cli.main(["submit", str(tiny / "tiny.toml"), "--out", str(tmp_path / "x"), *flags]) == 2
     assert named in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- across machines
+def _as_other_gpu(src, dst, gpu="NVIDIA H200"):
+    dst.mkdir()
+    rows = rows_of(src)
+    for r in rows:
+        r["gpu"] = gpu
+    with open(dst / "results.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    env = json.loads((src / "env.json").read_text())
+    env.update(gpu={"name": gpu}, hostname="node7")
+    (dst / "env.json").write_text(json.dumps(env))
+    (dst / "samples.jsonl").write_text((src / "samples.jsonl").read_text())
+    return dst
+
+
+def test_compare_refuses_timings_of_different_gpu_models(pooled, tmp_path, capsys):
+    other = _as_other_gpu(pooled[0], tmp_path / "h200")
+    assert cli.main(["compare", str(pooled[0]), str(other)]) == 2
+    assert "--allow-gpu-mismatch" in capsys.readouterr().err
+    assert cli.main(["compare", str(pooled[0]), str(other), "--allow-gpu-mismatch"]) == 0
+    assert "NVIDIA H200" in capsys.readouterr().err
+    assert cli.main(["compare", str(pooled[0]), str(pooled[0])]) == 0  # same model: no question asked
+
+
+def test_a_merged_multi_gpu_run_splits_by_gpu_model(pooled, tmp_path):
+    from wkvbench.report.load import load_run
+    from wkvbench.report.machines import gpu_models, split_by_gpu
+
+    other = _as_other_gpu(pooled[0], tmp_path / "h200")
+    merged = tmp_path / "merged"
+    merge_runs([pooled[0], other], merged)
+    models = gpu_models(merged)
+    assert len(models) == 2 and "NVIDIA H200" in models
+    facets = split_by_gpu([merged], tmp_path / "report")
+    assert set(facets) == set(models)
+    for model, run_dir in facets.items():
+        run = load_run(run_dir)
+        assert len(run.results) == 11 and set(run.results["gpu"]) == {model}
+        assert (run.env.gpu == model) if model == "NVIDIA H200" else run.env.gpu is None
+        assert len(run.samples) == 10  # every ok cell's samples came along
