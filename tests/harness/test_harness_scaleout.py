@@ -344,3 +344,40 @@ def test_a_merged_multi_gpu_run_splits_by_gpu_model(pooled, tmp_path):
         assert len(run.results) == 11 and set(run.results["gpu"]) == {model}
         assert (run.env.gpu == model) if model == "NVIDIA H200" else run.env.gpu is None
         assert len(run.samples) == 10  # every ok cell's samples came along
+
+
+def test_submit_to_slurm_writes_one_array(tiny, tmp_path, monkeypatch):
+    """sbatch and srun stand-ins record what submitit would hand Slurm."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\ncp "$1" {tmp_path}/job.sbatch\necho "Submitted batch job 4242"\n')
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    run_dir = tmp_path / "cluster"
+    args = ["submit", str(tiny / "tiny.toml"), "--out", str(run_dir), "--jobs", "3", "--partition", "gpu"]
+    args += ["--gpus-per-job", "2", "--time", "90", "--slurm-arg", "account=lab", "--no-wait"]
+    assert cli.main(args) == 0
+    sbatch = (tmp_path / "job.sbatch").read_text()
+    for line in ("--array=0-2", "--partition=gpu", "--gpus-per-node=2", "--time=90", "--account=lab"):
+        assert f"#SBATCH {line}" in sbatch, line
+    sub = json.loads((run_dir / "submit.json").read_text())
+    assert sub["submissions"][0]["shards"] == {"1": "4242_0", "2": "4242_1", "3": "4242_2"}
+    from wkvbench.harness.cluster import shard_argv
+
+    argv = shard_argv(sub, 2, 3, run_dir, resume=False)
+    assert argv[argv.index("--shard") + 1] == "2/3" and argv[argv.index("--gpus") + 1] == "all"
+    assert argv[argv.index("--out") + 1] == str(run_dir / "shards" / "002-of-003")
+
+
+def test_merge_into_one_of_its_inputs_keeps_both_environments(pooled, tmp_path):
+    import shutil
+
+    a = tmp_path / "a"
+    shutil.copytree(pooled[0], a)
+    other = _as_other_gpu(pooled[0], tmp_path / "h200")
+    merge_runs([a, other], a)
+    names = sorted(p.name for p in (a / "envs").glob("*.json"))
+    assert len(names) == 2 and any("h200" in n for n in names)
+    assert len(rows_of(a)) == 22

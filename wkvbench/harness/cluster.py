@@ -63,13 +63,21 @@ def _slurm_args(items) -> dict:
     return out
 
 
+def settings_name(run_dir: Path) -> str:
+    return Path(run_dir).name or "run"
+
+
 def _executor(args, run_dir: Path, n_jobs: int):
     try:
         import submitit
     except ImportError:
         raise SuiteError(MISSING) from None
-    ex = submitit.AutoExecutor(folder=str(run_dir / "submitit" / "%j"), cluster=args.executor)
+    try:
+        ex = submitit.AutoExecutor(folder=str(run_dir / "submitit" / "%j"), cluster=args.executor)
+    except RuntimeError as exc:  # e.g. no srun here: not a Slurm login node
+        raise SuiteError(f"command line: --executor: {args.executor}: {exc}") from None
     params = {"timeout_min": args.time, "gpus_per_node": args.gpus_per_job, "tasks_per_node": 1, "nodes": 1}
+    params["name"] = f"wkvbench-{settings_name(run_dir)}"
     if args.executor == "slurm":
         params["slurm_array_parallelism"] = n_jobs
         if args.partition:

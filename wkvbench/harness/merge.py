@@ -171,23 +171,24 @@ def merge_runs(inputs, out, force: bool = False, log=None) -> dict:
                 rec = {**rec, "gpu": gpu}
                 lines.append(json.dumps(rec, separators=(",", ":"), default=str) + "\n")
     _write_atomic(out / SAMPLES_FILE, "".join(lines))
-    machines = _write_envs(runs, envs, out)
+    merged_inputs = [(r / ENVS_DIR).is_dir() for r in runs]  # before out/envs exists (out may be an input)
+    machines = _write_envs(runs, envs, merged_inputs, out)
     first = next((e for e in envs if e), {})
     env = {**first, "machines": machines, "merged_from": [str(r) for r in runs]}
     _write_atomic(out / ENV_FILE, json.dumps(env, indent=2, default=str))
     return {"rows": len(kept), "replaced": replaced, "machines": machines, "inputs": [str(r) for r in runs]}
 
 
-def _write_envs(runs: list[Path], envs: list[dict], out: Path) -> list[dict]:
-    (out / ENVS_DIR).mkdir(exist_ok=True)
+def _write_envs(runs: list[Path], envs: list[dict], merged: list[bool], out: Path) -> list[dict]:
     found: dict[str, dict] = {}
-    for run, env in zip(runs, envs, strict=True):
+    for run, env, was_merged in zip(runs, envs, merged, strict=True):
         sub = run / ENVS_DIR
-        if sub.is_dir():  # an input that is itself a merge: its machines come along
+        if was_merged:  # an input that is itself a merge: its machines come along
             for f in sorted(sub.glob("*.json")):
                 found.setdefault(f.stem, json.loads(f.read_text(encoding="utf-8")))
         elif env:
             found.setdefault(machine_name(env), env)
+    (out / ENVS_DIR).mkdir(exist_ok=True)
     machines = []
     for name, env in found.items():
         _write_atomic(out / ENVS_DIR / f"{name}.json", json.dumps(env, indent=2, default=str))
