@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import queue
+import sys
 import threading
 from pathlib import Path
 
@@ -145,8 +146,6 @@ class PoolRunner:
     """Runs a planned sweep on several slots into one run directory (see the module docstring)."""
 
     def __init__(self, suite, device, out, plugins=(), resume=False, progress=True, argv=None, log=None, slots=()):
-        import sys
-
         self.suite, self.device, self.out = suite, device, Path(out)
         self.plugins, self.resume, self.progress = tuple(plugins), resume, progress
         self.argv = list(sys.argv if argv is None else argv)
@@ -214,6 +213,9 @@ class PoolRunner:
         live = [s for s in self.slots if s.env is not None]
         for exc in errors:
             self.log(f"a pool slot could not start: {exc}")
+        for s in self.slots:
+            if s not in live:
+                s.client.kill()
         if not live:
             raise RunAborted(f"no worker of the pool could start: {errors[0] if errors else 'unknown'}")
         self._compose_env(live)
@@ -225,8 +227,6 @@ class PoolRunner:
         for _, items, _ in _shard.by_cost(planned):
             work.put(items)
         if self.progress:
-            import sys
-
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, unit="cell", dynamic_ncols=True, file=sys.stderr)

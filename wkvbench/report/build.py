@@ -3,7 +3,9 @@
 Reads only the run's ``results.csv``, ``samples.jsonl`` and ``env.json``
 (:mod:`wkvbench.report.load`); writes ``OUT_DIR/figures/fig*.{png,svg,csv}``,
 ``OUT_DIR/report.html`` (self-contained) and ``OUT_DIR/report.md``. ``OUT_DIR`` defaults to
-``RUN_DIR/report``. The committed example was built this way::
+``RUN_DIR/report``. Several run directories, or one holding rows of several GPU models (a
+``wkvbench merge``), give one report per GPU model and an ``index.md``
+(:mod:`wkvbench.report.machines`). The committed example was built this way::
 
     wkvbench run reports/example-cpu/suite.toml --out runs/example-cpu
     wkvbench report runs/example-cpu -o reports/example-cpu
