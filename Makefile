@@ -23,7 +23,7 @@ setup: $(BIN)/python
 	$(BIN)/python -m pip install -q -c constraints-ci.txt -e ".[triton,numba,cupy]"
 
 setup-test: setup
-	$(BIN)/python -m pip install -q -c constraints-ci.txt -e ".[triton,numba,cupy,test,compile]"
+	$(BIN)/python -m pip install -q -c constraints-ci.txt -e ".[triton,numba,cupy,test,compile,cluster]"
 
 run: setup
 	$(BIN)/wkvbench run $(SUITE) --out $(RUN_DIR) --resume

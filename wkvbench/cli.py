@@ -1,4 +1,4 @@
-"""The ``wkvbench`` command: ``list | env | verify | kernels | run | report | compare``.
+"""The ``wkvbench`` command: ``list | env | verify | kernels | run | report | compare | submit | status | merge``.
 
 Each subcommand lives in the module that owns its work and exposes ``configure(parser)`` and
 ``main(args) -> int``; this file only wires them up, importing a module when its subcommand runs.
@@ -22,6 +22,9 @@ SUBCOMMANDS = {
     "report": ("wkvbench.report.build", "figures, report.html and report.md from a run dir"),
     "compare": ("wkvbench.report.compare", "compare two run dirs cell by cell"),
     "models": ("wkvbench.models.listing", "whole networks: op, parameter count and tokens per preset"),
+    "submit": ("wkvbench.harness.cluster", "run a suite as a Slurm (or local) job array of shards via submitit"),
+    "status": ("wkvbench.harness.status", "cells done, failed and pending in a run dir, per shard"),
+    "merge": ("wkvbench.harness.merge", "union of run dirs (shards, machines, GPU models) into one"),
 }
 
 

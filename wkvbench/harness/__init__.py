@@ -11,5 +11,9 @@
 * :mod:`~wkvbench.harness.store` -- ``results.csv`` / ``samples.jsonl``, flushed row by row,
   typed rows, resume and de-duplication by the cell key (``wkvbench.schema.key_of``);
 * :mod:`~wkvbench.harness.nvml` -- GPU facts, snapshots and the energy counter through NVML;
-* :mod:`~wkvbench.harness.runner` -- the ``run`` subcommand tying them together.
+* :mod:`~wkvbench.harness.runner` -- the ``run`` subcommand tying them together;
+* :mod:`~wkvbench.harness.shard`, :mod:`~wkvbench.harness.pool` -- ``run --shard K/N`` and
+  ``run --gpus``/``--workers`` (one pinned worker per GPU, one queue, one writer);
+* :mod:`~wkvbench.harness.cluster`, :mod:`~wkvbench.harness.status`, :mod:`~wkvbench.harness.merge`
+  -- ``submit`` (submitit job arrays of shards), ``status`` and ``merge``.
 """

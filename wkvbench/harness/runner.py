@@ -492,6 +492,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--resume", action="store_true", help="finish only the cells missing from --out")
     r.add_argument("--plugin", action="append", default=[], help="module or .py file calling register_impl")
     add_run_flags(r)
+    from wkvbench.harness.pool import add_scale_flags
+
+    add_scale_flags(parser.add_argument_group("scale-out (docs/notes/scale-out.md)"))
     r.add_argument("--dry-run", action="store_true", help="list the planned cells and exit")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--strict", action="store_true", help="exit 1 if any cell is wrong, failed, oom or timeout")
@@ -518,6 +521,12 @@ def main(args: argparse.Namespace) -> int:
         check_impl_names("--exclude", args.exclude, suite_ops)
         device = resolve_device(suite.run.device)
         planned = plan(suite, device)
+        from wkvbench.harness import pool, shard
+
+        shard_k_n = shard.parse_shard(args.shard) if args.shard is not None else None
+        if shard_k_n:
+            planned = shard.shard_of(planned, *shard_k_n)
+        slots = pool.slots_for(args.gpus, args.workers, device)
     except (SuiteError, ValueError) as exc:
         print(f"wkvbench run: {exc}", file=sys.stderr)
         return 2
@@ -533,11 +542,18 @@ def main(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out) if args.out else Path("runs") / f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
-        runner = Runner(suite, device, out, plugins=plugins, resume=args.resume, progress=not args.no_progress)
+        kw = dict(plugins=plugins, resume=args.resume, progress=not args.no_progress)
+        runner = pool.PoolRunner(suite, device, out, slots=slots, **kw) if slots else Runner(suite, device, out, **kw)
+        shard.write_plan(out, planned, shard_k_n, len(slots or [None]))
     except StoreError as exc:
         print(f"wkvbench run: {exc}", file=sys.stderr)
         return 2
-    print(f"wkvbench run: {suite.name}: {len(planned)} cases, {n_cells} cells on {device} -> {out}", file=sys.stderr)
+    where = f"{device} x {len(slots)} workers" if slots else device
+    part = f" (shard {shard_k_n[0]}/{shard_k_n[1]})" if shard_k_n else ""
+    print(
+        f"wkvbench run: {suite.name}{part}: {len(planned)} cases, {n_cells} cells on {where} -> {out}",
+        file=sys.stderr,
+    )
     t0 = time.perf_counter()
 
     def on_term(signum, frame):  # SIGTERM (a scheduler's stop) ends the run like Ctrl-C

@@ -313,8 +313,15 @@ def _signal_name(rc: int | None) -> str:
 class WorkerClient:
     """The parent's handle on one worker process at a time (restarted on demand)."""
 
-    def __init__(self, plugins=(), log_dir: str | os.PathLike | None = None, startup_timeout: float = 300.0):
+    def __init__(
+        self,
+        plugins=(),
+        log_dir: str | os.PathLike | None = None,
+        startup_timeout: float = 300.0,
+        env: dict | None = None,
+    ):
         self.plugins = tuple(plugins)
+        self.env = dict(env or {})  # set in the worker's environment (e.g. CUDA_VISIBLE_DEVICES)
         self.log_dir = Path(log_dir) if log_dir else None
         self.startup_timeout = startup_timeout
         self.proc: subprocess.Popen | None = None
@@ -337,6 +344,7 @@ class WorkerClient:
         pkg_root = _import_root()
         env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH", "")) if p)
         env.setdefault("PYTHONFAULTHANDLER", "1")
+        env.update(self.env)
         cmd = [sys.executable, "-m", "wkvbench.harness.worker"]
         for p in self.plugins:
             cmd += ["--plugin", p]

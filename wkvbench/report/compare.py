@@ -309,9 +309,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     parser.add_argument("--all", action="store_true", help="list SAME cells too")
     parser.add_argument("-o", "--out", metavar="OUT_DIR", default=None, help="also write compare.csv and compare.md")
+    parser.add_argument(
+        "--allow-gpu-mismatch", action="store_true", help="compare timings from different GPU models (a warning)"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
+    from wkvbench.report.machines import gpu_mismatch
+
+    why = gpu_mismatch(args.run_a, args.run_b)
+    if why and not getattr(args, "allow_gpu_mismatch", False):
+        print(
+            f"wkvbench compare: {why}; timings of different GPU models are not a regression test "
+            "(give --allow-gpu-mismatch to compare them anyway)",
+            file=sys.stderr,
+        )
+        return 2
+    if why:
+        print(f"warning: {why}: the differences include the hardware", file=sys.stderr)
     try:
         cmp = compare_runs(args.run_a, args.run_b, args.threshold, args.resamples, args.confidence, args.seed)
     except ValueError as exc:

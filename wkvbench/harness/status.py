@@ -1,0 +1,87 @@
+"""``wkvbench status RUN``: how far a run is -- cells done, failed and pending, per shard.
+
+A run directory made by ``wkvbench run`` is one line; one made by ``wkvbench submit`` has a line
+per shard (``shards/K-of-N``), including shards that have not started. *done* counts rows whose
+status is ``ok`` or ``skipped``, *failed* the rows ``wrong``, ``failed``, ``oom`` or ``timeout``,
+and *pending* the cells the run planned (its ``plan.json``) that have no row yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from wkvbench.schema import KEY, RESULTS_FILE, key, key_of
+
+DONE = ("ok", "skipped")
+
+
+def shard_counts(path) -> dict:
+    """{"planned", "done", "failed", "pending", "rows"} of one run directory (None where unknown)."""
+    from wkvbench.harness.merge import MergeError, read_rows
+    from wkvbench.harness.shard import PLAN_FILE
+
+    path = Path(path)
+    rows = []
+    if (path / RESULTS_FILE).is_file():
+        try:
+            rows = read_rows(path)
+        except MergeError:
+            rows = []
+    present = {key_of(r): r["status"] for r in rows}
+    planned = None
+    plan_path = path / PLAN_FILE
+    if plan_path.is_file():
+        try:
+            cells = json.loads(plan_path.read_text(encoding="utf-8"))["cells"]
+            planned = {key(**dict(zip(KEY, c, strict=True))) for c in cells}
+        except (ValueError, KeyError, TypeError):
+            planned = None
+    scope = present if planned is None else {k: present[k] for k in planned if k in present}
+    return {
+        "planned": None if planned is None else len(planned),
+        "done": sum(1 for s in scope.values() if s in DONE),
+        "failed": sum(1 for s in scope.values() if s not in DONE),
+        "pending": None if planned is None else len(planned) - len(scope),
+        "rows": len(rows),
+    }
+
+
+def run_status(run) -> list[tuple[str, dict]]:
+    """(label, counts) for each shard of a submitted run, or for the run itself."""
+    from wkvbench.harness.cluster import SUBMIT_FILE, shard_dir
+
+    run = Path(run)
+    sub = run / SUBMIT_FILE
+    if sub.is_file():
+        n = json.loads(sub.read_text(encoding="utf-8"))["jobs"]
+        return [(f"{k}/{n}", shard_counts(shard_dir(run, k, n))) for k in range(1, n + 1)]
+    return [(run.name, shard_counts(run))]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="RUN", help="a run directory (from run or submit)")
+
+
+def main(args: argparse.Namespace) -> int:
+    run = Path(args.run)
+    if not run.is_dir():
+        print(f"wkvbench status: RUN: {run} is not a directory", file=sys.stderr)
+        return 2
+    lines = [("shard", "planned", "done", "failed", "pending")]
+    total = {"planned": 0, "done": 0, "failed": 0, "pending": 0}
+    for label, c in run_status(run):
+        if c["planned"] is None and c["rows"] == 0:
+            lines.append((label, "-", "0", "0", "not started"))
+            continue
+        lines.append((label, *("?" if c[k] is None else str(c[k]) for k in ("planned", "done", "failed", "pending"))))
+        for k in total:
+            total[k] += c[k] or 0
+    if len(lines) > 2:
+        lines.append(("all", *(str(total[k]) for k in ("planned", "done", "failed", "pending"))))
+    widths = [max(len(line[i]) for line in lines) for i in range(5)]
+    for line in lines:
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
+    return 0
