@@ -173,3 +173,27 @@ def test_import_check_missing_broken_and_ok():
     ok, why = _gpu.import_check("math", "unused", broken, label="math ext")
     assert not ok and why == "math ext does not import: ImportError: libfoo.so: cannot open shared object file"
     assert _gpu.import_check("math", "unused", lambda: None) == (True, "ok")
+
+
+def test_cupy_modules_share_the_inlined_io_header():
+    """Both kernel sources come with wkv_io.cuh inlined (NVRTC gets one string; CuPy's cache sees header edits)."""
+    from wkvbench.impls import _cupy, bi_wkv7_catflip, bi_wkv7_cupy
+
+    header = (bi_wkv7_cupy.KERNEL_PATH.parent / "wkv_io.cuh").read_text()
+    for mod in (bi_wkv7_cupy, bi_wkv7_catflip):
+        assert '#include "wkv_io.cuh"' in mod.KERNEL_PATH.read_text()
+        src = mod.kernel_source()
+        assert "#include" not in src and src.count(header) == 1
+    assert bi_wkv7_catflip._check is bi_wkv7_cupy._check is _cupy.check
+
+
+def test_catflip_compile_check_skips_without_nvrtc_and_nvcc(monkeypatch):
+    from wkvbench.impls import bi_wkv7_catflip
+
+    monkeypatch.setattr(_gpu, "nvrtc_version", _missing_nvrtc)
+    monkeypatch.setattr(_gpu, "find_nvcc", lambda: None)
+    rows = bi_wkv7_catflip.compile_report(90)
+    assert rows == [{"impl": "audiorwkv_catflip", "kernel": "-", "config": "-",
+                     "skipped": "needs pip install 'wkvbench[compile]' (NVRTC: not found)"}]  # fmt: skip
+    with pytest.raises(ValueError, match="^compiler:"):
+        bi_wkv7_catflip.compile_report(90, compiler="clang")

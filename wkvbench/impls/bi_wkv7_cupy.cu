@@ -3,11 +3,12 @@
 // wkvbench's `cupy_cuda` implementation compiles this file with NVRTC through cupy.RawModule
 // (name expressions `bi_wkv7_kernel<IO, 64, SPLIT>`). The algorithm, launch geometry and the proof
 // that the merge is race-free are in wkvbench/impls/bi_wkv7_cupy.py; the comments below point at
-// the pieces. The file includes no header, so it compiles with a bare NVRTC (no CUDA include
-// folder needed), and it uses only what a host emulation can provide: tests/impls/cuda_host/
-// compiles this same file with g++ after a shim header that defines the CUDA keywords, one
-// std::thread per CUDA thread, __syncthreads as a std::barrier and __shfl_xor_sync through a
-// block-wide exchange (every shuffle here is executed by all threads of the block together).
+// the pieces. The file includes no CUDA header (only wkv_io.cuh, which the Python side inlines),
+// so it compiles with a bare NVRTC (no CUDA include folder needed), and it uses only what a host
+// emulation can provide: tests/impls/cuda_host/ compiles this same file with g++ after a shim
+// header that defines the CUDA keywords, one std::thread per CUDA thread, __syncthreads as a
+// std::barrier and __shfl_xor_sync through a block-wide exchange (every shuffle here is executed
+// by all threads of the block together).
 //
 // Per (batch b, head h) the state S is N x N (S[i][j]: value row i, key column j). Rows evolve
 // independently given the token's vectors:
@@ -19,6 +20,8 @@
 // each lane keeping KPT = N / SPLIT key columns of the row in fp32 registers, so dot products
 // reduce over the SPLIT lanes with a shuffle butterfly (none when SPLIT == 1).
 
+#include "wkv_io.cuh"  // wkv_bf16, wkv_fp16 and their float conversions
+
 // Tokens staged per chunk and direction: 8, or 4 where a step is long (SPLIT = 1, and float32
 // with SPLIT = 2: >= ~250 issue cycles, so 4 steps still cover a DRAM round trip) and the state
 // slice is large: the halved prefetch registers keep those instantiations free of spills.
@@ -27,44 +30,13 @@ struct wkv_chunk {
     static constexpr int TC = (SPLIT == 1 || (sizeof(IO) == 4 && SPLIT == 2)) ? 4 : 8;
 };
 
-// 16-bit storage types as raw bits: no cuda_fp16.h / cuda_bf16.h needed.
-struct wkv_bf16 {
-    unsigned short bits;
-};
-struct wkv_fp16 {
-    unsigned short bits;
-};
-
-#ifndef WKV_HOST_EMULATION
-// Hardware conversions for IEEE half (one cvt each). The host emulation supplies its own.
-__device__ __forceinline__ float wkv_half_to_float(unsigned short h) {
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
-    return f;
-}
-__device__ __forceinline__ unsigned short wkv_float_to_half(float f) {
-    unsigned short h;
-    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
-    return h;
-}
-#endif
-
-// bfloat16 <-> float in integer arithmetic (the same code runs on the device and in the host
-// emulation): widening is a shift; narrowing rounds to nearest even and keeps NaN a NaN.
-__device__ __forceinline__ float wkv_bf16_to_float(unsigned int bits16) { return __uint_as_float(bits16 << 16); }
-__device__ __forceinline__ unsigned short wkv_float_to_bf16(float f) {
-    unsigned int u = __float_as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x0040u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (unsigned short)(u >> 16);
-}
-
-// Per-dtype I/O: VEC elements per 16-byte load, unpack to float, scalar load and store.
+// Per-dtype I/O: VEC elements per 16-byte load and their unpacking to float; scalar to_float /
+// from_float come from wkv_scalar (wkv_io.cuh).
 template <typename IO>
 struct wkv_io;
 
 template <>
-struct wkv_io<float> {
+struct wkv_io<float> : wkv_scalar<float> {
     static constexpr int VEC = 4;
     __device__ __forceinline__ static void unpack(const uint4& u, float* f) {
         f[0] = __uint_as_float(u.x);
@@ -72,12 +44,10 @@ struct wkv_io<float> {
         f[2] = __uint_as_float(u.z);
         f[3] = __uint_as_float(u.w);
     }
-    __device__ __forceinline__ static float to_float(float x) { return x; }
-    __device__ __forceinline__ static float from_float(float x) { return x; }
 };
 
 template <>
-struct wkv_io<wkv_bf16> {
+struct wkv_io<wkv_bf16> : wkv_scalar<wkv_bf16> {
     static constexpr int VEC = 8;
     __device__ __forceinline__ static void unpack(const uint4& u, float* f) {
         const unsigned int words[4] = {u.x, u.y, u.z, u.w};
@@ -87,16 +57,10 @@ struct wkv_io<wkv_bf16> {
             f[2 * i + 1] = wkv_bf16_to_float(words[i] >> 16);
         }
     }
-    __device__ __forceinline__ static float to_float(wkv_bf16 x) { return wkv_bf16_to_float(x.bits); }
-    __device__ __forceinline__ static wkv_bf16 from_float(float x) {
-        wkv_bf16 o;
-        o.bits = wkv_float_to_bf16(x);
-        return o;
-    }
 };
 
 template <>
-struct wkv_io<wkv_fp16> {
+struct wkv_io<wkv_fp16> : wkv_scalar<wkv_fp16> {
     static constexpr int VEC = 8;
     __device__ __forceinline__ static void unpack(const uint4& u, float* f) {
         const unsigned int words[4] = {u.x, u.y, u.z, u.w};
@@ -105,12 +69,6 @@ struct wkv_io<wkv_fp16> {
             f[2 * i] = wkv_half_to_float((unsigned short)(words[i] & 0xffffu));
             f[2 * i + 1] = wkv_half_to_float((unsigned short)(words[i] >> 16));
         }
-    }
-    __device__ __forceinline__ static float to_float(wkv_fp16 x) { return wkv_half_to_float(x.bits); }
-    __device__ __forceinline__ static wkv_fp16 from_float(float x) {
-        wkv_fp16 o;
-        o.bits = wkv_float_to_half(x);
-        return o;
     }
 };
 
