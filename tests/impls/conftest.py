@@ -1,9 +1,11 @@
-"""What the tests of the CUDA C kernels (``bi_wkv7_cupy``, ``bi_wkv7_catflip``) share.
+"""What the tests of the kernel implementations share (the CUDA C ones, ``bi_wkv7_cupy`` and
+``bi_wkv7_catflip``, most).
 
 * ``cuda_host``: builds a host driver of ``cuda_host/`` (the kernel ``.cu`` compiled with g++ after
   ``cuda_host/cuda_shim.h``) into a shared library and loads it; skips when this g++ cannot;
 * ``kernel_report``: a module's ``compile_report(90)``, skipping when no CUDA compiler is here;
-* ``nvcc_agrees``: the check that nvcc's report has the same kernels as NVRTC's and spills none.
+* ``nvcc_agrees``: the check that nvcc's report has the same kernels as NVRTC's and spills none;
+* ``cuda_impls_match``: every implementation of an op available on the GPU meets the accuracy bar.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 from wkvbench.impls import _gpu
 
@@ -72,3 +75,25 @@ def check_nvcc_agrees(mod, report: list[dict]) -> None:
 def nvcc_agrees():
     """:func:`check_nvcc_agrees`: ``nvcc_agrees(module, nvrtc_rows)``."""
     return check_nvcc_agrees
+
+
+def check_cuda_impls(op: str, x: dict, ref, dtype) -> int:
+    """Every implementation of ``op`` available on CUDA for ``dtype`` meets the accuracy bar on ``x``
+    against ``ref``; returns how many ran."""
+    from wkvbench.accuracy import compare
+    from wkvbench.registry import list_impls
+
+    dev = torch.device("cuda")
+    ran = 0
+    for rec in list_impls(op):
+        if rec.available(dev)[0] and rec.supports(dtype)[0]:
+            acc = compare(rec.fn(**x), ref, dtype, tf32=rec.tf32)
+            assert acc.passed, (rec.name, acc)
+            ran += 1
+    return ran
+
+
+@pytest.fixture(scope="session")
+def cuda_impls_match():
+    """:func:`check_cuda_impls`: ``cuda_impls_match(op, inputs, ref, dtype) -> number checked``."""
+    return check_cuda_impls

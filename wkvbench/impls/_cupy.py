@@ -8,8 +8,10 @@ and launch torch tensors' raw device pointers on torch's current stream. What th
 * source: :func:`cuda_source` reads a ``.cu`` file and inlines the package headers it includes
   (``wkv_io.cuh``), so NVRTC and nvcc get one self-contained string and CuPy's kernel cache,
   which keys on the source text, sees a change to a header;
-* launch: :class:`KernelCache` (one ``RawModule`` per module key and device, the kernel handles
-  per name and device, the once-per-device check) and :func:`launch` on torch's current stream;
+* launch: the argument checks of a Bi-WKV7 kernel (:func:`validate_bi_wkv7_call`),
+  :class:`KernelCache` (one ``RawModule`` per group of name expressions and device, the kernel
+  handles per name and device, the once-per-device check) and :func:`launch` on torch's current
+  stream;
 * compile report: :func:`compile_log` compiles name expressions for ``sm_<cc>`` without a GPU
   through NVRTC (``cuda.core``) or nvcc and returns the ``ptxas -v`` log; a missing compiler is a
   :class:`_gpu.ToolMissing`, so the report says ``skipped`` instead of failing.
@@ -32,6 +34,7 @@ from pathlib import Path
 import torch
 
 from wkvbench.impls import _gpu
+from wkvbench.ops import validate_bi_wkv7
 
 cp, CUPY_ERROR = _gpu.try_import("cupy")  # None also when a CUDA library underneath is broken
 
@@ -67,6 +70,21 @@ def cuda_source(path: Path) -> str:
 
 
 # ----------------------------------------------------------------------------- launch
+def validate_bi_wkv7_call(impl: str, dtypes, head_sizes, r, w, k, v, a, b, g, out) -> None:
+    """TypeError/ValueError naming the argument unless ``impl`` can run on these inputs: the op's own
+    shape/dtype/device checks (no value checks), an I/O dtype in ``dtypes``, a head size in
+    ``head_sizes``, a usable ``out`` and CUDA tensors."""
+    validate_bi_wkv7(r, w, k, v, a, b, g, check_values=False)
+    if r.dtype not in dtypes:
+        names = ", ".join(str(dt).replace("torch.", "") for dt in dtypes)
+        raise TypeError(f"r: dtype {r.dtype} not supported by {impl} ({names})")
+    if r.shape[-1] not in head_sizes:
+        raise ValueError(f"r: head size N={r.shape[-1]} not supported by {impl} (supports {head_sizes})")
+    _gpu.validate_out(out, r)
+    if r.device.type != "cuda":
+        raise ValueError(f"r: {impl} runs on CUDA tensors, got a {r.device.type} tensor")
+
+
 _STREAMS: dict[tuple[int, int], object] = {}
 
 

@@ -95,7 +95,6 @@ import torch
 import torch.nn.functional as F
 
 from wkvbench.impls import _cupy, _gpu
-from wkvbench.ops import validate_bi_wkv7
 from wkvbench.registry import register_impl
 
 NAME = "audiorwkv_catflip"
@@ -261,17 +260,6 @@ def cupy_launcher(name: str, grid: tuple, block: tuple, args: tuple, device: tor
     _cupy.launch(_KERNELS.kernel(name, idx), grid, block, args, device, idx)
 
 
-def _validate(r, w, k, v, a, b, g, out) -> None:
-    validate_bi_wkv7(r, w, k, v, a, b, g, check_values=False)
-    if r.dtype not in DTYPES:
-        raise TypeError(f"r: dtype {r.dtype} not supported by {NAME} (float32, bfloat16, float16)")
-    if r.shape[-1] not in HEAD_SIZES:
-        raise ValueError(f"r: head size N={r.shape[-1]} not supported by {NAME} (supports {HEAD_SIZES})")
-    _gpu.validate_out(out, r)
-    if r.device.type != "cuda":
-        raise ValueError(f"r: {NAME} runs on CUDA tensors, got a {r.device.type} tensor")
-
-
 @register_impl(
     "bi_wkv7",
     name=NAME,
@@ -286,7 +274,7 @@ def _validate(r, w, k, v, a, b, g, out) -> None:
 )
 def audiorwkv_catflip(r, w, k, v, a, b, g=None, *, out=None):
     """AudioRWKV's released construction: cat/flip to 2B, one causal CUDA kernel, PyTorch merge; differentiable."""
-    _validate(r, w, k, v, a, b, g, out)
+    _cupy.validate_bi_wkv7_call(NAME, DTYPES, HEAD_SIZES, r, w, k, v, a, b, g, out)
     return catflip(r, w, k, v, a, b, g, launcher=cupy_launcher, out=out)
 
 

@@ -152,8 +152,10 @@ __global__ void __launch_bounds__(2 * N, 1)
     uint4 pf[UPT];  // next chunk's inputs, raw, in flight while the current chunk computes
     float pg = 0.f;
 
-    // Issue the global loads of the chunk starting at step cs (n steps) into pf / pg.
-    auto prefetch = [&](int cs, int n) {
+    // Call f(i, d, j, rem) for each of this thread's prefetch units i that falls in the chunk's
+    // first n steps: direction d, step j of the chunk, rem the unit within that (direction, step)
+    // (r, w, k, a, b vectors first, then the block's slice of v). prefetch and stage share it.
+    auto for_each_unit = [&](int n, auto&& f) {
 #pragma unroll
         for (int i = 0; i < UPT; ++i) {
             const int u = tid + i * THREADS;
@@ -162,22 +164,27 @@ __global__ void __launch_bounds__(2 * N, 1)
                 const int rem = u - dj * U1;
                 const int d = dj / TC;
                 const int j = dj - d * TC;
-                if (j < n) {
-                    const int t = d == 0 ? cs + j : T - 1 - (cs + j);
-                    long long off = base + (long long)t * tok_stride;
-                    const IO* src;
-                    if (rem < UV) {
-                        const int q = rem / NV;
-                        off += (rem - q * NV) * VEC;
-                        src = q == 0 ? r : q == 1 ? w : q == 2 ? k : q == 3 ? a : b;
-                    } else {
-                        off += row0 + (rem - UV) * VEC;
-                        src = v;
-                    }
-                    pf[i] = __ldg(reinterpret_cast<const uint4*>(src + off));
-                }
+                if (j < n) f(i, d, j, rem);
             }
         }
+    };
+
+    // Issue the global loads of the chunk starting at step cs (n steps) into pf / pg.
+    auto prefetch = [&](int cs, int n) {
+        for_each_unit(n, [&](int i, int d, int j, int rem) {
+            const int t = d == 0 ? cs + j : T - 1 - (cs + j);
+            long long off = base + (long long)t * tok_stride;
+            const IO* src;
+            if (rem < UV) {
+                const int q = rem / NV;
+                off += (rem - q * NV) * VEC;
+                src = q == 0 ? r : q == 1 ? w : q == 2 ? k : q == 3 ? a : b;
+            } else {
+                off += row0 + (rem - UV) * VEC;
+                src = v;
+            }
+            pf[i] = __ldg(reinterpret_cast<const uint4*>(src + off));
+        });
         if (tid < 2 * TC) {
             const int d = tid / TC;
             const int j = tid - d * TC;
@@ -191,34 +198,24 @@ __global__ void __launch_bounds__(2 * N, 1)
 
     // Convert pf / pg to fp32 (w -> d = exp(-exp(w))) and write them to the staging buffer.
     auto stage = [&](int n) {
+        for_each_unit(n, [&](int i, int d, int j, int rem) {
+            float f[VEC];
+            wkv_io<IO>::unpack(pf[i], f);
+            float* dst;
+            if (rem < UV) {
+                const int q = rem / NV;
+                if (q == 1) {
 #pragma unroll
-        for (int i = 0; i < UPT; ++i) {
-            const int u = tid + i * THREADS;
-            if (UNITS % THREADS == 0 || u < UNITS) {
-                const int dj = u / U1;
-                const int rem = u - dj * U1;
-                const int d = dj / TC;
-                const int j = dj - d * TC;
-                if (j < n) {
-                    float f[VEC];
-                    wkv_io<IO>::unpack(pf[i], f);
-                    float* dst;
-                    if (rem < UV) {
-                        const int q = rem / NV;
-                        if (q == 1) {
-#pragma unroll
-                            for (int e = 0; e < VEC; ++e) f[e] = expf(-expf(f[e]));
-                        }
-                        dst = &s_vec[d][j][q][(rem - q * NV) * VEC];
-                    } else {
-                        dst = &s_v[d][j][(rem - UV) * VEC];
-                    }
-#pragma unroll
-                    for (int e = 0; e < VEC; e += 4)
-                        *reinterpret_cast<float4*>(dst + e) = make_float4(f[e], f[e + 1], f[e + 2], f[e + 3]);
+                    for (int e = 0; e < VEC; ++e) f[e] = expf(-expf(f[e]));
                 }
+                dst = &s_vec[d][j][q][(rem - q * NV) * VEC];
+            } else {
+                dst = &s_v[d][j][(rem - UV) * VEC];
             }
-        }
+#pragma unroll
+            for (int e = 0; e < VEC; e += 4)
+                *reinterpret_cast<float4*>(dst + e) = make_float4(f[e], f[e + 1], f[e + 2], f[e + 3]);
+        });
         if (tid < 2 * TC) {
             const int d = tid / TC;
             const int j = tid - d * TC;

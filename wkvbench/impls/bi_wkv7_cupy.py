@@ -95,10 +95,7 @@ import numpy as np
 import torch
 
 from wkvbench.impls import _cupy, _gpu
-from wkvbench.ops import validate_bi_wkv7
 from wkvbench.registry import register_impl
-
-cp = _cupy.cp
 
 NAME = "cupy_cuda"
 HEAD_SIZES = (64,)
@@ -179,17 +176,9 @@ def _aligned(x: torch.Tensor) -> torch.Tensor:
 
 
 def _validate(r, w, k, v, a, b, g, out, split) -> None:
-    # shapes, dtypes and devices of the inputs and the gate: the op's own validation (no value checks)
-    validate_bi_wkv7(r, w, k, v, a, b, g, check_values=False)
-    if r.dtype not in DTYPES:
-        raise TypeError(f"r: dtype {r.dtype} not supported by {NAME} (float32, bfloat16, float16)")
-    if r.shape[-1] not in HEAD_SIZES:
-        raise ValueError(f"r: head size N={r.shape[-1]} not supported by {NAME} (supports {HEAD_SIZES})")
-    _gpu.validate_out(out, r)
     if split is not None and split not in SPLITS:
         raise ValueError(f"split: must be one of {SPLITS} or None, got {split!r}")
-    if r.device.type != "cuda":
-        raise ValueError(f"r: {NAME} runs on CUDA tensors, got a {r.device.type} tensor")
+    _cupy.validate_bi_wkv7_call(NAME, DTYPES, HEAD_SIZES, r, w, k, v, a, b, g, out)
 
 
 @register_impl(
@@ -273,7 +262,7 @@ def compile_report(cc: int = 90, compiler: str = "auto", dtypes=DTYPES, splits=S
     """
     names = [kernel_name(dt, n, s) for dt in dtypes for n in HEAD_SIZES for s in splits]
     try:
-        log, used = _compile(names, cc, compiler)
+        log, used = _cupy.compile_log(kernel_source(), names, cc, compiler, _instantiation)
     except _gpu.ToolMissing as exc:
         return _gpu.skipped_rows([NAME], exc)
     rows = []
@@ -289,11 +278,6 @@ def compile_report(cc: int = 90, compiler: str = "auto", dtypes=DTYPES, splits=S
     order = {name: i for i, name in enumerate(names)}
     rows.sort(key=lambda row: order.get(_row_name(row), 0))
     return rows
-
-
-def _compile(names: list[str], cc: int, compiler: str) -> tuple[str, str]:
-    """(ptxas log, compiler label) from the requested compiler (:func:`_cupy.compile_log`)."""
-    return _cupy.compile_log(kernel_source(), names, cc, compiler, _instantiation)
 
 
 def _row_name(row: dict) -> str:

@@ -54,21 +54,13 @@ struct wkv_scalar<float> {
 template <>
 struct wkv_scalar<wkv_bf16> {
     __device__ __forceinline__ static float to_float(wkv_bf16 x) { return wkv_bf16_to_float(x.bits); }
-    __device__ __forceinline__ static wkv_bf16 from_float(float x) {
-        wkv_bf16 o;
-        o.bits = wkv_float_to_bf16(x);
-        return o;
-    }
+    __device__ __forceinline__ static wkv_bf16 from_float(float x) { return {wkv_float_to_bf16(x)}; }
 };
 
 template <>
 struct wkv_scalar<wkv_fp16> {
     __device__ __forceinline__ static float to_float(wkv_fp16 x) { return wkv_half_to_float(x.bits); }
-    __device__ __forceinline__ static wkv_fp16 from_float(float x) {
-        wkv_fp16 o;
-        o.bits = wkv_float_to_half(x);
-        return o;
-    }
+    __device__ __forceinline__ static wkv_fp16 from_float(float x) { return {wkv_float_to_half(x)}; }
 };
 
 #endif  // WKV_IO_CUH
