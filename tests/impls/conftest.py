@@ -3,7 +3,7 @@
 
 * ``cuda_host``: builds a host driver of ``cuda_host/`` (the kernel ``.cu`` compiled with g++ after
   ``cuda_host/cuda_shim.h``) into a shared library and loads it; skips when this g++ cannot;
-* ``kernel_report``: a module's ``compile_report(90)``, skipping when no CUDA compiler is here;
+* ``report``: the compile report of the test module's ``mod``, skipping when no CUDA compiler is here;
 * ``nvcc_agrees``: the check that nvcc's report has the same kernels as NVRTC's and spills none;
 * ``cuda_impls_match``: every implementation of an op available on the GPU meets the accuracy bar.
 """
@@ -46,18 +46,13 @@ def cuda_host():
     return build_host
 
 
-def compile_report_or_skip(mod) -> list[dict]:
-    """``mod.compile_report(90)``; skips the test when no CUDA compiler is installed here."""
-    rows = mod.compile_report(90)
+@pytest.fixture(scope="module")
+def report(request) -> list[dict]:
+    """The test module's ``mod.compile_report(90)``; skips its tests when no CUDA compiler is installed here."""
+    rows = request.module.mod.compile_report(90)
     if rows and "skipped" in rows[0]:
         pytest.skip(f"no CUDA compiler: {rows[0]['skipped']}")
     return rows
-
-
-@pytest.fixture(scope="session")
-def kernel_report():
-    """:func:`compile_report_or_skip`: ``kernel_report(module) -> rows``."""
-    return compile_report_or_skip
 
 
 def check_nvcc_agrees(mod, report: list[dict]) -> None:

@@ -205,11 +205,6 @@ def test_gradient_flows_only_where_asked(host):
 
 
 # ----------------------------------------------------------------------------- compile report
-@pytest.fixture(scope="module")
-def report(kernel_report):
-    return kernel_report(mod)
-
-
 def test_compile_report_every_kernel_compiles_without_spills(report):
     seen = set()
     for row in report:

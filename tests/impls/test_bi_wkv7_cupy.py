@@ -147,11 +147,6 @@ def test_kernel_bf16_rounding_matches_torch(host_lib):
 
 
 # ----------------------------------------------------------------------------- compile report
-@pytest.fixture(scope="module")
-def report(kernel_report):
-    return kernel_report(mod)
-
-
 def test_compile_report_every_instantiation_compiles_without_spills(report):
     seen = set()
     for row in report:

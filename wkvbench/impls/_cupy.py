@@ -13,8 +13,9 @@ and launch torch tensors' raw device pointers on torch's current stream. What th
   handles per name and device, the once-per-device check) and :func:`launch` on torch's current
   stream;
 * compile report: :func:`compile_log` compiles name expressions for ``sm_<cc>`` without a GPU
-  through NVRTC (``cuda.core``) or nvcc and returns the ``ptxas -v`` log; a missing compiler is a
-  :class:`_gpu.ToolMissing`, so the report says ``skipped`` instead of failing.
+  through NVRTC (``cuda.core``) or nvcc and returns the ``ptxas -v`` log; :func:`compile_rows`
+  turns it into the rows of ``wkvbench kernels``, or into a ``skipped`` row when no compiler is
+  installed (:class:`_gpu.ToolMissing`).
 
 The leading underscore keeps this module out of the built-in implementation modules: it
 registers nothing.
@@ -152,6 +153,39 @@ class KernelCache:
 
 
 # ----------------------------------------------------------------------------- compile report
+def compile_rows(
+    impl: str,
+    source: str,
+    names: list[str],
+    cc: int,
+    compiler: str,
+    instantiate: Callable[[str], str],
+    describe: Callable[[str], tuple[str, str, str] | None],
+) -> list[dict]:
+    """The compile report of the name expressions ``names``: one row per kernel, in the order of ``names``.
+
+    ``describe(mangled)`` gives ``(kernel, config, name)`` of a compiled entry (``name`` its name
+    expression), or None for an entry that is not one of the module's kernels. Rows: impl,
+    kernel, config, registers, shared_bytes, local_bytes (stack frame + spill stores),
+    spill_bytes, compiler, name. With no compiler installed: one ``skipped`` row saying which
+    extra brings NVRTC. See :func:`compile_log` for ``compiler`` and ``instantiate``.
+    """
+    try:
+        log, used = compile_log(source, names, cc, compiler, instantiate)
+    except _gpu.ToolMissing as exc:
+        return _gpu.skipped_rows([impl], exc)
+    rows = []
+    for mangled, stats in _gpu.parse_ptxas(log).items():
+        desc = describe(mangled)
+        if desc is not None:
+            kernel, config, name = desc
+            row = {"impl": impl, "kernel": kernel, "config": config, **_gpu.resource_row(stats)}
+            rows.append({**row, "compiler": f"{used} sm_{cc}", "name": name})
+    order = {name: i for i, name in enumerate(names)}
+    rows.sort(key=lambda row: order.get(row["name"], 0))
+    return rows
+
+
 def compile_log(
     source: str, names: list[str], cc: int, compiler: str, instantiate: Callable[[str], str]
 ) -> tuple[str, str]:

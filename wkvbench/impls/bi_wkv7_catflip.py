@@ -73,7 +73,7 @@ official kernel is bf16-only (what the released model trains in); the same kerne
 the I/O type costs nothing and lets every dtype of a sweep have this baseline. Gradients are
 returned in the input dtype. Head size 64.
 
-Compilation and launch mirror ``cupy_cuda`` (``bi_wkv7_cupy.py``): one ``cupy.RawModule`` per
+Compilation and launch share ``cupy_cuda``'s code (``_cupy.py``): one ``cupy.RawModule`` per
 (I/O dtype, device) holding the three kernels as name expressions, compiled by NVRTC
 (``--std=c++17``) on first use and kept in CuPy's kernel cache; torch tensors are passed as raw
 device pointers (no copy) and the kernels are launched on torch's current stream through
@@ -94,7 +94,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wkvbench.impls import _cupy, _gpu
+from wkvbench.impls import _cupy
 from wkvbench.registry import register_impl
 
 NAME = "audiorwkv_catflip"
@@ -303,22 +303,19 @@ def compile_report(cc: int = 90, compiler: str = "auto", dtypes=DTYPES) -> list[
     ``skipped`` and which extra brings NVRTC; a source that does not compile raises.
     """
     names = [kernel_name(kind, dt, n) for dt in dtypes for n in HEAD_SIZES for kind in KINDS]
-    try:
-        log, used = _cupy.compile_log(kernel_source(), names, cc, compiler, _instantiation)
-    except _gpu.ToolMissing as exc:
-        return _gpu.skipped_rows([NAME], exc)
-    rows = []
-    for mangled, st in _gpu.parse_ptxas(log).items():
-        m = _MANGLED.search(mangled)
-        if m is None:
-            continue
-        dt, n = _MANGLED_IO[m.group(2)], int(m.group(3))
-        kind = "bwd" if m.group(1).endswith("bwd") else ("fwd_save" if m.group(4) == "1" else "fwd")
-        block = 2 * n if kind == "bwd" else n
-        config = f"dtype={str(dt).replace('torch.', '')} N={n} kind={kind} block={block}"
-        res = _gpu.resource_row(st)
-        row = {"impl": NAME, "kernel": m.group(1), "config": config, **res, "compiler": f"{used} sm_{cc}"}
-        rows.append({**row, "name": kernel_name(kind, dt, n)})
-    order = {name: i for i, name in enumerate(names)}
-    rows.sort(key=lambda row: order.get(row["name"], 0))
-    return rows
+    return _cupy.compile_rows(NAME, kernel_source(), names, cc, compiler, _instantiation, _describe)
+
+
+def _describe(mangled: str) -> tuple[str, str, str] | None:
+    """(kernel, config, name expression) of a compiled entry; None if it is not one of the kernels."""
+    m = _MANGLED.search(mangled)
+    if m is None:
+        return None
+    dt, n = _MANGLED_IO[m.group(2)], int(m.group(3))
+    kind = "bwd" if m.group(1).endswith("bwd") else ("fwd_save" if m.group(4) == "1" else "fwd")
+    block = 2 * n if kind == "bwd" else n
+    return (
+        m.group(1),
+        f"dtype={str(dt).replace('torch.', '')} N={n} kind={kind} block={block}",
+        kernel_name(kind, dt, n),
+    )

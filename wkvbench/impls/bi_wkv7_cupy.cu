@@ -31,9 +31,20 @@ struct wkv_chunk {
 };
 
 // Per-dtype I/O: VEC elements per 16-byte load and their unpacking to float; scalar to_float /
-// from_float come from wkv_scalar (wkv_io.cuh).
+// from_float come from wkv_scalar (wkv_io.cuh). The 16-bit types (wkv_bf16, wkv_fp16): two
+// elements per 32-bit word, the low half first.
 template <typename IO>
-struct wkv_io;
+struct wkv_io : wkv_scalar<IO> {
+    static constexpr int VEC = 8;
+    __device__ __forceinline__ static void unpack(const uint4& u, float* f) {
+        const unsigned int words[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            f[2 * i] = wkv_scalar<IO>::to_float(IO{(unsigned short)(words[i] & 0xffffu)});
+            f[2 * i + 1] = wkv_scalar<IO>::to_float(IO{(unsigned short)(words[i] >> 16)});
+        }
+    }
+};
 
 template <>
 struct wkv_io<float> : wkv_scalar<float> {
@@ -43,32 +54,6 @@ struct wkv_io<float> : wkv_scalar<float> {
         f[1] = __uint_as_float(u.y);
         f[2] = __uint_as_float(u.z);
         f[3] = __uint_as_float(u.w);
-    }
-};
-
-template <>
-struct wkv_io<wkv_bf16> : wkv_scalar<wkv_bf16> {
-    static constexpr int VEC = 8;
-    __device__ __forceinline__ static void unpack(const uint4& u, float* f) {
-        const unsigned int words[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            f[2 * i] = wkv_bf16_to_float(words[i] & 0xffffu);
-            f[2 * i + 1] = wkv_bf16_to_float(words[i] >> 16);
-        }
-    }
-};
-
-template <>
-struct wkv_io<wkv_fp16> : wkv_scalar<wkv_fp16> {
-    static constexpr int VEC = 8;
-    __device__ __forceinline__ static void unpack(const uint4& u, float* f) {
-        const unsigned int words[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            f[2 * i] = wkv_half_to_float((unsigned short)(words[i] & 0xffffu));
-            f[2 * i + 1] = wkv_half_to_float((unsigned short)(words[i] >> 16));
-        }
     }
 };
 

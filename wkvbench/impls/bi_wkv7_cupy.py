@@ -256,30 +256,19 @@ def compile_report(cc: int = 90, compiler: str = "auto", dtypes=DTYPES, splits=S
 
     ``compiler``: ``"nvrtc"`` (cuda.core + nvidia-cuda-nvrtc: what CuPy uses at run time),
     ``"nvcc"``, or ``"auto"`` (NVRTC, else nvcc). Keys: impl, kernel, config, registers,
-    shared_bytes, local_bytes (stack frame + spill stores), spill_bytes, compiler. With neither
+    shared_bytes, local_bytes (stack frame + spill stores), spill_bytes, compiler, name. With neither
     compiler installed the row says ``skipped`` and which extra brings NVRTC; a source that does
     not compile raises.
     """
     names = [kernel_name(dt, n, s) for dt in dtypes for n in HEAD_SIZES for s in splits]
-    try:
-        log, used = _cupy.compile_log(kernel_source(), names, cc, compiler, _instantiation)
-    except _gpu.ToolMissing as exc:
-        return _gpu.skipped_rows([NAME], exc)
-    rows = []
-    for mangled, st in _gpu.parse_ptxas(log).items():
-        m = _MANGLED.search(mangled)
-        if m is None:
-            continue
-        dt, n, split = _MANGLED_IO[m.group(1)], int(m.group(2)), int(m.group(3))
-        config = f"dtype={str(dt).replace('torch.', '')} N={n} SPLIT={split} TC={chunk_tokens(dt, split)} block={2 * n}"
-        rows.append(
-            {"impl": NAME, "kernel": KERNEL, "config": config, **_gpu.resource_row(st), "compiler": f"{used} sm_{cc}"}
-        )
-    order = {name: i for i, name in enumerate(names)}
-    rows.sort(key=lambda row: order.get(_row_name(row), 0))
-    return rows
+    return _cupy.compile_rows(NAME, kernel_source(), names, cc, compiler, _instantiation, _describe)
 
 
-def _row_name(row: dict) -> str:
-    parts = dict(p.split("=") for p in row["config"].split())
-    return kernel_name(getattr(torch, parts["dtype"]), int(parts["N"]), int(parts["SPLIT"]))
+def _describe(mangled: str) -> tuple[str, str, str] | None:
+    """(kernel, config, name expression) of a compiled entry; None if it is not an instantiation."""
+    m = _MANGLED.search(mangled)
+    if m is None:
+        return None
+    dt, n, split = _MANGLED_IO[m.group(1)], int(m.group(2)), int(m.group(3))
+    config = f"dtype={str(dt).replace('torch.', '')} N={n} SPLIT={split} TC={chunk_tokens(dt, split)} block={2 * n}"
+    return KERNEL, config, kernel_name(dt, n, split)
