@@ -242,19 +242,8 @@ def test_unavailable_without_gpu_says_why():
 
 
 def test_validation_names_the_argument():
+    """The module's own checks (the shared argument checks: tests/impls/test_gpu_tooling.py)."""
     x = bi_wkv7_inputs(1, 3, 1, 64, dtype=torch.float32)
-    args = {n: x[n] for n in ARGS}
-    with pytest.raises(ValueError, match="^r: .*CUDA"):
-        mod.audiorwkv_catflip(**args)
-    with pytest.raises(ValueError, match="^out:"):
-        mod.audiorwkv_catflip(**args, out=torch.empty(1, 3, 1, 32))
-    with pytest.raises(ValueError, match="^g:"):
-        mod.audiorwkv_catflip(**args, g=torch.rand(1, 3, 2))
-    small = bi_wkv7_inputs(1, 3, 1, 32, dtype=torch.float32)
-    with pytest.raises(ValueError, match="^r: head size"):
-        mod.audiorwkv_catflip(**{n: small[n] for n in ARGS})
-    with pytest.raises(TypeError, match="^r: dtype"):
-        mod.audiorwkv_catflip(**{n: x[n].double() for n in ARGS})
     with pytest.raises(ValueError, match="^kind:"):
         mod.kernel_name("backward", torch.float32)
     with pytest.raises(ValueError, match="^r: the training forward"):

@@ -189,3 +189,28 @@ def test_cupy_modules_share_the_inlined_io_header():
         src = mod.kernel_source()
         assert "#include" not in src and src.count(header) == 1
     assert bi_wkv7_catflip._check is bi_wkv7_cupy._check is _cupy.check
+
+
+@pytest.mark.parametrize("impl", ["cupy_cuda", "audiorwkv_catflip"])
+def test_cupy_impls_validation_names_the_argument(impl):
+    """The argument checks both CuPy Bi-WKV7 kernels share (_cupy.validate_bi_wkv7_call), through each."""
+    from wkvbench.inputs import bi_wkv7_inputs
+    from wkvbench.registry import get_impl
+
+    fn = get_impl("bi_wkv7", impl).fn
+    names = ("r", "w", "k", "v", "a", "b")
+    x = bi_wkv7_inputs(1, 3, 1, 64, dtype=torch.float32)
+    args = {n: x[n] for n in names}
+    with pytest.raises(ValueError, match="^r: .*CUDA"):
+        fn(**args)
+    with pytest.raises(ValueError, match="^out:"):
+        fn(**args, out=torch.empty(1, 3, 1, 32))
+    with pytest.raises(ValueError, match="^g:"):
+        fn(**args, g=torch.rand(1, 3, 2))
+    small = bi_wkv7_inputs(1, 3, 1, 32, dtype=torch.float32)
+    with pytest.raises(ValueError, match=f"^r: head size N=32 not supported by {impl}"):
+        fn(**{n: small[n] for n in names})
+    with pytest.raises(
+        TypeError, match=rf"^r: dtype torch.float64 not supported by {impl} \(float32, bfloat16, float16\)"
+    ):
+        fn(**{n: x[n].double() for n in names})
