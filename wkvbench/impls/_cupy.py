@@ -8,7 +8,9 @@ and launch torch tensors' raw device pointers on torch's current stream. What th
 * source: :func:`cuda_source` reads a ``.cu`` file and inlines the package headers it includes
   (``wkv_io.cuh``), so NVRTC and nvcc get one self-contained string and CuPy's kernel cache,
   which keys on the source text, sees a change to a header;
-* launch: the argument checks of a Bi-WKV7 kernel (:func:`validate_bi_wkv7_call`),
+* registration of a Bi-WKV7 kernel launched through this glue (:func:`register_bi_wkv7`) and its
+  argument checks (:func:`validate_bi_wkv7_call`);
+* launch:
   :class:`KernelCache` (one ``RawModule`` per group of name expressions and device, the kernel
   handles per name and device, the once-per-device check) and :func:`launch` on torch's current
   stream;
@@ -18,7 +20,7 @@ and launch torch tensors' raw device pointers on torch's current stream. What th
   installed (:class:`_gpu.ToolMissing`).
 
 The leading underscore keeps this module out of the built-in implementation modules: it
-registers nothing.
+registers nothing itself.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import torch
 
 from wkvbench.impls import _gpu
 from wkvbench.ops import validate_bi_wkv7
+from wkvbench.registry import register_impl
 
 cp, CUPY_ERROR = _gpu.try_import("cupy")  # None also when a CUDA library underneath is broken
 
@@ -70,7 +73,23 @@ def cuda_source(path: Path) -> str:
     return _INCLUDE.sub(lambda m: (path.parent / m.group(1)).read_text(), path.read_text())
 
 
-# ----------------------------------------------------------------------------- launch
+# ----------------------------------------------------------------------------- registration and checks
+def register_bi_wkv7(impl: str, dtypes, head_sizes, *, priority: int, description: str):
+    """``register_impl`` for a Bi-WKV7 kernel launched through this module: backend ``cupy``, CUDA
+    only, available when :func:`check` passes."""
+    return register_impl(
+        "bi_wkv7",
+        name=impl,
+        backend="cupy",
+        devices=("cuda",),
+        dtypes=dtypes,
+        head_sizes=head_sizes,
+        priority=priority,
+        check=check,
+        description=description,
+    )
+
+
 def validate_bi_wkv7_call(impl: str, dtypes, head_sizes, r, w, k, v, a, b, g, out) -> None:
     """TypeError/ValueError naming the argument unless ``impl`` can run on these inputs: the op's own
     shape/dtype/device checks (no value checks), an I/O dtype in ``dtypes``, a head size in
@@ -86,6 +105,7 @@ def validate_bi_wkv7_call(impl: str, dtypes, head_sizes, r, w, k, v, a, b, g, ou
         raise ValueError(f"r: {impl} runs on CUDA tensors, got a {r.device.type} tensor")
 
 
+# ----------------------------------------------------------------------------- launch
 _STREAMS: dict[tuple[int, int], object] = {}
 
 
@@ -160,12 +180,13 @@ def compile_rows(
     cc: int,
     compiler: str,
     instantiate: Callable[[str], str],
-    describe: Callable[[str], tuple[str, str, str] | None],
+    mangled: re.Pattern,
+    describe: Callable[[re.Match], tuple[str, str, str]],
 ) -> list[dict]:
     """The compile report of the name expressions ``names``: one row per kernel, in the order of ``names``.
 
-    ``describe(mangled)`` gives ``(kernel, config, name)`` of a compiled entry (``name`` its name
-    expression), or None for an entry that is not one of the module's kernels. Rows: impl,
+    A compiled entry is one of the module's kernels when ``mangled`` matches (searches) its mangled
+    name; ``describe(match)`` gives its ``(kernel, config, name)`` (``name``: its name expression). Rows: impl,
     kernel, config, registers, shared_bytes, local_bytes (stack frame + spill stores),
     spill_bytes, compiler, name. With no compiler installed: one ``skipped`` row saying which
     extra brings NVRTC. See :func:`compile_log` for ``compiler`` and ``instantiate``.
@@ -175,10 +196,10 @@ def compile_rows(
     except _gpu.ToolMissing as exc:
         return _gpu.skipped_rows([impl], exc)
     rows = []
-    for mangled, stats in _gpu.parse_ptxas(log).items():
-        desc = describe(mangled)
-        if desc is not None:
-            kernel, config, name = desc
+    for entry, stats in _gpu.parse_ptxas(log).items():
+        m = mangled.search(entry)
+        if m is not None:
+            kernel, config, name = describe(m)
             row = {"impl": impl, "kernel": kernel, "config": config, **_gpu.resource_row(stats)}
             rows.append({**row, "compiler": f"{used} sm_{cc}", "name": name})
     order = {name: i for i, name in enumerate(names)}

@@ -95,7 +95,6 @@ import torch
 import torch.nn.functional as F
 
 from wkvbench.impls import _cupy
-from wkvbench.registry import register_impl
 
 NAME = "audiorwkv_catflip"
 HEAD_SIZES = (64,)
@@ -260,15 +259,11 @@ def cupy_launcher(name: str, grid: tuple, block: tuple, args: tuple, device: tor
     _cupy.launch(_KERNELS.kernel(name, idx), grid, block, args, device, idx)
 
 
-@register_impl(
-    "bi_wkv7",
-    name=NAME,
-    backend="cupy",
-    devices=("cuda",),
-    dtypes=DTYPES,
-    head_sizes=HEAD_SIZES,
+@_cupy.register_bi_wkv7(
+    NAME,
+    DTYPES,
+    HEAD_SIZES,
     priority=5,
-    check=_check,
     description="AudioRWKV's released construction: inputs + flipped copies as 2B, one causal CUDA kernel, "
     "merge in PyTorch; differentiable",
 )
@@ -303,14 +298,11 @@ def compile_report(cc: int = 90, compiler: str = "auto", dtypes=DTYPES) -> list[
     ``skipped`` and which extra brings NVRTC; a source that does not compile raises.
     """
     names = [kernel_name(kind, dt, n) for dt in dtypes for n in HEAD_SIZES for kind in KINDS]
-    return _cupy.compile_rows(NAME, kernel_source(), names, cc, compiler, _instantiation, _describe)
+    return _cupy.compile_rows(NAME, kernel_source(), names, cc, compiler, _instantiation, _MANGLED, _describe)
 
 
-def _describe(mangled: str) -> tuple[str, str, str] | None:
-    """(kernel, config, name expression) of a compiled entry; None if it is not one of the kernels."""
-    m = _MANGLED.search(mangled)
-    if m is None:
-        return None
+def _describe(m: re.Match) -> tuple[str, str, str]:
+    """(kernel, config, name expression) of a compiled entry whose mangled name ``_MANGLED`` matched."""
     dt, n = _MANGLED_IO[m.group(2)], int(m.group(3))
     kind = "bwd" if m.group(1).endswith("bwd") else ("fwd_save" if m.group(4) == "1" else "fwd")
     block = 2 * n if kind == "bwd" else n

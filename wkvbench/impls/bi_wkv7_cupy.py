@@ -95,7 +95,6 @@ import numpy as np
 import torch
 
 from wkvbench.impls import _cupy, _gpu
-from wkvbench.registry import register_impl
 
 NAME = "cupy_cuda"
 HEAD_SIZES = (64,)
@@ -181,15 +180,11 @@ def _validate(r, w, k, v, a, b, g, out, split) -> None:
     _cupy.validate_bi_wkv7_call(NAME, DTYPES, HEAD_SIZES, r, w, k, v, a, b, g, out)
 
 
-@register_impl(
-    "bi_wkv7",
-    name=NAME,
-    backend="cupy",
-    devices=("cuda",),
-    dtypes=DTYPES,
-    head_sizes=HEAD_SIZES,
+@_cupy.register_bi_wkv7(
+    NAME,
+    DTYPES,
+    HEAD_SIZES,
     priority=25,
-    check=_check,
     description="CUDA C via NVRTC/CuPy: both directions + gate merge in one launch, fp32 state in registers",
 )
 def cupy_cuda(r, w, k, v, a, b, g=None, *, out=None, split: int | None = None):
@@ -261,14 +256,11 @@ def compile_report(cc: int = 90, compiler: str = "auto", dtypes=DTYPES, splits=S
     not compile raises.
     """
     names = [kernel_name(dt, n, s) for dt in dtypes for n in HEAD_SIZES for s in splits]
-    return _cupy.compile_rows(NAME, kernel_source(), names, cc, compiler, _instantiation, _describe)
+    return _cupy.compile_rows(NAME, kernel_source(), names, cc, compiler, _instantiation, _MANGLED, _describe)
 
 
-def _describe(mangled: str) -> tuple[str, str, str] | None:
-    """(kernel, config, name expression) of a compiled entry; None if it is not an instantiation."""
-    m = _MANGLED.search(mangled)
-    if m is None:
-        return None
+def _describe(m: re.Match) -> tuple[str, str, str]:
+    """(kernel, config, name expression) of a compiled entry whose mangled name ``_MANGLED`` matched."""
     dt, n, split = _MANGLED_IO[m.group(1)], int(m.group(2)), int(m.group(3))
     config = f"dtype={str(dt).replace('torch.', '')} N={n} SPLIT={split} TC={chunk_tokens(dt, split)} block={2 * n}"
     return KERNEL, config, kernel_name(dt, n, split)
