@@ -112,15 +112,6 @@ def test_flash_attn_unavailable_reason():
 # ----------------------------------------------------------------------------- on a GPU
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_cuda_impls_match_reference(dtype):
-    dev = torch.device("cuda")
-    x = attention_inputs(2, 3, 200, 64, dtype=dtype, device=dev, seed=2)
-    ref = wkvbench.reference.attention(**x)
-    ran = 0
-    for rec in wkvbench.list_impls("attention"):
-        if not rec.available(dev)[0] or not rec.supports(dtype)[0]:
-            continue
-        acc = compare(rec.fn(**x), ref, dtype, tf32=rec.tf32)
-        assert acc.passed, (rec.name, acc)
-        ran += 1
-    assert ran >= 2
+def test_cuda_impls_match_reference(cuda_impls_match, dtype):
+    x = attention_inputs(2, 3, 200, 64, dtype=dtype, device="cuda", seed=2)
+    assert cuda_impls_match("attention", x, wkvbench.reference.attention(**x), dtype) >= 2

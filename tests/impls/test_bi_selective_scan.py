@@ -251,11 +251,6 @@ def test_mamba_unavailable_reason():
 # ----------------------------------------------------------------------------- on a GPU
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_cuda_impls_match_reference(dtype):
-    dev = torch.device("cuda")
-    x = bi_selective_scan_inputs(2, 96, 300, 16, dtype=dtype, device=dev, seed=1)
-    ref = ref_bi(**x)
-    for rec in wkvbench.list_impls("bi_selective_scan"):
-        if rec.available(dev)[0] and rec.supports(dtype)[0]:
-            acc = compare(rec.fn(**x), ref, dtype, tf32=rec.tf32)
-            assert acc.passed, (rec.name, acc)
+def test_cuda_impls_match_reference(cuda_impls_match, dtype):
+    x = bi_selective_scan_inputs(2, 96, 300, 16, dtype=dtype, device="cuda", seed=1)
+    assert cuda_impls_match("bi_selective_scan", x, ref_bi(**x), dtype) >= 1

@@ -17,8 +17,6 @@ With a GPU and CuPy the real launch is checked too (skipped here otherwise).
 from __future__ import annotations
 
 import ctypes
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -30,7 +28,6 @@ from wkvbench.inputs import bi_wkv7_inputs
 from wkvbench.reference import bi_wkv7 as reference_bi_wkv7
 from wkvbench.registry import get_impl
 
-HOST_DIR = Path(__file__).parent / "cuda_host"
 DTYPE_CODE = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 ARGS = ("r", "w", "k", "v", "a", "b")
 VARIANTS = ("realistic", "strong_decay", "weak_decay")
@@ -39,21 +36,9 @@ GRAD_TOLERANCE = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 1e-2
 
 
 # ----------------------------------------------------------------------------- host emulation
-def build_host(out_dir: Path, source_dir: Path = mod.KERNEL_PATH.parent) -> ctypes.CDLL:
-    """Compile catflip_host.cpp with the kernel source found in ``source_dir``; load it."""
-    gxx = shutil.which("g++")
-    if gxx is None:
-        pytest.skip("g++ not found: the host emulation of the CUDA kernels needs a C++20 compiler")
-    so = out_dir / "catflip_host.so"
-    cmd = [
-        gxx, "-std=c++20", "-O2", "-fno-strict-aliasing", "-Wall", "-Wno-unknown-pragmas", "-shared", "-fPIC",
-        "-pthread", "-I", str(HOST_DIR), "-I", str(source_dir), str(HOST_DIR / "catflip_host.cpp"), "-o", str(so),
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0 and ("barrier: No such file" in proc.stderr or "_Float16" in proc.stderr):
-        pytest.skip("this g++ lacks C++20 <barrier> or _Float16 (GCC >= 12 has both): no host emulation")
-    assert proc.returncode == 0, f"host build of {mod.KERNEL_PATH.name} failed:\n{proc.stderr[-4000:]}"
-    lib = ctypes.CDLL(str(so))
+def load_host(cuda_host, out_dir: Path, source_dir: Path = mod.KERNEL_PATH.parent) -> ctypes.CDLL:
+    """Build catflip_host.cpp with the kernel source found in ``source_dir``; declare its entry points."""
+    lib = cuda_host("catflip_host.cpp", out_dir, source_dir)
     ptr, i32, u32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint
     lib.cf_host_fwd.argtypes = [i32, i32, u32, u32, ctypes.POINTER(ptr), i32, i32, i32]
     lib.cf_host_bwd.argtypes = [i32, u32, u32, ctypes.POINTER(ptr), i32, i32, i32]
@@ -87,8 +72,8 @@ class HostLauncher:
 
 
 @pytest.fixture(scope="module")
-def host(tmp_path_factory):
-    return HostLauncher(build_host(tmp_path_factory.mktemp("catflip_host")))
+def host(cuda_host, tmp_path_factory):
+    return HostLauncher(load_host(cuda_host, tmp_path_factory.mktemp("catflip_host")))
 
 
 def variant_batch(T: int, dtype: torch.dtype, seed: int) -> dict:
@@ -149,13 +134,13 @@ def test_emulated_construction_forward_and_backward_match_reference(host, dtype,
     assert not failures, f"bar for gradients {GRAD_TOLERANCE[dtype]:.0e}: " + "; ".join(failures)
 
 
-def test_mutant_without_dsa_a_term_fails(tmp_path):
+def test_mutant_without_dsa_a_term_fails(cuda_host, tmp_path):
     """Dropping the ``dsa a^T`` term of dS's hand-over (both copies) must break the gradient check."""
     src = mod.kernel_source()
     assert src.count("dsai * s_a[j]") == 1 and src.count("s_dsa[j] * ai") == 1, "the mutation no longer applies"
     mutated = src.replace("dsai * s_a[j]", "0.f").replace("s_dsa[j] * ai", "0.f")
     (tmp_path / mod.KERNEL_PATH.name).write_text(mutated)
-    mutant = HostLauncher(build_host(tmp_path, source_dir=tmp_path))
+    mutant = HostLauncher(load_host(cuda_host, tmp_path, source_dir=tmp_path))
     x = bi_wkv7_inputs(1, 17, 2, 64, dtype=torch.float32, seed=4)
     res = run_both(mutant, x, gate=True)
     fwd, worst, err = worst_errors(*res, torch.float32)
@@ -220,16 +205,6 @@ def test_gradient_flows_only_where_asked(host):
 
 
 # ----------------------------------------------------------------------------- compile report
-@pytest.fixture(scope="module")
-def report():
-    try:
-        return mod.compile_report(90)
-    except RuntimeError as exc:
-        if "neither NVRTC" in str(exc):
-            pytest.skip(f"no CUDA compiler: {exc}")
-        raise
-
-
 def test_compile_report_every_kernel_compiles_without_spills(report):
     seen = set()
     for row in report:
@@ -247,15 +222,8 @@ def test_compile_report_every_kernel_compiles_without_spills(report):
     assert seen == {(str(dt).replace("torch.", ""), kind) for dt in mod.DTYPES for kind in mod.KINDS}
 
 
-def test_compile_report_nvcc_agrees(report):
-    """nvcc (the toolkit's ptxas, as old as the GPU image's CUDA) must not spill either."""
-    if mod._find_nvcc() is None:
-        pytest.skip("nvcc not found")
-    rows = mod.compile_report(90, compiler="nvcc")
-    assert [r["config"] for r in rows] == [r["config"] for r in report]
-    for row in rows:
-        assert row["compiler"].startswith("nvcc") and row["local_bytes"] == 0 and row["spill_bytes"] == 0, row
-        assert 0 < row["registers"] <= 255
+def test_compile_report_nvcc_agrees(report, nvcc_agrees):
+    nvcc_agrees(mod, report)
 
 
 # ----------------------------------------------------------------------------- Python side
@@ -274,19 +242,8 @@ def test_unavailable_without_gpu_says_why():
 
 
 def test_validation_names_the_argument():
+    """The module's own checks (the shared argument checks: tests/impls/test_gpu_tooling.py)."""
     x = bi_wkv7_inputs(1, 3, 1, 64, dtype=torch.float32)
-    args = {n: x[n] for n in ARGS}
-    with pytest.raises(ValueError, match="^r: .*CUDA"):
-        mod.audiorwkv_catflip(**args)
-    with pytest.raises(ValueError, match="^out:"):
-        mod.audiorwkv_catflip(**args, out=torch.empty(1, 3, 1, 32))
-    with pytest.raises(ValueError, match="^g:"):
-        mod.audiorwkv_catflip(**args, g=torch.rand(1, 3, 2))
-    small = bi_wkv7_inputs(1, 3, 1, 32, dtype=torch.float32)
-    with pytest.raises(ValueError, match="^r: head size"):
-        mod.audiorwkv_catflip(**{n: small[n] for n in ARGS})
-    with pytest.raises(TypeError, match="^r: dtype"):
-        mod.audiorwkv_catflip(**{n: x[n].double() for n in ARGS})
     with pytest.raises(ValueError, match="^kind:"):
         mod.kernel_name("backward", torch.float32)
     with pytest.raises(ValueError, match="^r: the training forward"):

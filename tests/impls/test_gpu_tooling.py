@@ -3,10 +3,12 @@ behaviour when a tool is missing (simulated by monkeypatching the lookup)."""
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 
-from wkvbench.impls import _gpu
+from wkvbench.impls import _cupy, _gpu
 
 # ptxas -v output for two kernels (shape of NVRTC's / ptxas 13's log), the second one spilling
 PTXAS_LOG = """\
@@ -91,16 +93,18 @@ def test_triton_modules_skip_without_triton(monkeypatch):
     assert all(r["skipped"].startswith("needs pip install 'wkvbench[triton]'") and "error" not in r for r in rows)
 
 
-def test_cupy_compile_check_skips_without_nvrtc_and_nvcc(monkeypatch):
-    from wkvbench.impls import bi_wkv7_cupy
-
+@pytest.mark.parametrize("module", ["bi_wkv7_cupy", "bi_wkv7_catflip"])
+def test_cupy_compile_check_skips_without_nvrtc_and_nvcc(monkeypatch, module):
+    mod = importlib.import_module(f"wkvbench.impls.{module}")
     monkeypatch.setattr(_gpu, "nvrtc_version", _missing_nvrtc)
     monkeypatch.setattr(_gpu, "find_nvcc", lambda: None)
-    rows = bi_wkv7_cupy.compile_report(90)
-    assert rows == [{"impl": "cupy_cuda", "kernel": "-", "config": "-",
+    rows = mod.compile_report(90)
+    assert rows == [{"impl": mod.NAME, "kernel": "-", "config": "-",
                      "skipped": "needs pip install 'wkvbench[compile]' (NVRTC: not found)"}]  # fmt: skip
     with pytest.raises(_gpu.ToolMissing):
-        bi_wkv7_cupy._compile(["bi_wkv7_kernel<float, 64, 1>"], 90, "nvrtc")
+        _cupy.compile_log(mod.kernel_source(), ["k<float>"], 90, "nvrtc", str)
+    with pytest.raises(ValueError, match="^compiler:"):
+        mod.compile_report(90, compiler="clang")
 
 
 def test_cupy_compile_error_is_an_error_not_a_skip(monkeypatch):
@@ -173,3 +177,40 @@ def test_import_check_missing_broken_and_ok():
     ok, why = _gpu.import_check("math", "unused", broken, label="math ext")
     assert not ok and why == "math ext does not import: ImportError: libfoo.so: cannot open shared object file"
     assert _gpu.import_check("math", "unused", lambda: None) == (True, "ok")
+
+
+def test_cupy_modules_share_the_inlined_io_header():
+    """Both kernel sources come with wkv_io.cuh inlined (NVRTC gets one string; CuPy's cache sees header edits)."""
+    from wkvbench.impls import bi_wkv7_catflip, bi_wkv7_cupy
+
+    header = (bi_wkv7_cupy.KERNEL_PATH.parent / "wkv_io.cuh").read_text()
+    for mod in (bi_wkv7_cupy, bi_wkv7_catflip):
+        assert '#include "wkv_io.cuh"' in mod.KERNEL_PATH.read_text()
+        src = mod.kernel_source()
+        assert "#include" not in src and src.count(header) == 1
+    assert bi_wkv7_catflip._check is bi_wkv7_cupy._check is _cupy.check
+
+
+@pytest.mark.parametrize("impl", ["cupy_cuda", "audiorwkv_catflip"])
+def test_cupy_impls_validation_names_the_argument(impl):
+    """The argument checks both CuPy Bi-WKV7 kernels share (_cupy.validate_bi_wkv7_call), through each."""
+    from wkvbench.inputs import bi_wkv7_inputs
+    from wkvbench.registry import get_impl
+
+    fn = get_impl("bi_wkv7", impl).fn
+    names = ("r", "w", "k", "v", "a", "b")
+    x = bi_wkv7_inputs(1, 3, 1, 64, dtype=torch.float32)
+    args = {n: x[n] for n in names}
+    with pytest.raises(ValueError, match="^r: .*CUDA"):
+        fn(**args)
+    with pytest.raises(ValueError, match="^out:"):
+        fn(**args, out=torch.empty(1, 3, 1, 32))
+    with pytest.raises(ValueError, match="^g:"):
+        fn(**args, g=torch.rand(1, 3, 2))
+    small = bi_wkv7_inputs(1, 3, 1, 32, dtype=torch.float32)
+    with pytest.raises(ValueError, match=f"^r: head size N=32 not supported by {impl}"):
+        fn(**{n: small[n] for n in names})
+    with pytest.raises(
+        TypeError, match=rf"^r: dtype torch.float64 not supported by {impl} \(float32, bfloat16, float16\)"
+    ):
+        fn(**{n: x[n].double() for n in names})

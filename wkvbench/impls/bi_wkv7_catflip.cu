@@ -5,9 +5,9 @@
 // derivative (docs/spec.md section 1); the construction, launch geometry and saved bytes are
 // described in wkvbench/impls/bi_wkv7_catflip.py.
 //
-// The file includes no header, so it compiles with a bare NVRTC, and uses only what the host
-// emulation in tests/impls/cuda_host/ provides (the same source is compiled there with g++
-// after cuda_shim.h and run on the CPU).
+// The file includes no CUDA header (only wkv_io.cuh, which the Python side inlines), so it
+// compiles with a bare NVRTC, and uses only what the host emulation in tests/impls/cuda_host/
+// provides (the same source is compiled there with g++ after cuda_shim.h and run on the CPU).
 //
 // Per (sequence, head) the state S is N x N, S[i][j]: value row i, key column j.
 //     d = exp(-exp(w)),  sa = S a,  S <- S diag(d) + sa b^T + v k^T,  y = S r
@@ -27,6 +27,8 @@
 // Re-seeding from the checkpoint at t % CP == 0 limits the reconstruction by division to at
 // most CP - 1 steps (each one divides rounding errors by d >= 0.545 in the RWKV-7 domain).
 
+#include "wkv_io.cuh"  // wkv_bf16, wkv_fp16 and their float conversions
+
 // Tokens per state checkpoint: 16 (the official kernel's value) for 16-bit I/O; 8 for float32 I/O,
 // where the 15-step reconstruction by division would cost more than the float32 accuracy bar
 // allows at strong decay (emulated: relative error 1.7e-4 in da/dw at d ~ 0.55; 7 steps keep the
@@ -36,57 +38,11 @@ struct cf_cp {
     static constexpr int value = sizeof(IO) == 4 ? 8 : 16;
 };
 
-// 16-bit storage types as raw bits: no cuda_fp16.h / cuda_bf16.h needed.
-struct cf_bf16 {
-    unsigned short bits;
-};
-struct cf_fp16 {
-    unsigned short bits;
-};
-
-#ifndef WKV_HOST_EMULATION
-// IEEE half conversions (one cvt each); the host emulation supplies its own.
-__device__ __forceinline__ float wkv_half_to_float(unsigned short h) {
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
-    return f;
-}
-__device__ __forceinline__ unsigned short wkv_float_to_half(float f) {
-    unsigned short h;
-    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
-    return h;
-}
-#endif
-
-// bfloat16 <-> float in integer arithmetic: widening is a shift; narrowing rounds to nearest
-// even and keeps NaN a NaN.
-__device__ __forceinline__ float cf_bf16_to_float(unsigned int bits16) { return __uint_as_float(bits16 << 16); }
-__device__ __forceinline__ unsigned short cf_float_to_bf16(float f) {
-    unsigned int u = __float_as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x0040u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (unsigned short)(u >> 16);
-}
-
+// Scalar loads and stores through fp32.
 template <typename IO>
-struct cf_io;
-
-template <>
-struct cf_io<float> {
-    __device__ __forceinline__ static float load(const float* p) { return *p; }
-    __device__ __forceinline__ static void store(float* p, float x) { *p = x; }
-};
-
-template <>
-struct cf_io<cf_bf16> {
-    __device__ __forceinline__ static float load(const cf_bf16* p) { return cf_bf16_to_float(p->bits); }
-    __device__ __forceinline__ static void store(cf_bf16* p, float x) { p->bits = cf_float_to_bf16(x); }
-};
-
-template <>
-struct cf_io<cf_fp16> {
-    __device__ __forceinline__ static float load(const cf_fp16* p) { return wkv_half_to_float(p->bits); }
-    __device__ __forceinline__ static void store(cf_fp16* p, float x) { p->bits = wkv_float_to_half(x); }
+struct cf_io {
+    __device__ __forceinline__ static float load(const IO* p) { return wkv_scalar<IO>::to_float(*p); }
+    __device__ __forceinline__ static void store(IO* p, float x) { *p = wkv_scalar<IO>::from_float(x); }
 };
 
 // grid: B2 * H blocks (block = seq * H + h); block: N threads (thread i: value row i).

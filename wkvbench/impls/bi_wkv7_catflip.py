@@ -73,7 +73,7 @@ official kernel is bf16-only (what the released model trains in); the same kerne
 the I/O type costs nothing and lets every dtype of a sweep have this baseline. Gradients are
 returned in the input dtype. Head size 64.
 
-Compilation and launch mirror ``cupy_cuda`` (``bi_wkv7_cupy.py``): one ``cupy.RawModule`` per
+Compilation and launch share ``cupy_cuda``'s code (``_cupy.py``): one ``cupy.RawModule`` per
 (I/O dtype, device) holding the three kernels as name expressions, compiled by NVRTC
 (``--std=c++17``) on first use and kept in CuPy's kernel cache; torch tensors are passed as raw
 device pointers (no copy) and the kernels are launched on torch's current stream through
@@ -86,14 +86,7 @@ kernels for ``sm_<cc>`` without a GPU and reports registers, shared memory and s
 
 from __future__ import annotations
 
-import io
-import os
 import re
-import shutil
-import subprocess
-import tempfile
-import threading
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -101,16 +94,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wkvbench.ops import validate_bi_wkv7
-from wkvbench.registry import register_impl
-
-try:
-    import cupy as cp
-
-    _CUPY_ERROR = ""
-except Exception as exc:  # ImportError, or a broken CUDA library underneath
-    cp = None
-    _CUPY_ERROR = f"{type(exc).__name__}: {exc}"
+from wkvbench.impls import _cupy
 
 NAME = "audiorwkv_catflip"
 HEAD_SIZES = (64,)
@@ -118,10 +102,10 @@ DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 KERNEL_PATH = Path(__file__).with_suffix(".cu")
 PAD_TOKENS = 16  # the training path runs T rounded up to a multiple of this
 KINDS = ("fwd", "fwd_save", "bwd")  # inference forward, training forward, backward
-NVRTC_OPTIONS = ("--std=c++17",)
+NVRTC_OPTIONS = _cupy.NVRTC_OPTIONS
 W_PAD = -30.0  # exp(-exp(-30)) rounds to 1.0 in fp32: a padding token leaves the state unchanged
-_IO_TYPE = {torch.float32: "float", torch.bfloat16: "cf_bf16", torch.float16: "cf_fp16"}
-_MANGLED_IO = {"f": torch.float32, "7cf_bf16": torch.bfloat16, "7cf_fp16": torch.float16}
+_IO_TYPE = {torch.float32: "float", torch.bfloat16: "wkv_bf16", torch.float16: "wkv_fp16"}  # wkv_io.cuh
+_MANGLED_IO = {"f": torch.float32, "8wkv_bf16": torch.bfloat16, "8wkv_fp16": torch.float16}
 
 #: ``launcher(name, grid, block, args, device)``: run kernel ``name`` (a :func:`kernel_name`)
 #: with these arguments (numpy scalars, pointers as uint64) on the tensors' device.
@@ -129,12 +113,12 @@ Launcher = Callable[[str, tuple, tuple, tuple, torch.device], None]
 
 
 def kernel_source() -> str:
-    """The CUDA C source of the kernels (the package file ``bi_wkv7_catflip.cu``)."""
-    return KERNEL_PATH.read_text()
+    """The CUDA C source of the kernels (the package file ``bi_wkv7_catflip.cu``, its header ``wkv_io.cuh`` inlined)."""
+    return _cupy.cuda_source(KERNEL_PATH)
 
 
 def kernel_name(kind: str, dtype: torch.dtype, n: int = 64) -> str:
-    """NVRTC name expression of one kernel, e.g. ``wkv7_catflip_fwd<cf_bf16, 64, true>``."""
+    """NVRTC name expression of one kernel, e.g. ``wkv7_catflip_fwd<wkv_bf16, 64, true>``."""
     if kind not in KINDS:
         raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
     io_t = _IO_TYPE[dtype]
@@ -263,183 +247,45 @@ def catflip(r, w, k, v, a, b, g=None, *, launcher: Launcher, out: torch.Tensor |
 
 
 # ----------------------------------------------------------------------------- CuPy launch
-def _check(device: torch.device) -> tuple[bool, str]:
-    if cp is None:
-        return False, f"cupy not installed ({_CUPY_ERROR})"
-    try:
-        count = cp.cuda.runtime.getDeviceCount()
-    except Exception as exc:
-        return False, f"cupy has no CUDA device ({type(exc).__name__}: {exc})"
-    if count < 1:
-        return False, "cupy has no CUDA device"
-    if device.index is not None and device.index >= count:
-        return False, f"cupy sees {count} CUDA device(s), not {device}"
-    try:
-        cp.cuda.nvrtc.getVersion()
-    except Exception as exc:
-        return False, f"cupy cannot load NVRTC ({type(exc).__name__}: {exc})"
-    return True, "ok"
-
-
-_LOCK = threading.Lock()
-_MODULES: dict[tuple, object] = {}
-_KERNELS: dict[tuple, object] = {}
-_STREAMS: dict[tuple[int, int], object] = {}
-_READY: set[int] = set()
-
-
-def _kernel(name: str, device_index: int):
-    key = (name, device_index)
-    fn = _KERNELS.get(key)
-    if fn is not None:
-        return fn
-    with _LOCK:
-        dtype = next(dt for dt, io_t in _IO_TYPE.items() if f"<{io_t}," in name)
-        mkey = (dtype, device_index)
-        mod = _MODULES.get(mkey)
-        if mod is None:
-            names = [kernel_name(kind, dtype) for kind in KINDS]
-            mod = cp.RawModule(code=kernel_source(), options=NVRTC_OPTIONS, name_expressions=names)
-            _MODULES[mkey] = mod
-        with cp.cuda.Device(device_index):
-            fn = mod.get_function(name)  # NVRTC compile on first use
-        _KERNELS[key] = fn
-    return fn
-
-
-def _stream(ptr: int, device_index: int):
-    key = (ptr, device_index)
-    st = _STREAMS.get(key)
-    if st is None:
-        with warnings.catch_warnings():  # CuPy 14 deprecates ExternalStream for Stream.from_external
-            warnings.simplefilter("ignore", DeprecationWarning)
-            st = cp.cuda.ExternalStream(ptr, device_index)
-        _STREAMS[key] = st
-    return st
+_check = _cupy.check
+_KERNELS = _cupy.KernelCache(
+    NAME, lambda: kernel_source(), [[kernel_name(kind, dt) for kind in KINDS] for dt in DTYPES]
+)
 
 
 def cupy_launcher(name: str, grid: tuple, block: tuple, args: tuple, device: torch.device) -> None:
     """Launch kernel ``name`` through CuPy on torch's current stream of ``device``."""
-    idx = device.index if device.index is not None else torch.cuda.current_device()
-    if idx not in _READY:  # check once per device: the launch path stays a few microseconds
-        ok, why = _check(torch.device("cuda", idx))
-        if not ok:
-            raise RuntimeError(f"{NAME}: {why}")
-        _READY.add(idx)
-    fn = _kernel(name, idx)
-    with cp.cuda.Device(idx), _stream(torch.cuda.current_stream(device).cuda_stream, idx):
-        fn(grid, block, args)
+    idx = _KERNELS.device_index(device)
+    _cupy.launch(_KERNELS.kernel(name, idx), grid, block, args, device, idx)
 
 
-def _validate(r, w, k, v, a, b, g, out) -> None:
-    validate_bi_wkv7(r, w, k, v, a, b, g, check_values=False)
-    if r.dtype not in DTYPES:
-        raise TypeError(f"r: dtype {r.dtype} not supported by {NAME} (float32, bfloat16, float16)")
-    if r.shape[-1] not in HEAD_SIZES:
-        raise ValueError(f"r: head size N={r.shape[-1]} not supported by {NAME} (supports {HEAD_SIZES})")
-    if out is not None:
-        if not isinstance(out, torch.Tensor):
-            raise TypeError(f"out: expected a torch.Tensor or None, got {type(out).__name__}")
-        if out.shape != r.shape or out.dtype != r.dtype or out.device != r.device or not out.is_contiguous():
-            raise ValueError(
-                f"out: expected a contiguous {tuple(r.shape)} {r.dtype} tensor on {r.device}, got "
-                f"{tuple(out.shape)} {out.dtype} on {out.device}"
-            )
-    if r.device.type != "cuda":
-        raise ValueError(f"r: {NAME} runs on CUDA tensors, got a {r.device.type} tensor")
-
-
-@register_impl(
-    "bi_wkv7",
-    name=NAME,
-    backend="cupy",
-    devices=("cuda",),
-    dtypes=DTYPES,
-    head_sizes=HEAD_SIZES,
+@_cupy.register_bi_wkv7(
+    NAME,
+    DTYPES,
+    HEAD_SIZES,
     priority=5,
-    check=_check,
     description="AudioRWKV's released construction: inputs + flipped copies as 2B, one causal CUDA kernel, "
     "merge in PyTorch; differentiable",
 )
 def audiorwkv_catflip(r, w, k, v, a, b, g=None, *, out=None):
     """AudioRWKV's released construction: cat/flip to 2B, one causal CUDA kernel, PyTorch merge; differentiable."""
-    _validate(r, w, k, v, a, b, g, out)
+    _cupy.validate_bi_wkv7_call(NAME, DTYPES, HEAD_SIZES, r, w, k, v, a, b, g, out)
     return catflip(r, w, k, v, a, b, g, launcher=cupy_launcher, out=out)
 
 
 # ----------------------------------------------------------------------------- compile report
-_PTXAS_ENTRY = re.compile(r"(?:Compiling entry function|Function properties for) '?(_Z\w+)'?")
-_MANGLED = re.compile(r"(wkv7_catflip_fwd|wkv7_catflip_bwd)I(f|7cf_bf16|7cf_fp16)Li(\d+)E(?:Lb([01])E)?")
+_MANGLED = re.compile(r"(wkv7_catflip_fwd|wkv7_catflip_bwd)I(f|8wkv_bf16|8wkv_fp16)Li(\d+)E(?:Lb([01])E)?")
 
 
-def _parse_ptxas(log: str) -> dict[str, dict]:
-    """``ptxas -v`` output -> {mangled name: registers, shared, stack, spill stores/loads}."""
-    stats: dict[str, dict] = {}
-    cur = None
-    for line in log.splitlines():
-        m = _PTXAS_ENTRY.search(line)
-        if m:
-            cur = stats.setdefault(
-                m.group(1),
-                {"registers": None, "shared_bytes": 0, "stack_bytes": 0, "spill_stores": 0, "spill_loads": 0},
-            )
-            continue
-        if cur is None:
-            continue
-        for key, pat in (
-            ("stack_bytes", r"(\d+) bytes stack frame"),
-            ("spill_stores", r"(\d+) bytes spill stores"),
-            ("spill_loads", r"(\d+) bytes spill loads"),
-            ("registers", r"Used (\d+) registers"),
-            ("shared_bytes", r"(\d+) bytes smem"),
-        ):
-            mm = re.search(pat, line)
-            if mm:
-                cur[key] = int(mm.group(1))
-    return stats
-
-
-def _compile_nvrtc(names: list[str], cc: int) -> tuple[str, str]:
-    from cuda.bindings import nvrtc
-    from cuda.core import Program, ProgramOptions
-
-    _, major, minor = nvrtc.nvrtcVersion()
-    opts = ProgramOptions(arch=f"sm_{cc}", std="c++17", ftz=True, ptxas_options="-v")  # CuPy adds -ftz=true
-    log = io.StringIO()
-    Program(kernel_source(), code_type="c++", options=opts).compile("cubin", name_expressions=names, logs=log)
-    return log.getvalue().replace("\x00", ""), f"nvrtc {major}.{minor} (cuda.core)"
-
-
-def _find_nvcc() -> str | None:
-    for cand in (shutil.which("nvcc"), "/usr/local/bin/nvcc", "/usr/local/cuda/bin/nvcc"):
-        if cand and os.path.isfile(cand):
-            return cand
-    return None
-
-
-def _compile_nvcc(names: list[str], cc: int) -> tuple[str, str]:
-    nvcc = _find_nvcc()
-    if nvcc is None:
-        raise RuntimeError("nvcc not found")
-    inst = []
-    for name in names:
-        io_t = name[name.index("<") + 1 : name.index(",")]
-        p = f"const {io_t}*"
-        if name.startswith("wkv7_catflip_bwd"):
-            params = [p] * 7 + ["const float*"] * 2 + [f"{io_t}*"] * 6
-        else:
-            params = [p] * 6 + [f"{io_t}*", "float*", "float*"]
-        inst.append(f"template __global__ void {name}({', '.join(params)}, int, int, int);")
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "bi_wkv7_catflip_inst.cu"
-        src.write_text(kernel_source() + "\n" + "\n".join(inst) + "\n")
-        cmd = [nvcc, f"-arch=sm_{cc}", "-cubin", "-std=c++17", "-Xptxas", "-v", "-o", str(Path(tmp) / "k.cubin")]
-        proc = subprocess.run([*cmd, str(src)], capture_output=True, text=True, timeout=600)
-        if proc.returncode != 0:
-            raise RuntimeError(f"nvcc failed: {(proc.stderr or proc.stdout).strip()[-2000:]}")
-        ver = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=60).stdout
-    m = re.search(r"release ([\d.]+)", ver)
-    return proc.stderr + proc.stdout, f"nvcc {m.group(1) if m else '?'}"
+def _instantiation(name: str) -> str:
+    """The explicit instantiation nvcc needs for the name expression ``name``."""
+    io_t = name[name.index("<") + 1 : name.index(",")]
+    p = f"const {io_t}*"
+    if name.startswith("wkv7_catflip_bwd"):
+        params = [p] * 7 + ["const float*"] * 2 + [f"{io_t}*"] * 6
+    else:
+        params = [p] * 6 + [f"{io_t}*", "float*", "float*"]
+    return f"template __global__ void {name}({', '.join(params)}, int, int, int);"
 
 
 def compile_report(cc: int = 90, compiler: str = "auto", dtypes=DTYPES) -> list[dict]:
@@ -448,45 +294,20 @@ def compile_report(cc: int = 90, compiler: str = "auto", dtypes=DTYPES) -> list[
     ``compiler``: ``"nvrtc"`` (cuda.core + nvidia-cuda-nvrtc: what CuPy uses at run time),
     ``"nvcc"``, or ``"auto"`` (NVRTC, else nvcc). Keys as ``cupy_cuda``'s report: impl, kernel,
     config, registers, shared_bytes, local_bytes (stack frame + spill stores), spill_bytes,
-    compiler. Raises if neither compiler is available or the source does not compile.
+    compiler, plus ``name`` (the name expression). With neither compiler installed the row says
+    ``skipped`` and which extra brings NVRTC; a source that does not compile raises.
     """
-    if compiler not in ("auto", "nvrtc", "nvcc"):
-        raise ValueError(f"compiler: expected 'auto', 'nvrtc' or 'nvcc', got {compiler!r}")
     names = [kernel_name(kind, dt, n) for dt in dtypes for n in HEAD_SIZES for kind in KINDS]
-    log = used = None
-    nvrtc_error = "not tried"
-    if compiler in ("auto", "nvrtc"):
-        try:
-            log, used = _compile_nvrtc(names, cc)
-        except Exception as exc:  # missing cuda.core / libnvrtc, or a compile error (nvcc will agree)
-            if compiler == "nvrtc":
-                raise RuntimeError(f"NVRTC compile failed: {type(exc).__name__}: {exc}") from exc
-            nvrtc_error = f"{type(exc).__name__}: {exc}"
-    if log is None:
-        if _find_nvcc() is None:
-            raise RuntimeError(f"neither NVRTC ({nvrtc_error}) nor nvcc is available")
-        log, used = _compile_nvcc(names, cc)
-    rows = []
-    for mangled, st in _parse_ptxas(log).items():
-        m = _MANGLED.search(mangled)
-        if m is None:
-            continue
-        dt, n = _MANGLED_IO[m.group(2)], int(m.group(3))
-        kind = "bwd" if m.group(1).endswith("bwd") else ("fwd_save" if m.group(4) == "1" else "fwd")
-        block = 2 * n if kind == "bwd" else n
-        rows.append(
-            {
-                "impl": NAME,
-                "kernel": m.group(1),
-                "config": f"dtype={str(dt).replace('torch.', '')} N={n} kind={kind} block={block}",
-                "registers": st["registers"],
-                "shared_bytes": st["shared_bytes"],
-                "local_bytes": st["stack_bytes"] + st["spill_stores"],
-                "spill_bytes": st["spill_stores"] + st["spill_loads"],
-                "compiler": f"{used} sm_{cc}",
-                "name": kernel_name(kind, dt, n),
-            }
-        )
-    order = {name: i for i, name in enumerate(names)}
-    rows.sort(key=lambda row: order.get(row["name"], 0))
-    return rows
+    return _cupy.compile_rows(NAME, kernel_source(), names, cc, compiler, _instantiation, _MANGLED, _describe)
+
+
+def _describe(m: re.Match) -> tuple[str, str, str]:
+    """(kernel, config, name expression) of a compiled entry whose mangled name ``_MANGLED`` matched."""
+    dt, n = _MANGLED_IO[m.group(2)], int(m.group(3))
+    kind = "bwd" if m.group(1).endswith("bwd") else ("fwd_save" if m.group(4) == "1" else "fwd")
+    block = 2 * n if kind == "bwd" else n
+    return (
+        m.group(1),
+        f"dtype={str(dt).replace('torch.', '')} N={n} kind={kind} block={block}",
+        kernel_name(kind, dt, n),
+    )

@@ -3,11 +3,12 @@
 // wkvbench's `cupy_cuda` implementation compiles this file with NVRTC through cupy.RawModule
 // (name expressions `bi_wkv7_kernel<IO, 64, SPLIT>`). The algorithm, launch geometry and the proof
 // that the merge is race-free are in wkvbench/impls/bi_wkv7_cupy.py; the comments below point at
-// the pieces. The file includes no header, so it compiles with a bare NVRTC (no CUDA include
-// folder needed), and it uses only what a host emulation can provide: tests/impls/cuda_host/
-// compiles this same file with g++ after a shim header that defines the CUDA keywords, one
-// std::thread per CUDA thread, __syncthreads as a std::barrier and __shfl_xor_sync through a
-// block-wide exchange (every shuffle here is executed by all threads of the block together).
+// the pieces. The file includes no CUDA header (only wkv_io.cuh, which the Python side inlines),
+// so it compiles with a bare NVRTC (no CUDA include folder needed), and it uses only what a host
+// emulation can provide: tests/impls/cuda_host/ compiles this same file with g++ after a shim
+// header that defines the CUDA keywords, one std::thread per CUDA thread, __syncthreads as a
+// std::barrier and __shfl_xor_sync through a block-wide exchange (every shuffle here is executed
+// by all threads of the block together).
 //
 // Per (batch b, head h) the state S is N x N (S[i][j]: value row i, key column j). Rows evolve
 // independently given the token's vectors:
@@ -19,6 +20,8 @@
 // each lane keeping KPT = N / SPLIT key columns of the row in fp32 registers, so dot products
 // reduce over the SPLIT lanes with a shuffle butterfly (none when SPLIT == 1).
 
+#include "wkv_io.cuh"  // wkv_bf16, wkv_fp16 and their float conversions
+
 // Tokens staged per chunk and direction: 8, or 4 where a step is long (SPLIT = 1, and float32
 // with SPLIT = 2: >= ~250 issue cycles, so 4 steps still cover a DRAM round trip) and the state
 // slice is large: the halved prefetch registers keep those instantiations free of spills.
@@ -27,90 +30,30 @@ struct wkv_chunk {
     static constexpr int TC = (SPLIT == 1 || (sizeof(IO) == 4 && SPLIT == 2)) ? 4 : 8;
 };
 
-// 16-bit storage types as raw bits: no cuda_fp16.h / cuda_bf16.h needed.
-struct wkv_bf16 {
-    unsigned short bits;
-};
-struct wkv_fp16 {
-    unsigned short bits;
-};
-
-#ifndef WKV_HOST_EMULATION
-// Hardware conversions for IEEE half (one cvt each). The host emulation supplies its own.
-__device__ __forceinline__ float wkv_half_to_float(unsigned short h) {
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
-    return f;
-}
-__device__ __forceinline__ unsigned short wkv_float_to_half(float f) {
-    unsigned short h;
-    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
-    return h;
-}
-#endif
-
-// bfloat16 <-> float in integer arithmetic (the same code runs on the device and in the host
-// emulation): widening is a shift; narrowing rounds to nearest even and keeps NaN a NaN.
-__device__ __forceinline__ float wkv_bf16_to_float(unsigned int bits16) { return __uint_as_float(bits16 << 16); }
-__device__ __forceinline__ unsigned short wkv_float_to_bf16(float f) {
-    unsigned int u = __float_as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x0040u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (unsigned short)(u >> 16);
-}
-
-// Per-dtype I/O: VEC elements per 16-byte load, unpack to float, scalar load and store.
+// Per-dtype I/O: VEC elements per 16-byte load and their unpacking to float; scalar to_float /
+// from_float come from wkv_scalar (wkv_io.cuh). The 16-bit types (wkv_bf16, wkv_fp16): two
+// elements per 32-bit word, the low half first.
 template <typename IO>
-struct wkv_io;
+struct wkv_io : wkv_scalar<IO> {
+    static constexpr int VEC = 8;
+    __device__ __forceinline__ static void unpack(const uint4& u, float* f) {
+        const unsigned int words[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            f[2 * i] = wkv_scalar<IO>::to_float(IO{(unsigned short)(words[i] & 0xffffu)});
+            f[2 * i + 1] = wkv_scalar<IO>::to_float(IO{(unsigned short)(words[i] >> 16)});
+        }
+    }
+};
 
 template <>
-struct wkv_io<float> {
+struct wkv_io<float> : wkv_scalar<float> {
     static constexpr int VEC = 4;
     __device__ __forceinline__ static void unpack(const uint4& u, float* f) {
         f[0] = __uint_as_float(u.x);
         f[1] = __uint_as_float(u.y);
         f[2] = __uint_as_float(u.z);
         f[3] = __uint_as_float(u.w);
-    }
-    __device__ __forceinline__ static float to_float(float x) { return x; }
-    __device__ __forceinline__ static float from_float(float x) { return x; }
-};
-
-template <>
-struct wkv_io<wkv_bf16> {
-    static constexpr int VEC = 8;
-    __device__ __forceinline__ static void unpack(const uint4& u, float* f) {
-        const unsigned int words[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            f[2 * i] = wkv_bf16_to_float(words[i] & 0xffffu);
-            f[2 * i + 1] = wkv_bf16_to_float(words[i] >> 16);
-        }
-    }
-    __device__ __forceinline__ static float to_float(wkv_bf16 x) { return wkv_bf16_to_float(x.bits); }
-    __device__ __forceinline__ static wkv_bf16 from_float(float x) {
-        wkv_bf16 o;
-        o.bits = wkv_float_to_bf16(x);
-        return o;
-    }
-};
-
-template <>
-struct wkv_io<wkv_fp16> {
-    static constexpr int VEC = 8;
-    __device__ __forceinline__ static void unpack(const uint4& u, float* f) {
-        const unsigned int words[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            f[2 * i] = wkv_half_to_float((unsigned short)(words[i] & 0xffffu));
-            f[2 * i + 1] = wkv_half_to_float((unsigned short)(words[i] >> 16));
-        }
-    }
-    __device__ __forceinline__ static float to_float(wkv_fp16 x) { return wkv_half_to_float(x.bits); }
-    __device__ __forceinline__ static wkv_fp16 from_float(float x) {
-        wkv_fp16 o;
-        o.bits = wkv_float_to_half(x);
-        return o;
     }
 };
 
@@ -194,8 +137,10 @@ __global__ void __launch_bounds__(2 * N, 1)
     uint4 pf[UPT];  // next chunk's inputs, raw, in flight while the current chunk computes
     float pg = 0.f;
 
-    // Issue the global loads of the chunk starting at step cs (n steps) into pf / pg.
-    auto prefetch = [&](int cs, int n) {
+    // Call f(i, d, j, rem) for each of this thread's prefetch units i that falls in the chunk's
+    // first n steps: direction d, step j of the chunk, rem the unit within that (direction, step)
+    // (r, w, k, a, b vectors first, then the block's slice of v). prefetch and stage share it.
+    auto for_each_unit = [&](int n, auto&& f) {
 #pragma unroll
         for (int i = 0; i < UPT; ++i) {
             const int u = tid + i * THREADS;
@@ -204,22 +149,27 @@ __global__ void __launch_bounds__(2 * N, 1)
                 const int rem = u - dj * U1;
                 const int d = dj / TC;
                 const int j = dj - d * TC;
-                if (j < n) {
-                    const int t = d == 0 ? cs + j : T - 1 - (cs + j);
-                    long long off = base + (long long)t * tok_stride;
-                    const IO* src;
-                    if (rem < UV) {
-                        const int q = rem / NV;
-                        off += (rem - q * NV) * VEC;
-                        src = q == 0 ? r : q == 1 ? w : q == 2 ? k : q == 3 ? a : b;
-                    } else {
-                        off += row0 + (rem - UV) * VEC;
-                        src = v;
-                    }
-                    pf[i] = __ldg(reinterpret_cast<const uint4*>(src + off));
-                }
+                if (j < n) f(i, d, j, rem);
             }
         }
+    };
+
+    // Issue the global loads of the chunk starting at step cs (n steps) into pf / pg.
+    auto prefetch = [&](int cs, int n) {
+        for_each_unit(n, [&](int i, int d, int j, int rem) {
+            const int t = d == 0 ? cs + j : T - 1 - (cs + j);
+            long long off = base + (long long)t * tok_stride;
+            const IO* src;
+            if (rem < UV) {
+                const int q = rem / NV;
+                off += (rem - q * NV) * VEC;
+                src = q == 0 ? r : q == 1 ? w : q == 2 ? k : q == 3 ? a : b;
+            } else {
+                off += row0 + (rem - UV) * VEC;
+                src = v;
+            }
+            pf[i] = __ldg(reinterpret_cast<const uint4*>(src + off));
+        });
         if (tid < 2 * TC) {
             const int d = tid / TC;
             const int j = tid - d * TC;
@@ -233,34 +183,24 @@ __global__ void __launch_bounds__(2 * N, 1)
 
     // Convert pf / pg to fp32 (w -> d = exp(-exp(w))) and write them to the staging buffer.
     auto stage = [&](int n) {
+        for_each_unit(n, [&](int i, int d, int j, int rem) {
+            float f[VEC];
+            wkv_io<IO>::unpack(pf[i], f);
+            float* dst;
+            if (rem < UV) {
+                const int q = rem / NV;
+                if (q == 1) {
 #pragma unroll
-        for (int i = 0; i < UPT; ++i) {
-            const int u = tid + i * THREADS;
-            if (UNITS % THREADS == 0 || u < UNITS) {
-                const int dj = u / U1;
-                const int rem = u - dj * U1;
-                const int d = dj / TC;
-                const int j = dj - d * TC;
-                if (j < n) {
-                    float f[VEC];
-                    wkv_io<IO>::unpack(pf[i], f);
-                    float* dst;
-                    if (rem < UV) {
-                        const int q = rem / NV;
-                        if (q == 1) {
-#pragma unroll
-                            for (int e = 0; e < VEC; ++e) f[e] = expf(-expf(f[e]));
-                        }
-                        dst = &s_vec[d][j][q][(rem - q * NV) * VEC];
-                    } else {
-                        dst = &s_v[d][j][(rem - UV) * VEC];
-                    }
-#pragma unroll
-                    for (int e = 0; e < VEC; e += 4)
-                        *reinterpret_cast<float4*>(dst + e) = make_float4(f[e], f[e + 1], f[e + 2], f[e + 3]);
+                    for (int e = 0; e < VEC; ++e) f[e] = expf(-expf(f[e]));
                 }
+                dst = &s_vec[d][j][q][(rem - q * NV) * VEC];
+            } else {
+                dst = &s_v[d][j][(rem - UV) * VEC];
             }
-        }
+#pragma unroll
+            for (int e = 0; e < VEC; e += 4)
+                *reinterpret_cast<float4*>(dst + e) = make_float4(f[e], f[e + 1], f[e + 2], f[e + 3]);
+        });
         if (tid < 2 * TC) {
             const int d = tid / TC;
             const int j = tid - d * TC;

@@ -86,24 +86,15 @@ it on the CPU against the float64 reference.
 from __future__ import annotations
 
 import functools
-import io
 import math
 import re
-import subprocess
-import tempfile
-import threading
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from wkvbench.impls import _gpu
-from wkvbench.ops import validate_bi_wkv7
-from wkvbench.registry import register_impl
-
-cp, _CUPY_ERROR = _gpu.try_import("cupy")  # None also when a CUDA library underneath is broken
+from wkvbench.impls import _cupy, _gpu
 
 NAME = "cupy_cuda"
 HEAD_SIZES = (64,)
@@ -111,15 +102,15 @@ SPLITS = (1, 2, 4, 8)
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 KERNEL_PATH = Path(__file__).with_suffix(".cu")
 KERNEL = "bi_wkv7_kernel"
-NVRTC_OPTIONS = ("--std=c++17",)
+NVRTC_OPTIONS = _cupy.NVRTC_OPTIONS
 _IO_TYPE = {torch.float32: "float", torch.bfloat16: "wkv_bf16", torch.float16: "wkv_fp16"}
 _MANGLED_IO = {"f": torch.float32, "8wkv_bf16": torch.bfloat16, "8wkv_fp16": torch.float16}
 
 
 @functools.lru_cache(maxsize=1)
 def kernel_source() -> str:
-    """The CUDA C source of the kernel (the package file ``bi_wkv7_cupy.cu``)."""
-    return KERNEL_PATH.read_text()
+    """The CUDA C source of the kernel (the package file ``bi_wkv7_cupy.cu``, its header ``wkv_io.cuh`` inlined)."""
+    return _cupy.cuda_source(KERNEL_PATH)
 
 
 def kernel_name(dtype: torch.dtype, n: int, split: int) -> str:
@@ -167,60 +158,15 @@ def pick_split(bh: int, num_sms: int) -> int:
     return best
 
 
-# ----------------------------------------------------------------------------- availability
-def _check(device: torch.device) -> tuple[bool, str]:
-    if cp is None:
-        return False, f"cupy not installed ({_CUPY_ERROR})"
-    try:
-        count = cp.cuda.runtime.getDeviceCount()
-    except Exception as exc:
-        return False, f"cupy has no CUDA device ({type(exc).__name__}: {exc})"
-    if count < 1:
-        return False, "cupy has no CUDA device"
-    if device.index is not None and device.index >= count:
-        return False, f"cupy sees {count} CUDA device(s), not {device}"
-    try:
-        cp.cuda.nvrtc.getVersion()
-    except Exception as exc:
-        return False, f"cupy cannot load NVRTC ({type(exc).__name__}: {exc})"
-    return True, "ok"
-
-
 # ----------------------------------------------------------------------------- launch
-_LOCK = threading.Lock()
-_MODULES: dict[tuple, object] = {}
-_KERNELS: dict[tuple, object] = {}
-_STREAMS: dict[tuple[int, int], object] = {}
-_READY: set[int] = set()
+_check = _cupy.check
+_KERNELS = _cupy.KernelCache(
+    NAME, lambda: kernel_source(), [[kernel_name(dt, n, s) for s in SPLITS] for dt in DTYPES for n in HEAD_SIZES]
+)
 
 
 def _kernel(dtype: torch.dtype, n: int, split: int, device_index: int):
-    key = (dtype, n, split, device_index)
-    fn = _KERNELS.get(key)
-    if fn is not None:
-        return fn
-    with _LOCK:
-        mkey = (dtype, n, device_index)
-        mod = _MODULES.get(mkey)
-        if mod is None:
-            names = [kernel_name(dtype, n, s) for s in SPLITS]
-            mod = cp.RawModule(code=kernel_source(), options=NVRTC_OPTIONS, name_expressions=names)
-            _MODULES[mkey] = mod
-        with cp.cuda.Device(device_index):
-            fn = mod.get_function(kernel_name(dtype, n, split))  # NVRTC compile on first use
-        _KERNELS[key] = fn
-    return fn
-
-
-def _stream(ptr: int, device_index: int):
-    key = (ptr, device_index)
-    st = _STREAMS.get(key)
-    if st is None:
-        with warnings.catch_warnings():  # CuPy 14 deprecates ExternalStream for Stream.from_external
-            warnings.simplefilter("ignore", DeprecationWarning)
-            st = cp.cuda.ExternalStream(ptr, device_index)
-        _STREAMS[key] = st
-    return st
+    return _KERNELS.kernel(kernel_name(dtype, n, split), device_index)
 
 
 def _aligned(x: torch.Tensor) -> torch.Tensor:
@@ -229,44 +175,25 @@ def _aligned(x: torch.Tensor) -> torch.Tensor:
 
 
 def _validate(r, w, k, v, a, b, g, out, split) -> None:
-    # shapes, dtypes and devices of the inputs and the gate: the op's own validation (no value checks)
-    validate_bi_wkv7(r, w, k, v, a, b, g, check_values=False)
-    if r.dtype not in DTYPES:
-        raise TypeError(f"r: dtype {r.dtype} not supported by {NAME} (float32, bfloat16, float16)")
-    if r.shape[-1] not in HEAD_SIZES:
-        raise ValueError(f"r: head size N={r.shape[-1]} not supported by {NAME} (supports {HEAD_SIZES})")
-    _gpu.validate_out(out, r)
     if split is not None and split not in SPLITS:
         raise ValueError(f"split: must be one of {SPLITS} or None, got {split!r}")
-    if r.device.type != "cuda":
-        raise ValueError(f"r: {NAME} runs on CUDA tensors, got a {r.device.type} tensor")
+    _cupy.validate_bi_wkv7_call(NAME, DTYPES, HEAD_SIZES, r, w, k, v, a, b, g, out)
 
 
-@register_impl(
-    "bi_wkv7",
-    name=NAME,
-    backend="cupy",
-    devices=("cuda",),
-    dtypes=DTYPES,
-    head_sizes=HEAD_SIZES,
+@_cupy.register_bi_wkv7(
+    NAME,
+    DTYPES,
+    HEAD_SIZES,
     priority=25,
-    check=_check,
     description="CUDA C via NVRTC/CuPy: both directions + gate merge in one launch, fp32 state in registers",
 )
 def cupy_cuda(r, w, k, v, a, b, g=None, *, out=None, split: int | None = None):
     """CUDA C via NVRTC/CuPy: both directions and the gate merge in one launch, fp32 state in registers."""
     _validate(r, w, k, v, a, b, g, out, split)
-    dev = r.device
-    idx = dev.index if dev.index is not None else torch.cuda.current_device()
-    if idx not in _READY:  # check once per device: the launch path stays a few microseconds
-        ok, why = _check(torch.device("cuda", idx))
-        if not ok:
-            raise RuntimeError(f"{NAME}: {why}")
-        _READY.add(idx)
+    idx = _KERNELS.device_index(r.device)
     plan = launch_plan(r, w, k, v, a, b, g, out=out, split=split, num_sms=_gpu.sm_count(torch.device("cuda", idx)))
     fn = _kernel(r.dtype, r.shape[-1], plan.split, idx)
-    with cp.cuda.Device(idx), _stream(torch.cuda.current_stream(dev).cuda_stream, idx):
-        fn(plan.grid, plan.block, plan.args)
+    _cupy.launch(fn, plan.grid, plan.block, plan.args, r.device, idx)
     return plan.y
 
 
@@ -310,38 +237,13 @@ def launch_plan(r, w, k, v, a, b, g=None, *, out=None, split: int | None = None,
 _MANGLED = re.compile(rf"{KERNEL}I(f|8wkv_bf16|8wkv_fp16)Li(\d+)ELi(\d+)E")
 
 
-def _compile_nvrtc(names: list[str], cc: int) -> tuple[str, str]:
-    """NVRTC through cuda.core (the ``compile`` extra); :class:`_gpu.ToolMissing` if either is absent."""
-    cuda_core, err = _gpu.try_import("cuda.core")
-    if cuda_core is None:
-        raise _gpu.ToolMissing.extra("compile", f"cuda.core: {err}")
-    major, minor = _gpu.nvrtc_version()
-    opts = cuda_core.ProgramOptions(arch=f"sm_{cc}", std="c++17", ftz=True, ptxas_options="-v")  # CuPy adds -ftz=true
-    log = io.StringIO()
-    cuda_core.Program(kernel_source(), code_type="c++", options=opts).compile("cubin", name_expressions=names, logs=log)
-    return log.getvalue().replace("\x00", ""), f"nvrtc {major}.{minor} (cuda.core)"
-
-
-def _compile_nvcc(names: list[str], cc: int) -> tuple[str, str]:
-    nvcc = _gpu.find_nvcc()
-    if nvcc is None:
-        raise _gpu.ToolMissing("needs nvcc (a CUDA toolkit)")
-    inst = []
-    for name in names:
-        io_t = name[name.index("<") + 1 : name.index(",")]
-        inst.append(
-            f"template __global__ void {name}(const {io_t}*, const {io_t}*, const {io_t}*, const {io_t}*, "
-            f"const {io_t}*, const {io_t}*, const {io_t}*, {io_t}*, float*, int, int, int);"
-        )
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "bi_wkv7_cupy_inst.cu"
-        src.write_text(kernel_source() + "\n" + "\n".join(inst) + "\n")
-        cubin = str(Path(tmp) / "k.cubin")
-        cmd = [nvcc, f"-arch=sm_{cc}", "-cubin", "-std=c++17", "-Xptxas", "-v", "-o", cubin, str(src)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        if proc.returncode != 0:
-            raise RuntimeError(f"nvcc failed: {(proc.stderr or proc.stdout).strip()[-2000:]}")
-    return proc.stderr + proc.stdout, f"nvcc {_gpu.tool_release(nvcc)}"
+def _instantiation(name: str) -> str:
+    """The explicit instantiation nvcc needs for the name expression ``name``."""
+    io_t = name[name.index("<") + 1 : name.index(",")]
+    return (
+        f"template __global__ void {name}(const {io_t}*, const {io_t}*, const {io_t}*, const {io_t}*, "
+        f"const {io_t}*, const {io_t}*, const {io_t}*, {io_t}*, float*, int, int, int);"
+    )
 
 
 def compile_report(cc: int = 90, compiler: str = "auto", dtypes=DTYPES, splits=SPLITS) -> list[dict]:
@@ -349,47 +251,16 @@ def compile_report(cc: int = 90, compiler: str = "auto", dtypes=DTYPES, splits=S
 
     ``compiler``: ``"nvrtc"`` (cuda.core + nvidia-cuda-nvrtc: what CuPy uses at run time),
     ``"nvcc"``, or ``"auto"`` (NVRTC, else nvcc). Keys: impl, kernel, config, registers,
-    shared_bytes, local_bytes (stack frame + spill stores), spill_bytes, compiler. With neither
+    shared_bytes, local_bytes (stack frame + spill stores), spill_bytes, compiler, name. With neither
     compiler installed the row says ``skipped`` and which extra brings NVRTC; a source that does
     not compile raises.
     """
-    if compiler not in ("auto", "nvrtc", "nvcc"):
-        raise ValueError(f"compiler: expected 'auto', 'nvrtc' or 'nvcc', got {compiler!r}")
     names = [kernel_name(dt, n, s) for dt in dtypes for n in HEAD_SIZES for s in splits]
-    try:
-        log, used = _compile(names, cc, compiler)
-    except _gpu.ToolMissing as exc:
-        return _gpu.skipped_rows([NAME], exc)
-    rows = []
-    for mangled, st in _gpu.parse_ptxas(log).items():
-        m = _MANGLED.search(mangled)
-        if m is None:
-            continue
-        dt, n, split = _MANGLED_IO[m.group(1)], int(m.group(2)), int(m.group(3))
-        config = f"dtype={str(dt).replace('torch.', '')} N={n} SPLIT={split} TC={chunk_tokens(dt, split)} block={2 * n}"
-        rows.append(
-            {"impl": NAME, "kernel": KERNEL, "config": config, **_gpu.resource_row(st), "compiler": f"{used} sm_{cc}"}
-        )
-    order = {name: i for i, name in enumerate(names)}
-    rows.sort(key=lambda row: order.get(_row_name(row), 0))
-    return rows
+    return _cupy.compile_rows(NAME, kernel_source(), names, cc, compiler, _instantiation, _MANGLED, _describe)
 
 
-def _compile(names: list[str], cc: int, compiler: str) -> tuple[str, str]:
-    """(ptxas log, compiler label) from the requested compiler; ``auto`` asks nvcc when NVRTC fails."""
-    if compiler == "nvcc":
-        return _compile_nvcc(names, cc)
-    try:
-        return _compile_nvrtc(names, cc)
-    except _gpu.ToolMissing:
-        if compiler == "nvrtc" or _gpu.find_nvcc() is None:
-            raise
-    except Exception as exc:  # a compile error: nvcc, if there is one, gives a second opinion
-        if compiler == "nvrtc" or _gpu.find_nvcc() is None:
-            raise RuntimeError(f"NVRTC compile failed: {type(exc).__name__}: {exc}") from exc
-    return _compile_nvcc(names, cc)
-
-
-def _row_name(row: dict) -> str:
-    parts = dict(p.split("=") for p in row["config"].split())
-    return kernel_name(getattr(torch, parts["dtype"]), int(parts["N"]), int(parts["SPLIT"]))
+def _describe(m: re.Match) -> tuple[str, str, str]:
+    """(kernel, config, name expression) of a compiled entry whose mangled name ``_MANGLED`` matched."""
+    dt, n, split = _MANGLED_IO[m.group(1)], int(m.group(2)), int(m.group(3))
+    config = f"dtype={str(dt).replace('torch.', '')} N={n} SPLIT={split} TC={chunk_tokens(dt, split)} block={2 * n}"
+    return KERNEL, config, kernel_name(dt, n, split)

@@ -34,10 +34,10 @@ int cf_host_fwd(int dtype, int save, unsigned grid, unsigned block, void* const*
     switch (dtype * 2 + (save ? 1 : 0)) {
         case 0: fwd<float, false>(grid, block, p, B2, T, H); return 0;
         case 1: fwd<float, true>(grid, block, p, B2, T, H); return 0;
-        case 2: fwd<cf_bf16, false>(grid, block, p, B2, T, H); return 0;
-        case 3: fwd<cf_bf16, true>(grid, block, p, B2, T, H); return 0;
-        case 4: fwd<cf_fp16, false>(grid, block, p, B2, T, H); return 0;
-        case 5: fwd<cf_fp16, true>(grid, block, p, B2, T, H); return 0;
+        case 2: fwd<wkv_bf16, false>(grid, block, p, B2, T, H); return 0;
+        case 3: fwd<wkv_bf16, true>(grid, block, p, B2, T, H); return 0;
+        case 4: fwd<wkv_fp16, false>(grid, block, p, B2, T, H); return 0;
+        case 5: fwd<wkv_fp16, true>(grid, block, p, B2, T, H); return 0;
         default: return -1;
     }
 }
@@ -46,8 +46,8 @@ int cf_host_fwd(int dtype, int save, unsigned grid, unsigned block, void* const*
 int cf_host_bwd(int dtype, unsigned grid, unsigned block, void* const* p, int B2, int T, int H) {
     switch (dtype) {
         case 0: bwd<float>(grid, block, p, B2, T, H); return 0;
-        case 1: bwd<cf_bf16>(grid, block, p, B2, T, H); return 0;
-        case 2: bwd<cf_fp16>(grid, block, p, B2, T, H); return 0;
+        case 1: bwd<wkv_bf16>(grid, block, p, B2, T, H); return 0;
+        case 2: bwd<wkv_fp16>(grid, block, p, B2, T, H); return 0;
         default: return -1;
     }
 }
