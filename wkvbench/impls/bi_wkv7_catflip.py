@@ -357,6 +357,7 @@ def _validate(r, w, k, v, a, b, g, out) -> None:
     dtypes=DTYPES,
     head_sizes=HEAD_SIZES,
     priority=5,
+    backward=True,
     check=_check,
     description="AudioRWKV's released construction: inputs + flipped copies as 2B, one causal CUDA kernel, "
     "merge in PyTorch; differentiable",
