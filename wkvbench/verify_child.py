@@ -73,7 +73,8 @@ def run_isolated(op, rec: Impl, dtypes, device, long, seed, grad, timeout_s, plu
         last = "-"
 
         def tail_row(status: str, note: str) -> Check:
-            return Check(op, rec.name, rec.backend, last, "-", torch.device(device).type, status, note=note)
+            where = "-" if last == "-" else f"after {last}"  # the shape it was on is not known exactly
+            return Check(op, rec.name, rec.backend, where, "-", torch.device(device).type, status, note=note)
 
         while True:
             remaining = deadline - time.monotonic()
@@ -88,9 +89,8 @@ def run_isolated(op, rec: Impl, dtypes, device, long, seed, grad, timeout_s, plu
                 rc = proc.wait()
                 if rc != 0:
                     err.seek(0)
-                    text = err.read()[-4000:]
-                    keep = [ln.strip() for ln in text.splitlines() if ln.strip()][-4:]
-                    emit(tail_row("failed", f"child {_signal_name(rc)}: " + " | ".join(keep)))
+                    text = err.read()[-200_000:]
+                    emit(tail_row("failed", f"child {_signal_name(rc)}: {_crash_summary(text)}"))
                 return
             try:
                 row = json.loads(line)
@@ -98,6 +98,17 @@ def run_isolated(op, rec: Impl, dtypes, device, long, seed, grad, timeout_s, plu
                 continue
             last = row.get("shape", last)
             emit(Check(**row))
+
+
+def _crash_summary(stderr: str, limit: int = 400) -> str:
+    """The useful lines of a dead child's stderr: faulthandler's error and innermost frame, or the
+    last lines (a Python traceback's tail)."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    fatal = [ln for ln in lines if ln.startswith("Fatal Python error")]
+    frames = [ln for ln in lines if ln.startswith("File ")]
+    keep = fatal[-1:] + frames[:1] if fatal else lines[-3:]
+    text = " | ".join(keep)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def main(argv: list[str]) -> int:
