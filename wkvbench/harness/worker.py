@@ -209,7 +209,7 @@ class Session:
             cpu = {k: v.cpu() if torch.is_tensor(v) else v for k, v in self.check_inputs.items()}
             self.grad_ref = gradcheck.reference_grads(case.op, cpu, self.check_dy.cpu())
 
-    def _timed_call(self, rec: registry.Impl):
+    def timed_call(self, rec: registry.Impl):
         """The call the case's mode times, and (``bwd``) the untimed forward that builds its graph.
 
         ``fwd``: the forward under ``torch.no_grad()``. ``fwd_bwd``: forward and
@@ -294,7 +294,7 @@ class Session:
             if not gacc.passed:
                 why = "non-finite gradient" if not gacc.finite else f"gradient {gacc.label()} > tol {gacc.tol:.3g}"
                 return {**res, "status": "wrong", "note": (res.get("note", "") + "; " if "note" in res else "") + why}
-        fn, build = self._timed_call(rec)
+        fn, build = self.timed_call(rec)
         if build is not None:
             build()
         res["est_ms"] = timer.warmup(fn, warmup_s)
@@ -304,7 +304,7 @@ class Session:
     def cmd_sample(self, impl: str, n: int) -> dict:
         rec = self._rec(impl)
         timer = self._timer()
-        fn, build = self._timed_call(rec)
+        fn, build = self.timed_call(rec)
         self.graph = None
         peak = None
         if self.device.type == "cuda":
@@ -330,7 +330,7 @@ class Session:
         if nvml.energy_mj(h) is None:
             return {"joules_per_call": None}
         n = max(3, math.ceil(seconds * 1e3 / max(est_ms, 1e-3)))
-        fn, build = self._timed_call(rec)
+        fn, build = self.timed_call(rec)
         if build is not None:
             build()
         torch.cuda.synchronize(self.device)
