@@ -50,5 +50,5 @@ def pytest_generate_tests(metafunc):
     if "bench_cell" not in metafunc.fixturenames:
         return
     suite, cells = bench_cells(metafunc.config.rootpath)
-    ids = [f"{c.op}-{impl}-{c.model}-B{c.batch}-T{c.tokens}-{c.dtype}-{c.device}" for c, impl in cells]
+    ids = [f"{c.op}-{impl}-{c.model}-B{c.batch}-T{c.tokens}-{c.dtype}-{c.device}-{c.mode}" for c, impl in cells]
     metafunc.parametrize("bench_cell", [(suite, c, impl) for c, impl in cells], ids=ids)

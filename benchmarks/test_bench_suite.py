@@ -39,7 +39,7 @@ def test_cell(benchmark, bench_cell, session):
     sampled = session.handle({"cmd": "sample", "impl": impl, "n": sum(plan)})
     assert sampled["ok"], sampled.get("error")
     stats = timing.summarize(sampled["samples_ms"])
-    benchmark.group = f"{case.op} {case.model} B={case.batch} T={case.tokens} {case.dtype} {case.device}"
+    benchmark.group = f"{case.op} {case.model} B={case.batch} T={case.tokens} {case.dtype} {case.device} {case.mode}"
     benchmark.extra_info.update(
         {
             "protocol": "cuda events, L2 flushed" if case.device == "cuda" else "perf_counter",
@@ -56,10 +56,13 @@ def test_cell(benchmark, bench_cell, session):
 
     from wkvbench import registry
 
-    fn, inputs, device = registry.get_impl(case.op, impl).fn, session.inputs, torch.device(case.device)
+    fn, build = session.timed_call(registry.get_impl(case.op, impl))  # the case's timing mode
+    device = torch.device(case.device)
+    if build is not None:  # bwd: the forward whose graph the timed backward reuses
+        build()
 
     def call():
-        fn(**inputs)
+        fn()
         timing.synchronize(device)
 
     benchmark.pedantic(call, rounds=max(3, min(sum(plan), 50)), iterations=1, warmup_rounds=1)

@@ -1,4 +1,4 @@
-"""The ``wkvbench`` command: ``list | env | verify | kernels | run | report | compare | models | submit | status | merge``.
+"""The ``wkvbench`` command and its subcommands (``wkvbench --help`` lists them).
 
 Each subcommand lives in the module that owns its work and exposes ``configure(parser)`` and
 ``main(args) -> int``; this file only wires them up, importing a module when its subcommand runs.

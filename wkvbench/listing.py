@@ -26,7 +26,14 @@ def rows(device: str | None = None) -> list[dict]:
                 "dtypes": ",".join(str(d).replace("torch.", "").replace("float", "f") for d in rec.dtypes),
                 "priority": rec.priority,
                 "flags": ",".join(
-                    f for f, on in (("naive", rec.name == naive), ("peer", rec.peer), ("tf32", rec.tf32)) if on
+                    f
+                    for f, on in (
+                        ("naive", rec.name == naive),
+                        ("peer", rec.peer),
+                        ("tf32", rec.tf32),
+                        ("backward", rec.backward),
+                    )
+                    if on
                 ),
                 "description": rec.description,
             }

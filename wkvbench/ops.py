@@ -33,14 +33,22 @@ from wkvbench.opspec import (  # noqa: F401  (re-exported: the op records' publi
 from wkvbench.registry import Impl, get_impl, select_impl
 
 
-def resolve(op: str, impl: str | Impl, device: torch.device, dtype: torch.dtype, head_size: int | None = None) -> Impl:
-    """The implementation record for ``impl`` (a name, ``"auto"`` or a record), checked runnable."""
+def resolve(
+    op: str,
+    impl: str | Impl,
+    device: torch.device,
+    dtype: torch.dtype,
+    head_size: int | None = None,
+    backward: bool = False,
+) -> Impl:
+    """The implementation record for ``impl`` (a name, ``"auto"`` or a record), checked runnable
+    (and, with ``backward=True``, differentiable)."""
     if isinstance(impl, Impl):
         rec = impl
     elif not isinstance(impl, str):
         raise TypeError(f"impl: expected a name or 'auto', got {type(impl).__name__}")
     elif impl == "auto":
-        return select_impl(op, device, dtype, head_size)
+        return select_impl(op, device, dtype, head_size, backward=backward)
     else:
         rec = get_impl(op, impl)
     ok, why = rec.available(device)
@@ -48,7 +56,19 @@ def resolve(op: str, impl: str | Impl, device: torch.device, dtype: torch.dtype,
         ok, why = rec.supports(dtype, head_size)
     if not ok:
         raise ValueError(f"impl: {rec.name!r} cannot run {op} here: {why}")
+    if backward and not rec.backward:
+        raise ValueError(
+            f"impl: {rec.name!r} has no backward ({op} implementation registered with backward=False), "
+            "but an input requires grad; call it under torch.no_grad() or pick a differentiable implementation"
+        )
     return rec
+
+
+def wants_grad(inputs: dict) -> list[str]:
+    """Names of the tensor inputs that require grad while autograd is recording (else [])."""
+    if not torch.is_grad_enabled():
+        return []
+    return [k for k, x in inputs.items() if isinstance(x, Tensor) and x.requires_grad]
 
 
 def call(op: str, /, *, impl: str | Impl = "auto", validate: bool = True, **inputs) -> Tensor:
@@ -63,7 +83,8 @@ def call(op: str, /, *, impl: str | Impl = "auto", validate: bool = True, **inpu
         raise TypeError(f"{op}: unexpected argument(s) {', '.join(unknown)}; expected {', '.join(spec.args)}")
     spec.validate(**inputs, check_values=validate)
     first = inputs[spec.args[0]]
-    rec = resolve(op, impl, first.device, first.dtype, spec.head_size_of(inputs))
+    grad = wants_grad(inputs)
+    rec = resolve(op, impl, first.device, first.dtype, spec.head_size_of(inputs), backward=bool(grad))
     args = {k: x.contiguous() if isinstance(x, Tensor) else x for k, x in inputs.items()}
     return rec.fn(**args)
 

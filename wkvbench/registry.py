@@ -79,6 +79,7 @@ class Impl:
     priority: int = 0  # higher wins for impl="auto"
     tf32: bool = False  # float32 computed on TF32 tensor cores: held to the bfloat16 bar
     peer: bool = False  # a public third-party kernel (fla-core, mamba_ssm, flash-attn)
+    backward: bool = False  # differentiable: outputs carry gradients (docs/spec.md section 1, "Backward")
     check: Check | None = field(default=None, repr=False, compare=False)
     description: str = ""
     module: str = ""
@@ -138,6 +139,7 @@ def register_impl(
     priority: int = 0,
     tf32: bool = False,
     peer: bool = False,
+    backward: bool = False,
     check: Check | None = None,
     description: str = "",
     replace: bool = False,
@@ -170,6 +172,7 @@ def register_impl(
             priority=priority,
             tf32=tf32,
             peer=peer,
+            backward=bool(backward),
             check=check,
             description=description or (inspect.getdoc(fn) or "").split("\n")[0],
             module=getattr(fn, "__module__", ""),
@@ -249,14 +252,19 @@ def get_impl(op: str, name: str) -> Impl:
     return rec
 
 
-def select_impl(op: str, device: torch.device, dtype: torch.dtype, head_size: int | None = None) -> Impl:
-    """``impl="auto"``: the highest-priority implementation that can run these inputs here."""
+def select_impl(
+    op: str, device: torch.device, dtype: torch.dtype, head_size: int | None = None, backward: bool = False
+) -> Impl:
+    """``impl="auto"``: the highest-priority implementation that can run these inputs here
+    (and, with ``backward=True``, that has a backward)."""
     reasons = []
     best = None
     for rec in list_impls(op):
         ok, why = rec.available(device)
         if ok:
             ok, why = rec.supports(dtype, head_size)
+        if ok and backward and not rec.backward:
+            ok, why = False, "no backward"
         if not ok:
             reasons.append(f"{rec.name}: {why}")
             continue

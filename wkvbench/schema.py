@@ -20,24 +20,29 @@ from __future__ import annotations
 import math
 
 #: 2: the ``baseline_impl`` and ``speedup`` columns are gone (speed-ups are the report's business).
-SCHEMA_VERSION = 2
+#: 3: the ``mode`` key column (fwd, bwd, fwd_bwd) and ``grad_rel_err``, ``grad_worst``, ``grad_tol``.
+SCHEMA_VERSION = 3
 
 RESULTS_FILE = "results.csv"
 SAMPLES_FILE = "samples.jsonl"
 ENV_FILE = "env.json"
 
 STATUSES = ("ok", "wrong", "failed", "oom", "timeout", "skipped")
+#: Timing modes (docs/spec.md section 1): inference, backward only, forward + backward.
+MODES = ("fwd", "bwd", "fwd_bwd")
+#: The modes that run a backward (gated by the gradient bars).
+TRAINING_MODES = ("bwd", "fwd_bwd")
 
 #: Columns that identify a cell, in key order.
-KEY = ("op", "impl", "model", "batch", "tokens", "dtype", "device", "variant")
+KEY = ("op", "impl", "model", "batch", "tokens", "dtype", "device", "variant", "mode")
 #: Value of a key column in rows written before that column existed (or left empty).
-KEY_DEFAULTS = {"variant": "realistic"}
+KEY_DEFAULTS = {"variant": "realistic", "mode": "fwd"}
 
 #: Every column of results.csv, in order: the key first.
 COLUMNS = (
     "schema_version",
     "timestamp",  # ISO 8601, UTC, when the row was written
-    *KEY,  # op, impl, model (preset name, e.g. A-RWKV-B), batch, tokens, dtype, device, variant
+    *KEY,  # op, impl, model (preset name, e.g. A-RWKV-B), batch, tokens, dtype, device, variant, mode
     "backend",
     "family",  # a-rwkv | ast | aum
     "seconds",  # seconds of audio this token count stands for (model's front end)
@@ -58,13 +63,16 @@ COLUMNS = (
     "bytes_moved",  # minimum bytes the op must read and write
     "gbs",  # derived: bytes_moved / median
     "pct_copy_bw",  # derived: 100 * gbs / copy bandwidth measured at the start of the run (percent)
-    "flops",
+    "flops",  # of the timed mode: forward, backward (record's bwd_flops_factor x forward) or both
     "tflops",  # derived: flops / median
-    "peak_mem_bytes",  # torch.cuda.max_memory_allocated during the cell (reset per cell)
+    "peak_mem_bytes",  # torch.cuda.max_memory_allocated during the cell (reset per cell; training: activations too)
     "energy_j_per_1k_tokens",  # derived from the NVML energy counter, where the GPU has one
     "rel_err",  # relative L2 against the float64 reference (docs/spec.md section 5)
     "max_abs_err",
     "tol",
+    "grad_rel_err",  # bwd / fwd_bwd: the worst gradient's relative L2 against float64 autograd
+    "grad_worst",  # its name, e.g. dw
+    "grad_tol",
     "gpu",  # GPU name, or the CPU model for device=cpu
     "commit",  # git commit of wkvbench
     "wkvbench_version",
@@ -96,6 +104,8 @@ NUMERIC_COLUMNS = (
     "rel_err",
     "max_abs_err",
     "tol",
+    "grad_rel_err",
+    "grad_tol",
 )
 TEXT_COLUMNS = tuple(c for c in COLUMNS if c not in NUMERIC_COLUMNS and c not in INTEGER_COLUMNS)
 #: Columns :func:`derive` computes.

@@ -1,4 +1,4 @@
-"""``wkvbench verify``: the correctness gate (CONTRACT section 5).
+"""``wkvbench verify``: the correctness gate (docs/spec.md section 5).
 
 Every available implementation of every op, over a set of shapes (odd T, B > 1, H > 1, stress
 variants) and dtypes, against the float64 reference computed from the same dtype-rounded
@@ -7,6 +7,12 @@ max-abs, tolerance, status), optionally writes them as CSV/JSON, and exits 1 on 
 Statuses are the results vocabulary (``wkvbench.schema.STATUSES``): ``ok``; ``wrong`` (over the
 accuracy bar, or non-finite); ``failed`` (it raised) or ``oom`` (it ran out of memory) -- a
 crash is a failed check, not an abort of the run; ``skipped`` (not available on this device).
+
+``--grad`` adds, for every implementation with backward, its gradients against float64 autograd
+of the reference (:mod:`wkvbench.gradcheck`; rows with ``check = grad``, the worst gradient named).
+Each implementation's checks run in a child process of their own (:mod:`wkvbench.verify_child`)
+with a time limit, so an illegal address or a hang turns only that implementation's remaining
+rows into ``failed``/``timeout``; ``--out x.csv`` is written row by row as checks finish.
 
 Interpreted backends (Triton under ``TRITON_INTERPRET=1``, Numba under the CUDA simulator) run
 on CPU tensors only at the ``tiny`` shapes; ``--long`` adds A-RWKV-B-width shapes up to 16,400
@@ -20,11 +26,11 @@ import csv
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
-from wkvbench import accuracy, ops
+from wkvbench import accuracy, gradcheck, ops, verify_child
 from wkvbench.harness.worker import classify
 from wkvbench.opspec import CheckShape
 from wkvbench.registry import OPS as OP_NAMES
@@ -58,6 +64,8 @@ class Check:
     seconds: float = 0.0
     note: str = ""
     dims: dict = field(default_factory=dict)
+    check: str = "fwd"  # fwd: the output; grad: the gradients (rel_err is the worst one's)
+    grad_worst: str = ""  # grad rows: name of the worst gradient, e.g. dw
 
 
 def shapes_for(op: str, rec: Impl, device: torch.device, long: bool) -> list[Shape]:
@@ -82,6 +90,15 @@ class _RefCache:
         if key not in self._cache:
             inputs = ops.make_case_inputs(op, shape.dims, dtype, self.device, seed=self.seed, variant=shape.variant)
             self._cache[key] = (inputs, ops.reference_output(op, inputs))
+        return self._cache[key]
+
+    def grads(self, op: str, shape: Shape, dtype: torch.dtype):
+        """``(inputs, dy, float64 reference gradients)`` for a gradient check."""
+        key = ("grad", op, tuple(shape.dims.items()), shape.variant, dtype)
+        if key not in self._cache:
+            inputs, _ = self.get(op, shape, dtype)
+            dy = gradcheck.make_dy(ops.get_op(op).out_shape(inputs), dtype, self.device, self.seed)
+            self._cache[key] = (inputs, dy, gradcheck.reference_grads(op, inputs, dy))
         return self._cache[key]
 
 
@@ -109,6 +126,29 @@ def check_one(op: str, rec: Impl, shape: Shape, dtype: torch.dtype, refs: _RefCa
     return row
 
 
+def check_grad_one(op: str, rec: Impl, shape: Shape, dtype: torch.dtype, refs: _RefCache) -> Check:
+    """Gradients of one implementation on one shape and dtype against float64 autograd."""
+    dname = str(dtype).replace("torch.", "")
+    row = Check(op, rec.name, rec.backend, shape.label(), dname, refs.device.type, "failed", dims=dict(shape.dims))
+    row.check = "grad"
+    t0 = time.perf_counter()
+    try:
+        inputs, dy, ref = refs.grads(op, shape, dtype)
+        acc = gradcheck.check_grads(op, rec.fn, inputs, dtype, tf32=rec.tf32, ref=ref, dy=dy)
+        if refs.device.type == "cuda":
+            torch.cuda.synchronize()
+    except Exception as exc:
+        row.status = classify(exc)
+        row.note = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        row.seconds = time.perf_counter() - t0
+        return row
+    row.seconds = time.perf_counter() - t0
+    row.rel_err, row.tol, row.grad_worst = acc.worst_err, acc.tol, acc.worst
+    row.status = "ok" if acc.passed else "wrong"
+    row.note = f"worst {acc.label()}" + ("" if acc.finite else "; non-finite gradient")
+    return row
+
+
 def run_verify(
     ops_: list[str],
     impls: list[str] | None,
@@ -117,29 +157,53 @@ def run_verify(
     long: bool = False,
     seed: int = 0,
     progress=None,
+    grad: bool = False,
+    isolate: bool = False,
+    timeout_s: float = 900.0,
+    plugins: tuple[str, ...] = (),
 ) -> list[Check]:
-    """All checks, in op / impl / shape / dtype order. ``progress(check)`` is called after each."""
+    """All checks, in op / impl / shape / dtype order. ``progress(check)`` is called after each.
+
+    ``grad=True`` adds a gradient check after each forward check of an implementation with
+    backward. ``isolate=True`` runs each implementation's checks in a child process
+    (:mod:`wkvbench.verify_child`) with ``timeout_s`` for all of them, so a crash or hang costs
+    only that implementation's rows; implementations registered in this process by code a child
+    cannot import (not built in, not from ``plugins``) still run here.
+    """
     results: list[Check] = []
     refs = _RefCache(device, seed)
+
+    def emit(c: Check) -> None:
+        results.append(c)
+        if progress:
+            progress(c)
+
     for op in ops_:
         for rec in list_impls(op):
             if impls and rec.name not in impls:
                 continue
             ok, why = rec.available(device)
             if not ok:
-                results.append(Check(op, rec.name, rec.backend, "-", "-", device.type, "skipped", note=why))
-                if progress:
-                    progress(results[-1])
+                emit(Check(op, rec.name, rec.backend, "-", "-", device.type, "skipped", note=why))
                 continue
-            for shape in shapes_for(op, rec, device, long):
-                for dtype in dtypes:
-                    ok, why = rec.supports(dtype, ops.get_op(op).head_size(shape.dims))
-                    if not ok:
-                        continue
-                    results.append(check_one(op, rec, shape, dtype, refs))
-                    if progress:
-                        progress(results[-1])
+            if isolate and verify_child.importable(rec, plugins):
+                verify_child.run_isolated(op, rec, dtypes, device, long, seed, grad, timeout_s, plugins, emit)
+                continue
+            for c in checks_of(op, rec, dtypes, device, long, refs, grad):
+                emit(c)
     return results
+
+
+def checks_of(op: str, rec: Impl, dtypes, device: torch.device, long: bool, refs: _RefCache, grad: bool):
+    """The checks of one implementation, one at a time (forward, then gradients when ``grad``)."""
+    for shape in shapes_for(op, rec, device, long):
+        for dtype in dtypes:
+            ok, why = rec.supports(dtype, ops.get_op(op).head_size(shape.dims))
+            if not ok:
+                continue
+            yield check_one(op, rec, shape, dtype, refs)
+            if grad and rec.backward:
+                yield check_grad_one(op, rec, shape, dtype, refs)
 
 
 def format_row(c: Check) -> str:
@@ -147,14 +211,14 @@ def format_row(c: Check) -> str:
         return "-" if x != x else f"{x:.2e}"
 
     return (
-        f"{c.op:<17} {c.impl:<22} {c.shape:<28} {c.dtype:<9} {num(c.rel_err):>9} {num(c.max_abs):>9} "
+        f"{c.op:<17} {c.impl:<22} {c.check:<5} {c.shape:<28} {c.dtype:<9} {num(c.rel_err):>9} {num(c.max_abs):>9} "
         f"{num(c.tol):>8} {c.status:<7} {c.seconds:7.2f}s {c.note}"
     ).rstrip()
 
 
 HEADER = (
-    f"{'op':<17} {'impl':<22} {'shape':<28} {'dtype':<9} {'rel_l2':>9} {'max_abs':>9} {'tol':>8} {'status':<7} "
-    f"{'time':>8} note"
+    f"{'op':<17} {'impl':<22} {'check':<5} {'shape':<28} {'dtype':<9} {'rel_l2':>9} {'max_abs':>9} {'tol':>8} "
+    f"{'status':<7} {'time':>8} note"
 )
 
 
@@ -166,7 +230,12 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--long", action="store_true", help="add A-RWKV-B-width shapes up to 16,400 tokens (GPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plugin", action="append", default=[], help="module or .py file registering impls")
-    p.add_argument("--out", default=None, help="write the table to this .csv or .json file")
+    p.add_argument("--grad", action="store_true", help="also check gradients (implementations with backward)")
+    p.add_argument(
+        "--no-isolate", action="store_true", help="run every check in this process (default: one child per impl)"
+    )
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds per implementation (isolated; default 900)")
+    p.add_argument("--out", default=None, help="write the table to this .csv (row by row) or .json file")
     p.add_argument("-q", "--quiet", action="store_true", help="print only failures and the summary")
 
 
@@ -208,28 +277,47 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"wkvbench verify: {exc}", file=sys.stderr)
         return 2
+    if args.timeout <= 0:
+        print("wkvbench verify: --timeout: must be > 0", file=sys.stderr)
+        return 2
     print(HEADER, flush=True)
+    csv_out = None
+    if args.out and not args.out.endswith(".json"):
+        csv_out = open(args.out, "w", newline="")  # noqa: SIM115 (closed below)
+        writer = csv.DictWriter(csv_out, fieldnames=[f.name for f in fields(Check)])
+        writer.writeheader()
+        csv_out.flush()
 
     def progress(c: Check) -> None:
         if not args.quiet or c.status in FAILURES:
             print(format_row(c), flush=True)
+        if csv_out is not None:  # row by row: an interrupted verify keeps what finished
+            writer.writerow({**asdict(c), "dims": json.dumps(c.dims)})
+            csv_out.flush()
 
-    results = run_verify(ops_, impls, dtypes, device, long=args.long, seed=args.seed, progress=progress)
+    try:
+        results = run_verify(
+            ops_,
+            impls,
+            dtypes,
+            device,
+            long=args.long,
+            seed=args.seed,
+            progress=progress,
+            grad=args.grad,
+            isolate=not args.no_isolate,
+            timeout_s=args.timeout,
+            plugins=tuple(args.plugin),
+        )
+    finally:
+        if csv_out is not None:
+            csv_out.close()
     counts = {s: sum(c.status == s for c in results) for s in STATUSES}
     shown = [f"{n} {s}" for s, n in counts.items() if (n or s in ("ok", "wrong", "failed")) and s != "skipped"]
     if counts["skipped"]:
         shown.append(f"{counts['skipped']} skipped (implementations not available on {device.type})")
     print("\n" + ", ".join(shown))
-    if args.out:
-        rows = [asdict(c) for c in results]
-        if args.out.endswith(".json"):
-            with open(args.out, "w") as f:
-                json.dump(rows, f, indent=1, default=str)
-        else:
-            with open(args.out, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["op"])
-                w.writeheader()
-                for r in rows:
-                    r["dims"] = json.dumps(r["dims"])
-                    w.writerow(r)
+    if args.out and args.out.endswith(".json"):
+        with open(args.out, "w") as f:
+            json.dump([asdict(c) for c in results], f, indent=1, default=str)
     return 1 if any(counts[s] for s in FAILURES) else 0

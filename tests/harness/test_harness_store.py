@@ -9,7 +9,7 @@ from wkvbench.harness.store import RunStore, StoreError, fmt, key_of
 from wkvbench.schema import COLUMNS, KEY, SCHEMA_VERSION
 
 
-def row(impl="a", tokens=64, status="ok", median=1.5):
+def row(impl="a", tokens=64, status="ok", median=1.5, mode="fwd"):
     return {
         "schema_version": SCHEMA_VERSION,
         "op": "bi_wkv7",
@@ -20,6 +20,7 @@ def row(impl="a", tokens=64, status="ok", median=1.5):
         "dtype": "float32",
         "device": "cpu",
         "variant": "realistic",
+        "mode": mode,
         "status": status,
         "median_ms": median,
         "note": "a, b\nc",
@@ -97,3 +98,16 @@ def test_samples_jsonl_round_trip(tmp_path):
     rec = {"impl": "a", "samples_ms": [0.5, 0.25], "gpu_before": None}
     st.append_samples(rec)
     assert json.loads(st.samples.read_text().strip()) == rec
+
+
+def test_the_mode_column_round_trips_and_old_keys_read_as_fwd(tmp_path):
+    st = RunStore(tmp_path)
+    for mode in ("fwd", "bwd", "fwd_bwd"):
+        st.append_row({**row("a", mode=mode), "grad_rel_err": None if mode == "fwd" else 3.1e-5, "grad_worst": "dw"})
+    again = RunStore(tmp_path)
+    assert len(again.rows) == 3  # one cell per mode, none replacing another
+    base = ("bi_wkv7", "a", "A-RWKV-T", 1, 64, "float32", "cpu", "realistic")
+    assert again.get((*base, "bwd"))["mode"] == "bwd" and again.get((*base, "bwd"))["grad_rel_err"] == 3.1e-5
+    assert again.get((*base, "fwd_bwd"))["grad_worst"] == "dw"
+    assert again.get(base) == again.get((*base, "fwd"))  # a key from before the column: inference
+    assert key_of({k: v for k, v in row("a").items() if k != "mode"})[-1] == "fwd"

@@ -73,7 +73,7 @@ def test_equal_tokens_interpolates_between_ok_neighbours_only(df):
 
 def test_headline_equals_an_independent_reading_of_the_table(df):
     table, where = an.headline(df)
-    assert where == {"device": "cuda", "dtype": "bfloat16", "variant": "realistic", "batch": 1}
+    assert where == {"device": "cuda", "dtype": "bfloat16", "variant": "realistic", "mode": "fwd", "batch": 1}
     r = table[table["seconds"] == 328.0].iloc[0]
     wkv = _rows(df, op="bi_wkv7", model="A-RWKV-B", dtype="bfloat16", seconds=328.0, status="ok")
     best = wkv.loc[wkv["median_ms"].idxmin()]

@@ -27,7 +27,7 @@ def built(tmp_path_factory, make_run):
 
 def test_every_figure_exists_as_png_svg_and_csv(built):
     _, out, _ = built
-    assert len(FIGURE_NAMES) == 9
+    assert len(FIGURE_NAMES) == 10
     for name in FIGURE_NAMES:
         png, svg, csv = (out / "figures" / f"{name}.{ext}" for ext in ("png", "svg", "csv"))
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
@@ -58,7 +58,7 @@ def test_headline_numbers_equal_the_table(built):
     html = (out / "report.html").read_text()
     speedup = float(sdpa["median_ms"]) / float(best["median_ms"])
     sentence = (
-        f"At 328 s of audio (batch 1, bfloat16, cuda), A-RWKV-B: best Bi-WKV7 ({best['impl']}) "
+        f"At 328 s of audio (batch 1, bfloat16, cuda, inference (fwd)), A-RWKV-B: best Bi-WKV7 ({best['impl']}) "
         f"{fmt_ms(best['median_ms'])} ms; AST attention (torch_eager, AST-B) OOM; best SDPA attention "
         f"({sdpa['impl']}, AST-B) {fmt_ms(sdpa['median_ms'])} ms: {fmt_speedup(speedup)} faster"
     )

@@ -4,8 +4,10 @@
 :class:`~wkvbench.harness.suite.Case` records, ordered so that each implementation meets growing
 sizes (dtype, model, batch, then tokens ascending): the skip predictions of
 :mod:`wkvbench.harness.predict` ("out of memory at a smaller size", "too slow at a shorter T")
-rely on that order. :func:`plan` adds each case's implementations (``"*"`` expanded against the
-registry) with the reason a listed one cannot run here.
+rely on that order; each timing mode of a group is its own case. :func:`plan` adds each case's
+implementations (``"*"`` expanded against the registry) with the reason a listed one cannot run
+here; in the training modes (``bwd``, ``fwd_bwd``) an implementation without backward is skipped
+with that reason.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import replace
 from wkvbench import ops as _ops
 from wkvbench import presets, registry
 from wkvbench.harness.suite import Case, Group, Suite, SuiteError
+from wkvbench.schema import TRAINING_MODES
 
 
 def resolve_device(device: str) -> str:
@@ -47,7 +50,7 @@ def _expand(suite: Suite, device: str) -> list[tuple[Case, list[Group]]]:
                         points = [(t, round(presets.seconds_for_tokens(t, model.family), 4)) for t in group.tokens]
                     else:
                         points = [(model.tokens(s), s) for s in group.seconds]
-                    for tokens, secs in sorted(points):
+                    for (tokens, secs), mode in ((p, m) for p in sorted(points) for m in group.modes):
                         shape = spec.shape_for(model, batch, tokens)
                         check_t = None
                         if suite.run.check_max_tokens and tokens > suite.run.check_max_tokens:
@@ -62,6 +65,7 @@ def _expand(suite: Suite, device: str) -> list[tuple[Case, list[Group]]]:
                             dtype=dtype,
                             device=device,
                             variant=group.variant,
+                            mode=mode,
                             shape_json=json.dumps(shape, sort_keys=True),
                             check_tokens=check_t,
                         )
@@ -89,6 +93,7 @@ def impls_for(group_impls: tuple[str, ...], exclude: tuple[str, ...], case: Case
 
     dtype = getattr(torch, case.dtype)
     head_size = _ops.get_op(case.op).head_size(case.shape)
+    training = case.mode in TRAINING_MODES
     chosen: dict[str, str | None] = {}
     for entry in group_impls:
         if entry == "*":
@@ -96,7 +101,7 @@ def impls_for(group_impls: tuple[str, ...], exclude: tuple[str, ...], case: Case
                 ok, _ = rec.available(case.device)
                 ok = ok and rec.supports(dtype, head_size)[0]
                 if ok:
-                    chosen.setdefault(rec.name, None)
+                    chosen.setdefault(rec.name, None if rec.backward or not training else no_backward(rec.name))
             continue
         try:
             rec = registry.get_impl(case.op, entry)
@@ -106,8 +111,15 @@ def impls_for(group_impls: tuple[str, ...], exclude: tuple[str, ...], case: Case
         ok, why = rec.available(case.device)
         if ok:
             ok, why = rec.supports(dtype, head_size)
+        if ok and training and not rec.backward:
+            ok, why = False, no_backward(rec.name)
         chosen.setdefault(entry, None if ok else why)
     return [(name, why) for name, why in chosen.items() if name not in exclude]
+
+
+def no_backward(impl: str) -> str:
+    """The skip reason of an implementation without backward in a training mode."""
+    return f"{impl} has no backward (registered with backward=False): not run in training modes"
 
 
 def plan(suite: Suite, device: str) -> list[tuple[Case, list[tuple[str, str | None]]]]:

@@ -9,6 +9,7 @@ Cases come in growing sizes (:mod:`wkvbench.harness.plan`), so before a cell run
   ``time_exponent`` (linear for the scans, quadratic for attention; :func:`predict_ms`), times
   ``min_samples + 2`` calls exceeds ``max_cell_s``.
 
+Everything is learnt per timing mode (a training cell needs more time and memory than inference).
 It learns from each written row (:meth:`SkipPredictor.learn`) and, on ``--resume``, from the rows
 already in the run directory (:meth:`SkipPredictor.learn_rows`).
 """
@@ -56,11 +57,11 @@ class SkipPredictor:
 
     @staticmethod
     def _impl_key(case: Case, impl: str) -> tuple:
-        return (case.op, impl, case.dtype, case.device)
+        return (case.op, impl, case.dtype, case.device, case.mode)
 
     @staticmethod
     def _hist_key(case: Case, impl: str) -> tuple:
-        return (case.op, impl, case.model, case.batch, case.dtype, case.device, case.variant)
+        return (case.op, impl, case.model, case.batch, case.dtype, case.device, case.variant, case.mode)
 
     def learn(self, case: Case, impl: str, status: str, median_ms: float | None) -> None:
         """Record one cell's outcome."""
@@ -81,7 +82,7 @@ class SkipPredictor:
 
     def reference_too_slow(self, case: Case) -> None:
         """The case's float64 reference exceeded ``max_cell_s``: skip larger ones of the op."""
-        self.ref_slow[(case.op, case.dtype, case.device)].append(case.shape)
+        self.ref_slow[(case.op, case.dtype, case.device, case.mode)].append(case.shape)
 
     def why_skip(self, case: Case, impl: str) -> str | None:
         """Why this cell is not worth running, from what smaller cells showed; None to run it."""
@@ -92,7 +93,7 @@ class SkipPredictor:
         for s in self.slow.get(self._impl_key(case, impl), []):
             if dominates(shape, s):
                 return f"timed out at a smaller or equal size {shape_str(s)} (max_cell_s={run.max_cell_s:g})"
-        for s in self.ref_slow.get((case.op, case.dtype, case.device), []):
+        for s in self.ref_slow.get((case.op, case.dtype, case.device, case.mode), []):
             if dominates(shape, s):
                 return f"float64 reference exceeded max_cell_s at {shape_str(s)}; raise it or set check_max_tokens"
         pred = predict_ms(case.op, case.tokens, self.history.get(self._hist_key(case, impl), []))

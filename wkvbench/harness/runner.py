@@ -1,6 +1,6 @@
 """``wkvbench run``: sweep implementations over a suite (or flags) into a run directory.
 
-For each case (op, model, batch, tokens, dtype, device, variant) of the suite, in an order where
+For each case (op, model, batch, tokens, dtype, device, variant, mode) of the suite, in an order where
 sizes grow:
 
 1. cells that cannot run are written at once as ``skipped`` with the reason: implementation not
@@ -54,6 +54,11 @@ from wkvbench.harness.worker import WorkerClient, WorkerDied, WorkerTimeout
 from wkvbench.schema import ENV_FILE, KEY, SCHEMA_VERSION, STATUSES, derive
 
 
+def mode_flops_factor(spec, mode: str) -> float:
+    """FLOPs of a timing mode as a multiple of the forward's: the op record's ``bwd_flops_factor``."""
+    return {"fwd": 1.0, "bwd": spec.bwd_flops_factor, "fwd_bwd": 1.0 + spec.bwd_flops_factor}[mode]
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -75,6 +80,9 @@ class Cell:
     plan: list[int] = field(default_factory=list)
     peak_mem_bytes: int | None = None
     joules_per_call: float | None = None
+    grad_rel_err: float | None = None
+    grad_worst: str = ""
+    grad_tol: float | None = None
 
     def fail(self, status: str, note: str) -> None:
         self.status, self.note = status, note
@@ -204,15 +212,20 @@ class Runner:
             "dtype": case.dtype,
             "device": case.device,
             "variant": case.variant,
+            "mode": case.mode,
             "shape": case.shape_json,
             "status": cell.status,
             "note": cell.note,
             "first_call_ms": cell.first_call_ms,
-            "bytes_moved": spec.bytes_moved(case.shape, ops.element_size(dtype)),
-            "flops": spec.flops(case.shape),
+            # the op's minimum traffic is defined for the forward; training modes leave it empty
+            "bytes_moved": spec.bytes_moved(case.shape, ops.element_size(dtype)) if case.mode == "fwd" else None,
+            "flops": spec.flops(case.shape) * mode_flops_factor(spec, case.mode),
             "rel_err": cell.rel_err,
             "max_abs_err": cell.max_abs_err,
             "tol": cell.tol if cell.tol is not None else (tolerance(dtype, rec.tf32) if rec else None),
+            "grad_rel_err": cell.grad_rel_err,
+            "grad_worst": cell.grad_worst,
+            "grad_tol": cell.grad_tol,
             "gpu": self._device_name(),
             "commit": self._commit(),
             "wkvbench_version": __version__,
@@ -287,7 +300,8 @@ class Runner:
             return None
         cell.status = reply["status"]
         cell.note = reply.get("note", "")
-        for k in ("first_call_ms", "rel_err", "max_abs_err", "tol", "est_ms"):
+        cell.grad_worst = reply.get("grad_worst", "")
+        for k in ("first_call_ms", "rel_err", "max_abs_err", "tol", "est_ms", "grad_rel_err", "grad_tol"):
             setattr(cell, k, reply.get(k))
         if cell.status == "ok":
             self.client.checked.add(cell.impl)
@@ -449,24 +463,24 @@ def _ok_ms(row: dict) -> float | None:
 
 
 def summary_table(rows: list[dict]) -> str:
-    """Counts per status, and per (op, impl) the geometric-mean speed-up over the op's naive
+    """Counts per status, and per (op, impl, mode) the geometric-mean speed-up over the op's naive
     implementation (its record's ``naive_impl``) in the cases where both are ``ok``.
 
     ``rows`` are typed rows (``RunStore.get``)."""
-    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     naive: dict[tuple, float] = {}
     for r in rows:
-        groups[(r["op"], r["impl"])].append(r)
+        groups[(r["op"], r["impl"], r.get("mode") or "fwd")].append(r)
         if r["op"] in ops.OPS and r["impl"] == ops.get_op(r["op"]).naive_impl and _ok_ms(r):
             naive[case_id_of(r)] = _ok_ms(r)
-    head = ["op", "impl", *STATUSES, "geomean vs naive", "best tok/s"]
+    head = ["op", "impl", "mode", *STATUSES, "geomean vs naive", "best tok/s"]
     lines = [head]
-    for (op, impl), rs in groups.items():
+    for (op, impl, mode), rs in groups.items():
         counts = [str(sum(1 for r in rs if r["status"] == s) or "") for s in STATUSES]
         sp = [naive[case_id_of(r)] / _ok_ms(r) for r in rs if _ok_ms(r) and case_id_of(r) in naive]
         gm = f"{math.exp(sum(map(math.log, sp)) / len(sp)):.3g}x" if sp else ""
         tps = [r["tokens_per_s"] for r in rs if r.get("tokens_per_s")]
-        lines.append([op, impl, *counts, gm, f"{max(tps):.4g}" if tps else ""])
+        lines.append([op, impl, mode, *counts, gm, f"{max(tps):.4g}" if tps else ""])
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     out = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines]
     out.insert(1, "  ".join("-" * w for w in widths))
@@ -487,6 +501,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seconds", help="seconds of audio, e.g. 10.24,328 (tokens per model family)")
     g.add_argument("--dtype", help="float32, bfloat16, float16")
     g.add_argument("--variant", help="input variant (bi_wkv7: realistic, strong_decay, weak_decay, mixed)")
+    g.add_argument(
+        "--mode",
+        help="timing modes: fwd (inference), bwd (backward only), fwd_bwd (training step); "
+        "with a suite: replaces its groups' modes",
+    )
     r = parser.add_argument_group("run")
     r.add_argument("--out", help="run directory (default runs/<suite>-<time>)")
     r.add_argument("--resume", action="store_true", help="finish only the cells missing from --out")

@@ -24,7 +24,7 @@ import os
 import re
 
 from wkvbench import ops
-from wkvbench.harness.suite import Case, SuiteError
+from wkvbench.harness.suite import CASE_KEY, Case, SuiteError
 
 Planned = list[tuple[Case, list[tuple[str, str | None]]]]
 
@@ -43,8 +43,9 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def series_id(case: Case) -> tuple:
-    """The series a case belongs to: its case key without T."""
-    return (case.op, case.model, case.batch, case.dtype, case.device, case.variant)
+    """The series a case belongs to: its case key without T (so a new key column, e.g. the timing
+    mode, splits series by itself)."""
+    return tuple(getattr(case, k) for k in CASE_KEY if k != "tokens")
 
 
 def cell_cost(case: Case) -> float:

@@ -47,8 +47,14 @@ def fmt(value) -> str:
 
 
 def _norm(key) -> tuple:
-    """A key tuple in ``KEY`` order, typed like ``schema.key`` (so ("1", ...) finds (1, ...))."""
-    return key_of(dict(zip(KEY, key, strict=True)))
+    """A key tuple in ``KEY`` order, typed like ``schema.key`` (so ("1", ...) finds (1, ...)).
+
+    A key written before later key columns existed (shorter, e.g. without ``mode``) gets their
+    defaults (``schema.KEY_DEFAULTS``)."""
+    key = tuple(key)
+    if len(key) > len(KEY):
+        raise ValueError(f"key: {len(key)} values, but a cell key has {len(KEY)} ({', '.join(KEY)})")
+    return key_of(dict(zip(KEY, key, strict=False)))
 
 
 def _repair_tail(path: Path) -> None:

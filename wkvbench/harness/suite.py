@@ -38,6 +38,7 @@ A suite is global run settings plus groups of axes, one op per group::
     tokens = [64, 256]    # or seconds = [10.24, 328] (converted per model family)
     dtype = ["float32"]
     variant = "realistic"     # input variant (the op record's variants; bi_wkv7: inputs.WKV7_VARIANTS)
+    modes = ["fwd"]       # timing modes: fwd (inference), bwd (backward only), fwd_bwd (docs/spec.md section 1)
 
 Errors raise :class:`SuiteError` (a ValueError) naming the file and the key, e.g.
 ``suites/x.toml: group[2].tokens: expected positive integers, got 'many'``.
@@ -117,6 +118,7 @@ class Group:
     seconds: tuple[float, ...] = ()
     dtype: tuple[str, ...] = ("float32",)
     variant: str = "realistic"
+    modes: tuple[str, ...] = ("fwd",)
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,7 @@ class Case:
     dtype: str
     device: str
     variant: str
+    mode: str
     shape_json: str = field(compare=False)
     seed: int = field(default=0, compare=False)
     check_tokens: int | None = field(default=None, compare=False)  # check at this T instead
@@ -181,7 +184,13 @@ class Case:
         return schema.key(impl=impl, **{k: getattr(self, k) for k in CASE_KEY})
 
     def label(self) -> str:
-        return f"{self.op} {self.model} B={self.batch} T={self.tokens} {self.dtype}"
+        mode = "" if self.mode == "fwd" else f" {self.mode}"
+        return f"{self.op} {self.model} B={self.batch} T={self.tokens} {self.dtype}{mode}"
+
+    @property
+    def data_id(self) -> tuple:
+        """What the inputs and references depend on: the case without its timing mode."""
+        return tuple(v for k, v in zip(CASE_KEY, self.case_id, strict=True) if k != "mode")
 
     def to_wire(self) -> dict:
         return asdict(self)
@@ -306,6 +315,7 @@ def _parse_group(v: _V, i: int, data) -> Group:
         seconds=seconds,
         dtype=v.strings(f"{key}.dtype", data.get("dtype", ["float32"]), DTYPES),
         variant=variant,
+        modes=tuple(dict.fromkeys(v.strings(f"{key}.modes", data.get("modes", ["fwd"]), schema.MODES))),
     )
 
 
@@ -350,6 +360,7 @@ _FLAG_OF = {
     "dtype": "--dtype",
     "variant": "--variant",
     "exclude": "--exclude",
+    "modes": "--mode",
 }
 
 
@@ -389,6 +400,7 @@ def suite_from_flags(
     dtype: str | None = None,
     variant: str | None = None,
     exclude: str | None = None,
+    mode: str | None = None,
     run: dict | None = None,
 ) -> Suite:
     """An ad-hoc suite from the flags of docs/spec.md section 7 (comma lists), validated like a file."""
@@ -402,6 +414,7 @@ def suite_from_flags(
         ("seconds", "--seconds", seconds, float),
         ("dtype", "--dtype", dtype, str),
         ("exclude", "--exclude", exclude, str),
+        ("modes", "--mode", mode, str),
     ):
         val = _split(flag, text, conv)
         if val is not None:
@@ -459,10 +472,17 @@ def run_overrides(args: argparse.Namespace) -> dict:
 
 
 def edit_suite(
-    suite: Suite, *, ops: str | None = None, impls: str | None = None, exclude: str | None = None, run=None
+    suite: Suite,
+    *,
+    ops: str | None = None,
+    impls: str | None = None,
+    exclude: str | None = None,
+    modes: str | None = None,
+    run=None,
 ) -> Suite:
     """``suite`` as command-line flags edit it: keep the groups of ``ops``; ``impls`` replaces each
-    group's implementations; ``exclude`` adds to each group's exclusions; ``run`` overrides settings."""
+    group's implementations; ``exclude`` adds to each group's exclusions; ``modes`` replaces each
+    group's timing modes; ``run`` overrides settings."""
     groups = suite.groups
     if ops:
         keep = _split("--op", ops, str)
@@ -479,7 +499,21 @@ def edit_suite(
     if exclude:
         names = tuple(_split("--exclude", exclude, str))
         groups = tuple(replace(g, exclude=g.exclude + names) for g in groups)
+    if modes:
+        names = tuple(dict.fromkeys(check_modes(modes)))
+        groups = tuple(replace(g, modes=names) for g in groups)
     return with_overrides(replace(suite, groups=groups), run or {})
+
+
+def check_modes(text: str) -> list[str]:
+    """The timing modes of a ``--mode`` comma list; a SuiteError naming an unknown one."""
+    modes = _split("--mode", text, str)
+    bad = [m for m in modes if m not in schema.MODES]
+    if bad:
+        raise SuiteError(
+            f"command line: --mode: unknown mode(s) {', '.join(map(repr, bad))}; known: {', '.join(schema.MODES)}"
+        )
+    return modes
 
 
 #: Flags that define a sweep's axes: with a suite file, the file defines them.
@@ -498,12 +532,26 @@ def suite_from_args(args: argparse.Namespace) -> Suite:
                 f"command line: {', '.join(used)}: not allowed with a suite file (edit the suite or "
                 "use flags alone); --op, --impl, --exclude, --device and run settings are"
             )
-        suite = edit_suite(load_suite(args.suite), ops=args.op, impls=args.impl, exclude=args.exclude, run=run)
+        suite = edit_suite(
+            load_suite(args.suite),
+            ops=args.op,
+            impls=args.impl,
+            exclude=args.exclude,
+            modes=getattr(args, "mode", None),
+            run=run,
+        )
     elif args.op:
         axes = {k: getattr(args, k, None) for k in AXIS_FLAGS}
         models = axes.pop("model")
-        suite = suite_from_flags(args.op, impls=args.impl, exclude=args.exclude, models=models, run=run, **axes)
+        mode = getattr(args, "mode", None)
+        if mode:
+            check_modes(mode)
+        suite = suite_from_flags(
+            args.op, impls=args.impl, exclude=args.exclude, models=models, mode=mode, run=run, **axes
+        )
     elif args.resume and args.out:
+        if getattr(args, "mode", None):
+            check_modes(args.mode)
         env_path = Path(args.out) / schema.ENV_FILE
         if not env_path.is_file():
             raise SuiteError(f"{env_path}: no env.json to resume from; give the suite file or flags")

@@ -24,9 +24,15 @@ stderr goes to a log file in the run directory). Commands:
 hello      -> pid, versions
 probe      -> env (``wkvbench.envinfo.collect_env`` as seen by this process), copy_bandwidth_gbs
 case       case: build inputs (seeded) and the float64 reference once -> ref_ms, input_bytes
+           (in a training mode also the float64 reference gradients; another mode of the same
+           case reuses inputs and references)
 check      impl, warmup_s: first call on NaN-poisoned output (timed: ``first_call_ms``),
-           accuracy against the reference (``wrong`` stops here), warm-up -> est_ms
-sample     impl, n: ``n`` timed calls -> samples_ms, peak_mem_bytes
+           accuracy against the reference (``wrong`` stops here); in ``bwd``/``fwd_bwd`` also the
+           gradients against float64 autograd (``wkvbench.gradcheck``: grad_rel_err, grad_worst),
+           an implementation without backward is ``skipped``; warm-up of the mode's call -> est_ms
+sample     impl, n: ``n`` timed calls of the case's mode (``fwd`` under no_grad; ``bwd`` only the
+           backward of a graph built outside the timed region; ``fwd_bwd`` both)
+           -> samples_ms, peak_mem_bytes
 energy     impl, seconds, est_ms: back-to-back calls between two reads of the NVML energy
            counter -> joules_per_call (null without a counter)
 quit
@@ -54,9 +60,10 @@ from pathlib import Path
 
 import torch
 
-from wkvbench import accuracy, ops, presets, registry
+from wkvbench import accuracy, gradcheck, ops, presets, registry
 from wkvbench.harness import nvml, timing
 from wkvbench.harness.suite import Case
+from wkvbench.schema import TRAINING_MODES
 
 
 # ============================================================================= worker side
@@ -88,6 +95,10 @@ class Session:
         self.check_inputs: dict = {}
         self.ref = None
         self.input_bytes = 0
+        self.grad_ref: dict | None = None  # float64 reference gradients (training modes)
+        self.check_dy = None  # output gradient of the checked case
+        self.dy = None  # output gradient of the timed case
+        self.graph = None  # bwd mode: (y, leaves) of the forward whose backward is timed
         self.timer: timing.Timer | None = None
         self.device = torch.device("cpu")
 
@@ -147,9 +158,15 @@ class Session:
 
     def cmd_case(self, case: dict) -> dict:
         new = Case(**case)
-        if self.case is not None and new.case_id == self.case.case_id and new.check_tokens == self.case.check_tokens:
-            return {"ref_ms": 0.0, "input_bytes": self.input_bytes, "cached": True}
+        if self.case is not None and new.data_id == self.case.data_id and new.check_tokens == self.case.check_tokens:
+            # same inputs and reference (another timing mode of the same case): reuse them
+            self.case, self.graph = new, None
+            t0 = time.perf_counter()
+            self._grad_reference()
+            ref_ms = (time.perf_counter() - t0) * 1e3
+            return {"ref_ms": ref_ms, "input_bytes": self.input_bytes, "cached": True}
         self.case, self.inputs, self.check_inputs, self.ref = None, {}, {}, None
+        self.grad_ref, self.check_dy, self.dy, self.graph = None, None, None, None
         self._free()
         self.device = torch.device(new.device)
         dtype = getattr(torch, new.dtype)
@@ -170,10 +187,68 @@ class Session:
             self._free()
             cpu_inputs = {k: v.cpu() if torch.is_tensor(v) else v for k, v in self.check_inputs.items()}
             self.ref = ops.reference_output(new.op, cpu_inputs)
+        self.case = new
+        self._grad_reference()
         timing.synchronize(self.device)
         ref_ms = (time.perf_counter() - t0) * 1e3
-        self.case = new
         return {"ref_ms": ref_ms, "input_bytes": self.input_bytes, "ref_device": str(self.ref.device)}
+
+    def _grad_reference(self) -> None:
+        """In a training mode: the output gradients and the float64 reference gradients (once per case)."""
+        case = self.case
+        if case.mode not in TRAINING_MODES or self.grad_ref is not None:
+            return
+        dtype = getattr(torch, case.dtype)
+        spec = ops.get_op(case.op)
+        self.check_dy = gradcheck.make_dy(spec.out_shape(self.check_inputs), dtype, self.device, case.seed)
+        self.dy = gradcheck.make_dy(spec.out_shape(self.inputs), dtype, self.device, case.seed)
+        try:
+            self.grad_ref = gradcheck.reference_grads(case.op, self.check_inputs, self.check_dy)
+        except torch.OutOfMemoryError:
+            self._free()
+            cpu = {k: v.cpu() if torch.is_tensor(v) else v for k, v in self.check_inputs.items()}
+            self.grad_ref = gradcheck.reference_grads(case.op, cpu, self.check_dy.cpu())
+
+    def timed_call(self, rec: registry.Impl):
+        """The call the case's mode times, and (``bwd``) the untimed forward that builds its graph.
+
+        ``fwd``: the forward under ``torch.no_grad()``. ``fwd_bwd``: forward and
+        ``torch.autograd.grad`` (fresh gradients each call, nothing accumulated). ``bwd``: only the
+        backward, ``retain_graph=True``, on the graph the build step keeps in ``self.graph``.
+        """
+        mode = self.case.mode
+        if mode == "fwd":
+
+            def fwd():
+                with torch.no_grad():
+                    return rec.fn(**self.inputs)
+
+            return fwd, None
+        names = gradcheck.grad_names(self.case.op, self.inputs)
+        dy = self.dy
+        if mode == "fwd_bwd":
+            x = gradcheck.leaves(self.inputs, names)
+            xs = [x[n] for n in names]
+
+            def fwd_bwd():
+                with torch.enable_grad():
+                    return torch.autograd.grad(rec.fn(**x), xs, dy, allow_unused=True)
+
+            return fwd_bwd, None
+
+        def build():
+            self.graph = None
+            x = gradcheck.leaves(self.inputs, names)
+            with torch.enable_grad():
+                y = rec.fn(**x)
+            self.graph = (y, [x[n] for n in names])
+            timing.synchronize(self.device)
+
+        def bwd():
+            y, xs = self.graph
+            return torch.autograd.grad(y, xs, dy, retain_graph=True, allow_unused=True)
+
+        return bwd, build
 
     def cmd_check(self, impl: str, warmup_s: float = 0.1) -> dict:
         rec = self._rec(impl)
@@ -183,6 +258,8 @@ class Session:
         ok, why = rec.available(self.device)
         if ok:
             ok, why = rec.supports(dtype, spec.head_size(case.shape))
+        if ok and case.mode in TRAINING_MODES and not rec.backward:
+            ok, why = False, f"{rec.name} has no backward (registered with backward=False): not run in training modes"
         if not ok:
             return {"status": "skipped", "note": why}
         timer = self._timer()
@@ -205,20 +282,42 @@ class Session:
         if not acc.passed:
             why = "non-finite output" if not acc.finite else f"rel_err {acc.rel_err:.3g} > tol {acc.tol:.3g}"
             return {**res, "status": "wrong", "note": why}
-        res["est_ms"] = timer.warmup(lambda: rec.fn(**self.inputs), warmup_s)
+        if case.mode in TRAINING_MODES:
+            names = gradcheck.grad_names(case.op, self.check_inputs)
+            (_, grads), grad_ms = timer.first_call(
+                lambda: gradcheck.implementation_grads(rec.fn, self.check_inputs, names, self.check_dy)
+            )
+            gacc = gradcheck.compare_grads(grads, self.grad_ref, dtype, rec.tf32)
+            del grads
+            res["first_call_ms"] = first_ms + grad_ms
+            res.update(grad_rel_err=gacc.worst_err, grad_worst=gacc.worst, grad_tol=gacc.tol)
+            if not gacc.passed:
+                why = "non-finite gradient" if not gacc.finite else f"gradient {gacc.label()} > tol {gacc.tol:.3g}"
+                return {**res, "status": "wrong", "note": (res.get("note", "") + "; " if "note" in res else "") + why}
+        fn, build = self.timed_call(rec)
+        if build is not None:
+            build()
+        res["est_ms"] = timer.warmup(fn, warmup_s)
+        self.graph = None
         return {**res, "status": "ok"}
 
     def cmd_sample(self, impl: str, n: int) -> dict:
         rec = self._rec(impl)
         timer = self._timer()
+        fn, build = self.timed_call(rec)
+        self.graph = None
         peak = None
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             base = torch.cuda.memory_allocated(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
-        xs = timer.samples(lambda: rec.fn(**self.inputs), int(n))
+        if build is not None:
+            build()  # bwd: the forward that keeps the graph, untimed but inside the memory peak
+        xs = timer.samples(fn, int(n))
+        self.graph = None
         if self.device.type == "cuda":
-            # inputs + everything the calls allocated at their peak (reference and flush buffer excluded)
+            # inputs + everything the calls allocated at their peak (reference and flush buffer excluded;
+            # in training modes the saved activations and the gradients are included)
             peak = torch.cuda.max_memory_allocated(self.device) - base + self.input_bytes
         return {"samples_ms": xs, "peak_mem_bytes": peak}
 
@@ -231,11 +330,15 @@ class Session:
         if nvml.energy_mj(h) is None:
             return {"joules_per_call": None}
         n = max(3, math.ceil(seconds * 1e3 / max(est_ms, 1e-3)))
+        fn, build = self.timed_call(rec)
+        if build is not None:
+            build()
         torch.cuda.synchronize(self.device)
         e0, t0 = nvml.energy_mj(h), time.perf_counter()
         for _ in range(n):
-            rec.fn(**self.inputs)
+            fn()
         torch.cuda.synchronize(self.device)
+        self.graph = None
         e1, dt = nvml.energy_mj(h), time.perf_counter() - t0
         if e1 is None or e1 <= e0:
             return {"joules_per_call": None, "note": "energy counter did not advance"}

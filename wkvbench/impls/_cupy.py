@@ -74,7 +74,7 @@ def cuda_source(path: Path) -> str:
 
 
 # ----------------------------------------------------------------------------- registration and checks
-def register_bi_wkv7(impl: str, dtypes, head_sizes, *, priority: int, description: str):
+def register_bi_wkv7(impl: str, dtypes, head_sizes, *, priority: int, description: str, backward: bool = False):
     """``register_impl`` for a Bi-WKV7 kernel launched through this module: backend ``cupy``, CUDA
     only, available when :func:`check` passes."""
     return register_impl(
@@ -87,6 +87,7 @@ def register_bi_wkv7(impl: str, dtypes, head_sizes, *, priority: int, descriptio
         priority=priority,
         check=check,
         description=description,
+        backward=backward,
     )
 
 

@@ -56,6 +56,7 @@ register_impl(
     dtypes=_HALF,
     priority=32,
     peer=True,
+    backward=True,
     check=_check,
     description="flash-attn package FlashAttention-2 (peer; CUDA, fp16/bf16, sm80+)",
 )(flash_attn)

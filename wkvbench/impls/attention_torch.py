@@ -66,6 +66,7 @@ _HALF = (torch.float16, torch.bfloat16)
     devices=("cpu", "cuda"),
     dtypes=(torch.float32, torch.float16, torch.float64),
     priority=0,
+    backward=True,
     description="scores, softmax (float32), weighted sum: AST's eager attention (the baseline)",
 )
 def torch_eager(q, k, v, *, out=None):
@@ -77,6 +78,8 @@ def torch_eager(q, k, v, *, out=None):
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32 if q.dtype in _HALF else None).to(v.dtype)
     if out is None:
         return torch.matmul(probs, v)
+    if torch.is_grad_enabled() and probs.requires_grad:  # out= is not differentiable; copy_ is
+        return out.copy_(torch.matmul(probs, v))
     return torch.matmul(probs, v, out=out)
 
 
@@ -142,6 +145,7 @@ def _register_sdpa(name: str, backend_name: str, devices, dtypes, priority: int,
         devices=devices,
         dtypes=dtypes,
         priority=priority,
+        backward=True,
         check=_check(backend_name, probe_dtype),
         description=description,
     )(fn)

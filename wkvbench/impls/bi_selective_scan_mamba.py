@@ -60,6 +60,8 @@ def bi_selective_scan_with(selective_scan_fn, u, delta, A, A_b, Bm, Cm, Dskip, z
     )
     if out is None:
         return y_fwd + y_rev.flip(-1)
+    if torch.is_grad_enabled() and y_fwd.requires_grad:  # out= is not differentiable; copy_ is
+        return out.copy_(y_fwd + y_rev.flip(-1))
     return torch.add(y_fwd, y_rev.flip(-1), out=out)
 
 
@@ -71,6 +73,7 @@ def bi_selective_scan_with(selective_scan_fn, u, delta, A, A_b, Bm, Cm, Dskip, z
     dtypes=ALL_DTYPES,
     priority=32,
     peer=True,
+    backward=True,
     check=_check,
     description="mamba_ssm selective_scan_fn, forward + flipped (Audio Mamba's Fo-Bi; peer, CUDA)",
 )
@@ -78,7 +81,5 @@ def mamba_ssm(u, delta, A, A_b, Bm, Cm, Dskip=None, z=None, delta_bias=None, del
     """mamba_ssm's fused scan forward and on flipped copies, summed (Audio Mamba's Fo-Bi)."""
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
-    with torch.no_grad():
-        return bi_selective_scan_with(
-            selective_scan_fn, u, delta, A, A_b, Bm, Cm, Dskip, z, delta_bias, delta_softplus, out
-        )
+    args = (u, delta, A, A_b, Bm, Cm, Dskip, z, delta_bias, delta_softplus)
+    return bi_selective_scan_with(selective_scan_fn, *args, out)

@@ -102,13 +102,25 @@ def selective_scan_loop(dt: Tensor, du: Tensor, A: Tensor, Bt: Tensor, Ct: Tenso
         dA = torch.exp(dt[..., t0:t1, None] * A[..., None, :])  # [..., D, L, N]
         dBu = du[..., t0:t1, None] * Bt[..., None, t0:t1, :]
         dA, dBu = _time_first(dA), _time_first(dBu)  # [L, ..., D, N]: per-token slices contiguous
-        xs = torch.empty_like(dBu)
-        for i in range(t1 - t0):
-            x = torch.addcmul(dBu[i], dA[i], x, out=xs[i])
+        if _recording(dA, dBu, x):  # autograd: out= is not differentiable; stack the states instead
+            states = []
+            for i in range(t1 - t0):
+                x = torch.addcmul(dBu[i], dA[i], x)
+                states.append(x)
+            xs = torch.stack(states)
+        else:
+            xs = torch.empty_like(dBu)
+            for i in range(t1 - t0):
+                x = torch.addcmul(dBu[i], dA[i], x, out=xs[i])
         # y[..., d, t] = sum_n xs[t, ..., d, n] * Ct[..., t, n]
         cb = _time_first(Ct[..., t0:t1, :].unsqueeze(-3))  # [L, ..., 1, N]
         y[..., t0:t1] = _time_last((xs * cb).sum(-1))
     return y
+
+
+def _recording(*xs: Tensor) -> bool:
+    """Whether autograd records operations on any of ``xs`` (the training path)."""
+    return torch.is_grad_enabled() and any(x.requires_grad for x in xs)
 
 
 def _time_first(x: Tensor) -> Tensor:
@@ -129,6 +141,7 @@ def _time_last(x: Tensor) -> Tensor:
     devices=("cpu", "cuda"),
     dtypes=_DTYPES,
     priority=0,
+    backward=True,
     description="per-token PyTorch scan (mamba_ssm's selective_scan_ref shape), both directions batched",
 )
 def torch_loop(u, delta, A, A_b, Bm, Cm, Dskip=None, z=None, delta_bias=None, delta_softplus=True, *, out=None):
@@ -158,6 +171,7 @@ def selective_scan_chunked(
     if pad:  # identity tokens: no decay, no input
         dt, du = F.pad(dt, (0, pad)), F.pad(du, (0, pad))
         Bt, Ct = F.pad(Bt, (0, 0, 0, pad)), F.pad(Ct, (0, 0, 0, pad))
+    train = _recording(dt, du, A, Bt, Ct)
     A = A.expand(S, D, N)
     # [C, S, D, L] and [C, S, L, N]: chunks lead, so per-chunk slices are contiguous
     dtc = dt.view(S, D, C, L).permute(2, 0, 1, 3).contiguous()
@@ -174,15 +188,24 @@ def selective_scan_chunked(
     for c0 in range(0, C, group):
         c1 = min(C, c0 + group)
         E = torch.exp(A[:, :, None, :] * rem[c0:c1, ..., None])  # [G, S, D, L, N]
-        E.mul_(duc[c0:c1, ..., None]).mul_(Bc[c0:c1, :, None])
+        if train:  # exp's backward reads its output: no in-place update
+            E = E * duc[c0:c1, ..., None] * Bc[c0:c1, :, None]
+        else:
+            E.mul_(duc[c0:c1, ..., None]).mul_(Bc[c0:c1, :, None])
         R[c0:c1] = E.sum(-2)
         del E
 
     # 2. hand-over between chunks
-    X = torch.empty(C, S, D, N, dtype=dt.dtype, device=dt.device)
-    X[0].zero_()
-    for c in range(C - 1):
-        torch.addcmul(R[c], P[c], X[c], out=X[c + 1])
+    if train:  # out= is not differentiable: collect the states and stack them
+        states = [torch.zeros(S, D, N, dtype=dt.dtype, device=dt.device)]
+        for c in range(C - 1):
+            states.append(torch.addcmul(R[c], P[c], states[c]))
+        X = torch.stack(states)
+    else:
+        X = torch.empty(C, S, D, N, dtype=dt.dtype, device=dt.device)
+        X[0].zero_()
+        for c in range(C - 1):
+            torch.addcmul(R[c], P[c], X[c], out=X[c + 1])
 
     # 3. outputs: every chunk from its initial state, the L positions in sequence
     Y = torch.empty(L, C, S, D, dtype=dt.dtype, device=dt.device)
@@ -201,6 +224,7 @@ def selective_scan_chunked(
     devices=("cpu", "cuda"),
     dtypes=_DTYPES,
     priority=10,
+    backward=True,
     description="chunked PyTorch scan (cumulative-dt decays, sequential hand-over), both directions batched",
 )
 def torch_chunked(

@@ -264,6 +264,7 @@ def cupy_launcher(name: str, grid: tuple, block: tuple, args: tuple, device: tor
     DTYPES,
     HEAD_SIZES,
     priority=5,
+    backward=True,
     description="AudioRWKV's released construction: inputs + flipped copies as 2B, one causal CUDA kernel, "
     "merge in PyTorch; differentiable",
 )

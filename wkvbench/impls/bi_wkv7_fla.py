@@ -83,6 +83,8 @@ def bi_wkv7_with(direction: Callable, r, w, k, v, a, b, g=None, out=None):
     gate = 0.5 if g is None else g.unsqueeze(-1).to(y_fwd.dtype)
     if out is None:
         return torch.lerp(y_rev, y_fwd, gate)
+    if torch.is_grad_enabled() and y_fwd.requires_grad:  # out= is not differentiable; copy_ is
+        return out.copy_(torch.lerp(y_rev, y_fwd, gate))
     return torch.lerp(y_rev, y_fwd, gate, out=out)
 
 
@@ -122,13 +124,13 @@ def _recurrent_direction(r, w_log, k, v, a, b):
     priority=20,
     tf32=True,
     peer=True,
+    backward=True,
     check=_check,
     description="fla-core chunk_rwkv7 (safe_gate, chunk 64) per direction + gate (peer; fp32 via TF32)",
 )
 def fla_chunk(r, w, k, v, a, b, g=None, *, out=None):
-    """fla-core ``chunk_rwkv7`` once per direction, merged with the gate."""
-    with torch.no_grad():
-        return bi_wkv7_with(_chunk_direction, r, w, k, v, a, b, g, out)
+    """fla-core ``chunk_rwkv7`` once per direction, merged with the gate (fla's own backward)."""
+    return bi_wkv7_with(_chunk_direction, r, w, k, v, a, b, g, out)
 
 
 @register_impl(

@@ -29,6 +29,9 @@ at once. The L x L matrices factor through a reference point in the middle of th
 cumulative decay; every other exponent is <= 0. ``chunk_len`` is capped at 128 to keep those
 factors far from float32 overflow.
 
+Both are differentiable by autograd through these ops (``backward=True``); with ``out=`` the
+result is copied into ``out``, which then carries the graph.
+
 On CUDA the float32 matmuls are only float32-exact with TF32 off (torch's default,
 ``torch.backends.cuda.matmul.allow_tf32 = False``); a run that turns TF32 on is caught by the
 correctness gate (the fp32 bar is 2e-5), not silently reported.
@@ -92,6 +95,7 @@ def wkv7_loop(r, w, k, v, a, b, state: Tensor | None = None) -> tuple[Tensor, Te
     devices=("cpu", "cuda"),
     dtypes=_DTYPES,
     priority=0,
+    backward=True,
     description="naive per-token loop in PyTorch, both directions batched (the baseline)",
 )
 def torch_loop(r, w, k, v, a, b, g=None, *, out=None):
@@ -152,13 +156,17 @@ def wkv7_chunked(r, w, k, v, a, b, state: Tensor | None = None, chunk_len: int =
     P = torch.baddbmm(torch.diag_embed(torch.exp(GL[:, 0])), W.transpose(1, 2), BK[:, :L])  # [Z, N, N]
     R = torch.bmm(UV.transpose(1, 2), BK)  # U^T Bd + V^T Kd
     P, R = P.view(C, BH, N, N), R.view(C, BH, N, N)
-    S_all = torch.empty(C + 1, BH, N, N, dtype=dt, device=r.device)  # state entering each chunk
-    if state is None:
-        S_all[0].zero_()
+    S0 = torch.zeros(BH, N, N, dtype=dt, device=r.device) if state is None else state.reshape(BH, N, N).to(dt)
+    if torch.is_grad_enabled() and any(x.requires_grad for x in (P, R, S0)):
+        states = [S0]  # autograd: out= is not differentiable, so collect the states and stack them
+        for c in range(C):
+            states.append(torch.baddbmm(R[c], states[c], P[c]))
+        S_all = torch.stack(states)
     else:
-        S_all[0].copy_(state.reshape(BH, N, N))
-    for c in range(C):  # the only sequential part: state hand-over between chunks
-        torch.baddbmm(R[c], S_all[c], P[c], out=S_all[c + 1])
+        S_all = torch.empty(C + 1, BH, N, N, dtype=dt, device=r.device)  # state entering each chunk
+        S_all[0].copy_(S0)
+        for c in range(C):  # the only sequential part: state hand-over between chunks
+            torch.baddbmm(R[c], S_all[c], P[c], out=S_all[c + 1])
     Y = torch.baddbmm(Yin, Q, S_all[:C].view(Z, N, N).transpose(1, 2))  # [Z, L, N]
     y = Y.view(C, BB, H, L, N).permute(1, 0, 3, 2, 4).reshape(BB, C * L, H, N)[:, :T]
     S = S_all[C].view(BB, H, N, N)
@@ -172,6 +180,7 @@ def wkv7_chunked(r, w, k, v, a, b, state: Tensor | None = None, chunk_len: int =
     devices=("cpu", "cuda"),
     dtypes=_DTYPES,
     priority=10,
+    backward=True,
     description="chunked-parallel PyTorch (batched matmuls per chunk, sequential hand-over)",
 )
 def torch_chunked(r, w, k, v, a, b, g=None, *, out=None, chunk_len: int | None = None):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, block: int = 1024) -> Tensor:
@@ -13,9 +14,18 @@ def attention(q: Tensor, k: Tensor, v: Tensor, block: int = 1024) -> Tensor:
     float64 score matrix never exceeds ``B * H * block * T`` elements at long T.
     """
     q, k, v = (x.to(torch.float64) for x in (q, k, v))
-    scale = q.shape[-1] ** -0.5
+    if torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v)):
+        # gradients: each block of rows is recomputed in the backward, so no block's scores are kept
+        parts = [
+            checkpoint(_rows, q[..., i : i + block, :], k, v, use_reentrant=False) for i in range(0, q.shape[-2], block)
+        ]
+        return torch.cat(parts, dim=-2)
     out = torch.empty(q.shape[:-1] + v.shape[-1:], dtype=torch.float64, device=q.device)
     for i in range(0, q.shape[-2], block):
-        scores = torch.matmul(q[..., i : i + block, :], k.transpose(-1, -2)) * scale
-        out[..., i : i + block, :] = torch.matmul(torch.softmax(scores, dim=-1), v)
+        out[..., i : i + block, :] = _rows(q[..., i : i + block, :], k, v)
     return out
+
+
+def _rows(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    scores = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+    return torch.matmul(torch.softmax(scores, dim=-1), v)

@@ -9,13 +9,16 @@ j: key channel)::
     y_t = S_t r_t
 
 It computes in float64 from the inputs exactly as given (already rounded to their I/O dtype),
-on whatever device they are on.
+on whatever device they are on. It is differentiable (the float64 truth for gradients is autograd
+through it); when differentiated it runs in blocks of :data:`GRAD_BLOCK` tokens recomputed in the
+backward, so a long-T reference gradient keeps one state per block, not one per token.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 
 def wkv7(
@@ -40,13 +43,50 @@ def wkv7(
     if state is not None:
         S = S + state.to(device=r.device, dtype=torch.float64)
     d = torch.exp(-torch.exp(w))
-    y = torch.empty(B, T, H, N, dtype=torch.float64, device=r.device)
-    steps = range(T - 1, -1, -1) if reverse else range(T)
+    if not (torch.is_grad_enabled() and any(x.requires_grad for x in (r, d, k, v, a, b, S))):
+        y = torch.empty(B, T, H, N, dtype=torch.float64, device=r.device)
+        S = _steps(S, r, d, k, v, a, b, range(T - 1, -1, -1) if reverse else range(T), y)
+        return y, S
+    # Gradients: blocks of GRAD_BLOCK tokens, each recomputed in the backward (activation
+    # checkpointing), so autograd keeps one state per block instead of every token's.
+    ys = [None] * T
+    starts = range(0, T, GRAD_BLOCK)
+    for t0 in reversed(starts) if reverse else starts:
+        t1 = min(T, t0 + GRAD_BLOCK)
+        S, yb = checkpoint(
+            _block,
+            S,
+            r[:, t0:t1],
+            d[:, t0:t1],
+            k[:, t0:t1],
+            v[:, t0:t1],
+            a[:, t0:t1],
+            b[:, t0:t1],
+            reverse,
+            use_reentrant=False,
+        )
+        ys[t0] = yb
+    return torch.cat([yb for yb in ys if yb is not None], dim=1), S
+
+
+#: Tokens per recomputed block when the reference is differentiated.
+GRAD_BLOCK = 64
+
+
+def _steps(S, r, d, k, v, a, b, steps, y):
+    """The recurrence over ``steps`` (indices into the token axis), writing ``y``; returns the last S."""
     for t in steps:
         sa = torch.einsum("bhij,bhj->bhi", S, a[:, t])
         S = S * d[:, t, :, None, :] + sa[..., :, None] * b[:, t, :, None, :] + v[:, t, :, :, None] * k[:, t, :, None, :]
         y[:, t] = torch.einsum("bhij,bhj->bhi", S, r[:, t])
-    return y, S
+    return S
+
+
+def _block(S, r, d, k, v, a, b, reverse: bool):
+    L = r.shape[1]
+    y = torch.empty(r.shape, dtype=torch.float64, device=r.device)
+    S = _steps(S, r, d, k, v, a, b, range(L - 1, -1, -1) if reverse else range(L), y)
+    return S, y
 
 
 def bi_wkv7(r: Tensor, w: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, g: Tensor | None = None) -> Tensor:

@@ -5,7 +5,9 @@ Rules every view follows:
 * A speed-up is computed only from two ``ok`` cells. A cell that is wrong, failed, OOM, timed out
   or was skipped stays in the tables with its status and is drawn as a marker, never dropped.
 * "Best Bi-WKV7" is the fastest ``ok`` bi_wkv7 implementation of a case (model, batch, tokens,
-  dtype, device, variant).
+  dtype, device, variant, mode).
+* Timing modes (``fwd``, ``bwd``, ``fwd_bwd``) are a slice like dtype: nothing is compared across
+  modes; figures facet by mode and the headline names its mode.
 * Baselines: the speed-up policy of :mod:`wkvbench.report.baselines` (today AST attention as
   written, the best ``sdpa_*`` attention and the best Mamba bidirectional scan), each of the
   same model size (T/S/B) and slice (device, dtype, batch, variant), preferring the baseline's
@@ -26,8 +28,11 @@ import pandas as pd
 from wkvbench.presets import MODELS
 from wkvbench.report.baselines import BASELINES, SUBJECT_OP, Baseline
 
-SLICE = ("device", "dtype", "batch", "variant")
-CASE = ("model", "batch", "tokens", "dtype", "device", "variant")
+SLICE = ("device", "dtype", "batch", "variant", "mode")
+CASE = ("model", "batch", "tokens", "dtype", "device", "variant", "mode")
+#: Timing modes in display order (docs/spec.md section 1).
+MODE_ORDER = ("fwd", "fwd_bwd", "bwd")
+MODE_LABEL = {"fwd": "inference (fwd)", "bwd": "backward only (bwd)", "fwd_bwd": "training (fwd_bwd)"}
 #: Relative tolerance when matching cells of two models on seconds (equal audio) or tokens.
 MATCH_TOL = {"audio": 0.02, "tokens": 0.01}
 VIEW_X = {"audio": "seconds", "tokens": "tokens"}
@@ -50,13 +55,15 @@ def order_key(col: str, v) -> tuple:
         return (_DEVICE_ORDER.index(v) if v in _DEVICE_ORDER else 9, str(v))
     if col == "variant":
         return (0 if v == "realistic" else 1, str(v))
+    if col == "mode":
+        return (MODE_ORDER.index(v) if v in MODE_ORDER else 9, str(v))
     return (0, v)
 
 
 def slice_label(values: dict) -> str:
     parts = []
     for col, v in values.items():
-        parts.append(f"batch {v}" if col == "batch" else str(v))
+        parts.append(f"batch {v}" if col == "batch" else MODE_LABEL.get(v, v) if col == "mode" else str(v))
     return ", ".join(parts)
 
 
@@ -73,12 +80,13 @@ def slices(df: pd.DataFrame, cols=SLICE) -> list[tuple[dict, pd.DataFrame]]:
 
 
 def primary_slice(df: pd.DataFrame) -> dict:
-    """The slice of the headline: CUDA if measured, batch 1 (else the smallest), bf16 > fp16 > fp32."""
+    """The slice of the headline: CUDA if measured, batch 1 (else the smallest), bf16 > fp16 > fp32,
+    inference (``fwd``) when measured, else training."""
     rows = df[df["op"] == SUBJECT_OP] if (df["op"] == SUBJECT_OP).any() else df
     if rows.empty:
         return {}
     out = {}
-    for col in ("device", "dtype", "variant"):
+    for col in ("device", "dtype", "variant", "mode"):
         out[col] = min(rows[col].unique(), key=lambda v, c=col: order_key(c, v))
         rows = rows[rows[col] == out[col]]
     batches = sorted(rows["batch"].unique())
@@ -363,7 +371,7 @@ def verification(df: pd.DataFrame) -> pd.DataFrame:
 
 def not_ok(df: pd.DataFrame) -> pd.DataFrame:
     """Every cell that is not ok, with its reason."""
-    cols = ["op", "impl", "model", "batch", "tokens", "seconds", "dtype", "device", "variant", "status", "note"]
+    cols = ["op", "impl", "model", "batch", "tokens", "seconds", "dtype", "device", "variant", "mode", "status", "note"]
     return df.loc[df["status"] != "ok", cols].sort_values(["op", "impl", "model", "tokens"]).reset_index(drop=True)
 
 

@@ -267,6 +267,7 @@ def tidy(df: pd.DataFrame, where: str = "results") -> pd.DataFrame:
     if bad:
         raise ValueError(f"{where}: unknown status {bad}; expected one of {schema.STATUSES}")
     df["variant"] = df["variant"].replace("", "realistic")
+    df["mode"] = df["mode"].replace("", schema.KEY_DEFAULTS["mode"])  # runs before the mode column: inference
     df["device"] = df["device"].replace("", "unknown")
     df["dtype"] = df["dtype"].replace("", "unknown")
     fam = df["model"].map(lambda m: MODELS[m].family if m in MODELS else "")
@@ -301,8 +302,8 @@ def row_key(row) -> Key:
         v = get(col)
         if col in INTEGER:
             out.append(int(v))
-        elif col == "variant":
-            out.append(str(v) if v not in (None, "") else "realistic")
+        elif col in schema.KEY_DEFAULTS:
+            out.append(str(v) if v not in (None, "") else schema.KEY_DEFAULTS[col])
         else:
             out.append("" if v is None else str(v))
     return tuple(out)

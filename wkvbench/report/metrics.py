@@ -9,7 +9,7 @@ Columns of :func:`long_table`:
 
 * ``cell``: the row's position in the results table (to pivot back, :func:`wide_table`);
 * the case: :data:`CASE_COLUMNS` (``op, impl, backend, model, family, size, device, dtype,
-  batch, variant, tokens, seconds``), the cell's ``status`` and ``note``;
+  batch, variant, mode, tokens, seconds``), the cell's ``status`` and ``note``;
 * ``metric``, ``unit``, ``value``, ``p20``, ``p80`` (NaN where the metric has no quantiles),
   ``bar`` (the bar an accuracy metric is held to, NaN otherwise);
 * ``valid``: whether a figure may draw the value. Only ``ok`` cells have valid timings; an
@@ -39,6 +39,7 @@ CASE_COLUMNS = (
     "dtype",
     "batch",
     "variant",
+    "mode",
     "tokens",
     "seconds",
 )
@@ -84,6 +85,7 @@ METRICS: dict[str, Metric] = {
         ),
         Metric("rel_err", "relative L2", "rel_err", bar="tol", accuracy=True),
         Metric("max_abs_err", "absolute", "max_abs_err", accuracy=True),
+        Metric("grad_rel_err", "relative L2", "grad_rel_err", bar="grad_tol", accuracy=True),
         Metric("first_call", "ms", "first_call_ms"),
     )
 }

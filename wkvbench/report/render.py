@@ -92,6 +92,7 @@ def headline_sentence(table: pd.DataFrame, where: dict) -> str:
             f"batch {where.get('batch')}" if "batch" in where else "",
             where.get("dtype", ""),
             where.get("device", ""),
+            an.MODE_LABEL.get(where.get("mode", ""), where.get("mode", "")),
         )
         if v
     )

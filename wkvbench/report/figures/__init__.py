@@ -6,7 +6,9 @@ them (:func:`wkvbench.report.metrics.long_table`), and returns a :class:`~.layou
 matplotlib figure, its title and caption, and the table of exactly what it drew (written beside
 the PNG/SVG as CSV and shown in the HTML report). The metric figures (latency, throughput,
 memory, accuracy, bandwidth) are :class:`~.metric.MetricFigure` specs drawn by one plotter;
-speed-up, model size and first call are views of their own. :func:`draw_all` renders every
+speed-up, model size and first call are views of their own. Every metric figure splits by the
+timing mode (``fwd``, ``bwd``, ``fwd_bwd``) where a run has several; figure 9 draws the gradient
+errors of the training cells. :func:`draw_all` renders every
 figure in :data:`FIGURES` to ``OUT/figures``.
 """
 
@@ -21,6 +23,7 @@ import pandas as pd
 from wkvbench.report.figures.accuracy import fig_accuracy
 from wkvbench.report.figures.bandwidth import fig_bandwidth
 from wkvbench.report.figures.first_call import fig_first_call
+from wkvbench.report.figures.grad_accuracy import fig_grad_accuracy
 from wkvbench.report.figures.latency import fig_latency
 from wkvbench.report.figures.layout import RC, Plot, save_plot, split_idle
 from wkvbench.report.figures.memory import fig_memory
@@ -41,6 +44,7 @@ FIGURES: tuple[tuple[str, Callable[[pd.DataFrame, Env, pd.DataFrame], Plot]], ..
     ("fig6_accuracy", fig_accuracy),
     ("fig7_bandwidth", fig_bandwidth),
     ("fig8_first_call", lambda df, env, long: fig_first_call(df, env)),
+    ("fig9_grad_accuracy", fig_grad_accuracy),
 )
 
 __all__ = [
@@ -50,6 +54,7 @@ __all__ = [
     "fig_accuracy",
     "fig_bandwidth",
     "fig_first_call",
+    "fig_grad_accuracy",
     "fig_latency",
     "fig_memory",
     "fig_model_size",

@@ -332,7 +332,9 @@ def table_of(df: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
 
 
 #: The case columns every figure's table starts with.
-BASE_COLS = ["op", "impl", "model", "size", "device", "dtype", "batch", "variant", "tokens", "seconds", "status"]
+BASE_COLS = [
+    *("op", "impl", "model", "size", "device", "dtype", "batch", "variant", "mode", "tokens", "seconds", "status")
+]
 
 
 def save_plot(plot: Plot, out_dir: Path, formats=("png", "svg")) -> None:
