@@ -50,8 +50,9 @@ def _expand(suite: Suite, device: str) -> list[tuple[Case, list[Group]]]:
                     for tokens, secs in sorted(points):
                         shape = spec.shape_for(model, batch, tokens)
                         check_t = None
-                        if suite.run.check_max_tokens and tokens > suite.run.check_max_tokens:
-                            check_t = suite.run.check_max_tokens
+                        limit = suite.run.check_max_tokens if group.check_max_tokens is None else group.check_max_tokens
+                        if limit and tokens > limit:
+                            check_t = limit
                         case = Case(
                             op=group.op,
                             model=model.name,
@@ -89,19 +90,22 @@ def impls_for(group_impls: tuple[str, ...], exclude: tuple[str, ...], case: Case
 
     dtype = getattr(torch, case.dtype)
     head_size = _ops.get_op(case.op).head_size(case.shape)
+    op = _ops.impl_op(case.op, case.model)  # the network op runs its model's mixer implementations
+    others = {r.name for o in _ops.impl_ops(case.op) if o != op for r in registry.list_impls(o)}
     chosen: dict[str, str | None] = {}
     for entry in group_impls:
         if entry == "*":
-            for rec in registry.list_impls(case.op):
+            for rec in registry.list_impls(op):
                 ok, _ = rec.available(case.device)
                 ok = ok and rec.supports(dtype, head_size)[0]
                 if ok:
                     chosen.setdefault(rec.name, None)
             continue
         try:
-            rec = registry.get_impl(case.op, entry)
+            rec = registry.get_impl(op, entry)
         except ValueError:
-            chosen.setdefault(entry, f"not registered for {case.op}")
+            if entry not in others:  # another model's mixer (a network group of several families): not this case's
+                chosen.setdefault(entry, f"not registered for {op}")
             continue
         ok, why = rec.available(case.device)
         if ok:

@@ -38,6 +38,7 @@ A suite is global run settings plus groups of axes, one op per group::
     tokens = [64, 256]    # or seconds = [10.24, 328] (converted per model family)
     dtype = ["float32"]
     variant = "realistic"     # input variant (the op record's variants; bi_wkv7: inputs.WKV7_VARIANTS)
+    check_max_tokens = 1024   # optional: run.check_max_tokens for this group's cases only
 
 Errors raise :class:`SuiteError` (a ValueError) naming the file and the key, e.g.
 ``suites/x.toml: group[2].tokens: expected positive integers, got 'many'``.
@@ -117,6 +118,7 @@ class Group:
     seconds: tuple[float, ...] = ()
     dtype: tuple[str, ...] = ("float32",)
     variant: str = "realistic"
+    check_max_tokens: int | None = None  # this group's run.check_max_tokens (None: the run's)
 
 
 @dataclass(frozen=True)
@@ -296,7 +298,11 @@ def _parse_group(v: _V, i: int, data) -> Group:
     allowed_variants = _ops.get_op(op).variants
     if variant not in allowed_variants:
         v.fail(f"{key}.variant", f"{variant!r} is not one of {', '.join(allowed_variants)} for {op}")
+    check_t = data.get("check_max_tokens")
+    if check_t is not None:
+        check_t = v.number(f"{key}.check_max_tokens", check_t, integer=True, strict=False)
     return Group(
+        check_max_tokens=check_t,
         op=op,
         models=models,
         impls=impls,
@@ -527,7 +533,9 @@ def check_impl_names(flag: str, text: str | None, ops: Iterable[str]) -> None:
     known = list(dict.fromkeys(r.name for op in ops for r in registry.list_impls(op)))
     unknown = [n for n in _split(flag, text, str) if n != "*" and n not in known]
     if unknown:
+        elsewhere = {n: sorted({r.op for r in registry.list_impls() if r.name == n}) for n in unknown}
+        hint = "".join(f"; {n!r} implements {', '.join(o)}" for n, o in elsewhere.items() if o)
         raise SuiteError(
             f"command line: {flag}: unknown implementation(s) {', '.join(map(repr, unknown))} for "
-            f"{', '.join(ops)}; known: {', '.join(known)}"
+            f"{', '.join(ops)}{hint}; known: {', '.join(known)}"
         )

@@ -23,7 +23,9 @@ stderr goes to a log file in the run directory). Commands:
 =========  =====================================================================================
 hello      -> pid, versions
 probe      -> env (``wkvbench.envinfo.collect_env`` as seen by this process), copy_bandwidth_gbs
-case       case: build inputs (seeded) and the float64 reference once -> ref_ms, input_bytes
+case       case: build inputs (seeded) and the float64 reference once -> ref_ms, input_bytes; an op
+           with per-case state (``OpSpec.prepare``: the network op) builds that instead (the
+           network and its float64 twin's output) and ``check`` asks it for the gate
 check      impl, warmup_s: first call on NaN-poisoned output (timed: ``first_call_ms``),
            accuracy against the reference (``wrong`` stops here), warm-up -> est_ms
 sample     impl, n: ``n`` timed calls -> samples_ms, peak_mem_bytes
@@ -87,6 +89,8 @@ class Session:
         self.inputs: dict = {}
         self.check_inputs: dict = {}
         self.ref = None
+        self.state = None  # an op's per-case state (OpSpec.prepare), e.g. the built network
+        self.bound: dict = {}  # impl -> the callable timed (from the state)
         self.input_bytes = 0
         self.timer: timing.Timer | None = None
         self.device = torch.device("cpu")
@@ -126,7 +130,15 @@ class Session:
     def _rec(self, impl: str) -> registry.Impl:
         if self.case is None:
             raise RuntimeError("no case loaded (send 'case' first)")
-        return registry.get_impl(self.case.op, impl)
+        return registry.get_impl(ops.impl_op(self.case.op, self.case.model), impl)
+
+    def _fn(self, impl: str):
+        """The callable timed for ``impl``: the registered function, or what the case's state binds."""
+        if self.state is None:
+            return self._rec(impl).fn
+        if impl not in self.bound:
+            self.bound[impl] = self.state.bind(impl)
+        return self.bound[impl]
 
     def _timer(self) -> timing.Timer:
         if self.timer is None or self.timer.device != self.device:
@@ -150,6 +162,7 @@ class Session:
         if self.case is not None and new.case_id == self.case.case_id and new.check_tokens == self.case.check_tokens:
             return {"ref_ms": 0.0, "input_bytes": self.input_bytes, "cached": True}
         self.case, self.inputs, self.check_inputs, self.ref = None, {}, {}, None
+        self.state, self.bound = None, {}
         self._free()
         self.device = torch.device(new.device)
         dtype = getattr(torch, new.dtype)
@@ -157,9 +170,15 @@ class Session:
         self.inputs = ops.make_case_inputs(new.op, new.shape, dtype, self.device, seed=new.seed, variant=new.variant)
         self.input_bytes = sum(x.numel() * x.element_size() for x in self.inputs.values() if torch.is_tensor(x))
         self.check_inputs = self.inputs
-        if new.check_tokens:
-            model = presets.get_model(new.model)
-            cshape = spec.shape_for(model, new.batch, new.check_tokens)
+        model = presets.get_model(new.model)
+        cshape = spec.shape_for(model, new.batch, new.check_tokens) if new.check_tokens else None
+        if spec.prepare is not None:  # per-case state (e.g. the network) instead of a reference output
+            t0 = time.perf_counter()
+            self.state = spec.prepare(model, new.shape, dtype, self.device, new.seed, cshape)
+            timing.synchronize(self.device)
+            self.case = new
+            return {"ref_ms": (time.perf_counter() - t0) * 1e3, "input_bytes": self.input_bytes}
+        if cshape is not None:
             self.check_inputs = ops.make_case_inputs(
                 new.op, cshape, dtype, self.device, seed=new.seed, variant=new.variant
             )
@@ -186,6 +205,8 @@ class Session:
         if not ok:
             return {"status": "skipped", "note": why}
         timer = self._timer()
+        if self.state is not None:
+            return self._check_state(impl, warmup_s)
         out_shape = spec.out_shape(self.check_inputs)
         y, first_ms = timer.first_call(
             lambda: accuracy.run_checked(rec.fn, self.check_inputs, out_shape, dtype, rec.accepts_out)
@@ -208,22 +229,38 @@ class Session:
         res["est_ms"] = timer.warmup(lambda: rec.fn(**self.inputs), warmup_s)
         return {**res, "status": "ok"}
 
+    def _check_state(self, impl: str, warmup_s: float) -> dict:
+        """``check`` for an op with per-case state: first call, the state's own gate, warm-up."""
+        timer = self._timer()
+        fn = self._fn(impl)
+        _, first_ms = timer.first_call(lambda: fn(**self.inputs))
+        g = self.state.gate(impl)
+        res = {"first_call_ms": first_ms, "rel_err": g["rel_err"], "max_abs_err": g["max_abs_err"], "tol": g["tol"]}
+        if self.case.check_tokens:
+            res["note"] = f"accuracy checked at T={self.case.check_tokens}"
+        if not g["passed"]:
+            return {**res, "status": "wrong", "note": f"rel_err {g['rel_err']:.3g} > {g.get('note', '')}"}
+        res["est_ms"] = timer.warmup(lambda: fn(**self.inputs), warmup_s)
+        return {**res, "status": "ok"}
+
     def cmd_sample(self, impl: str, n: int) -> dict:
-        rec = self._rec(impl)
+        fn = self._fn(impl)
         timer = self._timer()
         peak = None
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             base = torch.cuda.memory_allocated(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
-        xs = timer.samples(lambda: rec.fn(**self.inputs), int(n))
+        xs = timer.samples(lambda: fn(**self.inputs), int(n))
         if self.device.type == "cuda":
-            # inputs + everything the calls allocated at their peak (reference and flush buffer excluded)
-            peak = torch.cuda.max_memory_allocated(self.device) - base + self.input_bytes
+            # inputs (+ the state's weights) + everything the calls allocated at their peak
+            # (reference and flush buffer excluded)
+            resident = getattr(self.state, "resident_bytes", 0) or 0
+            peak = torch.cuda.max_memory_allocated(self.device) - base + self.input_bytes + resident
         return {"samples_ms": xs, "peak_mem_bytes": peak}
 
     def cmd_energy(self, impl: str, seconds: float, est_ms: float) -> dict:
-        rec = self._rec(impl)
+        fn = self._fn(impl)
         if self.device.type != "cuda":
             return {"joules_per_call": None}
         uuid = getattr(torch.cuda.get_device_properties(self.device), "uuid", None)
@@ -234,7 +271,7 @@ class Session:
         torch.cuda.synchronize(self.device)
         e0, t0 = nvml.energy_mj(h), time.perf_counter()
         for _ in range(n):
-            rec.fn(**self.inputs)
+            fn(**self.inputs)
         torch.cuda.synchronize(self.device)
         e1, dt = nvml.energy_mj(h), time.perf_counter() - t0
         if e1 is None or e1 <= e0:
