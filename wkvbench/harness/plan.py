@@ -79,19 +79,23 @@ def expand_cases(suite: Suite, device: str) -> list[Case]:
     return [case for case, _ in _expand(suite, device)]
 
 
-def impls_for(group_impls: tuple[str, ...], exclude: tuple[str, ...], case: Case) -> list[tuple[str, str | None]]:
+def impls_for(
+    group_impls: tuple[str, ...], exclude: tuple[str, ...], case: Case, mixed: bool = False
+) -> list[tuple[str, str | None]]:
     """``[(impl name, reason it cannot run or None)]`` for a case.
 
     ``"*"`` adds every registered implementation that is available on the case's device and
     supports its dtype and head size; a name given explicitly is always listed, with the reason
-    when it cannot run (not registered, backend missing, dtype unsupported).
+    when it cannot run (not registered, backend missing, dtype unsupported). ``mixed``: the group's
+    models take implementations from several ops (a network group of several families); a name
+    another of them registers is then left out of this case instead of listed as not registered.
     """
     import torch
 
     dtype = getattr(torch, case.dtype)
     head_size = _ops.get_op(case.op).head_size(case.shape)
     op = _ops.impl_op(case.op, case.model)  # the network op runs its model's mixer implementations
-    others = {r.name for o in _ops.impl_ops(case.op) if o != op for r in registry.list_impls(o)}
+    others = {r.name for o in _ops.impl_ops(case.op) if o != op for r in registry.list_impls(o)} if mixed else set()
     chosen: dict[str, str | None] = {}
     for entry in group_impls:
         if entry == "*":
@@ -105,7 +109,9 @@ def impls_for(group_impls: tuple[str, ...], exclude: tuple[str, ...], case: Case
             rec = registry.get_impl(op, entry)
         except ValueError:
             if entry not in others:  # another model's mixer (a network group of several families): not this case's
-                chosen.setdefault(entry, f"not registered for {op}")
+                elsewhere = sorted({r.op for r in registry.list_impls() if r.name == entry})
+                hint = f" (it implements {', '.join(elsewhere)})" if elsewhere else ""
+                chosen.setdefault(entry, f"not registered for {op}{hint}")
             continue
         ok, why = rec.available(case.device)
         if ok:
@@ -120,7 +126,8 @@ def plan(suite: Suite, device: str) -> list[tuple[Case, list[tuple[str, str | No
     for case, groups in _expand(suite, device):
         merged: dict[str, str | None] = {}
         for g in groups:  # a case named by several groups runs the union of their impls
-            for name, why in impls_for(g.impls, g.exclude, case):
+            mixed = len({_ops.impl_op(g.op, m) for m in g.models}) > 1
+            for name, why in impls_for(g.impls, g.exclude, case, mixed):
                 merged.setdefault(name, why)
         out.append((case, list(merged.items())))
     return out
