@@ -56,7 +56,7 @@ def test_cell(benchmark, bench_cell, session):
 
     from wkvbench import registry
 
-    fn, build = session.timed_call(registry.get_impl(case.op, impl))  # the case's timing mode
+    fn, build = session.timed_call(session.callable_for(impl))  # the case's timing mode
     device = torch.device(case.device)
     if build is not None:  # bwd: the forward whose graph the timed backward reuses
         build()

@@ -1,4 +1,8 @@
-"""``wkvbench list``: every op and implementation, and whether it can run here (and why not)."""
+"""``wkvbench list``: every op and implementation, and whether it can run here (and why not).
+
+An op that runs another op's implementations (``OpSpec.impls_of``: the ``network`` op runs its
+model's mixer) is listed with the op each model takes its implementations from.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ import json
 
 import torch
 
-from wkvbench.opspec import get_op
+from wkvbench.opspec import get_op, impl_op
+from wkvbench.presets import MODELS
 from wkvbench.registry import OPS, builtin_errors, list_impls, load_plugin
 
 
@@ -44,6 +49,18 @@ def rows(device: str | None = None) -> list[dict]:
     return out
 
 
+def borrowed() -> dict[str, dict[str, list[str]]]:
+    """For each op that runs another op's implementations: {mixer op: [models]}."""
+    out = {}
+    for op in OPS:
+        if get_op(op).impls_of is not None:
+            by_op: dict[str, list[str]] = {}
+            for name in MODELS:
+                by_op.setdefault(impl_op(op, name), []).append(name)
+            out[op] = by_op
+    return out
+
+
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--op", choices=OPS, default=None, help="only this op")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="availability on this device only")
@@ -57,7 +74,7 @@ def main(args: argparse.Namespace) -> int:
     table = [r for r in rows(args.device) if args.op is None or r["op"] == args.op]
     errors = builtin_errors()
     if args.json:
-        print(json.dumps({"impls": table, "import_errors": errors}, indent=1))
+        print(json.dumps({"impls": table, "import_errors": errors, "impls_of": borrowed()}, indent=1))
         return 0
     devices = [args.device] if args.device else ["cpu", "cuda"]
     print(f"CUDA available: {torch.cuda.is_available()}")
@@ -70,6 +87,11 @@ def main(args: argparse.Namespace) -> int:
             avail = "  ".join(f"{d}: {r[d]}" for d in devices)
             flags = f" [{r['flags']}]" if r["flags"] else ""
             print(f"  {r['name']:<22} {r['backend']:<8} {r['dtypes']:<14} {avail}{flags}")
+    for op, by_op in borrowed().items():
+        if args.op in (None, op):
+            print(f"\n{op} (implementations: the model's mixer, any listed under its op)")
+            for mixer, models in by_op.items():
+                print(f"  {', '.join(models):<32} -> {mixer}")
     if errors:
         print("\nmodules that failed to import:")
         for mod, err in errors.items():

@@ -25,6 +25,8 @@ from wkvbench.opspec import (  # noqa: F401  (re-exported: the op records' publi
     OpSpec,
     element_size,
     get_op,
+    impl_op,
+    impl_ops,
     tokens_of,
     validate_attention,
     validate_bi_selective_scan,

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from wkvbench import inputs as _inputs
 from wkvbench import reference as _ref
-from wkvbench.presets import Model
+from wkvbench.presets import MODELS, Model, get_model
 
 IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 #: Largest w for which exp(-exp(w)) is a valid RWKV-7 decay (docs/spec.md section 1: w < -0.5).
@@ -71,6 +71,14 @@ class OpSpec:
     head_size: Callable[[dict], int | None] = lambda shape: None  # matched against Impl.head_sizes
     check_shapes: tuple[CheckShape, ...] = ()  # the correctness gate's shapes
     long_shapes: tuple[CheckShape, ...] = ()  # added by ``verify --long`` (meant for a GPU)
+    # An op whose implementations are another op's, chosen by model (the network op: its model's
+    # mixer op); None: the op's own registrations.
+    impls_of: Callable[[Model], str] | None = None
+    # Per-case state the worker builds once instead of a reference output:
+    # (model, shape, dtype, device, seed, check_shape) -> an object with ``bind(impl)`` (the callable
+    # timed, taking ``args``), ``gate(impl)`` (rel_err, max_abs_err, tol, passed, note) and
+    # ``resident_bytes`` (memory it holds for the calls, counted in their peak). None: plain op.
+    prepare: Callable[..., object] | None = None
 
     def head_size_of(self, inputs: dict) -> int | None:
         return self.head_size(self.shape_of(inputs))
@@ -204,6 +212,21 @@ def _scan(B, D, T, N=16, tiny=False, long=False) -> CheckShape:
     return CheckShape({"B": B, "D": D, "T": T, "N": N}, "realistic", tiny, long)
 
 
+def _network(name: str) -> Callable:
+    """A function of :mod:`wkvbench.models.bench`, imported on first call (it imports this module)."""
+
+    def call(*args, **kwargs):
+        from wkvbench.models import bench
+
+        return getattr(bench, name)(*args, **kwargs)
+
+    return call
+
+
+def _mixer_op(model: Model) -> str:
+    return {"a-rwkv": "bi_wkv7", "ast": "attention", "aum": "bi_selective_scan"}[model.family]
+
+
 def _dims(x: Tensor, names: str) -> dict:
     return dict(zip(names, (int(n) for n in x.shape), strict=True))
 
@@ -288,6 +311,28 @@ _RECORDS = (
         check_shapes=(_scan(1, 32, 13, tiny=True), _scan(2, 64, 64), _scan(1, 96, 200)),
         long_shapes=(_scan(1, 1536, 4096, long=True), _scan(1, 1536, 16401, long=True)),
     ),
+    OpSpec(
+        name="network",
+        label="network",
+        family="a-rwkv",
+        default_model="A-RWKV-S",
+        args=("spec",),
+        grad_args=("spec",),
+        shape_for=_network("shape_for"),  # the mixer's shape + F (frames), L (depth), W (width), P
+        shape_of=lambda x: {"B": int(x["spec"].shape[0]), "F": int(x["spec"].shape[1])},
+        make_inputs=_network("make_inputs"),
+        reference=_network("no_reference"),  # the truth is the float64 network: see prepare
+        validate=_network("validate"),
+        out_shape=lambda x: (int(x["spec"].shape[0]), 527),
+        bytes_moved=_network("bytes_moved"),
+        flops=_network("flops"),  # an estimate (wkvbench.models.bench.flops)
+        naive_impl="torch_loop",  # A-RWKV's and AuM's; AST's is torch_eager (report.baselines)
+        time_exponent=1,
+        bwd_flops_factor=2.0,
+        head_size=_network("head_size"),
+        impls_of=_mixer_op,
+        prepare=_network("NetworkCase"),
+    ),
 )
 
 #: Every op, by name, in listing order.
@@ -299,6 +344,24 @@ def get_op(name: str) -> OpSpec:
     if name not in OPS:
         raise ValueError(f"op: unknown op {name!r}; expected one of {', '.join(OPS)}")
     return OPS[name]
+
+
+def impl_op(op: str, model: Model | str | None = None) -> str:
+    """The op whose registered implementations run ``op`` for ``model`` (``op`` itself for a plain op)."""
+    spec = get_op(op)
+    if spec.impls_of is None:
+        return op
+    if model is None:
+        raise ValueError(f"model: op {op!r} takes the implementations of its model's mixer; name the model")
+    return spec.impls_of(get_model(model) if isinstance(model, str) else model)
+
+
+def impl_ops(op: str) -> tuple[str, ...]:
+    """Every op whose implementations may run ``op`` (for any model)."""
+    spec = get_op(op)
+    if spec.impls_of is None:
+        return (op,)
+    return tuple(dict.fromkeys(spec.impls_of(m) for m in MODELS.values()))
 
 
 def element_size(dtype: torch.dtype) -> int:

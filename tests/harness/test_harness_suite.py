@@ -32,7 +32,9 @@ def write(tmp_path, text):
 def test_shipped_suites_validate(name):
     suite = S.load_suite(ROOT / "suites" / f"{name}.toml")
     assert suite.name == name
-    assert {g.op for g in suite.groups} == {"bi_wkv7", "attention", "bi_selective_scan"}
+    ops_ = {g.op for g in suite.groups}
+    assert ops_ - {"network"} == {"bi_wkv7", "attention", "bi_selective_scan"}
+    assert ("network" in ops_) == (name in ("smoke", "paper"))
     assert P.expand_cases(suite, "cpu")
 
 
@@ -40,7 +42,11 @@ def test_smoke_is_cpu_float32_and_tiny():
     suite = S.load_suite(ROOT / "suites" / "smoke.toml")
     assert suite.run.device == "cpu"
     cases = P.expand_cases(suite, "cpu")
-    assert all(c.dtype == "float32" and c.batch == 1 and c.tokens <= 256 for c in cases)
+    assert all(c.dtype == "float32" and c.batch == 1 for c in cases)
+    assert all(c.tokens <= 256 for c in cases if c.op != "network")
+    assert {(c.model, c.seconds) for c in cases if c.op == "network"} == {
+        (m, s) for m in ("A-RWKV-T", "AST-B", "AuM-T") for s in (1.28, 2.56)
+    }
 
 
 def test_paper_seconds_become_tokens_per_family():
@@ -53,9 +59,16 @@ def test_paper_seconds_become_tokens_per_family():
     assert tok[("A-RWKV-T", 328.0)] == 16400
     assert tok[("AuM-B", 10.24)] == 513  # + class token
     assert {c.batch for c in cases} == {1, 8}
-    assert {c.dtype for c in cases if c.op != "attention"} == {"bfloat16"}
+    assert {c.dtype for c in cases if c.op not in ("attention", "network") or c.family != "ast"} == {"bfloat16"}
     # attention also runs AST eager as written in float16 (bf16 eager misses the bf16 bar)
     assert {c.dtype for c in cases if c.op == "attention"} == {"bfloat16", "float16"}
+    # whole networks: A-RWKV-T/S/B, AST-B (and its eager fp16), AuM-T/S/B, 10.24 to 327.68 s, checked at 1024 tokens
+    net = [c for c in cases if c.op == "network"]
+    assert {c.model for c in net} == {"A-RWKV-T", "A-RWKV-S", "A-RWKV-B", "AST-B", "AuM-T", "AuM-S", "AuM-B"}
+    assert {c.seconds for c in net} == {10.24, 20.48, 40.96, 81.92, 163.84, 327.68}
+    assert {c.dtype for c in net if c.family == "ast"} == {"bfloat16", "float16"}
+    assert all(c.check_tokens == 1024 for c in net if c.tokens > 1024)
+    assert all(c.check_tokens is None for c in cases if c.op != "network")
 
 
 def test_expansion_order_dedupe_and_seed(tmp_path):

@@ -13,7 +13,7 @@ from wkvbench.report import figures
 from wkvbench.report.load import load_run, parse_env, tidy
 from wkvbench.report.style import fmt_ms, fmt_speedup
 
-FIGURE_NAMES = [name for name, _ in figures.FIGURES]
+FIGURE_NAMES = [name for name, _ in (*figures.FIGURES, *figures.NETWORK_FIGURES)]
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def built(tmp_path_factory, make_run):
 
 def test_every_figure_exists_as_png_svg_and_csv(built):
     _, out, _ = built
-    assert len(FIGURE_NAMES) == 10
+    assert len(FIGURE_NAMES) == 13  # 9 kernel figures (fig3 twice, fig9 gradients) + 3 network figures
     for name in FIGURE_NAMES:
         png, svg, csv = (out / "figures" / f"{name}.{ext}" for ext in ("png", "svg", "csv"))
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name

@@ -53,8 +53,9 @@ def _expand(suite: Suite, device: str) -> list[tuple[Case, list[Group]]]:
                     for (tokens, secs), mode in ((p, m) for p in sorted(points) for m in group.modes):
                         shape = spec.shape_for(model, batch, tokens)
                         check_t = None
-                        if suite.run.check_max_tokens and tokens > suite.run.check_max_tokens:
-                            check_t = suite.run.check_max_tokens
+                        limit = suite.run.check_max_tokens if group.check_max_tokens is None else group.check_max_tokens
+                        if limit and tokens > limit:
+                            check_t = limit
                         case = Case(
                             op=group.op,
                             model=model.name,
@@ -82,31 +83,40 @@ def expand_cases(suite: Suite, device: str) -> list[Case]:
     return [case for case, _ in _expand(suite, device)]
 
 
-def impls_for(group_impls: tuple[str, ...], exclude: tuple[str, ...], case: Case) -> list[tuple[str, str | None]]:
+def impls_for(
+    group_impls: tuple[str, ...], exclude: tuple[str, ...], case: Case, mixed: bool = False
+) -> list[tuple[str, str | None]]:
     """``[(impl name, reason it cannot run or None)]`` for a case.
 
     ``"*"`` adds every registered implementation that is available on the case's device and
     supports its dtype and head size; a name given explicitly is always listed, with the reason
-    when it cannot run (not registered, backend missing, dtype unsupported).
+    when it cannot run (not registered, backend missing, dtype unsupported). ``mixed``: the group's
+    models take implementations from several ops (a network group of several families); a name
+    another of them registers is then left out of this case instead of listed as not registered.
     """
     import torch
 
     dtype = getattr(torch, case.dtype)
     head_size = _ops.get_op(case.op).head_size(case.shape)
     training = case.mode in TRAINING_MODES
+    op = _ops.impl_op(case.op, case.model)  # the network op runs its model's mixer implementations
+    others = {r.name for o in _ops.impl_ops(case.op) if o != op for r in registry.list_impls(o)} if mixed else set()
     chosen: dict[str, str | None] = {}
     for entry in group_impls:
         if entry == "*":
-            for rec in registry.list_impls(case.op):
+            for rec in registry.list_impls(op):
                 ok, _ = rec.available(case.device)
                 ok = ok and rec.supports(dtype, head_size)[0]
                 if ok:
                     chosen.setdefault(rec.name, None if rec.backward or not training else no_backward(rec.name))
             continue
         try:
-            rec = registry.get_impl(case.op, entry)
+            rec = registry.get_impl(op, entry)
         except ValueError:
-            chosen.setdefault(entry, f"not registered for {case.op}")
+            if entry not in others:  # another model's mixer (a network group of several families): not this case's
+                elsewhere = sorted({r.op for r in registry.list_impls() if r.name == entry})
+                hint = f" (it implements {', '.join(elsewhere)})" if elsewhere else ""
+                chosen.setdefault(entry, f"not registered for {op}{hint}")
             continue
         ok, why = rec.available(case.device)
         if ok:
@@ -128,7 +138,8 @@ def plan(suite: Suite, device: str) -> list[tuple[Case, list[tuple[str, str | No
     for case, groups in _expand(suite, device):
         merged: dict[str, str | None] = {}
         for g in groups:  # a case named by several groups runs the union of their impls
-            for name, why in impls_for(g.impls, g.exclude, case):
+            mixed = len({_ops.impl_op(g.op, m) for m in g.models}) > 1
+            for name, why in impls_for(g.impls, g.exclude, case, mixed):
                 merged.setdefault(name, why)
         out.append((case, list(merged.items())))
     return out

@@ -195,7 +195,7 @@ class Runner:
 
         dtype = getattr(torch, case.dtype)
         try:
-            rec = registry.get_impl(case.op, cell.impl)
+            rec = registry.get_impl(ops.impl_op(case.op, case.model), cell.impl)
         except ValueError:
             rec = None
         row = {
@@ -535,7 +535,8 @@ def main(args: argparse.Namespace) -> int:
         suite = suite_from_args(args)
         plugins = list(suite.plugins)
         load_plugins(plugins)
-        suite_ops = [g.op for g in suite.groups]
+        # the ops whose implementations the groups name (a network group: its models' mixer ops)
+        suite_ops = [ops.impl_op(g.op, m) for g in suite.groups for m in g.models]
         check_impl_names("--impl", args.impl, suite_ops)  # command-line names: a typo fails here
         check_impl_names("--exclude", args.exclude, suite_ops)
         device = resolve_device(suite.run.device)

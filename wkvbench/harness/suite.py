@@ -39,6 +39,7 @@ A suite is global run settings plus groups of axes, one op per group::
     dtype = ["float32"]
     variant = "realistic"     # input variant (the op record's variants; bi_wkv7: inputs.WKV7_VARIANTS)
     modes = ["fwd"]       # timing modes: fwd (inference), bwd (backward only), fwd_bwd (docs/spec.md section 1)
+    check_max_tokens = 1024   # optional: run.check_max_tokens for this group's cases only
 
 Errors raise :class:`SuiteError` (a ValueError) naming the file and the key, e.g.
 ``suites/x.toml: group[2].tokens: expected positive integers, got 'many'``.
@@ -119,6 +120,7 @@ class Group:
     dtype: tuple[str, ...] = ("float32",)
     variant: str = "realistic"
     modes: tuple[str, ...] = ("fwd",)
+    check_max_tokens: int | None = None  # this group's run.check_max_tokens (None: the run's)
 
 
 @dataclass(frozen=True)
@@ -305,7 +307,11 @@ def _parse_group(v: _V, i: int, data) -> Group:
     allowed_variants = _ops.get_op(op).variants
     if variant not in allowed_variants:
         v.fail(f"{key}.variant", f"{variant!r} is not one of {', '.join(allowed_variants)} for {op}")
+    check_t = data.get("check_max_tokens")
+    if check_t is not None:
+        check_t = v.number(f"{key}.check_max_tokens", check_t, integer=True, strict=False)
     return Group(
+        check_max_tokens=check_t,
         op=op,
         models=models,
         impls=impls,
@@ -575,7 +581,9 @@ def check_impl_names(flag: str, text: str | None, ops: Iterable[str]) -> None:
     known = list(dict.fromkeys(r.name for op in ops for r in registry.list_impls(op)))
     unknown = [n for n in _split(flag, text, str) if n != "*" and n not in known]
     if unknown:
+        elsewhere = {n: sorted({r.op for r in registry.list_impls() if r.name == n}) for n in unknown}
+        hint = "".join(f"; {n!r} implements {', '.join(o)}" for n, o in elsewhere.items() if o)
         raise SuiteError(
             f"command line: {flag}: unknown implementation(s) {', '.join(map(repr, unknown))} for "
-            f"{', '.join(ops)}; known: {', '.join(known)}"
+            f"{', '.join(ops)}{hint}; known: {', '.join(known)}"
         )

@@ -25,7 +25,9 @@ hello      -> pid, versions
 probe      -> env (``wkvbench.envinfo.collect_env`` as seen by this process), copy_bandwidth_gbs
 case       case: build inputs (seeded) and the float64 reference once -> ref_ms, input_bytes
            (in a training mode also the float64 reference gradients; another mode of the same
-           case reuses inputs and references)
+           case reuses inputs and references); an op with per-case state (``OpSpec.prepare``:
+           the network op) builds that instead (the network and its float64 twin's output) and
+           ``check`` asks it for the gate
 check      impl, warmup_s: first call on NaN-poisoned output (timed: ``first_call_ms``),
            accuracy against the reference (``wrong`` stops here); in ``bwd``/``fwd_bwd`` also the
            gradients against float64 autograd (``wkvbench.gradcheck``: grad_rel_err, grad_worst),
@@ -94,6 +96,8 @@ class Session:
         self.inputs: dict = {}
         self.check_inputs: dict = {}
         self.ref = None
+        self.state = None  # an op's per-case state (OpSpec.prepare), e.g. the built network
+        self.bound: dict = {}  # impl -> the callable timed (from the state)
         self.input_bytes = 0
         self.grad_ref: dict | None = None  # float64 reference gradients (training modes)
         self.check_dy = None  # output gradient of the checked case
@@ -137,7 +141,15 @@ class Session:
     def _rec(self, impl: str) -> registry.Impl:
         if self.case is None:
             raise RuntimeError("no case loaded (send 'case' first)")
-        return registry.get_impl(self.case.op, impl)
+        return registry.get_impl(ops.impl_op(self.case.op, self.case.model), impl)
+
+    def callable_for(self, impl: str):
+        """The callable timed for ``impl``: the registered function, or what the case's state binds."""
+        if self.state is None:
+            return self._rec(impl).fn
+        if impl not in self.bound:
+            self.bound[impl] = self.state.bind(impl)
+        return self.bound[impl]
 
     def _timer(self) -> timing.Timer:
         if self.timer is None or self.timer.device != self.device:
@@ -167,6 +179,7 @@ class Session:
             return {"ref_ms": ref_ms, "input_bytes": self.input_bytes, "cached": True}
         self.case, self.inputs, self.check_inputs, self.ref = None, {}, {}, None
         self.grad_ref, self.check_dy, self.dy, self.graph = None, None, None, None
+        self.state, self.bound = None, {}
         self._free()
         self.device = torch.device(new.device)
         dtype = getattr(torch, new.dtype)
@@ -174,9 +187,15 @@ class Session:
         self.inputs = ops.make_case_inputs(new.op, new.shape, dtype, self.device, seed=new.seed, variant=new.variant)
         self.input_bytes = sum(x.numel() * x.element_size() for x in self.inputs.values() if torch.is_tensor(x))
         self.check_inputs = self.inputs
-        if new.check_tokens:
-            model = presets.get_model(new.model)
-            cshape = spec.shape_for(model, new.batch, new.check_tokens)
+        model = presets.get_model(new.model)
+        cshape = spec.shape_for(model, new.batch, new.check_tokens) if new.check_tokens else None
+        if spec.prepare is not None:  # per-case state (e.g. the network) instead of a reference output
+            t0 = time.perf_counter()
+            self.state = spec.prepare(model, new.shape, dtype, self.device, new.seed, cshape)
+            timing.synchronize(self.device)
+            self.case = new
+            return {"ref_ms": (time.perf_counter() - t0) * 1e3, "input_bytes": self.input_bytes}
+        if cshape is not None:
             self.check_inputs = ops.make_case_inputs(
                 new.op, cshape, dtype, self.device, seed=new.seed, variant=new.variant
             )
@@ -209,8 +228,11 @@ class Session:
             cpu = {k: v.cpu() if torch.is_tensor(v) else v for k, v in self.check_inputs.items()}
             self.grad_ref = gradcheck.reference_grads(case.op, cpu, self.check_dy.cpu())
 
-    def timed_call(self, rec: registry.Impl):
+    def timed_call(self, impl_fn):
         """The call the case's mode times, and (``bwd``) the untimed forward that builds its graph.
+
+        ``impl_fn`` takes the case's inputs as keyword arguments (an implementation's function, or
+        what an op's per-case state binds for it).
 
         ``fwd``: the forward under ``torch.no_grad()``. ``fwd_bwd``: forward and
         ``torch.autograd.grad`` (fresh gradients each call, nothing accumulated). ``bwd``: only the
@@ -221,7 +243,7 @@ class Session:
 
             def fwd():
                 with torch.no_grad():
-                    return rec.fn(**self.inputs)
+                    return impl_fn(**self.inputs)
 
             return fwd, None
         names = gradcheck.grad_names(self.case.op, self.inputs)
@@ -232,7 +254,7 @@ class Session:
 
             def fwd_bwd():
                 with torch.enable_grad():
-                    return torch.autograd.grad(rec.fn(**x), xs, dy, allow_unused=True)
+                    return torch.autograd.grad(impl_fn(**x), xs, dy, allow_unused=True)
 
             return fwd_bwd, None
 
@@ -240,7 +262,7 @@ class Session:
             self.graph = None
             x = gradcheck.leaves(self.inputs, names)
             with torch.enable_grad():
-                y = rec.fn(**x)
+                y = impl_fn(**x)
             self.graph = (y, [x[n] for n in names])
             timing.synchronize(self.device)
 
@@ -260,9 +282,13 @@ class Session:
             ok, why = rec.supports(dtype, spec.head_size(case.shape))
         if ok and case.mode in TRAINING_MODES and not rec.backward:
             ok, why = False, f"{rec.name} has no backward (registered with backward=False): not run in training modes"
+        if ok and self.state is not None and case.mode != "fwd":
+            ok, why = False, f"{case.op} is timed in fwd mode only so far"
         if not ok:
             return {"status": "skipped", "note": why}
         timer = self._timer()
+        if self.state is not None:
+            return self._check_state(impl, warmup_s)
         out_shape = spec.out_shape(self.check_inputs)
         y, first_ms = timer.first_call(
             lambda: accuracy.run_checked(rec.fn, self.check_inputs, out_shape, dtype, rec.accepts_out)
@@ -294,17 +320,30 @@ class Session:
             if not gacc.passed:
                 why = "non-finite gradient" if not gacc.finite else f"gradient {gacc.label()} > tol {gacc.tol:.3g}"
                 return {**res, "status": "wrong", "note": (res.get("note", "") + "; " if "note" in res else "") + why}
-        fn, build = self.timed_call(rec)
+        fn, build = self.timed_call(rec.fn)
         if build is not None:
             build()
         res["est_ms"] = timer.warmup(fn, warmup_s)
         self.graph = None
         return {**res, "status": "ok"}
 
-    def cmd_sample(self, impl: str, n: int) -> dict:
-        rec = self._rec(impl)
+    def _check_state(self, impl: str, warmup_s: float) -> dict:
+        """``check`` for an op with per-case state: first call, the state's own gate, warm-up."""
         timer = self._timer()
-        fn, build = self.timed_call(rec)
+        fn = self.callable_for(impl)
+        _, first_ms = timer.first_call(lambda: fn(**self.inputs))
+        g = self.state.gate(impl)
+        res = {"first_call_ms": first_ms, "rel_err": g["rel_err"], "max_abs_err": g["max_abs_err"], "tol": g["tol"]}
+        if self.case.check_tokens:
+            res["note"] = f"accuracy checked at T={self.case.check_tokens}"
+        if not g["passed"]:
+            return {**res, "status": "wrong", "note": f"rel_err {g['rel_err']:.3g} > {g.get('note', '')}"}
+        res["est_ms"] = timer.warmup(lambda: fn(**self.inputs), warmup_s)
+        return {**res, "status": "ok"}
+
+    def cmd_sample(self, impl: str, n: int) -> dict:
+        timer = self._timer()
+        fn, build = self.timed_call(self.callable_for(impl))
         self.graph = None
         peak = None
         if self.device.type == "cuda":
@@ -316,13 +355,13 @@ class Session:
         xs = timer.samples(fn, int(n))
         self.graph = None
         if self.device.type == "cuda":
-            # inputs + everything the calls allocated at their peak (reference and flush buffer excluded;
-            # in training modes the saved activations and the gradients are included)
-            peak = torch.cuda.max_memory_allocated(self.device) - base + self.input_bytes
+            # inputs (+ the state's weights) + everything the calls allocated at their peak (reference
+            # and flush buffer excluded; in training modes the saved activations and gradients included)
+            resident = getattr(self.state, "resident_bytes", 0) or 0
+            peak = torch.cuda.max_memory_allocated(self.device) - base + self.input_bytes + resident
         return {"samples_ms": xs, "peak_mem_bytes": peak}
 
     def cmd_energy(self, impl: str, seconds: float, est_ms: float) -> dict:
-        rec = self._rec(impl)
         if self.device.type != "cuda":
             return {"joules_per_call": None}
         uuid = getattr(torch.cuda.get_device_properties(self.device), "uuid", None)
@@ -330,7 +369,7 @@ class Session:
         if nvml.energy_mj(h) is None:
             return {"joules_per_call": None}
         n = max(3, math.ceil(seconds * 1e3 / max(est_ms, 1e-3)))
-        fn, build = self.timed_call(rec)
+        fn, build = self.timed_call(self.callable_for(impl))
         if build is not None:
             build()
         torch.cuda.synchronize(self.device)

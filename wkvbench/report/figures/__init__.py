@@ -7,9 +7,10 @@ matplotlib figure, its title and caption, and the table of exactly what it drew 
 the PNG/SVG as CSV and shown in the HTML report). The metric figures (latency, throughput,
 memory, accuracy, bandwidth) are :class:`~.metric.MetricFigure` specs drawn by one plotter;
 speed-up, model size and first call are views of their own. Every metric figure splits by the
-timing mode (``fwd``, ``bwd``, ``fwd_bwd``) where a run has several; figure 9 draws the gradient
-errors of the training cells. :func:`draw_all` renders every
-figure in :data:`FIGURES` to ``OUT/figures``.
+timing mode (``fwd``, ``bwd``, ``fwd_bwd``) where a run has several; the gradient-accuracy figure
+draws the gradient errors of the training cells. :func:`draw_all` renders every figure in
+:data:`FIGURES` (kernel rows: every op but ``network``) and :data:`NETWORK_FIGURES` (the ``network``
+rows, :mod:`.network`) to ``OUT/figures``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ from wkvbench.report.figures.latency import fig_latency
 from wkvbench.report.figures.layout import RC, Plot, save_plot, split_idle
 from wkvbench.report.figures.memory import fig_memory
 from wkvbench.report.figures.model_size import fig_model_size
+from wkvbench.report.figures.network import (
+    fig_network_params,
+    fig_network_speedup,
+    fig_network_throughput,
+    kernel_rows,
+)
 from wkvbench.report.figures.speedup import fig_speedup
 from wkvbench.report.figures.throughput import fig_throughput
 from wkvbench.report.load import Env
@@ -46,9 +53,16 @@ FIGURES: tuple[tuple[str, Callable[[pd.DataFrame, Env, pd.DataFrame], Plot]], ..
     ("fig8_first_call", lambda df, env, long: fig_first_call(df, env)),
     ("fig9_grad_accuracy", fig_grad_accuracy),
 )
+#: Whole networks (op ``network``): drawn from the full table, each selects the network rows.
+NETWORK_FIGURES: tuple[tuple[str, Callable[[pd.DataFrame, Env, pd.DataFrame], Plot]], ...] = (
+    ("fig10_network_throughput", fig_network_throughput),
+    ("fig11_network_speedup", fig_network_speedup),
+    ("fig12_network_params", fig_network_params),
+)
 
 __all__ = [
     "FIGURES",
+    "NETWORK_FIGURES",
     "Plot",
     "draw_all",
     "fig_accuracy",
@@ -68,11 +82,16 @@ def draw_all(df: pd.DataFrame, env: Env, out_dir: Path, formats=("png", "svg")) 
     """Render every figure into ``out_dir`` (PNG, SVG and the CSV of its table); returns the plots."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    long = long_table(df, env)
+    kernels = kernel_rows(df)
+    long = long_table(kernels, env)
     plots = []
     with matplotlib.rc_context(RC):
         for _, make in FIGURES:
-            plot = make(df, env, long)
+            plot = make(kernels, env, long)
+            save_plot(plot, out_dir, formats)
+            plots.append(plot)
+        for _, make in NETWORK_FIGURES:
+            plot = make(df, env, None)
             save_plot(plot, out_dir, formats)
             plots.append(plot)
     return plots

@@ -1,4 +1,9 @@
-"""Figure 3: speed-up of every Bi-WKV7 implementation over the baselines, at equal audio or equal tokens."""
+"""Figure 3: speed-up of every Bi-WKV7 implementation over the baselines, at equal audio or equal tokens.
+
+``level="network"`` draws the same comparison for whole networks (rows of op ``network`` relabelled
+with their mixer op, :mod:`.network`): A-RWKV over AST-B and AuM, with the AudioRWKV paper's 13.3x
+(a model-level figure) as a star.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ from wkvbench.report.load import Env
 from wkvbench.report.style import STATUS_LABEL, style_for
 
 
-def fig_speedup(df: pd.DataFrame, env: Env, view: str) -> Plot:
+def fig_speedup(df: pd.DataFrame, env: Env, view: str, level: str = "kernel") -> Plot:
     df, idle = split_idle(df)
     sp = an.speedups(df, view)
     x = an.VIEW_X[view]
@@ -37,7 +42,10 @@ def fig_speedup(df: pd.DataFrame, env: Env, view: str) -> Plot:
     panels = [(where, size) for where, part in an.slices(wkv) for size in size_order(part)]
     baselines = [bl for bl in BASELINES if (sp["baseline"] == bl.name).any()]
     name = {"audio": "equal audio", "tokens": "equal tokens"}[view]
+    network = level == "network"
     title = f"Speed-up of Bi-WKV7 over attention and the Mamba scan ({name})"
+    if network:
+        title = f"Whole networks: speed-up of A-RWKV over AST-B and AuM ({name})"
     fig, axes = new_figure(max(1, len(panels)), max(1, len(baselines)), env, title)
     legend = Legend(idle)
     if not panels or not baselines:
@@ -60,7 +68,8 @@ def fig_speedup(df: pd.DataFrame, env: Env, view: str) -> Plot:
             ax.set_xlabel("seconds of audio" if view == "audio" else "tokens per sequence")
             if j == 0:
                 ax.set_ylabel("speed-up (x, higher = Bi-WKV7 faster)")
-            _speedup_panel(ax, p, x, bl, paper=view == "audio" and bl.op == "attention", legend=legend)
+            paper = network and view == "audio" and bl.op == "attention"
+            _speedup_panel(ax, p, x, bl, paper=paper, legend=legend)
     legend.extra("1x: as fast as the baseline", Line2D([], [], color="black", lw=0.9))
     if sp["base_interp"].astype(bool).any():
         legend.extra("baseline interpolated", Line2D([], [], marker="o", mfc="white", color="#555555", ls="none"))
@@ -71,7 +80,13 @@ def fig_speedup(df: pd.DataFrame, env: Env, view: str) -> Plot:
         else "same token count (within 1%)"
     )
     caption = (
-        f"Baseline median / Bi-WKV7 median for every Bi-WKV7 implementation, cells matched on the {match} "
+        (
+            "Whole networks (op 'network'): each line is A-RWKV with that Bi-WKV7 mixer, each baseline the "
+            "AST-B or AuM network with that mixer. "
+            if network
+            else ""
+        )
+        + f"Baseline median / Bi-WKV7 median for every Bi-WKV7 implementation, cells matched on the {match} "
         "and the same model size, batch, dtype and device; shaded: the p20-p80 band (baseline p20 / "
         "Bi-WKV7 p80 to baseline p80 / Bi-WKV7 p20). Above the black 1x line Bi-WKV7 is faster. "
         "Baselines: AST attention as written (torch_eager), the fastest ok SDPA backend, the fastest ok "
@@ -79,6 +94,8 @@ def fig_speedup(df: pd.DataFrame, env: Env, view: str) -> Plot:
         "interpolated log-log between the two ok cells around it (hollow markers); never extrapolated. "
         + (
             "The star marks the AudioRWKV paper's 13.3x over AST at ~5 min 28 s (a model-level figure). "
+            if view == "audio" and network
+            else "Kernels only: the paper's 13.3x is a model-level figure (fig11_network_speedup). "
             if view == "audio"
             else ""
         )
@@ -86,7 +103,7 @@ def fig_speedup(df: pd.DataFrame, env: Env, view: str) -> Plot:
         + " 'baseline OOM' etc. marks a case whose baseline had no valid timing."
     )
     table = sp.drop(columns=["ok", "base_ok"])
-    return Plot(f"fig3_speedup_{view}", title, caption, fig, table)
+    return Plot("fig11_network_speedup" if network else f"fig3_speedup_{view}", title, caption, fig, table)
 
 
 def _speedup_panel(ax, p: pd.DataFrame, x: str, bl, paper: bool, legend: Legend) -> None:

@@ -1,0 +1,204 @@
+"""The ``network`` op: a whole network (A-RWKV, AST-B, AuM) benchmarked like any other op.
+
+docs/spec.md sections 7 and 8. The op record lives in :mod:`wkvbench.opspec`; this module holds
+what it needs from the networks:
+
+* its shape (:func:`shape_for`): the mixer op's shape dict for the model, batch and tokens, plus
+  ``F`` (spectrogram frames: the fewest that give those tokens, i.e. the frames the patch grid
+  uses; a remainder the grid drops is not fed), ``L`` (depth), ``W`` (width) and ``P`` (weight
+  elements applied to every token, see :func:`flops`);
+* its input (:func:`make_inputs`): ``{"spec": [B, F, 128]}``, the models package's spectrogram;
+* its FLOPs (:func:`flops`), an **estimate**, not a count: 2 FLOPs per token for every weight
+  element of the per-token matrices and convolutions (``P``: linears, LoRA factors, patch and
+  ConvShift/causal convolutions), 2 per sequence for the head, plus ``L`` times the mixer op's
+  own FLOPs; norms, activations, softmax and other elementwise work are not counted;
+* :class:`NetworkCase`, the per-case state the harness worker builds once (outside the timed
+  region): the network in the case's dtype (seeded weights), its float64 twin for the gate, and
+  per implementation the timed callable (:meth:`NetworkCase.bind`) and the network accuracy
+  gate (:meth:`NetworkCase.gate`).
+
+The implementations of ``network`` are those of its model's mixer op (``bi_wkv7``, ``attention``
+or ``bi_selective_scan``), plugins included: ``impl`` names the mixer.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from wkvbench.models.ast_vit import NUM_CLASSES
+from wkvbench.models.common import FAMILY_OP, MEL_BINS, REFERENCE, spectrogram
+from wkvbench.models.factory import _construct, build, get_preset
+from wkvbench.models.gate import _errors, bar_for, baseline_for, exact_float32
+from wkvbench.presets import Model, get_model
+
+#: Parameters applied elementwise, once per sequence, or as embeddings: not in ``P``.
+_NOT_PER_TOKEN = ("pos_embed", "cls_token", "dist_token", "A_log", "A_b_log", "mu", "r_k", "head", "mlp_head")
+#: The mixer op of a network shape, told by its dimension names (the mixer ops' shape dicts differ).
+_MIXER_DIMS = {
+    "bi_wkv7": {"B", "T", "H", "N"},
+    "attention": {"B", "H", "T", "D"},
+    "bi_selective_scan": {"B", "D", "T", "N"},
+}
+_EXTRA = ("F", "L", "W", "P")
+
+
+def frames_for_tokens(tokens: int, family: str) -> int:
+    """The fewest spectrogram frames whose patch grid gives ``tokens`` tokens (docs/spec.md section 6).
+
+    A count between two grids is rounded down to the smaller grid (at least one patch column).
+    """
+    if family == "a-rwkv":
+        cols, extra, per = 8, 0, 16
+    elif family == "aum":
+        cols, extra, per = 8, 1, 16
+    elif family == "ast":
+        cols, extra, per = 12, 2, 10
+    else:
+        raise ValueError(f"family: unknown model family {family!r}")
+    steps = max(1, (int(tokens) - extra) // cols)
+    return 16 * steps if per == 16 else 16 + 10 * (steps - 1)
+
+
+@functools.cache
+def per_token_weights(preset: str) -> int:
+    """``P``: weight elements of the matrices and convolutions every token passes through (meta build)."""
+    with torch.device("meta"):
+        net = _construct(get_preset(preset), 2.56, "auto", init=False)
+    total = 0
+    for name, p in net.named_parameters():
+        parts = name.split(".")
+        if p.dim() < 2 or any(x in _NOT_PER_TOKEN for x in parts):
+            continue
+        total += p.numel()
+    return total
+
+
+def shape_for(model: Model, batch: int, tokens: int) -> dict:
+    from wkvbench.opspec import OPS
+
+    mixer = OPS[FAMILY_OP[model.family]].shape_for(model, batch, tokens)
+    frames = frames_for_tokens(tokens, model.family)
+    mixer["T"] = model.tokens(frames / 100)  # the grid's own count (a check length may fall between grids)
+    return {**mixer, "F": frames, "L": model.depth, "W": model.width, "P": per_token_weights(model.name)}
+
+
+def mixer_op_of_shape(shape: dict) -> str:
+    """The mixer op whose shape dict ``shape`` extends (by its dimension names)."""
+    dims = set(shape) - set(_EXTRA)
+    for op, names in _MIXER_DIMS.items():
+        if dims == names:
+            return op
+    raise ValueError(f"shape: {sorted(shape)} is not a network shape")
+
+
+def mixer_shape(shape: dict) -> dict:
+    return {k: v for k, v in shape.items() if k not in _EXTRA}
+
+
+def flops(shape: dict) -> float:
+    """Forward FLOPs, an estimate (see the module docstring)."""
+    from wkvbench.opspec import OPS
+
+    B, T = shape["B"], shape["T"]
+    mixer = OPS[mixer_op_of_shape(shape)].flops(mixer_shape(shape))
+    return 2.0 * B * T * shape["P"] + 2.0 * B * NUM_CLASSES * shape["W"] + shape["L"] * mixer
+
+
+def bytes_moved(shape: dict, element_size: int) -> int:
+    """Minimum bytes: the per-token weights read once, the spectrogram read, the logits written."""
+    return element_size * (shape["P"] + shape["B"] * shape["F"] * MEL_BINS + shape["B"] * NUM_CLASSES)
+
+
+def make_inputs(shape: dict, dtype, device, seed: int = 0, variant: str = "realistic") -> dict:
+    return {"spec": spectrogram(shape["B"], shape["F"] / 100, dtype=dtype, device=device, seed=seed)}
+
+
+def validate(spec=None, check_values: bool = True) -> None:
+    if not isinstance(spec, Tensor):
+        raise TypeError(f"spec: expected a torch.Tensor, got {type(spec).__name__}")
+    if spec.dim() != 3 or spec.shape[2] != MEL_BINS or min(spec.shape) < 1:
+        raise ValueError(f"spec: expected [B, frames, {MEL_BINS}], got {tuple(spec.shape)}")
+
+
+def no_reference(**inputs) -> Tensor:
+    raise ValueError("network: the float64 truth is the float64 network (NetworkCase.gate), not a function of spec")
+
+
+def head_size(shape: dict) -> int | None:
+    op = mixer_op_of_shape(shape)
+    return {"bi_wkv7": shape.get("N"), "attention": shape.get("D")}.get(op)
+
+
+class NetworkCase:
+    """One network case in the worker: the network built once, its float64 twin, the gate per mixer.
+
+    ``model`` a preset, ``shape`` the network shape (:func:`shape_for`), ``check_shape`` the shape
+    the gate checks at (a shorter duration; None: the same). Weights come from ``seed`` (the same
+    network for every mixer; :meth:`bind` swaps only the mixer).
+    """
+
+    def __init__(self, model: Model | str, shape: dict, dtype, device, seed: int = 0, check_shape: dict | None = None):
+        self.model = get_model(model) if isinstance(model, str) else model
+        self.dtype, self.device, self.seed = dtype, torch.device(device), int(seed)
+        self.net = build(self.model, shape["F"] / 100, REFERENCE, dtype=dtype, device=self.device, seed=self.seed)
+        self.resident_bytes = sum(t.numel() * t.element_size() for t in (*self.net.parameters(), *self.net.buffers()))
+        self.check_shape = check_shape if check_shape is not None else shape
+        self._truth: tuple | None = None  # (check network, check input, float64 logits)
+        self._baseline: tuple[str, float] | None = None
+        self._check_setup()  # the float64 twin's output, once per case
+
+    def bind(self, impl: str) -> Callable[..., Tensor]:
+        """The callable the harness times for ``impl``: the network's forward with that mixer.
+
+        Forward only (``torch.no_grad``); a training mode would add its branch here.
+        """
+        self.net.set_impl(impl)  # checked once here, not in the timed calls
+        net = self.net
+
+        def forward(spec: Tensor) -> Tensor:
+            net.mixer.impl = impl
+            with torch.no_grad():
+                return net(spec)
+
+        return forward
+
+    def _check_setup(self) -> tuple:
+        if self._truth is None:
+            f = self.check_shape["F"]
+            net = self.net
+            if f != self.net.frames:
+                net = build(self.model, f / 100, REFERENCE, dtype=self.dtype, device=self.device, seed=self.seed)
+            spec = make_inputs(self.check_shape, self.dtype, self.device, self.seed)["spec"]
+            with torch.no_grad(), exact_float32(self.device):
+                twin = copy.deepcopy(net).to(torch.float64)
+                twin.mixer.impl = REFERENCE
+                ref = twin(spec.to(torch.float64))
+            del twin
+            self._truth = (net, spec, ref)
+        return self._truth
+
+    def _error(self, impl: str) -> tuple[float, float]:
+        net, spec, ref = self._check_setup()
+        old = net.mixer.impl
+        net.set_impl(impl)
+        try:
+            with torch.no_grad(), exact_float32(self.device):
+                return _errors(net(spec), ref)
+        finally:
+            net.mixer.impl = old
+
+    def gate(self, impl: str) -> dict:
+        """The network gate (docs/spec.md section 8): ``rel_err``, ``max_abs_err``, ``tol`` (the bar), ``passed``."""
+        if self._baseline is None:
+            base = baseline_for(FAMILY_OP[self.model.family], self.dtype)
+            self._baseline = (base, self._error(base)[0])
+        base, base_err = self._baseline
+        rel, mx = self._error(impl)
+        bar = bar_for(self.dtype, base_err)
+        note = f"network gate: bar {bar:.3g} from {base} at {base_err:.3g}"
+        return {"rel_err": rel, "max_abs_err": mx, "tol": bar, "passed": bool(rel <= bar), "note": note}

@@ -1,0 +1,140 @@
+"""The network-level figures: whole models processing audio (op ``network``, docs/spec.md section 8).
+
+The paper's claims -- steadier throughput than AST, 13.3x faster at ~5 min 28 s -- are about
+networks, so they are drawn from the ``network`` rows: a row's line is its model's token mixer
+(:func:`as_mixers` relabels each row's op as its model's mixer op, so A-RWKV-S with
+``torch_chunked`` is drawn as the Bi-WKV7 ``torch_chunked`` line, AuM-S with ``torch_chunked`` as
+the Mamba-scan one, in the styles of the kernel figures).
+
+* ``fig10_network_throughput``: seconds of audio per second and peak memory against seconds of
+  audio, a column per model size (the paper's throughput figure);
+* ``fig11_network_speedup``: A-RWKV over AST-B and AuM at equal audio (the speed-up policy of
+  :mod:`wkvbench.report.baselines`, applied to networks), with the paper's 13.3x star;
+* ``fig12_network_params``: throughput against parameter count at fixed durations (A-RWKV-S vs
+  AuM-B is the paper's parity claim), with the table of both.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from wkvbench.presets import MODELS
+from wkvbench.report import analysis as an
+from wkvbench.report.figures.layout import (
+    NOT_OK_NOTE,
+    Legend,
+    Plot,
+    draw_lines,
+    empty_panel,
+    finish_panel,
+    new_figure,
+    split_idle,
+)
+from wkvbench.report.figures.metric import MetricFigure, Panels
+from wkvbench.report.figures.speedup import fig_speedup
+from wkvbench.report.load import Env
+
+NETWORK_OP = "network"
+_MIXER = {"a-rwkv": "bi_wkv7", "ast": "attention", "aum": "bi_selective_scan"}
+
+
+def as_mixers(df: pd.DataFrame) -> pd.DataFrame:
+    """The ``network`` rows, each relabelled with its model's mixer op (rows of unknown models dropped)."""
+    net = df[df["op"] == NETWORK_OP]
+    family = net["model"].map(lambda m: MODELS[m].family if m in MODELS else "")
+    net = net[family != ""]
+    return net.assign(op=family[family != ""].map(_MIXER))
+
+
+def kernel_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Every row but the ``network`` ones (the kernel-level figures' input)."""
+    return df[df["op"] != NETWORK_OP]
+
+
+_throughput = MetricFigure(
+    "fig10_network_throughput",
+    "Whole networks: throughput vs duration",
+    "Whole networks (A-RWKV-T/S/B, AST-B, AuM-T/S/B; op 'network') forward on a spectrogram: seconds of audio "
+    "processed per second (batch x seconds / median) and peak allocated memory (weights, input and "
+    "activations) against the duration, one column per model size; each line is the network with that "
+    "token mixer (line style: Bi-WKV7 solid, attention dashed, Mamba scan dash-dot). " + NOT_OK_NOTE,
+    panels=(
+        Panels("audio_s_per_s", "seconds of audio per second", x="seconds", xlabel="seconds of audio per sequence"),
+        Panels("peak_memory", "peak allocated memory (MiB)", x="seconds", xlabel="seconds of audio", scale=2**20),
+    ),
+)
+
+
+def fig_network_throughput(df: pd.DataFrame, env: Env, long=None) -> Plot:
+    return _throughput(as_mixers(df), env)
+
+
+def fig_network_speedup(df: pd.DataFrame, env: Env, long=None) -> Plot:
+    plot = fig_speedup(as_mixers(df), env, "audio", level="network")
+    return plot
+
+
+def param_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, duration near 10/60/328 s, slice): parameters and the best ok throughput."""
+    from wkvbench.models import param_count
+
+    net = as_mixers(df)
+    net = net[net["ok"]]
+    near = an.at_durations(net) if not net.empty else net
+    if near.empty and not net.empty:  # nothing near 10/60/328 s (a short CPU run): the longest duration
+        longest = net["seconds"].max()
+        near = net[net["seconds"] == longest].assign(target_s=longest)
+    if near.empty:
+        return pd.DataFrame(columns=["target_s", "model", "op", "params", "seconds", "impl", "audio_s_per_s"])
+    keys = ["target_s", "model", *an.SLICE, "seconds"]
+    best = near.sort_values("audio_s_per_s").groupby(keys, sort=False).tail(1)
+    best = best.assign(params=[param_count(m, s) for m, s in zip(best["model"], best["seconds"], strict=True)])
+    cols = [
+        "target_s",
+        "model",
+        "family",
+        "op",
+        *an.SLICE,
+        "seconds",
+        "params",
+        "impl",
+        "status",
+        "median_ms",
+        "audio_s_per_s",
+    ]
+    return best[cols].sort_values(["target_s", *an.SLICE, "params"]).reset_index(drop=True)
+
+
+def fig_network_params(df: pd.DataFrame, env: Env, long=None) -> Plot:
+    table = param_table(df)
+    _, idle = split_idle(df)
+    targets = list(dict.fromkeys(table["target_s"])) if not table.empty else []
+    title = "Whole networks: throughput vs parameter count"
+    fig, axes = new_figure(1, max(1, len(targets)), env, title, w=3.0)
+    legend = Legend(idle)
+    if not targets:
+        empty_panel(axes[0, 0], "no ok network cells within 30% of 10 s, 60 s or 328 s of audio")
+    for j, t in enumerate(targets):
+        ax = axes[0, j]
+        p = table[table["target_s"] == t]
+        where = an.primary_slice(p)  # one slice per panel: the run's main one
+        p = an.select(p, where).assign(ok=True, x=lambda d: d["params"] / 1e6)
+        draw_lines(ax, p.assign(impl="best"), "x", "audio_s_per_s", legend)
+        for _, r in p.iterrows():
+            ax.annotate(r["model"], (r["x"], r["audio_s_per_s"]), fontsize=6, xytext=(3, 3),
+                        textcoords="offset points")  # fmt: skip
+        finish_panel(ax, p, "x", "audio_s_per_s", legend)
+        ax.set_title(f"~{t:g} s of audio" + (f"\n{an.slice_label(where)}" if where else ""))
+        ax.set_xlabel("parameters (millions)")
+        if j == 0:
+            ax.set_ylabel("seconds of audio per second")
+    legend.draw(fig)
+    caption = (
+        "Each network's best ok mixer at the measured duration nearest 10 s, 60 s and 328 s: seconds of audio "
+        "per second against parameters (counted from the network at that duration; the positional embedding "
+        "grows with it). The AudioRWKV paper's parity claim compares A-RWKV-S with AuM-B (about a quarter of "
+        "the parameters). Lines join one family's sizes within a slice."
+    )
+    table = table.replace({np.nan: None})
+    return Plot("fig12_network_params", title, caption, fig, table)
