@@ -54,7 +54,6 @@ def test_cell(benchmark, bench_cell, session):
         }
     )
 
-    from wkvbench import registry
 
     fn, build = session.timed_call(session.callable_for(impl))  # the case's timing mode
     device = torch.device(case.device)
