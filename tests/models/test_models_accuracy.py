@@ -117,11 +117,6 @@ def test_gradients_flow_through_a_rwkv_with_torch_loop():
     _assert_finite_gradients("torch_loop")
 
 
-@pytest.mark.xfail(
-    raises=RuntimeError,
-    strict=False,
-    reason="torch_chunked writes its state hand-over with out=, which autograd refuses (no backward yet)",
-)
 def test_gradients_flow_through_a_rwkv_with_torch_chunked():
     _assert_finite_gradients("torch_chunked")
 

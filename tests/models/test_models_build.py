@@ -56,7 +56,7 @@ class Recorder:
     def __init__(self):
         self.calls = []
         for op in ("bi_wkv7", "attention", "bi_selective_scan"):
-            wkvbench.register_impl(op, name=self.name, backend="torch", devices=("cpu",))(self._fn(op))
+            wkvbench.register_impl(op, name=self.name, backend="torch", devices=("cpu",), backward=True)(self._fn(op))
 
     def _fn(self, op):
         def fn(**kw):
