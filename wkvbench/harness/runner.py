@@ -66,6 +66,8 @@ class Cell:
     status: str = "ok"
     note: str = ""
     first_call_ms: float | None = None
+    compiled: int | None = None
+    gpu_ms: float | None = None
     est_ms: float | None = None
     rel_err: float | None = None
     max_abs_err: float | None = None
@@ -208,6 +210,7 @@ class Runner:
             "status": cell.status,
             "note": cell.note,
             "first_call_ms": cell.first_call_ms,
+            "compiled": cell.compiled,
             "bytes_moved": spec.bytes_moved(case.shape, ops.element_size(dtype)),
             "flops": spec.flops(case.shape),
             "rel_err": cell.rel_err,
@@ -220,6 +223,7 @@ class Runner:
         if cell.status == "ok" and cell.samples:
             row.update(timing.summarize(cell.samples).as_dict())
             row["peak_mem_bytes"] = cell.peak_mem_bytes
+            row["gpu_ms"] = cell.gpu_ms
         row.update(derive(row, copy_bandwidth_gbs=self.copy_bw, joules_per_call=cell.joules_per_call))
         return row
 
@@ -287,7 +291,7 @@ class Runner:
             return None
         cell.status = reply["status"]
         cell.note = reply.get("note", "")
-        for k in ("first_call_ms", "rel_err", "max_abs_err", "tol", "est_ms"):
+        for k in ("first_call_ms", "compiled", "gpu_ms", "rel_err", "max_abs_err", "tol", "est_ms"):
             setattr(cell, k, reply.get(k))
         if cell.status == "ok":
             self.client.checked.add(cell.impl)

@@ -24,8 +24,10 @@ stderr goes to a log file in the run directory). Commands:
 hello      -> pid, versions
 probe      -> env (``wkvbench.envinfo.collect_env`` as seen by this process), copy_bandwidth_gbs
 case       case: build inputs (seeded) and the float64 reference once -> ref_ms, input_bytes
-check      impl, warmup_s: first call on NaN-poisoned output (timed: ``first_call_ms``),
-           accuracy against the reference (``wrong`` stops here), warm-up -> est_ms
+check      impl, warmup_s: first call on NaN-poisoned output (timed: ``first_call_ms``; ``compiled``:
+           whether it grew the backends' kernel caches, :mod:`~wkvbench.harness.compiles`),
+           accuracy against the reference (``wrong`` stops here), warm-up -> est_ms, then
+           back-to-back calls -> gpu_ms (:meth:`~wkvbench.harness.timing.Timer.gpu_ms`)
 sample     impl, n: ``n`` timed calls -> samples_ms, peak_mem_bytes
 energy     impl, seconds, est_ms: back-to-back calls between two reads of the NVML energy
            counter -> joules_per_call (null without a counter)
@@ -55,7 +57,7 @@ from pathlib import Path
 import torch
 
 from wkvbench import accuracy, ops, presets, registry
-from wkvbench.harness import nvml, timing
+from wkvbench.harness import compiles, nvml, timing
 from wkvbench.harness.suite import Case
 
 
@@ -187,25 +189,36 @@ class Session:
             return {"status": "skipped", "note": why}
         timer = self._timer()
         out_shape = spec.out_shape(self.check_inputs)
+        cache_mods = compiles.prefixes_for(rec.module, rec.peer)
+        before = compiles.kernel_cache_entries(cache_mods)
         y, first_ms = timer.first_call(
             lambda: accuracy.run_checked(rec.fn, self.check_inputs, out_shape, dtype, rec.accepts_out)
         )
+        built = compiles.compiled(before, compiles.kernel_cache_entries(cache_mods))
         if not torch.is_tensor(y) or tuple(y.shape) != tuple(out_shape):
             got = tuple(y.shape) if torch.is_tensor(y) else type(y).__name__
             return {
                 "status": "wrong",
                 "note": f"returned {got}, expected a tensor of shape {out_shape}",
                 "first_call_ms": first_ms,
+                "compiled": built,
             }
         acc = accuracy.compare(y, self.ref, dtype, rec.tf32)
         del y
-        res = {"first_call_ms": first_ms, "rel_err": acc.rel_err, "max_abs_err": acc.max_abs, "tol": acc.tol}
+        res = {
+            "first_call_ms": first_ms,
+            "compiled": built,
+            "rel_err": acc.rel_err,
+            "max_abs_err": acc.max_abs,
+            "tol": acc.tol,
+        }
         if case.check_tokens:
             res["note"] = f"accuracy checked at T={case.check_tokens}"
         if not acc.passed:
             why = "non-finite output" if not acc.finite else f"rel_err {acc.rel_err:.3g} > tol {acc.tol:.3g}"
             return {**res, "status": "wrong", "note": why}
         res["est_ms"] = timer.warmup(lambda: rec.fn(**self.inputs), warmup_s)
+        res["gpu_ms"] = timer.gpu_ms(lambda: rec.fn(**self.inputs), res["est_ms"])
         return {**res, "status": "ok"}
 
     def cmd_sample(self, impl: str, n: int) -> dict:
