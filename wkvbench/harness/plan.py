@@ -17,6 +17,7 @@ from dataclasses import replace
 from wkvbench import ops as _ops
 from wkvbench import presets, registry
 from wkvbench.harness.suite import Case, Group, Suite, SuiteError
+from wkvbench.impls import _gpu
 
 
 def resolve_device(device: str) -> str:
@@ -113,10 +114,11 @@ def impls_for(group_impls: tuple[str, ...], exclude: tuple[str, ...], case: Case
 def plan(suite: Suite, device: str) -> list[tuple[Case, list[tuple[str, str | None]]]]:
     """Cases with their implementations (and skip reasons), in run order."""
     out = []
-    for case, groups in _expand(suite, device):
-        merged: dict[str, str | None] = {}
-        for g in groups:  # a case named by several groups runs the union of their impls
-            for name, why in impls_for(g.impls, g.exclude, case):
-                merged.setdefault(name, why)
-        out.append((case, list(merged.items())))
+    with _gpu.deferred_device_probes():  # the parent never creates a CUDA context; the worker probes
+        for case, groups in _expand(suite, device):
+            merged: dict[str, str | None] = {}
+            for g in groups:  # a case named by several groups runs the union of their impls
+                for name, why in impls_for(g.impls, g.exclude, case):
+                    merged.setdefault(name, why)
+            out.append((case, list(merged.items())))
     return out
