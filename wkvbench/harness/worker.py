@@ -218,7 +218,7 @@ class Session:
             why = "non-finite output" if not acc.finite else f"rel_err {acc.rel_err:.3g} > tol {acc.tol:.3g}"
             return {**res, "status": "wrong", "note": why}
         res["est_ms"] = timer.warmup(lambda: rec.fn(**self.inputs), warmup_s)
-        res["gpu_ms"] = timer.gpu_ms(lambda: rec.fn(**self.inputs), res["est_ms"])
+        res["gpu_ms"] = timer.gpu_ms(lambda: rec.fn(**self.inputs), res["est_ms"], repeats=3)
         return {**res, "status": "ok"}
 
     def cmd_sample(self, impl: str, n: int) -> dict:
