@@ -20,7 +20,7 @@
 # the suite, and both at exit (also on INT/TERM), so a stop at any point leaves what was done.
 #
 # Time budget (seconds; ~8 minutes in all):
-#   setup 15 | env 20 | kernels 45 | verify 100 (50 per dtype) | suite 200 | sweep 45 | report 40 | pack 15
+#   setup 15 | env 20 | kernels 45 | verify 120 (60 per dtype) | suite 190 | sweep 45 | report 40 | pack 15
 #
 # Wheels of packages missing from the machine (fla-core) may be put in .whl/; they are installed
 # with `pip install --no-index --no-deps --target` into a temporary directory, nothing else.
@@ -38,7 +38,7 @@ mkdir -p "$WORK"
 STAGES="$WORK/stages.tsv"
 : > "$STAGES"
 
-B_SETUP=15 B_ENV=20 B_KERNELS=45 B_VERIFY=50 B_SUITE=200 B_SWEEP=45 B_REPORT=40
+B_SETUP=15 B_ENV=20 B_KERNELS=45 B_VERIFY=60 B_SUITE=190 B_SWEEP=45 B_REPORT=40
 
 if [ "$REHEARSE" = 1 ]; then
   DEVICE=cpu
@@ -53,7 +53,7 @@ else
   VERIFY_ARGS=(--device cuda --long)
   KERNEL_MODULES=(wkvbench.impls.bi_wkv7_triton wkvbench.impls.bi_wkv7_cupy wkvbench.impls.bi_wkv7_numba
                   wkvbench.impls.bi_wkv7_catflip wkvbench.impls.bi_selective_scan_triton)
-  SWEEP_ARGS=(--device cuda --batch 1,8 --tokens 16384 --heads 12 --budget-s 0.2)
+  SWEEP_ARGS=(--device cuda --batch 8,1 --tokens 16384 --heads 12 --budget-s 0.2)
   SWEEP_PREFIX=()
   SUITE=suites/gpu-check.toml
 fi
@@ -77,7 +77,7 @@ summarize() {  # summary.md from whatever exists now
 }
 pack() {  # verify.csv and run.tar.gz from whatever exists now
   [ -f "$WORK/verify.csv" ] && cp "$WORK/verify.csv" "$OUT/verify.csv"
-  tar czf "$OUT/run.tar.gz.tmp" -C "$WORK" --exclude ./report --exclude ./gpu-check.toml . 2>/dev/null \
+  tar czf "$OUT/run.tar.gz.tmp" -C "$WORK" --exclude ./report --exclude ./site . 2>/dev/null \
     && mv "$OUT/run.tar.gz.tmp" "$OUT/run.tar.gz"
   rm -f "$OUT/run.tar.gz.tmp"
 }
