@@ -120,3 +120,16 @@ def test_peers_count_their_packages():
     assert compiles.prefixes_for("wkvbench.impls.bi_wkv7_torch", peer=False) == ("wkvbench.impls.bi_wkv7_torch",)
     with pytest.raises(TypeError, match="prefixes"):
         compiles.kernel_cache_entries("wkvbench")
+
+
+class Touchy:
+    """A module global whose attribute access raises something other than AttributeError."""
+
+    def __getattr__(self, name):
+        raise RuntimeError(f"no {name} here")
+
+
+def test_odd_globals_are_not_caches(monkeypatch):
+    mod = _fake_module("wkvbench.impls.fake_touchy_mod", proxy=Touchy(), k=FakeJit())
+    monkeypatch.setitem(sys.modules, mod.__name__, mod)
+    assert compiles.kernel_cache_entries((mod.__name__,)) == 0

@@ -63,7 +63,10 @@ def _entries(obj) -> int | None:
 def _module_entries(mod: ModuleType) -> int | None:
     total, found = 0, False
     for name, obj in list(vars(mod).items()):
-        n = len(obj) if name == "_KERNELS" and isinstance(obj, dict) else _entries(obj)
+        try:
+            n = len(obj) if name == "_KERNELS" and isinstance(obj, dict) else _entries(obj)
+        except Exception:  # an odd module global (lazy proxy, op handle) is no cache
+            n = None
         if n is not None:
             total, found = total + n, True
     return total if found else None
