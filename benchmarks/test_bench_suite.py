@@ -54,7 +54,6 @@ def test_cell(benchmark, bench_cell, session):
         }
     )
 
-
     fn, build = session.timed_call(session.callable_for(impl))  # the case's timing mode
     device = torch.device(case.device)
     if build is not None:  # bwd: the forward whose graph the timed backward reuses

@@ -57,7 +57,9 @@ COLUMNS = (
     "iqr_ms",
     "cv",  # coefficient of variation of the samples
     "n_samples",
-    "first_call_ms",  # the very first call (compile included), timed separately
+    "gpu_ms",  # per-call time of back-to-back calls (no host launch gap, L2 warm between them)
+    "first_call_ms",  # the implementation's first call in its worker process, timed separately
+    "compiled",  # 1: that first call compiled or loaded kernels (backend caches grew); 0: it did not; empty: unknown
     "tokens_per_s",  # derived: batch * tokens / median
     "audio_s_per_s",  # derived: batch * seconds / median
     "bytes_moved",  # minimum bytes the op must read and write
@@ -91,7 +93,9 @@ NUMERIC_COLUMNS = (
     "iqr_ms",
     "cv",
     "n_samples",
+    "gpu_ms",
     "first_call_ms",
+    "compiled",
     "tokens_per_s",
     "audio_s_per_s",
     "bytes_moved",

@@ -3,7 +3,9 @@
 fla-core is not installed here (and its Triton kernels autotune, which needs a GPU), so the
 conversion is tested against a stand-in for ``fla.ops.rwkv7`` written from fla-core 0.6.0's
 documented semantics (its ``dplr_recurrence``: state ``h [K, V]``, log-decay ``gk``,
-``h = h * exp(gk) + k v^T + b (a^T h)``, ``o = h^T (scale * q)``). A stand-in with a wrong
+``h = h * exp(gk) + k v^T + b (a^T h)``, ``o = h^T (scale * q)``; ``reverse=True`` scans from
+the last token; ``chunk_rwkv7`` returns its output in ``r``'s dtype, the fused recurrent DPLR
+kernel in ``v``'s, as fla allocates them). A stand-in with a wrong
 convention must be caught by ``verify`` as a failure. With fla-core and a GPU, the real kernels
 are checked too.
 """
@@ -53,11 +55,16 @@ class FakeRwkv7:
         self.calls.append(("chunk", w.dtype, scale, kw))
         return dplr_recurrence(r, k, v, a, b, w, scale).to(r.dtype), None
 
-    def fused_recurrent_rwkv7(self, r, w, k, v, a, b, scale=None, initial_state=None, output_final_state=True, **kw):
-        self.calls.append(("recurrent", w.dtype, scale, kw))
+    def fused_recurrent_dplr_delta_rule(
+        self, q, k, v, a, b, gk, scale=None, initial_state=None, output_final_state=False, reverse=False, **kw
+    ):
+        self.calls.append(("recurrent", gk.dtype, scale, {"reverse": reverse, "v_dtype": v.dtype, **kw}))
         if scale is None:
-            scale = r.shape[-1] ** -0.5
-        return dplr_recurrence(r, k, v, a, b, w, scale).to(r.dtype), None
+            scale = q.shape[-1] ** -0.5
+        if not reverse:
+            return dplr_recurrence(q, k, v, a, b, gk, scale).to(v.dtype), None
+        flip = [x.flip(1) for x in (q, k, v, a, b, gk)]
+        return dplr_recurrence(*flip, scale).flip(1).to(v.dtype), None
 
 
 @pytest.fixture
@@ -65,10 +72,12 @@ def fake_fla(monkeypatch):
     fake = FakeRwkv7()
     mod = types.ModuleType("fla.ops.rwkv7")
     mod.chunk_rwkv7 = fake.chunk_rwkv7
-    mod.fused_recurrent_rwkv7 = fake.fused_recurrent_rwkv7
+    gdr = types.ModuleType("fla.ops.generalized_delta_rule")
+    gdr.fused_recurrent_dplr_delta_rule = fake.fused_recurrent_dplr_delta_rule
     for name in ("fla", "fla.ops"):
         monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
     monkeypatch.setitem(sys.modules, "fla.ops.rwkv7", mod)
+    monkeypatch.setitem(sys.modules, "fla.ops.generalized_delta_rule", gdr)
     return fake
 
 
@@ -99,6 +108,27 @@ def test_conversion_matches_reference(fake_fla, name, variant):
         assert w_dtype == torch.float32 and scale == 1.0
         if kind == "chunk":
             assert kw["safe_gate"] is True and kw["lower_bound"] == -0.6065 and kw["chunk_size"] == 64
+    if kind == "recurrent":  # the reverse direction is fla's own reverse scan, not flipped copies
+        assert [c[3]["reverse"] for c in fake_fla.calls] == [False, True]
+
+
+def test_recurrent_merges_in_float32_and_rounds_once(fake_fla):
+    """bfloat16: both directions come back in float32 (v passed as float32), the merge rounds once."""
+    x = bi_wkv7_inputs(2, 24, 2, 64, dtype=torch.bfloat16, seed=5)
+    y = bi_wkv7_fla.fla_recurrent(**x)
+    assert y.dtype == torch.bfloat16
+    assert all(c[3]["v_dtype"] == torch.float32 for c in fake_fla.calls)
+    # the same merge from float64 directions, rounded to bfloat16 once
+    q, k, v, a, b = (x[n] for n in ("r", "k", "v", "a", "b"))
+    gk = -torch.exp(x["w"].double())
+    fwd = dplr_recurrence(q, k, v, a, b, gk, 1.0)
+    rev = dplr_recurrence(*(t.flip(1) for t in (q, k, v, a, b, gk)), 1.0).flip(1)
+    g = x["g"].double().unsqueeze(-1)
+    once = (g * fwd + (1 - g) * rev).to(torch.bfloat16)
+    twice = (g * fwd.to(torch.bfloat16).double() + (1 - g) * rev.to(torch.bfloat16).double()).to(torch.bfloat16)
+    same_once = (y == once).float().mean().item()
+    assert same_once > 0.99, same_once
+    assert (twice == once).float().mean().item() < 0.95  # rounding twice is visible: the check can fail
 
 
 def test_default_gate_and_half_precision(fake_fla):
@@ -113,7 +143,9 @@ def test_wrong_convention_is_caught_by_verify(fake_fla, monkeypatch):
     monkeypatch.setattr(
         bi_wkv7_fla,
         "_recurrent_direction",
-        lambda r, w, k, v, a, b: fake_fla.fused_recurrent_rwkv7(r, w, k, v, a, b)[0],
+        lambda r, w, k, v, a, b, reverse: fake_fla.fused_recurrent_dplr_delta_rule(r, k, v, a, b, w, reverse=reverse)[
+            0
+        ],
     )
     refs = verify._RefCache(torch.device("cpu"), seed=0)
     shape = verify.Shape({"B": 1, "T": 7, "H": 2, "N": 64})

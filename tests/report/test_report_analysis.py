@@ -45,7 +45,7 @@ def test_speedups_only_from_ok_cells_and_equal_audio_pairs_ast_tokens(df):
     assert set(eager["base_tokens"]) == {1214} and set(eager["tokens"]) == {512}
     # the speed-up is the ratio of the two medians read straight from the table
     r = eager[(eager["impl"] == "triton_chunked") & (eager["dtype"] == "bfloat16")].iloc[0]
-    a = _rows(df, op="attention", impl="torch_eager", dtype="bfloat16", seconds=10.24)["median_ms"].iloc[0]
+    a = _rows(df, op="attention", impl="torch_eager", dtype="float16", seconds=10.24)["median_ms"].iloc[0]
     w = _rows(df, op="bi_wkv7", impl="triton_chunked", model="A-RWKV-B", dtype="bfloat16", seconds=10.24)
     assert r["speedup"] == pytest.approx(a / w["median_ms"].iloc[0], rel=1e-12)
     assert r["speedup_lo"] <= r["speedup"] <= r["speedup_hi"]
@@ -61,7 +61,7 @@ def test_equal_tokens_interpolates_between_ok_neighbours_only(df):
     eager = sp[(sp["baseline"] == "attention_eager") & (sp["dtype"] == "bfloat16") & (sp["impl"] == "torch_chunked")]
     # A-RWKV-B 3000 tokens lies between AST-B 1214 and 7190 (both ok): interpolated log-log
     r = eager[eager["tokens"] == 3000].iloc[0]
-    att = _rows(df, op="attention", impl="torch_eager", dtype="bfloat16").set_index("tokens")["median_ms"]
+    att = _rows(df, op="attention", impl="torch_eager", dtype="float16").set_index("tokens")["median_ms"]
     t = math.log(3000 / 1214) / math.log(7190 / 1214)
     expect = math.exp((1 - t) * math.log(att[1214]) + t * math.log(att[7190]))
     assert bool(r["base_interp"]) and r["base_median_ms"] == pytest.approx(expect, rel=1e-12)

@@ -19,6 +19,7 @@ from dataclasses import replace
 from wkvbench import ops as _ops
 from wkvbench import presets, registry
 from wkvbench.harness.suite import Case, Group, Suite, SuiteError
+from wkvbench.impls import _gpu
 from wkvbench.schema import TRAINING_MODES
 
 
@@ -135,11 +136,12 @@ def no_backward(impl: str) -> str:
 def plan(suite: Suite, device: str) -> list[tuple[Case, list[tuple[str, str | None]]]]:
     """Cases with their implementations (and skip reasons), in run order."""
     out = []
-    for case, groups in _expand(suite, device):
-        merged: dict[str, str | None] = {}
-        for g in groups:  # a case named by several groups runs the union of their impls
-            mixed = len({_ops.impl_op(g.op, m) for m in g.models}) > 1
-            for name, why in impls_for(g.impls, g.exclude, case, mixed):
-                merged.setdefault(name, why)
-        out.append((case, list(merged.items())))
+    with _gpu.deferred_device_probes():  # the parent never creates a CUDA context; the worker probes
+        for case, groups in _expand(suite, device):
+            merged: dict[str, str | None] = {}
+            for g in groups:  # a case named by several groups runs the union of their impls
+                mixed = len({_ops.impl_op(g.op, m) for m in g.models}) > 1
+                for name, why in impls_for(g.impls, g.exclude, case, mixed):
+                    merged.setdefault(name, why)
+            out.append((case, list(merged.items())))
     return out

@@ -71,6 +71,8 @@ class Cell:
     status: str = "ok"
     note: str = ""
     first_call_ms: float | None = None
+    compiled: int | None = None
+    gpu_ms: float | None = None
     est_ms: float | None = None
     rel_err: float | None = None
     max_abs_err: float | None = None
@@ -217,6 +219,7 @@ class Runner:
             "status": cell.status,
             "note": cell.note,
             "first_call_ms": cell.first_call_ms,
+            "compiled": cell.compiled,
             # the op's minimum traffic is defined for the forward; training modes leave it empty
             "bytes_moved": spec.bytes_moved(case.shape, ops.element_size(dtype)) if case.mode == "fwd" else None,
             "flops": spec.flops(case.shape) * mode_flops_factor(spec, case.mode),
@@ -233,6 +236,7 @@ class Runner:
         if cell.status == "ok" and cell.samples:
             row.update(timing.summarize(cell.samples).as_dict())
             row["peak_mem_bytes"] = cell.peak_mem_bytes
+            row["gpu_ms"] = cell.gpu_ms
         row.update(derive(row, copy_bandwidth_gbs=self.copy_bw, joules_per_call=cell.joules_per_call))
         return row
 
@@ -301,7 +305,17 @@ class Runner:
         cell.status = reply["status"]
         cell.note = reply.get("note", "")
         cell.grad_worst = reply.get("grad_worst", "")
-        for k in ("first_call_ms", "rel_err", "max_abs_err", "tol", "est_ms", "grad_rel_err", "grad_tol"):
+        for k in (
+            "first_call_ms",
+            "compiled",
+            "gpu_ms",
+            "rel_err",
+            "max_abs_err",
+            "tol",
+            "est_ms",
+            "grad_rel_err",
+            "grad_tol",
+        ):
             setattr(cell, k, reply.get(k))
         if cell.status == "ok":
             self.client.checked.add(cell.impl)

@@ -5,14 +5,23 @@ GPU protocol (the one ``triton.testing.do_bench`` follows, with the raw samples 
 * every sample is one call, bracketed by ``torch.cuda.Event(enable_timing=True)`` records on
   torch's current stream -- Triton, CuPy and Numba implementations launch on that stream too
   (their wrappers take ``torch.cuda.current_stream()``), so one timer measures them all;
-* before each sample a buffer twice the size of the device's L2 cache is zeroed (outside the
-  events), so no call finds its inputs warm in L2 from the previous one;
+* before each sample a buffer twice the size of the device's L2 cache is read (summed, outside
+  the events), so no call finds its inputs warm in L2 from the previous one; a read, not a
+  ``zero_()``, since dirty lines would be written back inside the next timed call;
 * the events of a batch of samples are read after one synchronisation at the end, so host
   overhead between samples does not serialise the GPU.
 
 CPU protocol: ``time.perf_counter`` around each call, the same statistics. (``torch.utils.benchmark``
 times blocks of calls and sets its own thread count; here one sample must be one call so that
 implementations can be interleaved sample batch by sample batch.)
+
+The per-call samples include whatever GPU idle time the call's own host-side launch work causes:
+the start event is recorded right after the flush kernel, so a launch that takes longer on the
+host than the flush takes on the GPU (Numba's dispatch, ~50-150 us) is charged the gap.
+:meth:`Timer.gpu_ms` measures beside it the GPU time free of that overhead: ``k`` back-to-back
+calls between one event pair (host work overlaps the previous call's kernels), divided by ``k``,
+median over a few repeats. Results carry both: ``median_ms`` (per call, L2 cold, host gap
+included) and ``gpu_ms`` (back-to-back, the GPU's own time; on a CPU the same loop on the clock).
 
 The first call of a cell is timed apart (host wall time, synchronised), since Triton, NVRTC and
 Numba compile on it and that is a cost users pay. Warm-up is by time, and the number of samples
@@ -119,10 +128,11 @@ class Timer:
 
     def __init__(self, device: torch.device | str, flush: bool = True):
         self.device = torch.device(device)
-        self._flush_buf = None
+        self._flush_buf = self._flush_sink = None
         if self.device.type == "cuda" and flush:
             nbytes = 2 * l2_bytes(self.device) or DEFAULT_FLUSH_BYTES
-            self._flush_buf = torch.empty(nbytes // 4, dtype=torch.int32, device=self.device)
+            self._flush_buf = torch.zeros(nbytes // 4, dtype=torch.int32, device=self.device)
+            self._flush_sink = torch.zeros((), dtype=torch.int64, device=self.device)
 
     @property
     def flush_bytes(self) -> int:
@@ -130,7 +140,7 @@ class Timer:
 
     def flush_l2(self) -> None:
         if self._flush_buf is not None:
-            self._flush_buf.zero_()
+            torch.sum(self._flush_buf, dim=0, dtype=torch.int64, out=self._flush_sink)
 
     def first_call(self, fn: Callable[[], object]) -> tuple[object, float]:
         """Call ``fn`` once; return (its result, wall milliseconds including any compilation)."""
@@ -174,6 +184,39 @@ class Timer:
             ends[i].record()
         torch.cuda.synchronize(self.device)
         return [float(s.elapsed_time(e)) for s, e in zip(starts, ends, strict=True)]
+
+    def _span(self) -> tuple[Callable[[], object], Callable[[object, object], float]]:
+        """(mark, elapsed ms between two marks): CUDA events on a GPU, the host clock otherwise."""
+        if self.device.type == "cuda":
+
+            def mark():
+                ev = torch.cuda.Event(enable_timing=True)
+                ev.record()
+                return ev
+
+            return mark, lambda a, b: float(a.elapsed_time(b))
+        return time.perf_counter, lambda a, b: (b - a) * 1e3
+
+    def gpu_ms(self, fn: Callable[[], object], est_ms: float, target_ms: float = 20.0, repeats: int = 5) -> float:
+        """Per-call time of ``k`` back-to-back calls between one pair of marks, median of ``repeats``.
+
+        ``k = clamp(target_ms / est_ms, 1, 1000)``: enough calls that the host launches run ahead of
+        the GPU, so the span is the kernels' own time. One L2 flush before each repeat (not between
+        the ``k`` calls). With ``k = 1`` this is one cold call, the per-call protocol's sample.
+        """
+        if repeats < 1:
+            raise ValueError(f"repeats: expected >= 1, got {repeats}")
+        k = int(min(max(target_ms / est_ms, 1), 1000)) if est_ms > 0 and math.isfinite(est_ms) else 1
+        mark, elapsed = self._span()
+        pairs = []
+        for _ in range(repeats):
+            self.flush_l2()
+            a = mark()
+            for _ in range(k):
+                fn()
+            pairs.append((a, mark()))
+        synchronize(self.device)
+        return statistics.median(elapsed(a, b) for a, b in pairs) / k
 
 
 def copy_bandwidth_gbs(device: torch.device | str, nbytes: int | None = None, reps: int = 10) -> float:

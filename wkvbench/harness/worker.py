@@ -28,10 +28,12 @@ case       case: build inputs (seeded) and the float64 reference once -> ref_ms,
            case reuses inputs and references); an op with per-case state (``OpSpec.prepare``:
            the network op) builds that instead (the network and its float64 twin's output) and
            ``check`` asks it for the gate
-check      impl, warmup_s: first call on NaN-poisoned output (timed: ``first_call_ms``),
+check      impl, warmup_s: first call on NaN-poisoned output (timed: ``first_call_ms``; ``compiled``:
+           whether it grew the backends' kernel caches, :mod:`~wkvbench.harness.compiles`),
            accuracy against the reference (``wrong`` stops here); in ``bwd``/``fwd_bwd`` also the
            gradients against float64 autograd (``wkvbench.gradcheck``: grad_rel_err, grad_worst),
-           an implementation without backward is ``skipped``; warm-up of the mode's call -> est_ms
+           an implementation without backward is ``skipped``; warm-up of the mode's call -> est_ms,
+           then back-to-back calls -> gpu_ms (:meth:`~wkvbench.harness.timing.Timer.gpu_ms`)
 sample     impl, n: ``n`` timed calls of the case's mode (``fwd`` under no_grad; ``bwd`` only the
            backward of a graph built outside the timed region; ``fwd_bwd`` both)
            -> samples_ms, peak_mem_bytes
@@ -63,7 +65,7 @@ from pathlib import Path
 import torch
 
 from wkvbench import accuracy, gradcheck, ops, presets, registry
-from wkvbench.harness import nvml, timing
+from wkvbench.harness import compiles, nvml, timing
 from wkvbench.harness.suite import Case
 from wkvbench.schema import TRAINING_MODES
 
@@ -290,19 +292,29 @@ class Session:
         if self.state is not None:
             return self._check_state(impl, warmup_s)
         out_shape = spec.out_shape(self.check_inputs)
+        cache_mods = compiles.prefixes_for(rec.module, rec.peer)
+        before = compiles.kernel_cache_entries(cache_mods)
         y, first_ms = timer.first_call(
             lambda: accuracy.run_checked(rec.fn, self.check_inputs, out_shape, dtype, rec.accepts_out)
         )
+        built = compiles.compiled(before, compiles.kernel_cache_entries(cache_mods))
         if not torch.is_tensor(y) or tuple(y.shape) != tuple(out_shape):
             got = tuple(y.shape) if torch.is_tensor(y) else type(y).__name__
             return {
                 "status": "wrong",
                 "note": f"returned {got}, expected a tensor of shape {out_shape}",
                 "first_call_ms": first_ms,
+                "compiled": built,
             }
         acc = accuracy.compare(y, self.ref, dtype, rec.tf32)
         del y
-        res = {"first_call_ms": first_ms, "rel_err": acc.rel_err, "max_abs_err": acc.max_abs, "tol": acc.tol}
+        res = {
+            "first_call_ms": first_ms,
+            "compiled": built,
+            "rel_err": acc.rel_err,
+            "max_abs_err": acc.max_abs,
+            "tol": acc.tol,
+        }
         if case.check_tokens:
             res["note"] = f"accuracy checked at T={case.check_tokens}"
         if not acc.passed:
@@ -324,6 +336,7 @@ class Session:
         if build is not None:
             build()
         res["est_ms"] = timer.warmup(fn, warmup_s)
+        res["gpu_ms"] = timer.gpu_ms(fn, res["est_ms"], repeats=3)
         self.graph = None
         return {**res, "status": "ok"}
 
@@ -339,6 +352,7 @@ class Session:
         if not g["passed"]:
             return {**res, "status": "wrong", "note": f"rel_err {g['rel_err']:.3g} > {g.get('note', '')}"}
         res["est_ms"] = timer.warmup(lambda: fn(**self.inputs), warmup_s)
+        res["gpu_ms"] = timer.gpu_ms(lambda: fn(**self.inputs), res["est_ms"], repeats=3)
         return {**res, "status": "ok"}
 
     def cmd_sample(self, impl: str, n: int) -> dict:

@@ -25,6 +25,7 @@ The leading underscore keeps this module out of the built-in implementation modu
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import importlib.util
@@ -68,6 +69,30 @@ def import_check(spec: str, missing: str, load: Callable[[], object], label: str
     except Exception as exc:  # ImportError, or an extension built for another torch/CUDA
         return False, f"{label or spec} does not import: {type(exc).__name__}: {exc}"
     return True, "ok"
+
+
+_DEFERRED_PROBES = 0
+
+
+@contextlib.contextmanager
+def deferred_device_probes():
+    """Within this block, checks that would run a kernel to probe a CUDA device answer ok without it.
+
+    The sweep's parent plans inside it, so it never creates a CUDA context (a probe's tiny call
+    would hold ~500 MB of the GPU for the whole run); the worker runs the real probe before the
+    implementation's first call and records ``skipped`` with the reason if it fails.
+    """
+    global _DEFERRED_PROBES
+    _DEFERRED_PROBES += 1
+    try:
+        yield
+    finally:
+        _DEFERRED_PROBES -= 1
+
+
+def device_probes_deferred() -> bool:
+    """Whether a :func:`deferred_device_probes` block is active."""
+    return _DEFERRED_PROBES > 0
 
 
 def triton_interpreting() -> bool:

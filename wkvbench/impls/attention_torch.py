@@ -46,6 +46,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from wkvbench.impls import _gpu
 from wkvbench.registry import ALL_DTYPES, register_impl
 
 try:  # torch >= 2.3
@@ -105,6 +106,8 @@ def _probe(backend_name: str, device: torch.device, dtype: torch.dtype) -> tuple
         return False, f"torch {torch.__version__} has no SDPBackend.{backend_name}"
     if device.type == "cuda" and not torch.cuda.is_available():
         return False, "no CUDA device"
+    if device.type == "cuda" and _gpu.device_probes_deferred():
+        return True, "ok (probed in the worker, before the first call)"
     index = device.index if device.type != "cuda" or device.index is not None else torch.cuda.current_device()
     key = (backend_name, device.type, index)
     with _PROBE_LOCK:

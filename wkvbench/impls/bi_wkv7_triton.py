@@ -137,6 +137,20 @@ def chunked_config(B: int, H: int, sms: int = DEFAULT_SMS, exact: bool = False) 
 
 
 if HAS_TRITON:
+    from triton.language.extra import libdevice
+
+    #: The decay path's exp: libdevice's ``expf`` (within 2 ulp) on a GPU. ``tl.exp`` compiles to
+    #: ``ex2.approx.f32`` after a multiply by log2(e), and the per-token decay is multiplied up to
+    #: T times, so its error compounds. The interpreter has no libdevice; its exp is exact already.
+    _EXACT_EXP = tl.constexpr(not _gpu.triton_interpreting())
+
+    @triton.jit
+    def _exp(x):
+        if _EXACT_EXP:
+            y = libdevice.exp(x)
+        else:
+            y = tl.exp(x)
+        return y
 
     @triton.jit
     def _tf32_rn(x):
@@ -194,7 +208,7 @@ if HAS_TRITON:
     @triton.jit
     def _rec_step(S, rt, wt, kt, at, bt, vt):
         """One token of WKV7 on a [BV, N] block of state rows; returns (S_t, y_t[BV])."""
-        d = tl.exp(-tl.exp(wt.to(tl.float32)))
+        d = _exp(-_exp(wt.to(tl.float32)))
         sa = tl.sum(S * at.to(tl.float32), axis=1, keep_dims=True)
         S = S * d + sa * bt.to(tl.float32) + vt.to(tl.float32) * kt.to(tl.float32)
         y = tl.sum(S * rt.to(tl.float32), axis=1)
@@ -342,17 +356,17 @@ if HAS_TRITON:
             tok = c * L + offs_l + dirn * (L - 1 - 2 * offs_l)
             valid = tok < T
             # ---- key side: decays, factored operands (no state involved)
-            lg = tl.where(valid[:, None], -tl.exp(wt.to(tl.float32)), 0.0)  # identity tokens past T
+            lg = tl.where(valid[:, None], -_exp(wt.to(tl.float32)), 0.0)  # identity tokens past T
             G = tl.cumsum(lg, axis=0)
             Gm = tl.sum(tl.where(rows <= MID, lg, 0.0), axis=0)  # G at the middle row
             GL = tl.sum(lg, axis=0)
-            E = tl.exp(G - Gm[None, :])  # e^(G_t - G_m), bounded both ways
+            E = _exp(G - Gm[None, :])  # e^(G_t - G_m), bounded both ways
             Ei = 1.0 / E
-            eGm = tl.exp(Gm)
-            eGLm = tl.exp(GL - Gm)
+            eGm = _exp(Gm)
+            eGLm = _exp(GL - Gm)
             r32 = rt.to(tl.float32)
             k32 = kt.to(tl.float32)
-            a_m = at.to(tl.float32) * E * tl.exp(-lg)  # a e^(Gx - Gm)
+            a_m = at.to(tl.float32) * E * _exp(-lg)  # a e^(Gx - Gm)
             b_m = bt.to(tl.float32) * Ei  # b e^(Gm - G)
             k_m = k32 * Ei
             r_m = r32 * E
@@ -372,7 +386,7 @@ if HAS_TRITON:
             St = tl.trans(S)  # [N, BV]
             SA = _lo_dot(U, v32, _hi_dot(W, St, None, PREC), PREC, VKIND)  # [L, BV]
             Yc = _lo_dot(Yv, v32, _hi_dot(Q, St, None, PREC), PREC, VKIND)
-            S = S * tl.exp(GL)[None, :]
+            S = S * _exp(GL)[None, :]
             S = _hi_dot(tl.trans(SA), Bd, S, PREC)
             S = _lo_dot(tl.trans(v32), Kd, S, PREC, VKIND)
             # ---- gated merge with the other direction's program (ticket per [L, BV] tile)

@@ -8,8 +8,9 @@ Rules every view follows:
   dtype, device, variant, mode).
 * Timing modes (``fwd``, ``bwd``, ``fwd_bwd``) are a slice like dtype: nothing is compared across
   modes; figures facet by mode and the headline names its mode.
-* Baselines: the speed-up policy of :mod:`wkvbench.report.baselines` (today AST attention as
-  written, the best ``sdpa_*`` attention and the best Mamba bidirectional scan), each of the
+* Baselines: the speed-up policy of :mod:`wkvbench.report.baselines` (AST attention as run,
+  ``torch_eager`` in float16; the best ``sdpa_*`` attention; the best Mamba bidirectional scan;
+  never an op's naive loop), each of the
   same model size (T/S/B) and slice (device, dtype, batch, variant), preferring the baseline's
   model family when several models have that size.
 * Two matchings: *equal audio* pairs cells with the same ``seconds`` (AST then sees ~2.4x the
@@ -26,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from wkvbench.presets import MODELS
-from wkvbench.report.baselines import BASELINES, SUBJECT_OP, Baseline
+from wkvbench.report.baselines import BASELINES, SUBJECT_OP, Baseline, candidates, headline_subjects
 
 SLICE = ("device", "dtype", "batch", "variant", "mode")
 CASE = ("model", "batch", "tokens", "dtype", "device", "variant", "mode")
@@ -118,7 +119,7 @@ def best_per_case(rows: pd.DataFrame) -> pd.DataFrame:
 
 def baseline_rows(df: pd.DataFrame, baseline: Baseline) -> pd.DataFrame:
     """The baseline per case (best ok impl among those it accepts), at the preferred family."""
-    rows = df[(df["op"] == baseline.op) & df["impl"].map(baseline.accepts)]
+    rows = candidates(df, baseline)
     if rows.empty:
         return rows.copy()
     # per size, keep the preferred family when it was measured at that size
@@ -279,13 +280,15 @@ def headline(df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
         return pd.DataFrame(columns=cols), where
     part = select(df, where)
     wkv = part[(part["op"] == SUBJECT_OP) & (part["model"] == model)]
-    best = best_per_case(wkv)
+    best = best_per_case(headline_subjects(wkv))
     out = best[["seconds", "model", "tokens", "impl", "status", "median_ms", "ok", "size", *SLICE]].rename(
         columns={"impl": "best_impl", "status": "best_status", "median_ms": "best_ms"}
     )
     out["best_ms"] = out["best_ms"].where(out["ok"])
     for bl in BASELINES:
-        base = baseline_rows(part, bl)
+        # a baseline "as run" at its own dtype is looked up outside the headline's dtype
+        base_where = {k: v for k, v in where.items() if not (bl.dtype and k == "dtype")}
+        base = baseline_rows(select(df, base_where), bl)
         m = _match(best, base, "audio", interpolate=False) if not base.empty else pd.DataFrame()
         names = {
             "base_impl": "impl",

@@ -73,6 +73,7 @@ METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
         Metric("latency", "ms", "median_ms", p20="p20_ms", p80="p80_ms"),
+        Metric("gpu_time", "ms", "gpu_ms"),  # back-to-back calls: no host launch gap (harness.timing)
         Metric("tokens_per_s", "tokens/s", "tokens_per_s"),
         Metric("audio_s_per_s", "s of audio/s", "audio_s_per_s"),
         Metric("peak_memory", "bytes", "peak_mem_bytes"),
