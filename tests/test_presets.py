@@ -1,4 +1,4 @@
-"""Model presets and the seconds-of-audio -> tokens mapping (CONTRACT section 6)."""
+"""Model presets and the seconds-of-audio -> tokens mapping (docs/spec.md section 6)."""
 
 import pytest
 

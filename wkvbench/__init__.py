@@ -1,6 +1,6 @@
 """wkvbench: a benchmarking suite for bidirectional RWKV-7 (Bi-WKV7) kernels.
 
-Public API (CONTRACT section 4)::
+Public API (docs/spec.md section 4)::
 
     wkvbench.bi_wkv7(r, w, k, v, a, b, g=None, impl="auto") -> y
     wkvbench.attention(q, k, v, impl="auto") -> o

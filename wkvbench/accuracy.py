@@ -1,4 +1,4 @@
-"""The accuracy bar (CONTRACT section 5) and the one way every output is checked.
+"""The accuracy bar (docs/spec.md section 5) and the one way every output is checked.
 
 Error is the relative L2 norm over the whole tensor, ``||y - ref|| / ||ref||``, against the
 float64 reference computed from the same (dtype-rounded) inputs; the max absolute error is
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-#: Must be at most (CONTRACT section 5).
+#: Must be at most (docs/spec.md section 5).
 TOLERANCE = {torch.float32: 2e-5, torch.float16: 1e-3, torch.bfloat16: 4e-3, torch.float64: 1e-12}
 #: What a good implementation reaches.
 GOAL = {torch.float32: 1e-6, torch.float16: 5e-4, torch.bfloat16: 2e-3, torch.float64: 1e-14}

@@ -1,6 +1,6 @@
 """Realistic kernel inputs, in one place: every test, verification and benchmark draws from here.
 
-``bi_wkv7`` inputs are built the way RWKV-7 models build them (CONTRACT section 1):
+``bi_wkv7`` inputs are built the way RWKV-7 models build them (docs/spec.md section 1):
 
 * ``w = -softplus(-x) - 0.5`` (so ``w < -0.5`` and the decay ``exp(-exp(w))`` is in (0.545, 1));
 * ``a = -kappa`` and ``b = kappa * alpha`` with ``kappa`` L2-normalised per head over N and

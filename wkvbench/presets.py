@@ -1,4 +1,4 @@
-"""Model-size presets and the mapping from seconds of audio to tokens (CONTRACT section 6).
+"""Model-size presets and the mapping from seconds of audio to tokens (docs/spec.md section 6).
 
 Sweeps can be expressed in tokens (the kernel's view) or in seconds of audio (the model's view):
 at equal duration AST sees about 2.4x more tokens than A-RWKV, which is the comparison

@@ -24,7 +24,8 @@ import time
 
 import torch
 
-from wkvbench.harness.worker import _import_root, _signal_name
+from wkvbench.harness.client import import_root as _import_root
+from wkvbench.harness.client import signal_name as _signal_name
 from wkvbench.registry import Impl
 
 

@@ -53,7 +53,7 @@ def test_paper_seconds_become_tokens_per_family():
     suite = S.load_suite(ROOT / "suites" / "paper.toml")
     cases = P.expand_cases(suite, "cuda")
     tok = {(c.model, c.seconds): c.tokens for c in cases if c.batch == 1}
-    # CONTRACT section 6: 10.24 s = 512 A-RWKV tokens = 1214 AST tokens; 328 s = 16,400 A-RWKV tokens
+    # docs/spec.md section 6: 10.24 s = 512 A-RWKV tokens = 1214 AST tokens; 328 s = 16,400 A-RWKV tokens
     assert tok[("A-RWKV-B", 10.24)] == 512
     assert tok[("AST-B", 10.24)] == 1214
     assert tok[("A-RWKV-T", 328.0)] == 16400

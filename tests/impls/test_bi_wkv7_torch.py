@@ -1,4 +1,4 @@
-"""torch_loop and torch_chunked against the float64 reference (CONTRACT section 5 bars)."""
+"""torch_loop and torch_chunked against the float64 reference (docs/spec.md section 5 bars)."""
 
 import pytest
 import torch

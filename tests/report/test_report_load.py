@@ -21,7 +21,7 @@ def test_loads_types_and_derived_columns(synthetic_run):
     assert set(df["size"]) == {"T", "B"}
     assert not df.loc[df["status"] != "ok", "ok"].any()
     assert df.loc[df["status"] == "ok", "ok"].all()
-    # AST at 10.24 s is 1214 tokens, A-RWKV 512 (CONTRACT section 6)
+    # AST at 10.24 s is 1214 tokens, A-RWKV 512 (docs/spec.md section 6)
     sel = df[(df["seconds"] == 10.24) & (df["dtype"] == "bfloat16")]
     assert set(sel.loc[sel["model"] == "AST-B", "tokens"]) == {1214}
     assert set(sel.loc[sel["model"] == "A-RWKV-B", "tokens"]) == {512}

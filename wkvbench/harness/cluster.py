@@ -171,7 +171,7 @@ def main(args: argparse.Namespace) -> int:
     jobs = []
     if todo:
         if args.executor == "local":  # the local jobs import this wkvbench
-            from wkvbench.harness.worker import _import_root
+            from wkvbench.harness.client import import_root as _import_root
 
             root = _import_root()
             os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)

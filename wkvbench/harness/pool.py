@@ -26,11 +26,11 @@ from pathlib import Path
 
 from wkvbench.envinfo import gpu_snapshot
 from wkvbench.harness import shard as _shard
+from wkvbench.harness.client import WorkerClient, WorkerDied
 from wkvbench.harness.predict import SkipPredictor
 from wkvbench.harness.runner import RunAborted, Runner
 from wkvbench.harness.store import RunStore
 from wkvbench.harness.suite import SuiteError
-from wkvbench.harness.worker import WorkerClient, WorkerDied
 
 
 def add_scale_flags(group) -> None:

@@ -30,14 +30,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import signal
 import sys
 import threading
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,12 +44,13 @@ from wkvbench import __version__, ops, presets, registry
 from wkvbench.accuracy import tolerance
 from wkvbench.envinfo import gpu_snapshot
 from wkvbench.harness import timing
+from wkvbench.harness.client import WorkerClient, WorkerDied, WorkerTimeout
 from wkvbench.harness.plan import plan, resolve_device
 from wkvbench.harness.predict import SkipPredictor
 from wkvbench.harness.store import RunStore, StoreError
-from wkvbench.harness.suite import Case, Suite, SuiteError, add_run_flags, case_id_of, check_impl_names, suite_from_args
-from wkvbench.harness.worker import WorkerClient, WorkerDied, WorkerTimeout
-from wkvbench.schema import ENV_FILE, KEY, SCHEMA_VERSION, STATUSES, derive
+from wkvbench.harness.suite import Case, Suite, SuiteError, add_run_flags, check_impl_names, suite_from_args
+from wkvbench.harness.summary import summary_table
+from wkvbench.schema import ENV_FILE, KEY, SCHEMA_VERSION, derive
 
 
 def mode_flops_factor(spec, mode: str) -> float:
@@ -467,38 +466,6 @@ class Runner:
                     self.env["throttle"] = self.throttle
                 self._write_env()
         return len(self.written)
-
-
-# ============================================================================= summary
-def _ok_ms(row: dict) -> float | None:
-    """The median of an ``ok`` (typed) row with a positive timing, else None."""
-    ms = row.get("median_ms")
-    return ms if row.get("status") == "ok" and ms is not None and ms > 0 else None
-
-
-def summary_table(rows: list[dict]) -> str:
-    """Counts per status, and per (op, impl, mode) the geometric-mean speed-up over the op's naive
-    implementation (its record's ``naive_impl``) in the cases where both are ``ok``.
-
-    ``rows`` are typed rows (``RunStore.get``)."""
-    groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
-    naive: dict[tuple, float] = {}
-    for r in rows:
-        groups[(r["op"], r["impl"], r.get("mode") or "fwd")].append(r)
-        if r["op"] in ops.OPS and r["impl"] == ops.get_op(r["op"]).naive_impl and _ok_ms(r):
-            naive[case_id_of(r)] = _ok_ms(r)
-    head = ["op", "impl", "mode", *STATUSES, "geomean vs naive", "best tok/s"]
-    lines = [head]
-    for (op, impl, mode), rs in groups.items():
-        counts = [str(sum(1 for r in rs if r["status"] == s) or "") for s in STATUSES]
-        sp = [naive[case_id_of(r)] / _ok_ms(r) for r in rs if _ok_ms(r) and case_id_of(r) in naive]
-        gm = f"{math.exp(sum(map(math.log, sp)) / len(sp)):.3g}x" if sp else ""
-        tps = [r["tokens_per_s"] for r in rs if r.get("tokens_per_s")]
-        lines.append([op, impl, mode, *counts, gm, f"{max(tps):.4g}" if tps else ""])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    out = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines]
-    out.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(out)
 
 
 # ============================================================================= CLI

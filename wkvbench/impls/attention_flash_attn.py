@@ -2,7 +2,7 @@
 
 ``flash_attn.flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False)``
 (Dao, "FlashAttention-2", arXiv 2307.08691; github.com/Dao-AILab/flash-attention) takes
-``[B, T, H, D]`` tensors; the op's layout is ``[B, H, T, D]`` (CONTRACT section 2). The
+``[B, T, H, D]`` tensors; the op's layout is ``[B, H, T, D]`` (docs/spec.md section 2). The
 adapter hands it ``x.transpose(1, 2)`` views: the package only needs the head dimension to be
 contiguous (stride 1), which those views are, so no copy is made on the way in. The output,
 ``[B, T, H, D]`` in memory, is returned as its ``transpose(1, 2)`` view -- the same memory

@@ -1,6 +1,6 @@
 """Attention in PyTorch: AST's eager form (``torch_eager``) and the four SDPA backends.
 
-The ``attention`` op (CONTRACT section 2) is the Audio Spectrogram Transformer's token mixer:
+The ``attention`` op (docs/spec.md section 2) is the Audio Spectrogram Transformer's token mixer:
 non-causal softmax attention over ``[B, H, T, D]`` with scale ``D ** -0.5``.
 
 ``torch_eager`` is the baseline, computed the way AST computes it (timm's ViT ``Attention``

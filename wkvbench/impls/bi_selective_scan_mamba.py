@@ -4,7 +4,7 @@
 delta_bias, delta_softplus)`` (Gu & Dao, arXiv 2312.00752; github.com/state-spaces/mamba) is the
 fused forward kernel Mamba and Audio Mamba use: one CUDA block per (sequence, channel), the
 time axis split into chunks scanned in parallel by the block's threads, the ``N`` states looped
-inside. Its layouts are the op's (CONTRACT section 3): ``u, delta, z [B, D, T]``, ``A [D, N]``,
+inside. Its layouts are the op's (docs/spec.md section 3): ``u, delta, z [B, D, T]``, ``A [D, N]``,
 ``Bm, Cm [B, N, T]``; ``A``, ``Dskip`` and ``delta_bias`` must be float32 (cast here; the op's
 inputs already are).
 

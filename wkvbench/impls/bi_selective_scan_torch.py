@@ -1,6 +1,6 @@
 """Audio Mamba's bidirectional selective scan in plain PyTorch: ``torch_loop`` and ``torch_chunked``.
 
-The op (CONTRACT section 3) is Mamba's selective scan (Gu & Dao, arXiv 2312.00752) run forward
+The op (docs/spec.md section 3) is Mamba's selective scan (Gu & Dao, arXiv 2312.00752) run forward
 and on the time-flipped inputs with its own ``A_b`` ("Fo-Bi", Audio Mamba, Erol et al., arXiv
 2406.03344)::
 

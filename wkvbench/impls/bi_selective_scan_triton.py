@@ -1,6 +1,6 @@
 """Audio Mamba's bidirectional selective scan as one Triton kernel (``triton``).
 
-The op (CONTRACT section 3; Mamba, Gu & Dao, arXiv 2312.00752; Audio Mamba's "Fo-Bi",
+The op (docs/spec.md section 3; Mamba, Gu & Dao, arXiv 2312.00752; Audio Mamba's "Fo-Bi",
 Erol et al., arXiv 2406.03344)::
 
     dt_t = softplus(delta_t + delta_bias)

@@ -5,7 +5,7 @@ directions and the gate merge run in ONE launch.
 
 Algorithm (the fused recurrent form of the official RWKV-7 CUDA kernel, BlinkDL/RWKV-LM
 ``wkv7`` forward, where one thread owns one value row of the state; written here from the
-recurrence in CONTRACT section 1). For a (batch, head) the state is ``S[i, j]`` (i value row,
+recurrence in docs/spec.md section 1). For a (batch, head) the state is ``S[i, j]`` (i value row,
 j key column) and a row's update needs only that row::
 
     sa_i    = sum_j S[i, j] a_j

@@ -2,7 +2,7 @@
 
 Short per-token loops and plain matmuls, computed in float64 from the inputs as given (after
 their rounding to the I/O dtype), on the inputs' device, returning float64. Every
-implementation, the peers included, is judged against these (CONTRACT sections 1-5).
+implementation, the peers included, is judged against these (docs/spec.md sections 1-5).
 """
 
 from wkvbench.reference.attention import attention

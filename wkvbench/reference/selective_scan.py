@@ -1,6 +1,6 @@
 """float64 reference for Mamba's selective scan and Audio Mamba's bidirectional "Fo-Bi" scan.
 
-CONTRACT section 3, as mamba_ssm's ``selective_scan_fn`` defines it (real A, B and C shared by
+docs/spec.md section 3, as mamba_ssm's ``selective_scan_fn`` defines it (real A, B and C shared by
 all channels: ``Bm, Cm`` are ``[B, N, T]``)::
 
     dt_t = softplus(delta_t + delta_bias)           (or without softplus)

@@ -1,4 +1,4 @@
-"""float64 reference for the RWKV-7 recurrence and Bi-WKV7 (CONTRACT section 1).
+"""float64 reference for the RWKV-7 recurrence and Bi-WKV7 (docs/spec.md section 1).
 
 This is the truth every implementation is checked against: a plain per-token loop, written to
 be read, not to be fast. For one (batch, head), with state ``S[i, j]`` (i: value channel,

@@ -204,7 +204,7 @@ def render_html(rep: Report) -> str:
         _html_table(env_rows, status_col=None),
         "<h2>Verification</h2>",
         "<p class='caption'>Cells per implementation and dtype by status, the worst relative L2 error against "
-        "the float64 reference (CONTRACT section 5), and the median coefficient of variation of the timing "
+        "the float64 reference (docs/spec.md section 5), and the median coefficient of variation of the timing "
         "samples of the ok cells (a few percent on a quiet GPU; tens of percent mean a noisy machine). Only ok "
         "cells are timed into speed-ups.</p>",
         _html_table(verification_display(rep.verification), status_col=None),

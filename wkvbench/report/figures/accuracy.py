@@ -54,7 +54,7 @@ def _bars_and_wrong(ax, panel: Panel) -> list[float]:
 fig_accuracy = MetricFigure(
     "fig6_accuracy",
     "Accuracy: relative L2 error vs the float64 reference",
-    "Relative L2 error against the float64 reference (CONTRACT section 5), worst over models, batches "
+    "Relative L2 error against the float64 reference (docs/spec.md section 5), worst over models, batches "
     "and input variants at each token count, per implementation and I/O dtype. Dashed: the bar an "
     "implementation must meet (float32 on TF32 tensor cores is held to bfloat16's); dotted: the goal. "
     "Implementations with the same error draw on top of each other (the table has every value). "
@@ -67,7 +67,7 @@ fig_accuracy = MetricFigure(
     table=("rel_err", "max_abs_err"),
     marks=_bars_and_wrong,
     legend=(
-        ("accuracy bar (CONTRACT 5)", lambda: Line2D([], [], color="black", ls="--", lw=1)),
+        ("accuracy bar (spec section 5)", lambda: Line2D([], [], color="black", ls="--", lw=1)),
         ("goal", lambda: Line2D([], [], color="#777777", ls=":", lw=0.8)),
     ),
 )
