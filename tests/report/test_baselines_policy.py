@@ -17,7 +17,7 @@ def _row(op, impl, model, dtype, seconds, ms, status="ok", batch=1):
     tokens = int(seconds * (50 if family == "a-rwkv" else 120))
     return {
         "op": op, "impl": impl, "model": model, "family": family, "size": "B", "device": "cuda",
-        "dtype": dtype, "batch": batch, "variant": "realistic", "tokens": tokens, "seconds": seconds,
+        "dtype": dtype, "batch": batch, "variant": "realistic", "mode": "fwd", "tokens": tokens, "seconds": seconds,
         "status": status, "ok": status == "ok", "note": "",
         "median_ms": ms if status == "ok" else math.nan,
         "p20_ms": ms * 0.9 if status == "ok" else math.nan, "p80_ms": ms * 1.1 if status == "ok" else math.nan,
