@@ -39,7 +39,15 @@ def _bars_and_wrong(ax, panel: Panel) -> list[float]:
     """Bar and goal lines, 'wrong' beside wrong cells; returns the lines' values (the y-range shows them)."""
     if panel.rows.empty:
         return []
-    bars, goal = _bars(panel)
+    return draw_bars_and_wrong(ax, panel, *_bars(panel))
+
+
+def draw_bars_and_wrong(ax, panel: Panel, bars: list[float], goal: float | None) -> list[float]:
+    """Dashed lines at ``bars``, a dotted one at ``goal``, 'wrong' beside the panel's wrong cells.
+
+    Returns the lines' values (the y-range shows them). Shared by the forward and gradient
+    accuracy figures.
+    """
     for t in bars:
         ax.axhline(t, color="black", lw=1.0, ls="--", zorder=4)
         ax.text(0.01, t, f" bar {t:.0e}", transform=ax.get_yaxis_transform(), fontsize=6.5, va="bottom")

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from matplotlib.lines import Line2D
 
+from wkvbench.report.figures.accuracy import draw_bars_and_wrong
 from wkvbench.report.figures.layout import NOT_OK_NOTE
 from wkvbench.report.figures.metric import MetricFigure, Panel, Panels
-from wkvbench.report.style import style_for
 
 ERR_FLOOR = 1e-12
 
@@ -34,16 +34,7 @@ def _bars_and_wrong(ax, panel: Panel) -> list[float]:
     if panel.rows.empty:
         return []
     bars = sorted(set(panel.rows["bar"].dropna()))
-    goal = _goal(panel.where.get("dtype", ""))
-    for t in bars:
-        ax.axhline(t, color="black", lw=1.0, ls="--", zorder=4)
-        ax.text(0.01, t, f" bar {t:.0e}", transform=ax.get_yaxis_transform(), fontsize=6.5, va="bottom")
-    if goal:
-        ax.axhline(goal, color="#777777", lw=0.8, ls=":", zorder=4)
-    for r in panel.drawn[panel.drawn["status"] == "wrong"].itertuples():
-        colour = style_for(r.op, r.impl).colour
-        ax.annotate("wrong", (r.tokens, r.y), xytext=(4, 3), textcoords="offset points", fontsize=6.5, color=colour)
-    return [*bars, *([goal] if goal else [])]
+    return draw_bars_and_wrong(ax, panel, bars, _goal(panel.where.get("dtype", "")))
 
 
 fig_grad_accuracy = MetricFigure(
