@@ -179,11 +179,18 @@ def headline_rows(df) -> list[dict]:
     return out
 
 
-def _verify_lines(path: Path) -> list[str]:
+def _csv_rows(path: Path) -> list[dict] | None:
+    """The rows of a CSV file as dicts, or None when it was not written."""
     if not path.is_file():
-        return ["verify.csv: not written (the verify stage did not finish)."]
+        return None
     with path.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
+        return list(csv.DictReader(fh))
+
+
+def _verify_lines(path: Path) -> list[str]:
+    rows = _csv_rows(path)
+    if rows is None:
+        return ["verify.csv: not written (the verify stage did not finish)."]
     counts: dict[str, int] = {}
     for r in rows:
         counts[r.get("status", "?")] = counts.get(r.get("status", "?"), 0) + 1
@@ -195,10 +202,9 @@ def _verify_lines(path: Path) -> list[str]:
 
 
 def _sweep_lines(path: Path) -> list[str]:
-    if not path.is_file():
+    rows = _csv_rows(path)
+    if rows is None:
         return ["Launch sweep: not run or not finished."]
-    with path.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
     lines = [
         "| impl | batch | tokens | default | default ms | fastest | fastest ms | gpu_ms of fastest |",
         "|---|---|---|---|---|---|---|---|",

@@ -80,38 +80,23 @@ COLUMNS = (
     "wkvbench_version",
 )
 
-#: Columns read back as integers; ``NUMERIC_COLUMNS`` as floats; every other column is text.
+#: Columns read back as integers; ``TEXT_COLUMNS`` as text; every other column as floats
+#: (``NUMERIC_COLUMNS``). A new text column must be named in ``TEXT_COLUMNS``.
 INTEGER_COLUMNS = ("batch", "tokens")
-NUMERIC_COLUMNS = (
-    "schema_version",
-    "seconds",
-    "median_ms",
-    "p20_ms",
-    "p80_ms",
-    "min_ms",
-    "mean_ms",
-    "iqr_ms",
-    "cv",
-    "n_samples",
-    "gpu_ms",
-    "first_call_ms",
-    "compiled",
-    "tokens_per_s",
-    "audio_s_per_s",
-    "bytes_moved",
-    "gbs",
-    "pct_copy_bw",
-    "flops",
-    "tflops",
-    "peak_mem_bytes",
-    "energy_j_per_1k_tokens",
-    "rel_err",
-    "max_abs_err",
-    "tol",
-    "grad_rel_err",
-    "grad_tol",
+TEXT_COLUMNS = (
+    "timestamp",
+    *(c for c in KEY if c not in INTEGER_COLUMNS),
+    "backend",
+    "family",
+    "shape",
+    "status",
+    "note",
+    "grad_worst",
+    "gpu",
+    "commit",
+    "wkvbench_version",
 )
-TEXT_COLUMNS = tuple(c for c in COLUMNS if c not in NUMERIC_COLUMNS and c not in INTEGER_COLUMNS)
+NUMERIC_COLUMNS = tuple(c for c in COLUMNS if c not in TEXT_COLUMNS and c not in INTEGER_COLUMNS)
 #: Columns :func:`derive` computes.
 DERIVED_COLUMNS = ("tokens_per_s", "audio_s_per_s", "gbs", "pct_copy_bw", "tflops", "energy_j_per_1k_tokens")
 

@@ -102,23 +102,46 @@ class _RefCache:
         return self._cache[key]
 
 
-def check_one(op: str, rec: Impl, shape: Shape, dtype: torch.dtype, refs: _RefCache) -> Check:
-    """Run one implementation on one shape and dtype against the reference."""
+def _new_row(op: str, rec: Impl, shape: Shape, dtype: torch.dtype, refs: _RefCache) -> Check:
     dname = str(dtype).replace("torch.", "")
-    row = Check(op, rec.name, rec.backend, shape.label(), dname, refs.device.type, "failed", dims=dict(shape.dims))
-    inputs, ref = refs.get(op, shape, dtype)
+    return Check(op, rec.name, rec.backend, shape.label(), dname, refs.device.type, "failed", dims=dict(shape.dims))
+
+
+def _sync(refs: _RefCache) -> None:
+    if refs.device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _attempt(row: Check, work):
+    """``work()``, timed into ``row.seconds``; its result, or None when it raised.
+
+    A crash is a failed check, never an aborted verification: the row gets the exception's
+    class and message.
+    """
     t0 = time.perf_counter()
     try:
-        y = accuracy.run_checked(rec.fn, inputs, ops.get_op(op).out_shape(inputs), dtype, rec.accepts_out)
-        if refs.device.type == "cuda":
-            torch.cuda.synchronize()
-        acc = accuracy.compare(y, ref, dtype, tf32=rec.tf32)
-    except Exception as exc:  # a crash is a failed check, never an aborted verification
+        out = work()
+    except Exception as exc:
         row.status = classify(exc)
         row.note = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-        row.seconds = time.perf_counter() - t0
-        return row
+        out = None
     row.seconds = time.perf_counter() - t0
+    return out
+
+
+def check_one(op: str, rec: Impl, shape: Shape, dtype: torch.dtype, refs: _RefCache) -> Check:
+    """Run one implementation on one shape and dtype against the reference."""
+    row = _new_row(op, rec, shape, dtype, refs)
+    inputs, ref = refs.get(op, shape, dtype)
+
+    def work():
+        y = accuracy.run_checked(rec.fn, inputs, ops.get_op(op).out_shape(inputs), dtype, rec.accepts_out)
+        _sync(refs)
+        return accuracy.compare(y, ref, dtype, tf32=rec.tf32)
+
+    acc = _attempt(row, work)
+    if acc is None:
+        return row
     row.rel_err, row.max_abs, row.tol = acc.rel_err, acc.max_abs, acc.tol
     row.status = "ok" if acc.passed else "wrong"
     if not acc.finite:
@@ -128,21 +151,18 @@ def check_one(op: str, rec: Impl, shape: Shape, dtype: torch.dtype, refs: _RefCa
 
 def check_grad_one(op: str, rec: Impl, shape: Shape, dtype: torch.dtype, refs: _RefCache) -> Check:
     """Gradients of one implementation on one shape and dtype against float64 autograd."""
-    dname = str(dtype).replace("torch.", "")
-    row = Check(op, rec.name, rec.backend, shape.label(), dname, refs.device.type, "failed", dims=dict(shape.dims))
+    row = _new_row(op, rec, shape, dtype, refs)
     row.check = "grad"
-    t0 = time.perf_counter()
-    try:
+
+    def work():
         inputs, dy, ref = refs.grads(op, shape, dtype)
         acc = gradcheck.check_grads(op, rec.fn, inputs, dtype, tf32=rec.tf32, ref=ref, dy=dy)
-        if refs.device.type == "cuda":
-            torch.cuda.synchronize()
-    except Exception as exc:
-        row.status = classify(exc)
-        row.note = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-        row.seconds = time.perf_counter() - t0
+        _sync(refs)
+        return acc
+
+    acc = _attempt(row, work)
+    if acc is None:
         return row
-    row.seconds = time.perf_counter() - t0
     row.rel_err, row.tol, row.grad_worst = acc.worst_err, acc.tol, acc.worst
     row.status = "ok" if acc.passed else "wrong"
     row.note = f"worst {acc.label()}" + ("" if acc.finite else "; non-finite gradient")

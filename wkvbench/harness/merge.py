@@ -24,11 +24,11 @@ import argparse
 import csv
 import io
 import json
-import os
 import re
 import sys
 from pathlib import Path
 
+from wkvbench.harness.store import fmt, write_atomic
 from wkvbench.schema import COLUMNS, ENV_FILE, RESULTS_FILE, SAMPLES_FILE, key_of, parse_row
 
 SHARDS_DIR = "shards"
@@ -111,15 +111,6 @@ def machine_name(env: dict) -> str:
     return f"{_slug(str(env.get('hostname') or 'host'))}-{_slug(str(gpu_name or 'cpu'))}"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def merge_runs(inputs, out, force: bool = False, log=None) -> dict:
     """Merge run directories into ``out``; returns {"rows", "replaced", "machines", "inputs"}."""
     log = log or (lambda msg: print(msg, file=sys.stderr))
@@ -156,11 +147,9 @@ def merge_runs(inputs, out, force: bool = False, log=None) -> dict:
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(COLUMNS)
-    from wkvbench.harness.store import fmt
-
     for row, _ in kept.values():
         w.writerow([fmt(row.get(c)) for c in COLUMNS])
-    _write_atomic(out / RESULTS_FILE, buf.getvalue())
+    write_atomic(out / RESULTS_FILE, buf.getvalue())
     # samples: the record of each kept row, from the input the row came from
     wanted = {(key_of(r), i): r.get("gpu") or "" for r, i in kept.values()}
     lines = []
@@ -170,12 +159,12 @@ def merge_runs(inputs, out, force: bool = False, log=None) -> dict:
             if gpu is not None and rec.get("gpu", gpu) == gpu:
                 rec = {**rec, "gpu": gpu}
                 lines.append(json.dumps(rec, separators=(",", ":"), default=str) + "\n")
-    _write_atomic(out / SAMPLES_FILE, "".join(lines))
+    write_atomic(out / SAMPLES_FILE, "".join(lines))
     merged_inputs = [(r / ENVS_DIR).is_dir() for r in runs]  # before out/envs exists (out may be an input)
     machines = _write_envs(runs, envs, merged_inputs, out)
     first = next((e for e in envs if e), {})
     env = {**first, "machines": machines, "merged_from": [str(r) for r in runs]}
-    _write_atomic(out / ENV_FILE, json.dumps(env, indent=2, default=str))
+    write_atomic(out / ENV_FILE, json.dumps(env, indent=2, default=str))
     return {"rows": len(kept), "replaced": replaced, "machines": machines, "inputs": [str(r) for r in runs]}
 
 
@@ -191,7 +180,7 @@ def _write_envs(runs: list[Path], envs: list[dict], merged: list[bool], out: Pat
     (out / ENVS_DIR).mkdir(exist_ok=True)
     machines = []
     for name, env in found.items():
-        _write_atomic(out / ENVS_DIR / f"{name}.json", json.dumps(env, indent=2, default=str))
+        write_atomic(out / ENVS_DIR / f"{name}.json", json.dumps(env, indent=2, default=str))
         gpu = env.get("gpu")
         machines.append(
             {

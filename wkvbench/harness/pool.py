@@ -26,6 +26,7 @@ from pathlib import Path
 
 from wkvbench.envinfo import gpu_snapshot
 from wkvbench.harness import shard as _shard
+from wkvbench.harness.cells import pending_cells, replace_earlier
 from wkvbench.harness.client import WorkerClient, WorkerDied
 from wkvbench.harness.predict import SkipPredictor
 from wkvbench.harness.runner import RunAborted, Runner
@@ -202,12 +203,8 @@ class PoolRunner:
 
     # ------------------------------------------------------------------ the sweep
     def execute(self, planned) -> int:
-        cases = [c for c, _ in planned]
-        if self.resume:
-            self.predictor.learn_rows(self.store.rows.values(), cases)
-        total = sum(1 for c, impls in planned for n, _ in impls if not (self.resume and self.store.has(c.key(n))))
+        total = pending_cells(self, planned)
         if total == 0:
-            self.log(f"nothing to do: every cell is already in {self.store.results}")
             return 0
         errors = self._threads(lambda s: s.probe(), self.slots)
         live = [s for s in self.slots if s.env is not None]
@@ -219,10 +216,7 @@ class PoolRunner:
         if not live:
             raise RunAborted(f"no worker of the pool could start: {errors[0] if errors else 'unknown'}")
         self._compose_env(live)
-        if not self.resume:
-            dropped = self.store.drop(c.key(n) for c, impls in planned for n, _ in impls)
-            if dropped:
-                self.log(f"replacing {dropped} earlier row(s) of these cells in {self.store.results}")
+        replace_earlier(self, planned)
         work: queue.Queue = queue.Queue()
         for _, items, _ in _shard.by_cost(planned):
             work.put(items)

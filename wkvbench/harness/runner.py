@@ -44,6 +44,7 @@ from wkvbench import __version__, ops, presets, registry
 from wkvbench.accuracy import tolerance
 from wkvbench.envinfo import gpu_snapshot
 from wkvbench.harness import timing
+from wkvbench.harness.cells import pending_cells, replace_earlier
 from wkvbench.harness.client import WorkerClient, WorkerDied, WorkerTimeout
 from wkvbench.harness.plan import plan, resolve_device
 from wkvbench.harness.predict import SkipPredictor
@@ -427,22 +428,15 @@ class Runner:
     # ------------------------------------------------------------------ the sweep
     def execute(self, planned: list[tuple[Case, list[tuple[str, str | None]]]]) -> int:
         """Run every planned cell; return the number of cells written."""
-        cases = [c for c, _ in planned]
-        if self.resume:
-            self.predictor.learn_rows(self.store.rows.values(), cases)
-        total = sum(1 for c, impls in planned for name, _ in impls if not (self.resume and self.store.has(c.key(name))))
+        total = pending_cells(self, planned)
         if total == 0:
-            self.log(f"nothing to do: every cell is already in {self.store.results}")
             return 0
         try:
             self.probe()
         except BaseException:
             self.client.kill()
             raise
-        if not self.resume:  # a plain re-run replaces the rows of the cells it measures
-            dropped = self.store.drop(c.key(name) for c, impls in planned for name, _ in impls)
-            if dropped:
-                self.log(f"replacing {dropped} earlier row(s) of these cells in {self.store.results}")
+        replace_earlier(self, planned)
         if self.progress_enabled:
             from tqdm import tqdm
 

@@ -70,7 +70,8 @@ def _repair_tail(path: Path) -> None:
         fh.truncate(cut)
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a synced temporary file, so a reader never sees half of it."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "w", encoding="utf-8", newline="") as fh:
         fh.write(text)
@@ -164,8 +165,8 @@ class RunStore:
         w.writerow(COLUMNS)
         for row in self.rows.values():
             w.writerow([fmt(row.get(c)) for c in COLUMNS])
-        _write_atomic(self.results, buf.getvalue())
+        write_atomic(self.results, buf.getvalue())
         if self.samples.exists():
             kept = [r for r in self.read_samples() if key_of(r) not in keys]
-            _write_atomic(self.samples, "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in kept))
+            write_atomic(self.samples, "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in kept))
         return len(keys)

@@ -39,7 +39,15 @@ def _bars_and_wrong(ax, panel: Panel) -> list[float]:
     """Bar and goal lines, 'wrong' beside wrong cells; returns the lines' values (the y-range shows them)."""
     if panel.rows.empty:
         return []
-    bars, goal = _bars(panel)
+    return draw_bars_and_wrong(ax, panel, *_bars(panel))
+
+
+def draw_bars_and_wrong(ax, panel: Panel, bars: list[float], goal: float | None) -> list[float]:
+    """Dashed lines at ``bars``, a dotted one at ``goal``, 'wrong' beside the panel's wrong cells.
+
+    Returns the lines' values (the y-range shows them). Shared by the forward and gradient
+    accuracy figures.
+    """
     for t in bars:
         ax.axhline(t, color="black", lw=1.0, ls="--", zorder=4)
         ax.text(0.01, t, f" bar {t:.0e}", transform=ax.get_yaxis_transform(), fontsize=6.5, va="bottom")
@@ -51,23 +59,40 @@ def _bars_and_wrong(ax, panel: Panel) -> list[float]:
     return [*bars, *([goal] if goal else [])]
 
 
-fig_accuracy = MetricFigure(
+def error_figure(name: str, title: str, caption: str, column: str, ylabel: str, bar: str, **kw) -> MetricFigure:
+    """A worst-error figure: ``column`` faceted by op (rows) and dtype (columns), the max at each token
+    count, errors below ``ERR_FLOOR`` drawn at it, the legend naming the dashed ``bar`` and the dotted goal.
+
+    ``kw`` goes to :class:`~.metric.MetricFigure` (slice_by, table, marks, missing). Shared by the
+    forward and gradient accuracy figures.
+    """
+    return MetricFigure(
+        name,
+        title,
+        f"{caption} Errors below {ERR_FLOOR:.0e} are drawn at {ERR_FLOOR:.0e}. " + NOT_OK_NOTE,
+        panels=(Panels(column, ylabel, floor=ERR_FLOOR),),
+        rows=("op",),
+        cols=("dtype",),
+        reduce="max",
+        legend=(
+            (bar, lambda: Line2D([], [], color="black", ls="--", lw=1)),
+            ("goal", lambda: Line2D([], [], color="#777777", ls=":", lw=0.8)),
+        ),
+        **kw,
+    )
+
+
+fig_accuracy = error_figure(
     "fig6_accuracy",
     "Accuracy: relative L2 error vs the float64 reference",
     "Relative L2 error against the float64 reference (docs/spec.md section 5), worst over models, batches "
     "and input variants at each token count, per implementation and I/O dtype. Dashed: the bar an "
     "implementation must meet (float32 on TF32 tensor cores is held to bfloat16's); dotted: the goal. "
-    "Implementations with the same error draw on top of each other (the table has every value). "
-    f"Errors below {ERR_FLOOR:.0e} are drawn at {ERR_FLOOR:.0e}. " + NOT_OK_NOTE,
-    panels=(Panels("rel_err", "relative L2 error", floor=ERR_FLOOR),),
-    rows=("op",),
-    cols=("dtype",),
+    "Implementations with the same error draw on top of each other (the table has every value).",
+    "rel_err",
+    "relative L2 error",
+    "accuracy bar (spec section 5)",
     slice_by=(),
-    reduce="max",
     table=("rel_err", "max_abs_err"),
     marks=_bars_and_wrong,
-    legend=(
-        ("accuracy bar (spec section 5)", lambda: Line2D([], [], color="black", ls="--", lw=1)),
-        ("goal", lambda: Line2D([], [], color="#777777", ls=":", lw=0.8)),
-    ),
 )

@@ -9,13 +9,8 @@ is a dashed line and the goal a dotted one. A run without training cells gets a 
 
 from __future__ import annotations
 
-from matplotlib.lines import Line2D
-
-from wkvbench.report.figures.layout import NOT_OK_NOTE
-from wkvbench.report.figures.metric import MetricFigure, Panel, Panels
-from wkvbench.report.style import style_for
-
-ERR_FLOOR = 1e-12
+from wkvbench.report.figures.accuracy import draw_bars_and_wrong, error_figure
+from wkvbench.report.figures.metric import Panel
 
 
 def _goal(dtype: str) -> float | None:
@@ -34,36 +29,21 @@ def _bars_and_wrong(ax, panel: Panel) -> list[float]:
     if panel.rows.empty:
         return []
     bars = sorted(set(panel.rows["bar"].dropna()))
-    goal = _goal(panel.where.get("dtype", ""))
-    for t in bars:
-        ax.axhline(t, color="black", lw=1.0, ls="--", zorder=4)
-        ax.text(0.01, t, f" bar {t:.0e}", transform=ax.get_yaxis_transform(), fontsize=6.5, va="bottom")
-    if goal:
-        ax.axhline(goal, color="#777777", lw=0.8, ls=":", zorder=4)
-    for r in panel.drawn[panel.drawn["status"] == "wrong"].itertuples():
-        colour = style_for(r.op, r.impl).colour
-        ax.annotate("wrong", (r.tokens, r.y), xytext=(4, 3), textcoords="offset points", fontsize=6.5, color=colour)
-    return [*bars, *([goal] if goal else [])]
+    return draw_bars_and_wrong(ax, panel, bars, _goal(panel.where.get("dtype", "")))
 
 
-fig_grad_accuracy = MetricFigure(
+fig_grad_accuracy = error_figure(
     "fig9_grad_accuracy",
     "Training accuracy: worst gradient's relative L2 error vs float64 autograd",
     "Relative L2 error of the worst gradient tensor (its name is in the table's grad_worst column) "
     "against autograd through the float64 reference, same inputs and output gradient (docs/spec.md "
     "section 5), worst over models, batches and input variants at each token count, per training mode, "
-    "implementation and I/O dtype. Dashed: the gradient bar; dotted: the goal. "
-    f"Errors below {ERR_FLOOR:.0e} are drawn at {ERR_FLOOR:.0e}. " + NOT_OK_NOTE,
-    panels=(Panels("grad_rel_err", "worst gradient relative L2", floor=ERR_FLOOR),),
-    rows=("op",),
-    cols=("dtype",),
+    "implementation and I/O dtype. Dashed: the gradient bar; dotted: the goal.",
+    "grad_rel_err",
+    "worst gradient relative L2",
+    "gradient bar (docs/spec.md section 5)",
     slice_by=("mode",),
-    reduce="max",
     table=("grad_rel_err",),
     missing="No training cells (modes bwd, fwd_bwd) in this run: no gradient errors to draw.",
     marks=_bars_and_wrong,
-    legend=(
-        ("gradient bar (docs/spec.md section 5)", lambda: Line2D([], [], color="black", ls="--", lw=1)),
-        ("goal", lambda: Line2D([], [], color="#777777", ls=":", lw=0.8)),
-    ),
 )

@@ -20,6 +20,25 @@ from wkvbench.report.figures.layout import (
 from wkvbench.report.load import SIZES, Env
 
 
+def duration_panels(n_rows: int, targets: list, idle, env: Env, title: str, nothing: str):
+    """A figure with a column per target duration (an empty panel with a note when there is none).
+
+    Returns ``(fig, axes, legend)``; shared by the figures drawn at fixed audio durations.
+    """
+    fig, axes = new_figure(n_rows, max(1, len(targets)), env, title, w=3.0)
+    legend = Legend(idle)
+    if not targets:
+        empty_panel(axes[0, 0], f"{nothing} within 30% of 10 s, 60 s or 328 s of audio")
+    return fig, axes, legend
+
+
+def label_throughput(ax, col: int, xlabel: str) -> None:
+    """The x label, and the throughput y label on the first column's panels."""
+    ax.set_xlabel(xlabel)
+    if col == 0:
+        ax.set_ylabel("seconds of audio per second")
+
+
 def fig_model_size(df: pd.DataFrame, env: Env) -> Plot:
     table_rows = df
     df, idle = split_idle(df)
@@ -27,10 +46,7 @@ def fig_model_size(df: pd.DataFrame, env: Env) -> Plot:
     targets = [t for t in an.DURATIONS if (near["target_s"] == t).any()] if not near.empty else []
     rows = an.slices(df)
     title = "Throughput vs model size at fixed audio durations"
-    fig, axes = new_figure(len(rows), max(1, len(targets)), env, title, w=3.0)
-    legend = Legend(idle)
-    if not targets:
-        empty_panel(axes[0, 0], "no cells within 30% of 10 s, 60 s or 328 s of audio")
+    fig, axes, legend = duration_panels(len(rows), targets, idle, env, title, "no cells")
     pos = {s: i for i, s in enumerate(SIZES)}
     for i, (where, _) in enumerate(rows):
         for j, t in enumerate(targets):
@@ -46,9 +62,7 @@ def fig_model_size(df: pd.DataFrame, env: Env) -> Plot:
             draw_lines(ax, p, "_x", "audio_s_per_s", legend)
             finish_panel(ax, p, "_x", "audio_s_per_s", legend, logx=False, xlim=(-0.4, len(SIZES) - 0.4))
             ax.set_xticks(range(len(SIZES)), SIZES)
-            ax.set_xlabel("model size")
-            if j == 0:
-                ax.set_ylabel("seconds of audio per second")
+            label_throughput(ax, j, "model size")
     legend.draw(fig)
     caption = (
         "Seconds of audio processed per second (batch x seconds / median) against model size "

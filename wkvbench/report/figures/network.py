@@ -21,17 +21,9 @@ import pandas as pd
 
 from wkvbench.presets import MODELS
 from wkvbench.report import analysis as an
-from wkvbench.report.figures.layout import (
-    NOT_OK_NOTE,
-    Legend,
-    Plot,
-    draw_lines,
-    empty_panel,
-    finish_panel,
-    new_figure,
-    split_idle,
-)
+from wkvbench.report.figures.layout import NOT_OK_NOTE, Plot, draw_lines, finish_panel, split_idle
 from wkvbench.report.figures.metric import MetricFigure, Panels
+from wkvbench.report.figures.model_size import duration_panels, label_throughput
 from wkvbench.report.figures.speedup import fig_speedup
 from wkvbench.report.load import Env
 
@@ -111,10 +103,7 @@ def fig_network_params(df: pd.DataFrame, env: Env, long=None) -> Plot:
     _, idle = split_idle(df)
     targets = list(dict.fromkeys(table["target_s"])) if not table.empty else []
     title = "Whole networks: throughput vs parameter count"
-    fig, axes = new_figure(1, max(1, len(targets)), env, title, w=3.0)
-    legend = Legend(idle)
-    if not targets:
-        empty_panel(axes[0, 0], "no ok network cells within 30% of 10 s, 60 s or 328 s of audio")
+    fig, axes, legend = duration_panels(1, targets, idle, env, title, "no ok network cells")
     for j, t in enumerate(targets):
         ax = axes[0, j]
         p = table[table["target_s"] == t]
@@ -126,9 +115,7 @@ def fig_network_params(df: pd.DataFrame, env: Env, long=None) -> Plot:
                         textcoords="offset points")  # fmt: skip
         finish_panel(ax, p, "x", "audio_s_per_s", legend)
         ax.set_title(f"~{t:g} s of audio" + (f"\n{an.slice_label(where)}" if where else ""))
-        ax.set_xlabel("parameters (millions)")
-        if j == 0:
-            ax.set_ylabel("seconds of audio per second")
+        label_throughput(ax, j, "parameters (millions)")
     legend.draw(fig)
     caption = (
         "Each network's best ok mixer at the measured duration nearest 10 s, 60 s and 328 s: seconds of audio "
