@@ -21,13 +21,18 @@ TOLERANCE = {torch.float32: 2e-5, torch.float16: 1e-3, torch.bfloat16: 4e-3, tor
 GOAL = {torch.float32: 1e-6, torch.float16: 5e-4, torch.bfloat16: 2e-3, torch.float64: 1e-14}
 
 
-def tolerance(dtype: torch.dtype, tf32: bool = False) -> float:
-    """The bar for an I/O dtype; float32 computed on TF32 tensor cores is held to bfloat16's."""
+def bar(table: dict, dtype: torch.dtype, tf32: bool = False, what: str = "accuracy") -> float:
+    """``table``'s bar for an I/O dtype; float32 computed on TF32 tensor cores is held to bfloat16's."""
     if tf32 and dtype == torch.float32:
-        return TOLERANCE[torch.bfloat16]
-    if dtype not in TOLERANCE:
-        raise TypeError(f"dtype: no accuracy bar for {dtype}")
-    return TOLERANCE[dtype]
+        return table[torch.bfloat16]
+    if dtype not in table:
+        raise TypeError(f"dtype: no {what} bar for {dtype}")
+    return table[dtype]
+
+
+def tolerance(dtype: torch.dtype, tf32: bool = False) -> float:
+    """The output bar for an I/O dtype (:data:`TOLERANCE`, see :func:`bar`)."""
+    return bar(TOLERANCE, dtype, tf32)
 
 
 @dataclass(frozen=True)

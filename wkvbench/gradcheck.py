@@ -34,12 +34,8 @@ GRAD_GOAL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 5e-3, tor
 
 
 def grad_tolerance(dtype: torch.dtype, tf32: bool = False) -> float:
-    """The gradient bar for an I/O dtype; float32 on TF32 tensor cores is held to bfloat16's."""
-    if tf32 and dtype == torch.float32:
-        return GRAD_TOLERANCE[torch.bfloat16]
-    if dtype not in GRAD_TOLERANCE:
-        raise TypeError(f"dtype: no gradient bar for {dtype}")
-    return GRAD_TOLERANCE[dtype]
+    """The gradient bar for an I/O dtype (:data:`GRAD_TOLERANCE`, see :func:`accuracy.bar`)."""
+    return accuracy.bar(GRAD_TOLERANCE, dtype, tf32, "gradient")
 
 
 def grad_names(op: str, inputs: dict) -> list[str]:

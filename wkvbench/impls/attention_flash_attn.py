@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from wkvbench.impls import _gpu
-from wkvbench.registry import register_impl
+from wkvbench.impls._register import peer_impl
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -48,14 +48,12 @@ def flash_attn(q, k, v):
     return o.transpose(1, 2)
 
 
-register_impl(
+peer_impl(
     "attention",
     name="flash_attn",
     backend="flash_attn",
-    devices=("cuda",),
     dtypes=_HALF,
     priority=32,
-    peer=True,
     backward=True,
     check=_check,
     description="flash-attn package FlashAttention-2 (peer; CUDA, fp16/bf16, sm80+)",

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from wkvbench.impls import _gpu
-from wkvbench.registry import ALL_DTYPES, register_impl
+from wkvbench.impls._register import peer_impl
 
 
 def _load() -> None:
@@ -65,14 +65,11 @@ def bi_selective_scan_with(selective_scan_fn, u, delta, A, A_b, Bm, Cm, Dskip, z
     return torch.add(y_fwd, y_rev.flip(-1), out=out)
 
 
-@register_impl(
+@peer_impl(
     "bi_selective_scan",
     name="mamba_ssm",
     backend="mamba_ssm",
-    devices=("cuda",),
-    dtypes=ALL_DTYPES,
     priority=32,
-    peer=True,
     backward=True,
     check=_check,
     description="mamba_ssm selective_scan_fn, forward + flipped (Audio Mamba's Fo-Bi; peer, CUDA)",

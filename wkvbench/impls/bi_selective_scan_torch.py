@@ -46,9 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from wkvbench.registry import ALL_DTYPES, register_impl
+from wkvbench.impls._register import torch_impl
 
-_DTYPES = (*ALL_DTYPES, torch.float64)
 #: Elements of the chunked scan's step-1 temporary processed at once (float32: 1 GiB).
 TEMP_BUDGET = 1 << 28
 
@@ -134,15 +133,11 @@ def _time_last(x: Tensor) -> Tensor:
     return x.permute(*range(1, x.dim()), 0)
 
 
-@register_impl(
+@torch_impl(
     "bi_selective_scan",
-    name="torch_loop",
-    backend="torch",
-    devices=("cpu", "cuda"),
-    dtypes=_DTYPES,
-    priority=0,
-    backward=True,
-    description="per-token PyTorch scan (mamba_ssm's selective_scan_ref shape), both directions batched",
+    "torch_loop",
+    0,
+    "per-token PyTorch scan (mamba_ssm's selective_scan_ref shape), both directions batched",
 )
 def torch_loop(u, delta, A, A_b, Bm, Cm, Dskip=None, z=None, delta_bias=None, delta_softplus=True, *, out=None):
     """Per-token PyTorch scan, both directions batched (the baseline)."""
@@ -217,15 +212,11 @@ def selective_scan_chunked(
     return Y.permute(2, 3, 1, 0).reshape(S, D, C * L)[..., :T]
 
 
-@register_impl(
+@torch_impl(
     "bi_selective_scan",
-    name="torch_chunked",
-    backend="torch",
-    devices=("cpu", "cuda"),
-    dtypes=_DTYPES,
-    priority=10,
-    backward=True,
-    description="chunked PyTorch scan (cumulative-dt decays, sequential hand-over), both directions batched",
+    "torch_chunked",
+    10,
+    "chunked PyTorch scan (cumulative-dt decays, sequential hand-over), both directions batched",
 )
 def torch_chunked(
     u, delta, A, A_b, Bm, Cm, Dskip=None, z=None, delta_bias=None, delta_softplus=True, *, out=None, chunk_len=None

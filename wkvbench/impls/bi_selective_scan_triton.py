@@ -45,7 +45,7 @@ from __future__ import annotations
 import torch
 
 from wkvbench.impls import _gpu
-from wkvbench.registry import ALL_DTYPES, register_impl
+from wkvbench.registry import register_impl
 
 triton, _IMPORT_ERROR = _gpu.try_import("triton")
 tl, _ = _gpu.try_import("triton.language")
@@ -191,8 +191,6 @@ def _launch(u, delta, z, Bm, Cm, A2, Dskip, delta_bias, y32, softplus: bool, blo
     "bi_selective_scan",
     name="triton",
     backend="triton",
-    devices=("cpu", "cuda"),
-    dtypes=ALL_DTYPES,
     priority=30,
     check=_check,
     description="one Triton launch for both directions: fp32 state in registers, channel blocks, tile scans",

@@ -46,12 +46,13 @@ unavailable with the reason.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
 
 from wkvbench.impls import _gpu
-from wkvbench.registry import ALL_DTYPES, register_impl
+from wkvbench.impls._register import peer_impl
 
 #: chunk_rwkv7's gate lower bound for the RWKV-7 domain (w_fla = -exp(w) >= -exp(-0.5)).
 LOWER_BOUND = -0.6065
@@ -135,18 +136,15 @@ def _recurrent_direction(r, w_log, k, v, a, b, reverse):
     return o
 
 
-@register_impl(
-    "bi_wkv7",
+#: Both fla-core kernels: the bi_wkv7 op at head size 64, behind the same availability check.
+_fla_impl = functools.partial(peer_impl, "bi_wkv7", backend="fla", head_sizes=(64,), check=_check)
+
+
+@_fla_impl(
     name="fla_chunk",
-    backend="fla",
-    devices=("cuda",),
-    dtypes=ALL_DTYPES,
-    head_sizes=(64,),
     priority=20,
     tf32=True,
-    peer=True,
     backward=True,
-    check=_check,
     description="fla-core chunk_rwkv7 (safe_gate, chunk 64) on inputs + flipped copies, fp32 merge (peer; TF32)",
 )
 def fla_chunk(r, w, k, v, a, b, g=None, *, out=None):
@@ -154,16 +152,9 @@ def fla_chunk(r, w, k, v, a, b, g=None, *, out=None):
     return bi_wkv7_with(_chunk_direction, r, w, k, v, a, b, g, out)
 
 
-@register_impl(
-    "bi_wkv7",
+@_fla_impl(
     name="fla_recurrent",
-    backend="fla",
-    devices=("cuda",),
-    dtypes=ALL_DTYPES,
-    head_sizes=(64,),
     priority=15,
-    peer=True,
-    check=_check,
     description="fla-core fused recurrent DPLR kernel, forward + reverse=True, fp32 gate merge (peer)",
 )
 def fla_recurrent(r, w, k, v, a, b, g=None, *, out=None):

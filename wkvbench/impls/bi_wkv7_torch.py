@@ -42,9 +42,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from wkvbench.registry import ALL_DTYPES, register_impl
+from wkvbench.impls._register import torch_impl
 
-_DTYPES = (*ALL_DTYPES, torch.float64)
 MAX_CHUNK = 128
 
 
@@ -88,16 +87,7 @@ def wkv7_loop(r, w, k, v, a, b, state: Tensor | None = None) -> tuple[Tensor, Te
     return y, S
 
 
-@register_impl(
-    "bi_wkv7",
-    name="torch_loop",
-    backend="torch",
-    devices=("cpu", "cuda"),
-    dtypes=_DTYPES,
-    priority=0,
-    backward=True,
-    description="naive per-token loop in PyTorch, both directions batched (the baseline)",
-)
+@torch_impl("bi_wkv7", "torch_loop", 0, "naive per-token loop in PyTorch, both directions batched (the baseline)")
 def torch_loop(r, w, k, v, a, b, g=None, *, out=None):
     """Naive per-token loop in PyTorch, both directions batched (the baseline)."""
     dt = _compute_dtype(r.dtype)
@@ -173,15 +163,8 @@ def wkv7_chunked(r, w, k, v, a, b, state: Tensor | None = None, chunk_len: int =
     return y, S
 
 
-@register_impl(
-    "bi_wkv7",
-    name="torch_chunked",
-    backend="torch",
-    devices=("cpu", "cuda"),
-    dtypes=_DTYPES,
-    priority=10,
-    backward=True,
-    description="chunked-parallel PyTorch (batched matmuls per chunk, sequential hand-over)",
+@torch_impl(
+    "bi_wkv7", "torch_chunked", 10, "chunked-parallel PyTorch (batched matmuls per chunk, sequential hand-over)"
 )
 def torch_chunked(r, w, k, v, a, b, g=None, *, out=None, chunk_len: int | None = None):
     """Chunked-parallel PyTorch: batched matmuls within chunks, sequential hand-over only.
