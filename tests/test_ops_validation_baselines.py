@@ -7,18 +7,35 @@ import wkvbench
 from wkvbench.inputs import attention_inputs, bi_selective_scan_inputs
 
 
+def _entry(fn, default_impl):
+    """``fn`` called on the inputs ``x`` with some of them replaced (``over``)."""
+
+    def call(x, impl=default_impl, **over):
+        return fn(**{**x, **over}, impl=impl)
+
+    return call
+
+
+att = _entry(wkvbench.attention, "sdpa_math")
+scan = _entry(wkvbench.bi_selective_scan, "torch_loop")
+
+
+@pytest.mark.parametrize(
+    "make,call",
+    [
+        (lambda: attention_inputs(1, 2, 5, 16, seed=0), att),
+        (lambda: bi_selective_scan_inputs(1, 4, 6, 16, seed=0), scan),
+    ],
+    ids=["attention", "bi_selective_scan"],
+)
+def test_valid_input_is_accepted(make, call):
+    assert torch.isfinite(call(make())).all()
+
+
 # ----------------------------------------------------------------------------- attention
 @pytest.fixture
 def qkv():
     return attention_inputs(1, 2, 5, 16, seed=0)
-
-
-def att(x, impl="sdpa_math", **over):
-    return wkvbench.attention(**{**x, **over}, impl=impl)
-
-
-def test_attention_ok(qkv):
-    assert torch.isfinite(att(qkv)).all()
 
 
 def test_attention_rank_and_empty(qkv):
@@ -67,14 +84,6 @@ def test_attention_non_contiguous_input_is_accepted(qkv):
 @pytest.fixture
 def sx():
     return bi_selective_scan_inputs(1, 4, 6, 16, seed=0)
-
-
-def scan(x, impl="torch_loop", **over):
-    return wkvbench.bi_selective_scan(**{**x, **over}, impl=impl)
-
-
-def test_scan_ok(sx):
-    assert torch.isfinite(scan(sx)).all()
 
 
 def test_scan_rank_and_empty(sx):
