@@ -19,23 +19,37 @@ def _entry(fn, default_impl):
 att = _entry(wkvbench.attention, "sdpa_math")
 scan = _entry(wkvbench.bi_selective_scan, "torch_loop")
 
+# per entry point: small valid inputs, the call, and a cut that drops the last token of an activation
+ENTRIES = {
+    "attention": (lambda: attention_inputs(1, 2, 5, 16, seed=0), att, lambda t: t[:, :, :-1]),
+    "bi_selective_scan": (lambda: bi_selective_scan_inputs(1, 4, 6, 16, seed=0), scan, lambda t: t[..., :-1]),
+}
+
+
+@pytest.mark.parametrize("entry", list(ENTRIES))
+def test_valid_input_is_accepted(entry):
+    make, call, _ = ENTRIES[entry]
+    assert torch.isfinite(call(make())).all()
+
 
 @pytest.mark.parametrize(
-    "make,call",
-    [
-        (lambda: attention_inputs(1, 2, 5, 16, seed=0), att),
-        (lambda: bi_selective_scan_inputs(1, 4, 6, 16, seed=0), scan),
-    ],
-    ids=["attention", "bi_selective_scan"],
+    "entry,name", [("attention", "k"), ("attention", "v"), ("bi_selective_scan", "delta"), ("bi_selective_scan", "z")]
 )
-def test_valid_input_is_accepted(make, call):
-    assert torch.isfinite(call(make())).all()
+def test_activation_shape_dtype_device_mismatch(entry, name):
+    make, call, cut = ENTRIES[entry]
+    x = make()
+    with pytest.raises(ValueError, match=f"^{name}: expected shape"):
+        call(x, **{name: cut(x[name])})
+    with pytest.raises(TypeError, match=f"^{name}: dtype"):
+        call(x, **{name: x[name].to(torch.float16)})
+    with pytest.raises(ValueError, match=f"^{name}: on meta"):
+        call(x, **{name: x[name].to("meta")})
 
 
 # ----------------------------------------------------------------------------- attention
 @pytest.fixture
 def qkv():
-    return attention_inputs(1, 2, 5, 16, seed=0)
+    return ENTRIES["attention"][0]()
 
 
 def test_attention_rank_and_empty(qkv):
@@ -43,16 +57,6 @@ def test_attention_rank_and_empty(qkv):
         att(qkv, q=qkv["q"][0])
     with pytest.raises(ValueError, match="^q: every dimension"):
         att(qkv, q=qkv["q"][:, :, :0], k=qkv["k"][:, :, :0], v=qkv["v"][:, :, :0])
-
-
-@pytest.mark.parametrize("name", ["k", "v"])
-def test_attention_shape_dtype_device_mismatch(qkv, name):
-    with pytest.raises(ValueError, match=f"^{name}: expected shape"):
-        att(qkv, **{name: qkv[name][:, :, :-1]})
-    with pytest.raises(TypeError, match=f"^{name}: dtype"):
-        att(qkv, **{name: qkv[name].to(torch.float16)})
-    with pytest.raises(ValueError, match=f"^{name}: on meta"):
-        att(qkv, **{name: qkv[name].to("meta")})
 
 
 def test_attention_types(qkv):
@@ -83,7 +87,7 @@ def test_attention_non_contiguous_input_is_accepted(qkv):
 # ----------------------------------------------------------------------------- bi_selective_scan
 @pytest.fixture
 def sx():
-    return bi_selective_scan_inputs(1, 4, 6, 16, seed=0)
+    return ENTRIES["bi_selective_scan"][0]()
 
 
 def test_scan_rank_and_empty(sx):
@@ -91,16 +95,6 @@ def test_scan_rank_and_empty(sx):
         scan(sx, u=sx["u"][0])
     with pytest.raises(ValueError, match="^u: every dimension"):
         scan(sx, **{n: sx[n][..., :0] for n in ("u", "delta", "Bm", "Cm", "z")})
-
-
-@pytest.mark.parametrize("name", ["delta", "z"])
-def test_scan_activation_mismatch(sx, name):
-    with pytest.raises(ValueError, match=f"^{name}: expected shape"):
-        scan(sx, **{name: sx[name][..., :-1]})
-    with pytest.raises(TypeError, match=f"^{name}: dtype"):
-        scan(sx, **{name: sx[name].to(torch.float16)})
-    with pytest.raises(ValueError, match=f"^{name}: on meta"):
-        scan(sx, **{name: sx[name].to("meta")})
 
 
 @pytest.mark.parametrize("name", ["Bm", "Cm"])
