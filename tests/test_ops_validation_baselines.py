@@ -7,35 +7,72 @@ import wkvbench
 from wkvbench.inputs import attention_inputs, bi_selective_scan_inputs
 
 
+def _entry(fn, default_impl):
+    """``fn`` called on the inputs ``x`` with some of them replaced (``over``)."""
+
+    def call(x, impl=default_impl, **over):
+        return fn(**{**x, **over}, impl=impl)
+
+    return call
+
+
+att = _entry(wkvbench.attention, "sdpa_math")
+scan = _entry(wkvbench.bi_selective_scan, "torch_loop")
+
+# per entry point: small valid inputs, the call, a cut of an activation's token axis at ``stop``, and the
+# activations (the first one named in rank errors) with their number of dimensions
+ENTRIES = {
+    "attention": (
+        lambda: attention_inputs(1, 2, 5, 16, seed=0),
+        att,
+        lambda t, stop: t[:, :, :stop],
+        ("q", "k", "v"),
+        4,
+    ),
+    "bi_selective_scan": (
+        lambda: bi_selective_scan_inputs(1, 4, 6, 16, seed=0),
+        scan,
+        lambda t, stop: t[..., :stop],
+        ("u", "delta", "Bm", "Cm", "z"),
+        3,
+    ),
+}
+
+
+@pytest.mark.parametrize("entry", list(ENTRIES))
+def test_valid_input_is_accepted(entry):
+    make, call, *_ = ENTRIES[entry]
+    assert torch.isfinite(call(make())).all()
+
+
+@pytest.mark.parametrize("entry", list(ENTRIES))
+def test_rank_and_empty(entry):
+    make, call, cut, names, ndim = ENTRIES[entry]
+    x = make()
+    with pytest.raises(ValueError, match=f"^{names[0]}: expected {ndim} dimensions"):
+        call(x, **{names[0]: x[names[0]][0]})
+    with pytest.raises(ValueError, match=f"^{names[0]}: every dimension"):
+        call(x, **{n: cut(x[n], 0) for n in names})
+
+
+@pytest.mark.parametrize(
+    "entry,name", [("attention", "k"), ("attention", "v"), ("bi_selective_scan", "delta"), ("bi_selective_scan", "z")]
+)
+def test_activation_shape_dtype_device_mismatch(entry, name):
+    make, call, cut, *_ = ENTRIES[entry]
+    x = make()
+    with pytest.raises(ValueError, match=f"^{name}: expected shape"):
+        call(x, **{name: cut(x[name], -1)})
+    with pytest.raises(TypeError, match=f"^{name}: dtype"):
+        call(x, **{name: x[name].to(torch.float16)})
+    with pytest.raises(ValueError, match=f"^{name}: on meta"):
+        call(x, **{name: x[name].to("meta")})
+
+
 # ----------------------------------------------------------------------------- attention
 @pytest.fixture
 def qkv():
-    return attention_inputs(1, 2, 5, 16, seed=0)
-
-
-def att(x, impl="sdpa_math", **over):
-    return wkvbench.attention(**{**x, **over}, impl=impl)
-
-
-def test_attention_ok(qkv):
-    assert torch.isfinite(att(qkv)).all()
-
-
-def test_attention_rank_and_empty(qkv):
-    with pytest.raises(ValueError, match="^q: expected 4 dimensions"):
-        att(qkv, q=qkv["q"][0])
-    with pytest.raises(ValueError, match="^q: every dimension"):
-        att(qkv, q=qkv["q"][:, :, :0], k=qkv["k"][:, :, :0], v=qkv["v"][:, :, :0])
-
-
-@pytest.mark.parametrize("name", ["k", "v"])
-def test_attention_shape_dtype_device_mismatch(qkv, name):
-    with pytest.raises(ValueError, match=f"^{name}: expected shape"):
-        att(qkv, **{name: qkv[name][:, :, :-1]})
-    with pytest.raises(TypeError, match=f"^{name}: dtype"):
-        att(qkv, **{name: qkv[name].to(torch.float16)})
-    with pytest.raises(ValueError, match=f"^{name}: on meta"):
-        att(qkv, **{name: qkv[name].to("meta")})
+    return ENTRIES["attention"][0]()
 
 
 def test_attention_types(qkv):
@@ -66,32 +103,7 @@ def test_attention_non_contiguous_input_is_accepted(qkv):
 # ----------------------------------------------------------------------------- bi_selective_scan
 @pytest.fixture
 def sx():
-    return bi_selective_scan_inputs(1, 4, 6, 16, seed=0)
-
-
-def scan(x, impl="torch_loop", **over):
-    return wkvbench.bi_selective_scan(**{**x, **over}, impl=impl)
-
-
-def test_scan_ok(sx):
-    assert torch.isfinite(scan(sx)).all()
-
-
-def test_scan_rank_and_empty(sx):
-    with pytest.raises(ValueError, match="^u: expected 3 dimensions"):
-        scan(sx, u=sx["u"][0])
-    with pytest.raises(ValueError, match="^u: every dimension"):
-        scan(sx, **{n: sx[n][..., :0] for n in ("u", "delta", "Bm", "Cm", "z")})
-
-
-@pytest.mark.parametrize("name", ["delta", "z"])
-def test_scan_activation_mismatch(sx, name):
-    with pytest.raises(ValueError, match=f"^{name}: expected shape"):
-        scan(sx, **{name: sx[name][..., :-1]})
-    with pytest.raises(TypeError, match=f"^{name}: dtype"):
-        scan(sx, **{name: sx[name].to(torch.float16)})
-    with pytest.raises(ValueError, match=f"^{name}: on meta"):
-        scan(sx, **{name: sx[name].to("meta")})
+    return ENTRIES["bi_selective_scan"][0]()
 
 
 @pytest.mark.parametrize("name", ["Bm", "Cm"])

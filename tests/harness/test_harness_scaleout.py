@@ -65,6 +65,14 @@ def rows_of(run_dir):
         return list(csv.DictReader(fh))
 
 
+def write_rows(run_dir, rows, fields=None):
+    """Write ``rows`` as ``run_dir``/results.csv, with the columns ``fields`` (default: the first row's keys)."""
+    with open(Path(run_dir) / "results.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(fields or rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
 def cell_key(row):
     return tuple(row[k] for k in KEY)
 
@@ -201,10 +209,7 @@ def test_merge_rules(pooled, tiny, tmp_path, capsys):
     rows = rows_of(src)
     for r in rows:
         r["timestamp"] = "2999-01-01T00:00:00+00:00"
-    with open(newer / "results.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_rows(newer, rows)
     (newer / "env.json").write_text((src / "env.json").read_text())
     res = merge_runs([src, newer], tmp_path / "m1", log=print)
     assert res["rows"] == len(rows) and res["replaced"] == len(rows)
@@ -215,10 +220,7 @@ def test_merge_rules(pooled, tiny, tmp_path, capsys):
     other.mkdir()
     for r in rows:
         r["gpu"] = "NVIDIA H200"
-    with open(other / "results.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_rows(other, rows)
     env = json.loads((src / "env.json").read_text())
     env["gpu"] = {"name": "NVIDIA H200"}
     (other / "env.json").write_text(json.dumps(env))
@@ -269,10 +271,7 @@ def test_submit_local_array_status_and_report(tiny, tmp_path, capsys):
     # resume: only an unfinished shard goes again
     first = sorted((run_dir / "shards").iterdir())[0]
     kept = rows_of(first)
-    with open(first / "results.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(kept[0]))
-        w.writeheader()
-        w.writerows(kept[:-1])
+    write_rows(first, kept[:-1], fields=kept[0])
     assert cli.main(["submit", "--out", str(run_dir), "--executor", "local", "--resume"]) == 0
     subs = json.loads((run_dir / "submit.json").read_text())["submissions"]
     assert len(subs) == 2 and list(subs[1]["shards"]) == ["1"]
@@ -308,10 +307,7 @@ def _as_other_gpu(src, dst, gpu="NVIDIA H200"):
     rows = rows_of(src)
     for r in rows:
         r["gpu"] = gpu
-    with open(dst / "results.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    write_rows(dst, rows)
     env = json.loads((src / "env.json").read_text())
     env.update(gpu={"name": gpu}, hostname="node7")
     (dst / "env.json").write_text(json.dumps(env))

@@ -65,6 +65,8 @@ class Block(nn.Module):
 class AST(SpectrogramNet):
     """Audio Spectrogram Transformer for ``frames`` spectrogram frames (see the module docstring)."""
 
+    special_tokens = 2  # class and distillation tokens
+
     def __init__(self, model: Model, seconds: float, frames: int, impl: str, init: bool = True):
         super().__init__(model, seconds, frames, impl)
         C = model.width
@@ -72,7 +74,7 @@ class AST(SpectrogramNet):
         self.patch_embed = nn.Conv2d(1, C, PATCH, stride=STRIDE)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, C))
         self.dist_token = nn.Parameter(torch.zeros(1, 1, C))
-        self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1] + 2, C))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.tokens, C))
         self.blocks = nn.ModuleList(Block(C, model.heads, self.mixer) for _ in range(model.depth))
         self.norm = nn.LayerNorm(C, eps=1e-6)
         self.mlp_head = nn.Sequential(nn.LayerNorm(C), nn.Linear(C, NUM_CLASSES))
@@ -88,15 +90,10 @@ class AST(SpectrogramNet):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
 
-    @property
-    def tokens(self) -> int:
-        return self.grid[0] * self.grid[1] + 2
-
     def forward(self, spec: Tensor) -> Tensor:
         self.check_spec(spec)
         B = spec.shape[0]
-        x = self.patch_embed(spec.unsqueeze(1).transpose(2, 3))  # [B, C, 12, time columns]
-        x = x.flatten(2).transpose(1, 2)  # frequency-major tokens
+        x = self.frequency_major_patches(spec)  # 12 frequency rows
         x = torch.cat((self.cls_token.expand(B, -1, -1), self.dist_token.expand(B, -1, -1), x), dim=1)
         x = x + self.pos_embed
         for block in self.blocks:

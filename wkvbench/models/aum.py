@@ -115,6 +115,8 @@ class Block(nn.Module):
 class AuM(SpectrogramNet):
     """Audio Mamba (Fo-Bi) for ``frames`` spectrogram frames (see the module docstring)."""
 
+    special_tokens = 1  # the class token, in the middle of the sequence
+
     def __init__(self, model: Model, seconds: float, frames: int, impl: str, init: bool = True):
         super().__init__(model, seconds, frames, impl)
         C = model.width
@@ -122,7 +124,7 @@ class AuM(SpectrogramNet):
         self.cls_position = self.grid[0] * self.grid[1] // 2
         self.patch_embed = nn.Conv2d(1, C, PATCH, stride=PATCH)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, C))
-        self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1] + 1, C))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.tokens, C))
         self.layers = nn.ModuleList(Block(model, self.mixer, init) for _ in range(model.depth))
         self.norm_f = nn.RMSNorm(C, eps=1e-5)
         self.head = nn.Linear(C, NUM_CLASSES)
@@ -132,14 +134,10 @@ class AuM(SpectrogramNet):
                     nn.init.trunc_normal_(p, std=0.02)
                 nn.init.zeros_(self.head.bias)
 
-    @property
-    def tokens(self) -> int:
-        return self.grid[0] * self.grid[1] + 1
-
     def forward(self, spec: Tensor) -> Tensor:
         self.check_spec(spec)
         B = spec.shape[0]
-        x = self.patch_embed(spec.unsqueeze(1).transpose(2, 3)).flatten(2).transpose(1, 2)  # frequency-major
+        x = self.frequency_major_patches(spec)
         c = self.cls_position
         x = torch.cat((x[:, :c], self.cls_token.expand(B, -1, -1), x[:, c:]), dim=1) + self.pos_embed
         for layer in self.layers:

@@ -103,9 +103,18 @@ class SpectrogramNet(nn.Module):
         """The implementation the token mixer calls."""
         return self.mixer.impl
 
+    #: tokens the sequence carries besides one per patch (class or distillation tokens)
+    special_tokens = 0
+
     @property
-    def tokens(self) -> int:  # pragma: no cover - every family overrides it
-        raise NotImplementedError
+    def tokens(self) -> int:
+        """Sequence length: one token per cell of the patch grid ``self.grid`` plus the special tokens."""
+        return self.grid[0] * self.grid[1] + self.special_tokens
+
+    def frequency_major_patches(self, spec: Tensor) -> Tensor:
+        """``[B, rows * cols, C]`` tokens of ``self.patch_embed`` over ``spec`` read as a ``[B, 1, 128, frames]``
+        image (frequency rows, time columns), frequency-major."""
+        return self.patch_embed(spec.unsqueeze(1).transpose(2, 3)).flatten(2).transpose(1, 2)
 
     def set_impl(self, impl: str) -> SpectrogramNet:
         """Switch the token mixer to ``impl`` (checked for this network's op, device and dtype)."""
