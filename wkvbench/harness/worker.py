@@ -61,6 +61,7 @@ import torch
 
 from wkvbench import accuracy, gradcheck, ops, presets, registry
 from wkvbench.harness import compiles, nvml, timing
+from wkvbench.harness.plan import no_backward
 from wkvbench.harness.suite import Case
 from wkvbench.schema import TRAINING_MODES
 
@@ -278,7 +279,7 @@ class Session:
         if ok:
             ok, why = rec.supports(dtype, spec.head_size(case.shape))
         if ok and case.mode in TRAINING_MODES and not rec.backward:
-            ok, why = False, f"{rec.name} has no backward (registered with backward=False): not run in training modes"
+            ok, why = False, no_backward(rec.name)
         if ok and self.state is not None and case.mode != "fwd":
             ok, why = False, f"{case.op} is timed in fwd mode only so far"
         if not ok:
