@@ -158,3 +158,25 @@ def test_gradient_bars_are_the_spec_s():
     assert gradcheck.GRAD_TOLERANCE[torch.float16] == 5e-3
     assert gradcheck.GRAD_TOLERANCE[torch.bfloat16] == 1e-2
     assert gradcheck.grad_tolerance(torch.float32, tf32=True) == 1e-2
+
+
+class _SavesExtra(torch.autograd.Function):
+    """Saves its input (free: the caller holds it) and one float32 tensor of 3 x 5 elements (60 bytes)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        extra = torch.ones(3, 5, dtype=torch.float32)
+        ctx.save_for_backward(x, extra, extra[1:])  # a view of a saved storage is not counted twice
+        return x * 2
+
+    @staticmethod
+    def backward(ctx, dy):
+        return dy * 2
+
+
+def test_saved_bytes_counts_what_the_forward_keeps_beyond_the_inputs():
+    x = {"x": torch.randn(4, 7, dtype=torch.float64)}
+    assert gradcheck.saved_bytes(lambda x: _SavesExtra.apply(x), x, ["x"]) == 60
+    # plain autograd: x * x saves x twice (free), exp saves its float64 output (4 * 7 * 8 bytes)
+    assert gradcheck.saved_bytes(lambda x: (x * x).exp(), x, ["x"]) == 4 * 7 * 8
+    assert gradcheck.saved_bytes(lambda x: x + 1, x, ["x"]) == 0

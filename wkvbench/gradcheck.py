@@ -14,7 +14,8 @@ caching allocator's free blocks are filled with NaN before the forward and befor
 so a gradient element a kernel never writes reads NaN and fails.
 
 One function, :func:`check_grads`, is used by ``wkvbench verify --grad`` and by the harness for
-the ``bwd`` and ``fwd_bwd`` modes.
+the ``bwd`` and ``fwd_bwd`` modes; :func:`saved_bytes` measures what a forward keeps for its
+backward (the harness's ``saved_bytes`` column).
 """
 
 from __future__ import annotations
@@ -150,3 +151,39 @@ def check_grads(
         ref = reference_grads(op, inputs, dy)
     _, grads = implementation_grads(fn, inputs, names, dy)
     return compare_grads(grads, ref, dtype, tf32)
+
+
+def saved_bytes(fn, inputs: dict, names: list[str]) -> int:
+    """Bytes the forward of ``fn(**inputs)`` keeps for its backward, beyond the inputs themselves.
+
+    The forward runs once with the ``names`` inputs as fresh leaves that require grad, inside
+    ``torch.autograd.graph.saved_tensors_hooks``: every tensor autograd saves for the backward
+    (``ctx.save_for_backward`` of a custom Function included) passes the pack hook, and its storage
+    is counted once (by data pointer), unless it is the storage of an input (an input saved by
+    reference costs nothing extra). This is the training memory an implementation adds per call
+    (state checkpoints, ``sa``, concatenated copies, autograd intermediates) on any device. Tensors
+    a Function keeps as plain attributes of ``ctx`` are invisible to the hook and not counted.
+    """
+    x = leaves(inputs, names)
+    own = {_storage(t)[0] for t in x.values() if isinstance(t, Tensor)}
+    seen: dict[tuple, int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        ptr, nbytes = _storage(t)
+        if ptr not in own:
+            seen[(t.device, ptr)] = max(seen.get((t.device, ptr), 0), nbytes)
+        return t
+
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = fn(**x)
+    del y
+    return int(sum(seen.values()))
+
+
+def _storage(t: Tensor) -> tuple[int, int]:
+    """(data pointer, bytes) of ``t``'s storage (of ``t`` itself where it has no plain storage)."""
+    try:
+        s = t.untyped_storage()
+        return s.data_ptr(), s.nbytes()
+    except (RuntimeError, NotImplementedError):
+        return id(t), t.numel() * t.element_size()

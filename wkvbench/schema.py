@@ -21,7 +21,8 @@ import math
 
 #: 2: the ``baseline_impl`` and ``speedup`` columns are gone (speed-ups are the report's business).
 #: 3: the ``mode`` key column (fwd, bwd, fwd_bwd) and ``grad_rel_err``, ``grad_worst``, ``grad_tol``.
-SCHEMA_VERSION = 3
+#: 4: ``saved_bytes`` (training modes: what the forward keeps for the backward, beyond the inputs).
+SCHEMA_VERSION = 4
 
 RESULTS_FILE = "results.csv"
 SAMPLES_FILE = "samples.jsonl"
@@ -75,6 +76,7 @@ COLUMNS = (
     "grad_rel_err",  # bwd / fwd_bwd: the worst gradient's relative L2 against float64 autograd
     "grad_worst",  # its name, e.g. dw
     "grad_tol",
+    "saved_bytes",  # bwd / fwd_bwd: bytes the forward saves for the backward beyond the inputs (any device)
     "gpu",  # GPU name, or the CPU model for device=cpu
     "commit",  # git commit of wkvbench
     "wkvbench_version",

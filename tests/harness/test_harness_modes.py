@@ -95,6 +95,12 @@ def test_three_modes_gradients_bwd_alone_and_skips(plugin, tmp_path):
         assert r["grad_worst"] in {"dr", "dw", "dk", "dv", "da", "db", "dg"}
         assert float(r["flops"]) == pytest.approx(factor * float(fwd["flops"]))
         assert r["bytes_moved"] == ""
+    # saved for backward, beyond the inputs: torch_chunked's autograd intermediates; the slow
+    # plugin saves only its inputs (nothing extra); inference rows leave the column empty
+    assert fwd["saved_bytes"] == ""
+    for mode in ("bwd", "fwd_bwd"):
+        assert int(float(rows[("torch_chunked", mode)]["saved_bytes"])) > 0
+        assert int(float(rows[("zz_slow_fwd", mode)]["saved_bytes"])) == 0
     # bwd times the backward alone: far below the forward's sleep; fwd and fwd_bwd include it
     slow = {m: float(rows[("zz_slow_fwd", m)]["median_ms"]) for m in ("fwd", "bwd", "fwd_bwd")}
     assert slow["fwd"] >= SLEEP_S * 1e3 and slow["fwd_bwd"] >= SLEEP_S * 1e3

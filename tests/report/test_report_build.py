@@ -27,7 +27,7 @@ def built(tmp_path_factory, make_run):
 
 def test_every_figure_exists_as_png_svg_and_csv(built):
     _, out, _ = built
-    assert len(FIGURE_NAMES) == 13  # 9 kernel figures (fig3 twice, fig9 gradients) + 3 network figures
+    assert len(FIGURE_NAMES) == 14  # 10 kernel figures (fig3 twice, fig9 gradients, fig13 training memory) + 3 network
     for name in FIGURE_NAMES:
         png, svg, csv = (out / "figures" / f"{name}.{ext}" for ext in ("png", "svg", "csv"))
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name

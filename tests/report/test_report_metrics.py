@@ -102,3 +102,15 @@ def test_accuracy_draws_the_worst_error_per_token_count_and_wrong_cells():
     assert ys[4] == pytest.approx([3e-7] * 4)  # worst over the two models
     assert ys[3] == pytest.approx([3e-7, 3e-7, 3e-2])  # the wrong cell drawn, at its error
     assert math.isclose(plot.table["tol"].iloc[0], 2e-5) and len(plot.table) == 2 * len(df)
+
+
+def test_training_memory_draws_only_bi_wkv7_training_cells_at_their_saved_bytes():
+    df = _cells()
+    train = df.assign(mode="fwd_bwd", saved_bytes=df["tokens"] * 2**20 / 256)  # 1 MiB per 256 tokens
+    scan = train.assign(op="bi_selective_scan", saved_bytes=train["saved_bytes"] * 7)  # not drawn: another op
+    plot = figures.fig_training_memory(pd.concat([df, train, scan], ignore_index=True), parse_env({}))
+    assert set(plot.table["mode"]) == {"fwd_bwd"} and set(plot.table["op"]) == {"bi_wkv7"}
+    assert "saved_bytes" in plot.table.columns and len(plot.table) == len(train)
+    ys = {len(x): y for x, y in _line_data(plot).values()}
+    assert ys[4] == pytest.approx([1, 2, 4, 8])  # MiB, torch_loop: every cell ok
+    assert ys[2] == pytest.approx([1, 2])  # torch_chunked's wrong and OOM cells are not drawn

@@ -85,6 +85,7 @@ class Cell:
     grad_rel_err: float | None = None
     grad_worst: str = ""
     grad_tol: float | None = None
+    saved_bytes: int | None = None
 
     def fail(self, status: str, note: str) -> None:
         self.status, self.note = status, note
@@ -229,6 +230,7 @@ class Runner:
             "grad_rel_err": cell.grad_rel_err,
             "grad_worst": cell.grad_worst,
             "grad_tol": cell.grad_tol,
+            "saved_bytes": cell.saved_bytes,
             "gpu": self._device_name(),
             "commit": self._commit(),
             "wkvbench_version": __version__,
@@ -315,6 +317,7 @@ class Runner:
             "est_ms",
             "grad_rel_err",
             "grad_tol",
+            "saved_bytes",
         ):
             setattr(cell, k, reply.get(k))
         if cell.status == "ok":

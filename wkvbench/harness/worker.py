@@ -31,7 +31,8 @@ case       case: build inputs (seeded) and the float64 reference once -> ref_ms,
 check      impl, warmup_s: first call on NaN-poisoned output (timed: ``first_call_ms``; ``compiled``:
            whether it grew the backends' kernel caches, :mod:`~wkvbench.harness.compiles`),
            accuracy against the reference (``wrong`` stops here); in ``bwd``/``fwd_bwd`` also the
-           gradients against float64 autograd (``wkvbench.gradcheck``: grad_rel_err, grad_worst),
+           gradients against float64 autograd (``wkvbench.gradcheck``: grad_rel_err, grad_worst)
+           and the bytes the forward saves for the backward at the timed shape (saved_bytes),
            an implementation without backward is ``skipped``; warm-up of the mode's call -> est_ms,
            then back-to-back calls -> gpu_ms (:meth:`~wkvbench.harness.timing.Timer.gpu_ms`)
 sample     impl, n: ``n`` timed calls of the case's mode (``fwd`` under no_grad; ``bwd`` only the
@@ -328,6 +329,8 @@ class Session:
             if not gacc.passed:
                 why = "non-finite gradient" if not gacc.finite else f"gradient {gacc.label()} > tol {gacc.tol:.3g}"
                 return {**res, "status": "wrong", "note": (res.get("note", "") + "; " if "note" in res else "") + why}
+            # training memory at the timed shape: what the forward keeps for the backward
+            res["saved_bytes"] = gradcheck.saved_bytes(rec.fn, self.inputs, gradcheck.grad_names(case.op, self.inputs))
         fn, build = self.timed_call(rec.fn)
         if build is not None:
             build()

@@ -77,6 +77,7 @@ METRICS: dict[str, Metric] = {
         Metric("tokens_per_s", "tokens/s", "tokens_per_s"),
         Metric("audio_s_per_s", "s of audio/s", "audio_s_per_s"),
         Metric("peak_memory", "bytes", "peak_mem_bytes"),
+        Metric("saved_memory", "bytes", "saved_bytes"),  # training: saved for backward beyond the inputs
         Metric("bandwidth", "GB/s", "gbs"),
         Metric(
             "bandwidth_fraction",

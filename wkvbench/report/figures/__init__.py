@@ -37,6 +37,7 @@ from wkvbench.report.figures.network import (
 )
 from wkvbench.report.figures.speedup import fig_speedup
 from wkvbench.report.figures.throughput import fig_throughput
+from wkvbench.report.figures.training_memory import fig_training_memory
 from wkvbench.report.load import Env
 from wkvbench.report.metrics import long_table
 
@@ -52,6 +53,7 @@ FIGURES: tuple[tuple[str, Callable[[pd.DataFrame, Env, pd.DataFrame], Plot]], ..
     ("fig7_bandwidth", fig_bandwidth),
     ("fig8_first_call", lambda df, env, long: fig_first_call(df, env)),
     ("fig9_grad_accuracy", fig_grad_accuracy),
+    ("fig13_training_memory", fig_training_memory),
 )
 #: Whole networks (op ``network``): drawn from the full table, each selects the network rows.
 NETWORK_FIGURES: tuple[tuple[str, Callable[[pd.DataFrame, Env, pd.DataFrame], Plot]], ...] = (
@@ -74,6 +76,7 @@ __all__ = [
     "fig_model_size",
     "fig_speedup",
     "fig_throughput",
+    "fig_training_memory",
     "split_idle",
 ]
 
