@@ -3,7 +3,8 @@
 Two figures per implementation, each measured in a fresh process (``python
 benchmarks/cpu_training_memory.py IMPL [T H N]``):
 
-* ``saved_bytes``: the bytes autograd keeps for the backward (every tensor packed by
+* ``saved_bytes``: the bytes autograd keeps for the backward beyond the inputs
+  (:func:`wkvbench.gradcheck.saved_bytes`: every tensor packed by
   ``torch.autograd.graph.saved_tensors_hooks`` during one forward, counted once per storage);
 * ``peak_rss_delta``: the process's peak resident set (``ru_maxrss``) over one forward +
   backward, minus the resident set just before it (inputs already built and one warm-up call
@@ -36,18 +37,11 @@ def measure(impl: str, T: int = 1024, H: int = 6, N: int = 64) -> dict:
     dy = gradcheck.make_dy(tuple(inputs["r"].shape), torch.float32, "cpu")
     with torch.no_grad():
         fn(**inputs)
+    saved = gradcheck.saved_bytes(fn, inputs, names)  # beyond the inputs (the harness's saved_bytes column)
     x = gradcheck.leaves(inputs, names)
-    seen: dict[int, int] = {}
-
-    def pack(t):
-        st = t.untyped_storage()
-        seen[st.data_ptr()] = max(seen.get(st.data_ptr(), 0), st.nbytes())
-        return t
-
     base = _rss_bytes()
     peak0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        y = fn(**x)
+    y = fn(**x)
     torch.autograd.grad(y, [x[n] for n in names], dy)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
@@ -55,7 +49,7 @@ def measure(impl: str, T: int = 1024, H: int = 6, N: int = 64) -> dict:
         "T": T,
         "H": H,
         "N": N,
-        "saved_bytes": sum(seen.values()),
+        "saved_bytes": saved,
         "peak_rss_delta": max(peak, peak0) - base if peak > peak0 else None,
     }
 

@@ -14,7 +14,9 @@
     ``stages.tsv``): for batch 1 and 8 at the longest duration measured (327.68 s in the real
     check), the best Bi-WKV7 implementation against AST's eager attention (float16, as run),
     the best SDPA backend, the best Mamba scan and ``fla_chunk`` when it ran; the best Bi-WKV7's
-    share of the measured copy bandwidth; verify counts; the launch sweep's fastest
+    share of the measured copy bandwidth; the training cells (``fwd_bwd``) of every Bi-WKV7
+    implementation against ``audiorwkv_catflip`` and ``fla_chunk`` with their saved and peak
+    memory (:func:`training_lines`); verify counts; the launch sweep's fastest
     configuration against the default. Every number is read from this run's files; a missing
     file or cell is said so, never filled in.
 """
@@ -179,6 +181,48 @@ def headline_rows(df) -> list[dict]:
     return out
 
 
+#: The training baselines the fused Bi-WKV7 kernels are measured against (docs/notes/training_kernels.md).
+TRAINING_BASELINES = ("audiorwkv_catflip", "fla_chunk")
+
+
+def _mib(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x / 2**20:.0f}"
+
+
+def training_lines(df) -> list[str]:
+    """Per (batch, tokens, dtype) of the Bi-WKV7 fwd_bwd cells: every implementation against the baselines."""
+    train = df[(df["op"] == "bi_wkv7") & (df["mode"] == "fwd_bwd")]
+    if train.empty:
+        return []
+    lines = [
+        "## Training (fwd_bwd; speed-up = baseline ms / impl ms; memory in MiB)",
+        "",
+        "| batch | tokens | dtype | impl | status | ms | gpu_ms | worst gradient | saved MiB | peak MiB | "
+        + " | ".join(f"vs {b}" for b in TRAINING_BASELINES)
+        + " | peak vs catflip |",
+        "|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(TRAINING_BASELINES) + "---|",
+    ]
+    for (batch, tokens, dtype), part in train.groupby(["batch", "tokens", "dtype"], sort=True):
+        base = {b: part[(part["impl"] == b) & part["ok"]] for b in TRAINING_BASELINES}
+        base_ms = {b: float(r["median_ms"].iloc[0]) if len(r) else math.nan for b, r in base.items()}
+        cat = base["audiorwkv_catflip"]
+        cat_peak = float(cat["peak_mem_bytes"].iloc[0]) if len(cat) else math.nan
+        for _, r in part.sort_values("median_ms", na_position="last").iterrows():
+            ok = bool(r["ok"])
+            ms = float(r["median_ms"]) if ok else math.nan
+            worst = f"{r['grad_worst']} {r['grad_rel_err']:.2g}" if r.get("grad_worst") else "-"
+            ratios = [_times(base_ms[b] / ms) if ok and b != r["impl"] else "-" for b in TRAINING_BASELINES]
+            peak = float(r["peak_mem_bytes"]) if ok else math.nan
+            status = r["status"] if ok else f"{r['status']}: {str(r['note'])[:60]}"
+            lines.append(
+                f"| {int(batch)} | {int(tokens)} | {dtype} | {r['impl']} | {status} | {_ms(ms)} | "
+                f"{_ms(r['gpu_ms'] if ok else math.nan)} | {worst} | {_mib(r['saved_bytes'])} | {_mib(peak)} | "
+                + " | ".join(ratios)
+                + f" | {_times(peak / cat_peak) if r['impl'] != 'audiorwkv_catflip' else '-'} |"
+            )
+    return [*lines, ""]
+
+
 def _csv_rows(path: Path) -> list[dict] | None:
     """The rows of a CSV file as dicts, or None when it was not written."""
     if not path.is_file():
@@ -277,6 +321,7 @@ def summary(work: Path) -> str:
             )
         else:
             lines.append("No Bi-WKV7 cells in the results: no headline.")
+        lines += ["", *training_lines(df)]
     else:
         lines.append("No results: the suite stage did not write any cell.")
     lines += ["", "## Verify", "", *_verify_lines(work / "verify.csv"), "", "## Launch configurations", ""]

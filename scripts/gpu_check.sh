@@ -10,7 +10,8 @@
 #                   fla_chunk if installed, % of copy bandwidth) and verify/sweep summaries,
 #                   every number from this run's files;
 #   verify.csv      `wkvbench verify` of the Bi-WKV7 implementations, bfloat16 and float32,
-#                   up to 16,400 tokens at A-RWKV-B width (--long);
+#                   up to 16,400 tokens at A-RWKV-B width (--long), and their gradients in
+#                   bfloat16 (--grad);
 #   run.tar.gz      the work directory: run/ (results.csv, samples.jsonl, env.json, worker logs),
 #                   env.json, kernels.txt, sweep.csv, stages.tsv and every stage's log;
 #   report.tar.gz   `wkvbench report` of run/, if the time allowed.
@@ -20,7 +21,8 @@
 # the suite, and both at exit (also on INT/TERM), so a stop at any point leaves what was done.
 #
 # Time budget (seconds; ~8 minutes in all):
-#   setup 15 | env 20 | kernels 45 | verify 120 (60 per dtype) | suite 190 | sweep 45 | report 40 | pack 15
+#   setup 15 | env 20 | kernels 45 | verify 150 (50 per dtype, 50 gradients) | suite 210 | sweep 30
+#   | report 35 | pack 15
 #
 # Wheels of packages missing from the machine (fla-core) may be put in .whl/; they are installed
 # with `pip install --no-index --no-deps --target` into a temporary directory, nothing else.
@@ -38,11 +40,12 @@ mkdir -p "$WORK"
 STAGES="$WORK/stages.tsv"
 : > "$STAGES"
 
-B_SETUP=15 B_ENV=20 B_KERNELS=45 B_VERIFY=60 B_SUITE=190 B_SWEEP=45 B_REPORT=40
+B_SETUP=15 B_ENV=20 B_KERNELS=45 B_VERIFY=50 B_SUITE=210 B_SWEEP=30 B_REPORT=35
 
 if [ "$REHEARSE" = 1 ]; then
   DEVICE=cpu
   VERIFY_ARGS=(--device cpu --impl torch_chunked)  # interpreted kernels: minutes per shape on 2 cores
+  VERIFY_GRAD_ARGS=(--device cpu --impl torch_chunked)
   KERNEL_MODULES=(wkvbench.impls.bi_wkv7_torch)  # no kernels to compile: the stage's plumbing only
   SWEEP_ARGS=(--device cpu --batch 1 --tokens 4 --heads 1 --budget-s 0.01 --min-samples 1 --impls numba_cuda,cupy_cuda)
   SWEEP_PREFIX=(env TRITON_INTERPRET=1 NUMBA_ENABLE_CUDASIM=1)
@@ -51,6 +54,7 @@ if [ "$REHEARSE" = 1 ]; then
 else
   DEVICE=cuda
   VERIFY_ARGS=(--device cuda --long)
+  VERIFY_GRAD_ARGS=(--device cuda)
   KERNEL_MODULES=(wkvbench.impls.bi_wkv7_triton wkvbench.impls.bi_wkv7_cupy wkvbench.impls.bi_wkv7_numba
                   wkvbench.impls.bi_wkv7_catflip wkvbench.impls.bi_selective_scan_triton)
   SWEEP_ARGS=(--device cuda --batch 8,1 --tokens 16384 --heads 12 --budget-s 0.2)
@@ -114,7 +118,10 @@ for dt in bfloat16 float32; do
   stage "verify-$dt" "$B_VERIFY" "$PY" -m wkvbench.cli verify --op bi_wkv7 --dtype "$dt" "${VERIFY_ARGS[@]}" \
     --out "$WORK/verify-$dt.csv" -q
 done
-"$PY" scripts/gpu_check.py merge-csv "$WORK/verify.csv" "$WORK/verify-bfloat16.csv" "$WORK/verify-float32.csv"
+stage verify-grad "$B_VERIFY" "$PY" -m wkvbench.cli verify --op bi_wkv7 --dtype bfloat16 --grad "${VERIFY_GRAD_ARGS[@]}" \
+  --out "$WORK/verify-grad.csv" -q
+"$PY" scripts/gpu_check.py merge-csv "$WORK/verify.csv" "$WORK/verify-bfloat16.csv" "$WORK/verify-float32.csv" \
+  "$WORK/verify-grad.csv"
 pack
 
 # ---- the trimmed headline suite (rows appended as cells finish)

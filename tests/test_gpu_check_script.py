@@ -40,10 +40,16 @@ def test_suite_is_the_trimmed_headline():
     assert suite.run.device == "cuda" and suite.run.max_cell_s == 60
     ops = [(g.op, g.dtype) for g in suite.groups]
     assert ("attention", ("float16",)) in ops and ("bi_selective_scan", ("bfloat16",)) in ops
-    for g in suite.groups:
+    inference = [g for g in suite.groups if g.modes == ("fwd",)]
+    for g in inference:
         assert sorted(g.seconds) == [10.24, 81.92, 327.68] and g.batch == (1, 8)
-    wkv = next(g for g in suite.groups if g.op == "bi_wkv7")
+    wkv = next(g for g in inference if g.op == "bi_wkv7")
     assert "torch_loop" in wkv.exclude and "fla_chunk" in wkv.impls
+    # the training target: A-RWKV-B, batch 8, 16,384 tokens, bf16, fused kernels vs their baselines
+    (train,) = [g for g in suite.groups if g.modes != ("fwd",)]
+    assert train.op == "bi_wkv7" and train.modes == ("fwd_bwd",) and train.batch == (8,)
+    assert train.seconds == (327.68,) and train.dtype == ("bfloat16",) and train.models == ("A-RWKV-B",)
+    assert {"audiorwkv_catflip", "fla_chunk", "triton_chunked", "cupy_cuda", "numba_cuda"} <= set(train.impls)
 
 
 def test_rehearsal_scales_the_same_suite_down():
@@ -101,7 +107,7 @@ def test_rehearsal_returns_the_promised_files(rehearsal):
     for want in ("./run/results.csv", "./run/env.json", "./stages.tsv", "./env.json", "./sweep.csv"):
         assert want in names, (want, names)
     stages = [line.split("\t")[0] for line in (work / "stages.tsv").read_text().splitlines()]
-    assert stages[:5] == ["env", "kernels", "verify-bfloat16", "verify-float32", "suite"], stages
+    assert stages[:6] == ["env", "kernels", "verify-bfloat16", "verify-float32", "verify-grad", "suite"], stages
     print(f"rehearsal took {took:.0f} s")
 
 
@@ -113,6 +119,9 @@ def test_rehearsal_summary_has_the_headline_table(rehearsal):
     assert len(rows) >= 2, text  # batch 1 and the rehearsal's batch 2 (8 on a GPU)
     assert "torch_chunked" in text  # the only Bi-WKV7 implementation a plain CPU runs
     assert "## Verify" in text and "verify.csv:" in text
+    # the training table lists the target cells (skipped on a CPU: no GPU kernels, each with its reason)
+    train = text.split("## Training", 1)[1].split("## Verify", 1)[0]
+    assert "audiorwkv_catflip" in train and "skipped" in train, train
     with open(out / "verify.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     # bfloat16 first; float32 too unless a loaded machine ran its stage past the budget
