@@ -283,9 +283,14 @@ def kernel_source(kind: str) -> str:
     """The kernel's Python source for I/O ``kind`` (f32, f16, bf16)."""
     if kind not in ("f32", "f16", "bf16"):
         raise ValueError(f"kind: no kernel variant {kind!r}; expected f32, f16 or bf16")
+    return expand_template(_KERNEL_TEMPLATE, kind)
+
+
+def expand_template(template: str, kind: str) -> str:
+    """A kernel template with ``$LD``/``$ST``/``$SMEM_ALIGN`` expanded for I/O ``kind`` (also the training kernels')."""
     key = kind + "_sim" if (SIMULATOR and kind == "bf16") else kind
     lines = []
-    template = _KERNEL_TEMPLATE.replace("$SMEM_ALIGN", ", alignment=16" if _smem_alignment_supported() else "")
+    template = template.replace("$SMEM_ALIGN", ", alignment=16" if _smem_alignment_supported() else "")
     for line in template.splitlines():
         while (m := _macro_call(line, "LD")) is not None:
             x, i = m[2]
@@ -305,6 +310,13 @@ def _kernel_function(kind: str):
     src = kernel_source(kind)
     filename = f"<wkvbench numba bi_wkv7_kernel {kind}>"
     linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)  # readable tracebacks
+    namespace = kernel_namespace()
+    exec(compile(src, filename, "exec"), namespace)
+    return namespace["bi_wkv7_kernel"]
+
+
+def kernel_namespace() -> dict:
+    """The globals a generated kernel's source runs in."""
     namespace = {
         "cuda": cuda,
         "nt": nt,
@@ -320,8 +332,7 @@ def _kernel_function(kind: str):
         from numba.cuda import libdevice
 
         namespace["libdevice"] = libdevice
-    exec(compile(src, filename, "exec"), namespace)
-    return namespace["bi_wkv7_kernel"]
+    return namespace
 
 
 def _signature(kind: str):
@@ -391,11 +402,18 @@ def _flat(x: torch.Tensor, kind: str) -> torch.Tensor:
     dtypes=_DTYPES,
     head_sizes=(N,),
     priority=15,
+    backward=True,
     check=_check,
-    description="fused recurrent Numba CUDA kernel: a thread per state row, both directions and the gate in one launch",
+    description="fused recurrent Numba CUDA kernel: a thread per state row, both directions and the gate in one "
+    "launch; differentiable (fused backward)",
 )
 def numba_cuda(r, w, k, v, a, b, g=None, *, out=None, rows_per_block: int | None = None):
-    """Fused recurrent Numba CUDA kernel: a thread per state row, both directions and the gate in one launch."""
+    """Fused recurrent Numba CUDA kernel: a thread per state row, both directions and the gate in one launch.
+
+    With grad mode on and an input requiring grad, the output carries an autograd graph (training
+    forward saving ``sa`` and checkpoints, fused backward; ``out=`` is then refused); otherwise
+    the inference kernel runs and nothing is saved.
+    """
     if cuda is None:
         raise RuntimeError(f"numba_cuda: numba-cuda is not installed ({_IMPORT_ERROR})")
     # shapes, dtypes and devices of the inputs and the gate: the op's own validation (no value checks)
@@ -410,7 +428,10 @@ def numba_cuda(r, w, k, v, a, b, g=None, *, out=None, rows_per_block: int | None
     ok, why = _device_ok(dev.type, dev.index)
     if not ok:
         raise ValueError(f"r: numba_cuda cannot run on {dev}: {why}")
-    out = _gpu.check_out(out, r)
+    train = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (r, w, k, v, a, b, g))
+    if train and out is not None:
+        raise ValueError("out: not supported when an input requires grad (out= is not differentiable)")
+    out = None if train else _gpu.check_out(out, r)
     if rows_per_block is None:
         R = choose_rows_per_block(B * H, _gpu.sm_count(dev))
     elif rows_per_block in ROWS_CHOICES:
@@ -419,6 +440,10 @@ def numba_cuda(r, w, k, v, a, b, g=None, *, out=None, rows_per_block: int | None
         raise ValueError(f"rows_per_block: must be one of {ROWS_CHOICES}, got {rows_per_block!r}")
     if B > 65535 or H > 65535:
         raise ValueError(f"r: batch {B} and heads {H} must each be <= 65535 (CUDA grid y/z limit)")
+    if train:
+        from wkvbench.impls import _bi_wkv7_numba_train as _train
+
+        return _train.BiWKV7Numba.apply(r, w, k, v, a, b, g, R)
     has_g = 0 if g is None else 1
     gg = torch.empty(1, dtype=r.dtype, device=dev) if g is None else g
     ws = torch.empty(B * T * H * N, dtype=torch.float32, device=dev)
