@@ -292,12 +292,17 @@ def _signature(name: str, kind: str):
     return nt.void(*[io] * 7, nt.int32, io, f32, f32, f32, *[io] * 7, i64, i64, i64, i64)
 
 
+def launch_bounds(name: str) -> tuple[int, int] | None:
+    """``(max threads, min blocks per SM)`` for ptxas: the backward's 256-thread block must fit 64K registers."""
+    return (BWD_THREADS, 1) if name == KERNELS[1] else None
+
+
 @functools.cache
 def _kernel(name: str, kind: str):
     fn = _kernel_function(name, kind)
     if nb.SIMULATOR:
         return nb.cuda.jit(fn)
-    return nb.cuda.jit(_signature(name, kind))(fn)
+    return nb.cuda.jit(_signature(name, kind), launch_bounds=launch_bounds(name))(fn)
 
 
 def _flat(x: torch.Tensor, kind: str) -> torch.Tensor:
@@ -370,11 +375,11 @@ class BiWKV7Numba(torch.autograd.Function):
 
 # ----------------------------------------------------------------------------- compile report
 def report_kernels():
-    """``(kernel, kind, python function, signature, shared bytes, block)`` of every training kernel."""
+    """``(kernel, kind, python function, signature, shared bytes, block, launch bounds)`` of every training kernel."""
     fwd_shared = (2 * 2 * nb.NVEC * N + 4) * 4
     bwd_shared = (2 * NSTAGE * N + 4 * N) * 4
     return [
-        (name, kind, _kernel_function(name, kind), _signature(name, kind), shared, block)
+        (name, kind, _kernel_function(name, kind), _signature(name, kind), shared, block, launch_bounds(name))
         for name, shared, block in ((KERNELS[0], fwd_shared, "2R"), (KERNELS[1], bwd_shared, str(BWD_THREADS)))
         for kind in ("f32", "f16", "bf16")
     ]

@@ -390,6 +390,13 @@ def choose_rows_per_block(batch_heads: int, sms: int = _gpu.DEFAULT_SMS) -> int:
     return ROWS_CHOICES[-1]
 
 
+def saved_bytes(B: int, T: int, H: int, N: int = N, dtype: torch.dtype = torch.bfloat16) -> int:
+    """Bytes the training forward saves for the backward (fp32 ``sa`` + checkpoints, both directions)."""
+    from wkvbench.impls import _bi_wkv7_numba_train as _train
+
+    return _train.saved_bytes(B, T, H, N, dtype)
+
+
 def _flat(x: torch.Tensor, kind: str) -> torch.Tensor:
     return (x.view(torch.int16) if kind == "bf16" else x).reshape(-1)
 
@@ -466,7 +473,9 @@ def numba_cuda(r, w, k, v, a, b, g=None, *, out=None, rows_per_block: int | None
 
 # ----------------------------------------------------------------------------- compile report
 def compile_report(cc: int = 90) -> list[dict]:
-    """Compile the kernel of every I/O dtype for ``sm_<cc>`` without a GPU; resource use per kernel.
+    """Compile the kernels of every I/O dtype for ``sm_<cc>`` without a GPU; resource use per kernel.
+
+    Inference, training forward and backward kernels (:mod:`wkvbench.impls._bi_wkv7_numba_train`).
 
     Must run without ``NUMBA_ENABLE_CUDASIM`` (the caller uses a clean subprocess). PTX comes from
     ``numba.cuda.compile_ptx`` (libNVVM, and NVRTC for the target check); registers, shared memory
@@ -493,15 +502,24 @@ def _compile_rows(cc: int) -> list[dict]:
         nc = f"numba {numba.__version__}"
     ptxas = _gpu.find_ptxas()
     ptxas_name = f"ptxas {_gpu.tool_release(ptxas)}" if ptxas else ""
+    from wkvbench.impls import _bi_wkv7_numba_train as _train
+
+    rows_r = "/".join(map(str, ROWS_CHOICES))
+    dtypes = {kind: str(dtype).replace("torch.", "") for dtype, kind in KINDS.items()}
+    todo = [
+        ("bi_wkv7_kernel", kind, _kernel_function(kind), _signature(kind), (2 * 2 * NVEC * N + 4) * 4, "2R", None)
+        for kind in KINDS.values()
+    ]
     rows = []
-    for dtype, kind in KINDS.items():
-        ptx, _ = cuda.compile_ptx(_kernel_function(kind), _signature(kind), cc=(cc // 10, cc % 10))
+    for name, kind, fn, sig, shared, block, bounds in todo + _train.report_kernels():
+        ptx, _ = cuda.compile_ptx(fn, sig, cc=(cc // 10, cc % 10), launch_bounds=bounds)
         row = {
             "impl": "numba_cuda",
-            "kernel": "bi_wkv7_kernel",
-            "config": f"dtype={str(dtype).replace('torch.', '')} N={N} R={'/'.join(map(str, ROWS_CHOICES))} (2R thr)",
+            "kernel": name,
+            "config": f"dtype={dtypes[kind]} N={N} "
+            + (f"R={rows_r} ({block} thr)" if block == "2R" else f"block={block} (H, B) grid"),
             "registers": None,
-            "shared_bytes": (2 * 2 * NVEC * N + 4) * 4,
+            "shared_bytes": shared,
             "local_bytes": sum(int(x) for x in re.findall(r"\.local \.align \d+ \.b8 \S+\[(\d+)\]", ptx)),
             "compiler": nc,
         }
