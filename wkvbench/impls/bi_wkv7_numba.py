@@ -41,6 +41,17 @@ once per direction and (b, t, h), ``y`` written once: the op's ``bytes_moved`` f
 bfloat16 tensors are viewed as int16 (zero copy), widened exactly by ``bits << 16`` and
 narrowed with round-to-nearest-even in the kernel; the dtype handling is spliced into the
 kernel source (``_KERNEL_TEMPLATE``). One kernel per I/O dtype, compiled once per process.
+Training: with grad mode on and an input requiring grad the call goes through one autograd
+Function (:mod:`wkvbench.impls._bi_wkv7_numba_train`, registered ``backward=True``): a training
+forward (this kernel's template plus ``sa`` and state-checkpoint writes, same launch) and one
+fused backward launch (grid ``(H, B)``, 256 threads: per direction a column and a row group of
+64, both directions in lock-step, ``dg`` included, the directions combined by the same parking
+merge in fp32, gradients written in the I/O dtype). Saved for backward (:func:`saved_bytes`),
+fp32, per (token, head) and direction: ``sa`` 256 B + checkpoints every 16 scan steps (16-bit
+I/O: 1280 B in all, 40 B per element of ``y``) or every 8 (float32: 2304 B, 72 B per element
+of ``y``), plus the final state when ``T`` is not a multiple; the inputs are kept by reference.
+Under ``no_grad`` nothing is saved and ``out=`` works; with a graph ``out=`` is refused.
+
 Devices: ``cuda``, zero copy through ``numba.cuda.as_cuda_array`` on torch's current stream;
 ``cpu`` only under the Numba CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``). Design decisions,
 compile statistics and GPU predictions: docs/notes/numba_bi_wkv7.md.
