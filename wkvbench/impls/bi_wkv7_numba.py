@@ -41,6 +41,17 @@ once per direction and (b, t, h), ``y`` written once: the op's ``bytes_moved`` f
 bfloat16 tensors are viewed as int16 (zero copy), widened exactly by ``bits << 16`` and
 narrowed with round-to-nearest-even in the kernel; the dtype handling is spliced into the
 kernel source (``_KERNEL_TEMPLATE``). One kernel per I/O dtype, compiled once per process.
+Training: with grad mode on and an input requiring grad the call goes through one autograd
+Function (:mod:`wkvbench.impls._bi_wkv7_numba_train`, registered ``backward=True``): a training
+forward (this kernel's template plus ``sa`` and state-checkpoint writes, same launch) and one
+fused backward launch (grid ``(H, B)``, 256 threads: per direction a column and a row group of
+64, both directions in lock-step, ``dg`` included, the directions combined by the same parking
+merge in fp32, gradients written in the I/O dtype). Saved for backward (:func:`saved_bytes`),
+fp32, per (token, head) and direction: ``sa`` 256 B + checkpoints every 16 scan steps (16-bit
+I/O: 1280 B in all, 40 B per element of ``y``) or every 8 (float32: 2304 B, 72 B per element
+of ``y``), plus the final state when ``T`` is not a multiple; the inputs are kept by reference.
+Under ``no_grad`` nothing is saved and ``out=`` works; with a graph ``out=`` is refused.
+
 Devices: ``cuda``, zero copy through ``numba.cuda.as_cuda_array`` on torch's current stream;
 ``cpu`` only under the Numba CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``). Design decisions,
 compile statistics and GPU predictions: docs/notes/numba_bi_wkv7.md.
@@ -283,9 +294,14 @@ def kernel_source(kind: str) -> str:
     """The kernel's Python source for I/O ``kind`` (f32, f16, bf16)."""
     if kind not in ("f32", "f16", "bf16"):
         raise ValueError(f"kind: no kernel variant {kind!r}; expected f32, f16 or bf16")
+    return expand_template(_KERNEL_TEMPLATE, kind)
+
+
+def expand_template(template: str, kind: str) -> str:
+    """A kernel template with ``$LD``/``$ST``/``$SMEM_ALIGN`` expanded for I/O ``kind`` (also the training kernels')."""
     key = kind + "_sim" if (SIMULATOR and kind == "bf16") else kind
     lines = []
-    template = _KERNEL_TEMPLATE.replace("$SMEM_ALIGN", ", alignment=16" if _smem_alignment_supported() else "")
+    template = template.replace("$SMEM_ALIGN", ", alignment=16" if _smem_alignment_supported() else "")
     for line in template.splitlines():
         while (m := _macro_call(line, "LD")) is not None:
             x, i = m[2]
@@ -305,6 +321,13 @@ def _kernel_function(kind: str):
     src = kernel_source(kind)
     filename = f"<wkvbench numba bi_wkv7_kernel {kind}>"
     linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)  # readable tracebacks
+    namespace = kernel_namespace()
+    exec(compile(src, filename, "exec"), namespace)
+    return namespace["bi_wkv7_kernel"]
+
+
+def kernel_namespace() -> dict:
+    """The globals a generated kernel's source runs in."""
     namespace = {
         "cuda": cuda,
         "nt": nt,
@@ -320,8 +343,7 @@ def _kernel_function(kind: str):
         from numba.cuda import libdevice
 
         namespace["libdevice"] = libdevice
-    exec(compile(src, filename, "exec"), namespace)
-    return namespace["bi_wkv7_kernel"]
+    return namespace
 
 
 def _signature(kind: str):
@@ -379,6 +401,13 @@ def choose_rows_per_block(batch_heads: int, sms: int = _gpu.DEFAULT_SMS) -> int:
     return ROWS_CHOICES[-1]
 
 
+def saved_bytes(B: int, T: int, H: int, N: int = N, dtype: torch.dtype = torch.bfloat16) -> int:
+    """Bytes the training forward saves for the backward (fp32 ``sa`` + checkpoints, both directions)."""
+    from wkvbench.impls import _bi_wkv7_numba_train as _train
+
+    return _train.saved_bytes(B, T, H, N, dtype)
+
+
 def _flat(x: torch.Tensor, kind: str) -> torch.Tensor:
     return (x.view(torch.int16) if kind == "bf16" else x).reshape(-1)
 
@@ -391,11 +420,18 @@ def _flat(x: torch.Tensor, kind: str) -> torch.Tensor:
     dtypes=_DTYPES,
     head_sizes=(N,),
     priority=15,
+    backward=True,
     check=_check,
-    description="fused recurrent Numba CUDA kernel: a thread per state row, both directions and the gate in one launch",
+    description="fused recurrent Numba CUDA kernel: a thread per state row, both directions and the gate in one "
+    "launch; differentiable (fused backward)",
 )
 def numba_cuda(r, w, k, v, a, b, g=None, *, out=None, rows_per_block: int | None = None):
-    """Fused recurrent Numba CUDA kernel: a thread per state row, both directions and the gate in one launch."""
+    """Fused recurrent Numba CUDA kernel: a thread per state row, both directions and the gate in one launch.
+
+    With grad mode on and an input requiring grad, the output carries an autograd graph (training
+    forward saving ``sa`` and checkpoints, fused backward; ``out=`` is then refused); otherwise
+    the inference kernel runs and nothing is saved.
+    """
     if cuda is None:
         raise RuntimeError(f"numba_cuda: numba-cuda is not installed ({_IMPORT_ERROR})")
     # shapes, dtypes and devices of the inputs and the gate: the op's own validation (no value checks)
@@ -410,7 +446,10 @@ def numba_cuda(r, w, k, v, a, b, g=None, *, out=None, rows_per_block: int | None
     ok, why = _device_ok(dev.type, dev.index)
     if not ok:
         raise ValueError(f"r: numba_cuda cannot run on {dev}: {why}")
-    out = _gpu.check_out(out, r)
+    train = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (r, w, k, v, a, b, g))
+    if train and out is not None:
+        raise ValueError("out: not supported when an input requires grad (out= is not differentiable)")
+    out = None if train else _gpu.check_out(out, r)
     if rows_per_block is None:
         R = choose_rows_per_block(B * H, _gpu.sm_count(dev))
     elif rows_per_block in ROWS_CHOICES:
@@ -419,6 +458,10 @@ def numba_cuda(r, w, k, v, a, b, g=None, *, out=None, rows_per_block: int | None
         raise ValueError(f"rows_per_block: must be one of {ROWS_CHOICES}, got {rows_per_block!r}")
     if B > 65535 or H > 65535:
         raise ValueError(f"r: batch {B} and heads {H} must each be <= 65535 (CUDA grid y/z limit)")
+    if train:
+        from wkvbench.impls import _bi_wkv7_numba_train as _train
+
+        return _train.BiWKV7Numba.apply(r, w, k, v, a, b, g, R)
     has_g = 0 if g is None else 1
     gg = torch.empty(1, dtype=r.dtype, device=dev) if g is None else g
     ws = torch.empty(B * T * H * N, dtype=torch.float32, device=dev)
@@ -441,7 +484,9 @@ def numba_cuda(r, w, k, v, a, b, g=None, *, out=None, rows_per_block: int | None
 
 # ----------------------------------------------------------------------------- compile report
 def compile_report(cc: int = 90) -> list[dict]:
-    """Compile the kernel of every I/O dtype for ``sm_<cc>`` without a GPU; resource use per kernel.
+    """Compile the kernels of every I/O dtype for ``sm_<cc>`` without a GPU; resource use per kernel.
+
+    Inference, training forward and backward kernels (:mod:`wkvbench.impls._bi_wkv7_numba_train`).
 
     Must run without ``NUMBA_ENABLE_CUDASIM`` (the caller uses a clean subprocess). PTX comes from
     ``numba.cuda.compile_ptx`` (libNVVM, and NVRTC for the target check); registers, shared memory
@@ -468,15 +513,24 @@ def _compile_rows(cc: int) -> list[dict]:
         nc = f"numba {numba.__version__}"
     ptxas = _gpu.find_ptxas()
     ptxas_name = f"ptxas {_gpu.tool_release(ptxas)}" if ptxas else ""
+    from wkvbench.impls import _bi_wkv7_numba_train as _train
+
+    rows_r = "/".join(map(str, ROWS_CHOICES))
+    dtypes = {kind: str(dtype).replace("torch.", "") for dtype, kind in KINDS.items()}
+    todo = [
+        ("bi_wkv7_kernel", kind, _kernel_function(kind), _signature(kind), (2 * 2 * NVEC * N + 4) * 4, "2R", None)
+        for kind in KINDS.values()
+    ]
     rows = []
-    for dtype, kind in KINDS.items():
-        ptx, _ = cuda.compile_ptx(_kernel_function(kind), _signature(kind), cc=(cc // 10, cc % 10))
+    for name, kind, fn, sig, shared, block, bounds in todo + _train.report_kernels():
+        ptx, _ = cuda.compile_ptx(fn, sig, cc=(cc // 10, cc % 10), launch_bounds=bounds)
         row = {
             "impl": "numba_cuda",
-            "kernel": "bi_wkv7_kernel",
-            "config": f"dtype={str(dtype).replace('torch.', '')} N={N} R={'/'.join(map(str, ROWS_CHOICES))} (2R thr)",
+            "kernel": name,
+            "config": f"dtype={dtypes[kind]} N={N} "
+            + (f"R={rows_r} ({block} thr)" if block == "2R" else f"block={block} (H, B) grid"),
             "registers": None,
-            "shared_bytes": (2 * 2 * NVEC * N + 4) * 4,
+            "shared_bytes": shared,
             "local_bytes": sum(int(x) for x in re.findall(r"\.local \.align \d+ \.b8 \S+\[(\d+)\]", ptx)),
             "compiler": nc,
         }
