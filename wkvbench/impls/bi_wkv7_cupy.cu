@@ -1,7 +1,8 @@
 // Bi-WKV7 forward in CUDA C: both scan directions and the gate merge in one launch.
 //
 // wkvbench's `cupy_cuda` implementation compiles this file with NVRTC through cupy.RawModule
-// (name expressions `bi_wkv7_kernel<IO, 64, SPLIT>`). The algorithm, launch geometry and the proof
+// (name expressions `bi_wkv7_kernel<IO, 64, SPLIT>`; for training `bi_wkv7_train_kernel<IO, 64,
+// SPLIT, CP>`, the same body saving what bi_wkv7_cupy_bwd.cu needs). The algorithm, launch geometry and the proof
 // that the merge is race-free are in wkvbench/impls/bi_wkv7_cupy.py; the comments below point at
 // the pieces. The file includes no CUDA header (only wkv_io.cuh, which the Python side inlines),
 // so it compiles with a bare NVRTC (no CUDA include folder needed), and it uses only what a host

@@ -64,6 +64,15 @@ the source includes no CUDA header and compiles with a bare NVRTC. State and all
 are fp32; ``d`` is computed with the accurate ``expf``. Head size 64 (the kernel is templated
 on ``N``; only 64 is instantiated). Any ``T >= 1``.
 
+Training (``backward=True``): when grad mode is on and an input requires grad, ``cupy_cuda``
+runs an autograd Function (``_bi_wkv7_cupy_train``): the forward is this kernel with saving on
+(``bi_wkv7_train_kernel``: same body, grid and ``SPLIT``, plus fp32 ``sa`` and a state checkpoint
+every 8 (float32) / 16 (16-bit I/O) scan steps per direction: 2304 / 1280 B per (token, head) and
+direction, see :func:`saved_bytes`), the backward one launch of ``bi_wkv7_bwd_kernel``
+(``bi_wkv7_cupy_bwd.cu``: grid ``2 * B * H``, both directions and the gate merge, fp32
+accumulation). ``out=`` is refused then. Under ``no_grad`` the inference kernel runs and saves
+nothing; it shares the kernel body with the save code compiled out.
+
 Compile caching: one ``cupy.RawModule`` per (dtype, N, device) with the four ``SPLIT``
 instantiations as name expressions (``bi_wkv7_kernel<wkv_bf16, 64, 8>`` ...), compiled by NVRTC
 (``--std=c++17``; CuPy adds ``-ftz=true`` and ``-arch=sm_XX``) on the first call for that dtype
