@@ -135,6 +135,15 @@ def test_emulated_training_matches_float64_autograd(host, dtype, T, gate, split)
     assert not failures, f"gradient bar {gradcheck.grad_tolerance(dtype):.0e}: " + "; ".join(failures)
 
 
+def test_emulated_training_several_batches_and_heads(host):
+    """B = 2, H = 3 (block index = (dir * B + b) * H + h; heads interleaved in the token rows)."""
+    x = bi_wkv7_inputs(2, 9, 3, 64, dtype=torch.float32, seed=12, variant="mixed")
+    y, grads, y_ref, ref = run_grads(host, {n: x[n] for n in (*ARGS, "g")}, split=2)
+    assert compare(y, y_ref, torch.float32).rel_err <= TOLERANCE[torch.float32]
+    acc = gradcheck.compare_grads(grads, ref, torch.float32)
+    assert acc.passed, acc.errors
+
+
 @pytest.mark.parametrize(
     "old,new,grad",
     [
