@@ -1,14 +1,14 @@
 // Bi-WKV7 forward in CUDA C: both scan directions and the gate merge in one launch.
 //
-// wkvbench's `cupy_cuda` implementation compiles this file with NVRTC through cupy.RawModule
-// (name expressions `bi_wkv7_kernel<IO, 64, SPLIT>`; for training `bi_wkv7_train_kernel<IO, 64,
-// SPLIT, CP>`, the same body saving what bi_wkv7_cupy_bwd.cu needs). The algorithm, launch geometry and the proof
-// that the merge is race-free are in wkvbench/impls/bi_wkv7_cupy.py; the comments below point at
-// the pieces. The file includes no CUDA header (only wkv_io.cuh, which the Python side inlines),
-// so it compiles with a bare NVRTC (no CUDA include folder needed), and it uses only what a host
-// emulation can provide: tests/impls/cuda_host/ compiles this same file with g++ after a shim
-// header that defines the CUDA keywords, one std::thread per CUDA thread, __syncthreads as a
-// std::barrier and __shfl_xor_sync through a block-wide exchange (every shuffle here is executed
+// wkvbench's `cupy_cuda` implementation compiles this file with NVRTC through cupy.RawModule (name
+// expressions `bi_wkv7_kernel<IO, 64, SPLIT>`; for training `bi_wkv7_train_kernel<IO, 64, SPLIT,
+// CP>`, the same body saving what bi_wkv7_cupy_bwd.cu needs). The algorithm, launch geometry and
+// the proof that the merge is race-free are in wkvbench/impls/bi_wkv7_cupy.py; the comments below
+// point at the pieces. The file includes no CUDA header (only wkv_io.cuh, which the Python side
+// inlines), so it compiles with a bare NVRTC (no CUDA include folder needed), and it uses only
+// what a host emulation can provide: tests/impls/cuda_host/ compiles this same file with g++ after
+// a shim header that defines the CUDA keywords, one std::thread per CUDA thread, __syncthreads as
+// a std::barrier and __shfl_xor_sync through a block-wide exchange (every shuffle here is executed
 // by all threads of the block together).
 //
 // Per (batch b, head h) the state S is N x N (S[i][j]: value row i, key column j). Rows evolve
@@ -90,9 +90,9 @@ __device__ __forceinline__ void wkv_group_sum2(float& x, float& y) {
 // pick_split chooses put one block on an SM, so registers (<= ~220) are worth more than residency.
 //
 // The body is one inlined device function shared by the inference kernel (bi_wkv7_kernel, SAVE
-// off: the save code is compiled out, so that kernel is what it was before training existed) and
-// the training forward (bi_wkv7_train_kernel, SAVE on), which also writes, per direction, what the
-// backward (bi_wkv7_cupy_bwd.cu) needs:
+// off: the save code is compiled out; registers, shared memory and code size at sm_90 are those
+// of the body compiled as the kernel itself) and the training forward (bi_wkv7_train_kernel, SAVE
+// on), which also writes, per direction, what the backward (bi_wkv7_cupy_bwd.cu) needs:
 //   sa_out fp32 [2, B, T, H, N]: sa of the token (direction-major: dir 0 forward, 1 reverse);
 //   ckpt   fp32 [2, B, H, NCK, N, N], NCK = ceil(T / CP): slot c holds the state (row-major
 //          S[i][j]) after scan step min(c * CP + CP - 1, T - 1); scan step s is token s (forward)
@@ -309,7 +309,8 @@ __device__ __forceinline__ void bi_wkv7_body(const IO* __restrict__ r, const IO*
                 const int s = cs + j;
                 if (s % CP == CP - 1 || s == T - 1) {
                     const int nck = (T + CP - 1) / CP;
-                    float* dst = ckpt + (((long long)(dir * B + bb) * H + h) * nck + s / CP) * N * N + (long long)row * N;
+                    float* dst =
+                        ckpt + (((long long)(dir * B + bb) * H + h) * nck + s / CP) * N * N + (long long)row * N;
 #pragma unroll
                     for (int c = 0; c < KPT / 4; ++c)
                         *reinterpret_cast<float4*>(dst + (c * SPLIT + lane_part) * 4) =
