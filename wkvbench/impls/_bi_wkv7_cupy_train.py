@@ -11,14 +11,16 @@ writes ``sa`` (fp32 ``[2, B, T, H, N]``) and the state after every ``CP``-th sca
 the last one (fp32 ``[2, B, H, ceil(T/CP), N, N]``). The inference kernel shares the same inlined
 body with the save code compiled out, so its instantiations and code are what they were.
 
-Backward (one kernel launch, ``bi_wkv7_bwd_kernel<IO, 64, CP>``, ``bi_wkv7_cupy_bwd.cu``): grid
-``2 * B * H`` blocks, one per (direction, batch, head), block 128 threads in the column-group /
+Backward (one kernel launch, ``bi_wkv7_bwd_kernel<IO, 64, CP>``, ``bi_wkv7_cupy_bwd.cu``):
+grid ``2 * B * H`` blocks, one per (direction, batch, head), block 128 threads in the column-group /
 row-group layout of ``audiorwkv_catflip``'s backward (thread ``i`` of the column group owns column
-``i`` of ``S`` and ``dS``; thread ``64 + i`` row ``i`` of ``dS``). Each direction walks its scan
-steps backwards, with its output gradient scaled by its gate factor (``g`` forward, ``1 - g``
-reverse), and adds ``dr, dw, dk, dv, da, db`` into zero-filled fp32 buffers with ``atomicAdd``:
-every element gets exactly two adds onto 0, so the result does not depend on which direction is
-first (deterministic). ``dg[t] = sum_i dy_i (y_fwd - y_rev) = r . q_fwd - r . q_rev`` with
+``i`` of ``S`` and ``dS``; thread ``64 + i`` row ``i`` of ``dS``; 242-246 registers, no spills at
+sm_90), three barriers per step, each step's scalar inputs loaded one step ahead so their latency
+overlaps the previous step's arithmetic. Each direction walks its scan steps backwards, with its
+output gradient scaled by its gate factor (``g`` forward, ``1 - g`` reverse), and adds
+``dr, dw, dk, dv, da, db`` into zero-filled fp32 buffers with ``atomicAdd``: every element gets
+exactly two adds onto 0, so the result does not depend on which direction is first
+(deterministic). ``dg[t] = sum_i dy_i (y_fwd,i - y_rev,i) = r . q_fwd - r . q_rev`` with
 ``q = S^T dy``, the product ``dr`` already needs (``dr = gate * q``): one warp butterfly per step
 and one more ``atomicAdd`` per (token, head) and direction. Launches per backward: a fill of the
 zeroed fp32 buffer, the kernel and, for 16-bit I/O, one conversion of the buffer to the I/O dtype
