@@ -8,7 +8,8 @@ CuPy cannot run without a GPU, so the kernel source is checked on the CPU in two
   the accuracy bar against the float64 reference, for every SPLIT, T in {1, 7, 20, 33}, all
   three I/O dtypes, with and without the gate;
 * compile report: NVRTC (what CuPy uses) and nvcc compile every instantiation for sm_90 with
-  zero spills and the documented shared-memory layout.
+  zero spills and the documented shared-memory layout, the training kernels (forward with saving,
+  backward; their gradients are tested in test_bi_wkv7_cupy_bwd.py) included.
 
 With a GPU and CuPy the real launch is checked too (skipped here otherwise).
 """
@@ -22,6 +23,7 @@ import pytest
 import torch
 
 from wkvbench.accuracy import GOAL, compare
+from wkvbench.impls import _bi_wkv7_cupy_train as _train
 from wkvbench.impls import bi_wkv7_cupy as mod
 from wkvbench.inputs import bi_wkv7_inputs
 from wkvbench.reference import bi_wkv7 as reference_bi_wkv7
@@ -151,6 +153,8 @@ def test_compile_report_every_instantiation_compiles_without_spills(report):
     seen = set()
     for row in report:
         cfg = dict(p.split("=") for p in row["config"].split())
+        if "kind" in cfg:
+            continue  # a training kernel: the next test
         dtype, split = getattr(torch, cfg["dtype"]), int(cfg["SPLIT"])
         seen.add((dtype, split))
         assert row["impl"] == "cupy_cuda" and row["kernel"] == "bi_wkv7_kernel"
@@ -161,6 +165,27 @@ def test_compile_report_every_instantiation_compiles_without_spills(report):
         assert row["shared_bytes"] <= 48 * 1024
         assert row["compiler"].startswith(("nvrtc", "nvcc"))
     assert seen == {(dt, s) for dt in mod.DTYPES for s in mod.SPLITS}
+
+
+def test_compile_report_training_kernels_compile_without_spills(report):
+    seen = set()
+    for row in report:
+        cfg = dict(p.split("=") for p in row["config"].split())
+        if "kind" not in cfg:
+            continue  # an inference kernel: the test above
+        dtype = getattr(torch, cfg["dtype"])
+        assert row["local_bytes"] == 0 and row["spill_bytes"] == 0, f"spills/stack: {row}"
+        assert 0 < row["registers"] <= 255 and int(cfg["CP"]) == _train.checkpoint_tokens(dtype)
+        if cfg["kind"] == "bwd":
+            assert row["kernel"] == _train.BWD_KERNEL and row["shared_bytes"] == 4 * (9 * 64 + 2), row
+            seen.add((dtype, "bwd"))
+        else:
+            split = int(cfg["SPLIT"])
+            assert row["kernel"] == _train.FWD_KERNEL
+            assert row["shared_bytes"] == mod.shared_bytes(dtype, 64, split), row
+            seen.add((dtype, split))
+        print(f"{row['name']:<45} regs {row['registers']:>3}  smem {row['shared_bytes']:>5}  spills 0")
+    assert seen == {(dt, k) for dt in mod.DTYPES for k in (*mod.SPLITS, "bwd")}
 
 
 def test_compile_report_nvcc_agrees(report, nvcc_agrees):

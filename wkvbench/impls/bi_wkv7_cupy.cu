@@ -1,13 +1,14 @@
 // Bi-WKV7 forward in CUDA C: both scan directions and the gate merge in one launch.
 //
-// wkvbench's `cupy_cuda` implementation compiles this file with NVRTC through cupy.RawModule
-// (name expressions `bi_wkv7_kernel<IO, 64, SPLIT>`). The algorithm, launch geometry and the proof
-// that the merge is race-free are in wkvbench/impls/bi_wkv7_cupy.py; the comments below point at
-// the pieces. The file includes no CUDA header (only wkv_io.cuh, which the Python side inlines),
-// so it compiles with a bare NVRTC (no CUDA include folder needed), and it uses only what a host
-// emulation can provide: tests/impls/cuda_host/ compiles this same file with g++ after a shim
-// header that defines the CUDA keywords, one std::thread per CUDA thread, __syncthreads as a
-// std::barrier and __shfl_xor_sync through a block-wide exchange (every shuffle here is executed
+// wkvbench's `cupy_cuda` implementation compiles this file with NVRTC through cupy.RawModule (name
+// expressions `bi_wkv7_kernel<IO, 64, SPLIT>`; for training `bi_wkv7_train_kernel<IO, 64, SPLIT,
+// CP>`, the same body saving what bi_wkv7_cupy_bwd.cu needs). The algorithm, launch geometry and
+// the proof that the merge is race-free are in wkvbench/impls/bi_wkv7_cupy.py; the comments below
+// point at the pieces. The file includes no CUDA header (only wkv_io.cuh, which the Python side
+// inlines), so it compiles with a bare NVRTC (no CUDA include folder needed), and it uses only
+// what a host emulation can provide: tests/impls/cuda_host/ compiles this same file with g++ after
+// a shim header that defines the CUDA keywords, one std::thread per CUDA thread, __syncthreads as
+// a std::barrier and __shfl_xor_sync through a block-wide exchange (every shuffle here is executed
 // by all threads of the block together).
 //
 // Per (batch b, head h) the state S is N x N (S[i][j]: value row i, key column j). Rows evolve
@@ -87,11 +88,21 @@ __device__ __forceinline__ void wkv_group_sum2(float& x, float& y) {
 // __launch_bounds__(2N, 1): without the minimum-blocks hint ptxas aims at 3-4 resident blocks per
 // SM (<= 168 / 128 registers) and, depending on its version, spills a few bytes; the grids
 // pick_split chooses put one block on an SM, so registers (<= ~220) are worth more than residency.
-template <typename IO, int N, int SPLIT>
-__global__ void __launch_bounds__(2 * N, 1)
-    bi_wkv7_kernel(const IO* __restrict__ r, const IO* __restrict__ w, const IO* __restrict__ k,
-                   const IO* __restrict__ v, const IO* __restrict__ a, const IO* __restrict__ b,
-                   const IO* __restrict__ g, IO* y, float* part, int B, int T, int H) {
+//
+// The body is one inlined device function shared by the inference kernel (bi_wkv7_kernel, SAVE
+// off: the save code is compiled out; registers, shared memory and code size at sm_90 are those
+// of the body compiled as the kernel itself) and the training forward (bi_wkv7_train_kernel, SAVE
+// on), which also writes, per direction, what the backward (bi_wkv7_cupy_bwd.cu) needs:
+//   sa_out fp32 [2, B, T, H, N]: sa of the token (direction-major: dir 0 forward, 1 reverse);
+//   ckpt   fp32 [2, B, H, NCK, N, N], NCK = ceil(T / CP): slot c holds the state (row-major
+//          S[i][j]) after scan step min(c * CP + CP - 1, T - 1); scan step s is token s (forward)
+//          or T - 1 - s (reverse). The last slot is the final state also when T % CP != 0.
+template <typename IO, int N, int SPLIT, int CP, bool SAVE>
+__device__ __forceinline__ void bi_wkv7_body(const IO* __restrict__ r, const IO* __restrict__ w,
+                                             const IO* __restrict__ k, const IO* __restrict__ v,
+                                             const IO* __restrict__ a, const IO* __restrict__ b,
+                                             const IO* __restrict__ g, IO* y, float* part, float* sa_out,
+                                             float* ckpt, int B, int T, int H) {
     constexpr int TC = wkv_chunk<IO, SPLIT>::TC;
     constexpr int THREADS = 2 * N;
     constexpr int KPT = N / SPLIT;  // key columns per thread
@@ -276,6 +287,11 @@ __global__ void __launch_bounds__(2 * N, 1)
             float sa = (a0 + a1) + (a2 + a3);
             float yv = (y0 + y1) + (y2 + y3);
             wkv_group_sum2<SPLIT>(sa, yv);
+            if (SAVE && lane_part == 0) {
+                const int s = cs + j;
+                sa_out[(long long)dir * B * T * tok_stride + base + (long long)(dir == 0 ? s : T - 1 - s) * tok_stride +
+                       row] = sa;
+            }
             if (j > 0) merge(j - 1, yv);
             const float vi = s_v[dir][j][rl];
 #pragma unroll
@@ -288,6 +304,18 @@ __global__ void __launch_bounds__(2 * N, 1)
                 S[4 * c + 1] = fmaf(S[4 * c + 1], dv.y, fmaf(sa, bv.y, vi * kv.y));
                 S[4 * c + 2] = fmaf(S[4 * c + 2], dv.z, fmaf(sa, bv.z, vi * kv.z));
                 S[4 * c + 3] = fmaf(S[4 * c + 3], dv.w, fmaf(sa, bv.w, vi * kv.w));
+            }
+            if (SAVE) {  // checkpoint slot s / CP after its last step (or after the scan's last step)
+                const int s = cs + j;
+                if (s % CP == CP - 1 || s == T - 1) {
+                    const int nck = (T + CP - 1) / CP;
+                    float* dst =
+                        ckpt + (((long long)(dir * B + bb) * H + h) * nck + s / CP) * N * N + (long long)row * N;
+#pragma unroll
+                    for (int c = 0; c < KPT / 4; ++c)
+                        *reinterpret_cast<float4*>(dst + (c * SPLIT + lane_part) * 4) =
+                            make_float4(S[4 * c], S[4 * c + 1], S[4 * c + 2], S[4 * c + 3]);
+                }
             }
         }
         {  // y of the chunk's last step, before the next chunk's barrier lets the buffer be restaged
@@ -309,4 +337,24 @@ __global__ void __launch_bounds__(2 * N, 1)
         const long long idx = base + (long long)(T / 2) * tok_stride + row;
         y[idx] = wkv_io<IO>::from_float(part[idx] + held);
     }
+}
+
+// The inference forward: grid / block / arguments as described above bi_wkv7_body.
+template <typename IO, int N, int SPLIT>
+__global__ void __launch_bounds__(2 * N, 1)
+    bi_wkv7_kernel(const IO* __restrict__ r, const IO* __restrict__ w, const IO* __restrict__ k,
+                   const IO* __restrict__ v, const IO* __restrict__ a, const IO* __restrict__ b,
+                   const IO* __restrict__ g, IO* y, float* part, int B, int T, int H) {
+    bi_wkv7_body<IO, N, SPLIT, 1, false>(r, w, k, v, a, b, g, y, part, nullptr, nullptr, B, T, H);
+}
+
+// The training forward: the same, plus sa_out and ckpt (layouts above bi_wkv7_body), CP tokens per
+// checkpoint (any T >= 1: the last slot may cover fewer than CP steps).
+template <typename IO, int N, int SPLIT, int CP>
+__global__ void __launch_bounds__(2 * N, 1)
+    bi_wkv7_train_kernel(const IO* __restrict__ r, const IO* __restrict__ w, const IO* __restrict__ k,
+                         const IO* __restrict__ v, const IO* __restrict__ a, const IO* __restrict__ b,
+                         const IO* __restrict__ g, IO* y, float* part, float* sa_out, float* ckpt, int B, int T,
+                         int H) {
+    bi_wkv7_body<IO, N, SPLIT, CP, true>(r, w, k, v, a, b, g, y, part, sa_out, ckpt, B, T, H);
 }

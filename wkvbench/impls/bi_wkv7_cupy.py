@@ -64,6 +64,15 @@ the source includes no CUDA header and compiles with a bare NVRTC. State and all
 are fp32; ``d`` is computed with the accurate ``expf``. Head size 64 (the kernel is templated
 on ``N``; only 64 is instantiated). Any ``T >= 1``.
 
+Training (``backward=True``): when grad mode is on and an input requires grad, ``cupy_cuda``
+runs an autograd Function (``_bi_wkv7_cupy_train``): the forward is this kernel with saving on
+(``bi_wkv7_train_kernel``: same body, grid and ``SPLIT``, plus fp32 ``sa`` and a state checkpoint
+every 8 (float32) / 16 (16-bit I/O) scan steps per direction: 2304 / 1280 B per (token, head) and
+direction, see :func:`saved_bytes`), the backward one launch of ``bi_wkv7_bwd_kernel``
+(``bi_wkv7_cupy_bwd.cu``: grid ``2 * B * H``, both directions and the gate merge, fp32
+accumulation). ``out=`` is refused then. Under ``no_grad`` the inference kernel runs and saves
+nothing; it shares the kernel body with the save code compiled out.
+
 Compile caching: one ``cupy.RawModule`` per (dtype, N, device) with the four ``SPLIT``
 instantiations as name expressions (``bi_wkv7_kernel<wkv_bf16, 64, 8>`` ...), compiled by NVRTC
 (``--std=c++17``; CuPy adds ``-ftz=true`` and ``-arch=sm_XX``) on the first call for that dtype
@@ -185,12 +194,24 @@ def _validate(r, w, k, v, a, b, g, out, split) -> None:
     DTYPES,
     HEAD_SIZES,
     priority=25,
-    description="CUDA C via NVRTC/CuPy: both directions + gate merge in one launch, fp32 state in registers",
+    backward=True,
+    description="CUDA C via NVRTC/CuPy: both directions + gate merge in one launch, fp32 state in registers; "
+    "differentiable (fused backward, one launch)",
 )
 def cupy_cuda(r, w, k, v, a, b, g=None, *, out=None, split: int | None = None):
-    """CUDA C via NVRTC/CuPy: both directions and the gate merge in one launch, fp32 state in registers."""
+    """CUDA C via NVRTC/CuPy: both directions and the gate merge in one launch, fp32 state in registers.
+
+    Differentiable: when grad mode is on and an input requires grad, the training forward (which
+    saves ``sa`` and state checkpoints) and the fused backward run (``_bi_wkv7_cupy_train``);
+    ``out=`` is refused then. Otherwise the inference launch, which saves nothing.
+    """
     _validate(r, w, k, v, a, b, g, out, split)
     idx = _KERNELS.device_index(r.device)
+    if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (r, w, k, v, a, b, g)):
+        from wkvbench.impls import _bi_wkv7_cupy_train as train
+
+        sms = _gpu.sm_count(torch.device("cuda", idx))
+        return train.bi_wkv7_train(r, w, k, v, a, b, g, launcher=train.cupy_launcher, out=out, split=split, num_sms=sms)
     plan = launch_plan(r, w, k, v, a, b, g, out=out, split=split, num_sms=_gpu.sm_count(torch.device("cuda", idx)))
     fn = _kernel(r.dtype, r.shape[-1], plan.split, idx)
     _cupy.launch(fn, plan.grid, plan.block, plan.args, r.device, idx)
@@ -246,8 +267,20 @@ def _instantiation(name: str) -> str:
     )
 
 
-def compile_report(cc: int = 90, compiler: str = "auto", dtypes=DTYPES, splits=SPLITS) -> list[dict]:
+def saved_bytes(B: int, T: int, H: int, N: int = 64, dtype: torch.dtype = torch.bfloat16) -> int:
+    """Bytes the training forward saves for the backward (``_bi_wkv7_cupy_train.saved_bytes``)."""
+    from wkvbench.impls import _bi_wkv7_cupy_train as train
+
+    return train.saved_bytes(B, T, H, N, dtype)
+
+
+def compile_report(
+    cc: int = 90, compiler: str = "auto", dtypes=DTYPES, splits=SPLITS, training: bool = True
+) -> list[dict]:
     """Compile every (dtype, SPLIT) instantiation for ``sm_<cc>`` without a GPU; one dict per kernel.
+
+    With ``training`` the training kernels follow (forward with saving at every SPLIT, backward;
+    ``_bi_wkv7_cupy_train.compile_report``), their config saying ``kind=fwd_save`` / ``kind=bwd``.
 
     ``compiler``: ``"nvrtc"`` (cuda.core + nvidia-cuda-nvrtc: what CuPy uses at run time),
     ``"nvcc"``, or ``"auto"`` (NVRTC, else nvcc). Keys: impl, kernel, config, registers,
@@ -256,7 +289,12 @@ def compile_report(cc: int = 90, compiler: str = "auto", dtypes=DTYPES, splits=S
     not compile raises.
     """
     names = [kernel_name(dt, n, s) for dt in dtypes for n in HEAD_SIZES for s in splits]
-    return _cupy.compile_rows(NAME, kernel_source(), names, cc, compiler, _instantiation, _MANGLED, _describe)
+    rows = _cupy.compile_rows(NAME, kernel_source(), names, cc, compiler, _instantiation, _MANGLED, _describe)
+    if not training or (rows and "skipped" in rows[0]):
+        return rows
+    from wkvbench.impls import _bi_wkv7_cupy_train as train
+
+    return rows + train.compile_report(cc, compiler, dtypes)
 
 
 def _describe(m: re.Match) -> tuple[str, str, str]:

@@ -8,13 +8,15 @@
 //   * __syncthreads() is a std::barrier across the block's threads,
 //   * __shfl_xor_sync(mask, x, lanemask) exchanges through a block-wide buffer and one barrier.
 //     That is only valid when every thread of the block executes the shuffle together
-//     (uniform control flow, full mask), which is how the kernels here use it.
+//     (uniform control flow, full mask), which is how the kernels here use it,
+//   * atomicAdd(float*, float) is std::atomic_ref<float>::fetch_add.
 // Defining WKV_HOST_EMULATION makes a kernel source skip its inline-PTX pieces; the IEEE half
 // conversions they stand for are supplied below through _Float16 (round to nearest even).
 #pragma once
 
 #define WKV_HOST_EMULATION 1
 
+#include <atomic>
 #include <barrier>
 #include <bit>
 #include <cmath>
@@ -72,6 +74,7 @@ template <class T>
 inline T __ldg(const T* p) {
     return *p;
 }
+inline float atomicAdd(float* p, float x) { return std::atomic_ref<float>(*p).fetch_add(x); }
 
 inline float wkv_half_to_float(unsigned short h) { return static_cast<float>(std::bit_cast<_Float16>(h)); }
 inline unsigned short wkv_float_to_half(float f) { return std::bit_cast<unsigned short>(static_cast<_Float16>(f)); }
