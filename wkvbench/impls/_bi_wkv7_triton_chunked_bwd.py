@@ -183,10 +183,47 @@ if HAS_TRITON:
         return tl.sum(x, axis=0)[None, :] - tl.cumsum(x, axis=0) + x
 
     @triton.jit
-    def _bi_wkv7_chunked_bwd_kernel(
-        r, w, k, v, a, b, g, dy, states, dsw, dr, dw, dk, dv, da, db, dg, T, H, g_sb, g_st, g_sh, C,
+    def _chunk_front(r, w, k, v, a, b, g, dy, off, m2, gptr, valid, s0_ptr, dST, dirn, nnT,
+                     L: tl.constexpr, PREC: tl.constexpr):  # fmt: skip
+        """One chunk's forward key side, SA, and the backward through SA's solve (both kernels use it)."""
+        offs_l = tl.arange(0, L)
+        rows = offs_l[:, None]
+        cols = offs_l[None, :]
+        MID: tl.constexpr = L // 2
+        gt = tl.load(gptr, mask=valid, other=0.0).to(tl.float32)
+        gf = gt + dirn * (1.0 - 2.0 * gt)  # g for the forward scan, 1 - g for the reverse
+        lg = tl.where(m2, -_exp(tl.load(w + off, mask=m2, other=0.0).to(tl.float32)), 0.0)  # identity past T
+        G = tl.cumsum(lg, axis=0)
+        Gm = tl.sum(tl.where(rows <= MID, lg, 0.0), axis=0)
+        GL = tl.sum(lg, axis=0)
+        E = _exp(G - Gm[None, :])
+        eGm = _exp(Gm)[None, :]
+        eGLm = _exp(GL - Gm)[None, :]
+        a_m = tl.load(a + off, mask=m2, other=0.0).to(tl.float32) * E * _exp(-lg)  # a e^(Gx - Gm)
+        b_m = tl.load(b + off, mask=m2, other=0.0).to(tl.float32) / E
+        k_m = tl.load(k + off, mask=m2, other=0.0).to(tl.float32) / E
+        r_m = tl.load(r + off, mask=m2, other=0.0).to(tl.float32) * E
+        v32 = tl.load(v + off, mask=m2, other=0.0).to(tl.float32)
+        dy32 = tl.load(dy + off, mask=m2, other=0.0).to(tl.float32)
+        Aab = tl.where(rows > cols, _hi_dot(a_m, tl.trans(b_m), None, PREC), 0.0)
+        Aak = tl.where(rows > cols, _hi_dot(a_m, tl.trans(k_m), None, PREC), 0.0)
+        Arb = tl.where(rows >= cols, _hi_dot(r_m, tl.trans(b_m), None, PREC), 0.0)
+        Ark = tl.where(rows >= cols, _hi_dot(r_m, tl.trans(k_m), None, PREC), 0.0)
+        Z = _unit_lower_inverse(Aab, L)
+        W = _hi_dot(Z, a_m * eGm, None, PREC)
+        U = _hi_dot(Z, Aak, None, PREC)
+        SA = _hi_dot(U, v32, _hi_dot(W, tl.load(s0_ptr + nnT), None, PREC), PREC)  # sa_t of the chunk's rows
+        dY = gf[:, None] * dy32
+        X = _hi_dot(tl.trans(Arb), dY, _hi_dot(b_m * eGLm, dST, None, PREC), PREC)  # dL/dSA
+        D = _hi_dot(tl.trans(Z), X, None, PREC)  # dL/d(right-hand side of SA)
+        return lg, E, eGm, eGLm, GL, a_m, b_m, k_m, r_m, v32, dy32, gf, dY, Aak, Ark, SA, D
+
+    @triton.jit
+    def _bi_wkv7_chunked_bwd_state_kernel(
+        r, w, k, v, a, b, g, dy, states, dstates, T, H, g_sb, g_st, g_sh, C,
         N: tl.constexpr, L: tl.constexpr, PREC: tl.constexpr, DROP: tl.constexpr,
     ):  # fmt: skip
+        """Walk the chunks in reverse scan order carrying dS; store the dS leaving each chunk."""
         dirn = tl.program_id(0)
         pid_bh = tl.program_id(1)
         BH = tl.num_programs(1)
@@ -197,102 +234,102 @@ if HAS_TRITON:
         gbase = bidx.to(tl.int64) * g_sb + h * g_sh  # all gate strides 0 without a gate (one 0.5)
         offs_l = tl.arange(0, L)
         offs_n = tl.arange(0, N)
-        rows = offs_l[:, None]
-        cols = offs_l[None, :]
-        MID: tl.constexpr = L // 2
         nn = offs_n[:, None] * N + offs_n[None, :]  # [i, j] of a row-major [N, N] matrix
         nnT = offs_n[:, None] + offs_n[None, :] * N  # its transpose, read through the pointers
-        sign = 1.0 - 2.0 * dirn  # dg = r.q_fwd - r.q_rev
-        # dS lives in this program's float32 workspace tile (read at each use, in the layout the
-        # use wants), not in registers: it keeps the [N, N] tiles' live ranges short (no spills)
-        ds_ptr = dsw + (dirn * BH + pid_bh).to(tl.int64) * (N * N)
-        tl.store(ds_ptr + nn, tl.zeros([N, N], dtype=tl.float32))
-        tl.debug_barrier()
+        dS = tl.zeros([N, N], dtype=tl.float32)
         for i in range(0, C):
             c = C - 1 - i + dirn * (2 * i - C + 1)  # forward: last chunk first; reverse: first chunk first
             tok = c * L + offs_l + dirn * (L - 1 - 2 * offs_l)  # rows in scan order
             valid = tok < T
             m2 = valid[:, None]
             off = base + tok.to(tl.int64)[:, None] * stride_t + offs_n[None, :]
-            s0_ptr = states + ((dirn * BH + pid_bh) * C + c).to(tl.int64) * (N * N)
-            gt = tl.load(g + gbase + tok.to(tl.int64) * g_st, mask=valid, other=0.0).to(tl.float32)
-            gf = gt + dirn * (1.0 - 2.0 * gt)  # g for the forward scan, 1 - g for the reverse
-            # ---- the forward's key side, recomputed (no state)
-            lg = tl.where(m2, -_exp(tl.load(w + off, mask=m2, other=0.0).to(tl.float32)), 0.0)  # identity past T
-            G = tl.cumsum(lg, axis=0)
-            Gm = tl.sum(tl.where(rows <= MID, lg, 0.0), axis=0)
-            GL = tl.sum(lg, axis=0)
-            E = _exp(G - Gm[None, :])
-            eGm = _exp(Gm)[None, :]
-            eGLm = _exp(GL - Gm)[None, :]
-            eGL = _exp(GL)[None, :]
-            a_m = tl.load(a + off, mask=m2, other=0.0).to(tl.float32) * E * _exp(-lg)  # a e^(Gx - Gm)
-            b_m = tl.load(b + off, mask=m2, other=0.0).to(tl.float32) / E
-            k_m = tl.load(k + off, mask=m2, other=0.0).to(tl.float32) / E
-            r_m = tl.load(r + off, mask=m2, other=0.0).to(tl.float32) * E
-            v32 = tl.load(v + off, mask=m2, other=0.0).to(tl.float32)
-            dy32 = tl.load(dy + off, mask=m2, other=0.0).to(tl.float32)
-            Aab = tl.where(rows > cols, _hi_dot(a_m, tl.trans(b_m), None, PREC), 0.0)
-            Aak = tl.where(rows > cols, _hi_dot(a_m, tl.trans(k_m), None, PREC), 0.0)
-            Arb = tl.where(rows >= cols, _hi_dot(r_m, tl.trans(b_m), None, PREC), 0.0)
-            Ark = tl.where(rows >= cols, _hi_dot(r_m, tl.trans(k_m), None, PREC), 0.0)
-            Z = _unit_lower_inverse(Aab, L)
-            W = _hi_dot(Z, a_m * eGm, None, PREC)
-            U = _hi_dot(Z, Aak, None, PREC)
-            SA = _hi_dot(U, v32, _hi_dot(W, tl.load(s0_ptr + nnT), None, PREC), PREC)  # sa_t of the rows
-            Bd = b_m * eGLm
-            Kd = k_m * eGLm
-            dY = gf[:, None] * dy32
-            # ---- what the carried dS (gradient of the state leaving the chunk) feeds
-            dST = tl.load(ds_ptr + nnT)
-            X = _hi_dot(tl.trans(Arb), dY, _hi_dot(Bd, dST, None, PREC), PREC)  # dL/dSA
-            dvK = _hi_dot(Kd, dST, None, PREC)
-            dSt = tl.load(ds_ptr + nn)
-            dBd = _hi_dot(SA, dSt, None, PREC)
-            dKd = _hi_dot(v32, dSt, None, PREC)
-            dGL = tl.sum(Bd * dBd + Kd * dKd, axis=0)
-            if DROP != 2:  # DROP (tests only): 1 drops dS's sa path, 2 the state's decay term of dw
-                dGL += eGL.reshape(N) * tl.sum(dSt * tl.load(s0_ptr + nn), axis=0)
-            # ---- backward through the solve and the masked products
-            D = _hi_dot(tl.trans(Z), X, None, PREC)  # dL/d(right-hand side of SA)
-            tl.atomic_add(dv + off, _hi_dot(tl.trans(Aak), D, _hi_dot(tl.trans(Ark), dY, dvK, PREC), PREC),
-                          mask=m2, sem="relaxed")  # fmt: skip
-            dAab = tl.where(rows > cols, _hi_dot(D, tl.trans(SA), None, PREC), 0.0)
-            dAak = tl.where(rows > cols, _hi_dot(D, tl.trans(v32), None, PREC), 0.0)
-            dArb_u = tl.where(rows >= cols, _hi_dot(dy32, tl.trans(SA), None, PREC), 0.0)
-            dArk_u = tl.where(rows >= cols, _hi_dot(dy32, tl.trans(v32), None, PREC), 0.0)
-            dArb = gf[:, None] * dArb_u
-            dArk = gf[:, None] * dArk_u
-            S0 = tl.load(s0_ptr + nn)
-            da_m = _hi_dot(dAak, k_m, _hi_dot(dAab, b_m, eGm * _hi_dot(D, S0, None, PREC), PREC), PREC)
-            q_m = _hi_dot(dArk_u, k_m, _hi_dot(dArb_u, b_m, eGm * _hi_dot(dy32, S0, None, PREC), PREC), PREC)
-            tl.atomic_add(da + off, da_m * E * _exp(-lg), mask=m2, sem="relaxed")
-            tl.atomic_add(dr + off, gf[:, None] * q_m * E, mask=m2, sem="relaxed")
-            p = tl.sum(r_m * q_m, axis=1)  # sum_i dy_i y_dir,i of each token
-            tl.atomic_add(dg + (bidx.to(tl.int64) * T + tok) * H + h, sign * p, mask=valid, sem="relaxed")
-            db_m = _hi_dot(tl.trans(dArb), r_m, _hi_dot(tl.trans(dAab), a_m, None, PREC), PREC)
-            tl.atomic_add(db + off, (db_m + eGLm * dBd) / E, mask=m2, sem="relaxed")
-            dk_m = _hi_dot(tl.trans(dArk), r_m, _hi_dot(tl.trans(dAak), a_m, None, PREC), PREC)
-            tl.atomic_add(dk + off, (dk_m + eGLm * dKd) / E, mask=m2, sem="relaxed")
-            # ---- decays: products x dx, then the reverse cumulative sums
-            dGx = a_m * da_m
-            dG = gf[:, None] * r_m * q_m - b_m * db_m - k_m * dk_m - Bd * dBd - Kd * dKd
-            dlg = _rev_cumsum(dG) + _rev_cumsum(dGx) - dGx + dGL[None, :]
-            tl.atomic_add(dw + off, dlg * lg, mask=m2, sem="relaxed")
-            # ---- the state gradient entering the chunk, carried to the chunk before in scan order
-            dSn = tl.load(ds_ptr + nn) * eGL
-            if DROP != 1:
-                dSn = _hi_dot(tl.trans(D), a_m * eGm, dSn, PREC)
-            dSn = _hi_dot(tl.trans(dY), r_m * eGm, dSn, PREC)
-            tl.debug_barrier()  # every read of this chunk's dS precedes the overwrite
-            tl.store(ds_ptr + nn, dSn)
-            tl.debug_barrier()
+            idx = ((dirn * BH + pid_bh) * C + c).to(tl.int64) * (N * N)
+            tl.store(dstates + idx + nn, dS)
+            lg, E, eGm, eGLm, GL, a_m, b_m, k_m, r_m, v32, dy32, gf, dY, Aak, Ark, SA, D = _chunk_front(
+                r, w, k, v, a, b, g, dy, off, m2, g + gbase + tok.to(tl.int64) * g_st, valid, states + idx,
+                tl.trans(dS), dirn, nnT, L, PREC)  # fmt: skip
+            dS = dS * _exp(GL)[None, :]
+            if DROP != 1:  # DROP (tests only): 1 drops dS's sa path, 2 the state's decay term of dw
+                dS = _hi_dot(tl.trans(D), a_m * eGm, dS, PREC)
+            dS = _hi_dot(tl.trans(dY), r_m * eGm, dS, PREC)
+
+    @triton.jit
+    def _bi_wkv7_chunked_bwd_chunk_kernel(
+        r, w, k, v, a, b, g, dy, states, dstates, dr, dw, dk, dv, da, db, dg, T, H, g_sb, g_st, g_sh, C,
+        N: tl.constexpr, L: tl.constexpr, PREC: tl.constexpr, DROP: tl.constexpr,
+    ):  # fmt: skip
+        """Every gradient of one chunk of one direction, from its entering state and leaving dS."""
+        c = tl.program_id(0)
+        dirn = tl.program_id(1)
+        pid_bh = tl.program_id(2)
+        BH = tl.num_programs(2)
+        bidx = pid_bh // H
+        h = pid_bh % H
+        stride_t = H * N
+        base = (bidx.to(tl.int64) * T * H + h) * N
+        gbase = bidx.to(tl.int64) * g_sb + h * g_sh
+        offs_l = tl.arange(0, L)
+        offs_n = tl.arange(0, N)
+        rows = offs_l[:, None]
+        cols = offs_l[None, :]
+        nn = offs_n[:, None] * N + offs_n[None, :]
+        nnT = offs_n[:, None] + offs_n[None, :] * N
+        sign = 1.0 - 2.0 * dirn  # dg = r.q_fwd - r.q_rev
+        tok = c * L + offs_l + dirn * (L - 1 - 2 * offs_l)
+        valid = tok < T
+        m2 = valid[:, None]
+        off = base + tok.to(tl.int64)[:, None] * stride_t + offs_n[None, :]
+        idx = ((dirn * BH + pid_bh) * C + c).to(tl.int64) * (N * N)
+        s0_ptr = states + idx
+        ds_ptr = dstates + idx
+        dST = tl.load(ds_ptr + nnT)
+        lg, E, eGm, eGLm, GL, a_m, b_m, k_m, r_m, v32, dy32, gf, dY, Aak, Ark, SA, D = _chunk_front(
+            r, w, k, v, a, b, g, dy, off, m2, g + gbase + tok.to(tl.int64) * g_st, valid, s0_ptr, dST, dirn, nnT,
+            L, PREC)  # fmt: skip
+        dv_c = _hi_dot(tl.trans(Aak), D, _hi_dot(tl.trans(Ark), dY, _hi_dot(k_m * eGLm, dST, None, PREC), PREC), PREC)
+        tl.atomic_add(dv + off, dv_c, mask=m2, sem="relaxed")
+        dAab = tl.where(rows > cols, _hi_dot(D, tl.trans(SA), None, PREC), 0.0)
+        dAak = tl.where(rows > cols, _hi_dot(D, tl.trans(v32), None, PREC), 0.0)
+        dArb_u = tl.where(rows >= cols, _hi_dot(dy32, tl.trans(SA), None, PREC), 0.0)
+        dArk_u = tl.where(rows >= cols, _hi_dot(dy32, tl.trans(v32), None, PREC), 0.0)
+        dArb = gf[:, None] * dArb_u
+        dArk = gf[:, None] * dArk_u
+        S0 = tl.load(s0_ptr + nn)
+        da_m = _hi_dot(dAak, k_m, _hi_dot(dAab, b_m, eGm * _hi_dot(D, S0, None, PREC), PREC), PREC)
+        tl.atomic_add(da + off, da_m * E * _exp(-lg), mask=m2, sem="relaxed")
+        dGx = a_m * da_m
+        q_m = _hi_dot(dArk_u, k_m, _hi_dot(dArb_u, b_m, eGm * _hi_dot(dy32, S0, None, PREC), PREC), PREC)
+        tl.atomic_add(dr + off, gf[:, None] * q_m * E, mask=m2, sem="relaxed")
+        rq = r_m * q_m  # row sums: sum_i dy_i y_dir,i of each token
+        tl.atomic_add(dg + (bidx.to(tl.int64) * T + tok) * H + h, sign * tl.sum(rq, axis=1), mask=valid, sem="relaxed")
+        dG = gf[:, None] * rq
+        dS = tl.load(ds_ptr + nn)
+        Bd = b_m * eGLm
+        dBd = _hi_dot(SA, dS, None, PREC)
+        db_m = _hi_dot(tl.trans(dArb), r_m, _hi_dot(tl.trans(dAab), a_m, None, PREC), PREC)
+        tl.atomic_add(db + off, (db_m + eGLm * dBd) / E, mask=m2, sem="relaxed")
+        dG -= b_m * db_m
+        dGL = Bd * dBd
+        Kd = k_m * eGLm
+        dKd = _hi_dot(v32, dS, None, PREC)
+        dk_m = _hi_dot(tl.trans(dArk), r_m, _hi_dot(tl.trans(dAak), a_m, None, PREC), PREC)
+        tl.atomic_add(dk + off, (dk_m + eGLm * dKd) / E, mask=m2, sem="relaxed")
+        dG -= k_m * dk_m
+        dGL += Kd * dKd
+        dG -= dGL
+        dGLs = tl.sum(dGL, axis=0)
+        if DROP != 2:
+            dGLs += _exp(GL) * tl.sum(dS * S0, axis=0)
+        # decays: the products x dx, then the reverse cumulative sums
+        dlg = _rev_cumsum(dG) + _rev_cumsum(dGx) - dGx + dGLs[None, :]
+        tl.atomic_add(dw + off, dlg * lg, mask=m2, sem="relaxed")
 
 
 def chunked_backward(r, w, k, v, a, b, g, dy, states, *, _drop: int = 0):
     """Gradients of Bi-WKV7 from the saved chunk-entry states: ``(dr, dw, dk, dv, da, db, dg or None)``.
 
-    One launch, grid ``(2, B * H)``; gradients in the I/O dtype (``dg`` in ``g``'s dtype).
+    Two launches: the dS chain, grid ``(2, B * H)``, then every chunk's gradients, grid
+    ``(C, 2, B * H)``; gradients in the I/O dtype (``dg`` in ``g``'s dtype).
     ``_drop`` (tests only) drops one term of the backward, to show the checks catch it.
     """
     B, T, H, N, C = _check_args(r, w, k, v, a, b, g, dy, states)
@@ -300,21 +337,22 @@ def chunked_backward(r, w, k, v, a, b, g, dy, states, *, _drop: int = 0):
         raise RuntimeError(f"triton is not installed: {_IMPORT_ERROR}")
     r, w, k, v, a, b, dy, states = (x.contiguous() for x in (r, w, k, v, a, b, dy, states))
     bufs = [torch.zeros(r.shape, dtype=torch.float32, device=r.device) for _ in range(6)]
-    dsw = torch.empty((2, B * H, N, N), dtype=torch.float32, device=r.device)  # the carried dS tiles
     dg = torch.zeros((B, T, H), dtype=torch.float32, device=r.device)
     if g is None:  # one 0.5 read with zero strides (as the forward)
         gate, gs = torch.full((1,), 0.5, dtype=r.dtype, device=r.device), (0, 0, 0)
     else:
         gate, gs = g.contiguous(), (T * H, H, 1)
-    _bi_wkv7_chunked_bwd_kernel[(2, B * H)](
-        r, w, k, v, a, b, gate, dy, states, dsw, *bufs, dg, T, H, *gs, C,
-        N=N, L=CHUNK, PREC=0 if r.dtype == torch.float32 else 1, DROP=int(_drop), num_warps=NUM_WARPS, num_stages=1,
-    )  # fmt: skip
+    dstates = torch.empty_like(states)  # dS leaving each chunk of each direction
+    args = (r, w, k, v, a, b, gate, dy, states, dstates)
+    common = dict(N=N, L=CHUNK, PREC=0 if r.dtype == torch.float32 else 1, DROP=int(_drop), num_stages=1)
+    _bi_wkv7_chunked_bwd_state_kernel[(2, B * H)](*args, T, H, *gs, C, num_warps=STATE_WARPS, **common)
+    _bi_wkv7_chunked_bwd_chunk_kernel[(C, 2, B * H)](*args, *bufs, dg, T, H, *gs, C, num_warps=CHUNK_WARPS, **common)
     grads = tuple(x if r.dtype == torch.float32 else x.to(r.dtype) for x in bufs)
     return (*grads, None if g is None else dg.to(g.dtype))
 
 
-NUM_WARPS = 8
+STATE_WARPS = 8
+CHUNK_WARPS = 8
 
 
 # ---------------------------------------------------------------------------------- compile report
@@ -325,18 +363,22 @@ def kernel_variants() -> list[dict]:
     """Every specialisation :func:`chunked_backward` launches, in the form ``_gpu.triton_compile_rows`` takes."""
     out = []
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
-        p = _TL_PTR[dtype]
-        sig = {n: p for n in ("r", "w", "k", "v", "a", "b", "g", "dy")}
-        sig.update({n: "*fp32" for n in ("states", "dsw", "dr", "dw", "dk", "dv", "da", "db", "dg")})
-        sig.update({n: "i32" for n in ("T", "H", "g_sb", "g_st", "g_sh", "C")})
-        sig.update({n: "constexpr" for n in ("N", "L", "PREC", "DROP")})
+        io = {n: _TL_PTR[dtype] for n in ("r", "w", "k", "v", "a", "b", "g", "dy")}
+        fp32 = ("states", "dstates")
+        scalars = {n: "i32" for n in ("T", "H", "g_sb", "g_st", "g_sh", "C")}
+        consts = {n: "constexpr" for n in ("N", "L", "PREC", "DROP")}
         prec = 0 if dtype == torch.float32 else 1
         const = {"N": HEAD_SIZE, "L": CHUNK, "PREC": prec, "DROP": 0}
         dt = str(dtype).replace("torch.", "")
         dots = "ieee" if prec == 0 else "tf32"
-        out.append(dict(impl=IMPL, fn=_bi_wkv7_chunked_bwd_kernel, signature=sig, constexprs=const,
-                        options={"num_warps": NUM_WARPS, "num_stages": 1}, align=True,
-                        config=f"bwd {dt} L={CHUNK} warps={NUM_WARPS} dots={dots}"))  # fmt: skip
+        for fn, ptrs, warps in (
+            (_bi_wkv7_chunked_bwd_state_kernel, fp32, STATE_WARPS),
+            (_bi_wkv7_chunked_bwd_chunk_kernel, fp32 + ("dr", "dw", "dk", "dv", "da", "db", "dg"), CHUNK_WARPS),
+        ):
+            sig = dict(io, **{n: "*fp32" for n in ptrs}, **scalars, **consts)
+            out.append(dict(impl=IMPL, fn=fn, signature=sig, constexprs=const, align=True,
+                            options={"num_warps": warps, "num_stages": 1},
+                            config=f"bwd {dt} L={CHUNK} warps={warps} dots={dots}"))  # fmt: skip
     return out
 
 
