@@ -175,12 +175,31 @@ def chunked_backward_torch(r, w, k, v, a, b, g, dy, states, dtype: torch.dtype =
 
 # ---------------------------------------------------------------------------------- Triton kernel
 if HAS_TRITON:
-    from wkvbench.impls.bi_wkv7_triton import _exp, _hi_dot, _unit_lower_inverse
+    from wkvbench.impls.bi_wkv7_triton import _exp, _hi_dot, _tf32_rn, _unit_lower_inverse
 
     @triton.jit
     def _rev_cumsum(x):
         """Inclusive reverse cumulative sum over axis 0 (sum over t >= s)."""
         return tl.sum(x, axis=0)[None, :] - tl.cumsum(x, axis=0) + x
+
+    @triton.jit
+    def _dot(x, y, acc, PREC: tl.constexpr):
+        """A dot of the backward: exact float32 (0), TF32 rounded to nearest (1) or split 3xTF32 (2).
+
+        3xTF32: ``x = xh + xl`` with both halves rounded to TF32, ``xh yh + xh yl + xl yh`` on the
+        tensor cores (the products of TF32 values are exact in float32; the dropped ``xl yl`` is
+        ~2^-22 relative): float32 accuracy in the MMA register layout, which the FMA layout of an
+        exact float32 dot would need spills for. The interpreter reproduces it bit for bit
+        (the operands are rounded explicitly).
+        """
+        if PREC == 2:
+            xh = _tf32_rn(x)
+            yh = _tf32_rn(y)
+            acc = tl.dot(xh, _tf32_rn(y - yh), acc, input_precision="tf32")
+            acc = tl.dot(_tf32_rn(x - xh), yh, acc, input_precision="tf32")
+            return tl.dot(xh, yh, acc, input_precision="tf32")
+        else:
+            return _hi_dot(x, y, acc, PREC)
 
     @triton.jit
     def _chunk_front(r, w, k, v, a, b, g, dy, off, m2, gptr, valid, s0_ptr, dST, dirn, nnT,
@@ -205,17 +224,17 @@ if HAS_TRITON:
         r_m = tl.load(r + off, mask=m2, other=0.0).to(tl.float32) * E
         v32 = tl.load(v + off, mask=m2, other=0.0).to(tl.float32)
         dy32 = tl.load(dy + off, mask=m2, other=0.0).to(tl.float32)
-        Aab = tl.where(rows > cols, _hi_dot(a_m, tl.trans(b_m), None, PREC), 0.0)
-        Aak = tl.where(rows > cols, _hi_dot(a_m, tl.trans(k_m), None, PREC), 0.0)
-        Arb = tl.where(rows >= cols, _hi_dot(r_m, tl.trans(b_m), None, PREC), 0.0)
-        Ark = tl.where(rows >= cols, _hi_dot(r_m, tl.trans(k_m), None, PREC), 0.0)
+        Aab = tl.where(rows > cols, _dot(a_m, tl.trans(b_m), None, PREC), 0.0)
+        Aak = tl.where(rows > cols, _dot(a_m, tl.trans(k_m), None, PREC), 0.0)
+        Arb = tl.where(rows >= cols, _dot(r_m, tl.trans(b_m), None, PREC), 0.0)
+        Ark = tl.where(rows >= cols, _dot(r_m, tl.trans(k_m), None, PREC), 0.0)
         Z = _unit_lower_inverse(Aab, L)
-        W = _hi_dot(Z, a_m * eGm, None, PREC)
-        U = _hi_dot(Z, Aak, None, PREC)
-        SA = _hi_dot(U, v32, _hi_dot(W, tl.load(s0_ptr + nnT), None, PREC), PREC)  # sa_t of the chunk's rows
+        W = _dot(Z, a_m * eGm, None, PREC)
+        U = _dot(Z, Aak, None, PREC)
+        SA = _dot(U, v32, _dot(W, tl.load(s0_ptr + nnT), None, PREC), PREC)  # sa_t of the chunk's rows
         dY = gf[:, None] * dy32
-        X = _hi_dot(tl.trans(Arb), dY, _hi_dot(b_m * eGLm, dST, None, PREC), PREC)  # dL/dSA
-        D = _hi_dot(tl.trans(Z), X, None, PREC)  # dL/d(right-hand side of SA)
+        X = _dot(tl.trans(Arb), dY, _dot(b_m * eGLm, dST, None, PREC), PREC)  # dL/dSA
+        D = _dot(tl.trans(Z), X, None, PREC)  # dL/d(right-hand side of SA)
         return lg, E, eGm, eGLm, GL, a_m, b_m, k_m, r_m, v32, dy32, gf, dY, Aak, Ark, SA, D
 
     @triton.jit
@@ -250,8 +269,8 @@ if HAS_TRITON:
                 tl.trans(dS), dirn, nnT, L, PREC)  # fmt: skip
             dS = dS * _exp(GL)[None, :]
             if DROP != 1:  # DROP (tests only): 1 drops dS's sa path, 2 the state's decay term of dw
-                dS = _hi_dot(tl.trans(D), a_m * eGm, dS, PREC)
-            dS = _hi_dot(tl.trans(dY), r_m * eGm, dS, PREC)
+                dS = _dot(tl.trans(D), a_m * eGm, dS, PREC)
+            dS = _dot(tl.trans(dY), r_m * eGm, dS, PREC)
 
     @triton.jit
     def _bi_wkv7_chunked_bwd_chunk_kernel(
@@ -286,33 +305,33 @@ if HAS_TRITON:
         lg, E, eGm, eGLm, GL, a_m, b_m, k_m, r_m, v32, dy32, gf, dY, Aak, Ark, SA, D = _chunk_front(
             r, w, k, v, a, b, g, dy, off, m2, g + gbase + tok.to(tl.int64) * g_st, valid, s0_ptr, dST, dirn, nnT,
             L, PREC)  # fmt: skip
-        dv_c = _hi_dot(tl.trans(Aak), D, _hi_dot(tl.trans(Ark), dY, _hi_dot(k_m * eGLm, dST, None, PREC), PREC), PREC)
+        dv_c = _dot(tl.trans(Aak), D, _dot(tl.trans(Ark), dY, _dot(k_m * eGLm, dST, None, PREC), PREC), PREC)
         tl.atomic_add(dv + off, dv_c, mask=m2, sem="relaxed")
-        dAab = tl.where(rows > cols, _hi_dot(D, tl.trans(SA), None, PREC), 0.0)
-        dAak = tl.where(rows > cols, _hi_dot(D, tl.trans(v32), None, PREC), 0.0)
-        dArb_u = tl.where(rows >= cols, _hi_dot(dy32, tl.trans(SA), None, PREC), 0.0)
-        dArk_u = tl.where(rows >= cols, _hi_dot(dy32, tl.trans(v32), None, PREC), 0.0)
+        dAab = tl.where(rows > cols, _dot(D, tl.trans(SA), None, PREC), 0.0)
+        dAak = tl.where(rows > cols, _dot(D, tl.trans(v32), None, PREC), 0.0)
+        dArb_u = tl.where(rows >= cols, _dot(dy32, tl.trans(SA), None, PREC), 0.0)
+        dArk_u = tl.where(rows >= cols, _dot(dy32, tl.trans(v32), None, PREC), 0.0)
         dArb = gf[:, None] * dArb_u
         dArk = gf[:, None] * dArk_u
         S0 = tl.load(s0_ptr + nn)
-        da_m = _hi_dot(dAak, k_m, _hi_dot(dAab, b_m, eGm * _hi_dot(D, S0, None, PREC), PREC), PREC)
+        da_m = _dot(dAak, k_m, _dot(dAab, b_m, eGm * _dot(D, S0, None, PREC), PREC), PREC)
         tl.atomic_add(da + off, da_m * E * _exp(-lg), mask=m2, sem="relaxed")
         dGx = a_m * da_m
-        q_m = _hi_dot(dArk_u, k_m, _hi_dot(dArb_u, b_m, eGm * _hi_dot(dy32, S0, None, PREC), PREC), PREC)
+        q_m = _dot(dArk_u, k_m, _dot(dArb_u, b_m, eGm * _dot(dy32, S0, None, PREC), PREC), PREC)
         tl.atomic_add(dr + off, gf[:, None] * q_m * E, mask=m2, sem="relaxed")
         rq = r_m * q_m  # row sums: sum_i dy_i y_dir,i of each token
         tl.atomic_add(dg + (bidx.to(tl.int64) * T + tok) * H + h, sign * tl.sum(rq, axis=1), mask=valid, sem="relaxed")
         dG = gf[:, None] * rq
         dS = tl.load(ds_ptr + nn)
         Bd = b_m * eGLm
-        dBd = _hi_dot(SA, dS, None, PREC)
-        db_m = _hi_dot(tl.trans(dArb), r_m, _hi_dot(tl.trans(dAab), a_m, None, PREC), PREC)
+        dBd = _dot(SA, dS, None, PREC)
+        db_m = _dot(tl.trans(dArb), r_m, _dot(tl.trans(dAab), a_m, None, PREC), PREC)
         tl.atomic_add(db + off, (db_m + eGLm * dBd) / E, mask=m2, sem="relaxed")
         dG -= b_m * db_m
         dGL = Bd * dBd
         Kd = k_m * eGLm
-        dKd = _hi_dot(v32, dS, None, PREC)
-        dk_m = _hi_dot(tl.trans(dArk), r_m, _hi_dot(tl.trans(dAak), a_m, None, PREC), PREC)
+        dKd = _dot(v32, dS, None, PREC)
+        dk_m = _dot(tl.trans(dArk), r_m, _dot(tl.trans(dAak), a_m, None, PREC), PREC)
         tl.atomic_add(dk + off, (dk_m + eGLm * dKd) / E, mask=m2, sem="relaxed")
         dG -= k_m * dk_m
         dGL += Kd * dKd
@@ -344,15 +363,28 @@ def chunked_backward(r, w, k, v, a, b, g, dy, states, *, _drop: int = 0):
         gate, gs = g.contiguous(), (T * H, H, 1)
     dstates = torch.empty_like(states)  # dS leaving each chunk of each direction
     args = (r, w, k, v, a, b, gate, dy, states, dstates)
-    common = dict(N=N, L=CHUNK, PREC=0 if r.dtype == torch.float32 else 1, DROP=int(_drop), num_stages=1)
-    _bi_wkv7_chunked_bwd_state_kernel[(2, B * H)](*args, T, H, *gs, C, num_warps=STATE_WARPS, **common)
-    _bi_wkv7_chunked_bwd_chunk_kernel[(C, 2, B * H)](*args, *bufs, dg, T, H, *gs, C, num_warps=CHUNK_WARPS, **common)
+    common = dict(N=N, L=CHUNK, DROP=int(_drop), num_stages=1)
+    _bi_wkv7_chunked_bwd_state_kernel[(2, B * H)](
+        *args, T, H, *gs, C, PREC=precision(r.dtype, "state"), num_warps=STATE_WARPS, **common
+    )
+    _bi_wkv7_chunked_bwd_chunk_kernel[(C, 2, B * H)](
+        *args, *bufs, dg, T, H, *gs, C, PREC=precision(r.dtype, "chunk"), num_warps=CHUNK_WARPS, **common
+    )
     grads = tuple(x if r.dtype == torch.float32 else x.to(r.dtype) for x in bufs)
     return (*grads, None if g is None else dg.to(g.dtype))
 
 
 STATE_WARPS = 8
 CHUNK_WARPS = 8
+_DOTS = {0: "ieee", 1: "tf32", 2: "3xtf32"}
+
+
+def precision(dtype: torch.dtype, kernel: str) -> int:
+    """The ``PREC`` of a kernel's dots: TF32-rn for 16-bit I/O; for float32 I/O exact float32 in the
+    state kernel and split 3xTF32 in the chunk kernel (exact FMA dots spill there at sm_90)."""
+    if dtype != torch.float32:
+        return 1
+    return 0 if kernel == "state" else 2
 
 
 # ---------------------------------------------------------------------------------- compile report
@@ -367,14 +399,19 @@ def kernel_variants() -> list[dict]:
         fp32 = ("states", "dstates")
         scalars = {n: "i32" for n in ("T", "H", "g_sb", "g_st", "g_sh", "C")}
         consts = {n: "constexpr" for n in ("N", "L", "PREC", "DROP")}
-        prec = 0 if dtype == torch.float32 else 1
-        const = {"N": HEAD_SIZE, "L": CHUNK, "PREC": prec, "DROP": 0}
         dt = str(dtype).replace("torch.", "")
-        dots = "ieee" if prec == 0 else "tf32"
-        for fn, ptrs, warps in (
-            (_bi_wkv7_chunked_bwd_state_kernel, fp32, STATE_WARPS),
-            (_bi_wkv7_chunked_bwd_chunk_kernel, fp32 + ("dr", "dw", "dk", "dv", "da", "db", "dg"), CHUNK_WARPS),
+        for fn, ptrs, warps, kind in (
+            (_bi_wkv7_chunked_bwd_state_kernel, fp32, STATE_WARPS, "state"),
+            (
+                _bi_wkv7_chunked_bwd_chunk_kernel,
+                fp32 + ("dr", "dw", "dk", "dv", "da", "db", "dg"),
+                CHUNK_WARPS,
+                "chunk",
+            ),
         ):
+            prec = precision(dtype, kind)
+            dots = _DOTS[prec]
+            const = {"N": HEAD_SIZE, "L": CHUNK, "PREC": prec, "DROP": 0}
             sig = dict(io, **{n: "*fp32" for n in ptrs}, **scalars, **consts)
             out.append(dict(impl=IMPL, fn=fn, signature=sig, constexprs=const, align=True,
                             options={"num_warps": warps, "num_stages": 1},
