@@ -274,10 +274,16 @@ if HAS_TRITON:
 
     @triton.jit
     def _bi_wkv7_chunked_bwd_chunk_kernel(
-        r, w, k, v, a, b, g, dy, states, dstates, dr, dw, dk, dv, da, db, dg, T, H, g_sb, g_st, g_sh, C,
-        N: tl.constexpr, L: tl.constexpr, PREC: tl.constexpr, DROP: tl.constexpr,
+        r, w, k, v, a, b, g, dy, states, dstates, dr, dw, dk, dv, da, db, dg, dlw, T, H, g_sb, g_st, g_sh, C,
+        N: tl.constexpr, L: tl.constexpr, PREC: tl.constexpr, DROP: tl.constexpr, PART: tl.constexpr,
     ):  # fmt: skip
-        """Every gradient of one chunk of one direction, from its entering state and leaving dS."""
+        """Every gradient of one chunk of one direction, from its entering state and leaving dS.
+
+        ``PART`` 0: all of it. 1 and 2 (two launches, in that order) split the work after the
+        shared front: 1 does dv, da, dr, dg and stores its part of ``dlg`` (float32 workspace
+        ``dlw`` [2, B, T, H, N]), 2 does db, dk and adds the rest of ``dlg`` into dw (fewer live
+        registers per launch: no spills for the float32 variant).
+        """
         c = tl.program_id(0)
         dirn = tl.program_id(1)
         pid_bh = tl.program_id(2)
@@ -305,43 +311,55 @@ if HAS_TRITON:
         lg, E, eGm, eGLm, GL, a_m, b_m, k_m, r_m, v32, dy32, gf, dY, Aak, Ark, SA, D = _chunk_front(
             r, w, k, v, a, b, g, dy, off, m2, g + gbase + tok.to(tl.int64) * g_st, valid, s0_ptr, dST, dirn, nnT,
             L, PREC)  # fmt: skip
-        dv_c = _dot(tl.trans(Aak), D, _dot(tl.trans(Ark), dY, _dot(k_m * eGLm, dST, None, PREC), PREC), PREC)
-        tl.atomic_add(dv + off, dv_c, mask=m2, sem="relaxed")
         dAab = tl.where(rows > cols, _dot(D, tl.trans(SA), None, PREC), 0.0)
         dAak = tl.where(rows > cols, _dot(D, tl.trans(v32), None, PREC), 0.0)
         dArb_u = tl.where(rows >= cols, _dot(dy32, tl.trans(SA), None, PREC), 0.0)
         dArk_u = tl.where(rows >= cols, _dot(dy32, tl.trans(v32), None, PREC), 0.0)
-        dArb = gf[:, None] * dArb_u
-        dArk = gf[:, None] * dArk_u
-        S0 = tl.load(s0_ptr + nn)
-        da_m = _dot(dAak, k_m, _dot(dAab, b_m, eGm * _dot(D, S0, None, PREC), PREC), PREC)
-        tl.atomic_add(da + off, da_m * E * _exp(-lg), mask=m2, sem="relaxed")
-        dGx = a_m * da_m
-        q_m = _dot(dArk_u, k_m, _dot(dArb_u, b_m, eGm * _dot(dy32, S0, None, PREC), PREC), PREC)
-        tl.atomic_add(dr + off, gf[:, None] * q_m * E, mask=m2, sem="relaxed")
-        rq = r_m * q_m  # row sums: sum_i dy_i y_dir,i of each token
-        tl.atomic_add(dg + (bidx.to(tl.int64) * T + tok) * H + h, sign * tl.sum(rq, axis=1), mask=valid, sem="relaxed")
-        dG = gf[:, None] * rq
-        dS = tl.load(ds_ptr + nn)
-        Bd = b_m * eGLm
-        dBd = _dot(SA, dS, None, PREC)
-        db_m = _dot(tl.trans(dArb), r_m, _dot(tl.trans(dAab), a_m, None, PREC), PREC)
-        tl.atomic_add(db + off, (db_m + eGLm * dBd) / E, mask=m2, sem="relaxed")
-        dG -= b_m * db_m
-        dGL = Bd * dBd
-        Kd = k_m * eGLm
-        dKd = _dot(v32, dS, None, PREC)
-        dk_m = _dot(tl.trans(dArk), r_m, _dot(tl.trans(dAak), a_m, None, PREC), PREC)
-        tl.atomic_add(dk + off, (dk_m + eGLm * dKd) / E, mask=m2, sem="relaxed")
-        dG -= k_m * dk_m
-        dGL += Kd * dKd
-        dG -= dGL
-        dGLs = tl.sum(dGL, axis=0)
-        if DROP != 2:
-            dGLs += _exp(GL) * tl.sum(dS * S0, axis=0)
+        dG = tl.zeros([L, N], dtype=tl.float32)
+        dGx = tl.zeros([L, N], dtype=tl.float32)
+        dGLs = tl.zeros([N], dtype=tl.float32)
+        if PART != 2:
+            dv_c = _dot(tl.trans(Aak), D, _dot(tl.trans(Ark), dY, _dot(k_m * eGLm, dST, None, PREC), PREC), PREC)
+            tl.atomic_add(dv + off, dv_c, mask=m2, sem="relaxed")
+            S0 = tl.load(s0_ptr + nn)
+            da_m = _dot(dAak, k_m, _dot(dAab, b_m, eGm * _dot(D, S0, None, PREC), PREC), PREC)
+            tl.atomic_add(da + off, da_m * E * _exp(-lg), mask=m2, sem="relaxed")
+            dGx = a_m * da_m
+            q_m = _dot(dArk_u, k_m, _dot(dArb_u, b_m, eGm * _dot(dy32, S0, None, PREC), PREC), PREC)
+            tl.atomic_add(dr + off, gf[:, None] * q_m * E, mask=m2, sem="relaxed")
+            rq = r_m * q_m  # row sums: sum_i dy_i y_dir,i of each token
+            tok_g = (bidx.to(tl.int64) * T + tok) * H + h
+            tl.atomic_add(dg + tok_g, sign * tl.sum(rq, axis=1), mask=valid, sem="relaxed")
+            dG = gf[:, None] * rq
+        if PART != 1:
+            dArb = gf[:, None] * dArb_u
+            dArk = gf[:, None] * dArk_u
+            dS = tl.load(ds_ptr + nn)
+            Bd = b_m * eGLm
+            dBd = _dot(SA, dS, None, PREC)
+            db_m = _dot(tl.trans(dArb), r_m, _dot(tl.trans(dAab), a_m, None, PREC), PREC)
+            tl.atomic_add(db + off, (db_m + eGLm * dBd) / E, mask=m2, sem="relaxed")
+            dG -= b_m * db_m
+            dGL = Bd * dBd
+            Kd = k_m * eGLm
+            dKd = _dot(v32, dS, None, PREC)
+            dk_m = _dot(tl.trans(dArk), r_m, _dot(tl.trans(dAak), a_m, None, PREC), PREC)
+            tl.atomic_add(dk + off, (dk_m + eGLm * dKd) / E, mask=m2, sem="relaxed")
+            dG -= k_m * dk_m
+            dGL += Kd * dKd
+            dG -= dGL
+            dGLs = tl.sum(dGL, axis=0)
+            if DROP != 2:
+                dGLs += _exp(GL) * tl.sum(dS * tl.load(s0_ptr + nn), axis=0)
         # decays: the products x dx, then the reverse cumulative sums
         dlg = _rev_cumsum(dG) + _rev_cumsum(dGx) - dGx + dGLs[None, :]
-        tl.atomic_add(dw + off, dlg * lg, mask=m2, sem="relaxed")
+        dl_ptr = dlw + dirn.to(tl.int64) * BH * T * N + off
+        if PART == 1:
+            tl.store(dl_ptr, dlg, mask=m2)
+        else:
+            if PART == 2:
+                dlg += tl.load(dl_ptr, mask=m2, other=0.0)
+            tl.atomic_add(dw + off, dlg * lg, mask=m2, sem="relaxed")
 
 
 def chunked_backward(r, w, k, v, a, b, g, dy, states, *, _drop: int = 0):
@@ -367,9 +385,13 @@ def chunked_backward(r, w, k, v, a, b, g, dy, states, *, _drop: int = 0):
     _bi_wkv7_chunked_bwd_state_kernel[(2, B * H)](
         *args, T, H, *gs, C, PREC=precision(r.dtype, "state"), num_warps=STATE_WARPS, **common
     )
-    _bi_wkv7_chunked_bwd_chunk_kernel[(C, 2, B * H)](
-        *args, *bufs, dg, T, H, *gs, C, PREC=precision(r.dtype, "chunk"), num_warps=CHUNK_WARPS, **common
-    )
+    prec = precision(r.dtype, "chunk")
+    parts = CHUNK_PARTS[prec]
+    dlw = torch.empty((2, *r.shape), dtype=torch.float32, device=r.device) if len(parts) > 1 else bufs[1]
+    for part in parts:
+        _bi_wkv7_chunked_bwd_chunk_kernel[(C, 2, B * H)](
+            *args, *bufs, dg, dlw, T, H, *gs, C, PREC=prec, PART=part, num_warps=CHUNK_WARPS, **common
+        )
     grads = tuple(x if r.dtype == torch.float32 else x.to(r.dtype) for x in bufs)
     return (*grads, None if g is None else dg.to(g.dtype))
 
@@ -377,6 +399,8 @@ def chunked_backward(r, w, k, v, a, b, g, dy, states, *, _drop: int = 0):
 STATE_WARPS = 8
 CHUNK_WARPS = 8
 _DOTS = {0: "ieee", 1: "tf32", 2: "3xtf32"}
+#: The chunk kernel's launches by dot precision: one (PART 0) for TF32, two halves for the float32 paths.
+CHUNK_PARTS = {0: (1, 2), 1: (0,), 2: (1, 2)}
 
 
 def precision(dtype: torch.dtype, kernel: str) -> int:
@@ -394,28 +418,25 @@ _TL_PTR = {torch.float32: "*fp32", torch.bfloat16: "*bf16", torch.float16: "*fp1
 def kernel_variants() -> list[dict]:
     """Every specialisation :func:`chunked_backward` launches, in the form ``_gpu.triton_compile_rows`` takes."""
     out = []
+    chunk_ptrs = ("states", "dstates", "dr", "dw", "dk", "dv", "da", "db", "dg", "dlw")
+    kernels = ((_bi_wkv7_chunked_bwd_state_kernel, ("states", "dstates"), STATE_WARPS, "state"),
+               (_bi_wkv7_chunked_bwd_chunk_kernel, chunk_ptrs, CHUNK_WARPS, "chunk"))  # fmt: skip
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
-        io = {n: _TL_PTR[dtype] for n in ("r", "w", "k", "v", "a", "b", "g", "dy")}
-        fp32 = ("states", "dstates")
-        scalars = {n: "i32" for n in ("T", "H", "g_sb", "g_st", "g_sh", "C")}
-        consts = {n: "constexpr" for n in ("N", "L", "PREC", "DROP")}
         dt = str(dtype).replace("torch.", "")
-        for fn, ptrs, warps, kind in (
-            (_bi_wkv7_chunked_bwd_state_kernel, fp32, STATE_WARPS, "state"),
-            (
-                _bi_wkv7_chunked_bwd_chunk_kernel,
-                fp32 + ("dr", "dw", "dk", "dv", "da", "db", "dg"),
-                CHUNK_WARPS,
-                "chunk",
-            ),
-        ):
+        for fn, ptrs, warps, kind in kernels:
             prec = precision(dtype, kind)
-            dots = _DOTS[prec]
-            const = {"N": HEAD_SIZE, "L": CHUNK, "PREC": prec, "DROP": 0}
-            sig = dict(io, **{n: "*fp32" for n in ptrs}, **scalars, **consts)
-            out.append(dict(impl=IMPL, fn=fn, signature=sig, constexprs=const, align=True,
-                            options={"num_warps": warps, "num_stages": 1},
-                            config=f"bwd {dt} L={CHUNK} warps={warps} dots={dots}"))  # fmt: skip
+            for part in CHUNK_PARTS[prec] if kind == "chunk" else (None,):
+                sig = {n: _TL_PTR[dtype] for n in ("r", "w", "k", "v", "a", "b", "g", "dy")}
+                sig.update({n: "*fp32" for n in ptrs})
+                sig.update({n: "i32" for n in ("T", "H", "g_sb", "g_st", "g_sh", "C")})
+                sig.update({n: "constexpr" for n in ("N", "L", "PREC", "DROP")})
+                const = {"N": HEAD_SIZE, "L": CHUNK, "PREC": prec, "DROP": 0}
+                label = f"bwd {dt} L={CHUNK} warps={warps} dots={_DOTS[prec]}"
+                if part is not None:
+                    const["PART"], sig["PART"] = part, "constexpr"
+                    label += f" part={part}"
+                out.append(dict(impl=IMPL, fn=fn, signature=sig, constexprs=const, align=True,
+                                options={"num_warps": warps, "num_stages": 1}, config=label))  # fmt: skip
     return out
 
 
