@@ -37,14 +37,30 @@ and the decays by the products ``x dx`` (which do not depend on the factoring po
 direction comes for free: ``sum_i dy_i y_dir,i = r . q`` with ``q = dr / gate`` (the
 ``dY``-linear part, computed from the unscaled ``dy``), so ``dg = r . q_fwd - r . q_rev``.
 
-Kernel: one program per (direction, batch * head), grid ``(2, B * H)``, holding the entering
-state ``S0`` (loaded from ``states``) and the carried ``dS`` as [64, 64] float32 tiles; per chunk
-eight [16, 64] x [64, 64] dots touch them, the rest is [16, 16] work. The two directions add
-their contributions with ``tl.atomic_add`` into zeroed float32 buffers: every element receives
-exactly two adds onto 0.0, and ``fl(0 + x) + y = fl(0 + y) + x``, so the result does not depend on
-which direction comes first (deterministic); ``dg`` likewise (``+r.q_fwd``, ``-r.q_rev``). The
-gradients are converted to the I/O dtype on the host. Dots: exact float32 (``ieee``) for
-float32 I/O, TF32 rounded to nearest for bfloat16/float16 I/O (the forward's choices).
+Kernels (four launches: one program per (direction, head) doing all of it spilled registers at
+sm_90, and would leave most SMs idle at batch 1):
+
+* the state kernel, grid ``(2, B * H)``: a program per (direction, batch * head) walks the chunks
+  in reverse scan order with ``dS`` as a [64, 64] float32 register tile, stores the ``dS``
+  leaving each chunk (``dstates``, the layout of ``states``) and the chunk's ``SA`` and ``D``
+  ([16, 64] each), and updates ``dS`` (four [16, 64] x [64, 64]-sized dots per chunk: ``W S0^T``,
+  ``Bd dS^T`` and the hand-over's two; no gradient output).
+* the chunk kernel, grid ``(C, 2, B * H)``, every chunk of both directions in parallel, in three
+  parts (launched in order; one kernel doing all of it spills): part 1 dv, da, dr, dg and its
+  share of ``dlg``; part 2 db and the state's decay term; part 3 dk and the rest of ``dlg`` -> dw.
+  The shares of ``dlg`` pass through a float32 workspace ``[2, B, T, H, N]`` (plain stores: one
+  writer per element per part).
+
+The two directions add their contributions with ``tl.atomic_add`` into zeroed float32 buffers:
+every element receives exactly two adds onto 0.0, and ``fl(0 + x) + y = fl(0 + y) + x``, so the
+result does not depend on which direction comes first (deterministic); ``dg`` likewise
+(``+r.q_fwd``, ``-r.q_rev``). The gradients are converted to the I/O dtype on the host. Dots:
+exact float32 (``ieee``) for float32 I/O, TF32 rounded to nearest for bfloat16/float16 I/O (the
+forward's choices); ``(I - Aab)^-1`` by the forward's exact repeated squaring.
+
+Workspace (float32, per (token, head) per direction): ``dstates`` 1024 bytes (16 KB per chunk,
+as ``states``), ``SA`` and ``D`` 512 bytes, the ``dlg`` shares 256 bytes; nothing is saved by
+the forward beyond ``states``. All of it is unmeasured on a GPU.
 
 :func:`chunked_backward_torch` is the same algorithm in PyTorch (any float dtype; the tests run
 it in float64 against autograd of the reference, independently of the Triton port).
@@ -175,7 +191,7 @@ def chunked_backward_torch(r, w, k, v, a, b, g, dy, states, dtype: torch.dtype =
 
 # ---------------------------------------------------------------------------------- Triton kernel
 if HAS_TRITON:
-    from wkvbench.impls.bi_wkv7_triton import _exp, _hi_dot, _tf32_rn, _unit_lower_inverse
+    from wkvbench.impls.bi_wkv7_triton import _exp, _hi_dot, _unit_lower_inverse
 
     @triton.jit
     def _rev_cumsum(x):
@@ -183,29 +199,15 @@ if HAS_TRITON:
         return tl.sum(x, axis=0)[None, :] - tl.cumsum(x, axis=0) + x
 
     @triton.jit
-    def _dot(x, y, acc, PREC: tl.constexpr):
-        """A dot of the backward: exact float32 (0), TF32 rounded to nearest (1) or split 3xTF32 (2).
+    def _chunk_front(r, w, k, v, a, b, g, dy, off, m2, gptr, valid, s0_ptr, dS, dirn, nnT, sad_ptr,
+                     L: tl.constexpr, N: tl.constexpr, PREC: tl.constexpr, SOLVE: tl.constexpr):  # fmt: skip
+        """One chunk's forward key side, SA, and the backward through SA's solve.
 
-        3xTF32: ``x = xh + xl`` with both halves rounded to TF32, ``xh yh + xh yl + xl yh`` on the
-        tensor cores (the products of TF32 values are exact in float32; the dropped ``xl yl`` is
-        ~2^-22 relative): float32 accuracy in the MMA register layout, which the FMA layout of an
-        exact float32 dot would need spills for. The interpreter reproduces it bit for bit
-        (the operands are rounded explicitly).
+        ``SOLVE`` (the state kernel): compute ``SA`` and ``D`` and store them at ``sad_ptr``;
+        otherwise (the chunk kernel) load them from there.
         """
-        if PREC == 2:
-            xh = _tf32_rn(x)
-            yh = _tf32_rn(y)
-            acc = tl.dot(xh, _tf32_rn(y - yh), acc, input_precision="tf32")
-            acc = tl.dot(_tf32_rn(x - xh), yh, acc, input_precision="tf32")
-            return tl.dot(xh, yh, acc, input_precision="tf32")
-        else:
-            return _hi_dot(x, y, acc, PREC)
-
-    @triton.jit
-    def _chunk_front(r, w, k, v, a, b, g, dy, off, m2, gptr, valid, s0_ptr, dST, dirn, nnT,
-                     L: tl.constexpr, PREC: tl.constexpr):  # fmt: skip
-        """One chunk's forward key side, SA, and the backward through SA's solve (both kernels use it)."""
         offs_l = tl.arange(0, L)
+        lnn = offs_l[:, None] * N + tl.arange(0, N)[None, :]
         rows = offs_l[:, None]
         cols = offs_l[None, :]
         MID: tl.constexpr = L // 2
@@ -224,25 +226,31 @@ if HAS_TRITON:
         r_m = tl.load(r + off, mask=m2, other=0.0).to(tl.float32) * E
         v32 = tl.load(v + off, mask=m2, other=0.0).to(tl.float32)
         dy32 = tl.load(dy + off, mask=m2, other=0.0).to(tl.float32)
-        Aab = tl.where(rows > cols, _dot(a_m, tl.trans(b_m), None, PREC), 0.0)
-        Aak = tl.where(rows > cols, _dot(a_m, tl.trans(k_m), None, PREC), 0.0)
-        Arb = tl.where(rows >= cols, _dot(r_m, tl.trans(b_m), None, PREC), 0.0)
-        Ark = tl.where(rows >= cols, _dot(r_m, tl.trans(k_m), None, PREC), 0.0)
-        Z = _unit_lower_inverse(Aab, L)
-        W = _dot(Z, a_m * eGm, None, PREC)
-        U = _dot(Z, Aak, None, PREC)
-        SA = _dot(U, v32, _dot(W, tl.load(s0_ptr + nnT), None, PREC), PREC)  # sa_t of the chunk's rows
+        Aak = tl.where(rows > cols, _hi_dot(a_m, tl.trans(k_m), None, PREC), 0.0)
+        Ark = tl.where(rows >= cols, _hi_dot(r_m, tl.trans(k_m), None, PREC), 0.0)
         dY = gf[:, None] * dy32
-        X = _dot(tl.trans(Arb), dY, _dot(b_m * eGLm, dST, None, PREC), PREC)  # dL/dSA
-        D = _dot(tl.trans(Z), X, None, PREC)  # dL/d(right-hand side of SA)
+        if SOLVE:
+            Aab = tl.where(rows > cols, _hi_dot(a_m, tl.trans(b_m), None, PREC), 0.0)
+            Arb = tl.where(rows >= cols, _hi_dot(r_m, tl.trans(b_m), None, PREC), 0.0)
+            Z = _unit_lower_inverse(Aab, L)
+            W = _hi_dot(Z, a_m * eGm, None, PREC)
+            U = _hi_dot(Z, Aak, None, PREC)
+            SA = _hi_dot(U, v32, _hi_dot(W, tl.load(s0_ptr + nnT), None, PREC), PREC)  # sa_t of the chunk's rows
+            X = _hi_dot(tl.trans(Arb), dY, _hi_dot(b_m * eGLm, tl.trans(dS), None, PREC), PREC)  # dL/dSA
+            D = _hi_dot(tl.trans(Z), X, None, PREC)  # dL/d(right-hand side of SA)
+            tl.store(sad_ptr + lnn, SA)
+            tl.store(sad_ptr + L * N + lnn, D)
+        else:
+            SA = tl.load(sad_ptr + lnn)
+            D = tl.load(sad_ptr + L * N + lnn)
         return lg, E, eGm, eGLm, GL, a_m, b_m, k_m, r_m, v32, dy32, gf, dY, Aak, Ark, SA, D
 
     @triton.jit
     def _bi_wkv7_chunked_bwd_state_kernel(
-        r, w, k, v, a, b, g, dy, states, dstates, T, H, g_sb, g_st, g_sh, C,
+        r, w, k, v, a, b, g, dy, states, dstates, sad, T, H, g_sb, g_st, g_sh, C,
         N: tl.constexpr, L: tl.constexpr, PREC: tl.constexpr, DROP: tl.constexpr,
     ):  # fmt: skip
-        """Walk the chunks in reverse scan order carrying dS; store the dS leaving each chunk."""
+        """Walk the chunks in reverse scan order carrying dS; store the dS leaving each chunk, SA and D."""
         dirn = tl.program_id(0)
         pid_bh = tl.program_id(1)
         BH = tl.num_programs(1)
@@ -264,25 +272,26 @@ if HAS_TRITON:
             off = base + tok.to(tl.int64)[:, None] * stride_t + offs_n[None, :]
             idx = ((dirn * BH + pid_bh) * C + c).to(tl.int64) * (N * N)
             tl.store(dstates + idx + nn, dS)
+            sad_ptr = sad + ((dirn * BH + pid_bh) * C + c).to(tl.int64) * (2 * L * N)
             lg, E, eGm, eGLm, GL, a_m, b_m, k_m, r_m, v32, dy32, gf, dY, Aak, Ark, SA, D = _chunk_front(
                 r, w, k, v, a, b, g, dy, off, m2, g + gbase + tok.to(tl.int64) * g_st, valid, states + idx,
-                tl.trans(dS), dirn, nnT, L, PREC)  # fmt: skip
+                dS, dirn, nnT, sad_ptr, L, N, PREC, True)  # fmt: skip
             dS = dS * _exp(GL)[None, :]
             if DROP != 1:  # DROP (tests only): 1 drops dS's sa path, 2 the state's decay term of dw
-                dS = _dot(tl.trans(D), a_m * eGm, dS, PREC)
-            dS = _dot(tl.trans(dY), r_m * eGm, dS, PREC)
+                dS = _hi_dot(tl.trans(D), a_m * eGm, dS, PREC)
+            dS = _hi_dot(tl.trans(dY), r_m * eGm, dS, PREC)
 
     @triton.jit
     def _bi_wkv7_chunked_bwd_chunk_kernel(
-        r, w, k, v, a, b, g, dy, states, dstates, dr, dw, dk, dv, da, db, dg, dlw, T, H, g_sb, g_st, g_sh, C,
+        r, w, k, v, a, b, g, dy, states, dstates, sad, dr, dw, dk, dv, da, db, dg, dlw, T, H, g_sb, g_st, g_sh, C,
         N: tl.constexpr, L: tl.constexpr, PREC: tl.constexpr, DROP: tl.constexpr, PART: tl.constexpr,
     ):  # fmt: skip
         """Every gradient of one chunk of one direction, from its entering state and leaving dS.
 
-        ``PART`` 0: all of it. 1 and 2 (two launches, in that order) split the work after the
-        shared front: 1 does dv, da, dr, dg and stores its part of ``dlg`` (float32 workspace
-        ``dlw`` [2, B, T, H, N]), 2 does db, dk and adds the rest of ``dlg`` into dw (fewer live
-        registers per launch: no spills for the float32 variant).
+        ``PART`` 1, 2, 3 (three launches, in that order) split the work: 1 does dv,
+        da, dr, dg and stores its part of ``dlg`` (float32 workspace ``dlw`` [2, B, T, H, N]),
+        2 db and the state's decay term, adds its part of ``dlg`` there, 3 dk and adds the rest of ``dlg`` into dw
+        (fewer live registers per launch: what the float32 variant needs to run without spills).
         """
         c = tl.program_id(0)
         dirn = tl.program_id(1)
@@ -307,65 +316,67 @@ if HAS_TRITON:
         idx = ((dirn * BH + pid_bh) * C + c).to(tl.int64) * (N * N)
         s0_ptr = states + idx
         ds_ptr = dstates + idx
-        dST = tl.load(ds_ptr + nnT)
+        sad_ptr = sad + ((dirn * BH + pid_bh) * C + c).to(tl.int64) * (2 * L * N)
         lg, E, eGm, eGLm, GL, a_m, b_m, k_m, r_m, v32, dy32, gf, dY, Aak, Ark, SA, D = _chunk_front(
-            r, w, k, v, a, b, g, dy, off, m2, g + gbase + tok.to(tl.int64) * g_st, valid, s0_ptr, dST, dirn, nnT,
-            L, PREC)  # fmt: skip
-        dAab = tl.where(rows > cols, _dot(D, tl.trans(SA), None, PREC), 0.0)
-        dAak = tl.where(rows > cols, _dot(D, tl.trans(v32), None, PREC), 0.0)
-        dArb_u = tl.where(rows >= cols, _dot(dy32, tl.trans(SA), None, PREC), 0.0)
-        dArk_u = tl.where(rows >= cols, _dot(dy32, tl.trans(v32), None, PREC), 0.0)
+            r, w, k, v, a, b, g, dy, off, m2, g + gbase + tok.to(tl.int64) * g_st, valid, s0_ptr, None, dirn, nnT,
+            sad_ptr, L, N, PREC, False)  # fmt: skip
+        dAab = tl.where(rows > cols, _hi_dot(D, tl.trans(SA), None, PREC), 0.0)
+        dAak = tl.where(rows > cols, _hi_dot(D, tl.trans(v32), None, PREC), 0.0)
+        dArb_u = tl.where(rows >= cols, _hi_dot(dy32, tl.trans(SA), None, PREC), 0.0)
+        dArk_u = tl.where(rows >= cols, _hi_dot(dy32, tl.trans(v32), None, PREC), 0.0)
         dG = tl.zeros([L, N], dtype=tl.float32)
         dGx = tl.zeros([L, N], dtype=tl.float32)
         dGLs = tl.zeros([N], dtype=tl.float32)
-        if PART != 2:
-            dv_c = _dot(tl.trans(Aak), D, _dot(tl.trans(Ark), dY, _dot(k_m * eGLm, dST, None, PREC), PREC), PREC)
+        if PART == 1:
+            dv_c = _hi_dot(
+                tl.trans(Aak),
+                D,
+                _hi_dot(tl.trans(Ark), dY, _hi_dot(k_m * eGLm, tl.load(ds_ptr + nnT), None, PREC), PREC),
+                PREC,
+            )
             tl.atomic_add(dv + off, dv_c, mask=m2, sem="relaxed")
             S0 = tl.load(s0_ptr + nn)
-            da_m = _dot(dAak, k_m, _dot(dAab, b_m, eGm * _dot(D, S0, None, PREC), PREC), PREC)
+            da_m = _hi_dot(dAak, k_m, _hi_dot(dAab, b_m, eGm * _hi_dot(D, S0, None, PREC), PREC), PREC)
             tl.atomic_add(da + off, da_m * E * _exp(-lg), mask=m2, sem="relaxed")
             dGx = a_m * da_m
-            q_m = _dot(dArk_u, k_m, _dot(dArb_u, b_m, eGm * _dot(dy32, S0, None, PREC), PREC), PREC)
+            q_m = _hi_dot(dArk_u, k_m, _hi_dot(dArb_u, b_m, eGm * _hi_dot(dy32, S0, None, PREC), PREC), PREC)
             tl.atomic_add(dr + off, gf[:, None] * q_m * E, mask=m2, sem="relaxed")
             rq = r_m * q_m  # row sums: sum_i dy_i y_dir,i of each token
             tok_g = (bidx.to(tl.int64) * T + tok) * H + h
             tl.atomic_add(dg + tok_g, sign * tl.sum(rq, axis=1), mask=valid, sem="relaxed")
             dG = gf[:, None] * rq
-        if PART != 1:
-            dArb = gf[:, None] * dArb_u
-            dArk = gf[:, None] * dArk_u
+        if PART == 2:
             dS = tl.load(ds_ptr + nn)
-            Bd = b_m * eGLm
-            dBd = _dot(SA, dS, None, PREC)
-            db_m = _dot(tl.trans(dArb), r_m, _dot(tl.trans(dAab), a_m, None, PREC), PREC)
-            tl.atomic_add(db + off, (db_m + eGLm * dBd) / E, mask=m2, sem="relaxed")
-            dG -= b_m * db_m
-            dGL = Bd * dBd
-            Kd = k_m * eGLm
-            dKd = _dot(v32, dS, None, PREC)
-            dk_m = _dot(tl.trans(dArk), r_m, _dot(tl.trans(dAak), a_m, None, PREC), PREC)
-            tl.atomic_add(dk + off, (dk_m + eGLm * dKd) / E, mask=m2, sem="relaxed")
-            dG -= k_m * dk_m
-            dGL += Kd * dKd
-            dG -= dGL
-            dGLs = tl.sum(dGL, axis=0)
             if DROP != 2:
                 dGLs += _exp(GL) * tl.sum(dS * tl.load(s0_ptr + nn), axis=0)
+            dBd = _hi_dot(SA, dS, None, PREC)
+            db_m = _hi_dot(tl.trans(gf[:, None] * dArb_u), r_m, _hi_dot(tl.trans(dAab), a_m, None, PREC), PREC)
+            tl.atomic_add(db + off, (db_m + eGLm * dBd) / E, mask=m2, sem="relaxed")
+            dGL = b_m * eGLm * dBd
+            dG -= b_m * db_m + dGL
+            dGLs += tl.sum(dGL, axis=0)
+        if PART == 3:
+            dKd = _hi_dot(v32, tl.load(ds_ptr + nn), None, PREC)
+            dk_m = _hi_dot(tl.trans(gf[:, None] * dArk_u), r_m, _hi_dot(tl.trans(dAak), a_m, None, PREC), PREC)
+            tl.atomic_add(dk + off, (dk_m + eGLm * dKd) / E, mask=m2, sem="relaxed")
+            dGL = k_m * eGLm * dKd
+            dG -= k_m * dk_m + dGL
+            dGLs += tl.sum(dGL, axis=0)
         # decays: the products x dx, then the reverse cumulative sums
         dlg = _rev_cumsum(dG) + _rev_cumsum(dGx) - dGx + dGLs[None, :]
         dl_ptr = dlw + dirn.to(tl.int64) * BH * T * N + off
-        if PART == 1:
+        if PART >= 2:
+            dlg += tl.load(dl_ptr, mask=m2, other=0.0)
+        if PART < 3:
             tl.store(dl_ptr, dlg, mask=m2)
         else:
-            if PART == 2:
-                dlg += tl.load(dl_ptr, mask=m2, other=0.0)
             tl.atomic_add(dw + off, dlg * lg, mask=m2, sem="relaxed")
 
 
 def chunked_backward(r, w, k, v, a, b, g, dy, states, *, _drop: int = 0):
     """Gradients of Bi-WKV7 from the saved chunk-entry states: ``(dr, dw, dk, dv, da, db, dg or None)``.
 
-    Two launches: the dS chain, grid ``(2, B * H)``, then every chunk's gradients, grid
+    Four launches: the dS chain, grid ``(2, B * H)``, then the chunk kernel's three parts, grid
     ``(C, 2, B * H)``; gradients in the I/O dtype (``dg`` in ``g``'s dtype).
     ``_drop`` (tests only) drops one term of the backward, to show the checks catch it.
     """
@@ -380,15 +391,13 @@ def chunked_backward(r, w, k, v, a, b, g, dy, states, *, _drop: int = 0):
     else:
         gate, gs = g.contiguous(), (T * H, H, 1)
     dstates = torch.empty_like(states)  # dS leaving each chunk of each direction
-    args = (r, w, k, v, a, b, gate, dy, states, dstates)
+    sad = torch.empty((2, B * H, C, 2, CHUNK, N), dtype=torch.float32, device=r.device)  # SA and D of each chunk
+    args = (r, w, k, v, a, b, gate, dy, states, dstates, sad)
     common = dict(N=N, L=CHUNK, DROP=int(_drop), num_stages=1)
-    _bi_wkv7_chunked_bwd_state_kernel[(2, B * H)](
-        *args, T, H, *gs, C, PREC=precision(r.dtype, "state"), num_warps=STATE_WARPS, **common
-    )
-    prec = precision(r.dtype, "chunk")
-    parts = CHUNK_PARTS[prec]
-    dlw = torch.empty((2, *r.shape), dtype=torch.float32, device=r.device) if len(parts) > 1 else bufs[1]
-    for part in parts:
+    prec = precision(r.dtype)
+    _bi_wkv7_chunked_bwd_state_kernel[(2, B * H)](*args, T, H, *gs, C, PREC=prec, num_warps=STATE_WARPS, **common)
+    dlw = torch.empty((2, *r.shape), dtype=torch.float32, device=r.device)  # dlg of parts 1 and 2
+    for part in CHUNK_PARTS:
         _bi_wkv7_chunked_bwd_chunk_kernel[(C, 2, B * H)](
             *args, *bufs, dg, dlw, T, H, *gs, C, PREC=prec, PART=part, num_warps=CHUNK_WARPS, **common
         )
@@ -398,17 +407,14 @@ def chunked_backward(r, w, k, v, a, b, g, dy, states, *, _drop: int = 0):
 
 STATE_WARPS = 8
 CHUNK_WARPS = 8
-_DOTS = {0: "ieee", 1: "tf32", 2: "3xtf32"}
-#: The chunk kernel's launches by dot precision: one (PART 0) for TF32, two halves for the float32 paths.
-CHUNK_PARTS = {0: (1, 2), 1: (0,), 2: (1, 2)}
+_DOTS = {0: "ieee", 1: "tf32"}
+#: The chunk kernel's launches: three parts (one would need ~20% more registers than sm_90 has: spills).
+CHUNK_PARTS = (1, 2, 3)
 
 
-def precision(dtype: torch.dtype, kernel: str) -> int:
-    """The ``PREC`` of a kernel's dots: TF32-rn for 16-bit I/O; for float32 I/O exact float32 in the
-    state kernel and split 3xTF32 in the chunk kernel (exact FMA dots spill there at sm_90)."""
-    if dtype != torch.float32:
-        return 1
-    return 0 if kernel == "state" else 2
+def precision(dtype: torch.dtype) -> int:
+    """The ``PREC`` of the dots: exact float32 (0) for float32 I/O, TF32 rounded to nearest (1) otherwise."""
+    return 0 if dtype == torch.float32 else 1
 
 
 # ---------------------------------------------------------------------------------- compile report
@@ -418,14 +424,14 @@ _TL_PTR = {torch.float32: "*fp32", torch.bfloat16: "*bf16", torch.float16: "*fp1
 def kernel_variants() -> list[dict]:
     """Every specialisation :func:`chunked_backward` launches, in the form ``_gpu.triton_compile_rows`` takes."""
     out = []
-    chunk_ptrs = ("states", "dstates", "dr", "dw", "dk", "dv", "da", "db", "dg", "dlw")
-    kernels = ((_bi_wkv7_chunked_bwd_state_kernel, ("states", "dstates"), STATE_WARPS, "state"),
+    chunk_ptrs = ("states", "dstates", "sad", "dr", "dw", "dk", "dv", "da", "db", "dg", "dlw")
+    kernels = ((_bi_wkv7_chunked_bwd_state_kernel, ("states", "dstates", "sad"), STATE_WARPS, "state"),
                (_bi_wkv7_chunked_bwd_chunk_kernel, chunk_ptrs, CHUNK_WARPS, "chunk"))  # fmt: skip
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
         dt = str(dtype).replace("torch.", "")
         for fn, ptrs, warps, kind in kernels:
-            prec = precision(dtype, kind)
-            for part in CHUNK_PARTS[prec] if kind == "chunk" else (None,):
+            prec = precision(dtype)
+            for part in CHUNK_PARTS if kind == "chunk" else (None,):
                 sig = {n: _TL_PTR[dtype] for n in ("r", "w", "k", "v", "a", "b", "g", "dy")}
                 sig.update({n: "*fp32" for n in ptrs})
                 sig.update({n: "i32" for n in ("T", "H", "g_sb", "g_st", "g_sh", "C")})
