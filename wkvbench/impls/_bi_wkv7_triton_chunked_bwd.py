@@ -83,7 +83,7 @@ IMPL = "triton_chunked"
 
 
 def _check_args(r, w, k, v, a, b, g, dy, states) -> tuple[int, int, int, int, int]:
-    """Shapes, dtypes and contiguity of :func:`chunked_backward`'s arguments; returns (B, T, H, N, C)."""
+    """Shapes and dtypes of :func:`chunked_backward`'s arguments (ValueError, TypeError); returns (B, T, H, N, C)."""
     if not isinstance(r, Tensor) or r.dim() != 4:
         raise ValueError(f"r: expected a [B, T, H, N] tensor, got {getattr(r, 'shape', type(r))}")
     B, T, H, N = r.shape
