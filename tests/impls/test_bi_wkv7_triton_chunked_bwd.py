@@ -1,0 +1,141 @@
+"""The chunked Bi-WKV7 backward (PyTorch form and Triton kernels) against float64 autograd.
+
+The truth is autograd through ``wkvbench.reference.bi_wkv7`` (``wkvbench.gradcheck``). The
+chunk-entry states the backward takes are produced here independently: the float64 reference
+scan run on each prefix (forward direction) and each suffix (reverse direction), rounded to
+float32 as the training forward saves them. tests/conftest.py sets TRITON_INTERPRET=1 without a
+GPU, so the Triton kernels run on CPU tensors. Shapes are tiny: B = 1, H = 1 or 2, N = 64;
+T = 1, 15, 16, 17, 50 (one token, one short chunk, one full chunk, a ragged second chunk,
+four chunks). The default run covers all five T at float32 (realistic decays, with g) and every
+dtype x input variant at T = 17 (with g) and T = 50 (without g); ``docs/notes/
+triton_chunked_backward.md`` lists the worst errors of the full matrix.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from wkvbench import gradcheck, inputs, kernels, reference
+
+pytest.importorskip("triton")
+
+from wkvbench.impls import _bi_wkv7_triton_chunked_bwd as mod  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+NAMES = ("r", "w", "k", "v", "a", "b")
+DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+VARIANTS = ("realistic", "strong_decay", "weak_decay")
+
+
+def chunk_states(x: dict, L: int = mod.CHUNK) -> torch.Tensor:
+    """float32 ``[2, B, H, C, N, N]`` chunk-entry states of both directions, by the float64 reference."""
+    B, T, H, N = x["r"].shape
+    C = -(-T // L)
+    st = torch.zeros(2, B, H, C, N, N, dtype=torch.float64, device=x["r"].device)
+    for c in range(C):
+        if c > 0:
+            st[0, :, :, c] = reference.wkv7(*(x[n][:, : c * L] for n in NAMES))[1]
+        if (c + 1) * L < T:
+            st[1, :, :, c] = reference.wkv7(*(x[n][:, (c + 1) * L :] for n in NAMES), reverse=True)[1]
+    return st.float()
+
+
+def _case(T, dtype, variant="realistic", gate=True, H=1, B=1):
+    x = inputs.bi_wkv7_inputs(B, T, H, 64, dtype=dtype, device=DEVICE, seed=T, variant=variant, gate=gate)
+    dy = gradcheck.make_dy((B, T, H, 64), dtype, DEVICE, seed=T)
+    return x, dy, gradcheck.reference_grads("bi_wkv7", x, dy), chunk_states(x)
+
+
+def _grads(fn, x, dy, states, **kw) -> dict:
+    out = fn(*(x[n] for n in NAMES), x.get("g"), dy, states, **kw)
+    return dict(zip(("r", "w", "k", "v", "a", "b", "g"), out, strict=True))
+
+
+def _check_kernel(T, dtype, variant="realistic", gate=True, H=1, B=1):
+    x, dy, ref, st = _case(T, dtype, variant, gate, H, B)
+    grads = _grads(mod.chunked_backward, x, dy, st)
+    assert (grads["g"] is None) == (not gate)
+    for name, gr in grads.items():
+        if gr is not None:
+            assert gr.dtype == dtype and gr.shape == x[name].shape, name
+    acc = gradcheck.compare_grads(grads, ref, dtype)
+    assert acc.finite and acc.passed, f"{acc.label()} > {acc.tol:.0e}: {acc.errors}"
+    return acc
+
+
+# ----------------------------------------------------------------------------- PyTorch form
+@pytest.mark.parametrize("T", (1, 15, 50))
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_torch_form_matches_autograd(T, variant):
+    """The algorithm in float64 (only the states are float32): far below every bar."""
+    x, dy, ref, st = _case(T, torch.float64, variant, gate=T != 15)
+    acc = gradcheck.compare_grads(_grads(mod.chunked_backward_torch, x, dy, st), ref, torch.float32)
+    assert acc.finite and acc.worst_err < 1e-6, acc.errors
+
+
+# ----------------------------------------------------------------------------- Triton kernels
+@pytest.mark.parametrize("T", (1, 15, 16, 17, 50))
+def test_kernel_float32_every_length(T):
+    _check_kernel(T, torch.float32, H=2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: str(d)[6:])
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("T", (17, 50))
+def test_kernel_dtypes_and_variants(T, variant, dtype):
+    _check_kernel(T, dtype, variant, gate=T == 17)
+
+
+def test_kernel_batch_offsets_and_gate():
+    """B = 2, H = 2: batch and head offsets of the inputs, the gate and the state buffers."""
+    _check_kernel(17, torch.bfloat16, "realistic", gate=True, H=2, B=2)
+
+
+@pytest.mark.parametrize("drop, hit", ((1, "da"), (2, "dw")))
+def test_mutation_is_caught(drop, hit):
+    """Dropping one term (1: the sa path of the carried dS, 2: the state's decay term of dw) fails."""
+    x, dy, ref, st = _case(33, torch.float32, "realistic", gate=True)
+    good = gradcheck.compare_grads(_grads(mod.chunked_backward, x, dy, st), ref, torch.float32)
+    bad = gradcheck.compare_grads(_grads(mod.chunked_backward, x, dy, st, _drop=drop), ref, torch.float32)
+    assert good.passed
+    assert not bad.passed and bad.errors[hit] > 100 * bad.tol, bad.errors
+
+
+def test_directions_are_not_interchangeable():
+    """Swapping the two directions' states breaks the result (each direction reads its own)."""
+    x, dy, ref, st = _case(40, torch.float32, "realistic", gate=True)
+    bad = gradcheck.compare_grads(_grads(mod.chunked_backward, x, dy, st.flip(0).contiguous()), ref, torch.float32)
+    assert not bad.passed
+
+
+# ----------------------------------------------------------------------------- arguments
+def test_bad_arguments_name_the_argument():
+    x = inputs.bi_wkv7_inputs(1, 20, 1, 64, seed=0)
+    dy = torch.zeros_like(x["r"])
+    st = torch.zeros(2, 1, 1, 2, 64, 64)
+    args = [x[n] for n in NAMES]
+    with pytest.raises(ValueError, match="states"):
+        mod.chunked_backward(*args, x["g"], dy, st[:, :, :, :1])
+    with pytest.raises(TypeError, match="states"):
+        mod.chunked_backward(*args, x["g"], dy, st.double())
+    with pytest.raises(ValueError, match="dy"):
+        mod.chunked_backward(*args, x["g"], dy[:, :10], st)
+    with pytest.raises(ValueError, match="g"):
+        mod.chunked_backward(*args, x["g"][..., None], dy, st)
+    with pytest.raises(TypeError, match="k"):
+        mod.chunked_backward(x["r"], x["w"], x["k"].half(), *args[3:], x["g"], dy, st)
+    with pytest.raises(ValueError, match="head size"):
+        mod.chunked_backward(*(t[..., :32] for t in args), x["g"], dy[..., :32], st[..., :32, :32])
+
+
+# ----------------------------------------------------------------------------- sm_90 compile
+def test_compile_report_sm90_no_spills():
+    """Every launched kernel variant compiles for sm_90 (no GPU, no interpreter) without spills."""
+    rows = kernels.report_module("wkvbench.impls._bi_wkv7_triton_chunked_bwd", cc=90)
+    assert len(rows) == len(mod.kernel_variants()) == 3 * (1 + len(mod.CHUNK_PARTS))
+    for r in rows:
+        assert "error" not in r and "skipped" not in r, r
+        assert r["impl"] == "triton_chunked"
+        assert 0 < r["registers"] <= 255 and r["shared_bytes"] >= 0, r
+        assert r["local_bytes"] == 0, f"{r['kernel']} {r['config']} spills {r['local_bytes']} bytes"

@@ -1,0 +1,453 @@
+"""The chunked (WY / DPLR) backward of Bi-WKV7 in Triton, and the same algorithm in PyTorch.
+
+Given the inputs, the output gradient ``dy`` and the float32 state entering every chunk of both
+scan directions (saved by the training forward), :func:`chunked_backward` returns
+``(dr, dw, dk, dv, da, db, dg)`` of ``y = g * y_fwd + (1 - g) * y_rev`` (docs/spec.md section 1;
+``dg`` is None when ``g`` is None, i.e. 0.5). Derivation: docs/notes/triton_chunked_backward.md.
+
+``states``: float32 ``[2, B, H, C, N, N]``, ``C = ceil(T / 16)``. ``states[0, b, h, c]`` is the
+forward-direction state entering chunk c (after tokens < 16c; zeros for c = 0),
+``states[1, b, h, c]`` the reverse-direction state entering chunk c in reverse scan order (after
+tokens >= 16(c + 1); zeros for c = C - 1). ``S[i, j]``: i value row, j key column. Tokens past T
+are identity tokens (zero inputs, decay 1), as in the forward.
+
+Per chunk of L = 16 tokens in scan order, the forward (``bi_wkv7_triton.py``) computes, with
+``lg = -exp(w)``, inclusive cumsum ``G``, ``Gx = G - lg``, factored around the middle row m::
+
+    a~ = a e^(Gx-Gm), b~ = b e^(Gm-G), k~ = k e^(Gm-G), r~ = r e^(G-Gm)
+    Aab = strict(a~ b~^T), Aak = strict(a~ k~^T), Arb = tril(r~ b~^T), Ark = tril(r~ k~^T), Z = (I - Aab)^-1
+    SA = Z (a~ e^Gm S0^T + Aak V)     Y = r~ e^Gm S0^T + Arb SA + Ark V
+    S1 = S0 diag(e^GL) + SA^T Bd + V^T Kd,   Bd = b~ e^(GL-Gm), Kd = k~ e^(GL-Gm)
+
+Its backward, walking the chunks in reverse scan order with ``dS1`` (the gradient of the state
+leaving the chunk) carried in registers and ``dY = gate * dy`` (gate g or 1 - g)::
+
+    SA = W S0^T + U V                                   (recomputed: two dots, one on the state)
+    D   = Z^T (Arb^T dY + Bd dS1^T)                     (the gradient of SA's right-hand side)
+    dAab = strict(D SA^T), dAak = strict(D V^T), dArb = tril(dY SA^T), dArk = tril(dY V^T)
+    da~ = dAab b~ + dAak k~ + e^Gm D S0       db~ = dAab^T a~ + dArb^T r~     dk~ = dAak^T a~ + dArk^T r~
+    dr~ = dArb b~ + dArk k~ + e^Gm dY S0      dBd = SA dS1,  dKd = V dS1
+    dV  = Aak^T D + Ark^T dY + Kd dS1^T
+    dS0 = dS1 diag(e^GL) + e^Gm (D^T a~ + dY^T r~)      (carried to the chunk before)
+
+and the decays by the products ``x dx`` (which do not depend on the factoring point):
+``dGx = a~ da~``, ``dG = r~ dr~ - b~ db~ - k~ dk~ - Bd dBd - Kd dKd``,
+``dGL = sum_t (Bd dBd + Kd dKd) + e^GL sum_i dS1 * S0``, then
+``dlg_s = sum_{t>=s} dG_t + sum_{t>s} dGx_t + dGL`` and ``dw = dlg * lg``. The gate term of a
+direction comes for free: ``sum_i dy_i y_dir,i = r . q`` with ``q = dr / gate`` (the
+``dY``-linear part, computed from the unscaled ``dy``), so ``dg = r . q_fwd - r . q_rev``.
+
+Kernels (four launches: one program per (direction, head) doing all of it spilled registers at
+sm_90, and would leave most SMs idle at batch 1):
+
+* the state kernel, grid ``(2, B * H)``: a program per (direction, batch * head) walks the chunks
+  in reverse scan order with ``dS`` as a [64, 64] float32 register tile, stores the ``dS``
+  leaving each chunk (``dstates``, the layout of ``states``) and the chunk's ``SA`` and ``D``
+  ([16, 64] each), and updates ``dS`` (four [16, 64] x [64, 64]-sized dots per chunk: ``W S0^T``,
+  ``Bd dS^T`` and the hand-over's two; no gradient output).
+* the chunk kernel, grid ``(C, 2, B * H)``, every chunk of both directions in parallel, in three
+  parts (launched in order; one kernel doing all of it spills): part 1 dv, da, dr, dg and its
+  share of ``dlg``; part 2 db and the state's decay term; part 3 dk and the rest of ``dlg`` -> dw.
+  The shares of ``dlg`` pass through a float32 workspace ``[2, B, T, H, N]`` (plain stores: one
+  writer per element per part).
+
+The two directions add their contributions with ``tl.atomic_add`` into zeroed float32 buffers:
+every element receives exactly two adds onto 0.0, and ``fl(0 + x) + y = fl(0 + y) + x``, so the
+result does not depend on which direction comes first (deterministic); ``dg`` likewise
+(``+r.q_fwd``, ``-r.q_rev``). The gradients are converted to the I/O dtype on the host. Dots:
+exact float32 (``ieee``) for every I/O dtype (see :data:`PREC`); ``(I - Aab)^-1`` by the
+forward's exact repeated squaring.
+
+Workspace (float32, per (token, head) per direction): ``dstates`` 1024 bytes (16 KB per chunk,
+as ``states``), ``SA`` and ``D`` 512 bytes, the ``dlg`` shares 256 bytes; nothing is saved by
+the forward beyond ``states``. All of it is unmeasured on a GPU.
+
+:func:`chunked_backward_torch` is the same algorithm in PyTorch (any float dtype; the tests run
+it in float64 against autograd of the reference, independently of the Triton port).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from wkvbench.impls import _gpu
+
+triton, _IMPORT_ERROR = _gpu.try_import("triton")
+tl, _ = _gpu.try_import("triton.language")
+HAS_TRITON = triton is not None and tl is not None
+
+CHUNK = 16
+HEAD_SIZE = 64
+IMPL = "triton_chunked"
+
+
+def _check_args(r, w, k, v, a, b, g, dy, states) -> tuple[int, int, int, int, int]:
+    """Shapes and dtypes of :func:`chunked_backward`'s arguments (ValueError, TypeError); returns (B, T, H, N, C)."""
+    if not isinstance(r, Tensor) or r.dim() != 4:
+        raise ValueError(f"r: expected a [B, T, H, N] tensor, got {getattr(r, 'shape', type(r))}")
+    B, T, H, N = r.shape
+    if N != HEAD_SIZE:
+        raise ValueError(f"r: head size {N} not supported (supported: {HEAD_SIZE})")
+    for name, x in (("w", w), ("k", k), ("v", v), ("a", a), ("b", b), ("dy", dy)):
+        if not isinstance(x, Tensor) or tuple(x.shape) != tuple(r.shape):
+            raise ValueError(f"{name}: expected shape {tuple(r.shape)}, got {getattr(x, 'shape', type(x))}")
+        if x.dtype != r.dtype:
+            raise TypeError(f"{name}: dtype {x.dtype} differs from r's {r.dtype}")
+    if g is not None and (not isinstance(g, Tensor) or tuple(g.shape) != (B, T, H)):
+        raise ValueError(f"g: expected shape {(B, T, H)} or None, got {getattr(g, 'shape', type(g))}")
+    C = -(-T // CHUNK)
+    if not isinstance(states, Tensor) or tuple(states.shape) != (2, B, H, C, N, N):
+        raise ValueError(f"states: expected shape {(2, B, H, C, N, N)}, got {getattr(states, 'shape', type(states))}")
+    if states.dtype != torch.float32:
+        raise TypeError(f"states: must be float32, got {states.dtype}")
+    return B, T, H, N, C
+
+
+# ---------------------------------------------------------------------------------- PyTorch form
+def _direction_torch(r, lg, k, v, a, b, gate, dy, S0s, L):
+    """Backward of one scan direction; inputs [B, H, C*L, N] in scan order, S0s [B, H, C, N, N] by scan chunk.
+
+    Returns (dr, dlg, dk, dv, da, db) in scan order and the gate term ``p = r . q`` [B, H, C*L].
+    """
+    B, H, CL, N = r.shape
+    C = CL // L
+    ones = torch.ones(L, L, dtype=r.dtype, device=r.device)
+    incl, strict = ones.tril(), ones.tril(-1)
+    eye = torch.eye(L, dtype=r.dtype, device=r.device)
+    outs = [torch.zeros_like(r) for _ in range(6)]
+    p_all = torch.zeros(B, H, CL, dtype=r.dtype, device=r.device)
+    dS = torch.zeros(B, H, N, N, dtype=r.dtype, device=r.device)
+    m = L // 2
+    T_ = lambda x: x.transpose(-1, -2)  # noqa: E731
+    for c in range(C - 1, -1, -1):
+        sl = slice(c * L, (c + 1) * L)
+        rc, lc, kc, vc, ac, bc, gc, dyc = (x[:, :, sl] for x in (r, lg, k, v, a, b, gate, dy))
+        S0 = S0s[:, :, c]
+        G = lc.cumsum(2)
+        Gm = G[:, :, m : m + 1]
+        GL = G[:, :, -1:]
+        E = torch.exp(G - Gm)
+        eGm, eGLm, eGL = torch.exp(Gm), torch.exp(GL - Gm), torch.exp(GL)
+        a_m, b_m, k_m, r_m = ac * E * torch.exp(-lc), bc / E, kc / E, rc * E
+        Aab, Aak = (a_m @ T_(b_m)) * strict, (a_m @ T_(k_m)) * strict
+        Arb, Ark = (r_m @ T_(b_m)) * incl, (r_m @ T_(k_m)) * incl
+        Z = torch.linalg.inv(eye - Aab)
+        W, U = Z @ (a_m * eGm), Z @ Aak
+        SA = W @ T_(S0) + U @ vc
+        Bd, Kd = b_m * eGLm, k_m * eGLm
+        dY = gc[..., None] * dyc
+        D = T_(Z) @ (T_(Arb) @ dY + Bd @ T_(dS))
+        dAab, dAak = (D @ T_(SA)) * strict, (D @ T_(vc)) * strict
+        dArb_u, dArk_u = (dyc @ T_(SA)) * incl, (dyc @ T_(vc)) * incl
+        dArb, dArk = gc[..., None] * dArb_u, gc[..., None] * dArk_u
+        da_m = dAab @ b_m + dAak @ k_m + eGm * (D @ S0)
+        db_m = T_(dAab) @ a_m + T_(dArb) @ r_m
+        dk_m = T_(dAak) @ a_m + T_(dArk) @ r_m
+        q_m = dArb_u @ b_m + dArk_u @ k_m + eGm * (dyc @ S0)  # dr~ / gate
+        dr_m = gc[..., None] * q_m
+        dBd, dKd = SA @ dS, vc @ dS
+        dv = T_(Aak) @ D + T_(Ark) @ dY + Kd @ T_(dS)
+        dGL = (Bd * dBd + Kd * dKd).sum(2, keepdim=True) + eGL * (dS * S0).sum(2)[:, :, None]
+        dGx = a_m * da_m
+        dG = r_m * dr_m - b_m * db_m - k_m * dk_m - Bd * dBd - Kd * dKd
+        rev = lambda x: x.flip(2).cumsum(2).flip(2)  # noqa: E731 -- sum over t >= s
+        dlg = rev(dG) + rev(dGx) - dGx + dGL
+        dS = dS * eGL + T_(D) @ (a_m * eGm) + T_(dY) @ (r_m * eGm)
+        for o, val in zip(outs, (dr_m * E, dlg, (dk_m + eGLm * dKd) / E, dv, da_m * E * torch.exp(-lc),
+                                 (db_m + eGLm * dBd) / E), strict=True):  # fmt: skip
+            o[:, :, sl] = val
+        p_all[:, :, sl] = (rc * q_m * E).sum(-1)
+    return (*outs, p_all)
+
+
+def chunked_backward_torch(r, w, k, v, a, b, g, dy, states, dtype: torch.dtype = torch.float64):
+    """:func:`chunked_backward`'s algorithm in PyTorch, computed in ``dtype``; gradients in ``dtype``."""
+    B, T, H, N, C = _check_args(r, w, k, v, a, b, g, dy, states)
+    L = CHUNK
+    pad = C * L - T
+
+    def prep(x):  # [B, T, H, N] -> [B, H, C*L, N] in dtype, zero padded
+        x = x.to(dtype).permute(0, 2, 1, 3)
+        return torch.nn.functional.pad(x, (0, 0, 0, pad))
+
+    valid = torch.arange(C * L, device=r.device) < T
+    lg = torch.where(valid[:, None], -torch.exp(prep(w)), 0.0)
+    xs = [prep(x) for x in (r, k, v, a, b, dy)]
+    gg = torch.full((B, H, C * L), 0.5, dtype=dtype, device=r.device)
+    if g is not None:
+        gg = torch.nn.functional.pad(g.to(dtype).permute(0, 2, 1), (0, pad))
+    st = states.to(dtype)
+    fwd = _direction_torch(xs[0], lg, xs[1], xs[2], xs[3], xs[4], gg, xs[5], st[0], L)
+    flip = lambda x: x.flip(2)  # noqa: E731
+    rv = [flip(x) for x in (xs[0], lg, xs[1], xs[2], xs[3], xs[4])]
+    rev = _direction_torch(*rv, flip(1.0 - gg), flip(xs[5]), st[1].flip(2), L)
+    dr, dlg, dk, dv, da, db = (f + flip(bk) for f, bk in zip(fwd[:6], rev[:6], strict=True))
+    dw = dlg * lg
+    back = lambda x: x[:, :, :T].permute(0, 2, 1, 3)  # noqa: E731
+    dg = None if g is None else (fwd[6] - flip(rev[6]))[:, :, :T].permute(0, 2, 1)
+    return (*(back(x) for x in (dr, dw, dk, dv, da, db)), dg)
+
+
+# ---------------------------------------------------------------------------------- Triton kernel
+if HAS_TRITON:
+    from wkvbench.impls.bi_wkv7_triton import _exp, _hi_dot, _unit_lower_inverse
+
+    @triton.jit
+    def _rev_cumsum(x):
+        """Inclusive reverse cumulative sum over axis 0 (sum over t >= s)."""
+        return tl.sum(x, axis=0)[None, :] - tl.cumsum(x, axis=0) + x
+
+    @triton.jit
+    def _chunk_front(r, w, k, v, a, b, g, dy, off, m2, gptr, valid, s0_ptr, dS, dirn, nnT, sad_ptr,
+                     L: tl.constexpr, N: tl.constexpr, PREC: tl.constexpr, SOLVE: tl.constexpr):  # fmt: skip
+        """One chunk's forward key side, SA, and the backward through SA's solve.
+
+        ``SOLVE`` (the state kernel): compute ``SA`` and ``D`` and store them at ``sad_ptr``;
+        otherwise (the chunk kernel) load them from there.
+        """
+        offs_l = tl.arange(0, L)
+        lnn = offs_l[:, None] * N + tl.arange(0, N)[None, :]
+        rows = offs_l[:, None]
+        cols = offs_l[None, :]
+        MID: tl.constexpr = L // 2
+        gt = tl.load(gptr, mask=valid, other=0.0).to(tl.float32)
+        gf = gt + dirn * (1.0 - 2.0 * gt)  # g for the forward scan, 1 - g for the reverse
+        lg = tl.where(m2, -_exp(tl.load(w + off, mask=m2, other=0.0).to(tl.float32)), 0.0)  # identity past T
+        G = tl.cumsum(lg, axis=0)
+        Gm = tl.sum(tl.where(rows <= MID, lg, 0.0), axis=0)
+        GL = tl.sum(lg, axis=0)
+        E = _exp(G - Gm[None, :])
+        eGm = _exp(Gm)[None, :]
+        eGLm = _exp(GL - Gm)[None, :]
+        a_m = tl.load(a + off, mask=m2, other=0.0).to(tl.float32) * E * _exp(-lg)  # a e^(Gx - Gm)
+        b_m = tl.load(b + off, mask=m2, other=0.0).to(tl.float32) / E
+        k_m = tl.load(k + off, mask=m2, other=0.0).to(tl.float32) / E
+        r_m = tl.load(r + off, mask=m2, other=0.0).to(tl.float32) * E
+        v32 = tl.load(v + off, mask=m2, other=0.0).to(tl.float32)
+        dy32 = tl.load(dy + off, mask=m2, other=0.0).to(tl.float32)
+        Aak = tl.where(rows > cols, _hi_dot(a_m, tl.trans(k_m), None, PREC), 0.0)
+        Ark = tl.where(rows >= cols, _hi_dot(r_m, tl.trans(k_m), None, PREC), 0.0)
+        dY = gf[:, None] * dy32
+        if SOLVE:
+            Aab = tl.where(rows > cols, _hi_dot(a_m, tl.trans(b_m), None, PREC), 0.0)
+            Arb = tl.where(rows >= cols, _hi_dot(r_m, tl.trans(b_m), None, PREC), 0.0)
+            Z = _unit_lower_inverse(Aab, L)
+            W = _hi_dot(Z, a_m * eGm, None, PREC)
+            U = _hi_dot(Z, Aak, None, PREC)
+            SA = _hi_dot(U, v32, _hi_dot(W, tl.load(s0_ptr + nnT), None, PREC), PREC)  # sa_t of the chunk's rows
+            X = _hi_dot(tl.trans(Arb), dY, _hi_dot(b_m * eGLm, tl.trans(dS), None, PREC), PREC)  # dL/dSA
+            D = _hi_dot(tl.trans(Z), X, None, PREC)  # dL/d(right-hand side of SA)
+            tl.store(sad_ptr + lnn, SA)
+            tl.store(sad_ptr + L * N + lnn, D)
+        else:
+            SA = tl.load(sad_ptr + lnn)
+            D = tl.load(sad_ptr + L * N + lnn)
+        return lg, E, eGm, eGLm, GL, a_m, b_m, k_m, r_m, v32, dy32, gf, dY, Aak, Ark, SA, D
+
+    @triton.jit
+    def _bi_wkv7_chunked_bwd_state_kernel(
+        r, w, k, v, a, b, g, dy, states, dstates, sad, T, H, g_sb, g_st, g_sh, C,
+        N: tl.constexpr, L: tl.constexpr, PREC: tl.constexpr, DROP: tl.constexpr,
+    ):  # fmt: skip
+        """Walk the chunks in reverse scan order carrying dS; store the dS leaving each chunk, SA and D."""
+        dirn = tl.program_id(0)
+        pid_bh = tl.program_id(1)
+        BH = tl.num_programs(1)
+        bidx = pid_bh // H
+        h = pid_bh % H
+        stride_t = H * N
+        base = (bidx.to(tl.int64) * T * H + h) * N
+        gbase = bidx.to(tl.int64) * g_sb + h * g_sh  # all gate strides 0 without a gate (one 0.5)
+        offs_l = tl.arange(0, L)
+        offs_n = tl.arange(0, N)
+        nn = offs_n[:, None] * N + offs_n[None, :]  # [i, j] of a row-major [N, N] matrix
+        nnT = offs_n[:, None] + offs_n[None, :] * N  # its transpose, read through the pointers
+        dS = tl.zeros([N, N], dtype=tl.float32)
+        for i in range(0, C):
+            c = C - 1 - i + dirn * (2 * i - C + 1)  # forward: last chunk first; reverse: first chunk first
+            tok = c * L + offs_l + dirn * (L - 1 - 2 * offs_l)  # rows in scan order
+            valid = tok < T
+            m2 = valid[:, None]
+            off = base + tok.to(tl.int64)[:, None] * stride_t + offs_n[None, :]
+            idx = ((dirn * BH + pid_bh) * C + c).to(tl.int64) * (N * N)
+            tl.store(dstates + idx + nn, dS)
+            sad_ptr = sad + ((dirn * BH + pid_bh) * C + c).to(tl.int64) * (2 * L * N)
+            lg, E, eGm, eGLm, GL, a_m, b_m, k_m, r_m, v32, dy32, gf, dY, Aak, Ark, SA, D = _chunk_front(
+                r, w, k, v, a, b, g, dy, off, m2, g + gbase + tok.to(tl.int64) * g_st, valid, states + idx,
+                dS, dirn, nnT, sad_ptr, L, N, PREC, True)  # fmt: skip
+            dS = dS * _exp(GL)[None, :]
+            if DROP != 1:  # DROP (tests only): 1 drops dS's sa path, 2 the state's decay term of dw
+                dS = _hi_dot(tl.trans(D), a_m * eGm, dS, PREC)
+            dS = _hi_dot(tl.trans(dY), r_m * eGm, dS, PREC)
+
+    @triton.jit
+    def _bi_wkv7_chunked_bwd_chunk_kernel(
+        r, w, k, v, a, b, g, dy, states, dstates, sad, dr, dw, dk, dv, da, db, dg, dlw, T, H, g_sb, g_st, g_sh, C,
+        N: tl.constexpr, L: tl.constexpr, PREC: tl.constexpr, DROP: tl.constexpr, PART: tl.constexpr,
+    ):  # fmt: skip
+        """Every gradient of one chunk of one direction, from its entering state and leaving dS.
+
+        ``PART`` 1, 2, 3 (three launches, in that order) split the work: 1 does dv,
+        da, dr, dg and stores its part of ``dlg`` (float32 workspace ``dlw`` [2, B, T, H, N]),
+        2 db and the state's decay term, adds its part of ``dlg`` there, 3 dk and adds the rest of ``dlg`` into dw
+        (fewer live registers per launch: what the float32 variant needs to run without spills).
+        """
+        c = tl.program_id(0)
+        dirn = tl.program_id(1)
+        pid_bh = tl.program_id(2)
+        BH = tl.num_programs(2)
+        bidx = pid_bh // H
+        h = pid_bh % H
+        stride_t = H * N
+        base = (bidx.to(tl.int64) * T * H + h) * N
+        gbase = bidx.to(tl.int64) * g_sb + h * g_sh
+        offs_l = tl.arange(0, L)
+        offs_n = tl.arange(0, N)
+        rows = offs_l[:, None]
+        cols = offs_l[None, :]
+        nn = offs_n[:, None] * N + offs_n[None, :]
+        nnT = offs_n[:, None] + offs_n[None, :] * N
+        sign = 1.0 - 2.0 * dirn  # dg = r.q_fwd - r.q_rev
+        tok = c * L + offs_l + dirn * (L - 1 - 2 * offs_l)
+        valid = tok < T
+        m2 = valid[:, None]
+        off = base + tok.to(tl.int64)[:, None] * stride_t + offs_n[None, :]
+        idx = ((dirn * BH + pid_bh) * C + c).to(tl.int64) * (N * N)
+        s0_ptr = states + idx
+        ds_ptr = dstates + idx
+        sad_ptr = sad + ((dirn * BH + pid_bh) * C + c).to(tl.int64) * (2 * L * N)
+        lg, E, eGm, eGLm, GL, a_m, b_m, k_m, r_m, v32, dy32, gf, dY, Aak, Ark, SA, D = _chunk_front(
+            r, w, k, v, a, b, g, dy, off, m2, g + gbase + tok.to(tl.int64) * g_st, valid, s0_ptr, None, dirn, nnT,
+            sad_ptr, L, N, PREC, False)  # fmt: skip
+        dAab = tl.where(rows > cols, _hi_dot(D, tl.trans(SA), None, PREC), 0.0)
+        dAak = tl.where(rows > cols, _hi_dot(D, tl.trans(v32), None, PREC), 0.0)
+        dArb_u = tl.where(rows >= cols, _hi_dot(dy32, tl.trans(SA), None, PREC), 0.0)
+        dArk_u = tl.where(rows >= cols, _hi_dot(dy32, tl.trans(v32), None, PREC), 0.0)
+        dG = tl.zeros([L, N], dtype=tl.float32)
+        dGx = tl.zeros([L, N], dtype=tl.float32)
+        dGLs = tl.zeros([N], dtype=tl.float32)
+        if PART == 1:
+            dv_c = _hi_dot(
+                tl.trans(Aak),
+                D,
+                _hi_dot(tl.trans(Ark), dY, _hi_dot(k_m * eGLm, tl.load(ds_ptr + nnT), None, PREC), PREC),
+                PREC,
+            )
+            tl.atomic_add(dv + off, dv_c, mask=m2, sem="relaxed")
+            S0 = tl.load(s0_ptr + nn)
+            da_m = _hi_dot(dAak, k_m, _hi_dot(dAab, b_m, eGm * _hi_dot(D, S0, None, PREC), PREC), PREC)
+            tl.atomic_add(da + off, da_m * E * _exp(-lg), mask=m2, sem="relaxed")
+            dGx = a_m * da_m
+            q_m = _hi_dot(dArk_u, k_m, _hi_dot(dArb_u, b_m, eGm * _hi_dot(dy32, S0, None, PREC), PREC), PREC)
+            tl.atomic_add(dr + off, gf[:, None] * q_m * E, mask=m2, sem="relaxed")
+            rq = r_m * q_m  # row sums: sum_i dy_i y_dir,i of each token
+            tok_g = (bidx.to(tl.int64) * T + tok) * H + h
+            tl.atomic_add(dg + tok_g, sign * tl.sum(rq, axis=1), mask=valid, sem="relaxed")
+            dG = gf[:, None] * rq
+        if PART == 2:
+            dS = tl.load(ds_ptr + nn)
+            if DROP != 2:
+                dGLs += _exp(GL) * tl.sum(dS * tl.load(s0_ptr + nn), axis=0)
+            dBd = _hi_dot(SA, dS, None, PREC)
+            db_m = _hi_dot(tl.trans(gf[:, None] * dArb_u), r_m, _hi_dot(tl.trans(dAab), a_m, None, PREC), PREC)
+            tl.atomic_add(db + off, (db_m + eGLm * dBd) / E, mask=m2, sem="relaxed")
+            dGL = b_m * eGLm * dBd
+            dG -= b_m * db_m + dGL
+            dGLs += tl.sum(dGL, axis=0)
+        if PART == 3:
+            dKd = _hi_dot(v32, tl.load(ds_ptr + nn), None, PREC)
+            dk_m = _hi_dot(tl.trans(gf[:, None] * dArk_u), r_m, _hi_dot(tl.trans(dAak), a_m, None, PREC), PREC)
+            tl.atomic_add(dk + off, (dk_m + eGLm * dKd) / E, mask=m2, sem="relaxed")
+            dGL = k_m * eGLm * dKd
+            dG -= k_m * dk_m + dGL
+            dGLs += tl.sum(dGL, axis=0)
+        # decays: the products x dx, then the reverse cumulative sums
+        dlg = _rev_cumsum(dG) + _rev_cumsum(dGx) - dGx + dGLs[None, :]
+        dl_ptr = dlw + dirn.to(tl.int64) * BH * T * N + off
+        if PART >= 2:
+            dlg += tl.load(dl_ptr, mask=m2, other=0.0)
+        if PART < 3:
+            tl.store(dl_ptr, dlg, mask=m2)
+        else:
+            tl.atomic_add(dw + off, dlg * lg, mask=m2, sem="relaxed")
+
+
+def chunked_backward(r, w, k, v, a, b, g, dy, states, *, _drop: int = 0):
+    """Gradients of Bi-WKV7 from the saved chunk-entry states: ``(dr, dw, dk, dv, da, db, dg or None)``.
+
+    Four launches: the dS chain, grid ``(2, B * H)``, then the chunk kernel's three parts, grid
+    ``(C, 2, B * H)``; gradients in the I/O dtype (``dg`` in ``g``'s dtype).
+    ``_drop`` (tests only) drops one term of the backward, to show the checks catch it.
+    """
+    B, T, H, N, C = _check_args(r, w, k, v, a, b, g, dy, states)
+    if not HAS_TRITON:
+        raise RuntimeError(f"triton is not installed: {_IMPORT_ERROR}")
+    r, w, k, v, a, b, dy, states = (x.contiguous() for x in (r, w, k, v, a, b, dy, states))
+    bufs = [torch.zeros(r.shape, dtype=torch.float32, device=r.device) for _ in range(6)]
+    dg = torch.zeros((B, T, H), dtype=torch.float32, device=r.device)
+    if g is None:  # one 0.5 read with zero strides (as the forward)
+        gate, gs = torch.full((1,), 0.5, dtype=r.dtype, device=r.device), (0, 0, 0)
+    else:
+        gate, gs = g.contiguous(), (T * H, H, 1)
+    dstates = torch.empty_like(states)  # dS leaving each chunk of each direction
+    sad = torch.empty((2, B * H, C, 2, CHUNK, N), dtype=torch.float32, device=r.device)  # SA and D of each chunk
+    args = (r, w, k, v, a, b, gate, dy, states, dstates, sad)
+    common = dict(N=N, L=CHUNK, DROP=int(_drop), num_stages=1)
+    _bi_wkv7_chunked_bwd_state_kernel[(2, B * H)](*args, T, H, *gs, C, PREC=PREC, num_warps=STATE_WARPS, **common)
+    dlw = torch.empty((2, *r.shape), dtype=torch.float32, device=r.device)  # dlg of parts 1 and 2
+    for part in CHUNK_PARTS:
+        _bi_wkv7_chunked_bwd_chunk_kernel[(C, 2, B * H)](
+            *args, *bufs, dg, dlw, T, H, *gs, C, PREC=PREC, PART=part, num_warps=CHUNK_WARPS, **common
+        )
+    grads = tuple(x if r.dtype == torch.float32 else x.to(r.dtype) for x in bufs)
+    return (*grads, None if g is None else dg.to(g.dtype))
+
+
+STATE_WARPS = 8
+CHUNK_WARPS = 8
+#: The chunk kernel's launches: three parts (one would need ~20% more registers than sm_90 has: spills).
+CHUNK_PARTS = (1, 2, 3)
+#: ``_hi_dot``'s precision for every dot and I/O dtype: exact float32. TF32 rounded to nearest (1,
+#: the forward's choice for 16-bit I/O) measured a worst float16 gradient of 6.9e-3 (bar 5e-3):
+#: ``dg`` at T = 1, where ``y_fwd = y_rev`` and the reference ``dg`` is zero.
+PREC = 0
+
+
+# ---------------------------------------------------------------------------------- compile report
+_TL_PTR = {torch.float32: "*fp32", torch.bfloat16: "*bf16", torch.float16: "*fp16"}
+
+
+def kernel_variants() -> list[dict]:
+    """Every specialisation :func:`chunked_backward` launches, in the form ``_gpu.triton_compile_rows`` takes."""
+    out = []
+    chunk_ptrs = ("states", "dstates", "sad", "dr", "dw", "dk", "dv", "da", "db", "dg", "dlw")
+    kernels = ((_bi_wkv7_chunked_bwd_state_kernel, ("states", "dstates", "sad"), STATE_WARPS, "state"),
+               (_bi_wkv7_chunked_bwd_chunk_kernel, chunk_ptrs, CHUNK_WARPS, "chunk"))  # fmt: skip
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        dt = str(dtype).replace("torch.", "")
+        for fn, ptrs, warps, kind in kernels:
+            for part in CHUNK_PARTS if kind == "chunk" else (None,):
+                sig = {n: _TL_PTR[dtype] for n in ("r", "w", "k", "v", "a", "b", "g", "dy")}
+                sig.update({n: "*fp32" for n in ptrs})
+                sig.update({n: "i32" for n in ("T", "H", "g_sb", "g_st", "g_sh", "C")})
+                sig.update({n: "constexpr" for n in ("N", "L", "PREC", "DROP")})
+                const = {"N": HEAD_SIZE, "L": CHUNK, "PREC": PREC, "DROP": 0}
+                label = f"bwd {dt} L={CHUNK} warps={warps} dots=ieee"
+                if part is not None:
+                    const["PART"], sig["PART"] = part, "constexpr"
+                    label += f" part={part}"
+                out.append(dict(impl=IMPL, fn=fn, signature=sig, constexprs=const, align=True,
+                                options={"num_warps": warps, "num_stages": 1}, config=label))  # fmt: skip
+    return out
+
+
+def compile_report(cc: int = 90) -> list[dict]:
+    """Compile the backward kernel's variants for ``sm_{cc}`` without a GPU: registers, shared memory, spills.
+
+    Call it without ``TRITON_INTERPRET`` set (``wkvbench.kernels.report_module`` runs it in a clean
+    subprocess). Without triton the rows say ``skipped`` and which extra brings it.
+    """
+    if not HAS_TRITON:
+        return _gpu.skipped_rows((IMPL,), _gpu.ToolMissing.extra("triton", _IMPORT_ERROR))
+    return _gpu.report_or_skip((IMPL,), lambda: _gpu.triton_compile_rows(kernel_variants(), cc))
