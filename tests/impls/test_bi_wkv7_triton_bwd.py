@@ -5,8 +5,8 @@ Under the Triton interpreter (tests/conftest.py): the training forward of ``trit
 float64 autograd of ``wkvbench.reference.bi_wkv7`` (``wkvbench.gradcheck``), with the bars of
 docs/spec.md section 5 for outputs and gradients. The interpreter runs a program's tokens one at
 a time in numpy (seconds per case), so the matrix is a representative subset: all five T
-(1, 15, 16, 17, 50) at float32 strong decay with a gate; every dtype and input variant at T = 17
-and 50, with and without a gate, spread over the cases; the recurrent forward on fewer cases
+(1, 15, 16, 17, 50) at float32 strong decay with a gate; every dtype at T = 17 and 50, with and
+without a gate, the three input variants spread over them; the recurrent forward on fewer cases
 (its per-token forward is the slow part in the interpreter; the backward is the same kernel).
 The saved ``states``/``sa`` are compared with a float64 scan (the chunked WY backward relies on
 them), and a mutant of the backward kernel without its ``dsa a^T`` term must fail the check.
@@ -36,7 +36,8 @@ ARGS = ("r", "w", "k", "v", "a", "b", "g")
 WORST: dict = {}  # (kind, dtype) -> worst gradient label, printed with -s
 
 
-def _inputs(T, dtype, variant="realistic", gate=True, B=1, H=2):
+def _inputs(T, dtype, variant="realistic", gate=True, B=1, H=None):
+    H = H or (2 if T <= 17 else 1)  # two heads where it is cheap, one at T = 50
     return inputs.bi_wkv7_inputs(B, T, H, 64, dtype=dtype, seed=3 + T, variant=variant, gate=gate)
 
 
@@ -71,9 +72,8 @@ def test_chunked_grads_all_lengths_fp32_strong_decay(T):
 
 
 CHUNKED_CASES = [
-    (F32, 17, "realistic", False), (F32, 50, "weak_decay", True), (F32, 50, "realistic", False),
-    (BF16, 17, "realistic", True), (BF16, 50, "weak_decay", False), (BF16, 50, "strong_decay", True),
-    (F16, 17, "strong_decay", False), (F16, 50, "realistic", True), (F16, 17, "weak_decay", True),
+    (F32, 17, "realistic", False), (F32, 50, "weak_decay", True), (BF16, 17, "weak_decay", True),
+    (BF16, 50, "strong_decay", False), (F16, 17, "strong_decay", False), (F16, 50, "realistic", True),
 ]  # fmt: skip
 
 

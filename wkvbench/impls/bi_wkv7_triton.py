@@ -71,6 +71,10 @@ partial write and read and the final write: bf16 ~34 bytes against the op's 14-b
 bfloat16 stores convert with an explicit round-to-nearest-even bit trick and no bfloat16 dot is
 issued (the interpreter mis-rounds both), so CPU tests under ``TRITON_INTERPRET=1`` run the GPU
 code path. ``compile_report(cc)`` compiles every launched variant for ``sm_<cc>`` without a GPU.
+
+Training (all three are ``backward=True``): with grad on, the registered functions run the same
+kernels with ``SAVE`` (fp32 16-token chunk-entry states and ``sa``; recurrent BV <= 8, chunked
+BV = 32 on 8 warps, where SAVE would spill) and the backward of ``_bi_wkv7_triton_train.py``.
 """
 
 from __future__ import annotations
