@@ -73,8 +73,8 @@ issued (the interpreter mis-rounds both), so CPU tests under ``TRITON_INTERPRET=
 code path. ``compile_report(cc)`` compiles every launched variant for ``sm_<cc>`` without a GPU.
 
 Training (all three are ``backward=True``): with grad on, the registered functions run the same
-kernels with ``SAVE`` (fp32 16-token chunk-entry states and ``sa``; recurrent BV <= 8, chunked
-BV = 32 on 8 warps, where SAVE would spill) and the backward of ``_bi_wkv7_triton_train.py``.
+kernels with ``SAVE`` (fp32 16-token chunk-entry states and ``sa``; recurrent BV <= 8 and
+chunked BV = 32 on 8 warps: at 255 registers or spilling otherwise) and ``_bi_wkv7_triton_train.py``.
 """
 
 from __future__ import annotations
@@ -226,11 +226,10 @@ if HAS_TRITON:
         Forward: before token 16c; reverse: before token min(16c + 15, T - 1) in its scan order.
         """
         tile = offs_v[:, None] * N + offs_n[None, :]
-        zt = tile * 0
-        pf = st + (pid_bh.to(tl.int64) * C + tf // 16) * (N * N)
-        pr = st + ((BH + pid_bh).to(tl.int64) * C + tr // 16) * (N * N)
-        tl.store(pf + tile, Sf, mask=(zt + tf % 16) == 0)
-        tl.store(pr + tile, Sr, mask=((zt + tr % 16) == 15) | ((zt + tr) == T - 1))
+        if tf % 16 == 0:  # a uniform branch: the stores issue once per 16 steps
+            tl.store(st + (pid_bh.to(tl.int64) * C + tf // 16) * (N * N) + tile, Sf)
+        if (tr % 16 == 15) | (tr == T - 1):
+            tl.store(st + ((BH + pid_bh).to(tl.int64) * C + tr // 16) * (N * N) + tile, Sr)
 
     @triton.jit
     def _save_sa(sab, saf, sar, off_f, off_r, BTHN):
@@ -488,7 +487,7 @@ def bi_wkv7_recurrent(
     B, T, H, N, out, ws, gate, gs = _prepare(r, g, out)
     st, sab = _saved(r, save, ws)
     cfg = recurrent_config(B, H, _gpu.sm_count(r.device))
-    BV = block_v or (min(cfg["BV"], 8) if save else cfg["BV"])  # BV = 16 with SAVE spills at sm_90
+    BV = block_v or (min(cfg["BV"], 8) if save else cfg["BV"])  # BV = 16 with SAVE: 255 registers at sm_90
     if BV not in RECURRENT_BLOCKS:
         raise ValueError(f"block_v: must be one of {RECURRENT_BLOCKS}, got {block_v!r}")
     _bi_wkv7_recurrent_kernel[(N // BV, B * H)](
