@@ -151,7 +151,7 @@ def test_saved_bytes_matches_saved_tensors():
     _, st, sa = tk.bi_wkv7_chunked(**x, block_v=64, save=True)
     assert tt.saved_bytes(1, 20, 2) == st.numel() * 4 + sa.numel() * 4
     # per (token, head) and direction at a multiple of 16: 1024 (states) + 256 (sa) = 1280 bytes
-    assert tt.saved_bytes(1, 32, 1) == 2 * 32 * 1280
+    assert tt.saved_bytes(1, 32, 1) == 2 * 32 * 1280 and tk.saved_bytes is tt.saved_bytes
 
 
 # ----------------------------------------------------------------------------- mutation checks

@@ -96,6 +96,7 @@ HAS_TRITON = triton is not None and tl is not None
 HEAD_SIZES = (64,)
 CHUNK_LENS = (16, 32, 64)
 IMPLS = ("triton_recurrent", "triton_chunked", "triton_chunked_tf32")
+saved_bytes = _tt.saved_bytes  # what the training forward saves for the backward
 
 
 def _check(device: torch.device) -> tuple[bool, str]:
