@@ -1,20 +1,18 @@
 """The per-token Bi-WKV7 backward in Triton, from the training forward's chunk checkpoints.
 
 One launch computes ``dr, dw, dk, dv, da, db`` (both scan directions summed) and ``dg`` of
-``y = g * y_fwd + (1 - g) * y_rev`` (docs/spec.md section 1, "Backward"). Inputs are what the
-training forward of ``bi_wkv7_triton.py`` saves (``save=True``): ``states`` fp32
-``[2, B, H, C, N, N]`` (C = ceil(T / 16); each direction's state where its scan enters chunk c)
-and ``sa`` fp32 ``[2, B, T, H, N]`` (``sa_t = S_{t-1} a_t`` in each direction's scan order).
+``y = g * y_fwd + (1 - g) * y_rev`` (docs/spec.md section 1, "Backward"). Its only saved input is
+what the training forward of ``bi_wkv7_triton.py`` writes with ``save=True``: ``states`` fp32
+``[2, B, H, C, N, N]`` (C = ceil(T / 16); each direction's state where its scan enters chunk c).
 
 Grid ``(N / BV, 2, B * H)``: value block, direction, (batch, head). A program holds ``BV`` value
 rows of its direction's state ``S`` and of ``dS = dL/dS_t`` as ``[BV, N]`` float32 tiles and
 walks its direction's chunks in reverse scan order, 16 positions each (positions past T are
 identity tokens: zero inputs, decay 1, so they change nothing). Per chunk it
 
-1. loads the chunk-entry state and recomputes the forward of positions 0..7, keeping the state
-   after position 7 (``S_mid``, a third tile); for the last chunk of the scan it recomputes
-   positions 8..15 too (the state after it is not saved), else it loads the next chunk's entry
-   state: that is ``S`` after position 15;
+1. recomputes the chunk's 16 forward steps from its entry checkpoint, keeping ``sa`` of every
+   position (a ``[16, BV]`` tile), the state after position 7 (``S_mid``, a third ``[BV, N]``
+   tile) and the state after position 15;
 2. walks positions 15..0 (``dy' = g dy`` forward, ``(1 - g) dy`` reverse)::
 
        q = S^T dy;  dr += g' q;  dg += +-(r . q);  dS += dy' r^T
@@ -22,13 +20,15 @@ identity tokens: zero inputs, decay 1, so they change nothing). Per chunk it
        S_prev = (S - v k^T - sa b^T) diag(1/d)     except at position 8 (S_mid) and 0 (reloaded entry)
        da += S_prev^T dsa;  dw += (sum_i dS[i, :] S_prev[i, :]) d (-exp(w));  dS = dS diag(d) + dsa a^T
 
-Why re-seed mid-chunk: with ``d >= 0.545`` a rounding error in the division grows up to 1.83x
-per step; 15 steps (one re-seed per 16-token chunk) put float32 ``da``/``dw`` over the 1e-4
-bar at strong decay (bi_wkv7_catflip.py measured 1.7e-4), 7 steps keep it ~100x smaller. The
-price is the forward recompute: 8 extra forward steps per 16 tokens (16 for the last chunk),
-each about a third of a backward step's work, so ~1.2x the arithmetic of a backward without
-recompute, and no extra memory (the alternative, a checkpoint every 8 tokens, would save
-2 KB instead of 1 KB per (token, head, direction)).
+Why recompute and re-seed mid-chunk: with ``d >= 0.545`` a rounding error in the division grows
+up to 1.83x per step; 15 steps (one re-seed per 16-token chunk) put float32 ``dw``/``da`` over
+the 1e-4 bar at strong decay (measured here: 7e-4; bi_wkv7_catflip.py saw 1.7e-4), 7 steps keep
+them at ~4e-6. Recomputing ``sa`` and the chunk's end state from the checkpoint (rather than
+saving ``sa`` and reading the next checkpoint) makes the backward differentiate exactly the
+fp32 per-token recurrence it rebuilds: with the chunked forward's TF32/fp16 states, reading its
+``sa`` left float16 ``da`` at 2.8e-3, recomputing gives 2.1e-4. The price: 16 recomputed forward
+steps per 16 tokens, each about a third of a backward step's work (~1.3x the arithmetic of a
+backward that needs no recompute), and no saved memory beyond the checkpoints.
 
 Both directions, and with ``BV < N`` several value blocks, add into the same gradient
 elements: each partial goes into zeroed float32 buffers with ``tl.atomic_add``. At ``BV = N``
@@ -84,8 +84,19 @@ if HAS_TRITON:
         return rt, ew, d, kt, at, bt, vt, gt
 
     @triton.jit
+    def _fwd_pos(S, SAc, p, r, w, k, v, a, b, g, base, gbase, t, T, stride_t, g_st, offs_n, offs_v, rows):
+        """One recomputed forward token (position p of the chunk): S advanced, ``sa`` put in row p of SAc."""
+        rt, ew, d, kt, at, bt, vt, gt = _tok_load(
+            r, w, k, v, a, b, g, base, gbase, t, T, stride_t, g_st, offs_n, offs_v
+        )
+        sa = tl.sum(S * at[None, :], axis=1)
+        SAc = tl.where(rows == p, sa[None, :], SAc)
+        S = S * d[None, :] + sa[:, None] * bt[None, :] + vt[:, None] * kt[None, :]
+        return S, SAc
+
+    @triton.jit
     def _bi_wkv7_bwd_kernel(
-        r, w, k, v, a, b, g, dy, st, sab, dr, dw, dk, dv, da, db, dg, T, H, g_sb, g_st, g_sh,
+        r, w, k, v, a, b, g, dy, st, dr, dw, dk, dv, da, db, dg, T, H, g_sb, g_st, g_sh,
         N: tl.constexpr, BV: tl.constexpr, HAS_G: tl.constexpr,
     ):  # fmt: skip
         L: tl.constexpr = 16
@@ -100,10 +111,10 @@ if HAS_TRITON:
         stride_t = H * N
         base = (bidx.to(tl.int64) * T * H + h) * N
         gbase = bidx.to(tl.int64) * g_sb + h * g_sh  # all gate strides 0 without a gate (one 0.5)
-        sbase = dirn * BH.to(tl.int64) * T * N + base  # sa of this direction
         offs_n = tl.arange(0, N)
         offs_v = pid_v * BV + tl.arange(0, BV)
         tile = offs_v[:, None] * N + offs_n[None, :]
+        rows = tl.arange(0, L)[:, None]
         zn = offs_n * 0
         zv = offs_v * 0
         sgn = 1.0 - 2.0 * dirn  # dg = dy . (y_fwd - y_rev)
@@ -113,24 +124,16 @@ if HAS_TRITON:
             c = (C - 1 - i) + dirn * (2 * i - (C - 1))  # chunk in time: last in scan order first
             t0 = c * L + dirn * (L - 1)  # token of position 0; position p is t0 + p * step
             step = 1 - 2 * dirn
-            # ---- 1. states after positions 7 and 15 (recomputed from the chunk-entry checkpoint)
+            # ---- 1. recompute the chunk from its entry checkpoint: sa of every position, S after 7 and 15
             S = tl.load(ck0 + c.to(tl.int64) * (N * N) + tile)
+            SAc = tl.zeros([L, BV], dtype=tl.float32)
             for p in range(0, HALF):
-                rt, ew, d, kt, at, bt, vt, gt = _tok_load(
-                    r, w, k, v, a, b, g, base, gbase, t0 + p * step, T, stride_t, g_st, offs_n, offs_v
-                )
-                sa = tl.sum(S * at[None, :], axis=1)
-                S = S * d[None, :] + sa[:, None] * bt[None, :] + vt[:, None] * kt[None, :]
+                S, SAc = _fwd_pos(S, SAc, p, r, w, k, v, a, b, g, base, gbase, t0 + p * step, T, stride_t, g_st,
+                                  offs_n, offs_v, rows)  # fmt: skip
             Smid = S
-            hi = tl.where(i == 0, L, HALF)  # the last chunk of the scan: no saved state after it
-            for p in range(HALF, hi):
-                rt, ew, d, kt, at, bt, vt, gt = _tok_load(
-                    r, w, k, v, a, b, g, base, gbase, t0 + p * step, T, stride_t, g_st, offs_n, offs_v
-                )
-                sa = tl.sum(S * at[None, :], axis=1)
-                S = S * d[None, :] + sa[:, None] * bt[None, :] + vt[:, None] * kt[None, :]
-            if i > 0:
-                S = tl.load(ck0 + (c + step).to(tl.int64) * (N * N) + tile)
+            for p in range(HALF, L):
+                S, SAc = _fwd_pos(S, SAc, p, r, w, k, v, a, b, g, base, gbase, t0 + p * step, T, stride_t, g_st,
+                                  offs_n, offs_v, rows)  # fmt: skip
             # ---- 2. the backward over positions 15..0
             for pp in range(0, L):
                 p = L - 1 - pp
@@ -143,7 +146,7 @@ if HAS_TRITON:
                 off_n = base + tc * stride_t + offs_n
                 off_v = base + tc * stride_t + offs_v
                 dyt = tl.where(ok, tl.load(dy + off_v).to(tl.float32), 0.0)
-                sat = tl.where(ok, tl.load(sab + sbase + tc * stride_t + offs_v), 0.0)
+                sat = tl.sum(tl.where(rows == p, SAc, 0.0), axis=0)
                 gp = gt + dirn * (1.0 - 2.0 * gt)  # g forward, 1 - g reverse
                 q = tl.sum(S * dyt[:, None], axis=0)  # S_t^T dy
                 dS += (gp * dyt)[:, None] * rt[None, :]
@@ -177,7 +180,7 @@ def kernel_variants(tl_ptr: dict) -> list[dict]:
     for dtype, p in tl_ptr.items():
         dt = str(dtype).replace("torch.", "")
         sig = {n: p for n in ("r", "w", "k", "v", "a", "b", "g", "dy")}
-        sig.update({n: "*fp32" for n in ("st", "sab", "dr", "dw", "dk", "dv", "da", "db", "dg")})
+        sig.update({n: "*fp32" for n in ("st", "dr", "dw", "dk", "dv", "da", "db", "dg")})
         sig.update({n: "i32" for n in ("T", "H", "g_sb", "g_st", "g_sh")})
         sig.update(N="constexpr", BV="constexpr", HAS_G="constexpr")
         for BV in BLOCKS:

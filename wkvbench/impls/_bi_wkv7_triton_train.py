@@ -3,17 +3,13 @@
 ``BiWKV7Triton.apply(r, w, k, v, a, b, g, kind, ...)`` runs the one-launch training forward of
 ``bi_wkv7_triton.py`` (``kind``: ``"recurrent"``, ``"chunked"`` or ``"chunked_tf32"``, both
 directions and the gate merge, ``save=True``) and saves, besides the inputs, float32
+``states [2, B, H, C, N, N]`` (C = ceil(T / 16)): each direction's state where its scan enters
+a 16-token chunk (forward: after tokens < 16c; reverse: after tokens >= 16(c + 1)).
 
-* ``states [2, B, H, C, N, N]`` (C = ceil(T / 16)): each direction's state where its scan enters
-  a 16-token chunk (forward: after tokens < 16c; reverse: after tokens >= 16(c + 1)), and
-* ``sa [2, B, T, H, N]``: ``sa_t = S_{t-1} a_t`` of each direction (only the recurrent backward
-  reads it; with :data:`BACKWARD` = ``"chunked"`` it is not saved).
-
-Saved bytes per (token, head) per direction: ``64 * 64 * 4 / 16 = 1024`` (states) ``+ 256``
-(``sa``) = 1280 for every I/O dtype, i.e. 40 bytes per element of ``y`` for both directions
-(``audiorwkv_catflip``: the same 1280 for 16-bit I/O, 2304 for float32, plus its concatenated
-copies of the inputs; here autograd keeps the caller's inputs, no copies). T is rounded up to
-a multiple of 16 for the states only. :func:`saved_bytes` computes it.
+Saved bytes per (token, head) per direction: ``64 * 64 * 4 / 16 = 1024`` for every I/O dtype,
+i.e. 32 bytes per element of ``y`` for both directions (``audiorwkv_catflip``: 1280 for 16-bit
+I/O, 2304 for float32, plus its concatenated copies of the inputs; here autograd keeps the
+caller's inputs, no copies). T is rounded up to a multiple of 16. :func:`saved_bytes`.
 
 Backward: :data:`BACKWARD` selects it. ``"recurrent"`` (default) is ``_bi_wkv7_triton_bwd.py``:
 one launch of the per-token backward kernel into zeroed float32 buffers, then one conversion
@@ -46,19 +42,18 @@ def set_backward(name: str) -> None:
 
 
 def saved_bytes(B: int, T: int, H: int, N: int = 64, dtype: torch.dtype = torch.bfloat16) -> int:
-    """Bytes the training forward saves for the recurrent backward: fp32 chunk states + ``sa``, both directions.
+    """Bytes the training forward saves for the backward: fp32 chunk-entry states of both directions.
 
     The same for every I/O ``dtype`` (accepted for the common signature); the inputs autograd
     keeps are not counted.
     """
     if not isinstance(dtype, torch.dtype):
         raise TypeError(f"dtype: expected a torch dtype, got {dtype!r}")
-    C = -(-int(T) // 16)
-    return 4 * 2 * B * H * (C * N * N + T * N)
+    return 4 * 2 * B * H * -(-int(T) // 16) * N * N
 
 
-def forward(r, w, k, v, a, b, g, kind: str, block_v: int | None = None, save_sa: bool = True):
-    """The training forward: ``(y, states, sa)`` (see the module docstring)."""
+def forward(r, w, k, v, a, b, g, kind: str, block_v: int | None = None):
+    """The training forward: ``(y, states)`` (see the module docstring)."""
     from wkvbench.impls import bi_wkv7_triton as tk
 
     if kind == "recurrent":
@@ -68,7 +63,7 @@ def forward(r, w, k, v, a, b, g, kind: str, block_v: int | None = None, save_sa:
     return tk.bi_wkv7_chunked(r, w, k, v, a, b, g, tf32=kind == "chunked_tf32", block_v=block_v, save=True)
 
 
-def recurrent_backward(r, w, k, v, a, b, g, dy, states, sa, block_v: int | None = None):
+def recurrent_backward(r, w, k, v, a, b, g, dy, states, block_v: int | None = None):
     """The per-token backward kernel: ``(dr, dw, dk, dv, da, db, dg or None)`` in the I/O dtype."""
     from wkvbench.impls import _bi_wkv7_triton_bwd as kb
 
@@ -84,7 +79,7 @@ def recurrent_backward(r, w, k, v, a, b, g, dy, states, sa, block_v: int | None 
     else:
         gate, gs = g, (T * H, H, 1)
     kb._bi_wkv7_bwd_kernel[(N // BV, 2, B * H)](
-        r, w, k, v, a, b, gate, dy, states, sa, *acc, dg, T, H, *gs,
+        r, w, k, v, a, b, gate, dy, states, *acc, dg, T, H, *gs,
         N=N, BV=BV, HAS_G=g is not None, num_warps=kb.warps(BV), num_stages=1,
     )  # fmt: skip
     grads = tuple(x.to(r.dtype) for x in acc)
@@ -92,30 +87,28 @@ def recurrent_backward(r, w, k, v, a, b, g, dy, states, sa, block_v: int | None 
 
 
 class BiWKV7Triton(torch.autograd.Function):
-    """Fused Bi-WKV7 forward (saving chunk states and ``sa``) and fused backward."""
+    """Fused Bi-WKV7 forward (saving the chunk-entry states) and fused backward."""
 
     @staticmethod
     def forward(ctx, r, w, k, v, a, b, g, kind, block_v=None, bwd_block_v=None):
         xs = [x.contiguous() for x in (r, w, k, v, a, b)]
         g = None if g is None else g.contiguous()
         backward = BACKWARD
-        y, states, sa = forward(*xs, g, kind, block_v=block_v)
-        if backward != "recurrent":
-            sa = None
-        ctx.save_for_backward(*xs, g, states, sa)
+        y, states = forward(*xs, g, kind, block_v=block_v)
+        ctx.save_for_backward(*xs, g, states)
         ctx.backward, ctx.bwd_block_v = backward, bwd_block_v
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        r, w, k, v, a, b, g, states, sa = ctx.saved_tensors
+        r, w, k, v, a, b, g, states = ctx.saved_tensors
         dy = dy.to(r.dtype).contiguous()
         if ctx.backward == "chunked":
             from wkvbench.impls._bi_wkv7_triton_chunked_bwd import chunked_backward
 
             grads = chunked_backward(r, w, k, v, a, b, g, dy, states)
         else:
-            grads = recurrent_backward(r, w, k, v, a, b, g, dy, states, sa, block_v=ctx.bwd_block_v)
+            grads = recurrent_backward(r, w, k, v, a, b, g, dy, states, block_v=ctx.bwd_block_v)
         return (*grads, None, None, None)
 
 
@@ -153,7 +146,7 @@ def kernel_variants() -> list[dict]:
         dt = str(dtype).replace("torch.", "")
         io = {n: p for n in ("r", "w", "k", "v", "a", "b", "g", "y")}
         for BV, save in [(bv, sv) for sv in (False, True) for bv in tk.RECURRENT_BLOCKS if bv <= (8 if sv else 16)]:
-            sig = dict(io, ws="*fp32", st="*fp32", sab="*fp32", T="i32", H="i32", g_sb="i32", g_st="i32",
+            sig = dict(io, ws="*fp32", st="*fp32", T="i32", H="i32", g_sb="i32", g_st="i32",
                        g_sh="i32", N="constexpr", BV="constexpr", OUT_KIND="constexpr", SAVE="constexpr")  # fmt: skip
             const = {"N": 64, "BV": BV, "OUT_KIND": tk._OUT_KIND[dtype], "SAVE": save}
             out.append(dict(impl="triton_recurrent", fn=tk._bi_wkv7_recurrent_kernel, signature=sig, constexprs=const,
@@ -162,7 +155,7 @@ def kernel_variants() -> list[dict]:
         for tf32 in (False, True) if dtype == torch.float32 else (False,):
             exact = dtype == torch.float32 and not tf32
             for BV, save in [(bv, sv) for sv in (False, True) for bv in tk.chunked_blocks(exact)]:
-                sig = dict(io, ws="*fp32", cnt="*i32", st="*fp32", sab="*fp32", T="i32", H="i32", g_sb="i32",
+                sig = dict(io, ws="*fp32", cnt="*i32", st="*fp32", T="i32", H="i32", g_sb="i32",
                            g_st="i32", g_sh="i32", C="i32", swap="i32", N="constexpr", BV="constexpr", L="constexpr",
                            OUT_KIND="constexpr", PREC="constexpr", VKIND="constexpr", SAVE="constexpr")  # fmt: skip
                 const = {"N": 64, "BV": BV, "L": 16, "OUT_KIND": tk._OUT_KIND[dtype], "PREC": 0 if exact else 1,

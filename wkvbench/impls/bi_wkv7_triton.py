@@ -73,7 +73,7 @@ issued (the interpreter mis-rounds both), so CPU tests under ``TRITON_INTERPRET=
 code path. ``compile_report(cc)`` compiles every launched variant for ``sm_<cc>`` without a GPU.
 
 Training (all three are ``backward=True``): with grad on, the registered functions run the same
-kernels with ``SAVE`` (fp32 16-token chunk-entry states and ``sa``; recurrent BV <= 8 and
+kernels with ``SAVE`` (the fp32 16-token chunk-entry states; recurrent BV <= 8 and
 chunked BV = 32 on 8 warps: at 255 registers or spilling otherwise) and ``_bi_wkv7_triton_train.py``.
 """
 
@@ -213,12 +213,12 @@ if HAS_TRITON:
 
     @triton.jit
     def _rec_step(S, rt, wt, kt, at, bt, vt):
-        """One token of WKV7 on a [BV, N] block of state rows; returns (S_t, y_t[BV], sa_t[BV, 1])."""
+        """One token of WKV7 on a [BV, N] block of state rows; returns (S_t, y_t[BV])."""
         d = _exp(-_exp(wt.to(tl.float32)))
         sa = tl.sum(S * at.to(tl.float32), axis=1, keep_dims=True)
         S = S * d + sa * bt.to(tl.float32) + vt.to(tl.float32) * kt.to(tl.float32)
         y = tl.sum(S * rt.to(tl.float32), axis=1)
-        return S, y, sa
+        return S, y
 
     @triton.jit
     def _save_states(st, Sf, Sr, tf, tr, T, C, pid_bh, BH, offs_v, offs_n, N: tl.constexpr):
@@ -233,14 +233,8 @@ if HAS_TRITON:
             tl.store(st + ((BH + pid_bh).to(tl.int64) * C + tr // 16) * (N * N) + tile, Sr)
 
     @triton.jit
-    def _save_sa(sab, saf, sar, off_f, off_r, BTHN):
-        """Training forward: ``sa_t = S_{t-1} a_t`` of both directions, fp32 [2, B, T, H, N]."""
-        tl.store(sab + off_f, tl.reshape(saf, (saf.shape[0],)))
-        tl.store(sab + BTHN + off_r, tl.reshape(sar, (sar.shape[0],)))
-
-    @triton.jit
     def _bi_wkv7_recurrent_kernel(
-        r, w, k, v, a, b, g, y, ws, st, sab, T, H, g_sb, g_st, g_sh,
+        r, w, k, v, a, b, g, y, ws, st, T, H, g_sb, g_st, g_sh,
         N: tl.constexpr, BV: tl.constexpr, OUT_KIND: tl.constexpr, SAVE: tl.constexpr,
     ):  # fmt: skip
         pid_v = tl.program_id(0)
@@ -278,15 +272,13 @@ if HAS_TRITON:
             )
             if SAVE:
                 _save_states(st, Sf, Sr, tf, tr, T, C, pid_bh, BH, offs_v, offs_k, N)
-            Sf, yf, saf = _rec_step(Sf, rf, wf, kf, af, bf, vf)
-            Sr, yr, sar = _rec_step(Sr, rr, wr, kr, ar, br, vr)
+            Sf, yf = _rec_step(Sf, rf, wf, kf, af, bf, vf)
+            Sr, yr = _rec_step(Sr, rr, wr, kr, ar, br, vr)
             pf = gf * yf
             pr = (1.0 - gr) * yr
             mid = (offs_v * 0 + tf) == tr  # [BV] broadcast of the scalar condition
             off_f = base + tf.to(tl.int64) * stride_t + offs_v
             off_r = base + tr.to(tl.int64) * stride_t + offs_v
-            if SAVE:
-                _save_sa(sab, saf, sar, off_f, off_r, BH.to(tl.int64) * T * N)
             tl.store(ws + off_f, pf, mask=~mid)
             tl.store(ws + off_r, pr, mask=~mid)
             tl.store(y + off_f, _to_out(pf + pr, OUT_KIND), mask=mid)
@@ -306,12 +298,10 @@ if HAS_TRITON:
             )
             if SAVE:
                 _save_states(st, Sf, Sr, tf, tr, T, C, pid_bh, BH, offs_v, offs_k, N)
-            Sf, yf, saf = _rec_step(Sf, rf, wf, kf, af, bf, vf)
-            Sr, yr, sar = _rec_step(Sr, rr, wr, kr, ar, br, vr)
+            Sf, yf = _rec_step(Sf, rf, wf, kf, af, bf, vf)
+            Sr, yr = _rec_step(Sr, rr, wr, kr, ar, br, vr)
             off_f = base + tf.to(tl.int64) * stride_t + offs_v
             off_r = base + tr.to(tl.int64) * stride_t + offs_v
-            if SAVE:
-                _save_sa(sab, saf, sar, off_f, off_r, BH.to(tl.int64) * T * N)
             of = tl.load(ws + off_f, cache_modifier=".cg")
             orv = tl.load(ws + off_r, cache_modifier=".cg")
             tl.store(y + off_f, _to_out(gf * yf + of, OUT_KIND))
@@ -355,7 +345,7 @@ if HAS_TRITON:
 
     @triton.jit
     def _bi_wkv7_chunked_kernel(
-        r, w, k, v, a, b, g, y, ws, cnt, st, sab, T, H, g_sb, g_st, g_sh, C, swap,
+        r, w, k, v, a, b, g, y, ws, cnt, st, T, H, g_sb, g_st, g_sh, C, swap,
         N: tl.constexpr, BV: tl.constexpr, L: tl.constexpr, OUT_KIND: tl.constexpr,
         PREC: tl.constexpr, VKIND: tl.constexpr, SAVE: tl.constexpr,
     ):  # fmt: skip
@@ -419,12 +409,9 @@ if HAS_TRITON:
             v32 = vt.to(tl.float32)
             St = tl.trans(S)  # [N, BV]
             SA = _lo_dot(U, v32, _hi_dot(W, St, None, PREC), PREC, VKIND)  # [L, BV]
-            if SAVE:  # training forward (L = 16): chunk-entry state and sa, layouts as _save_states/_save_sa
-                BH = tl.num_programs(2)
+            if SAVE:  # training forward (L = 16): the chunk-entry state, layout as _save_states
                 tile = offs_v[:, None] * N + offs_n[None, :]
-                tl.store(st + ((dirn * BH + pid_bh).to(tl.int64) * C + c) * (N * N) + tile, S)
-                soff = dirn * BH.to(tl.int64) * T * N + base + tok.to(tl.int64)[:, None] * stride_t + offs_v[None, :]
-                tl.store(sab + soff, SA, mask=valid[:, None])
+                tl.store(st + ((dirn * tl.num_programs(2) + pid_bh).to(tl.int64) * C + c) * (N * N) + tile, S)
             Yc = _lo_dot(Yv, v32, _hi_dot(Q, St, None, PREC), PREC, VKIND)
             S = S * _exp(GL)[None, :]
             S = _hi_dot(tl.trans(SA), Bd, S, PREC)
@@ -466,52 +453,47 @@ def _prepare(r, g, out):
     return B, T, H, N, out, ws, gate, g_strides
 
 
-def _saved(r: Tensor, save: bool, ws: Tensor) -> tuple[Tensor, Tensor]:
-    """The training forward's fp32 outputs: ``states [2, B, H, ceil(T/16), N, N]`` and ``sa [2, B, T, H, N]``.
-
-    Without ``save`` both are the workspace (a valid pointer the kernel never writes).
-    """
-    if not save:
-        return ws, ws
+def _saved(r: Tensor, save: bool, ws: Tensor) -> Tensor:
+    """The training forward's fp32 ``states [2, B, H, ceil(T/16), N, N]``; without ``save`` the
+    workspace (a valid pointer the kernel never writes)."""
     B, T, H, N = r.shape
-    st = torch.empty(2, B, H, -(-T // 16), N, N, dtype=torch.float32, device=r.device)
-    return st, torch.empty(2, B, T, H, N, dtype=torch.float32, device=r.device)
+    return torch.empty(2, B, H, -(-T // 16), N, N, dtype=torch.float32, device=r.device) if save else ws
 
 
 def bi_wkv7_recurrent(
     r, w, k, v, a, b, g=None, *, out=None, block_v: int | None = None, save: bool = False
-) -> Tensor | tuple[Tensor, Tensor, Tensor]:
+) -> Tensor | tuple[Tensor, Tensor]:
     """Launch the recurrent kernel (both directions and the merge in one launch).
 
-    ``save=True`` (the training forward) returns ``(y, states, sa)``, see :func:`_saved`.
+    ``save=True`` (the training forward) returns ``(y, states)``, see :func:`_saved`.
     """
     B, T, H, N, out, ws, gate, gs = _prepare(r, g, out)
-    st, sab = _saved(r, save, ws)
+    st = _saved(r, save, ws)
     cfg = recurrent_config(B, H, _gpu.sm_count(r.device))
     BV = block_v or (min(cfg["BV"], 8) if save else cfg["BV"])  # BV = 16 with SAVE: 255 registers at sm_90
     if BV not in RECURRENT_BLOCKS:
         raise ValueError(f"block_v: must be one of {RECURRENT_BLOCKS}, got {block_v!r}")
     _bi_wkv7_recurrent_kernel[(N // BV, B * H)](
-        r, w, k, v, a, b, gate, out, ws, st, sab, T, H, *gs,
+        r, w, k, v, a, b, gate, out, ws, st, T, H, *gs,
         N=N, BV=BV, OUT_KIND=_OUT_KIND[r.dtype], SAVE=bool(save), num_warps=cfg["num_warps"], num_stages=1,
     )  # fmt: skip
-    return (out, st, sab) if save else out
+    return (out, st) if save else out
 
 
 def bi_wkv7_chunked(
     r, w, k, v, a, b, g=None, *, out=None, tf32: bool = False, chunk_len: int | None = None,
     block_v: int | None = None, swap: int = 0, save: bool = False,
-) -> Tensor | tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+) -> Tensor | tuple[Tensor, Tensor]:  # fmt: skip
     """Launch the chunked kernel. ``tf32`` only changes float32 inputs (TF32 instead of exact dots).
 
     ``swap=1`` lets the reverse-direction program of each pair come first in the grid (tests
     use it to exercise both roles of the merge). ``save=True`` (the training forward, L = 16)
-    returns ``(y, states, sa)``, see :func:`_saved`.
+    returns ``(y, states)``, see :func:`_saved`.
     """
     B, T, H, N, out, ws, gate, gs = _prepare(r, g, out)
     if save and chunk_len not in (None, 16):
         raise ValueError(f"chunk_len: the training forward saves 16-token chunk states, got {chunk_len!r}")
-    st, sab = _saved(r, save, ws)
+    st = _saved(r, save, ws)
     exact = r.dtype == torch.float32 and not tf32
     cfg = chunked_config(B, H, _gpu.sm_count(r.device), exact=exact)
     L = chunk_len or cfg["L"]
@@ -524,12 +506,12 @@ def bi_wkv7_chunked(
     nvb = N // BV
     tickets = torch.zeros(B * H * nvb * C, dtype=torch.int32, device=r.device)
     _bi_wkv7_chunked_kernel[(nvb, 2, B * H)](
-        r, w, k, v, a, b, gate, out, ws, tickets, st, sab, T, H, *gs, C, int(swap),
+        r, w, k, v, a, b, gate, out, ws, tickets, st, T, H, *gs, C, int(swap),
         N=N, BV=BV, L=L, OUT_KIND=_OUT_KIND[r.dtype], PREC=0 if exact else 1,
         VKIND=2 if r.dtype == torch.float16 else 0, SAVE=bool(save), num_warps=_chunked_warps(BV, exact, save),
         num_stages=1,
     )  # fmt: skip
-    return (out, st, sab) if save else out
+    return (out, st) if save else out
 
 
 # The three registrations share everything but name, dtypes, priority and the TF32 flag.
