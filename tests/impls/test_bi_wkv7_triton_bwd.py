@@ -219,7 +219,7 @@ def test_backward_switch_hands_the_chunked_backward_the_states(monkeypatch):
 
 
 def test_backward_config():
-    assert kb.backward_config(1, 12, 132) == {"BV": 16, "num_warps": 2}  # 96 programs: most parallelism
+    assert kb.backward_config(1, 12, 132) == {"BV": 16, "num_warps": 4}  # 96 programs: most parallelism
     assert kb.backward_config(8, 12, 132)["BV"] == 64  # 192 programs at BV = 64: deterministic sums
     with pytest.raises(ValueError, match="kind"):
         tt.bi_wkv7_train(*_inputs(2, F32).values(), kind="wy")
