@@ -75,6 +75,8 @@ code path. ``compile_report(cc)`` compiles every launched variant for ``sm_<cc>`
 Training (all three are ``backward=True``): with grad on, the registered functions run the same
 kernels with ``SAVE`` (the fp32 16-token chunk-entry states; recurrent BV <= 8 and
 chunked BV = 32 on 8 warps: at 255 registers or spilling otherwise) and ``_bi_wkv7_triton_train.py``.
+Saved for the backward: those states only, 1024 bytes per (token, head) and direction for every
+I/O dtype (32 bytes per element of ``y``; :func:`saved_bytes`).
 """
 
 from __future__ import annotations
