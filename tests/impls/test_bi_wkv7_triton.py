@@ -164,10 +164,13 @@ def test_configs_fill_the_gpu(B):
 
 # ----------------------------------------------------------------------------- sm_90 compile
 def test_compile_report_sm90_no_spills():
-    """Every variant compiles for sm_90 (no GPU, no interpreter) with zero spills."""
+    """Every variant, inference and training forwards and the backward, compiles for sm_90 with zero spills."""
     rows = kernels.report_module("wkvbench.impls.bi_wkv7_triton", cc=90)
-    assert {r["impl"] for r in rows} == {"triton_recurrent", "triton_chunked", "triton_chunked_tf32"}
+    impls = {"triton_recurrent", "triton_chunked", "triton_chunked_tf32", "triton_* (backward)"}
+    assert {r["impl"] for r in rows} == impls
     assert len(rows) == len(tk.kernel_variants())
+    assert sum(r["kernel"] == "_bi_wkv7_bwd_kernel" for r in rows) == 18  # 3 dtypes x 3 BV x gate or not
+    assert sum(r["config"].endswith(" save") for r in rows) == 3 * 2 + 3 + 4 + 4 + 4  # training forwards
     for r in rows:
         assert "error" not in r, f"{r['config']}: {r.get('error')}"
         assert 0 < r["registers"] <= 255 and r["shared_bytes"] >= 0, r

@@ -71,6 +71,12 @@ partial write and read and the final write: bf16 ~34 bytes against the op's 14-b
 bfloat16 stores convert with an explicit round-to-nearest-even bit trick and no bfloat16 dot is
 issued (the interpreter mis-rounds both), so CPU tests under ``TRITON_INTERPRET=1`` run the GPU
 code path. ``compile_report(cc)`` compiles every launched variant for ``sm_<cc>`` without a GPU.
+
+Training (all three are ``backward=True``): with grad on, the registered functions run the same
+kernels with ``SAVE`` (the fp32 16-token chunk-entry states; recurrent BV <= 8 and
+chunked BV = 32 on 8 warps: at 255 registers or spilling otherwise) and ``_bi_wkv7_triton_train.py``.
+Saved for the backward: those states only, 1024 bytes per (token, head) and direction for every
+I/O dtype (32 bytes per element of ``y``; :func:`saved_bytes`).
 """
 
 from __future__ import annotations
@@ -80,6 +86,7 @@ import functools
 import torch
 from torch import Tensor
 
+from wkvbench.impls import _bi_wkv7_triton_train as _tt
 from wkvbench.impls import _gpu
 from wkvbench.impls._gpu import DEFAULT_SMS
 from wkvbench.registry import ALL_DTYPES, register_impl
@@ -91,6 +98,7 @@ HAS_TRITON = triton is not None and tl is not None
 HEAD_SIZES = (64,)
 CHUNK_LENS = (16, 32, 64)
 IMPLS = ("triton_recurrent", "triton_chunked", "triton_chunked_tf32")
+saved_bytes = _tt.saved_bytes  # what the training forward saves for the backward
 
 
 def _check(device: torch.device) -> tuple[bool, str]:
@@ -111,9 +119,9 @@ def recurrent_config(B: int, H: int, sms: int = DEFAULT_SMS) -> dict:
     return {"BV": 64 // nvb, "num_warps": 1}
 
 
-def _chunked_warps(BV: int, exact: bool) -> int:
+def _chunked_warps(BV: int, exact: bool, save: bool = False) -> int:
     """4 warps (<= 255 registers, no spills, 2 programs per SM); 8 where 4 would spill at sm_90."""
-    return 8 if (BV == 64 or exact) else 4
+    return 8 if (BV == 64 or exact or (save and BV == 32)) else 4
 
 
 def chunked_blocks(exact: bool) -> tuple[int, ...]:
@@ -215,12 +223,26 @@ if HAS_TRITON:
         return S, y
 
     @triton.jit
+    def _save_states(st, Sf, Sr, tf, tr, T, C, pid_bh, BH, offs_v, offs_n, N: tl.constexpr):
+        """Training forward: a direction's state where it enters a 16-token chunk, fp32 [2, B, H, C, N, N].
+
+        Forward: before token 16c; reverse: before token min(16c + 15, T - 1) in its scan order.
+        """
+        tile = offs_v[:, None] * N + offs_n[None, :]
+        if tf % 16 == 0:  # a uniform branch: the stores issue once per 16 steps
+            tl.store(st + (pid_bh.to(tl.int64) * C + tf // 16) * (N * N) + tile, Sf)
+        if (tr % 16 == 15) | (tr == T - 1):
+            tl.store(st + ((BH + pid_bh).to(tl.int64) * C + tr // 16) * (N * N) + tile, Sr)
+
+    @triton.jit
     def _bi_wkv7_recurrent_kernel(
-        r, w, k, v, a, b, g, y, ws, T, H, g_sb, g_st, g_sh,
-        N: tl.constexpr, BV: tl.constexpr, OUT_KIND: tl.constexpr,
+        r, w, k, v, a, b, g, y, ws, st, T, H, g_sb, g_st, g_sh,
+        N: tl.constexpr, BV: tl.constexpr, OUT_KIND: tl.constexpr, SAVE: tl.constexpr,
     ):  # fmt: skip
         pid_v = tl.program_id(0)
         pid_bh = tl.program_id(1)
+        BH = tl.num_programs(1)
+        C = (T + 15) // 16
         bidx = pid_bh // H
         h = pid_bh % H
         stride_t = H * N
@@ -250,6 +272,8 @@ if HAS_TRITON:
             rr2, wr2, kr2, ar2, br2, vr2, gr2 = _rec_load(
                 r, w, k, v, a, b, g, base, gbase, nr, stride_t, g_st, offs_k, offs_v
             )
+            if SAVE:
+                _save_states(st, Sf, Sr, tf, tr, T, C, pid_bh, BH, offs_v, offs_k, N)
             Sf, yf = _rec_step(Sf, rf, wf, kf, af, bf, vf)
             Sr, yr = _rec_step(Sr, rr, wr, kr, ar, br, vr)
             pf = gf * yf
@@ -274,6 +298,8 @@ if HAS_TRITON:
             rr2, wr2, kr2, ar2, br2, vr2, gr2 = _rec_load(
                 r, w, k, v, a, b, g, base, gbase, nr, stride_t, g_st, offs_k, offs_v
             )
+            if SAVE:
+                _save_states(st, Sf, Sr, tf, tr, T, C, pid_bh, BH, offs_v, offs_k, N)
             Sf, yf = _rec_step(Sf, rf, wf, kf, af, bf, vf)
             Sr, yr = _rec_step(Sr, rr, wr, kr, ar, br, vr)
             off_f = base + tf.to(tl.int64) * stride_t + offs_v
@@ -321,9 +347,9 @@ if HAS_TRITON:
 
     @triton.jit
     def _bi_wkv7_chunked_kernel(
-        r, w, k, v, a, b, g, y, ws, cnt, T, H, g_sb, g_st, g_sh, C, swap,
+        r, w, k, v, a, b, g, y, ws, cnt, st, T, H, g_sb, g_st, g_sh, C, swap,
         N: tl.constexpr, BV: tl.constexpr, L: tl.constexpr, OUT_KIND: tl.constexpr,
-        PREC: tl.constexpr, VKIND: tl.constexpr,
+        PREC: tl.constexpr, VKIND: tl.constexpr, SAVE: tl.constexpr,
     ):  # fmt: skip
         pid_v = tl.program_id(0)
         dirn = tl.program_id(1) ^ swap  # swap=1 flips which direction the grid's first program runs (tests)
@@ -385,6 +411,9 @@ if HAS_TRITON:
             v32 = vt.to(tl.float32)
             St = tl.trans(S)  # [N, BV]
             SA = _lo_dot(U, v32, _hi_dot(W, St, None, PREC), PREC, VKIND)  # [L, BV]
+            if SAVE:  # training forward (L = 16): the chunk-entry state, layout as _save_states
+                tile = offs_v[:, None] * N + offs_n[None, :]
+                tl.store(st + ((dirn * tl.num_programs(2) + pid_bh).to(tl.int64) * C + c) * (N * N) + tile, S)
             Yc = _lo_dot(Yv, v32, _hi_dot(Q, St, None, PREC), PREC, VKIND)
             S = S * _exp(GL)[None, :]
             S = _hi_dot(tl.trans(SA), Bd, S, PREC)
@@ -426,30 +455,47 @@ def _prepare(r, g, out):
     return B, T, H, N, out, ws, gate, g_strides
 
 
-def bi_wkv7_recurrent(r, w, k, v, a, b, g=None, *, out=None, block_v: int | None = None) -> Tensor:
-    """Launch the recurrent kernel (both directions and the merge in one launch)."""
+def _saved(r: Tensor, save: bool, ws: Tensor) -> Tensor:
+    """The training forward's fp32 ``states [2, B, H, ceil(T/16), N, N]``; without ``save`` the
+    workspace (a valid pointer the kernel never writes)."""
+    B, T, H, N = r.shape
+    return torch.empty(2, B, H, -(-T // 16), N, N, dtype=torch.float32, device=r.device) if save else ws
+
+
+def bi_wkv7_recurrent(
+    r, w, k, v, a, b, g=None, *, out=None, block_v: int | None = None, save: bool = False
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Launch the recurrent kernel (both directions and the merge in one launch).
+
+    ``save=True`` (the training forward) returns ``(y, states)``, see :func:`_saved`.
+    """
     B, T, H, N, out, ws, gate, gs = _prepare(r, g, out)
+    st = _saved(r, save, ws)
     cfg = recurrent_config(B, H, _gpu.sm_count(r.device))
-    BV = block_v or cfg["BV"]
+    BV = block_v or (min(cfg["BV"], 8) if save else cfg["BV"])  # BV = 16 with SAVE: 255 registers at sm_90
     if BV not in RECURRENT_BLOCKS:
         raise ValueError(f"block_v: must be one of {RECURRENT_BLOCKS}, got {block_v!r}")
     _bi_wkv7_recurrent_kernel[(N // BV, B * H)](
-        r, w, k, v, a, b, gate, out, ws, T, H, *gs,
-        N=N, BV=BV, OUT_KIND=_OUT_KIND[r.dtype], num_warps=cfg["num_warps"], num_stages=1,
+        r, w, k, v, a, b, gate, out, ws, st, T, H, *gs,
+        N=N, BV=BV, OUT_KIND=_OUT_KIND[r.dtype], SAVE=bool(save), num_warps=cfg["num_warps"], num_stages=1,
     )  # fmt: skip
-    return out
+    return (out, st) if save else out
 
 
 def bi_wkv7_chunked(
     r, w, k, v, a, b, g=None, *, out=None, tf32: bool = False, chunk_len: int | None = None,
-    block_v: int | None = None, swap: int = 0,
-) -> Tensor:  # fmt: skip
+    block_v: int | None = None, swap: int = 0, save: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:  # fmt: skip
     """Launch the chunked kernel. ``tf32`` only changes float32 inputs (TF32 instead of exact dots).
 
     ``swap=1`` lets the reverse-direction program of each pair come first in the grid (tests
-    use it to exercise both roles of the merge).
+    use it to exercise both roles of the merge). ``save=True`` (the training forward, L = 16)
+    returns ``(y, states)``, see :func:`_saved`.
     """
     B, T, H, N, out, ws, gate, gs = _prepare(r, g, out)
+    if save and chunk_len not in (None, 16):
+        raise ValueError(f"chunk_len: the training forward saves 16-token chunk states, got {chunk_len!r}")
+    st = _saved(r, save, ws)
     exact = r.dtype == torch.float32 and not tf32
     cfg = chunked_config(B, H, _gpu.sm_count(r.device), exact=exact)
     L = chunk_len or cfg["L"]
@@ -462,17 +508,19 @@ def bi_wkv7_chunked(
     nvb = N // BV
     tickets = torch.zeros(B * H * nvb * C, dtype=torch.int32, device=r.device)
     _bi_wkv7_chunked_kernel[(nvb, 2, B * H)](
-        r, w, k, v, a, b, gate, out, ws, tickets, T, H, *gs, C, int(swap),
+        r, w, k, v, a, b, gate, out, ws, tickets, st, T, H, *gs, C, int(swap),
         N=N, BV=BV, L=L, OUT_KIND=_OUT_KIND[r.dtype], PREC=0 if exact else 1,
-        VKIND=2 if r.dtype == torch.float16 else 0, num_warps=_chunked_warps(BV, exact), num_stages=1,
+        VKIND=2 if r.dtype == torch.float16 else 0, SAVE=bool(save), num_warps=_chunked_warps(BV, exact, save),
+        num_stages=1,
     )  # fmt: skip
-    return out
+    return (out, st) if save else out
 
 
 # The three registrations share everything but name, dtypes, priority and the TF32 flag.
 _register = functools.partial(
-    register_impl, "bi_wkv7", backend="triton", devices=("cuda", "cpu"), head_sizes=HEAD_SIZES, check=_check
-)
+    register_impl, "bi_wkv7", backend="triton", devices=("cuda", "cpu"), head_sizes=HEAD_SIZES, check=_check,
+    backward=True,
+)  # fmt: skip
 
 
 @_register(
@@ -481,7 +529,8 @@ _register = functools.partial(
 )  # fmt: skip
 def triton_recurrent(r, w, k, v, a, b, g=None, *, out=None):
     """Recurrent Triton kernel: per-token recurrence with the state in registers, both directions in one launch."""
-    return bi_wkv7_recurrent(r, w, k, v, a, b, g, out=out)
+    y = _tt.train_or_none("recurrent", r, w, k, v, a, b, g, out)
+    return y if y is not None else bi_wkv7_recurrent(r, w, k, v, a, b, g, out=out)
 
 
 @_register(
@@ -490,7 +539,8 @@ def triton_recurrent(r, w, k, v, a, b, g=None, *, out=None):
 )  # fmt: skip
 def triton_chunked(r, w, k, v, a, b, g=None, *, out=None):
     """Chunked Triton kernel: tensor-core chunks, exact float32 dots for float32 inputs."""
-    return bi_wkv7_chunked(r, w, k, v, a, b, g, out=out, tf32=False)
+    y = _tt.train_or_none("chunked", r, w, k, v, a, b, g, out)
+    return y if y is not None else bi_wkv7_chunked(r, w, k, v, a, b, g, out=out, tf32=False)
 
 
 @_register(
@@ -499,41 +549,19 @@ def triton_chunked(r, w, k, v, a, b, g=None, *, out=None):
 )  # fmt: skip
 def triton_chunked_tf32(r, w, k, v, a, b, g=None, *, out=None):
     """Chunked Triton kernel with float32 inputs computed on TF32 tensor cores."""
-    return bi_wkv7_chunked(r, w, k, v, a, b, g, out=out, tf32=True)
+    y = _tt.train_or_none("chunked_tf32", r, w, k, v, a, b, g, out)
+    return y if y is not None else bi_wkv7_chunked(r, w, k, v, a, b, g, out=out, tf32=True)
 
 
 # ---------------------------------------------------------------------------------- compile report
-_TL_PTR = {torch.float32: "*fp32", torch.bfloat16: "*bf16", torch.float16: "*fp16"}
-
-
 def kernel_variants() -> list[dict]:
-    """Every kernel specialisation the module launches, in the form ``_gpu.triton_compile_rows`` takes."""
-    out = []
-    for dtype in ALL_DTYPES:
-        p = _TL_PTR[dtype]
-        dt = str(dtype).replace("torch.", "")
-        io = {n: p for n in ("r", "w", "k", "v", "a", "b", "g", "y")}
-        for BV in RECURRENT_BLOCKS:
-            sig = dict(io, ws="*fp32", T="i32", H="i32", g_sb="i32", g_st="i32", g_sh="i32",
-                       N="constexpr", BV="constexpr", OUT_KIND="constexpr")  # fmt: skip
-            const = {"N": 64, "BV": BV, "OUT_KIND": _OUT_KIND[dtype]}
-            out.append(dict(impl="triton_recurrent", fn=_bi_wkv7_recurrent_kernel, signature=sig, constexprs=const,
-                            options={"num_warps": 1, "num_stages": 1}, config=f"{dt} BV={BV} warps=1",
-                            align=True))  # fmt: skip
-        for tf32 in (False, True) if dtype == torch.float32 else (False,):
-            exact = dtype == torch.float32 and not tf32
-            for BV in chunked_blocks(exact):
-                sig = dict(io, ws="*fp32", cnt="*i32", T="i32", H="i32", g_sb="i32", g_st="i32", g_sh="i32",
-                           C="i32", swap="i32", N="constexpr", BV="constexpr", L="constexpr",
-                           OUT_KIND="constexpr", PREC="constexpr", VKIND="constexpr")  # fmt: skip
-                const = {"N": 64, "BV": BV, "L": 16, "OUT_KIND": _OUT_KIND[dtype], "PREC": 0 if exact else 1,
-                         "VKIND": 2 if dtype == torch.float16 else 0}  # fmt: skip
-                nw = _chunked_warps(BV, exact)
-                dots = "ieee" if exact else ("tf32+fp16" if dtype == torch.float16 else "tf32")
-                out.append(dict(impl="triton_chunked_tf32" if tf32 else "triton_chunked", fn=_bi_wkv7_chunked_kernel,
-                                signature=sig, constexprs=const, options={"num_warps": nw, "num_stages": 1},
-                                config=f"{dt} L=16 BV={BV} warps={nw} dots={dots}", align=True))  # fmt: skip
-    return out
+    """Every kernel specialisation launched, inference and training (``_gpu.triton_compile_rows`` form).
+
+    Listed by ``_bi_wkv7_triton_train.kernel_variants``.
+    """
+    from wkvbench.impls import _bi_wkv7_triton_train
+
+    return _bi_wkv7_triton_train.kernel_variants()
 
 
 def compile_report(cc: int = 90) -> list[dict]:
