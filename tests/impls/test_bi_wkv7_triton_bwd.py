@@ -46,17 +46,27 @@ def _fwd_block(kind: str, dtype) -> int:
     return 16 if kind == "recurrent" else max(tk.chunked_blocks(exact=dtype == F32 and kind == "chunked"))
 
 
-def _grad_check(kind, x, dtype, bwd_block_v=64, record=True):
-    """Output and gradients of the training path against float64; returns the GradAccuracy."""
+def _grad_check(kind, x, dtype, bwd_block_v=64, record=True, backward="recurrent"):
+    """Output and gradients of the training path against float64; returns the GradAccuracy.
+
+    ``backward="recurrent"`` by default: this module's matrix is the per-token backward kernel's
+    (the chunked kinds run the WY backward by default, whose matrix is in
+    test_bi_wkv7_triton_chunked_bwd.py); None runs the kind's default.
+    """
     tf32 = kind == "chunked_tf32"
-    fn = lambda **a: tt.bi_wkv7_train(**a, kind=kind, block_v=_fwd_block(kind, dtype), bwd_block_v=bwd_block_v)  # noqa: E731
+
+    def fn(**a):
+        return tt.bi_wkv7_train(
+            **a, kind=kind, block_v=_fwd_block(kind, dtype), bwd_block_v=bwd_block_v, backward=backward
+        )
+
     names = gradcheck.grad_names("bi_wkv7", x)
     dy = gradcheck.make_dy(tuple(x["r"].shape), dtype, "cpu", seed=1)
     y, grads = gradcheck.implementation_grads(fn, x, names, dy)
     acc_y = compare(y, reference.bi_wkv7(**x), dtype, tf32=tf32)
     assert acc_y.passed, f"output rel_err {acc_y.rel_err:.3g} > {acc_y.tol:.3g}"
     acc = gradcheck.compare_grads(grads, gradcheck.reference_grads("bi_wkv7", x, dy), dtype, tf32=tf32)
-    key = (kind, str(dtype)[6:])
+    key = (kind if backward == "recurrent" else f"{kind}+{backward}", str(dtype)[6:])
     if record and acc.worst_err > WORST.get(key, (0.0, ""))[0]:
         WORST[key] = (acc.worst_err, acc.label())
     print(f"\n{key} {acc.label()}; worst so far: {WORST.get(key, (0, '-'))[1]}")
@@ -223,3 +233,27 @@ def test_backward_config():
     assert kb.backward_config(8, 12, 132)["BV"] == 64  # 192 programs at BV = 64: deterministic sums
     with pytest.raises(ValueError, match="kind"):
         tt.bi_wkv7_train(*_inputs(2, F32).values(), kind="wy")
+
+
+@pytest.mark.parametrize("dtype,T,variant", [(F32, 50, "strong_decay"), (BF16, 17, "realistic")], ids=str)
+def test_chunked_kinds_train_with_the_wy_backward_by_default(monkeypatch, dtype, T, variant):
+    """triton_chunked's registered path: training forward + the chunked (WY) backward, end to end."""
+    from wkvbench.impls import _bi_wkv7_triton_chunked_bwd as wy
+
+    calls = []
+    real = wy.chunked_backward
+    monkeypatch.setattr(wy, "chunked_backward", lambda *a: calls.append(1) or real(*a))
+    assert tt.BACKWARD is None and tt.DEFAULT_BACKWARD == {
+        "recurrent": "recurrent", "chunked": "chunked", "chunked_tf32": "chunked"}  # fmt: skip
+    acc = _grad_check("chunked", _inputs(T, dtype, variant), dtype, backward=None)
+    assert calls == [1] and acc.finite and acc.passed, acc.errors
+    with pytest.raises(ValueError, match="backward"):
+        tt.bi_wkv7_train(*_inputs(2, F32).values(), kind="chunked", backward="wy")
+
+
+def test_saved_bytes_is_what_autograd_keeps_beyond_the_inputs():
+    """The docstring's figure (fp32 chunk-entry states of both directions) is what the forward saves."""
+    x = _inputs(20, BF16, H=2)
+    fn = get_impl("bi_wkv7", "triton_chunked").fn
+    measured = gradcheck.saved_bytes(fn, x, gradcheck.grad_names("bi_wkv7", x))
+    assert measured == tk.saved_bytes(1, 20, 2, 64, BF16) == 4 * 2 * 2 * 2 * 64 * 64  # C = 2 chunks

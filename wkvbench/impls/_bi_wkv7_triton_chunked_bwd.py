@@ -79,7 +79,7 @@ HAS_TRITON = triton is not None and tl is not None
 
 CHUNK = 16
 HEAD_SIZE = 64
-IMPL = "triton_chunked"
+IMPL = "triton_chunked (backward)"  # rows of the compile report; also triton_chunked_tf32's backward
 
 
 def _check_args(r, w, k, v, a, b, g, dy, states) -> tuple[int, int, int, int, int]:

@@ -11,11 +11,21 @@ i.e. 32 bytes per element of ``y`` for both directions (``audiorwkv_catflip``: 1
 I/O, 2304 for float32, plus its concatenated copies of the inputs; here autograd keeps the
 caller's inputs, no copies). T is rounded up to a multiple of 16. :func:`saved_bytes`.
 
-Backward: :data:`BACKWARD` selects it. ``"recurrent"`` (default) is ``_bi_wkv7_triton_bwd.py``:
-one launch of the per-token backward kernel into zeroed float32 buffers, then one conversion
-to the I/O dtype per gradient (none for float32). ``"chunked"`` calls
-``_bi_wkv7_triton_chunked_bwd.chunked_backward(r, w, k, v, a, b, g, dy, states)`` (the WY-form
-chunked backward, when that module is present).
+Backward, by kind (:data:`DEFAULT_BACKWARD`; :func:`set_backward` overrides it for every kind):
+
+* ``"chunked"`` (``triton_chunked``, ``triton_chunked_tf32``):
+  ``_bi_wkv7_triton_chunked_bwd.chunked_backward(r, w, k, v, a, b, g, dy, states)``, the WY-form
+  chunked backward on tensor cores (a sequential dS pass over chunks, then every chunk in
+  parallel; derivation in docs/notes/triton_chunked_backward.md). Its working set during the
+  backward: per (token, head) and direction 1024 B of dS, 512 B of SA and D and 256 B of decay
+  shares (56 B per element of ``y``), plus the float32 gradient buffers.
+* ``"recurrent"`` (``triton_recurrent``): ``_bi_wkv7_triton_bwd.py``, one launch of the per-token
+  backward kernel (each chunk's forward recomputed from its saved state) into zeroed float32
+  buffers, then one conversion to the I/O dtype per gradient (none for float32); no working set
+  beyond those buffers.
+
+So each backward kernel has a registered implementation that times it; the other pairing (the
+chunked forward with the recurrent backward) is one :func:`set_backward` away.
 """
 
 from __future__ import annotations
@@ -27,16 +37,18 @@ from wkvbench.impls import _gpu
 from wkvbench.registry import ALL_DTYPES
 
 BACKWARDS = ("recurrent", "chunked")
-#: Which backward the Function runs: ``"recurrent"`` (the per-token kernel) or ``"chunked"``.
-BACKWARD = "recurrent"
 KINDS = ("recurrent", "chunked", "chunked_tf32")
+#: The backward each kind's Function runs unless :data:`BACKWARD` overrides it.
+DEFAULT_BACKWARD = {"recurrent": "recurrent", "chunked": "chunked", "chunked_tf32": "chunked"}
+#: Override for every kind (``"recurrent"`` or ``"chunked"``), or None: :data:`DEFAULT_BACKWARD`.
+BACKWARD: str | None = None
 TL_PTR = {torch.float32: "*fp32", torch.bfloat16: "*bf16", torch.float16: "*fp16"}
 
 
-def set_backward(name: str) -> None:
-    """Select the backward every later training forward uses (``"recurrent"`` or ``"chunked"``)."""
+def set_backward(name: str | None) -> None:
+    """Select the backward every later training forward uses (``"recurrent"`` or ``"chunked"``; None: by kind)."""
     global BACKWARD
-    if name not in BACKWARDS:
+    if name is not None and name not in BACKWARDS:
         raise ValueError(f"name: backward must be one of {BACKWARDS}, got {name!r}")
     BACKWARD = name
 
@@ -90,10 +102,10 @@ class BiWKV7Triton(torch.autograd.Function):
     """Fused Bi-WKV7 forward (saving the chunk-entry states) and fused backward."""
 
     @staticmethod
-    def forward(ctx, r, w, k, v, a, b, g, kind, block_v=None, bwd_block_v=None):
+    def forward(ctx, r, w, k, v, a, b, g, kind, block_v=None, bwd_block_v=None, backward=None):
         xs = [x.contiguous() for x in (r, w, k, v, a, b)]
         g = None if g is None else g.contiguous()
-        backward = BACKWARD
+        backward = backward or BACKWARD or DEFAULT_BACKWARD[kind]
         y, states = forward(*xs, g, kind, block_v=block_v)
         ctx.save_for_backward(*xs, g, states)
         ctx.backward, ctx.bwd_block_v = backward, bwd_block_v
@@ -109,7 +121,7 @@ class BiWKV7Triton(torch.autograd.Function):
             grads = chunked_backward(r, w, k, v, a, b, g, dy, states)
         else:
             grads = recurrent_backward(r, w, k, v, a, b, g, dy, states, block_v=ctx.bwd_block_v)
-        return (*grads, None, None, None)
+        return (*grads, None, None, None, None)
 
 
 def train_or_none(kind: str, r, w, k, v, a, b, g, out) -> Tensor | None:
@@ -127,12 +139,26 @@ def train_or_none(kind: str, r, w, k, v, a, b, g, out) -> Tensor | None:
 
 
 def bi_wkv7_train(
-    r, w, k, v, a, b, g=None, *, kind: str, block_v: int | None = None, bwd_block_v: int | None = None
+    r,
+    w,
+    k,
+    v,
+    a,
+    b,
+    g=None,
+    *,
+    kind: str,
+    block_v: int | None = None,
+    bwd_block_v: int | None = None,
+    backward: str | None = None,
 ) -> Tensor:
-    """Differentiable fused Bi-WKV7 (``kind`` as :func:`forward`; block sizes override the configs)."""
+    """Differentiable fused Bi-WKV7 (``kind`` as :func:`forward`; block sizes override the configs;
+    ``backward``: ``"recurrent"`` or ``"chunked"``, default :data:`BACKWARD` or the kind's)."""
     if kind not in KINDS:
         raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
-    return BiWKV7Triton.apply(r, w, k, v, a, b, g, kind, block_v, bwd_block_v)
+    if backward is not None and backward not in BACKWARDS:
+        raise ValueError(f"backward: expected one of {BACKWARDS}, got {backward!r}")
+    return BiWKV7Triton.apply(r, w, k, v, a, b, g, kind, block_v, bwd_block_v, backward)
 
 
 # ---------------------------------------------------------------------------------- compile report

@@ -573,4 +573,7 @@ def compile_report(cc: int = 90) -> list[dict]:
     """
     if not HAS_TRITON:
         return _gpu.skipped_rows(IMPLS, _gpu.ToolMissing.extra("triton", _IMPORT_ERROR))
-    return _gpu.report_or_skip(IMPLS, lambda: _gpu.triton_compile_rows(kernel_variants(), cc))
+    from wkvbench.impls import _bi_wkv7_triton_chunked_bwd  # the chunked kinds' backward (WY form)
+
+    rows = _gpu.report_or_skip(IMPLS, lambda: _gpu.triton_compile_rows(kernel_variants(), cc))
+    return rows + _bi_wkv7_triton_chunked_bwd.compile_report(cc)
