@@ -258,9 +258,14 @@ def status_text(df: pd.DataFrame) -> pd.Series:
     return df["status"].map(lambda s: STATUS_LABEL.get(s, s))
 
 
-def log_y(ax) -> None:
+def log_y(ax, ys=()) -> None:
+    """Log y axis; over less than ~1.6 decades of ``ys``, labels at 1-2-5 steps (one decade has one power of 10)."""
     ax.set_yscale("log")
     ax.yaxis.set_minor_formatter(NullFormatter())
+    ys = np.asarray([v for v in ys if v is not None and np.isfinite(v) and v > 0], dtype=float)
+    if ys.size and math.log10(ys.max() / ys.min()) < 1.6:
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(_plain))
 
 
 def draw_lines(ax, df: pd.DataFrame, x: str, y: str, legend: Legend, lo: str | None = None, hi: str | None = None):
@@ -304,12 +309,11 @@ def finish_panel(
         ax.set_xlim(*xlim)
     if ok.empty:
         ax.set_yticks([])
-        ax.text(
-            0.5, 0.4, "no ok cells here", ha="center", va="center", fontsize=8, color="#666666", transform=ax.transAxes
-        )
+        why = "not measured here (ok cells, no values)" if df["ok"].any() else "no ok cells here"
+        ax.text(0.5, 0.4, why, ha="center", va="center", fontsize=8, color="#666666", transform=ax.transAxes)
     else:
         if logy:
-            log_y(ax)
+            log_y(ax, ok[y])
         if len(include_y):
             lo, hi = ax.get_ylim()
             pad = 1.6 if logy else 1.0
