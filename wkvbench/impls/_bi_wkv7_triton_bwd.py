@@ -64,7 +64,7 @@ def warps(BV: int) -> int:
 
 
 if HAS_TRITON:
-    from wkvbench.impls.bi_wkv7_triton import _exp
+    from wkvbench.impls.bi_wkv7_triton import _exp, _head_prologue
 
     @triton.jit
     def _tok_load(r, w, k, v, a, b, g, base, gbase, t, T, stride_t, g_st, offs_n, offs_v):
@@ -106,12 +106,7 @@ if HAS_TRITON:
         pid_bh = tl.program_id(2)
         BH = tl.num_programs(2)
         C = (T + L - 1) // L
-        bidx = pid_bh // H
-        h = pid_bh % H
-        stride_t = H * N
-        base = (bidx.to(tl.int64) * T * H + h) * N
-        gbase = bidx.to(tl.int64) * g_sb + h * g_sh  # all gate strides 0 without a gate (one 0.5)
-        offs_n = tl.arange(0, N)
+        bidx, h, stride_t, base, gbase, offs_n = _head_prologue(pid_bh, T, H, g_sb, g_sh, N)
         offs_v = pid_v * BV + tl.arange(0, BV)
         tile = offs_v[:, None] * N + offs_n[None, :]
         rows = tl.arange(0, L)[:, None]

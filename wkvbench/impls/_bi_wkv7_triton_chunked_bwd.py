@@ -191,7 +191,7 @@ def chunked_backward_torch(r, w, k, v, a, b, g, dy, states, dtype: torch.dtype =
 
 # ---------------------------------------------------------------------------------- Triton kernel
 if HAS_TRITON:
-    from wkvbench.impls.bi_wkv7_triton import _exp, _hi_dot, _unit_lower_inverse
+    from wkvbench.impls.bi_wkv7_triton import _exp, _head_prologue, _hi_dot, _unit_lower_inverse
 
     @triton.jit
     def _rev_cumsum(x):
@@ -254,13 +254,8 @@ if HAS_TRITON:
         dirn = tl.program_id(0)
         pid_bh = tl.program_id(1)
         BH = tl.num_programs(1)
-        bidx = pid_bh // H
-        h = pid_bh % H
-        stride_t = H * N
-        base = (bidx.to(tl.int64) * T * H + h) * N
-        gbase = bidx.to(tl.int64) * g_sb + h * g_sh  # all gate strides 0 without a gate (one 0.5)
+        _, _, stride_t, base, gbase, offs_n = _head_prologue(pid_bh, T, H, g_sb, g_sh, N)
         offs_l = tl.arange(0, L)
-        offs_n = tl.arange(0, N)
         nn = offs_n[:, None] * N + offs_n[None, :]  # [i, j] of a row-major [N, N] matrix
         nnT = offs_n[:, None] + offs_n[None, :] * N  # its transpose, read through the pointers
         dS = tl.zeros([N, N], dtype=tl.float32)
@@ -297,13 +292,8 @@ if HAS_TRITON:
         dirn = tl.program_id(1)
         pid_bh = tl.program_id(2)
         BH = tl.num_programs(2)
-        bidx = pid_bh // H
-        h = pid_bh % H
-        stride_t = H * N
-        base = (bidx.to(tl.int64) * T * H + h) * N
-        gbase = bidx.to(tl.int64) * g_sb + h * g_sh
+        bidx, h, stride_t, base, gbase, offs_n = _head_prologue(pid_bh, T, H, g_sb, g_sh, N)
         offs_l = tl.arange(0, L)
-        offs_n = tl.arange(0, N)
         rows = offs_l[:, None]
         cols = offs_l[None, :]
         nn = offs_n[:, None] * N + offs_n[None, :]

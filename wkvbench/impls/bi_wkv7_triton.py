@@ -199,6 +199,19 @@ if HAS_TRITON:
         else:
             return _hi_dot(x, y, acc, PREC)
 
+    @triton.jit
+    def _head_prologue(pid_bh, T, H, g_sb, g_sh, N: tl.constexpr):
+        """A (batch, head) program's offsets into [B, T, H, N] inputs and the [B, T, H] gate.
+
+        Returns ``bidx, h, stride_t, base, gbase, offs_n``: token t's vector starts at ``base + t * stride_t``,
+        its gate at ``gbase + t * g_st`` (all gate strides 0 without a gate: g points at one 0.5).
+        """
+        bidx = pid_bh // H
+        h = pid_bh % H
+        base = (bidx.to(tl.int64) * T * H + h) * N
+        gbase = bidx.to(tl.int64) * g_sb + h * g_sh
+        return bidx, h, H * N, base, gbase, tl.arange(0, N)
+
     # ------------------------------------------------------------------------------ recurrent
     @triton.jit
     def _rec_load(r, w, k, v, a, b, g, base, gbase, t, stride_t, g_st, offs_k, offs_v):
@@ -243,12 +256,7 @@ if HAS_TRITON:
         pid_bh = tl.program_id(1)
         BH = tl.num_programs(1)
         C = (T + 15) // 16
-        bidx = pid_bh // H
-        h = pid_bh % H
-        stride_t = H * N
-        base = (bidx.to(tl.int64) * T * H + h) * N
-        gbase = bidx.to(tl.int64) * g_sb + h * g_sh  # all gate strides 0 without a gate (one 0.5)
-        offs_k = tl.arange(0, N)
+        _, _, stride_t, base, gbase, offs_k = _head_prologue(pid_bh, T, H, g_sb, g_sh, N)
         offs_v = pid_v * BV + tl.arange(0, BV)
         Sf = tl.zeros([BV, N], dtype=tl.float32)
         Sr = tl.zeros([BV, N], dtype=tl.float32)
@@ -355,13 +363,8 @@ if HAS_TRITON:
         dirn = tl.program_id(1) ^ swap  # swap=1 flips which direction the grid's first program runs (tests)
         pid_bh = tl.program_id(2)
         NVB = tl.num_programs(0)
-        bidx = pid_bh // H
-        h = pid_bh % H
-        stride_t = H * N
-        base = (bidx.to(tl.int64) * T * H + h) * N
-        gbase = bidx.to(tl.int64) * g_sb + h * g_sh  # all gate strides 0 without a gate (one 0.5)
+        _, _, stride_t, base, gbase, offs_n = _head_prologue(pid_bh, T, H, g_sb, g_sh, N)
         offs_l = tl.arange(0, L)
-        offs_n = tl.arange(0, N)
         offs_v = pid_v * BV + tl.arange(0, BV)
         rows = offs_l[:, None]
         cols = offs_l[None, :]
