@@ -21,6 +21,7 @@ from wkvbench.registry import get_impl
 triton = pytest.importorskip("triton")
 import triton.language as tl  # noqa: E402
 
+from wkvbench.impls import _bi_wkv7_triton_chunked_bwd as wyb  # noqa: E402
 from wkvbench.impls import bi_wkv7_triton as tk  # noqa: E402
 from wkvbench.impls.bi_wkv7_triton import _unit_lower_inverse  # noqa: E402
 
@@ -167,8 +168,10 @@ def test_compile_report_sm90_no_spills():
     """Every variant, inference and training forwards and the backward, compiles for sm_90 with zero spills."""
     rows = kernels.report_module("wkvbench.impls.bi_wkv7_triton", cc=90)
     impls = {"triton_recurrent", "triton_chunked", "triton_chunked_tf32", "triton_* (backward)"}
-    assert {r["impl"] for r in rows} == impls
-    assert len(rows) == len(tk.kernel_variants())
+    wy = "triton_chunked (backward)"  # the chunked kinds' WY backward, listed with this module's kernels
+    assert {r["impl"] for r in rows} == impls | {wy}
+    assert len(rows) == len(tk.kernel_variants()) + len(wyb.kernel_variants())
+    assert sum(r["impl"] == wy for r in rows) == len(wyb.kernel_variants())
     assert sum(r["kernel"] == "_bi_wkv7_bwd_kernel" for r in rows) == 18  # 3 dtypes x 3 BV x gate or not
     assert sum(r["config"].endswith(" save") for r in rows) == 3 * 2 + 3 + 4 + 4 + 4  # training forwards
     for r in rows:

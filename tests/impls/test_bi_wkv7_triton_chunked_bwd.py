@@ -136,6 +136,6 @@ def test_compile_report_sm90_no_spills():
     assert len(rows) == len(mod.kernel_variants()) == 3 * (1 + len(mod.CHUNK_PARTS))
     for r in rows:
         assert "error" not in r and "skipped" not in r, r
-        assert r["impl"] == "triton_chunked"
+        assert r["impl"] == "triton_chunked (backward)"
         assert 0 < r["registers"] <= 255 and r["shared_bytes"] >= 0, r
         assert r["local_bytes"] == 0, f"{r['kernel']} {r['config']} spills {r['local_bytes']} bytes"
