@@ -23,7 +23,8 @@
 //     da = S_{t-1}^T dsa;  dd[j] = sum_i dS[i][j] S_{t-1}[i][j];  dw = dd * d * (-exp(w))
 //     dS <- dS diag(d) + dsa a^T
 // Block of 2N threads: a "column" thread owns column i of S and of dS, a "row" thread row i of
-// dS (see the kernel), so every product above is a per-thread dot product.
+// dS (see the kernel), so every product above is a per-thread dot product. The per-step row,
+// column and da passes are wkv_io.cuh's wkv7_bwd_* functions, shared with bi_wkv7_cupy_bwd.cu.
 // Re-seeding from the checkpoint at t % CP == 0 limits the reconstruction by division to at
 // most CP - 1 steps (each one divides rounding errors by d >= 0.545 in the RWKV-7 domain).
 
@@ -128,16 +129,7 @@ __global__ void __launch_bounds__(2 * N, 1)
 
     float ST[N];  // column group: column i of S_t; row group: row i of dS
     float dS[N];  // column group: column i of dS;  row group: unused
-#pragma unroll
-    for (int j = 0; j < N; ++j) {
-        ST[j] = 0.f;
-        dS[j] = 0.f;
-    }
-    if (col) {
-        const float* last = cp + (long long)(T / CP - 1) * N * N;  // S_{T-1}
-#pragma unroll
-        for (int j = 0; j < N; ++j) ST[j] = last[(long long)j * N];
-    }
+    wkv7_bwd_init<N>(ST, dS, col, cp + (long long)(T / CP - 1) * N * N);  // the last checkpoint: S_{T-1}
 
     for (int t = T - 1; t >= 0; --t) {
         const long long idx = base + (long long)t * tok;
@@ -164,15 +156,9 @@ __global__ void __launch_bounds__(2 * N, 1)
         }
         __syncthreads();
 
-        float dsai = 0.f;
         if (!col) {  // row i of dS: dS += dy r^T; dv = dS k; dsa = dS b; dS <- dS diag(d) + dsa a^T
             float dvi = 0.f;
-#pragma unroll
-            for (int j = 0; j < N; ++j) {
-                ST[j] = fmaf(dyi, s_r[j], ST[j]);
-                dvi = fmaf(ST[j], s_k[j], dvi);
-                dsai = fmaf(ST[j], s_b[j], dsai);
-            }
+            const float dsai = wkv7_bwd_row<N>(ST, dyi, s_r, s_k, s_b, dvi);
             s_dsa[i] = dsai;
 #pragma unroll
             for (int j = 0; j < N; ++j) ST[j] = fmaf(ST[j], s_d[j], dsai * s_a[j]);
@@ -182,38 +168,13 @@ __global__ void __launch_bounds__(2 * N, 1)
         const float di = expf(-ew);
         float dri = 0.f, dki = 0.f, dbi = 0.f, ddi = 0.f;
         if (col) {
-            // One pass (each staged value is read once, so none is kept live across loops):
-            // dr = S_t^T dy; dS += dy r^T; dk = dS^T v; db = dS^T sa; S_{t-1} = undo step t;
-            // dd[i] = sum_j dS[j][i] S_{t-1}[j][i]
-            const float inv_d = 1.f / di;
-#pragma unroll
-            for (int j = 0; j < N; ++j) {
-                const float vj = s_v[j], saj = s_sa[j];
-                dri = fmaf(ST[j], s_dy[j], dri);
-                dS[j] = fmaf(s_dy[j], ri, dS[j]);
-                dki = fmaf(dS[j], vj, dki);
-                dbi = fmaf(dS[j], saj, dbi);
-                ST[j] = fmaf(-saj, bi, fmaf(-vj, ki, ST[j])) * inv_d;
-                ddi = fmaf(dS[j], ST[j], ddi);
-            }
-            if (t % CP == 0) {  // re-seed: S_{t-1} is the checkpoint (or 0 before token 0); redo dd
-                const float* prev = cp + (long long)(t / CP - 1) * N * N;
-                ddi = 0.f;
-#pragma unroll
-                for (int j = 0; j < N; ++j) {
-                    ST[j] = t == 0 ? 0.f : prev[(long long)j * N];
-                    ddi = fmaf(dS[j], ST[j], ddi);
-                }
-            }
+            // One pass: dr = S_t^T dy; dS += dy r^T; dk = dS^T v; db = dS^T sa; S_{t-1} = undo step t
+            // (or the checkpoint); dd[i] = sum_j dS[j][i] S_{t-1}[j][i]
+            wkv7_bwd_column<N, CP>(ST, dS, s_dy, s_v, s_sa, ri, ki, bi, di, t, cp, dri, dki, dbi, ddi);
         }
         __syncthreads();  // dsa of every row is in s_dsa
         if (col) {  // da = S_{t-1}^T dsa; dS <- dS diag(d) + dsa a^T (column i)
-            float dai = 0.f;
-#pragma unroll
-            for (int j = 0; j < N; ++j) {
-                dai = fmaf(ST[j], s_dsa[j], dai);
-                dS[j] = fmaf(dS[j], di, s_dsa[j] * ai);
-            }
+            const float dai = wkv7_bwd_da<N>(ST, dS, s_dsa, di, ai);
             cf_io<IO>::store(dr + idx, dri);
             cf_io<IO>::store(dw + idx, ddi * di * -ew);
             cf_io<IO>::store(dk + idx, dki);

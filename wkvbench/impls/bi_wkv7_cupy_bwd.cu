@@ -4,7 +4,8 @@
 // statement are in wkvbench/impls/_bi_wkv7_cupy_train.py. Written from the recurrence and its
 // derivative (docs/spec.md section 1). Like the forward, this file includes only wkv_io.cuh (the
 // Python side inlines it), so it compiles with a bare NVRTC and with g++ after the host shim of
-// tests/impls/cuda_host/.
+// tests/impls/cuda_host/. The per-step row, column and da passes are wkv_io.cuh's wkv7_bwd_*
+// functions, shared with the causal backward of bi_wkv7_catflip.cu.
 //
 // Per (batch b, head h, direction dir) the state S is N x N (S[i][j]: value row i, key column j);
 // scan step s is token t = s (dir 0, forward) or t = T - 1 - s (dir 1, reverse), and the output is
@@ -64,16 +65,7 @@ __global__ void __launch_bounds__(2 * N, 1)
 
     float ST[N];  // column group: column i of S_s; row group: row i of dS
     float dS[N];  // column group: column i of dS;  row group: unused
-#pragma unroll
-    for (int j = 0; j < N; ++j) {
-        ST[j] = 0.f;
-        dS[j] = 0.f;
-    }
-    if (col) {
-        const float* last = cp + (long long)(nck - 1) * N * N;  // S after the last step
-#pragma unroll
-        for (int j = 0; j < N; ++j) ST[j] = last[(long long)j * N];
-    }
+    wkv7_bwd_init<N>(ST, dS, col, cp + (long long)(nck - 1) * N * N);  // slot nck - 1: S after the last step
 
     // Step s's inputs are loaded one step ahead, raw (no conversion, so nothing waits on them),
     // right after the barrier that ends step s+1's staging: the global-memory latency overlaps step
@@ -130,13 +122,8 @@ __global__ void __launch_bounds__(2 * N, 1)
         if (s > 0) fetch(s - 1);
 
         if (!col) {  // row i of dS: dS += dy (gate r)^T; dv = dS k; dsa = dS b; dS <- dS diag(d) + dsa a^T
-            float dvi = 0.f, dsai = 0.f;
-#pragma unroll
-            for (int j = 0; j < N; ++j) {
-                ST[j] = fmaf(dyi, s_rg[j], ST[j]);
-                dvi = fmaf(ST[j], s_k[j], dvi);
-                dsai = fmaf(ST[j], s_b[j], dsai);
-            }
+            float dvi = 0.f;
+            const float dsai = wkv7_bwd_row<N>(ST, dyi, s_rg, s_k, s_b, dvi);
             s_dsa[i] = dsai;
 #pragma unroll
             for (int j = 0; j < N; ++j) ST[j] = fmaf(ST[j], s_d[j], dsai * s_a[j]);
@@ -147,28 +134,8 @@ __global__ void __launch_bounds__(2 * N, 1)
         float qi = 0.f, dki = 0.f, dbi = 0.f, ddi = 0.f;
         if (col) {
             // One pass: q = S_s^T dy; dS += dy (gate r)^T; dk = dS^T v; db = dS^T sa; S_{s-1} = undo
-            // step s; dd[i] = sum_j dS[j][i] S_{s-1}[j][i]
-            const float rgi = gate * ri;
-            const float inv_d = 1.f / di;
-#pragma unroll
-            for (int j = 0; j < N; ++j) {
-                const float vj = s_v[j], saj = s_sa[j], dyj = s_dy[j];
-                qi = fmaf(ST[j], dyj, qi);
-                dS[j] = fmaf(dyj, rgi, dS[j]);
-                dki = fmaf(dS[j], vj, dki);
-                dbi = fmaf(dS[j], saj, dbi);
-                ST[j] = fmaf(-saj, bi, fmaf(-vj, ki, ST[j])) * inv_d;
-                ddi = fmaf(dS[j], ST[j], ddi);
-            }
-            if (s % CP == 0) {  // re-seed: S_{s-1} is the checkpoint (or 0 before step 0); redo dd
-                const float* prev = cp + (long long)(s / CP - 1) * N * N;
-                ddi = 0.f;
-#pragma unroll
-                for (int j = 0; j < N; ++j) {
-                    ST[j] = s == 0 ? 0.f : prev[(long long)j * N];
-                    ddi = fmaf(dS[j], ST[j], ddi);
-                }
-            }
+            // step s (or the checkpoint); dd[i] = sum_j dS[j][i] S_{s-1}[j][i]
+            wkv7_bwd_column<N, CP>(ST, dS, s_dy, s_v, s_sa, gate * ri, ki, bi, di, s, cp, qi, dki, dbi, ddi);
         }
         if (g != nullptr) {  // r . q over the column group: warp butterflies (uniform: every thread)
             float p = col ? ri * qi : 0.f;
@@ -178,12 +145,7 @@ __global__ void __launch_bounds__(2 * N, 1)
         }
         __syncthreads();  // dsa of every row is in s_dsa, the warps' r . q in s_red
         if (col) {  // da = S_{s-1}^T dsa; dS <- dS diag(d) + dsa a^T (column i)
-            float dai = 0.f;
-#pragma unroll
-            for (int j = 0; j < N; ++j) {
-                dai = fmaf(ST[j], s_dsa[j], dai);
-                dS[j] = fmaf(dS[j], di, s_dsa[j] * ai);
-            }
+            const float dai = wkv7_bwd_da<N>(ST, dS, s_dsa, di, ai);
             atomicAdd(dr + idx, gate * qi);
             atomicAdd(dw + idx, ddi * di * -ew);
             atomicAdd(dk + idx, dki);
