@@ -154,19 +154,9 @@ def test_training_forward_saves_checkpoints_and_sa():
 def test_autograd_keeps_exactly_saved_bytes():
     """What autograd keeps beyond the inputs (saved-tensor hooks, storages counted once) is saved_bytes."""
     B, T, H = 1, 5, 1
-    x = {n: t.clone().requires_grad_() for n, t in _inputs(B, T, H, torch.bfloat16, seed=9).items()}
-    own = {t.untyped_storage().data_ptr() for t in x.values()}
-    kept = {}
-
-    def pack(t):
-        ptr = t.untyped_storage().data_ptr()
-        if ptr not in own:
-            kept[ptr] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        nb.numba_cuda(**x)
-    assert sum(kept.values()) == nb.saved_bytes(B, T, H, dtype=torch.bfloat16) == 4 * 2 * (T * 64 + 64 * 64)
+    x = _inputs(B, T, H, torch.bfloat16, seed=9)
+    kept = gradcheck.saved_bytes(nb.numba_cuda, x, list(x))
+    assert kept == nb.saved_bytes(B, T, H, dtype=torch.bfloat16) == 4 * 2 * (T * 64 + 64 * 64)
 
 
 def test_saved_bytes_at_most_the_causal_baseline():

@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wkvbench.impls import _cupy
+from wkvbench.impls import _cupy, _gpu
 from wkvbench.impls import bi_wkv7_cupy as fused
 
 BWD_PATH = Path(fused.KERNEL_PATH).with_name("bi_wkv7_cupy_bwd.cu")
@@ -68,9 +68,8 @@ GRADS = ("r", "w", "k", "v", "a", "b")
 Launcher = Callable[[str, tuple, tuple, tuple, torch.device], None]
 
 
-def checkpoint_tokens(dtype: torch.dtype) -> int:
-    """Scan steps per state checkpoint: 8 for float32 I/O, 16 for bfloat16/float16 (module docstring)."""
-    return 8 if dtype == torch.float32 else 16
+#: Scan steps per state checkpoint: 8 for float32 I/O, 16 for bfloat16/float16 (module docstring).
+checkpoint_tokens = _gpu.checkpoint_tokens
 
 
 def train_source() -> str:
@@ -100,7 +99,7 @@ def num_checkpoints(T: int, dtype: torch.dtype) -> int:
 
 def saved_bytes(B: int, T: int, H: int, N: int = 64, dtype: torch.dtype = torch.bfloat16) -> int:
     """Bytes the training forward saves for the backward: fp32 ``sa`` and checkpoints, both directions."""
-    return 4 * 2 * B * H * (T * N + num_checkpoints(T, dtype) * N * N)
+    return _gpu.sa_checkpoint_bytes(B, T, H, N, dtype)
 
 
 # ----------------------------------------------------------------------------- launches

@@ -57,6 +57,7 @@ import warnings
 
 import torch
 
+from wkvbench.impls import _gpu
 from wkvbench.impls import bi_wkv7_numba as nb
 
 N = nb.N
@@ -64,15 +65,13 @@ NSTAGE = 9  # vectors staged per step and direction in the backward: r, d, k, v,
 BWD_THREADS = 4 * N  # two directions x (column group + row group)
 
 
-def checkpoint_tokens(dtype: torch.dtype) -> int:
-    """Scan steps per state checkpoint: 16 for 16-bit I/O, 8 for float32 (see the module docstring)."""
-    return 8 if dtype == torch.float32 else 16
+#: Scan steps per state checkpoint: 16 for 16-bit I/O, 8 for float32 (see the module docstring).
+checkpoint_tokens = _gpu.checkpoint_tokens
 
 
 def saved_bytes(B: int, T: int, H: int, N: int = 64, dtype: torch.dtype = torch.bfloat16) -> int:
     """Bytes the training forward saves for the backward: fp32 ``sa`` and checkpoints, both directions."""
-    nc = -(-T // checkpoint_tokens(dtype))
-    return 4 * 2 * B * H * (T * N + nc * N * N)
+    return _gpu.sa_checkpoint_bytes(B, T, H, N, dtype)
 
 
 # ----------------------------------------------------------------------------- kernel sources

@@ -129,10 +129,8 @@ def train_or_none(kind: str, r, w, k, v, a, b, g, out) -> Tensor | None:
 
     The registered functions of ``bi_wkv7_triton.py`` call it first.
     """
-    if not (torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (r, w, k, v, a, b, g))):
+    if not _gpu.training_call(out, r, w, k, v, a, b, g):
         return None
-    if out is not None:
-        raise ValueError("out: not supported when an input requires grad (out= is not differentiable)")
     if r.shape[-1] != 64:
         raise ValueError(f"r: head size {r.shape[-1]} not supported by the Triton kernels (supported: (64,))")
     return bi_wkv7_train(r, w, k, v, a, b, g, kind=kind)

@@ -12,6 +12,9 @@ common lives here:
   (:func:`nvrtc_version`);
 * launch glue: the ``out=`` argument check (:func:`validate_out`, :func:`check_out`) and the SM count of a device,
   with the H100's 132 as the fallback when no GPU can be asked (:func:`sm_count`);
+* training glue of the recurrent Bi-WKV7 kernels: whether a call takes the training path
+  (:func:`training_call`), the state checkpoint interval (:func:`checkpoint_tokens`) and the bytes
+  a forward that saves ``sa`` and checkpoints keeps (:func:`sa_checkpoint_bytes`);
 * compile checks for ``wkvbench kernels`` (``compile_report(cc)`` in each module): the
   compilers' tools (:func:`find_ptxas`, :func:`triton_tool`), their output
   (:func:`parse_ptxas`, :func:`cuobjdump_usage`), Triton's compile loop
@@ -218,6 +221,32 @@ def check_out(out: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     """``out`` after :func:`validate_out`, or a new contiguous tensor like ``like`` if it is None."""
     validate_out(out, like)
     return torch.empty_like(like, memory_format=torch.contiguous_format) if out is None else out
+
+
+def training_call(out: torch.Tensor | None, *xs: torch.Tensor | None) -> bool:
+    """Whether autograd records this call (grad mode on and a tensor of ``xs`` requires grad).
+
+    The training path refuses ``out=`` (a ValueError naming it): PyTorch's ``out=`` is not differentiable.
+    """
+    train = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in xs)
+    if train and out is not None:
+        raise ValueError("out: not supported when an input requires grad (out= is not differentiable)")
+    return train
+
+
+def checkpoint_tokens(dtype: torch.dtype) -> int:
+    """Scan steps between fp32 state checkpoints of a backward that rebuilds states by division.
+
+    Dividing by ``d >= 0.545`` amplifies a rounding error up to 1.83x a step; with 16 steps float32
+    gradients at strong decay missed the 1e-4 bar (docs/notes/training_kernels.md), with 8 they do
+    not. 16-bit I/O keeps the official kernel's 16 (its errors are the I/O rounding).
+    """
+    return 8 if dtype == torch.float32 else 16
+
+
+def sa_checkpoint_bytes(B: int, T: int, H: int, N: int, dtype: torch.dtype) -> int:
+    """fp32 ``sa`` (every token) plus ``ceil(T / CP)`` state checkpoints, both directions of ``B * H`` heads."""
+    return 4 * 2 * B * H * (T * N + -(-T // checkpoint_tokens(dtype)) * N * N)
 
 
 @functools.cache

@@ -94,7 +94,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wkvbench.impls import _cupy
+from wkvbench.impls import _cupy, _gpu
 
 NAME = "audiorwkv_catflip"
 HEAD_SIZES = (64,)
@@ -127,9 +127,8 @@ def kernel_name(kind: str, dtype: torch.dtype, n: int = 64) -> str:
     return f"wkv7_catflip_fwd<{io_t}, {n}, {'true' if kind == 'fwd_save' else 'false'}>"
 
 
-def checkpoint_tokens(dtype: torch.dtype) -> int:
-    """Tokens per state checkpoint (``cf_cp<IO>`` in the .cu): 16 for 16-bit I/O, 8 for float32."""
-    return 8 if dtype == torch.float32 else 16
+#: Tokens per state checkpoint (``cf_cp<IO>`` in the .cu): 16 for 16-bit I/O, 8 for float32.
+checkpoint_tokens = _gpu.checkpoint_tokens
 
 
 def padded_tokens(T: int) -> int:
@@ -227,9 +226,7 @@ def catflip(r, w, k, v, a, b, g=None, *, launcher: Launcher, out: torch.Tensor |
     """
     xs = (r, w, k, v, a, b, g)
     B = r.shape[0]
-    train = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in xs)
-    if train and out is not None:
-        raise ValueError("out: not supported when an input requires grad (out= is not differentiable)")
+    train = _gpu.training_call(out, *xs)
     cat = [torch.cat([x, x.flip(1)], dim=0) for x in xs[:6]]
     if train:
         y2 = CausalWKV7.apply(*cat, launcher)

@@ -207,11 +207,11 @@ def cupy_cuda(r, w, k, v, a, b, g=None, *, out=None, split: int | None = None):
     """
     _validate(r, w, k, v, a, b, g, out, split)
     idx = _KERNELS.device_index(r.device)
-    if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (r, w, k, v, a, b, g)):
+    if _gpu.training_call(out, r, w, k, v, a, b, g):
         from wkvbench.impls import _bi_wkv7_cupy_train as train
 
         sms = _gpu.sm_count(torch.device("cuda", idx))
-        return train.bi_wkv7_train(r, w, k, v, a, b, g, launcher=train.cupy_launcher, out=out, split=split, num_sms=sms)
+        return train.bi_wkv7_train(r, w, k, v, a, b, g, launcher=train.cupy_launcher, split=split, num_sms=sms)
     plan = launch_plan(r, w, k, v, a, b, g, out=out, split=split, num_sms=_gpu.sm_count(torch.device("cuda", idx)))
     fn = _kernel(r.dtype, r.shape[-1], plan.split, idx)
     _cupy.launch(fn, plan.grid, plan.block, plan.args, r.device, idx)

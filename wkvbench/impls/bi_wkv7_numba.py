@@ -446,9 +446,7 @@ def numba_cuda(r, w, k, v, a, b, g=None, *, out=None, rows_per_block: int | None
     ok, why = _device_ok(dev.type, dev.index)
     if not ok:
         raise ValueError(f"r: numba_cuda cannot run on {dev}: {why}")
-    train = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (r, w, k, v, a, b, g))
-    if train and out is not None:
-        raise ValueError("out: not supported when an input requires grad (out= is not differentiable)")
+    train = _gpu.training_call(out, r, w, k, v, a, b, g)
     out = None if train else _gpu.check_out(out, r)
     if rows_per_block is None:
         R = choose_rows_per_block(B * H, _gpu.sm_count(dev))
