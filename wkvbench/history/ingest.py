@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import tempfile
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -115,7 +116,9 @@ def read_run(path, commit: str | None = None) -> list[RunRecord]:
     if len(models) <= 1:
         run = load_run(path)
         return [_record(run, path, commit or run.env.commit, path / "report" / "report.html")]
-    whole = load_run(path).env  # the merged env.json: commit and date where a machine's record lacks them
+    with warnings.catch_warnings():  # the merged rows repeat keys across GPU models: split just below
+        warnings.simplefilter("ignore")
+        whole = load_run(path).env  # the merged env.json: commit and date where a machine's record lacks them
     out = []
     with tempfile.TemporaryDirectory() as tmp:
         for model, part in split_by_gpu([path], tmp).items():
