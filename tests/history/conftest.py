@@ -96,9 +96,7 @@ def points(medians, *, n=10, cv=0.03, run_sd=0.0, seed=0, digests=None) -> list[
         if i and digests and d != digests[i - 1]:
             seg += 1
         med = float(np.median(s))
-        out.append(
-            Point(sha(i), False, date(i), d, {}, "ok", "", s, med, None, None, None, None, 1, segment=seg)
-        )
+        out.append(Point(sha(i), False, date(i), d, {}, "ok", "", s, med, None, None, None, None, 1, segment=seg))
     return out
 
 

@@ -101,15 +101,14 @@ def test_v1_store_is_migrated(tmp_path):
     db = tmp_path / "old.sqlite"
     conn = sqlite3.connect(db)
     conn.executescript(V1_SQL)
-    conn.execute(
-        "INSERT INTO runs VALUES (1, 'abc123', 0, '2026-01-01T00:00:00+00:00', 'GPU', 'd1', '{}', '/r', 'x')"
-    )
+    conn.execute("INSERT INTO runs VALUES (1, 'abc123', 0, '2026-01-01T00:00:00+00:00', 'GPU', 'd1', '{}', '/r', 'x')")
     # a cell stored before the mode key column existed: read back with its default
     old_key = {"op": "bi_wkv7", "impl": "i", "model": "A-RWKV-T", "batch": 1, "tokens": 16, "dtype": "float32",
                "device": "cuda", "variant": "realistic"}  # fmt: skip
     samples = list(np.linspace(1.0, 2.0, 30))
     conn.execute(
-        "INSERT INTO cells VALUES (1, ?, 'ok', '', 1.5, 1.2, 1.8, 1.0, 30, ?)", (json.dumps(old_key), json.dumps(samples))
+        "INSERT INTO cells VALUES (1, ?, 'ok', '', 1.5, 1.2, 1.8, 1.0, 30, ?)",
+        (json.dumps(old_key), json.dumps(samples)),
     )
     conn.commit()
     conn.close()

@@ -30,7 +30,7 @@ def family_title(key: tuple, gpu: str) -> str:
 
 
 def _rel(target: str | None, out: Path) -> str | None:
-    if not target or not Path(target).is_file():
+    if not isinstance(target, str) or not target or not Path(target).is_file():
         return None
     try:
         return os.path.relpath(target, out)

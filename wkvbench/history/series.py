@@ -76,7 +76,7 @@ def _point(rows: pd.DataFrame) -> Point:
         ci_lo=lo,
         ci_hi=hi,
         runs=len(rows),
-        reports=list(dict.fromkeys(r for r in rows["report"] if r)),
+        reports=list(dict.fromkeys(r for r in rows["report"] if isinstance(r, str) and r)),
     )
 
 

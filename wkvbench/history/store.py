@@ -222,4 +222,6 @@ class Store:
         df["samples"] = [np.asarray(json.loads(s or "[]"), dtype=float) for s in df["samples"]]
         df["env"] = [json.loads(e) for e in df["env"]]
         df["dirty"] = df["dirty"].astype(bool)
+        df["report"] = pd.Series([r if isinstance(r, str) and r else None for r in df["report"]], dtype=object)
+        df["note"] = [r if isinstance(r, str) else "" for r in df["note"]]
         return df

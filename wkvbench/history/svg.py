@@ -63,9 +63,9 @@ def chart(commits: list[str], series: dict[str, list], steps: list, href) -> str
         f'<text x="12" y="{TOP + ph / 2:.0f}" font-size="10" transform="rotate(-90 12 {TOP + ph / 2:.0f})" '
         f'text-anchor="middle">median ms{" (log)" if log else ""}</text>'
     )
-    step_every = max(1, len(commits) // 8)
+    every = max(1, math.ceil(len(commits) / 5))
     for i, c in enumerate(commits):
-        if i % step_every == 0 or i == len(commits) - 1:
+        if i % every == 0:
             out.append(f'<text x="{x(c):.1f}" y="{H - BOTTOM + 13}" font-size="9" text-anchor="middle">{c[:7]}</text>')
     out.append(f'<text x="{LEFT + pw / 2:.0f}" y="{H - 4}" font-size="10" text-anchor="middle">commit</text>')
     # environment boundaries: where consecutive points of a line change segment
@@ -80,7 +80,7 @@ def chart(commits: list[str], series: dict[str, list], steps: list, href) -> str
             'stroke="#666" stroke-dasharray="4 3"/>'
         )
         out.append(f'<text x="{bx + 2:.1f}" y="{TOP + 10}" font-size="9" fill="#666">env</text>')
-    for s in steps:
+    for j, s in enumerate(steps):
         pts = series.get(s.key[IMPL], [])
         if s.index >= len(pts):
             continue
@@ -92,7 +92,8 @@ def chart(commits: list[str], series: dict[str, list], steps: list, href) -> str
             f'stroke-width="2"><title>{escape(label)}</title></line>'
         )
         out.append(
-            f'<text x="{sx + 3:.1f}" y="{TOP + ph - 4}" font-size="9" fill="{color}">{escape(s.commit_range)}</text>'
+            f'<text x="{sx + 3:.1f}" y="{TOP + ph - 4 - 10 * j}" font-size="9" fill="{color}">'
+            f"{escape(s.last_good[:7])}..{escape(s.first_bad[:7])}</text>"
         )
     for n, (impl, pts) in enumerate(series.items()):
         color = COLORS[n % len(COLORS)]
