@@ -101,6 +101,9 @@ def test_dashboard_steps_boundaries_links(make_run, tmp_path, capsys):
     report.parent.mkdir(parents=True)
     report.write_text("<html>run report</html>")
     assert hist("add", *runs, "--db", db) == 0
+    later = runs[5] / "report" / "report.html"  # a report built after the run was added
+    later.parent.mkdir(parents=True)
+    later.write_text("<html>run report</html>")
     assert hist("show", "--db", db, "--impl", "a") == 0
     out = capsys.readouterr().out
     assert re.search(r"regression \+(19|20|21)\.\d% \(0007cdcdcd\.\.0008cdcdcd\)", out), out[-2000:]
@@ -117,7 +120,8 @@ def test_dashboard_steps_boundaries_links(make_run, tmp_path, capsys):
     assert "0007cdcdcd..0008cdcdcd" in html  # the commit range of the step
     assert len(page.find("line", "env-boundary")) == 1
     links = {a["href"] for a in page.find("a")}
-    assert os.path.relpath(report, out_dir) in links
+    assert os.path.relpath(report, out_dir) in links and os.path.relpath(later, out_dir) in links
+    assert len(links) == 2  # no link to a report that does not exist
     assert (out_dir / os.path.relpath(report, out_dir)).resolve() == report.resolve()
     # self-contained: nothing to load at view time
     assert not page.find("script") and not page.find("link") and not page.find("img")

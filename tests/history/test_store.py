@@ -19,7 +19,7 @@ def test_read_run_fields(make_run, h):
     (rec,) = read_run(run)
     assert rec.commit.startswith("c0ffee") and rec.gpu.startswith("SYNTHETIC-GPU")
     assert rec.env["driver"] == "555.55" and rec.env["torch"] == "2.11.0" and rec.env["triton"] == "3.6.0"
-    assert len(rec.digest) == 12 and rec.report is None
+    assert len(rec.digest) == 12 and rec.report.endswith("r/report/report.html")
     by_impl = {c["key"][1]: c for c in rec.cells}
     assert by_impl["torch_chunked"]["key"] == schema.key_of(h.cell(impl="torch_chunked"))
     assert len(by_impl["torch_chunked"]["samples"]) == 20 and by_impl["torch_loop"]["status"] == "failed"

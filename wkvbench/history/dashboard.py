@@ -2,7 +2,7 @@
 
 A chart per cell family (the cell key without ``impl``, on one GPU model; one line per
 implementation, :mod:`wkvbench.history.svg`), the detected steps with their commit ranges, and
-the runs with links to their own ``report.html`` where it exists. Rendered with jinja2 from
+the runs with links to their own ``report.html`` where it exists when the page is written. Rendered with jinja2 from
 ``templates/dashboard.html.j2``; the page loads nothing (no scripts, fonts or remote files).
 """
 

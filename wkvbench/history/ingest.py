@@ -25,7 +25,7 @@ ENV_FIELDS = ("device", "driver", "cuda", "max clocks", "power limit (W)", "torc
 
 @dataclass
 class RunRecord:
-    """One run (one GPU model of it) as the store keeps it."""
+    """One run (one GPU model of it) as the store keeps it; ``report`` is where its report.html goes."""
 
     source: str
     commit: str
@@ -88,7 +88,7 @@ def _record(run, source: Path, commit: str | None, report: Path | None) -> RunRe
         gpu=comparable["device"] or "unknown",
         env=comparable,
         digest=env_digest(comparable),
-        report=str(report.resolve()) if report is not None and report.is_file() else None,
+        report=str(report.resolve()) if report is not None else None,
         cells=cells,
     )
 
