@@ -42,6 +42,7 @@ def write_run(
     n: int = 20,
     cv: float = 0.02,
     seed: int = 0,
+    dirty: bool = False,
 ) -> Path:
     """A run directory: ``cells`` maps a cell dict's impl to (median ms, status) or a median.
 
@@ -68,7 +69,7 @@ def write_run(
     (path / schema.SAMPLES_FILE).write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8")
     env = {
         "timestamp": date,
-        "git": {"commit": commit, "dirty": False},
+        "git": {"commit": commit, "dirty": dirty},
         "cpu": {"model": "SYNTHETIC-CPU"},
         "gpu": {"name": gpu, "driver": driver, "cuda": "12.8"},
         "packages": {"torch": torch_version, "triton": "3.6.0"},

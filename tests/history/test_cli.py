@@ -71,6 +71,14 @@ def test_check_exit_codes(make_run, tmp_path, capsys):
     assert hist("check", "--db", tmp_path / "none.sqlite", "--base", c[1], "--head", c[2]) == 2
 
 
+def test_dirty_run_is_flagged(make_run, tmp_path, capsys):
+    run = make_run("r", "ab" * 20, 1, {("a", 16): 1.0}, dirty=True)
+    assert hist("add", run, "--db", tmp_path / "h.sqlite") == 0
+    assert "uncommitted changes" in capsys.readouterr().out
+    assert hist("show", "--db", tmp_path / "h.sqlite") == 0
+    assert "abababab+" in capsys.readouterr().out
+
+
 def test_check_never_compares_across_environments(make_run, tmp_path, capsys):
     db = tmp_path / "h.sqlite"
     runs = _history(make_run, n=4, step_at=2, factor=1.5, env_change_at=2)

@@ -69,6 +69,8 @@ def _add(args) -> int:
                 state = "added" if new else ("already stored" if not cells else "gained cells")
                 what = f"commit {rec.commit[:10]}, {rec.gpu}, {rec.date}, env {rec.digest}"
                 print(f"{run}: {state}: {what}, {cells} cells")
+                if rec.dirty:
+                    print(f"warning: {run} was measured with uncommitted changes (shown as {rec.commit[:10]}+)")
         runs, cells = store.counts()
     print(f"{args.db}: {runs} runs, {cells} cells")
     return 0
