@@ -1,0 +1,398 @@
+"""Counted work of one call: FLOPs of PyTorch code, global-memory bytes of Triton kernels.
+
+The op records' ``flops`` and ``bytes_moved`` are formulas written by hand; this module counts
+instead, so the formulas can be checked (``tests/test_counting.py``) and a kernel's traffic seen
+without a GPU (``wkvbench count``):
+
+* :func:`count_torch` runs a call under a ``TorchDispatchMode``: matmul-like ops are counted by
+  ``torch.utils.flop_counter``'s own formulas (the ones ``FlopCounterMode`` uses: 2 per
+  multiply-add), pointwise ops (``torch.Tag.pointwise``, copies excluded) as one FLOP per output
+  element, reductions and scans as one per input element, a triangular solve as ``L^2`` per
+  right-hand column. It also sums the bytes every op reads and writes: the traffic of eager
+  execution, where each op goes to memory.
+* :func:`count_triton` runs a call in the Triton interpreter (``TRITON_INTERPRET=1``) with the
+  interpreter's load, store and atomic builders wrapped: every ``tl.load``/``tl.store`` adds the
+  bytes of its unmasked lanes, and the distinct addresses touched are kept, so both the traffic
+  as issued and its distinct footprint (what a perfect cache would leave) are known.
+
+Bytes per (token, head) are set beside the minimum, the op record's ``bytes_moved`` (each input
+read once, the output written once) divided by ``B*T*H`` (``B*T*D`` for the Mamba scan).
+CUDA C kernels (run on a CPU only through the host emulation under ``tests/impls/cuda_host``) are
+not counted here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+_ATEN = torch.ops.aten
+#: Pointwise-tagged ops that move data without arithmetic.
+_COPIES = {"clone", "copy_", "_to_copy", "lift_fresh", "alias"}
+#: Untagged ops counted as one FLOP per input element.
+#: Pointwise ops that are a multiply and an add per element (2 FLOPs).
+_FMA = {"addcmul", "addcdiv", "lerp", "addmv", "add_relu"}
+_SCANS = {"cumsum", "cumprod", "logcumsumexp", "_softmax", "_log_softmax", "softmax", "log_softmax"}
+
+
+@dataclass
+class TorchCount:
+    """FLOPs and op-level bytes of one call of PyTorch code."""
+
+    matmul_flops: int = 0
+    pointwise_flops: int = 0
+    other_flops: int = 0  # reductions, scans, triangular solves
+    op_bytes: int = 0  # bytes read and written by every op (eager traffic)
+    ops: Counter = field(default_factory=Counter)
+
+    @property
+    def flops(self) -> int:
+        return self.matmul_flops + self.pointwise_flops + self.other_flops
+
+
+def _tensors(tree) -> list[torch.Tensor]:
+    return [x for x in tree_flatten(tree)[0] if isinstance(x, torch.Tensor)]
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+class _Counting(TorchDispatchMode):
+    def __init__(self, count: TorchCount):
+        super().__init__()
+        self.count = count
+        from torch.utils.flop_counter import flop_registry
+
+        self.registry = flop_registry
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        packet = func.overloadpacket
+        name = packet.__name__
+        c = self.count
+        ins, outs = _tensors((args, kwargs)), _tensors(out)
+        if packet in self.registry:
+            n = int(self.registry[packet](*args, **kwargs, out_val=out))
+            c.matmul_flops += n
+        elif name in _COPIES or torch.Tag.view_copy in func.tags or _is_view(func):
+            n = 0
+        elif torch.Tag.pointwise in func.tags:
+            n = sum(o.numel() for o in outs[:1]) * (2 if name.rstrip("_") in _FMA else 1)
+            c.pointwise_flops += n
+        elif torch.Tag.reduction in func.tags or name in _SCANS:
+            n = ins[0].numel() if ins else 0
+            c.other_flops += n
+        elif name in ("linalg_solve_triangular", "triangular_solve"):
+            a, rhs = ins[0], ins[1]
+            n = a.shape[-1] ** 2 * rhs.numel() // rhs.shape[-2] if rhs.dim() >= 2 else 0
+            c.other_flops += n
+        else:
+            n = 0
+        if not _is_view(func):
+            c.op_bytes += sum(_nbytes(t) for t in ins) + sum(_nbytes(t) for t in outs)
+        c.ops[name] += n
+        return out
+
+
+def _is_view(func) -> bool:
+    schema = func._schema
+    return bool(schema.returns) and any(r.alias_info is not None and not r.alias_info.is_write for r in schema.returns)
+
+
+def count_torch(fn, *args, **kwargs) -> tuple[object, TorchCount]:
+    """Run ``fn(*args, **kwargs)`` once, counting FLOPs and op-level bytes; (result, count)."""
+    count = TorchCount()
+    with torch.no_grad(), _Counting(count):
+        out = fn(*args, **kwargs)
+    return out, count
+
+
+# ----------------------------------------------------------------------------- Triton interpreter
+@dataclass
+class MemCount:
+    """Global-memory traffic of the Triton kernels one call launches (interpreter-counted)."""
+
+    load_bytes: int = 0
+    store_bytes: int = 0
+    atomic_bytes: int = 0  # read-modify-write: counted once as read, once as written
+    distinct_load_bytes: int = 0
+    distinct_store_bytes: int = 0
+    io_distinct_bytes: int = 0  # distinct bytes of the inputs and output touched (loaded or stored)
+    loads: int = 0  # tl.load / tl.store calls executed (per program)
+    stores: int = 0
+
+    @property
+    def bytes(self) -> int:
+        return self.load_bytes + self.store_bytes + 2 * self.atomic_bytes
+
+    @property
+    def distinct_bytes(self) -> int:
+        return self.distinct_load_bytes + self.distinct_store_bytes
+
+
+def _elem_bytes(ptrs) -> int:
+    return max(1, ptrs.get_element_ty().primitive_bitwidth // 8)
+
+
+def _live(ptrs, mask) -> np.ndarray:
+    """Addresses of the unmasked lanes."""
+    addr = np.asarray(ptrs.data)
+    m = np.broadcast_to(np.asarray(mask.data, dtype=bool), addr.shape)
+    return addr[m].ravel()
+
+
+def _in_ranges(addrs: np.ndarray, ranges: list[tuple[int, int]]) -> np.ndarray:
+    hit = np.zeros(addrs.shape, dtype=bool)
+    for lo, hi in ranges:
+        hit |= (addrs >= lo) & (addrs < hi)
+    return hit
+
+
+def tensor_ranges(*tensors) -> list[tuple[int, int]]:
+    """``[start, end)`` byte address ranges of the tensors among ``tensors`` (others ignored)."""
+    return [(t.data_ptr(), t.data_ptr() + _nbytes(t)) for t in _tensors(tensors) if t.numel()]
+
+
+@contextlib.contextmanager
+def triton_counter(io: list[tuple[int, int]] | None = None):
+    """Count the interpreter's global loads and stores inside the block; yields a :class:`MemCount`.
+
+    ``io``: address ranges of the call's inputs and output (:func:`tensor_ranges`); the distinct
+    bytes inside them go to ``io_distinct_bytes`` (the rest is scratch). Needs
+    ``TRITON_INTERPRET=1`` (set before the kernels were defined): the wrapped methods are
+    those of ``triton.runtime.interpreter.InterpreterBuilder``, which runs every kernel there.
+    """
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        raise RuntimeError("TRITON_INTERPRET: must be 1 to count Triton bytes (wkvbench --interpret)")
+    from triton.runtime import interpreter
+
+    cls = interpreter.InterpreterBuilder
+    saved = {n: cls.__dict__[n] for n in ("create_masked_load", "create_masked_store", "create_atomic_rmw")}
+    count = MemCount()
+    seen: dict[str, list[np.ndarray]] = {"load": [], "store": []}
+    sizes: dict[str, dict] = {"load": {}, "store": {}}
+
+    def note(kind: str, ptrs, mask) -> int:
+        addr = _live(ptrs, mask)
+        es = _elem_bytes(ptrs)
+        seen[kind].append(addr)
+        sizes[kind][es] = sizes[kind].get(es, 0) + 1
+        return addr.size * es
+
+    def load(self, ptrs, mask, other, *a, **k):
+        count.load_bytes += note("load", ptrs, mask)
+        count.loads += 1
+        return saved["create_masked_load"](self, ptrs, mask, other, *a, **k)
+
+    def store(self, ptrs, value, mask, *a, **k):
+        count.store_bytes += note("store", ptrs, mask)
+        count.stores += 1
+        return saved["create_masked_store"](self, ptrs, value, mask, *a, **k)
+
+    def atomic(self, rmw_op, ptrs, val, mask, *a, **k):
+        addr = _live(ptrs, mask)
+        count.atomic_bytes += addr.size * _elem_bytes(ptrs)
+        seen["load"].append(addr)
+        seen["store"].append(addr)
+        return saved["create_atomic_rmw"](self, rmw_op, ptrs, val, mask, *a, **k)
+
+    cls.create_masked_load, cls.create_masked_store, cls.create_atomic_rmw = load, store, atomic
+    try:
+        yield count
+    finally:
+        for n, f in saved.items():
+            setattr(cls, n, f)
+    union = []
+    for kind in ("load", "store"):
+        addrs = np.unique(np.concatenate(seen[kind])) if seen[kind] else np.empty(0, dtype=np.uint64)
+        # one element size per kind in practice; otherwise the distinct count uses the largest
+        es = max(sizes[kind], default=4)
+        setattr(count, f"distinct_{kind}_bytes", int(addrs.size) * es)
+        union.append(addrs)
+    if io:
+        both = np.unique(np.concatenate(union))
+        count.io_distinct_bytes = int(_in_ranges(both, io).sum()) * max(sizes["load"], default=4)
+
+
+def count_triton(fn, *args, out=None, **kwargs) -> tuple[object, MemCount]:
+    """Run ``fn(*args, **kwargs)`` once in the Triton interpreter, counting global bytes.
+
+    ``out``: a preallocated output passed on as ``out=``, so that its address range (with the
+    inputs') separates the I/O's distinct bytes from scratch buffers'.
+    """
+    io = tensor_ranges(args, kwargs, out)
+    with triton_counter(io) as count:
+        res = fn(*args, **kwargs) if out is None else fn(*args, out=out, **kwargs)
+    return res, count
+
+
+# ----------------------------------------------------------------------------- per op and impl
+#: The dimensions whose product a "per (token, head)" figure divides by, per op.
+PER_TOKEN_HEAD = {"bi_wkv7": ("B", "T", "H"), "attention": ("B", "T", "H"), "bi_selective_scan": ("B", "T", "D")}
+
+
+def per_token_head(op: str, shape: dict) -> int:
+    if op not in PER_TOKEN_HEAD:
+        raise ValueError(f"op: no per-(token, head) unit for {op!r}; expected one of {', '.join(PER_TOKEN_HEAD)}")
+    return math.prod(int(shape[d]) for d in PER_TOKEN_HEAD[op])
+
+
+def count_call(op: str, impl: str, shape: dict, dtype: torch.dtype = torch.float32, seed: int = 0) -> dict:
+    """Count one CPU call of ``impl`` on ``shape``; a flat dict of counted and formula figures.
+
+    Triton implementations need ``TRITON_INTERPRET=1`` set before the registry loads them.
+    """
+    from wkvbench.opspec import element_size, get_op
+    from wkvbench.registry import get_impl
+
+    spec = get_op(op)
+    if spec.impls_of is not None:
+        raise ValueError(f"op: {op!r} runs other ops' implementations; count its mixer op instead")
+    rec = get_impl(op, impl)
+    ok, why = rec.available("cpu")
+    if not ok:
+        raise ValueError(f"impl: {impl!r} cannot run on this CPU: {why}")
+    inputs = spec.make_inputs(shape, dtype, torch.device("cpu"), seed)
+    es = element_size(dtype)
+    unit = per_token_head(op, shape)
+    row = {
+        "op": op,
+        "impl": impl,
+        "backend": rec.backend,
+        "dtype": str(dtype).replace("torch.", ""),
+        "shape": dict(shape),
+        "formula_flops": float(spec.flops(shape)),
+        "formula_bytes": int(spec.bytes_moved(shape, es)),
+        "min_bytes_per_token_head": spec.bytes_moved(shape, es) / unit,
+    }
+    if rec.backend == "triton":
+        out = torch.empty(spec.out_shape(inputs), dtype=dtype) if rec.accepts_out else None
+        _, mem = count_triton(rec.fn, out=out, **inputs)
+        row.update(
+            counted_bytes=mem.bytes,
+            distinct_bytes=mem.distinct_bytes,
+            io_distinct_bytes=mem.io_distinct_bytes,
+            counted={k: v for k, v in asdict(mem).items()},
+        )
+    else:
+        _, tc = count_torch(rec.fn, **inputs)
+        row.update(
+            counted_flops=tc.flops,
+            counted_bytes=tc.op_bytes,
+            counted={
+                "matmul_flops": tc.matmul_flops,
+                "pointwise_flops": tc.pointwise_flops,
+                "other_flops": tc.other_flops,
+            },
+        )
+    if "counted_bytes" in row:
+        row["bytes_per_token_head"] = row["counted_bytes"] / unit
+        row["bytes_vs_min"] = row["counted_bytes"] / row["formula_bytes"]
+    if "distinct_bytes" in row:
+        row["distinct_bytes_per_token_head"] = row["distinct_bytes"] / unit
+    if "counted_flops" in row:
+        row["flops_vs_formula"] = row["counted_flops"] / row["formula_flops"]
+    return row
+
+
+# ----------------------------------------------------------------------------- wkvbench count
+def _dim(text: str) -> tuple[str, int]:
+    name, _, value = text.partition("=")
+    if not name or not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"--dim: expected NAME=POSITIVE_INT (e.g. H=1), got {text!r}")
+    return name, int(value)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--op", required=True, help="op name (bi_wkv7, attention, bi_selective_scan)")
+    parser.add_argument(
+        "--impl", action="append", help="implementation (repeat; default: every one that runs on this CPU)"
+    )
+    parser.add_argument("--tokens", type=int, required=True, help="sequence length T")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--model", default=None, help="preset giving heads and head size (default: the op's)")
+    parser.add_argument("--dim", type=_dim, action="append", default=[], help="override one shape dim, e.g. H=1")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--json", action="store_true", help="one JSON object per implementation")
+
+
+def _fmt(x) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, str):
+        return x
+    if isinstance(x, float) and not x.is_integer():
+        return f"{x:.3g}" if abs(x) < 1e4 else f"{x:.4g}"
+    return f"{int(x):,}" if abs(x) < 1e7 else f"{float(x):.4g}"
+
+
+def table(rows: list[dict]) -> str:
+    """counted against formula, and bytes per (token, head) against the minimum, one line per impl."""
+    cols = (
+        ("impl", "impl"),
+        ("backend", "backend"),
+        ("formula_flops", "FLOPs formula"),
+        ("counted_flops", "FLOPs counted"),
+        ("formula_bytes", "bytes min"),
+        ("counted_bytes", "bytes counted"),
+        ("io_distinct_bytes", "I/O distinct"),
+        ("min_bytes_per_token_head", "B/tok-head min"),
+        ("bytes_per_token_head", "B/tok-head"),
+        ("distinct_bytes_per_token_head", "distinct B/tok-head"),
+    )
+    cells = [[h for _, h in cols]] + [[r["impl"] if k == "impl" else _fmt(r.get(k)) for k, _ in cols] for r in rows]
+    width = [max(len(c[i]) for c in cells) for i in range(len(cols))]
+    lines = [
+        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, width, strict=True)))
+        for row in cells
+    ]
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    # Counting runs on the CPU: Triton kernels in the interpreter, Numba in the simulator.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+    os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+    from wkvbench.opspec import get_op
+    from wkvbench.presets import get_model
+    from wkvbench.registry import list_impls
+
+    spec = get_op(args.op)
+    if args.tokens < 1 or args.batch < 1:
+        raise ValueError("tokens: --tokens and --batch must be >= 1")
+    shape = dict(spec.shape_for(get_model(args.model or spec.default_model), args.batch, args.tokens))
+    for name, value in args.dim:
+        if name not in shape:
+            raise ValueError(f"dim: {name!r} is not a dimension of {args.op} ({', '.join(shape)})")
+        shape[name] = value
+    dtype = getattr(torch, args.dtype)
+    names = args.impl or [
+        r.name for r in list_impls(args.op) if r.available("cpu")[0] and r.backend in ("torch", "triton")
+    ]
+    rows = []
+    for name in names:
+        row = count_call(args.op, name, shape, dtype)
+        rows.append(row)
+        if args.json:
+            print(json.dumps(row, default=str))
+    if not args.json:
+        print(f"{args.op} {shape} {args.dtype}: counted work of one call (CPU; Triton in the interpreter)")
+        print(table(rows))
+        print(
+            "bytes counted: torch = every op's reads and writes (eager traffic); triton = every tl.load/tl.store, "
+            "masked lanes excluded.\nI/O distinct: distinct bytes of the inputs and output the kernels touched "
+            "(equal to 'bytes min' when each is read or written at least once)."
+        )
+    return 0
