@@ -111,10 +111,13 @@ def _is_view(func) -> bool:
     return bool(schema.returns) and any(r.alias_info is not None and not r.alias_info.is_write for r in schema.returns)
 
 
-def count_torch(fn, *args, **kwargs) -> tuple[object, TorchCount]:
-    """Run ``fn(*args, **kwargs)`` once, counting FLOPs and op-level bytes; (result, count)."""
+def count_torch(fn, *args, grad: bool = False, **kwargs) -> tuple[object, TorchCount]:
+    """Run ``fn(*args, **kwargs)`` once, counting FLOPs and op-level bytes; (result, count).
+
+    Under ``torch.no_grad()`` unless ``grad`` (a call that runs its own backward counts it too).
+    """
     count = TorchCount()
-    with torch.no_grad(), _Counting(count):
+    with contextlib.nullcontext() if grad else torch.no_grad(), _Counting(count):
         out = fn(*args, **kwargs)
     return out, count
 

@@ -43,7 +43,7 @@ from pathlib import Path
 from wkvbench import __version__, ops, presets, registry
 from wkvbench.accuracy import tolerance
 from wkvbench.envinfo import gpu_snapshot
-from wkvbench.harness import timing
+from wkvbench.harness import measure, timing
 from wkvbench.harness.cells import pending_cells, replace_earlier
 from wkvbench.harness.client import WorkerClient, WorkerDied, WorkerTimeout
 from wkvbench.harness.plan import plan, resolve_device
@@ -86,6 +86,7 @@ class Cell:
     grad_worst: str = ""
     grad_tol: float | None = None
     saved_bytes: int | None = None
+    extra: dict = field(default_factory=dict)  # measurement extras (wkvbench.harness.measure)
 
     def fail(self, status: str, note: str) -> None:
         self.status, self.note = status, note
@@ -168,6 +169,8 @@ class Runner:
                 env["previous_sessions"] = [*prev, old]
             except (OSError, ValueError):
                 pass
+        if self.run.lock_clocks:
+            env["clock_lock"] = measure.lock_clocks(self.device, self.gpu_uuid)
         self.env = env
         self._write_env()
 
@@ -239,6 +242,7 @@ class Runner:
             row.update(timing.summarize(cell.samples).as_dict())
             row["peak_mem_bytes"] = cell.peak_mem_bytes
             row["gpu_ms"] = cell.gpu_ms
+            row.update(measure.row_columns(cell))
         row.update(derive(row, copy_bandwidth_gbs=self.copy_bw, joules_per_call=cell.joules_per_call))
         return row
 
@@ -320,6 +324,7 @@ class Runner:
             "saved_bytes",
         ):
             setattr(cell, k, reply.get(k))
+        measure.note_check(cell, reply)
         if cell.status == "ok":
             self.client.checked.add(cell.impl)
             if cell.est_ms / 1e3 * self.run.min_samples > self.run.max_cell_s:
@@ -347,6 +352,7 @@ class Runner:
             return cell.fail(reply.get("kind", "failed"), f"while being timed: {reply.get('error')}")
         cell.samples.extend(reply["samples_ms"])
         cell.round_sizes.append(len(reply["samples_ms"]))
+        measure.note_batch(cell, reply)
         peak = reply.get("peak_mem_bytes")
         if peak is not None:
             cell.peak_mem_bytes = max(cell.peak_mem_bytes or 0, int(peak))
@@ -400,10 +406,14 @@ class Runner:
                     cell.est_ms, self.run.budget_s, self.run.min_samples, self.run.max_samples, self.run.rounds
                 )
         for r in range(self.run.rounds):
-            live = [c for c in todo if c.status == "ok"]
+            live = [c for c in todo if c.status == "ok" and not measure.quiet(c, self.run)]  # noise stop
             self.rng.shuffle(live)
             for cell in live:
                 self._sample(case, cell, cell.plan[r])
+        if self.run.profile:
+            for cell in todo:
+                if cell.status == "ok":
+                    measure.profile_cell(self, case, cell)
         if (
             self.device == "cuda"
             and self.run.energy_s > 0
@@ -461,6 +471,8 @@ class Runner:
                 self.env["worker_starts"] = self.client.starts
                 if self.device == "cuda":
                     self.env["throttle"] = self.throttle
+                if (self.env.get("clock_lock") or {}).get("locked"):
+                    measure.unlock_clocks(self.gpu_uuid)
                 self._write_env()
         return len(self.written)
 
