@@ -77,7 +77,8 @@ def test_roofline_table_uses_counted_work_and_the_roofs():
 
 
 def test_flagged_cells_and_target():
-    assert M.max_noise_of(ENV) == 0.01 and M.max_noise_of(Env()) == 0.01
+    assert M.max_noise_of(Env(raw={"suite": {"run": {"max_noise": 0.05}}})) == 0.05
+    assert M.max_noise_of(Env()) == 0.01 and M.max_noise_of(Env(raw={"suite": "smoke"})) == 0.01
     f = M.flagged_cells(table(), ENV)
     assert f[["impl", "flag"]].values.tolist() == [["triton_recurrent", "noisy, throttled"]]
 

@@ -10,6 +10,7 @@ import pytest
 from wkvbench import cli, schema
 from wkvbench.report import analysis as an
 from wkvbench.report import figures
+from wkvbench.report.figures.measurement import MEASUREMENT_FIGURES
 from wkvbench.report.load import load_run, parse_env, tidy
 from wkvbench.report.style import fmt_ms, fmt_speedup
 
@@ -79,7 +80,7 @@ def test_headline_numbers_equal_the_table(built):
 def test_html_is_self_contained_and_lists_every_not_ok_cell(built):
     _, out, df = built
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == len(FIGURE_NAMES)
+    assert html.count("data:image/png;base64,") == len(FIGURE_NAMES) + len(MEASUREMENT_FIGURES)
     assert not re.search(r"(src|href)=[\"']?(https?:|//)", html)
     assert "<script" not in html and "<link" not in html
     n_bad = int((df["status"] != "ok").sum())

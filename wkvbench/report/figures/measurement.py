@@ -40,6 +40,8 @@ PEAK_FP32_TFLOPS = {
     "RTX 4090": 82.6,
 }
 KERNELS_FILE = "kernels.jsonl"
+#: The figures :func:`measurement_plots` draws, in order.
+MEASUREMENT_FIGURES = ("fig14_roofline", "fig15_kernel_breakdown", "fig16_quality")
 #: Kernels drawn per bar; the rest are summed as "other".
 TOP_KERNELS = 6
 
@@ -206,7 +208,8 @@ def fig_kernel_breakdown(records: list[dict], env: Env) -> Plot:
 # ----------------------------------------------------------------------------- noise and throttling
 def max_noise_of(env: Env) -> float:
     """The run's ``max_noise`` target (its suite's run settings), 0.01 if not recorded."""
-    run = ((env.raw or {}).get("suite") or {}).get("run") or {}
+    suite = (env.raw or {}).get("suite")
+    run = (suite.get("run") if isinstance(suite, dict) else None) or {}
     try:
         return float(run.get("max_noise", 0.01))
     except (TypeError, ValueError):
