@@ -12,6 +12,7 @@ from wkvbench.report.load import Env
 
 def table():
     base = {"model": "A-RWKV-T", "batch": 1, "tokens": 64, "dtype": "float32", "mode": "fwd", "op": "bi_wkv7"}
+    base["shape"] = '{"B": 1, "T": 1000, "H": 5, "N": 64}'
     rows = [
         # counted: 2e9 FLOPs, 1e9 bytes in 1 ms -> intensity 2, 2 TFLOP/s; roof 2 * 3000 GB/s = 6 TF
         {
@@ -73,6 +74,8 @@ def test_roofline_table_uses_counted_work_and_the_roofs():
     assert loop["roof_tflops"] == pytest.approx(6.0) and loop["pct_roofline"] == pytest.approx(100 / 3)
     assert (tri["flops_from"], tri["bytes_from"]) == ("formula", "counted")
     assert tri["intensity"] == pytest.approx(1000.0) and tri["roof_tflops"] == pytest.approx(67.0)
+    assert loop["min_bytes_per_token_head"] == pytest.approx(5e8 / 5000)
+    assert tri["bytes_per_token_head"] == pytest.approx(1e9 / 5000)
     assert tri["achieved_tflops"] == pytest.approx(10.0) and tri["pct_roofline"] == pytest.approx(100 * 10 / 67)
 
 

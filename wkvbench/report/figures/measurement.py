@@ -85,9 +85,24 @@ def roofline_table(df: pd.DataFrame, env: Env) -> pd.DataFrame:
         roof = roof.clip(upper=peak)
     ok["roof_tflops"] = roof
     ok["pct_roofline"] = 100 * ok["achieved_tflops"] / roof
+    unit = ok.apply(_token_heads, axis=1)
+    ok["min_bytes_per_token_head"] = _col(ok, "bytes_moved") / unit
+    ok["bytes_per_token_head"] = cb / unit
     cols = ["op", "impl", "model", "batch", "tokens", "dtype", "mode", "flops_from", "bytes_from"]
     cols += ["intensity", "achieved_tflops"]
-    return ok[[*cols, "roof_tflops", "pct_roofline"]].reset_index(drop=True)
+    cols += ["roof_tflops", "pct_roofline", "min_bytes_per_token_head", "bytes_per_token_head"]
+    return ok[cols].reset_index(drop=True)
+
+
+def _token_heads(row) -> float:
+    """The number of (token, head) pairs of a row's shape (``B*T*D`` for the scan), NaN if unknown."""
+    from wkvbench.counting import per_token_head
+
+    try:
+        shape = json.loads(row.get("shape") or "{}")
+        return float(per_token_head(row["op"], shape))
+    except (ValueError, KeyError, TypeError):
+        return float("nan")
 
 
 def fig_roofline(df: pd.DataFrame, env: Env, long=None) -> Plot:
@@ -132,7 +147,8 @@ def fig_roofline(df: pd.DataFrame, env: Env, long=None) -> Plot:
         "(flops_from, bytes_from in the table). Roofs: the copy bandwidth measured at the start of the run and "
         f"{peak_txt}. "
         "pct_roofline in the table is achieved over the roof at the cell's intensity; above 100% the counted "
-        "traffic was served from caches (a working set smaller than the cache), not from memory."
+        "traffic was served from caches (a working set smaller than the cache), not from memory. The table also "
+        "sets counted bytes per (token, head) beside the minimum (each input read once, the output written once)."
     )
     return Plot("fig14_roofline", title, caption, fig, table)
 
