@@ -10,6 +10,11 @@ import torch
 from wkvbench import counting
 from wkvbench.opspec import get_op
 
+try:  # a module global: the simulator swaps the global ``cuda`` of a kernel for its fake module
+    from numba import cuda
+except ImportError:  # pragma: no cover
+    cuda = None
+
 needs_interpreter = pytest.mark.skipif(
     os.environ.get("TRITON_INTERPRET") != "1", reason="Triton bytes are counted in the interpreter"
 )
@@ -59,9 +64,32 @@ def test_triton_counter_counts_unmasked_lanes_and_distinct_addresses():
     assert mem.bytes == 3 * 7 * 4
 
 
+@pytest.mark.skipif(
+    cuda is None or os.environ.get("NUMBA_ENABLE_CUDASIM") != "1", reason="Numba bytes are counted in the simulator"
+)
+def test_numba_counter_counts_global_element_accesses():
+    import numpy as np
+
+    @cuda.jit
+    def twice(x, y, n):
+        i = cuda.grid(1)
+        if i < n:
+            y[i] = x[i] + x[i]  # two reads of one element: issued 8 bytes, distinct 4
+
+    x, y = np.ones(10, dtype=np.float32), np.zeros(10, dtype=np.float32)
+    dx, dy = cuda.to_device(x), cuda.to_device(y)
+    _, mem = counting.count_numba(lambda: twice[1, 16](dx, dy, 7))
+    assert (mem.load_bytes, mem.store_bytes, mem.loads, mem.stores) == (56, 28, 14, 7)
+    assert (mem.distinct_load_bytes, mem.distinct_store_bytes) == (28, 28)
+    assert dy.copy_to_host()[:7].tolist() == [2.0] * 7
+
+
 def test_triton_counter_refuses_without_interpreter(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET"), counting.triton_counter():
+        pass
+    monkeypatch.setenv("NUMBA_ENABLE_CUDASIM", "0")
+    with pytest.raises(RuntimeError, match="NUMBA_ENABLE_CUDASIM"), counting.numba_counter():
         pass
 
 

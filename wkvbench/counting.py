@@ -1,4 +1,4 @@
-"""Counted work of one call: FLOPs of PyTorch code, global-memory bytes of Triton kernels.
+"""Counted work of one call: FLOPs of PyTorch code, global-memory bytes of Triton and Numba kernels.
 
 The op records' ``flops`` and ``bytes_moved`` are formulas written by hand; this module counts
 instead, so the formulas can be checked (``tests/test_counting.py``) and a kernel's traffic seen
@@ -17,8 +17,9 @@ without a GPU (``wkvbench count``):
 
 Bytes per (token, head) are set beside the minimum, the op record's ``bytes_moved`` (each input
 read once, the output written once) divided by ``B*T*H`` (``B*T*D`` for the Mamba scan).
-CUDA C kernels (run on a CPU only through the host emulation under ``tests/impls/cuda_host``) are
-not counted here.
+:func:`count_numba` does the same for Numba kernels in the CUDA simulator (element reads and
+writes of global arrays). CUDA C kernels (run on a CPU only through the host emulation under
+``tests/impls/cuda_host``) are not counted here.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ class MemCount:
     atomic_bytes: int = 0  # read-modify-write: counted once as read, once as written
     distinct_load_bytes: int = 0
     distinct_store_bytes: int = 0
-    io_distinct_bytes: int = 0  # distinct bytes of the inputs and output touched (loaded or stored)
+    io_distinct_bytes: int | None = 0  # distinct bytes of the inputs and output touched (loaded or stored)
     loads: int = 0  # tl.load / tl.store calls executed (per program)
     stores: int = 0
 
@@ -241,6 +242,79 @@ def count_triton(fn, *args, out=None, **kwargs) -> tuple[object, MemCount]:
     return res, count
 
 
+# ----------------------------------------------------------------------------- Numba simulator
+def _scalar_addr(ary: np.ndarray, idx) -> int | None:
+    """Byte address of ``ary[idx]`` when ``idx`` picks one element, else None."""
+    idx = idx if isinstance(idx, tuple) else (idx,)
+    if len(idx) != ary.ndim or not all(isinstance(i, (int, np.integer)) for i in idx):
+        return None
+    return ary.ctypes.data + sum((int(i) % n) * st for i, n, st in zip(idx, ary.shape, ary.strides, strict=True))
+
+
+@contextlib.contextmanager
+def numba_counter(io: list[tuple[int, int]] | None = None):
+    """Count global-array element reads and writes of kernels run in Numba's CUDA simulator.
+
+    Wraps the simulator's in-kernel array (``FakeWithinKernelCUDAArray``) indexing: every element
+    read or written adds its size (shared and local arrays are plain NumPy arrays and are not
+    counted). Needs ``NUMBA_ENABLE_CUDASIM=1``. Yields a :class:`MemCount` (``loads``/``stores``
+    count elements).
+    """
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+        raise RuntimeError("NUMBA_ENABLE_CUDASIM: must be 1 to count Numba bytes (wkvbench --interpret)")
+    import threading
+
+    from numba.cuda.simulator.cudadrv import devicearray as da
+
+    cls = da.FakeWithinKernelCUDAArray
+    get0, set0 = cls.__getitem__, cls.__setitem__
+    count, lock = MemCount(), threading.Lock()
+    seen: dict[str, set] = {"load": set(), "store": set()}
+
+    def note(kind: str, arr, idx, n: int) -> None:
+        ary = arr._item._ary
+        addr = _scalar_addr(ary, idx)
+        with lock:
+            if kind == "load":
+                count.load_bytes += n * ary.itemsize
+                count.loads += n
+            else:
+                count.store_bytes += n * ary.itemsize
+                count.stores += n
+            if addr is not None:
+                seen[kind].add(addr)
+
+    def get(self, idx):
+        out = get0(self, idx)
+        if not isinstance(out, cls):  # a sub-array view reads nothing yet
+            note("load", self, idx, int(np.size(out)))
+        return out
+
+    def put(self, idx, val):
+        set0(self, idx, val)
+        note("store", self, idx, int(np.size(self._item._ary[idx])))
+
+    cls.__getitem__, cls.__setitem__ = get, put
+    try:
+        yield count
+    finally:
+        cls.__getitem__, cls.__setitem__ = get0, set0
+    es = {"load": count.load_bytes // max(count.loads, 1), "store": count.store_bytes // max(count.stores, 1)}
+    for kind in ("load", "store"):
+        setattr(count, f"distinct_{kind}_bytes", len(seen[kind]) * es[kind])
+    if io:
+        both = np.fromiter(seen["load"] | seen["store"], dtype=np.uint64)
+        count.io_distinct_bytes = int(_in_ranges(both, io).sum()) * max(es.values())
+
+
+def count_numba(fn, *args, out=None, **kwargs) -> tuple[object, MemCount]:
+    """Run ``fn(*args, **kwargs)`` once in Numba's CUDA simulator, counting global bytes."""
+    io = tensor_ranges(args, kwargs, out)
+    with numba_counter(io) as count:
+        res = fn(*args, **kwargs) if out is None else fn(*args, out=out, **kwargs)
+    return res, count
+
+
 # ----------------------------------------------------------------------------- per op and impl
 #: The dimensions whose product a "per (token, head)" figure divides by, per op.
 PER_TOKEN_HEAD = {"bi_wkv7": ("B", "T", "H"), "attention": ("B", "T", "H"), "bi_selective_scan": ("B", "T", "D")}
@@ -280,16 +354,19 @@ def count_call(op: str, impl: str, shape: dict, dtype: torch.dtype = torch.float
         "formula_bytes": int(spec.bytes_moved(shape, es)),
         "min_bytes_per_token_head": spec.bytes_moved(shape, es) / unit,
     }
-    if rec.backend == "triton":
+    if rec.backend in ("triton", "numba"):
         out = torch.empty(spec.out_shape(inputs), dtype=dtype) if rec.accepts_out else None
-        _, mem = count_triton(rec.fn, out=out, **inputs)
+        counter = count_triton if rec.backend == "triton" else count_numba
+        _, mem = counter(rec.fn, out=out, **inputs)
+        if rec.backend == "numba" and not mem.io_distinct_bytes:
+            mem.io_distinct_bytes = None  # the simulator ran on copies of the tensors: no I/O addresses
         row.update(
             counted_bytes=mem.bytes,
             distinct_bytes=mem.distinct_bytes,
             io_distinct_bytes=mem.io_distinct_bytes,
             counted={k: v for k, v in asdict(mem).items()},
         )
-    else:
+    elif rec.backend == "torch":
         _, tc = count_torch(rec.fn, **inputs)
         row.update(
             counted_flops=tc.flops,
@@ -300,6 +377,8 @@ def count_call(op: str, impl: str, shape: dict, dtype: torch.dtype = torch.float
                 "other_flops": tc.other_flops,
             },
         )
+    else:
+        raise ValueError(f"impl: {impl!r} ({rec.backend}) is not counted here: torch, triton and numba are")
     if "counted_bytes" in row:
         row["bytes_per_token_head"] = row["counted_bytes"] / unit
         row["bytes_vs_min"] = row["counted_bytes"] / row["formula_bytes"]
@@ -382,7 +461,7 @@ def main(args) -> int:
         shape[name] = value
     dtype = getattr(torch, args.dtype)
     names = args.impl or [
-        r.name for r in list_impls(args.op) if r.available("cpu")[0] and r.backend in ("torch", "triton")
+        r.name for r in list_impls(args.op) if r.available("cpu")[0] and r.backend in ("torch", "triton", "numba")
     ]
     rows = []
     for name in names:
@@ -391,11 +470,12 @@ def main(args) -> int:
         if args.json:
             print(json.dumps(row, default=str))
     if not args.json:
-        print(f"{args.op} {shape} {args.dtype}: counted work of one call (CPU; Triton in the interpreter)")
+        print(f"{args.op} {shape} {args.dtype}: counted work of one CPU call (Triton interpreted, Numba simulated)")
         print(table(rows))
         print(
             "bytes counted: torch = every op's reads and writes (eager traffic); triton = every tl.load/tl.store, "
-            "masked lanes excluded.\nI/O distinct: distinct bytes of the inputs and output the kernels touched "
+            "masked lanes excluded; numba = every global element read or written.\n"
+            "I/O distinct: distinct bytes of the inputs and output the kernels touched "
             "(equal to 'bytes min' when each is read or written at least once)."
         )
     return 0

@@ -33,7 +33,8 @@ def counted_work(fn, backend: str) -> dict:
     """Counted FLOPs and bytes of one call of ``fn`` where they can be counted here, else ``{}``.
 
     PyTorch implementations: FLOPs and eager op bytes (:func:`wkvbench.counting.count_torch`, on
-    any device); Triton ones in the interpreter: global bytes (:func:`~wkvbench.counting.count_triton`).
+    any device); Triton ones in the interpreter and Numba ones in the simulator: global bytes
+    (:func:`~wkvbench.counting.count_triton`, :func:`~wkvbench.counting.count_numba`).
     """
     from wkvbench import counting
 
@@ -43,6 +44,9 @@ def counted_work(fn, backend: str) -> dict:
             return {"counted_flops": c.flops, "counted_bytes": c.op_bytes}
         if backend == "triton" and os.environ.get("TRITON_INTERPRET") == "1":
             _, mem = counting.count_triton(fn)
+            return {"counted_bytes": mem.bytes}
+        if backend == "numba" and os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+            _, mem = counting.count_numba(fn)
             return {"counted_bytes": mem.bytes}
     except Exception as exc:  # counting is a bonus: never fail a cell for it
         return {"count_note": f"not counted: {type(exc).__name__}: {exc}"[:200]}
