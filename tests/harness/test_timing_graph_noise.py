@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from wkvbench.harness import nvml, timing
 
@@ -138,3 +139,14 @@ def test_without_nvml_everything_is_none(monkeypatch):
     monkeypatch.setitem(nvml._STATE, "init", False)
     assert nvml.clock_state("h") is None
     assert nvml.lock_clocks("h") == (False, "clocks not locked: no NVML device")
+
+
+def test_clock_probe_flags_a_batch_throttled_at_either_end(fake_nvml):
+    from wkvbench.harness.measure import ClockProbe
+
+    probe = ClockProbe(torch.device("cpu"), h="h")
+    fake_nvml.reasons, fake_nvml.sm = 0x20, 1200  # software thermal slowdown set during the batch
+    assert probe.done() == {"throttled": True, "sm_mhz": [1980, 1200]}
+    fake_nvml.reasons = 0
+    assert ClockProbe(torch.device("cpu"), h="h").done()["throttled"] is False
+    assert ClockProbe(torch.device("cpu")).done() == {"throttled": None, "sm_mhz": [None, None]}

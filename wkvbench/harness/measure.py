@@ -63,9 +63,9 @@ def after_warmup(timer: timing.Timer, fn, backend: str, est_ms: float) -> dict:
 class ClockProbe:
     """NVML clock state before a sample batch; :meth:`done` after it gives ``throttled`` and ``sm_mhz``."""
 
-    def __init__(self, device: torch.device):
-        self.h = None
-        if device.type == "cuda":
+    def __init__(self, device: torch.device, h=None):
+        self.h = h
+        if h is None and device.type == "cuda":
             uuid = getattr(torch.cuda.get_device_properties(device), "uuid", None)
             self.h = nvml.handle(str(uuid) if uuid else None)
         self.before = nvml.clock_state(self.h)
