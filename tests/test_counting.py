@@ -176,3 +176,16 @@ def test_count_cli_prints_counted_against_formula(capsys):
     assert "1,796" in out  # (7 * 64 + 1) * 4 bytes per (token, head) at float32
     with pytest.raises(SystemExit):
         cli.main(["count", "--op", "bi_wkv7", "--tokens", "2", "--dim", "H=0"])
+
+
+def test_network_flop_estimate_against_count():
+    # The network's estimate (per-token weights, head, depth x mixer; elementwise left out) against
+    # the counted forward, norms and activations included: A-RWKV-T with the loop mixer.
+    from wkvbench.presets import get_model
+
+    spec, model = get_op("network"), get_model("A-RWKV-T")
+    shape = spec.shape_for(model, 1, 16)
+    case = spec.prepare(model, shape, torch.float32, torch.device("cpu"), 0, None)
+    inputs = spec.make_inputs(shape, torch.float32, torch.device("cpu"), 0)
+    _, c = counting.count_torch(case.bind("torch_loop"), **inputs)
+    assert c.flops == pytest.approx(spec.flops(shape), rel=0.1)
