@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import threading
 from collections import defaultdict
 
 import torch
@@ -20,6 +21,7 @@ import torch
 from wkvbench.harness import nvml, timing
 
 KERNELS_FILE = "kernels.jsonl"
+_KERNELS_LOCK = threading.Lock()  # pool slots (one thread per GPU) append to one file
 #: Reply fields of the worker's ``check`` that become row columns.
 CHECK_KEYS = ("graph_ms", "graph_note", "counted_flops", "counted_bytes")
 #: Row columns this module fills (appended to the results schema).
@@ -168,7 +170,7 @@ def profile_cell(runner, case, cell) -> None:
         return
     rec = dict(zip(KEY, (case.key(cell.impl)), strict=True))
     rec.update(calls=reply.get("calls"), kernels=reply.get("kernels", []))
-    with open(runner.out / KERNELS_FILE, "a", encoding="utf-8") as f:
+    with _KERNELS_LOCK, open(runner.out / KERNELS_FILE, "a", encoding="utf-8") as f:
         f.write(json.dumps(rec, default=str) + "\n")
 
 
