@@ -213,12 +213,12 @@ def _scan(B, D, T, N=16, tiny=False, long=False) -> CheckShape:
 
 
 def _network(name: str) -> Callable:
-    """A function of :mod:`wkvbench.models.bench`, imported on first call (it imports this module)."""
+    """A function of :mod:`wkvbench.models.network_op`, imported on first call (it imports this module)."""
 
     def call(*args, **kwargs):
-        from wkvbench.models import bench
+        from wkvbench.models import network_op
 
-        return getattr(bench, name)(*args, **kwargs)
+        return getattr(network_op, name)(*args, **kwargs)
 
     return call
 
@@ -325,7 +325,7 @@ _RECORDS = (
         validate=_network("validate"),
         out_shape=lambda x: (int(x["spec"].shape[0]), 527),
         bytes_moved=_network("bytes_moved"),
-        flops=_network("flops"),  # an estimate (wkvbench.models.bench.flops)
+        flops=_network("flops"),  # an estimate (wkvbench.models.network_op.flops)
         naive_impl="torch_loop",  # A-RWKV's and AuM's; AST's is torch_eager (report.baselines)
         time_exponent=1,
         bwd_flops_factor=2.0,

@@ -13,7 +13,7 @@ import pytest
 from wkvbench import cli, listing, ops, presets
 from wkvbench.harness import plan as P
 from wkvbench.harness import suite as S
-from wkvbench.models import bench, tokens_for
+from wkvbench.models import network_op, tokens_for
 from wkvbench.report.figures import network as NF
 from wkvbench.report.load import Env, tidy
 from wkvbench.schema import derive
@@ -45,7 +45,7 @@ def test_per_token_weights_match_a_hand_count():
     # A-RWKV-T, width 192, 12 blocks: r/k/v/o 4*192^2, LoRA w/a/v/g 8*192*32, two 3x3 depthwise
     # ConvShifts 2*192*9, gate 3*64, ChannelMix 2*768*192; patch embedding 192*16*16; no head.
     block = 4 * 192**2 + 8 * 192 * 32 + 2 * 192 * 9 + 3 * 64 + 2 * 768 * 192
-    assert bench.per_token_weights("A-RWKV-T") == 12 * block + 192 * 256
+    assert network_op.per_token_weights("A-RWKV-T") == 12 * block + 192 * 256
     s = SPEC.shape_for(presets.get_model("A-RWKV-T"), 1, 128)
     mixer = ops.get_op("bi_wkv7").flops({"B": 1, "T": 128, "H": 3, "N": 64})
     assert SPEC.flops(s) == 2 * 128 * s["P"] + 2 * 527 * 192 + 12 * mixer
