@@ -21,7 +21,7 @@ from torch import Tensor
 
 from wkvbench import inputs as _inputs
 from wkvbench import reference as _ref
-from wkvbench.presets import MODELS, Model, get_model
+from wkvbench.presets import FAMILIES, MODELS, Model, get_model
 
 IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 #: Largest w for which exp(-exp(w)) is a valid RWKV-7 decay (docs/spec.md section 1: w < -0.5).
@@ -64,7 +64,7 @@ class OpSpec:
     out_shape: Callable[[dict], tuple[int, ...]]  # inputs -> output shape
     bytes_moved: Callable[[dict, int], int]  # (shape, element size) -> minimum bytes read and written
     flops: Callable[[dict], float]  # shape -> forward floating-point operations
-    naive_impl: str  # the op's naive baseline implementation (registered name)
+    naive_impl: str  # the op's naive baseline implementation (registered name; per model: naive_for)
     time_exponent: int = 1  # how a call's time grows with T: 1 linear, 2 quadratic
     bwd_flops_factor: float = 2.0  # backward FLOPs / forward FLOPs
     variants: tuple[str, ...] = ("realistic",)  # input variants make_inputs accepts
@@ -82,6 +82,13 @@ class OpSpec:
 
     def head_size_of(self, inputs: dict) -> int | None:
         return self.head_size(self.shape_of(inputs))
+
+    def naive_for(self, model: Model | str) -> str:
+        """The naive implementation a case of this op at ``model`` is compared with: ``naive_impl``, or
+        for an op running its model's mixer (``impls_of``), that family's naive mixer."""
+        if self.impls_of is None:
+            return self.naive_impl
+        return (get_model(model) if isinstance(model, str) else model).family_record.naive_mixer
 
 
 # ----------------------------------------------------------------------------- validation
@@ -223,10 +230,6 @@ def _network(name: str) -> Callable:
     return call
 
 
-def _mixer_op(model: Model) -> str:
-    return {"a-rwkv": "bi_wkv7", "ast": "attention", "aum": "bi_selective_scan"}[model.family]
-
-
 def _dims(x: Tensor, names: str) -> dict:
     return dict(zip(names, (int(n) for n in x.shape), strict=True))
 
@@ -249,7 +252,7 @@ _RECORDS = (
         bytes_moved=lambda s, es: es * (7 * s["B"] * s["T"] * s["H"] * s["N"] + s["B"] * s["T"] * s["H"]),
         # per token, head and direction: S a (2N^2), state update (5N^2), S r (2N^2)
         flops=lambda s: 2 * 9 * s["B"] * s["T"] * s["H"] * s["N"] ** 2,
-        naive_impl="torch_loop",
+        naive_impl=FAMILIES["a-rwkv"].naive_mixer,
         time_exponent=1,
         bwd_flops_factor=2.0,
         variants=_inputs.WKV7_VARIANTS,
@@ -282,7 +285,7 @@ _RECORDS = (
         out_shape=lambda x: tuple(x["q"].shape),
         bytes_moved=lambda s, es: es * 4 * s["B"] * s["H"] * s["T"] * s["D"],
         flops=lambda s: 4 * s["B"] * s["H"] * s["T"] ** 2 * s["D"],
-        naive_impl="torch_eager",
+        naive_impl=FAMILIES["ast"].naive_mixer,
         time_exponent=2,
         bwd_flops_factor=2.5,
         check_shapes=(_att(1, 2, 17, tiny=True), _att(2, 3, 64), _att(1, 2, 200)),
@@ -305,7 +308,7 @@ _RECORDS = (
         bytes_moved=lambda s, es: es * (4 * s["B"] * s["D"] * s["T"] + 2 * s["B"] * s["N"] * s["T"]),
         # per element of the [D, N] state, token and direction: exp, 2 mul-add, C dot
         flops=lambda s: 2 * 7 * s["B"] * s["D"] * s["N"] * s["T"],
-        naive_impl="torch_loop",
+        naive_impl=FAMILIES["aum"].naive_mixer,
         time_exponent=1,
         bwd_flops_factor=2.0,
         check_shapes=(_scan(1, 32, 13, tiny=True), _scan(2, 64, 64), _scan(1, 96, 200)),
@@ -326,11 +329,11 @@ _RECORDS = (
         out_shape=lambda x: (int(x["spec"].shape[0]), 527),
         bytes_moved=_network("bytes_moved"),
         flops=_network("flops"),  # an estimate (wkvbench.models.network_op.flops)
-        naive_impl="torch_loop",  # A-RWKV's and AuM's; AST's is torch_eager (report.baselines)
+        naive_impl="",  # per model: its family's naive mixer (OpSpec.naive_for)
         time_exponent=1,
         bwd_flops_factor=2.0,
         head_size=_network("head_size"),
-        impls_of=_mixer_op,
+        impls_of=lambda model: model.family_record.mixer_op,
         prepare=_network("NetworkCase"),
     ),
 )

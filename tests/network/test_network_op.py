@@ -13,6 +13,7 @@ import pytest
 from wkvbench import cli, listing, ops, presets
 from wkvbench.harness import plan as P
 from wkvbench.harness import suite as S
+from wkvbench.harness.summary import summary_table
 from wkvbench.models import network_op, tokens_for
 from wkvbench.report.figures import network as NF
 from wkvbench.report.load import Env, tidy
@@ -30,6 +31,33 @@ def test_record_takes_the_models_mixer_implementations():
     with pytest.raises(ValueError, match="model"):
         ops.impl_op("network")
     assert SPEC.prepare is not None and SPEC.args == ("spec",)
+
+
+def test_a_network_case_is_compared_with_its_familys_naive_mixer():
+    assert SPEC.naive_for("AST-B") == "torch_eager" == ops.get_op("attention").naive_impl
+    assert SPEC.naive_for("A-RWKV-T") == SPEC.naive_for("AuM-T") == "torch_loop"
+    assert ops.get_op("bi_wkv7").naive_for("AST-B") == "torch_loop"  # a plain op keeps its own
+
+    def row(impl, ms):
+        return {
+            "op": "network",
+            "impl": impl,
+            "model": "AST-B",
+            "batch": 1,
+            "tokens": 146,
+            "dtype": "float32",
+            "device": "cpu",
+            "variant": "realistic",
+            "status": "ok",
+            "median_ms": ms,
+            "tokens_per_s": None,
+        }
+
+    lines = {
+        line.split()[1]: line
+        for line in summary_table([row("torch_eager", 8.0), row("sdpa_math", 2.0)]).splitlines()[2:]
+    }
+    assert "4x" in lines["sdpa_math"]  # AST-B networks get a "vs naive" figure
 
 
 @pytest.mark.parametrize("preset", ["A-RWKV-T", "AST-B", "AuM-T"])

@@ -18,12 +18,11 @@ Modules: ``common`` (registry glue, base class, input), ``arwkv``, ``ast_vit``, 
 family), ``factory`` (build, counts), ``gate`` (accuracy gate), ``listing`` (``wkvbench models``).
 """
 
-from wkvbench.models.common import FAMILY_OP, REFERENCE, Mixer, SpectrogramNet, check_impl, spectrogram
+from wkvbench.models.common import REFERENCE, Mixer, SpectrogramNet, check_impl, spectrogram
 from wkvbench.models.factory import build, frames_for, get_preset, op_for, param_count, presets, tokens_for
 from wkvbench.models.gate import CheckResult, bar_for, baseline_for, check, check_many
 
 __all__ = [
-    "FAMILY_OP",
     "REFERENCE",
     "CheckResult",
     "Mixer",

@@ -49,11 +49,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wkvbench.models.common import MEL_BINS, SpectrogramNet, depthwise_grid_shift
+from wkvbench.models.common import SpectrogramNet, depthwise_grid_shift
 from wkvbench.presets import Model
 
 NUM_CLASSES = 527
-PATCH = 16
 
 
 def lora_dim(width: int, factor: float, power: float = 0.5) -> int:
@@ -196,8 +195,8 @@ class ARWKV(SpectrogramNet):
     def __init__(self, model: Model, seconds: float, frames: int, impl: str, init: bool = True):
         super().__init__(model, seconds, frames, impl)
         C = model.width
-        self.grid = (frames // PATCH, MEL_BINS // PATCH)  # (time rows, frequency columns)
-        self.emb = nn.Conv2d(1, C, PATCH, stride=PATCH)
+        self.grid = (self.family_record.time_cells(frames), self.family_record.freq_cells)  # (time, frequency)
+        self.emb = self.patch_conv(C)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], C))
         self.blocks = nn.ModuleList(Block(model, i, self.grid, self.mixer, init) for i in range(model.depth))
         self.ln_out = nn.LayerNorm(C)
@@ -206,10 +205,6 @@ class ARWKV(SpectrogramNet):
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
             gain = 0.5 * math.sqrt(NUM_CLASSES / C) if NUM_CLASSES > C else 0.5
             nn.init.orthogonal_(self.head.weight, gain=gain)
-
-    @property
-    def tokens(self) -> int:
-        return self.grid[0] * self.grid[1]
 
     def forward(self, spec: Tensor) -> Tensor:
         self.check_spec(spec)

@@ -41,11 +41,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wkvbench.models.common import MEL_BINS, SpectrogramNet
+from wkvbench.models.common import SpectrogramNet
 from wkvbench.presets import Model
 
 NUM_CLASSES = 527
-PATCH = 16
 D_CONV = 4
 EXPAND = 2
 
@@ -115,14 +114,12 @@ class Block(nn.Module):
 class AuM(SpectrogramNet):
     """Audio Mamba (Fo-Bi) for ``frames`` spectrogram frames (see the module docstring)."""
 
-    special_tokens = 1  # the class token, in the middle of the sequence
-
     def __init__(self, model: Model, seconds: float, frames: int, impl: str, init: bool = True):
         super().__init__(model, seconds, frames, impl)
         C = model.width
-        self.grid = (MEL_BINS // PATCH, frames // PATCH)  # (frequency rows, time columns)
+        self.grid = (self.family_record.freq_cells, self.family_record.time_cells(frames))  # (frequency, time)
         self.cls_position = self.grid[0] * self.grid[1] // 2
-        self.patch_embed = nn.Conv2d(1, C, PATCH, stride=PATCH)
+        self.patch_embed = self.patch_conv(C)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, C))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.tokens, C))
         self.layers = nn.ModuleList(Block(model, self.mixer, init) for _ in range(model.depth))

@@ -26,13 +26,10 @@ import torch
 from torch import Tensor, nn
 
 import wkvbench
-from wkvbench.presets import Model
+from wkvbench.presets import MEL_BINS, Model, frames_for_seconds
 
-#: The op each model family's token mixer uses.
-FAMILY_OP = {"a-rwkv": "bi_wkv7", "ast": "attention", "aum": "bi_selective_scan"}
 #: ``impl`` value meaning the op's float64 reference function (``wkvbench.reference``).
 REFERENCE = "reference"
-MEL_BINS = 128
 SAMPLE_RATE = 16000
 _WIN, _HOP, _NFFT = 400, 160, 512  # 25 ms window, 10 ms hop at 16 kHz (Kaldi fbank defaults)
 _AUDIOSET_MEAN, _AUDIOSET_STD = -4.2677393, 4.5689974  # AST's normalisation of AudioSet fbanks
@@ -91,7 +88,8 @@ class SpectrogramNet(nn.Module):
         self.preset = preset
         self.seconds = float(seconds)
         self.frames = int(frames)
-        self.mixer = Mixer(FAMILY_OP[preset.family], impl)
+        self.family_record = preset.family_record  # mixer op and patch geometry
+        self.mixer = Mixer(self.family_record.mixer_op, impl)
 
     @property
     def op(self) -> str:
@@ -103,8 +101,15 @@ class SpectrogramNet(nn.Module):
         """The implementation the token mixer calls."""
         return self.mixer.impl
 
-    #: tokens the sequence carries besides one per patch (class or distillation tokens)
-    special_tokens = 0
+    @property
+    def special_tokens(self) -> int:
+        """Tokens the sequence carries besides one per patch (class or distillation tokens)."""
+        return self.family_record.special_tokens
+
+    def patch_conv(self, width: int) -> nn.Conv2d:
+        """The family's patch embedding: a one-channel conv of its patch size and stride to ``width``."""
+        fam = self.family_record
+        return nn.Conv2d(1, width, fam.patch, stride=fam.stride)
 
     @property
     def tokens(self) -> int:
@@ -204,8 +209,6 @@ def spectrogram(
     Deterministic for a seed (computed on the CPU in float64, then converted), independent of
     the global random state.
     """
-    from wkvbench.presets import frames_for_seconds
-
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise ValueError(f"batch: must be a positive integer, got {batch!r}")
     frames = frames_for_seconds(seconds)

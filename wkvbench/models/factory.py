@@ -15,7 +15,7 @@ import torch
 from wkvbench.models.arwkv import ARWKV
 from wkvbench.models.ast_vit import AST
 from wkvbench.models.aum import AuM
-from wkvbench.models.common import FAMILY_OP, SpectrogramNet, check_impl, parameter_count
+from wkvbench.models.common import SpectrogramNet, check_impl, parameter_count
 from wkvbench.presets import MODELS, Model, frames_for_seconds, get_model
 
 NETWORKS = {"a-rwkv": ARWKV, "ast": AST, "aum": AuM}
@@ -42,7 +42,7 @@ def get_preset(preset: str | Model) -> Model:
 
 def op_for(preset: str | Model) -> str:
     """The op of the preset's token mixer: ``bi_wkv7``, ``attention`` or ``bi_selective_scan``."""
-    return FAMILY_OP[get_preset(preset).family]
+    return get_preset(preset).family_record.mixer_op
 
 
 def frames_for(seconds: float) -> int:
@@ -79,7 +79,7 @@ def build(
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device: {device} requested, but CUDA is not available here")
-    check_impl(FAMILY_OP[model.family], impl, device, dtype, model.head_size)
+    check_impl(model.family_record.mixer_op, impl, device, dtype, model.head_size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         net = _construct(model, seconds, impl, init=True)

@@ -11,8 +11,9 @@ op's naive baseline in the same dtype (FlashAttention's rule), and, in float32, 
 
     bar = min(2 * baseline_err, 1e-4) for float32, 2 * baseline_err otherwise
 
-Baselines: ``torch_loop`` for bi_wkv7 and the scan; ``torch_eager`` for attention, which keeps
-AST's precision and is registered for float32/float16 only, so bfloat16 uses ``sdpa_math``.
+Baselines: the family's naive mixer (:attr:`wkvbench.presets.Family.gate_baseline`): ``torch_loop``
+for bi_wkv7 and the scan; ``torch_eager`` for attention, which keeps AST's precision and is
+registered for float32/float16 only, so bfloat16 uses ``sdpa_math``.
 
 On CUDA, TF32 is switched off for cuDNN convolutions and matmuls while the gate runs (cuDNN allows
 it by default): otherwise the network's own patch and ConvShift convolutions would round float32
@@ -33,18 +34,18 @@ import torch
 
 from wkvbench.models.common import REFERENCE, spectrogram
 from wkvbench.models.factory import build, get_preset, op_for
+from wkvbench.presets import FAMILIES
 
 FP32_BAR = 1e-4
 BASELINE_FACTOR = 2.0
 
 
 def baseline_for(op: str, dtype: torch.dtype) -> str:
-    """The naive baseline implementation of ``op`` in ``dtype``."""
-    if op == "attention":
-        return "sdpa_math" if dtype == torch.bfloat16 else "torch_eager"
-    if op in ("bi_wkv7", "bi_selective_scan"):
-        return "torch_loop"
-    raise ValueError(f"op: unknown op {op!r}")
+    """The gate's baseline implementation of mixer op ``op`` in ``dtype`` (its family record's)."""
+    for family in FAMILIES.values():
+        if family.mixer_op == op:
+            return family.gate_baseline(dtype)
+    raise ValueError(f"op: {op!r} is the token mixer of no network family")
 
 
 @dataclass(frozen=True)

@@ -31,37 +31,14 @@ import torch
 from torch import Tensor
 
 from wkvbench.models.ast_vit import NUM_CLASSES
-from wkvbench.models.common import FAMILY_OP, MEL_BINS, REFERENCE, spectrogram
+from wkvbench.models.common import REFERENCE, spectrogram
 from wkvbench.models.factory import _construct, build, get_preset
-from wkvbench.models.gate import _errors, bar_for, baseline_for, exact_float32
-from wkvbench.presets import Model, get_model
+from wkvbench.models.gate import _errors, bar_for, exact_float32
+from wkvbench.presets import MEL_BINS, MODELS, Model, get_model
 
 #: Parameters applied elementwise, once per sequence, or as embeddings: not in ``P``.
 _NOT_PER_TOKEN = ("pos_embed", "cls_token", "dist_token", "A_log", "A_b_log", "mu", "r_k", "head", "mlp_head")
-#: The mixer op of a network shape, told by its dimension names (the mixer ops' shape dicts differ).
-_MIXER_DIMS = {
-    "bi_wkv7": {"B", "T", "H", "N"},
-    "attention": {"B", "H", "T", "D"},
-    "bi_selective_scan": {"B", "D", "T", "N"},
-}
 _EXTRA = ("F", "L", "W", "P")
-
-
-def frames_for_tokens(tokens: int, family: str) -> int:
-    """The fewest spectrogram frames whose patch grid gives ``tokens`` tokens (docs/spec.md section 6).
-
-    A count between two grids is rounded down to the smaller grid (at least one patch column).
-    """
-    if family == "a-rwkv":
-        cols, extra, per = 8, 0, 16
-    elif family == "aum":
-        cols, extra, per = 8, 1, 16
-    elif family == "ast":
-        cols, extra, per = 12, 2, 10
-    else:
-        raise ValueError(f"family: unknown model family {family!r}")
-    steps = max(1, (int(tokens) - extra) // cols)
-    return 16 * steps if per == 16 else 16 + 10 * (steps - 1)
 
 
 @functools.cache
@@ -81,17 +58,21 @@ def per_token_weights(preset: str) -> int:
 def shape_for(model: Model, batch: int, tokens: int) -> dict:
     from wkvbench.opspec import OPS
 
-    mixer = OPS[FAMILY_OP[model.family]].shape_for(model, batch, tokens)
-    frames = frames_for_tokens(tokens, model.family)
+    family = model.family_record
+    mixer = OPS[family.mixer_op].shape_for(model, batch, tokens)
+    frames = family.frames_for_tokens(tokens)
     mixer["T"] = model.tokens(frames / 100)  # the grid's own count (a check length may fall between grids)
     return {**mixer, "F": frames, "L": model.depth, "W": model.width, "P": per_token_weights(model.name)}
 
 
 def mixer_op_of_shape(shape: dict) -> str:
     """The mixer op whose shape dict ``shape`` extends (by its dimension names)."""
+    from wkvbench.opspec import OPS
+
     dims = set(shape) - set(_EXTRA)
-    for op, names in _MIXER_DIMS.items():
-        if dims == names:
+    for preset in MODELS.values():  # the mixer ops' shape dicts differ in their dimension names
+        op = preset.family_record.mixer_op
+        if dims == set(OPS[op].shape_for(preset, 1, 1)):
             return op
     raise ValueError(f"shape: {sorted(shape)} is not a network shape")
 
@@ -195,7 +176,7 @@ class NetworkCase:
     def gate(self, impl: str) -> dict:
         """The network gate (docs/spec.md section 8): ``rel_err``, ``max_abs_err``, ``tol`` (the bar), ``passed``."""
         if self._baseline is None:
-            base = baseline_for(FAMILY_OP[self.model.family], self.dtype)
+            base = self.model.family_record.gate_baseline(self.dtype)
             self._baseline = (base, self._error(base)[0])
         base, base_err = self._baseline
         rel, mx = self._error(impl)

@@ -28,15 +28,13 @@ from wkvbench.report.figures.speedup import fig_speedup
 from wkvbench.report.load import Env
 
 NETWORK_OP = "network"
-_MIXER = {"a-rwkv": "bi_wkv7", "ast": "attention", "aum": "bi_selective_scan"}
 
 
 def as_mixers(df: pd.DataFrame) -> pd.DataFrame:
     """The ``network`` rows, each relabelled with its model's mixer op (rows of unknown models dropped)."""
     net = df[df["op"] == NETWORK_OP]
-    family = net["model"].map(lambda m: MODELS[m].family if m in MODELS else "")
-    net = net[family != ""]
-    return net.assign(op=family[family != ""].map(_MIXER))
+    mixer = net["model"].map(lambda m: MODELS[m].family_record.mixer_op if m in MODELS else "")
+    return net[mixer != ""].assign(op=mixer[mixer != ""])
 
 
 def kernel_rows(df: pd.DataFrame) -> pd.DataFrame:
