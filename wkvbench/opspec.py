@@ -219,17 +219,6 @@ def _scan(B, D, T, N=16, tiny=False, long=False) -> CheckShape:
     return CheckShape({"B": B, "D": D, "T": T, "N": N}, "realistic", tiny, long)
 
 
-def _network(name: str) -> Callable:
-    """A function of :mod:`wkvbench.models.network_op`, imported on first call (it imports this module)."""
-
-    def call(*args, **kwargs):
-        from wkvbench.models import network_op
-
-        return getattr(network_op, name)(*args, **kwargs)
-
-    return call
-
-
 def _dims(x: Tensor, names: str) -> dict:
     return dict(zip(names, (int(n) for n in x.shape), strict=True))
 
@@ -314,32 +303,21 @@ _RECORDS = (
         check_shapes=(_scan(1, 32, 13, tiny=True), _scan(2, 64, 64), _scan(1, 96, 200)),
         long_shapes=(_scan(1, 1536, 4096, long=True), _scan(1, 1536, 16401, long=True)),
     ),
-    OpSpec(
-        name="network",
-        label="network",
-        family="a-rwkv",
-        default_model="A-RWKV-S",
-        args=("spec",),
-        grad_args=("spec",),
-        shape_for=_network("shape_for"),  # the mixer's shape + F (frames), L (depth), W (width), P
-        shape_of=lambda x: {"B": int(x["spec"].shape[0]), "F": int(x["spec"].shape[1])},
-        make_inputs=_network("make_inputs"),
-        reference=_network("no_reference"),  # the truth is the float64 network: see prepare
-        validate=_network("validate"),
-        out_shape=lambda x: (int(x["spec"].shape[0]), 527),
-        bytes_moved=_network("bytes_moved"),
-        flops=_network("flops"),  # an estimate (wkvbench.models.network_op.flops)
-        naive_impl="",  # per model: its family's naive mixer (OpSpec.naive_for)
-        time_exponent=1,
-        bwd_flops_factor=2.0,
-        head_size=_network("head_size"),
-        impls_of=lambda model: model.family_record.mixer_op,
-        prepare=_network("NetworkCase"),
-    ),
 )
 
-#: Every op, by name, in listing order.
+#: Every op, by name, in listing order: the kernel ops above, then those registered with
+#: :func:`register_op` (the ``network`` op, by :mod:`wkvbench.models.network_op`).
 OPS: dict[str, OpSpec] = {spec.name: spec for spec in _RECORDS}
+
+
+def register_op(record: OpSpec, replace: bool = False) -> OpSpec:
+    """Add ``record`` to :data:`OPS` (an op defined outside this module); ValueError if its name is taken."""
+    if not isinstance(record, OpSpec):
+        raise TypeError(f"record: expected an OpSpec, got {type(record).__name__}")
+    if record.name in OPS and OPS[record.name] is not record and not replace:
+        raise ValueError(f"record: op {record.name!r} is already registered; pass replace=True to override it")
+    OPS[record.name] = record
+    return record
 
 
 def get_op(name: str) -> OpSpec:

@@ -33,6 +33,20 @@ def test_record_takes_the_models_mixer_implementations():
     assert SPEC.prepare is not None and SPEC.args == ("spec",)
 
 
+def test_the_network_op_is_registered_by_its_own_module():
+    from dataclasses import replace
+
+    from wkvbench import opspec
+    from wkvbench.models.network_op import NetworkCase
+
+    assert opspec.OPS["network"] is SPEC and SPEC.prepare is NetworkCase and list(opspec.OPS)[-1] == "network"
+    assert opspec.register_op(SPEC) is SPEC  # registering the same record again is harmless
+    with pytest.raises(ValueError, match="^record: op 'network' is already registered"):
+        opspec.register_op(replace(SPEC, label="other"))
+    with pytest.raises(TypeError, match="^record"):
+        opspec.register_op("network")
+
+
 def test_a_network_case_is_compared_with_its_familys_naive_mixer():
     assert SPEC.naive_for("AST-B") == "torch_eager" == ops.get_op("attention").naive_impl
     assert SPEC.naive_for("A-RWKV-T") == SPEC.naive_for("AuM-T") == "torch_loop"

@@ -15,17 +15,20 @@ included -- runs inside a whole network by name::
     wm.check("A-RWKV-T", 2.56, "torch_chunked")                   # network accuracy gate
 
 Modules: ``common`` (registry glue, base class, input), ``arwkv``, ``ast_vit``, ``aum`` (one per
-family), ``factory`` (build, counts), ``gate`` (accuracy gate), ``listing`` (``wkvbench models``).
+family), ``factory`` (build, counts), ``gate`` (accuracy gate), ``network_op`` (the ``network`` op, registered
+on import), ``listing`` (``wkvbench models``).
 """
 
 from wkvbench.models.common import REFERENCE, Mixer, SpectrogramNet, check_impl, spectrogram
 from wkvbench.models.factory import build, frames_for, get_preset, op_for, param_count, presets, tokens_for
 from wkvbench.models.gate import CheckResult, bar_for, baseline_for, check, check_many
+from wkvbench.models.network_op import NetworkCase  # importing it registers the network op
 
 __all__ = [
     "REFERENCE",
     "CheckResult",
     "Mixer",
+    "NetworkCase",
     "SpectrogramNet",
     "bar_for",
     "baseline_for",

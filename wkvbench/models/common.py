@@ -25,7 +25,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-import wkvbench
+from wkvbench import ops, reference, registry
 from wkvbench.presets import MEL_BINS, Model, frames_for_seconds
 
 #: ``impl`` value meaning the op's float64 reference function (``wkvbench.reference``).
@@ -48,10 +48,10 @@ def check_impl(
         raise TypeError(f"impl: expected an implementation name, 'auto' or 'reference', got {type(impl).__name__}")
     if impl in ("auto", REFERENCE):
         return
-    records = {rec.name: rec for rec in wkvbench.list_impls(op)}
+    records = {rec.name: rec for rec in registry.list_impls(op)}
     rec = records.get(impl)
     if rec is None:
-        others = sorted({r.op for r in wkvbench.list_impls() if r.name == impl})
+        others = sorted({r.op for r in registry.list_impls() if r.name == impl})
         if others:
             raise ValueError(f"impl: {impl!r} implements {', '.join(others)}, not {op} (the op of this network)")
         raise ValueError(f"impl: unknown implementation {impl!r} of {op}; known: auto, reference, {', '.join(records)}")
@@ -72,8 +72,8 @@ class Mixer:
     def __call__(self, **tensors: Tensor) -> Tensor:
         if self.impl == REFERENCE:
             first = next(x for x in tensors.values() if isinstance(x, Tensor))
-            return getattr(wkvbench.reference, self.op)(**tensors).to(first.dtype)
-        return getattr(wkvbench, self.op)(**tensors, impl=self.impl)
+            return getattr(reference, self.op)(**tensors).to(first.dtype)
+        return ops.call(self.op, impl=self.impl, **tensors)
 
     def __repr__(self) -> str:
         return f"Mixer(op={self.op!r}, impl={self.impl!r})"

@@ -1,7 +1,7 @@
 """The ``network`` op: a whole network (A-RWKV, AST-B, AuM) benchmarked like any other op.
 
-docs/spec.md sections 7 and 8. The op record lives in :mod:`wkvbench.opspec`; this module holds
-what it needs from the networks:
+docs/spec.md sections 7 and 8. This module defines the op and registers its record with
+:func:`wkvbench.opspec.register_op` on import (``import wkvbench`` imports it):
 
 * its shape (:func:`shape_for`): the mixer op's shape dict for the model, batch and tokens, plus
   ``F`` (spectrogram frames: the fewest that give those tokens, i.e. the frames the patch grid
@@ -34,6 +34,7 @@ from wkvbench.models.ast_vit import NUM_CLASSES
 from wkvbench.models.common import REFERENCE, spectrogram
 from wkvbench.models.factory import _construct, build, get_preset
 from wkvbench.models.gate import _errors, bar_for, exact_float32
+from wkvbench.opspec import OPS, OpSpec, register_op
 from wkvbench.presets import MEL_BINS, MODELS, Model, get_model
 
 #: Parameters applied elementwise, once per sequence, or as embeddings: not in ``P``.
@@ -56,8 +57,6 @@ def per_token_weights(preset: str) -> int:
 
 
 def shape_for(model: Model, batch: int, tokens: int) -> dict:
-    from wkvbench.opspec import OPS
-
     family = model.family_record
     mixer = OPS[family.mixer_op].shape_for(model, batch, tokens)
     frames = family.frames_for_tokens(tokens)
@@ -67,8 +66,6 @@ def shape_for(model: Model, batch: int, tokens: int) -> dict:
 
 def mixer_op_of_shape(shape: dict) -> str:
     """The mixer op whose shape dict ``shape`` extends (by its dimension names)."""
-    from wkvbench.opspec import OPS
-
     dims = set(shape) - set(_EXTRA)
     for preset in MODELS.values():  # the mixer ops' shape dicts differ in their dimension names
         op = preset.family_record.mixer_op
@@ -83,8 +80,6 @@ def mixer_shape(shape: dict) -> dict:
 
 def flops(shape: dict) -> float:
     """Forward FLOPs, an estimate (see the module docstring)."""
-    from wkvbench.opspec import OPS
-
     B, T = shape["B"], shape["T"]
     mixer = OPS[mixer_op_of_shape(shape)].flops(mixer_shape(shape))
     return 2.0 * B * T * shape["P"] + 2.0 * B * NUM_CLASSES * shape["W"] + shape["L"] * mixer
@@ -183,3 +178,29 @@ class NetworkCase:
         bar = bar_for(self.dtype, base_err)
         note = f"network gate: bar {bar:.3g} from {base} at {base_err:.3g}"
         return {"rel_err": rel, "max_abs_err": mx, "tol": bar, "passed": bool(rel <= bar), "note": note}
+
+
+register_op(
+    OpSpec(
+        name="network",
+        label="network",
+        family="a-rwkv",
+        default_model="A-RWKV-S",
+        args=("spec",),
+        grad_args=("spec",),
+        shape_for=shape_for,  # the mixer's shape + F (frames), L (depth), W (width), P
+        shape_of=lambda x: {"B": int(x["spec"].shape[0]), "F": int(x["spec"].shape[1])},
+        make_inputs=make_inputs,
+        reference=no_reference,  # the truth is the float64 network: see prepare
+        validate=validate,
+        out_shape=lambda x: (int(x["spec"].shape[0]), NUM_CLASSES),
+        bytes_moved=bytes_moved,
+        flops=flops,  # an estimate
+        naive_impl="",  # per model: its family's naive mixer (OpSpec.naive_for)
+        time_exponent=1,
+        bwd_flops_factor=2.0,
+        head_size=head_size,
+        impls_of=lambda model: model.family_record.mixer_op,
+        prepare=NetworkCase,
+    )
+)
