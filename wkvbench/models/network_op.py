@@ -23,7 +23,6 @@ or ``bi_selective_scan``), plugins included: ``impl`` names the mixer.
 
 from __future__ import annotations
 
-import copy
 import functools
 from collections.abc import Callable
 
@@ -33,7 +32,7 @@ from torch import Tensor
 from wkvbench.models.ast_vit import NUM_CLASSES
 from wkvbench.models.common import REFERENCE, spectrogram
 from wkvbench.models.factory import _construct, build, get_preset
-from wkvbench.models.gate import _errors, bar_for, exact_float32
+from wkvbench.models.gate import NetworkGate
 from wkvbench.opspec import OPS, OpSpec, register_op
 from wkvbench.presets import MEL_BINS, MODELS, Model, get_model
 
@@ -124,9 +123,8 @@ class NetworkCase:
         self.net = build(self.model, shape["F"] / 100, REFERENCE, dtype=dtype, device=self.device, seed=self.seed)
         self.resident_bytes = sum(t.numel() * t.element_size() for t in (*self.net.parameters(), *self.net.buffers()))
         self.check_shape = check_shape if check_shape is not None else shape
-        self._truth: tuple | None = None  # (check network, check input, float64 logits)
-        self._baseline: tuple[str, float] | None = None
-        self._check_setup()  # the float64 twin's output, once per case
+        self._network_gate: NetworkGate | None = None
+        self._gate()  # the float64 twin's output, once per case
 
     def bind(self, impl: str) -> Callable[..., Tensor]:
         """The callable the harness times for ``impl``: the network's forward with that mixer.
@@ -143,41 +141,23 @@ class NetworkCase:
 
         return forward
 
-    def _check_setup(self) -> tuple:
-        if self._truth is None:
+    def _gate(self) -> NetworkGate:
+        """The network gate at the check shape (built on first need; the timed network when the same)."""
+        if self._network_gate is None:
             f = self.check_shape["F"]
             net = self.net
             if f != self.net.frames:
                 net = build(self.model, f / 100, REFERENCE, dtype=self.dtype, device=self.device, seed=self.seed)
             spec = make_inputs(self.check_shape, self.dtype, self.device, self.seed)["spec"]
-            with torch.no_grad(), exact_float32(self.device):
-                twin = copy.deepcopy(net).to(torch.float64)
-                twin.mixer.impl = REFERENCE
-                ref = twin(spec.to(torch.float64))
-            del twin
-            self._truth = (net, spec, ref)
-        return self._truth
-
-    def _error(self, impl: str) -> tuple[float, float]:
-        net, spec, ref = self._check_setup()
-        old = net.mixer.impl
-        net.set_impl(impl)
-        try:
-            with torch.no_grad(), exact_float32(self.device):
-                return _errors(net(spec), ref)
-        finally:
-            net.mixer.impl = old
+            self._network_gate = NetworkGate(net, spec)
+        return self._network_gate
 
     def gate(self, impl: str) -> dict:
         """The network gate (docs/spec.md section 8): ``rel_err``, ``max_abs_err``, ``tol`` (the bar), ``passed``."""
-        if self._baseline is None:
-            base = self.model.family_record.gate_baseline(self.dtype)
-            self._baseline = (base, self._error(base)[0])
-        base, base_err = self._baseline
-        rel, mx = self._error(impl)
-        bar = bar_for(self.dtype, base_err)
-        note = f"network gate: bar {bar:.3g} from {base} at {base_err:.3g}"
-        return {"rel_err": rel, "max_abs_err": mx, "tol": bar, "passed": bool(rel <= bar), "note": note}
+        g = self._gate().judge(impl)
+        note = f"network gate: bar {g['bar']:.3g} from {g['baseline']} at {g['baseline_err']:.3g}"
+        return {"rel_err": g["rel_err"], "max_abs_err": g["max_abs_err"], "tol": g["bar"], "passed": g["passed"],
+                "note": note}  # fmt: skip
 
 
 register_op(
