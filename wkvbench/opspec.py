@@ -22,7 +22,10 @@ from torch import Tensor
 from wkvbench import inputs as _inputs
 from wkvbench import reference as _ref
 from wkvbench.presets import FAMILIES, MODELS, Model, get_model
+from wkvbench.schema import KEY_DEFAULTS, MODES, TRAINING_MODES
 
+#: The timing mode of a sweep, a case and a results row that name none: the forward (inference).
+DEFAULT_MODE = KEY_DEFAULTS["mode"]
 IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 #: Largest w for which exp(-exp(w)) is a valid RWKV-7 decay (docs/spec.md section 1: w < -0.5).
 W_MAX = -0.5
@@ -67,6 +70,7 @@ class OpSpec:
     naive_impl: str  # the op's naive baseline implementation (registered name; per model: naive_for)
     time_exponent: int = 1  # how a call's time grows with T: 1 linear, 2 quadratic
     bwd_flops_factor: float = 2.0  # backward FLOPs / forward FLOPs
+    modes: tuple[str, ...] = MODES  # the timing modes the op can be run in (schema.MODES)
     variants: tuple[str, ...] = ("realistic",)  # input variants make_inputs accepts
     head_size: Callable[[dict], int | None] = lambda shape: None  # matched against Impl.head_sizes
     check_shapes: tuple[CheckShape, ...] = ()  # the correctness gate's shapes
@@ -82,6 +86,22 @@ class OpSpec:
 
     def head_size_of(self, inputs: dict) -> int | None:
         return self.head_size(self.shape_of(inputs))
+
+    def flops_in(self, shape: dict, mode: str) -> float:
+        """FLOPs of one call of timing mode ``mode``: the forward's, times ``bwd_flops_factor`` for the
+        backward (``bwd``) or ``1 + bwd_flops_factor`` for both (``fwd_bwd``)."""
+        factor = {"bwd": self.bwd_flops_factor, "fwd_bwd": 1.0 + self.bwd_flops_factor}.get(mode, 1.0)
+        return self.flops(shape) * factor
+
+    def bytes_in(self, shape: dict, element_size: int, mode: str) -> int | None:
+        """Minimum bytes of one call of ``mode``: defined for the forward; None in the training modes."""
+        return None if mode in TRAINING_MODES else self.bytes_moved(shape, element_size)
+
+    def unsupported_mode(self, mode: str) -> str | None:
+        """Why the op cannot be timed in ``mode`` (not in its ``modes``), or None."""
+        if mode in self.modes:
+            return None
+        return f"{self.name} is timed in {'/'.join(self.modes)} only (its op record's modes)"
 
     def naive_for(self, model: Model | str) -> str:
         """The naive implementation a case of this op at ``model`` is compared with: ``naive_impl``, or

@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from wkvbench.opspec import OPS  # the op records by name: iterating it gives the op names, in listing order
+from wkvbench.opspec import DEFAULT_MODE, OPS  # the op records by name: iterating it gives the op names
+from wkvbench.schema import TRAINING_MODES
 
 ALL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -63,6 +64,21 @@ def builtin_modules() -> tuple[str, ...]:
 BUILTIN_MODULES = builtin_modules()
 
 Check = Callable[[torch.device], "tuple[bool, str]"]
+
+
+@dataclass(frozen=True)
+class Need:
+    """What a call asks of an implementation, for :meth:`Impl.can_run` (a sweep passes its ``Case``)."""
+
+    device: str | torch.device
+    dtype: torch.dtype | str
+    head_size: int | None = None
+    mode: str = DEFAULT_MODE
+
+
+def no_backward(impl: str) -> str:
+    """The reason an implementation without backward does not run a training mode."""
+    return f"{impl} has no backward (registered with backward=False): not run in training modes"
 
 
 @dataclass(frozen=True)
@@ -117,6 +133,19 @@ class Impl:
         if head_size is not None and self.head_sizes is not None and head_size not in self.head_sizes:
             return False, f"head size {head_size} not supported (has {self.head_sizes})"
         return True, "ok"
+
+    def can_run(self, case) -> tuple[bool, str]:
+        """Whether this implementation can run ``case`` here, and if not, why: the one answer to "can
+        it run?" (the sweep's plan and worker, the networks, ``impl="auto"``). ``case``: anything with
+        ``device``, ``dtype`` (a torch dtype or its name), ``head_size`` and ``mode`` (a sweep's
+        ``Case``, a :class:`Need`). Availability, then dtype and head size, then backward."""
+        dtype = getattr(torch, case.dtype) if isinstance(case.dtype, str) else case.dtype
+        ok, why = self.available(case.device)
+        if ok:
+            ok, why = self.supports(dtype, case.head_size)
+        if ok and case.mode in TRAINING_MODES and not self.backward:
+            return False, no_backward(self.name)
+        return ok, why
 
     def __call__(self, *args, **kwargs):
         return self.fn(*args, **kwargs)
@@ -259,12 +288,9 @@ def select_impl(
     (and, with ``backward=True``, that has a backward)."""
     reasons = []
     best = None
+    need = Need(device, dtype, head_size, "fwd_bwd" if backward else DEFAULT_MODE)
     for rec in list_impls(op):
-        ok, why = rec.available(device)
-        if ok:
-            ok, why = rec.supports(dtype, head_size)
-        if ok and backward and not rec.backward:
-            ok, why = False, "no backward"
+        ok, why = rec.can_run(need)
         if not ok:
             reasons.append(f"{rec.name}: {why}")
             continue

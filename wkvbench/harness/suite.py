@@ -119,7 +119,7 @@ class Group:
     seconds: tuple[float, ...] = ()
     dtype: tuple[str, ...] = ("float32",)
     variant: str = "realistic"
-    modes: tuple[str, ...] = ("fwd",)
+    modes: tuple[str, ...] = (_ops.DEFAULT_MODE,)
     check_max_tokens: int | None = None  # this group's run.check_max_tokens (None: the run's)
 
 
@@ -171,10 +171,16 @@ class Case:
     shape_json: str = field(compare=False)
     seed: int = field(default=0, compare=False)
     check_tokens: int | None = field(default=None, compare=False)  # check at this T instead
+    impl_op: str = field(default="", compare=False)  # whose implementations run it (the plan sets it)
 
     @property
     def shape(self) -> dict:
         return json.loads(self.shape_json)
+
+    @property
+    def head_size(self) -> int | None:
+        """The head size implementations are matched against (the op record's ``head_size``)."""
+        return _ops.get_op(self.op).head_size(self.shape)
 
     @property
     def case_id(self) -> tuple:
@@ -186,7 +192,7 @@ class Case:
         return schema.key(impl=impl, **{k: getattr(self, k) for k in CASE_KEY})
 
     def label(self) -> str:
-        mode = "" if self.mode == "fwd" else f" {self.mode}"
+        mode = "" if self.mode == _ops.DEFAULT_MODE else f" {self.mode}"
         return f"{self.op} {self.model} B={self.batch} T={self.tokens} {self.dtype}{mode}"
 
     @property
@@ -321,7 +327,7 @@ def _parse_group(v: _V, i: int, data) -> Group:
         seconds=seconds,
         dtype=v.strings(f"{key}.dtype", data.get("dtype", ["float32"]), DTYPES),
         variant=variant,
-        modes=tuple(dict.fromkeys(v.strings(f"{key}.modes", data.get("modes", ["fwd"]), schema.MODES))),
+        modes=tuple(dict.fromkeys(v.strings(f"{key}.modes", data.get("modes", [_ops.DEFAULT_MODE]), schema.MODES))),
     )
 
 

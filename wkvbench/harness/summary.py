@@ -25,7 +25,7 @@ def summary_table(rows: list[dict]) -> str:
     groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     naive: dict[tuple, float] = {}
     for r in rows:
-        groups[(r["op"], r["impl"], r.get("mode") or "fwd")].append(r)
+        groups[(r["op"], r["impl"], r.get("mode") or ops.DEFAULT_MODE)].append(r)
         if r["op"] in ops.OPS and r["impl"] == ops.get_op(r["op"]).naive_for(r["model"]) and _ok_ms(r):
             naive[case_id_of(r)] = _ok_ms(r)
     head = ["op", "impl", "mode", *STATUSES, "geomean vs naive", "best tok/s"]

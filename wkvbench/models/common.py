@@ -55,9 +55,7 @@ def check_impl(
         if others:
             raise ValueError(f"impl: {impl!r} implements {', '.join(others)}, not {op} (the op of this network)")
         raise ValueError(f"impl: unknown implementation {impl!r} of {op}; known: auto, reference, {', '.join(records)}")
-    ok, why = rec.available(device)
-    if ok:
-        ok, why = rec.supports(dtype, head_size)
+    ok, why = rec.can_run(registry.Need(device, dtype, head_size))
     if not ok:
         raise ValueError(f"impl: {impl!r} cannot run {op} here: {why}")
 
