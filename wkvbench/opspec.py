@@ -21,7 +21,7 @@ from torch import Tensor
 
 from wkvbench import inputs as _inputs
 from wkvbench import reference as _ref
-from wkvbench.presets import FAMILIES, MODELS, Model, get_model
+from wkvbench.presets import FAMILIES, PRESETS, Preset, get_preset
 from wkvbench.schema import KEY_DEFAULTS, MODES, TRAINING_MODES
 
 #: The timing mode of a sweep, a case and a results row that name none: the forward (inference).
@@ -59,7 +59,7 @@ class OpSpec:
     default_model: str  # preset for ad-hoc sweeps that name no model
     args: tuple[str, ...]  # keyword arguments implementations receive (tensors and flags)
     grad_args: tuple[str, ...]  # inputs that carry gradients in training modes
-    shape_for: Callable[[Model, int, int], dict]  # (model, batch, tokens) -> shape dict
+    shape_for: Callable[[Preset, int, int], dict]  # (preset, batch, tokens) -> shape dict
     shape_of: Callable[[dict], dict]  # inputs -> shape dict
     make_inputs: Callable[..., dict]  # (shape, dtype, device, seed, variant) -> kwargs
     reference: Callable[..., Tensor]  # float64 truth, same keyword arguments
@@ -77,7 +77,7 @@ class OpSpec:
     long_shapes: tuple[CheckShape, ...] = ()  # added by ``verify --long`` (meant for a GPU)
     # An op whose implementations are another op's, chosen by model (the network op: its model's
     # mixer op); None: the op's own registrations.
-    impls_of: Callable[[Model], str] | None = None
+    impls_of: Callable[[Preset], str] | None = None
     # Per-case state the worker builds once instead of a reference output:
     # (model, shape, dtype, device, seed, check_shape) -> an object with ``bind(impl)`` (the callable
     # timed, taking ``args``), ``gate(impl)`` (rel_err, max_abs_err, tol, passed, note) and
@@ -103,12 +103,12 @@ class OpSpec:
             return None
         return f"{self.name} is timed in {'/'.join(self.modes)} only (its op record's modes)"
 
-    def naive_for(self, model: Model | str) -> str:
-        """The naive implementation a case of this op at ``model`` is compared with: ``naive_impl``, or
+    def naive_for(self, preset: Preset | str) -> str:
+        """The naive implementation a case of this op at ``preset`` is compared with: ``naive_impl``, or
         for an op running its model's mixer (``impls_of``), that family's naive mixer."""
         if self.impls_of is None:
             return self.naive_impl
-        return (get_model(model) if isinstance(model, str) else model).family_record.naive_mixer
+        return get_preset(preset).family_record.naive_mixer
 
 
 # ----------------------------------------------------------------------------- validation
@@ -198,8 +198,8 @@ def validate_bi_selective_scan(
 
 
 # ----------------------------------------------------------------------------- op records
-def _wkv_shape(model: Model, batch: int, tokens: int) -> dict:
-    return {"B": batch, "T": tokens, "H": model.heads, "N": model.head_size}
+def _wkv_shape(preset: Preset, batch: int, tokens: int) -> dict:
+    return {"B": batch, "T": tokens, "H": preset.heads, "N": preset.head_size}
 
 
 def _wkv_inputs(shape: dict, dtype, device, seed: int = 0, variant: str = "realistic") -> dict:
@@ -212,8 +212,8 @@ def _wkv(B, T, H, N=64, variant="realistic", tiny=False, long=False) -> CheckSha
     return CheckShape({"B": B, "T": T, "H": H, "N": N}, variant, tiny, long)
 
 
-def _attn_shape(model: Model, batch: int, tokens: int) -> dict:
-    return {"B": batch, "H": model.heads, "T": tokens, "D": model.head_size}
+def _attn_shape(preset: Preset, batch: int, tokens: int) -> dict:
+    return {"B": batch, "H": preset.heads, "T": tokens, "D": preset.head_size}
 
 
 def _attn_inputs(shape: dict, dtype, device, seed: int = 0, variant: str = "realistic") -> dict:
@@ -225,8 +225,8 @@ def _att(B, H, T, D=64, tiny=False, long=False) -> CheckShape:
     return CheckShape({"B": B, "H": H, "T": T, "D": D}, "realistic", tiny, long)
 
 
-def _scan_shape(model: Model, batch: int, tokens: int) -> dict:
-    return {"B": batch, "D": model.d_inner, "T": tokens, "N": model.d_state}
+def _scan_shape(preset: Preset, batch: int, tokens: int) -> dict:
+    return {"B": batch, "D": preset.d_inner, "T": tokens, "N": preset.d_state}
 
 
 def _scan_inputs(shape: dict, dtype, device, seed: int = 0, variant: str = "realistic") -> dict:
@@ -347,14 +347,14 @@ def get_op(name: str) -> OpSpec:
     return OPS[name]
 
 
-def impl_op(op: str, model: Model | str | None = None) -> str:
+def impl_op(op: str, model: Preset | str | None = None) -> str:
     """The op whose registered implementations run ``op`` for ``model`` (``op`` itself for a plain op)."""
     spec = get_op(op)
     if spec.impls_of is None:
         return op
     if model is None:
         raise ValueError(f"model: op {op!r} takes the implementations of its model's mixer; name the model")
-    return spec.impls_of(get_model(model) if isinstance(model, str) else model)
+    return spec.impls_of(get_preset(model))
 
 
 def impl_ops(op: str) -> tuple[str, ...]:
@@ -362,7 +362,7 @@ def impl_ops(op: str) -> tuple[str, ...]:
     spec = get_op(op)
     if spec.impls_of is None:
         return (op,)
-    return tuple(dict.fromkeys(spec.impls_of(m) for m in MODELS.values()))
+    return tuple(dict.fromkeys(spec.impls_of(m) for m in PRESETS.values()))
 
 
 def element_size(dtype: torch.dtype) -> int:

@@ -95,7 +95,7 @@ def get_family(name: str) -> Family:
 
 
 @dataclass(frozen=True)
-class Model:
+class Preset:
     """One model size. ``heads x head_size`` feeds bi_wkv7 and attention, ``d_inner``/``d_state`` the scan."""
 
     name: str
@@ -121,26 +121,41 @@ class Model:
         return tokens_for_seconds(seconds, self.family)
 
 
-MODELS: dict[str, Model] = {
+PRESETS: dict[str, Preset] = {
     m.name: m
     for m in (
-        Model("A-RWKV-T", "a-rwkv", 192, 3, 64, 12),
-        Model("A-RWKV-S", "a-rwkv", 384, 6, 64, 12),
-        Model("A-RWKV-B", "a-rwkv", 768, 12, 64, 12),
-        Model("AST-B", "ast", 768, 12, 64, 12),
-        Model("AuM-T", "aum", 192, 3, 64, 24),
-        Model("AuM-S", "aum", 384, 6, 64, 24),
-        Model("AuM-B", "aum", 768, 12, 64, 24),
+        Preset("A-RWKV-T", "a-rwkv", 192, 3, 64, 12),
+        Preset("A-RWKV-S", "a-rwkv", 384, 6, 64, 12),
+        Preset("A-RWKV-B", "a-rwkv", 768, 12, 64, 12),
+        Preset("AST-B", "ast", 768, 12, 64, 12),
+        Preset("AuM-T", "aum", 192, 3, 64, 24),
+        Preset("AuM-S", "aum", 384, 6, 64, 24),
+        Preset("AuM-B", "aum", 768, 12, 64, 24),
     )
 }
 
 
-def get_model(name: str) -> Model:
-    """The preset called ``name`` (case-insensitive); ValueError naming it if unknown."""
-    for key, model in MODELS.items():
+def find_preset(name: str) -> Preset | None:
+    """The preset called ``name`` (case-insensitive), or None."""
+    for key, preset in PRESETS.items():
         if key.lower() == str(name).lower():
-            return model
-    raise ValueError(f"model: unknown preset {name!r}; known: {', '.join(MODELS)}")
+            return preset
+    return None
+
+
+def get_preset(preset: str | Preset) -> Preset:
+    """The preset record of a name (case-insensitive) or a record; ValueError naming ``preset`` if unknown.
+
+    The one getter: a preset is looked up by name here and nowhere else.
+    """
+    if isinstance(preset, Preset):
+        return preset
+    if not isinstance(preset, str):
+        raise ValueError(f"preset: expected a preset name, got {preset!r}")
+    found = find_preset(preset)
+    if found is None:
+        raise ValueError(f"preset: unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+    return found
 
 
 def frames_for_seconds(seconds: float) -> int:

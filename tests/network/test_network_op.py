@@ -77,7 +77,7 @@ def test_a_network_case_is_compared_with_its_familys_naive_mixer():
 @pytest.mark.parametrize("preset", ["A-RWKV-T", "AST-B", "AuM-T"])
 @pytest.mark.parametrize("seconds", [1.28, 2.56, 10.24])
 def test_shape_frames_give_the_networks_own_token_count(preset, seconds):
-    model = presets.get_model(preset)
+    model = presets.get_preset(preset)
     shape = SPEC.shape_for(model, 2, model.tokens(seconds))
     assert shape["T"] == model.tokens(seconds) == tokens_for(preset, shape["F"] / 100)
     assert shape["B"] == 2 and shape["L"] == model.depth and shape["W"] == model.width
@@ -88,7 +88,7 @@ def test_per_token_weights_match_a_hand_count():
     # ConvShifts 2*192*9, gate 3*64, ChannelMix 2*768*192; patch embedding 192*16*16; no head.
     block = 4 * 192**2 + 8 * 192 * 32 + 2 * 192 * 9 + 3 * 64 + 2 * 768 * 192
     assert network_op.per_token_weights("A-RWKV-T") == 12 * block + 192 * 256
-    s = SPEC.shape_for(presets.get_model("A-RWKV-T"), 1, 128)
+    s = SPEC.shape_for(presets.get_preset("A-RWKV-T"), 1, 128)
     mixer = ops.get_op("bi_wkv7").flops({"B": 1, "T": 128, "H": 3, "N": 64})
     assert SPEC.flops(s) == 2 * 128 * s["P"] + 2 * 527 * 192 + 12 * mixer
 
@@ -172,7 +172,7 @@ def test_run_writes_ok_rows_for_the_three_families(tmp_path, monkeypatch):
 
 
 def _row(model, impl, seconds, ms, status="ok"):
-    m = presets.get_model(model)
+    m = presets.get_preset(model)
     row = {"op": "network", "impl": impl, "model": model, "batch": 1, "tokens": m.tokens(seconds), "seconds": seconds,
            "dtype": "bfloat16", "device": "cuda", "variant": "realistic", "status": status, "median_ms": ms,
            "p20_ms": ms * 0.95, "p80_ms": ms * 1.05, "peak_mem_bytes": 2**30}  # fmt: skip

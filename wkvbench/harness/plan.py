@@ -45,7 +45,7 @@ def _expand(suite: Suite, device: str) -> list[tuple[Case, list[Group]]]:
         spec = _ops.get_op(group.op)
         for dtype in group.dtype:
             for model_name in group.models:
-                model = presets.get_model(model_name)
+                model = presets.get_preset(model_name)
                 for batch in sorted(group.batch):
                     if group.tokens:
                         points = [(t, round(model.family_record.seconds_for_tokens(t), 4)) for t in group.tokens]

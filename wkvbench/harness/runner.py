@@ -468,7 +468,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--op", help=f"{ops_} (with a suite: only these groups)")
     g.add_argument("--impl", help="implementations (default *: all available); with a suite: replaces its impls")
     g.add_argument("--exclude", help="implementations to leave out")
-    g.add_argument("--model", help=f"presets: {', '.join(presets.MODELS)}")
+    g.add_argument("--model", help=f"presets: {', '.join(presets.PRESETS)}")
     g.add_argument("--batch", help="batch sizes, e.g. 1,8")
     g.add_argument("--tokens", help="sequence lengths in tokens, e.g. 512,4096")
     g.add_argument("--seconds", help="seconds of audio, e.g. 10.24,328 (tokens per model family)")

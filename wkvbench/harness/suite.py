@@ -33,7 +33,7 @@ A suite is global run settings plus groups of axes, one op per group::
     impls = ["*"]         # "*": every registered impl available here for the dtype; names may be
                           # added ("*", "fla_chunk"): a named impl that cannot run gets "skipped"
     exclude = []          # names removed from impls
-    models = ["A-RWKV-T"] # presets (wkvbench.presets.MODELS)
+    models = ["A-RWKV-T"] # presets (wkvbench.presets.PRESETS)
     batch = [1]
     tokens = [64, 256]    # or seconds = [10.24, 328] (converted per model family)
     dtype = ["float32"]
@@ -291,10 +291,10 @@ def _parse_group(v: _V, i: int, data) -> Group:
     models = v.strings(f"{key}.models", data.get("models", [_ops.get_op(op).default_model]))
     for j, m in enumerate(models):
         try:
-            presets.get_model(m)
+            presets.get_preset(m)
         except ValueError as exc:
             v.fail(f"{key}.models[{j}]", str(exc).split(": ", 1)[-1])
-    models = tuple(presets.get_model(m).name for m in models)
+    models = tuple(presets.get_preset(m).name for m in models)
     has_t, has_s = "tokens" in data, "seconds" in data
     if has_t == has_s:
         v.fail(f"{key}.tokens", "give exactly one of 'tokens' and 'seconds'")
@@ -303,7 +303,7 @@ def _parse_group(v: _V, i: int, data) -> Group:
     for m in models:  # every duration must give at least one token for every model
         for j, s in enumerate(seconds):
             try:
-                if presets.get_model(m).tokens(s) < 1:
+                if presets.get_preset(m).tokens(s) < 1:
                     raise ValueError(f"{s} s gives no {m} tokens")
             except ValueError as exc:
                 v.fail(f"{key}.seconds[{j}]", str(exc).split(": ", 1)[-1])

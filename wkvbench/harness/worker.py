@@ -179,7 +179,7 @@ class Session:
         self.device = torch.device(new.device)
         dtype = getattr(torch, new.dtype)
         spec = ops.get_op(new.op)
-        preset = presets.get_model(new.model)
+        preset = presets.get_preset(new.model)
         cshape = spec.shape_for(preset, new.batch, new.check_tokens) if new.check_tokens else None
         if spec.prepare is not None:  # the op's own per-case state (the network and its float64 twin)
             self.state = spec.prepare(preset, new.shape, dtype, self.device, new.seed, cshape)

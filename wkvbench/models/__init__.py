@@ -20,9 +20,10 @@ on import), ``listing`` (``wkvbench models``).
 """
 
 from wkvbench.models.common import REFERENCE, Mixer, SpectrogramNet, check_impl, spectrogram
-from wkvbench.models.factory import build, frames_for, get_preset, op_for, param_count, presets, tokens_for
+from wkvbench.models.factory import build, frames_for, op_for, param_count, presets, tokens_for
 from wkvbench.models.gate import CheckResult, NetworkGate, bar_for, baseline_for, check, check_many
 from wkvbench.models.network_op import NetworkCase  # importing it registers the network op
+from wkvbench.presets import get_preset
 
 __all__ = [
     "REFERENCE",

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wkvbench.models.common import SpectrogramNet, depthwise_grid_shift
-from wkvbench.presets import Model
+from wkvbench.presets import Preset
 
 NUM_CLASSES = 527
 
@@ -176,7 +176,7 @@ class ChannelMix(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, model: Model, layer: int, grid, mixer, init: bool):
+    def __init__(self, model: Preset, layer: int, grid, mixer, init: bool):
         super().__init__()
         C = model.width
         self.ln1, self.ln2 = nn.LayerNorm(C), nn.LayerNorm(C)
@@ -192,7 +192,7 @@ class Block(nn.Module):
 class ARWKV(SpectrogramNet):
     """AudioRWKV classifier for ``frames`` spectrogram frames (see the module docstring)."""
 
-    def __init__(self, model: Model, seconds: float, frames: int, impl: str, init: bool = True):
+    def __init__(self, model: Preset, seconds: float, frames: int, impl: str, init: bool = True):
         super().__init__(model, seconds, frames, impl)
         C = model.width
         self.grid = (self.family_record.time_cells(frames), self.family_record.freq_cells)  # (time, frequency)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from wkvbench.models.common import SpectrogramNet
-from wkvbench.presets import Model
+from wkvbench.presets import Preset
 
 NUM_CLASSES = 527
 MLP_RATIO = 4
@@ -59,7 +59,7 @@ class Block(nn.Module):
 class AST(SpectrogramNet):
     """Audio Spectrogram Transformer for ``frames`` spectrogram frames (see the module docstring)."""
 
-    def __init__(self, model: Model, seconds: float, frames: int, impl: str, init: bool = True):
+    def __init__(self, model: Preset, seconds: float, frames: int, impl: str, init: bool = True):
         super().__init__(model, seconds, frames, impl)
         C = model.width
         self.grid = (self.family_record.freq_cells, self.family_record.time_cells(frames))  # (frequency, time)

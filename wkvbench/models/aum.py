@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wkvbench.models.common import SpectrogramNet
-from wkvbench.presets import Model
+from wkvbench.presets import Preset
 
 NUM_CLASSES = 527
 D_CONV = 4
@@ -102,7 +102,7 @@ class BiMamba(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, model: Model, mixer, init: bool):
+    def __init__(self, model: Preset, mixer, init: bool):
         super().__init__()
         self.norm = nn.RMSNorm(model.width, eps=1e-5)
         self.mixer = BiMamba(model.width, model.d_state, mixer, model.depth, init)
@@ -114,7 +114,7 @@ class Block(nn.Module):
 class AuM(SpectrogramNet):
     """Audio Mamba (Fo-Bi) for ``frames`` spectrogram frames (see the module docstring)."""
 
-    def __init__(self, model: Model, seconds: float, frames: int, impl: str, init: bool = True):
+    def __init__(self, model: Preset, seconds: float, frames: int, impl: str, init: bool = True):
         super().__init__(model, seconds, frames, impl)
         C = model.width
         self.grid = (self.family_record.freq_cells, self.family_record.time_cells(frames))  # (frequency, time)

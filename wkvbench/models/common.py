@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from wkvbench import ops, reference, registry
-from wkvbench.presets import MEL_BINS, Model, frames_for_seconds
+from wkvbench.presets import MEL_BINS, Preset, frames_for_seconds
 
 #: ``impl`` value meaning the op's float64 reference function (``wkvbench.reference``).
 REFERENCE = "reference"
@@ -81,7 +81,7 @@ class Mixer:
 class SpectrogramNet(nn.Module):
     """A classifier of ``[B, frames, 128]`` log-mel spectrograms into 527 AudioSet logits."""
 
-    def __init__(self, preset: Model, seconds: float, frames: int, impl: str) -> None:
+    def __init__(self, preset: Preset, seconds: float, frames: int, impl: str) -> None:
         super().__init__()
         self.preset = preset
         self.seconds = float(seconds)

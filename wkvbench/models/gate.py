@@ -33,8 +33,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from wkvbench.models.common import REFERENCE, SpectrogramNet, spectrogram
-from wkvbench.models.factory import build, get_preset
-from wkvbench.presets import FAMILIES
+from wkvbench.models.factory import build
+from wkvbench.presets import FAMILIES, get_preset
 
 FP32_BAR = 1e-4
 BASELINE_FACTOR = 2.0

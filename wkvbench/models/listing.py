@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from wkvbench.models.factory import frames_for, get_preset, op_for, param_count, presets, tokens_for
+from wkvbench.models.factory import frames_for, op_for, param_count, presets, tokens_for
+from wkvbench.presets import get_preset
 
 
 def rows(seconds: float) -> list[dict]:

@@ -31,10 +31,10 @@ from torch import Tensor
 
 from wkvbench.models.ast_vit import NUM_CLASSES
 from wkvbench.models.common import REFERENCE, spectrogram
-from wkvbench.models.factory import _construct, build, get_preset
+from wkvbench.models.factory import _construct, build
 from wkvbench.models.gate import NetworkGate
 from wkvbench.opspec import DEFAULT_MODE, OPS, OpSpec, register_op
-from wkvbench.presets import MEL_BINS, MODELS, Model, get_model
+from wkvbench.presets import MEL_BINS, PRESETS, Preset, get_preset
 
 #: Parameters applied elementwise, once per sequence, or as embeddings: not in ``P``.
 _NOT_PER_TOKEN = ("pos_embed", "cls_token", "dist_token", "A_log", "A_b_log", "mu", "r_k", "head", "mlp_head")
@@ -55,18 +55,18 @@ def per_token_weights(preset: str) -> int:
     return total
 
 
-def shape_for(model: Model, batch: int, tokens: int) -> dict:
-    family = model.family_record
-    mixer = OPS[family.mixer_op].shape_for(model, batch, tokens)
+def shape_for(preset: Preset, batch: int, tokens: int) -> dict:
+    family = preset.family_record
+    mixer = OPS[family.mixer_op].shape_for(preset, batch, tokens)
     frames = family.frames_for_tokens(tokens)
-    mixer["T"] = model.tokens(frames / 100)  # the grid's own count (a check length may fall between grids)
-    return {**mixer, "F": frames, "L": model.depth, "W": model.width, "P": per_token_weights(model.name)}
+    mixer["T"] = preset.tokens(frames / 100)  # the grid's own count (a check length may fall between grids)
+    return {**mixer, "F": frames, "L": preset.depth, "W": preset.width, "P": per_token_weights(preset.name)}
 
 
 def mixer_op_of_shape(shape: dict) -> str:
     """The mixer op whose shape dict ``shape`` extends (by its dimension names)."""
     dims = set(shape) - set(_EXTRA)
-    for preset in MODELS.values():  # the mixer ops' shape dicts differ in their dimension names
+    for preset in PRESETS.values():  # the mixer ops' shape dicts differ in their dimension names
         op = preset.family_record.mixer_op
         if dims == set(OPS[op].shape_for(preset, 1, 1)):
             return op
@@ -112,15 +112,17 @@ def head_size(shape: dict) -> int | None:
 class NetworkCase:
     """One network case in the worker: the network built once, its float64 twin, the gate per mixer.
 
-    ``model`` a preset, ``shape`` the network shape (:func:`shape_for`), ``check_shape`` the shape
+    ``preset`` a preset (or its name), ``shape`` the network shape (:func:`shape_for`), ``check_shape`` the shape
     the gate checks at (a shorter duration; None: the same). Weights come from ``seed`` (the same
     network for every mixer; :meth:`bind` swaps only the mixer).
     """
 
-    def __init__(self, model: Model | str, shape: dict, dtype, device, seed: int = 0, check_shape: dict | None = None):
-        self.model = get_model(model) if isinstance(model, str) else model
+    def __init__(
+        self, preset: Preset | str, shape: dict, dtype, device, seed: int = 0, check_shape: dict | None = None
+    ):
+        self.preset = get_preset(preset)
         self.dtype, self.device, self.seed = dtype, torch.device(device), int(seed)
-        self.net = build(self.model, shape["F"] / 100, REFERENCE, dtype=dtype, device=self.device, seed=self.seed)
+        self.net = build(self.preset, shape["F"] / 100, REFERENCE, dtype=dtype, device=self.device, seed=self.seed)
         self.inputs = make_inputs(shape, dtype, self.device, self.seed)  # the timed call's
         self.resident_bytes = sum(t.numel() * t.element_size() for t in (*self.net.parameters(), *self.net.buffers()))
         self.shape = shape
@@ -149,7 +151,7 @@ class NetworkCase:
             f = self.check_shape["F"]
             net = self.net
             if f != self.net.frames:
-                net = build(self.model, f / 100, REFERENCE, dtype=self.dtype, device=self.device, seed=self.seed)
+                net = build(self.preset, f / 100, REFERENCE, dtype=self.dtype, device=self.device, seed=self.seed)
             spec = self.inputs["spec"] if self.check_shape == self.shape else None
             if spec is None:
                 spec = make_inputs(self.check_shape, self.dtype, self.device, self.seed)["spec"]
@@ -196,7 +198,7 @@ register_op(
         bwd_flops_factor=2.0,
         modes=(DEFAULT_MODE,),  # forward only so far: a training mode is one branch in NetworkCase.bind
         head_size=head_size,
-        impls_of=lambda model: model.family_record.mixer_op,
+        impls_of=lambda preset: preset.family_record.mixer_op,
         prepare=NetworkCase,
     )
 )

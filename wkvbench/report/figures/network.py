@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from wkvbench.presets import MODELS
+from wkvbench.presets import find_preset
 from wkvbench.report import analysis as an
 from wkvbench.report.figures.layout import NOT_OK_NOTE, Plot, draw_lines, finish_panel, split_idle
 from wkvbench.report.figures.metric import MetricFigure, Panels
@@ -33,7 +33,8 @@ NETWORK_OP = "network"
 def as_mixers(df: pd.DataFrame) -> pd.DataFrame:
     """The ``network`` rows, each relabelled with its model's mixer op (rows of unknown models dropped)."""
     net = df[df["op"] == NETWORK_OP]
-    mixer = net["model"].map(lambda m: MODELS[m].family_record.mixer_op if m in MODELS else "")
+    mixer = net["model"].map(lambda m: getattr(find_preset(m), "family_record", None))
+    mixer = mixer.map(lambda f: f.mixer_op if f is not None else "")
     return net[mixer != ""].assign(op=mixer[mixer != ""])
 
 
