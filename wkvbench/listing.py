@@ -11,9 +11,9 @@ import json
 
 import torch
 
-from wkvbench.opspec import get_op, impl_op
+from wkvbench.opspec import OPS, get_op, impl_op
 from wkvbench.presets import PRESETS
-from wkvbench.registry import OPS, builtin_errors, list_impls, load_plugin
+from wkvbench.registry import builtin_errors, list_impls, load_plugin
 
 
 def rows(device: str | None = None) -> list[dict]:

@@ -20,7 +20,6 @@ from torch import Tensor
 from wkvbench.opspec import (  # noqa: F401  (re-exported: the op records' public home)
     DEFAULT_MODE,
     IO_DTYPES,
-    OPS,
     W_MAX,
     CheckShape,
     OpSpec,

@@ -34,7 +34,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from wkvbench.opspec import DEFAULT_MODE, OPS  # the op records by name: iterating it gives the op names
+from wkvbench import opspec  # the op records: iterating opspec.OPS gives the op names, in listing order
+from wkvbench.opspec import DEFAULT_MODE
 from wkvbench.schema import TRAINING_MODES
 
 ALL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -44,7 +45,7 @@ IMPLS_PACKAGE = "wkvbench.impls"
 
 def op_of_module(name: str) -> str | None:
     """The op a module name ``<op>_<backend>`` belongs to (longest matching op name), or None."""
-    matches = [op for op in OPS if name.startswith(op + "_") and len(name) > len(op) + 1]
+    matches = [op for op in opspec.OPS if name.startswith(op + "_") and len(name) > len(op) + 1]
     return max(matches, key=len) if matches else None
 
 
@@ -57,7 +58,7 @@ def builtin_modules() -> tuple[str, ...]:
     pkg = importlib.util.find_spec(IMPLS_PACKAGE)
     paths = list(pkg.submodule_search_locations or ()) if pkg is not None else []
     names = sorted(m.name for m in pkgutil.iter_modules(paths) if not m.ispkg)
-    return tuple(f"{IMPLS_PACKAGE}.{n}" for op in OPS for n in names if op_of_module(n) == op)
+    return tuple(f"{IMPLS_PACKAGE}.{n}" for op in opspec.OPS for n in names if op_of_module(n) == op)
 
 
 #: The built-in implementation modules at import time (see :func:`builtin_modules`).
@@ -174,8 +175,8 @@ def register_impl(
     replace: bool = False,
 ) -> Callable[[Callable], Callable]:
     """Decorator: register ``fn`` as implementation ``name`` of ``op``. Returns ``fn`` unchanged."""
-    if op not in OPS:
-        raise ValueError(f"op: unknown op {op!r}; expected one of {', '.join(OPS)}")
+    if op not in opspec.OPS:
+        raise ValueError(f"op: unknown op {op!r}; expected one of {', '.join(opspec.OPS)}")
     if not isinstance(name, str) or not name or not name.replace("_", "").isalnum():
         raise ValueError(f"name: implementation name must be a non-empty identifier, got {name!r}")
     devices = tuple(devices)
@@ -263,8 +264,8 @@ def load_plugin(spec: str) -> None:
 
 def list_impls(op: str | None = None) -> list[Impl]:
     """All registered implementations (of ``op`` if given), in registration order."""
-    if op is not None and op not in OPS:
-        raise ValueError(f"op: unknown op {op!r}; expected one of {', '.join(OPS)}")
+    if op is not None and op not in opspec.OPS:
+        raise ValueError(f"op: unknown op {op!r}; expected one of {', '.join(opspec.OPS)}")
     load_builtins()
     with _LOCK:
         return [rec for (o, _), rec in _REGISTRY.items() if op is None or o == op]

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from wkvbench import __version__, ops, presets, registry
+from wkvbench import __version__, ops, opspec, presets, registry
 from wkvbench.accuracy import tolerance
 from wkvbench.envinfo import gpu_snapshot
 from wkvbench.harness import timing
@@ -462,7 +462,7 @@ class Runner:
 
 # ============================================================================= CLI
 def configure(parser: argparse.ArgumentParser) -> None:
-    ops_ = ", ".join(ops.OPS)
+    ops_ = ", ".join(opspec.OPS)
     parser.add_argument("suite", nargs="?", help="suite TOML file (e.g. suites/smoke.toml); or use --op and friends")
     g = parser.add_argument_group("ad-hoc sweep (comma lists)")
     g.add_argument("--op", help=f"{ops_} (with a suite: only these groups)")

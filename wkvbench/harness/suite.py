@@ -59,7 +59,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from wkvbench import ops as _ops
-from wkvbench import presets, registry, schema
+from wkvbench import opspec, presets, registry, schema
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -286,8 +286,8 @@ def _parse_group(v: _V, i: int, data) -> Group:
         v.fail(f"{key}.baseline", "no longer a suite key: each op's naive baseline is its record's naive_impl")
     v.keys(key, data, _GROUP_KEYS)
     if "op" not in data:
-        v.fail(f"{key}.op", "missing (one of " + ", ".join(_ops.OPS) + ")")
-    op = v.string(f"{key}.op", data["op"], tuple(_ops.OPS))
+        v.fail(f"{key}.op", "missing (one of " + ", ".join(opspec.OPS) + ")")
+    op = v.string(f"{key}.op", data["op"], tuple(opspec.OPS))
     models = v.strings(f"{key}.models", data.get("models", [_ops.get_op(op).default_model]))
     for j, m in enumerate(models):
         try:
@@ -440,8 +440,8 @@ def suite_from_flags(
     groups = []
     for o in ops:
         g = dict(group_common, op=o)
-        if len(ops) > 1 and "models" not in group_common and o in _ops.OPS:
-            g["models"] = [_ops.OPS[o].default_model]
+        if len(ops) > 1 and "models" not in group_common and o in opspec.OPS:
+            g["models"] = [opspec.OPS[o].default_model]
         groups.append(g)
     data = {"name": "adhoc", "description": "ad-hoc sweep from command-line flags", "group": groups}
     if run:
@@ -499,8 +499,8 @@ def edit_suite(
     if ops:
         keep = _split("--op", ops, str)
         for op in keep:
-            if op not in _ops.OPS:
-                raise SuiteError(f"command line: --op: unknown op {op!r}; known: {', '.join(_ops.OPS)}")
+            if op not in opspec.OPS:
+                raise SuiteError(f"command line: --op: unknown op {op!r}; known: {', '.join(opspec.OPS)}")
         groups = tuple(g for g in groups if g.op in keep)
         if not groups:
             have = ", ".join(dict.fromkeys(g.op for g in suite.groups))

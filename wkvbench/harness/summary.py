@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from wkvbench import ops
+from wkvbench import ops, opspec
 from wkvbench.harness.suite import case_id_of
 from wkvbench.schema import STATUSES
 
@@ -26,7 +26,7 @@ def summary_table(rows: list[dict]) -> str:
     naive: dict[tuple, float] = {}
     for r in rows:
         groups[(r["op"], r["impl"], r.get("mode") or ops.DEFAULT_MODE)].append(r)
-        if r["op"] in ops.OPS and r["impl"] == ops.get_op(r["op"]).naive_for(r["model"]) and _ok_ms(r):
+        if r["op"] in opspec.OPS and r["impl"] == ops.get_op(r["op"]).naive_for(r["model"]) and _ok_ms(r):
             naive[case_id_of(r)] = _ok_ms(r)
     head = ["op", "impl", "mode", *STATUSES, "geomean vs naive", "best tok/s"]
     lines = [head]
