@@ -244,12 +244,12 @@ def load_builtins() -> dict[str, str]:
         return dict(_BUILTIN_ERRORS)
 
 
-def load_plugin(spec: str) -> None:
+def load_plugin(plugin: str) -> None:
     """Import a plugin: a path to a ``.py`` file or a dotted module name that registers impls."""
-    if spec.endswith(".py") or os.sep in spec:
-        path = os.path.abspath(spec)
+    if plugin.endswith(".py") or os.sep in plugin:
+        path = os.path.abspath(plugin)
         if not os.path.isfile(path):
-            raise ValueError(f"plugin: no such file {spec!r}")
+            raise ValueError(f"plugin: no such file {plugin!r}")
         modname = "wkvbench_plugin_" + os.path.splitext(os.path.basename(path))[0]
         loader = importlib.machinery.SourceFileLoader(modname, path)
         module = importlib.util.module_from_spec(importlib.util.spec_from_loader(modname, loader))
@@ -257,9 +257,9 @@ def load_plugin(spec: str) -> None:
         loader.exec_module(module)
     else:
         try:
-            importlib.import_module(spec)
+            importlib.import_module(plugin)
         except ModuleNotFoundError as exc:
-            raise ValueError(f"plugin: cannot import module {spec!r}: {exc}") from exc
+            raise ValueError(f"plugin: cannot import module {plugin!r}: {exc}") from exc
 
 
 def list_impls(op: str | None = None) -> list[Impl]:

@@ -30,7 +30,7 @@ def test_record_takes_the_models_mixer_implementations():
     assert ops.impl_op("bi_wkv7", "AST-B") == "bi_wkv7"  # a plain op keeps its own
     with pytest.raises(ValueError, match="model"):
         ops.impl_op("network")
-    assert SPEC.prepare is not None and SPEC.args == ("spec",)
+    assert SPEC.prepare is not None and SPEC.args == ("mel",)
 
 
 def test_the_network_op_is_registered_by_its_own_module():

@@ -456,15 +456,15 @@ def with_overrides(suite: Suite, run: dict) -> Suite:
 
 
 # ----------------------------------------------------------------------------- the command line
-def plugin_path(spec: str, base: Path | None = None) -> str:
+def plugin_path(plugin: str, base: Path | None = None) -> str:
     """A plugin as the registry loads it: a ``.py`` path made absolute -- relative to ``base``
     (the suite file's folder) when given, else to the working directory -- or a module name as is."""
-    if spec.endswith(".py") or os.sep in spec or "/" in spec:
-        p = Path(spec)
+    if plugin.endswith(".py") or os.sep in plugin or "/" in plugin:
+        p = Path(plugin)
         if not p.is_absolute():
             p = (base if base is not None else Path.cwd()) / p
         return str(p.resolve())
-    return spec
+    return plugin
 
 
 def add_run_flags(group) -> None:

@@ -5,7 +5,7 @@ arXiv 2509.02167), itself the RWKV-7 "x070" TimeMix/ChannelMix of BlinkDL/RWKV-L
 one-token shift replaced by a 2-D ConvShift. Written here from that description; no code copied.
 
 Front end: the spectrogram ``[B, frames, 128]`` is seen as a one-channel image with time as its
-height and frequency as its width, as AudioRWKV feeds it (``spec.unsqueeze(1)``); a 16x16 conv
+height and frequency as its width, as AudioRWKV feeds it (``mel.unsqueeze(1)``); a 16x16 conv
 at stride 16 cuts it into a grid of ``frames // 16`` time rows by 8 frequency columns, flattened
 row-major: **time-major token order**, token ``t * 8 + f`` (the eight frequency bands of one
 0.16 s slice are neighbours; AudioRWKV's ConvShift grid is ``(h, w) = (frames/16, 8)``). A learned
@@ -206,9 +206,9 @@ class ARWKV(SpectrogramNet):
             gain = 0.5 * math.sqrt(NUM_CLASSES / C) if NUM_CLASSES > C else 0.5
             nn.init.orthogonal_(self.head.weight, gain=gain)
 
-    def forward(self, spec: Tensor) -> Tensor:
-        self.check_spec(spec)
-        x = self.emb(spec.unsqueeze(1))  # [B, C, frames // 16, 8]: time rows, frequency columns
+    def forward(self, mel: Tensor) -> Tensor:
+        self.check_mel(mel)
+        x = self.emb(mel.unsqueeze(1))  # [B, C, frames // 16, 8]: time rows, frequency columns
         x = x.flatten(2).transpose(1, 2) + self.pos_embed  # time-major tokens
         v_first = None
         for block in self.blocks:

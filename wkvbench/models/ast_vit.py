@@ -82,10 +82,10 @@ class AST(SpectrogramNet):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, spec: Tensor) -> Tensor:
-        self.check_spec(spec)
-        B = spec.shape[0]
-        x = self.frequency_major_patches(spec)  # 12 frequency rows
+    def forward(self, mel: Tensor) -> Tensor:
+        self.check_mel(mel)
+        B = mel.shape[0]
+        x = self.frequency_major_patches(mel)  # 12 frequency rows
         x = torch.cat((self.cls_token.expand(B, -1, -1), self.dist_token.expand(B, -1, -1), x), dim=1)
         x = x + self.pos_embed
         for block in self.blocks:

@@ -131,10 +131,10 @@ class AuM(SpectrogramNet):
                     nn.init.trunc_normal_(p, std=0.02)
                 nn.init.zeros_(self.head.bias)
 
-    def forward(self, spec: Tensor) -> Tensor:
-        self.check_spec(spec)
-        B = spec.shape[0]
-        x = self.frequency_major_patches(spec)
+    def forward(self, mel: Tensor) -> Tensor:
+        self.check_mel(mel)
+        B = mel.shape[0]
+        x = self.frequency_major_patches(mel)
         c = self.cls_position
         x = torch.cat((x[:, :c], self.cls_token.expand(B, -1, -1), x[:, c:]), dim=1) + self.pos_embed
         for layer in self.layers:

@@ -8,7 +8,7 @@ op's float64 reference function, used by the float64 truth network of the accura
 
 :class:`SpectrogramNet` is the common base: the preset, the duration it was built for (its token
 grid and positional embedding follow the duration, docs/spec.md section 6), the input check
-(``spec`` must be ``[B, frames, 128]`` in the network's dtype and device) and ``set_impl``.
+(``mel`` must be ``[B, frames, 128]`` in the network's dtype and device) and ``set_impl``.
 
 :func:`spectrogram` makes a realistic network input: a synthetic sound (harmonic tones with
 onsets and decays over coloured noise) turned into 128-bin log-mel frames the way AST calls Kaldi's
@@ -114,10 +114,10 @@ class SpectrogramNet(nn.Module):
         """Sequence length: one token per cell of the patch grid ``self.grid`` plus the special tokens."""
         return self.grid[0] * self.grid[1] + self.special_tokens
 
-    def frequency_major_patches(self, spec: Tensor) -> Tensor:
-        """``[B, rows * cols, C]`` tokens of ``self.patch_embed`` over ``spec`` read as a ``[B, 1, 128, frames]``
+    def frequency_major_patches(self, mel: Tensor) -> Tensor:
+        """``[B, rows * cols, C]`` tokens of ``self.patch_embed`` over ``mel`` read as a ``[B, 1, 128, frames]``
         image (frequency rows, time columns), frequency-major."""
-        return self.patch_embed(spec.unsqueeze(1).transpose(2, 3)).flatten(2).transpose(1, 2)
+        return self.patch_embed(mel.unsqueeze(1).transpose(2, 3)).flatten(2).transpose(1, 2)
 
     def set_impl(self, impl: str) -> SpectrogramNet:
         """Switch the token mixer to ``impl`` (checked for this network's op, device and dtype)."""
@@ -126,20 +126,20 @@ class SpectrogramNet(nn.Module):
         self.mixer.impl = impl
         return self
 
-    def check_spec(self, spec: Tensor) -> None:
-        """TypeError/ValueError naming ``spec`` unless it is ``[B, frames, 128]`` in our dtype and device."""
-        if not isinstance(spec, Tensor):
-            raise TypeError(f"spec: expected a torch.Tensor, got {type(spec).__name__}")
+    def check_mel(self, mel: Tensor) -> None:
+        """TypeError/ValueError naming ``mel`` unless it is ``[B, frames, 128]`` in our dtype and device."""
+        if not isinstance(mel, Tensor):
+            raise TypeError(f"mel: expected a torch.Tensor, got {type(mel).__name__}")
         p = next(self.parameters())
-        if spec.dtype != p.dtype:
-            raise TypeError(f"spec: dtype {spec.dtype}, but the network was built in {p.dtype}")
-        if spec.dim() != 3 or spec.shape[0] < 1 or tuple(spec.shape[1:]) != (self.frames, MEL_BINS):
+        if mel.dtype != p.dtype:
+            raise TypeError(f"mel: dtype {mel.dtype}, but the network was built in {p.dtype}")
+        if mel.dim() != 3 or mel.shape[0] < 1 or tuple(mel.shape[1:]) != (self.frames, MEL_BINS):
             raise ValueError(
-                f"spec: expected [B, {self.frames}, {MEL_BINS}] (the {self.seconds:g} s this network was built "
-                f"for), got {tuple(spec.shape)}"
+                f"mel: expected [B, {self.frames}, {MEL_BINS}] (the {self.seconds:g} s this network was built "
+                f"for), got {tuple(mel.shape)}"
             )
-        if spec.device != p.device:
-            raise ValueError(f"spec: on {spec.device}, but the network is on {p.device}")
+        if mel.device != p.device:
+            raise ValueError(f"mel: on {mel.device}, but the network is on {p.device}")
 
     def extra_repr(self) -> str:
         return f"preset={self.preset.name}, seconds={self.seconds:g}, tokens={self.tokens}, mixer={self.mixer!r}"

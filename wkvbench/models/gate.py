@@ -102,13 +102,13 @@ class NetworkGate:
     """The gate for one built network and one input: the float64 twin's output (once), each mixer's
     error against it, and the bar from the family's baseline mixer (run once, on first need)."""
 
-    def __init__(self, net: SpectrogramNet, spec: torch.Tensor) -> None:
+    def __init__(self, net: SpectrogramNet, mel: torch.Tensor) -> None:
         p = next(net.parameters())
-        self.net, self.spec, self.dtype, self.device = net, spec, p.dtype, p.device
+        self.net, self.mel, self.dtype, self.device = net, mel, p.dtype, p.device
         with torch.no_grad(), exact_float32(self.device):
             twin = copy.deepcopy(net).to(torch.float64)
             twin.mixer.impl = REFERENCE
-            self.ref = twin(spec.to(torch.float64))
+            self.ref = twin(mel.to(torch.float64))
         del twin
         self._baseline: tuple[str, float] | None = None
 
@@ -118,7 +118,7 @@ class NetworkGate:
         self.net.set_impl(impl)
         try:
             with torch.no_grad(), exact_float32(self.device):
-                return _errors(self.net(self.spec), self.ref)
+                return _errors(self.net(self.mel), self.ref)
         finally:
             self.net.mixer.impl = old
 

@@ -7,7 +7,7 @@ docs/spec.md sections 7 and 8. This module defines the op and registers its reco
   ``F`` (spectrogram frames: the fewest that give those tokens, i.e. the frames the patch grid
   uses; a remainder the grid drops is not fed), ``L`` (depth), ``W`` (width) and ``P`` (weight
   elements applied to every token, see :func:`flops`);
-* its input (:func:`make_inputs`): ``{"spec": [B, F, 128]}``, the models package's spectrogram;
+* its input (:func:`make_inputs`): ``{"mel": [B, F, 128]}``, the models package's spectrogram;
 * its FLOPs (:func:`flops`), an **estimate**, not a count: 2 FLOPs per token for every weight
   element of the per-token matrices and convolutions (``P``: linears, LoRA factors, patch and
   ConvShift/causal convolutions), 2 per sequence for the head, plus ``L`` times the mixer op's
@@ -90,18 +90,18 @@ def bytes_moved(shape: dict, element_size: int) -> int:
 
 
 def make_inputs(shape: dict, dtype, device, seed: int = 0, variant: str = "realistic") -> dict:
-    return {"spec": spectrogram(shape["B"], shape["F"] / 100, dtype=dtype, device=device, seed=seed)}
+    return {"mel": spectrogram(shape["B"], shape["F"] / 100, dtype=dtype, device=device, seed=seed)}
 
 
-def validate(spec=None, check_values: bool = True) -> None:
-    if not isinstance(spec, Tensor):
-        raise TypeError(f"spec: expected a torch.Tensor, got {type(spec).__name__}")
-    if spec.dim() != 3 or spec.shape[2] != MEL_BINS or min(spec.shape) < 1:
-        raise ValueError(f"spec: expected [B, frames, {MEL_BINS}], got {tuple(spec.shape)}")
+def validate(mel=None, check_values: bool = True) -> None:
+    if not isinstance(mel, Tensor):
+        raise TypeError(f"mel: expected a torch.Tensor, got {type(mel).__name__}")
+    if mel.dim() != 3 or mel.shape[2] != MEL_BINS or min(mel.shape) < 1:
+        raise ValueError(f"mel: expected [B, frames, {MEL_BINS}], got {tuple(mel.shape)}")
 
 
 def no_reference(**inputs) -> Tensor:
-    raise ValueError("network: the float64 truth is the float64 network (NetworkCase.gate), not a function of spec")
+    raise ValueError("network: the float64 truth is the float64 network (NetworkCase.gate), not a function of mel")
 
 
 def head_size(shape: dict) -> int | None:
@@ -138,10 +138,10 @@ class NetworkCase:
         self.net.set_impl(impl)  # checked once here, not in the timed calls
         net = self.net
 
-        def forward(spec: Tensor) -> Tensor:
+        def forward(mel: Tensor) -> Tensor:
             net.mixer.impl = impl
             with torch.no_grad():
-                return net(spec)
+                return net(mel)
 
         return forward
 
@@ -152,10 +152,10 @@ class NetworkCase:
             net = self.net
             if f != self.net.frames:
                 net = build(self.preset, f / 100, REFERENCE, dtype=self.dtype, device=self.device, seed=self.seed)
-            spec = self.inputs["spec"] if self.check_shape == self.shape else None
-            if spec is None:
-                spec = make_inputs(self.check_shape, self.dtype, self.device, self.seed)["spec"]
-            self._network_gate = NetworkGate(net, spec)
+            mel = self.inputs["mel"] if self.check_shape == self.shape else None
+            if mel is None:
+                mel = make_inputs(self.check_shape, self.dtype, self.device, self.seed)["mel"]
+            self._network_gate = NetworkGate(net, mel)
         return self._network_gate
 
     def set_mode(self, mode: str) -> None:
@@ -183,14 +183,14 @@ register_op(
         label="network",
         family="a-rwkv",
         default_model="A-RWKV-S",
-        args=("spec",),
-        grad_args=("spec",),
+        args=("mel",),
+        grad_args=("mel",),
         shape_for=shape_for,  # the mixer's shape + F (frames), L (depth), W (width), P
-        shape_of=lambda x: {"B": int(x["spec"].shape[0]), "F": int(x["spec"].shape[1])},
+        shape_of=lambda x: {"B": int(x["mel"].shape[0]), "F": int(x["mel"].shape[1])},
         make_inputs=make_inputs,
         reference=no_reference,  # the truth is the float64 network: see prepare
         validate=validate,
-        out_shape=lambda x: (int(x["spec"].shape[0]), NUM_CLASSES),
+        out_shape=lambda x: (int(x["mel"].shape[0]), NUM_CLASSES),
         bytes_moved=bytes_moved,
         flops=flops,  # an estimate
         naive_impl="",  # per model: its family's naive mixer (OpSpec.naive_for)
