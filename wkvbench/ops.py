@@ -12,8 +12,6 @@ delta_bias, delta_softplus``), already validated and contiguous, plus ``out=`` w
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -143,10 +141,3 @@ def make_case_inputs(op: str, shape: dict, dtype, device, seed: int = 0, variant
 def reference_output(op: str, inputs: dict) -> Tensor:
     """The float64 reference output for ``inputs``."""
     return get_op(op).reference(**inputs)
-
-
-def speed_of_light_ms(op: str, shape: dict, dtype: torch.dtype, bandwidth_gbs: float) -> float:
-    """Time to move the op's minimum bytes at ``bandwidth_gbs`` GB/s, in milliseconds."""
-    if not bandwidth_gbs:
-        return math.nan
-    return get_op(op).bytes_moved(shape, element_size(dtype)) / (bandwidth_gbs * 1e9) * 1e3
