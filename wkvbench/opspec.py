@@ -79,9 +79,10 @@ class OpSpec:
     # mixer op); None: the op's own registrations.
     impls_of: Callable[[Preset], str] | None = None
     # Per-case state the worker builds once instead of a reference output:
-    # (model, shape, dtype, device, seed, check_shape) -> an object with ``bind(impl)`` (the callable
-    # timed, taking ``args``), ``gate(impl)`` (rel_err, max_abs_err, tol, passed, note) and
-    # ``resident_bytes`` (memory it holds for the calls, counted in their peak). None: plain op.
+    # (preset, shape, dtype, device, seed, check_shape) -> an object answering the worker's calls as
+    # wkvbench.harness.opcase.OpCase does: ``inputs``, ``resident_bytes`` (memory held for the
+    # calls, counted in their peak), ``set_mode(mode)``, ``bind(impl)`` (the callable timed) and
+    # ``gate(impl, timer, mode)``. None: a plain op (the worker's OpCase: inputs and reference).
     prepare: Callable[..., object] | None = None
 
     def head_size_of(self, inputs: dict) -> int | None:

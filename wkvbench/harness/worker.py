@@ -61,6 +61,7 @@ from wkvbench import gradcheck, ops, presets, registry
 from wkvbench.harness import nvml, timing
 from wkvbench.harness.opcase import OpCase
 from wkvbench.harness.suite import Case
+from wkvbench.schema import TRAINING_MODES
 
 
 # ============================================================================= worker side
@@ -205,7 +206,7 @@ class Session:
         backward, ``retain_graph=True``, on the graph the build step keeps in ``self.graph``.
         """
         mode = self.case.mode
-        if mode == "fwd":
+        if mode not in TRAINING_MODES:
 
             def fwd():
                 with torch.no_grad():
