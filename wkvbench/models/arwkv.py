@@ -3,42 +3,8 @@
 docs/spec.md section 8, following the released model (Jiayu-Xiong/AudioRWKV ``models/rwkv7.py``,
 arXiv 2509.02167), itself the RWKV-7 "x070" TimeMix/ChannelMix of BlinkDL/RWKV-LM with the
 one-token shift replaced by a 2-D ConvShift. Written here from that description; no code copied.
-
-Front end: the spectrogram ``[B, frames, 128]`` is seen as a one-channel image with time as its
-height and frequency as its width, as AudioRWKV feeds it (``mel.unsqueeze(1)``); a 16x16 conv
-at stride 16 cuts it into a grid of ``frames // 16`` time rows by 8 frequency columns, flattened
-row-major: **time-major token order**, token ``t * 8 + f`` (the eight frequency bands of one
-0.16 s slice are neighbours; AudioRWKV's ConvShift grid is ``(h, w) = (frames/16, 8)``). A learned
-positional embedding of that length is added.
-
-Block (x12): ``x += TimeMix(LN(x)); x += ChannelMix(LN(x))``. TimeMix, per token, ``C`` channels,
-``H`` heads of ``N = 64``:
-
-    xx = conv3x3_depthwise(x on the token grid) - x                 2-D ConvShift
-    x_r..x_g = x + xx * mu_r..mu_g                                  token-shift style mixes
-    r, k, v = W_r x_r, W_k x_k, W_v x_v
-    w = -softplus(-(w0 + tanh(x_w A_w) B_w)) - 0.5                  decay (LoRA), w < -0.5
-    v += (v_first - v) * sigmoid(v0 + x_v A_v B_v)                  value residual (not layer 0)
-    alpha = sigmoid(a0 + x_a A_a B_a)                               in-context rate (LoRA)
-    g_out = sigmoid(x_g A_g) B_g                                    output gate (LoRA)
-    kk = normalize_per_head(k * k_k);  k = k * (1 + (alpha - 1) * k_a)
-    gate = sigmoid(conv1x1_grouped_C_to_H(xx))                      [B, T, H]
-    y = bi_wkv7(r, w, k, v, a=-kk, b=kk*alpha, g=gate)              the op, through the registry
-    y = GroupNorm_H(y) + ((r * k * r_k).sum_N * v)                  bonus term
-    out = W_o(y * g_out)
-
-ChannelMix: ``W_v relu(W_k (x + ConvShift(x) * mu_k))^2`` with a 4C hidden layer (biases, as in
-AudioRWKV). Head: mean over tokens, LayerNorm, linear to 527 classes (no bias).
-
-LoRA widths (docs/spec.md section 8): ``max(32, round(1.8 sqrt(C) / 32) * 32)`` for decay and
-alpha, ``1.3 sqrt(C)`` for the value residual and ``0.6 C^0.8`` for the output gate, rounded the
-same way. Initialisation follows x070 for the per-channel vectors (mu, w0, a0, v0, k_k, k_a, r_k)
-and the LoRA up-projections (orthogonal, gain 0.1). The matrices that x070 initialises to zero
-(the LoRA down-projections, W_o, ChannelMix W_v) get a random init here instead (uniform, PyTorch's
-default scale for W_o and W_v), and the output gate's up-projection gain 1: a zero W_o would make
-the network independent of its mixer, and with x070's scales a block would add well under 1% to
-the residual stream. With these, each block changes it by some 12-22% (measured at 1.28 s), so
-the accuracy gate sees the mixer's error rather than a diluted trace of it.
+Time-major tokens (``t * 8 + f``); 12 blocks of ``x += TimeMix(LN(x)); x += ChannelMix(LN(x))``.
+The per-token equations, LoRA widths and initialisation: docs/notes/models.md ("A-RWKV").
 """
 
 from __future__ import annotations
