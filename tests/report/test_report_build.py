@@ -3,6 +3,7 @@
 import math
 import re
 import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
 
 import pandas as pd
 import pytest
@@ -150,3 +151,77 @@ def test_per_row_speedup_columns_are_never_read(tmp_path, make_run):
     assert cli.main(["report", str(plain), "-o", str(out), "--no-svg"]) == 0
     sp = pd.read_csv(out / "figures" / "fig3_speedup_audio.csv")
     assert sp["speedup"].notna().any() and "A-RWKV-B" in (out / "report.md").read_text()
+
+
+#: The section headings of the synthetic run's reports, pinned before the renderers moved to templates.
+FIGURE_HEADINGS = [
+    "Latency vs tokens (log-log)",
+    "Throughput vs sequence length",
+    "Speed-up of Bi-WKV7 over attention and the Mamba scan (equal audio)",
+    "Speed-up of Bi-WKV7 over attention and the Mamba scan (equal tokens)",
+    "Throughput vs model size at fixed audio durations",
+    "Peak memory vs sequence length",
+    "Accuracy: relative L2 error vs the float64 reference",
+    "Achieved bandwidth as a fraction of measured copy bandwidth",
+    "First call in the worker (compile/load where `compiled`) per implementation",
+    "Training accuracy: worst gradient's relative L2 error vs float64 autograd",
+    "Bi-WKV7 training memory vs sequence length",
+    "Whole networks: throughput vs duration",
+    "Whole networks: speed-up of A-RWKV over AST-B and AuM (equal audio)",
+    "Whole networks: throughput vs parameter count",
+]
+HTML_HEADINGS = [
+    ("h1", "wkvbench report: synthetic"),
+    ("h2", "Headline"),
+    ("h2", "Environment"),
+    ("h2", "Verification"),
+    ("h2", "Cells that are not ok (15)"),
+    *(("h2", t) for t in FIGURE_HEADINGS),
+]
+MD_HEADINGS = [
+    ("h1", "wkvbench report: synthetic"),
+    ("h2", "Headline"),
+    ("h2", "Environment"),
+    ("h2", "Verification"),
+    ("h2", "Figures"),
+    *(("h3", t) for t in FIGURE_HEADINGS),
+]
+
+
+class _Headings(HTMLParser):
+    """(tag, text) of every h1/h2/h3 of an HTML document, in order, whitespace collapsed."""
+
+    def __init__(self):
+        super().__init__()
+        self.found: list[tuple[str, str]] = []
+        self._open: list | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("h1", "h2", "h3"):
+            self._open = [tag, ""]
+
+    def handle_data(self, data):
+        if self._open is not None:
+            self._open[1] += data
+
+    def handle_endtag(self, tag):
+        if self._open is not None and tag == self._open[0]:
+            self.found.append((tag, " ".join(self._open[1].split())))
+            self._open = None
+
+
+def _html_headings(text: str) -> list[tuple[str, str]]:
+    parser = _Headings()
+    parser.feed(text)
+    return parser.found
+
+
+def _md_headings(text: str) -> list[tuple[str, str]]:
+    return [(f"h{len(m[1])}", m[2].strip()) for m in re.finditer(r"^(#{1,3}) (.+)$", text, re.MULTILINE)]
+
+
+def test_reports_have_the_same_sections_in_the_same_order(built):
+    _, out, df = built
+    assert int((df["status"] != "ok").sum()) == 15
+    assert _html_headings((out / "report.html").read_text(encoding="utf-8")) == HTML_HEADINGS
+    assert _md_headings((out / "report.md").read_text(encoding="utf-8")) == MD_HEADINGS
