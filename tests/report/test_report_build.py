@@ -12,6 +12,7 @@ from wkvbench import cli, schema
 from wkvbench.report import analysis as an
 from wkvbench.report import figures
 from wkvbench.report.load import load_run, parse_env, tidy
+from wkvbench.report.render import Report, render_html, render_md
 from wkvbench.report.style import fmt_ms, fmt_speedup
 
 FIGURE_NAMES = [name for name, _ in (*figures.FIGURES, *figures.NETWORK_FIGURES)]
@@ -225,3 +226,27 @@ def test_reports_have_the_same_sections_in_the_same_order(built):
     assert int((df["status"] != "ok").sum()) == 15
     assert _html_headings((out / "report.html").read_text(encoding="utf-8")) == HTML_HEADINGS
     assert _md_headings((out / "report.md").read_text(encoding="utf-8")) == MD_HEADINGS
+
+
+def test_html_escapes_text_from_the_run():
+    rows = pd.DataFrame(
+        [{"op": "bi_wkv7", "impl": "torch_chunked", "model": "A-RWKV-T", "batch": 1, "tokens": 128, "status": "failed",
+          "median_ms": "", "note": "<script>alert(1)</script>", "dtype": "float32", "device": "cpu"}]
+    )  # fmt: skip
+    df = tidy(rows)
+    table, where = an.headline(df)
+    rep = Report(
+        title="<i>run</i> & co",
+        run_dir="runs/a<b",
+        env=parse_env({"cpu": "some CPU"}),
+        headline=table,
+        where=where,
+        verification=an.verification(df),
+        not_ok=an.not_ok(df),
+        counts={"failed": 1},
+    )
+    html = render_html(rep)
+    assert "<script" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<h1>&lt;i&gt;run&lt;/i&gt; &amp; co</h1>" in html and "<code>runs/a&lt;b</code>" in html
+    assert '<span class="st-bad">failed</span>' in html
+    assert render_md(rep).startswith("# <i>run</i> & co\n")  # Markdown is text: not escaped
