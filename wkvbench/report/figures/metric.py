@@ -34,7 +34,7 @@ from wkvbench.report.figures.layout import (
 )
 from wkvbench.report.load import Env
 from wkvbench.report.metrics import METRICS, long_table, wide_table
-from wkvbench.report.style import OP_LABEL, op_sort_key
+from wkvbench.report.style import op_label, op_sort_key
 
 
 @dataclass
@@ -65,7 +65,7 @@ def _label(col: str, v) -> str:
     if col == "size":
         return f"size {v}"
     if col == "op":
-        return OP_LABEL.get(v, v)
+        return op_label(v)
     return f"batch {v}" if col == "batch" else str(v)
 
 
