@@ -1,22 +1,8 @@
 """The numbers behind the figures and the headline: pandas group-bys over the tidy results table.
 
-Rules every view follows:
-
-* A speed-up is computed only from two ``ok`` cells. A cell that is wrong, failed, OOM, timed out
-  or was skipped stays in the tables with its status and is drawn as a marker, never dropped.
-* "Best Bi-WKV7" is the fastest ``ok`` bi_wkv7 implementation of a case (model, batch, tokens,
-  dtype, device, variant, mode).
-* Timing modes (``fwd``, ``bwd``, ``fwd_bwd``) are a slice like dtype: nothing is compared across
-  modes; figures facet by mode and the headline names its mode.
-* Baselines: the speed-up policy of :mod:`wkvbench.report.baselines` (AST attention as run,
-  ``torch_eager`` in float16; the best ``sdpa_*`` attention; the best Mamba bidirectional scan;
-  never an op's naive loop), each of the
-  same model size (T/S/B) and slice (device, dtype, batch, variant), preferring the baseline's
-  model family when several models have that size.
-* Two matchings: *equal audio* pairs cells with the same ``seconds`` (AST then sees ~2.4x the
-  tokens of A-RWKV, the comparison AudioRWKV makes), *equal tokens* pairs the same token count
-  (Audio Mamba's class token, +1, is within the tolerance).
-* Speed-up bands pair the quantiles crosswise: ``[base_p20 / p80, base_p80 / p20]``.
+Speed-ups only from two ``ok`` cells, nothing compared across timing modes, baselines by the
+policy of :mod:`wkvbench.report.baselines`, equal-audio and equal-tokens matching, crossed
+quantile bands: the rules are in docs/notes/report.md ("Rules").
 """
 
 from __future__ import annotations
