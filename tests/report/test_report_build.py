@@ -250,3 +250,20 @@ def test_html_escapes_text_from_the_run():
     assert "<h1>&lt;i&gt;run&lt;/i&gt; &amp; co</h1>" in html and "<code>runs/a&lt;b</code>" in html
     assert '<span class="st-bad">failed</span>' in html
     assert render_md(rep).startswith("# <i>run</i> & co\n")  # Markdown is text: not escaped
+
+
+def test_the_templates_are_package_data():
+    from pathlib import Path
+
+    import wkvbench
+
+    tomllib = pytest.importorskip("tomllib")
+    pkg = Path(wkvbench.__file__).parent
+    pyproject = pkg.parent / "pyproject.toml"
+    if not pyproject.is_file():
+        pytest.skip("installed without its source tree")
+    globs = tomllib.loads(pyproject.read_text(encoding="utf-8"))["tool"]["setuptools"]["package-data"]["wkvbench"]
+    shipped = {p for g in globs for p in pkg.glob(g)}
+    templates = sorted((pkg / "report" / "templates").iterdir())
+    assert {p.name for p in templates} >= {"report.html.j2", "report.md.j2"}
+    assert set(templates) <= shipped
