@@ -16,7 +16,7 @@ import jinja2
 import pandas as pd
 
 from wkvbench.report import analysis as an
-from wkvbench.report.baselines import BASELINES
+from wkvbench.report.baselines import BASELINES, SUBJECT_OP
 from wkvbench.report.load import Env
 from wkvbench.report.style import (
     STATUS_LABEL,
@@ -26,7 +26,11 @@ from wkvbench.report.style import (
     fmt_sci,
     fmt_seconds,
     fmt_speedup,
+    op_label,
 )
+
+#: The measured op's label in the headline (its op record's: ``Bi-WKV7``).
+SUBJECT = op_label(SUBJECT_OP)
 
 
 @dataclass
@@ -66,8 +70,8 @@ def headline_display(table: pd.DataFrame) -> pd.DataFrame:
         rec = {
             "audio": fmt_seconds(r["seconds"]),
             f"{r['model']} tokens": f"{int(r['tokens']):,}",
-            "best Bi-WKV7": best,
-            "Bi-WKV7 ms": fmt_ms(r["best_ms"]),
+            f"best {SUBJECT}": best,
+            f"{SUBJECT} ms": fmt_ms(r["best_ms"]),
         }
         for bl in BASELINES:
             impl = r[f"{bl.name}_impl"] or "-"
@@ -84,7 +88,7 @@ def headline_sentence(table: pd.DataFrame, where: dict) -> str:
     """'At 328 s of audio, batch 1, bfloat16, A-RWKV-B: best Bi-WKV7 ... X ms, AST attention ... Y ms: Zx faster.'"""
     r = an.headline_row(table)
     if r is None:
-        return "No Bi-WKV7 cells in this run: no headline."
+        return f"No {SUBJECT} cells in this run: no headline."
     ctx = ", ".join(
         v
         for v in (
@@ -97,8 +101,8 @@ def headline_sentence(table: pd.DataFrame, where: dict) -> str:
     )
     head = f"At {fmt_seconds(r['seconds'])} of audio ({ctx}), {r['model']}: "
     if pd.isna(r["best_ms"]):
-        return head + f"no Bi-WKV7 implementation was ok ({STATUS_LABEL.get(r['best_status'], r['best_status'])})."
-    parts = [f"best Bi-WKV7 ({r['best_impl']}) {fmt_ms(r['best_ms'])} ms"]
+        return head + f"no {SUBJECT} implementation was ok ({STATUS_LABEL.get(r['best_status'], r['best_status'])})."
+    parts = [f"best {SUBJECT} ({r['best_impl']}) {fmt_ms(r['best_ms'])} ms"]
     for bl in BASELINES:
         impl, model = r[f"{bl.name}_impl"], r[f"{bl.name}_model"]
         if not impl:
@@ -109,7 +113,7 @@ def headline_sentence(table: pd.DataFrame, where: dict) -> str:
             parts.append(f"{who} {STATUS_LABEL.get(r[f'{bl.name}_status'], r[f'{bl.name}_status'])}")
             continue
         s = r[f"{bl.name}_speedup"]
-        verdict = "faster" if s >= 1 else "(Bi-WKV7 slower)"
+        verdict = "faster" if s >= 1 else f"({SUBJECT} slower)"
         parts.append(f"{who} {fmt_ms(ms)} ms: {fmt_speedup(s)} {verdict}")
     return head + "; ".join(parts) + "."
 
@@ -234,8 +238,8 @@ def _counts_line(counts: dict) -> str:
 def _headline_caption(where: dict) -> str:
     sl = an.slice_label(where) or "all cells"
     return (
-        f"Slice: {sl}. Per duration: the fastest ok Bi-WKV7 implementation, and each baseline at the same "
-        "seconds of audio and model size, with the speed-up (baseline ms / Bi-WKV7 ms). A status (OOM, failed, "
+        f"Slice: {sl}. Per duration: the fastest ok {SUBJECT} implementation, and each baseline at the same "
+        f"seconds of audio and model size, with the speed-up (baseline ms / {SUBJECT} ms). A status (OOM, failed, "
         "...) stands where a side had no valid timing; '-' where it was not measured."
     )
 
