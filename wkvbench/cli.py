@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "submit": ("wkvbench.harness.cluster", "run a suite as a Slurm (or local) job array of shards via submitit"),
     "status": ("wkvbench.harness.status", "cells done, failed and pending in a run dir, per shard"),
     "merge": ("wkvbench.harness.merge", "union of run dirs (shards, machines, GPU models) into one"),
+    "history": ("wkvbench.history.cli", "per-commit history of runs: add, show, report (HTML dashboard), check (CI)"),
 }
 
 
