@@ -100,6 +100,7 @@ class Impl:
     check: Check | None = field(default=None, repr=False, compare=False)
     description: str = ""
     module: str = ""
+    label: str = ""  # legend text in reports; empty: "<op label> <name>" (wkvbench.report.style.impl_label)
 
     @property
     def accepts_out(self) -> bool:
@@ -173,6 +174,7 @@ def register_impl(
     check: Check | None = None,
     description: str = "",
     replace: bool = False,
+    label: str = "",
 ) -> Callable[[Callable], Callable]:
     """Decorator: register ``fn`` as implementation ``name`` of ``op``. Returns ``fn`` unchanged."""
     if op not in opspec.OPS:
@@ -183,6 +185,8 @@ def register_impl(
     bad = [d for d in devices if d not in ("cpu", "cuda")]
     if bad:
         raise ValueError(f"devices: unknown device type(s) {bad}; use 'cpu' and/or 'cuda'")
+    if not isinstance(label, str):
+        raise TypeError(f"label: expected a string, got {type(label).__name__}")
     dtypes = tuple(dtypes)
     for dt in dtypes:
         if not isinstance(dt, torch.dtype):
@@ -206,6 +210,7 @@ def register_impl(
             check=check,
             description=description or (inspect.getdoc(fn) or "").split("\n")[0],
             module=getattr(fn, "__module__", ""),
+            label=label,
         )
         with _LOCK:
             old = _REGISTRY.get((op, name))
