@@ -3,7 +3,15 @@
 import pytest
 
 from wkvbench import ops
-from wkvbench.presets import PRESETS, frames_for_seconds, get_preset, seconds_for_tokens, tokens_for_seconds
+from wkvbench.presets import (
+    FAMILIES,
+    PRESETS,
+    frames_for_seconds,
+    get_family,
+    get_preset,
+    seconds_for_tokens,
+    tokens_for_seconds,
+)
 
 
 def test_contract_examples():
@@ -82,3 +90,26 @@ def test_op_shapes_follow_presets():
         "T": 513,
         "N": 16,
     }
+
+
+@pytest.mark.parametrize("family", ["a-rwkv", "aum", "ast"])
+def test_family_record_geometry_is_consistent(family):
+    fam = FAMILIES[family]
+    assert fam.freq_cells == {"a-rwkv": 8, "aum": 8, "ast": 12}[family]
+    assert fam.mixer_op == {"a-rwkv": "bi_wkv7", "aum": "bi_selective_scan", "ast": "attention"}[family]
+    assert ops.get_op(fam.mixer_op).naive_impl == fam.naive_mixer  # the op records take it from here
+    for frames in (16, 17, 100, 1024, 32800):
+        tokens = fam.tokens_for_frames(frames)
+        back = fam.frames_for_tokens(tokens)  # the fewest frames giving the same grid
+        assert back <= frames and fam.tokens_for_frames(back) == tokens
+        assert back == fam.patch or fam.tokens_for_frames(back - 1) < tokens
+
+
+def test_gate_baseline_is_the_naive_mixer_unless_it_lacks_the_dtype():
+    import torch
+
+    assert FAMILIES["ast"].gate_baseline(torch.bfloat16) == "sdpa_math"
+    assert FAMILIES["ast"].gate_baseline(torch.float16) == FAMILIES["ast"].gate_baseline("float32") == "torch_eager"
+    assert FAMILIES["a-rwkv"].gate_baseline(torch.bfloat16) == "torch_loop"
+    with pytest.raises(ValueError, match="^family"):
+        get_family("vit")
