@@ -71,6 +71,7 @@ def _expand(suite: Suite, device: str) -> list[tuple[Case, list[Group]]]:
                             shape_json=json.dumps(shape, sort_keys=True),
                             check_tokens=check_t,
                             impl_op=_ops.impl_op(group.op, model),  # the network op: its model's mixer op
+                            head_size=spec.head_size(shape),
                         )
                         if case.case_id in seen:  # named again by a later group: its impls join
                             seen[case.case_id].append(group)

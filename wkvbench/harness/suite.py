@@ -172,15 +172,11 @@ class Case:
     seed: int = field(default=0, compare=False)
     check_tokens: int | None = field(default=None, compare=False)  # check at this T instead
     impl_op: str = field(default="", compare=False)  # whose implementations run it (the plan sets it)
+    head_size: int | None = field(default=None, compare=False)  # matched against Impl.head_sizes (plan)
 
     @property
     def shape(self) -> dict:
         return json.loads(self.shape_json)
-
-    @property
-    def head_size(self) -> int | None:
-        """The head size implementations are matched against (the op record's ``head_size``)."""
-        return _ops.get_op(self.op).head_size(self.shape)
 
     @property
     def case_id(self) -> tuple:
