@@ -2,7 +2,7 @@
 
 One launch computes ``dr, dw, dk, dv, da, db`` (both scan directions summed) and ``dg`` of
 ``y = g * y_fwd + (1 - g) * y_rev`` (docs/spec.md section 1, "Backward"). Its only saved input is
-what the training forward of ``bi_wkv7_triton.py`` writes with ``save=True``: ``states`` fp32
+what the training forward (``fwd.py``) writes with ``save=True``: ``states`` fp32
 ``[2, B, H, C, N, N]`` (C = ceil(T / 16); each direction's state where its scan enters chunk c).
 
 Grid ``(N / BV, 2, B * H)``: value block, direction, (batch, head). A program holds ``BV`` value
@@ -39,11 +39,10 @@ da, db``) and ``dg`` sum ``2 N / BV`` partials in arrival order (not bitwise rep
 
 from __future__ import annotations
 
-from wkvbench.impls import _gpu
+import torch
 
-triton, _IMPORT_ERROR = _gpu.try_import("triton")
-tl, _ = _gpu.try_import("triton.language")
-HAS_TRITON = triton is not None and tl is not None
+from wkvbench.impls import _gpu
+from wkvbench.impls.bi_wkv7_triton.common import HAS_TRITON, TL_PTR, tl, triton
 
 CHUNK = 16  # tokens per saved state (the layout the chunked backward shares)
 MID = 8  # the re-seed position inside a chunk
@@ -64,7 +63,7 @@ def warps(BV: int) -> int:
 
 
 if HAS_TRITON:
-    from wkvbench.impls.bi_wkv7_triton import _exp, _head_prologue
+    from wkvbench.impls.bi_wkv7_triton.common import _exp, _head_prologue
 
     @triton.jit
     def _tok_load(r, w, k, v, a, b, g, base, gbase, t, T, stride_t, g_st, offs_n, offs_v):
@@ -169,10 +168,32 @@ if HAS_TRITON:
                     tl.atomic_add(dg + (bidx.to(tl.int64) * T + tc) * H + h, dgt, mask=ok, sem="relaxed")
 
 
-def kernel_variants(tl_ptr: dict) -> list[dict]:
-    """The backward kernel's specialisations (``_gpu.triton_compile_rows`` form); ``tl_ptr``: dtype -> pointer type."""
+def recurrent_backward(r, w, k, v, a, b, g, dy, states, block_v: int | None = None):
+    """The per-token backward kernel: ``(dr, dw, dk, dv, da, db, dg or None)`` in the I/O dtype."""
+    B, T, H, N = r.shape
+    cfg = backward_config(B, H, _gpu.sm_count(r.device))
+    BV = block_v or cfg["BV"]
+    if BV not in BLOCKS:
+        raise ValueError(f"block_v: must be one of {BLOCKS}, got {block_v!r}")
+    acc = torch.zeros(6, B, T, H, N, dtype=torch.float32, device=r.device)
+    dg = torch.zeros(B, T, H, dtype=torch.float32, device=r.device)
+    if g is None:
+        gate, gs = torch.full((1,), 0.5, dtype=r.dtype, device=r.device), (0, 0, 0)
+    else:
+        gate, gs = g, (T * H, H, 1)
+    _bi_wkv7_bwd_kernel[(N // BV, 2, B * H)](
+        r, w, k, v, a, b, gate, dy, states, *acc, dg, T, H, *gs,
+        N=N, BV=BV, HAS_G=g is not None, num_warps=warps(BV), num_stages=1,
+    )  # fmt: skip
+    grads = tuple(x.to(r.dtype) for x in acc)
+    return (*grads, None if g is None else dg.to(g.dtype))
+
+
+# ---------------------------------------------------------------------------------- compile report
+def kernel_variants() -> list[dict]:
+    """The backward kernel's specialisations (``_compile.triton_compile_rows`` form)."""
     out = []
-    for dtype, p in tl_ptr.items():
+    for dtype, p in TL_PTR.items():
         dt = str(dtype).replace("torch.", "")
         sig = {n: p for n in ("r", "w", "k", "v", "a", "b", "g", "dy")}
         sig.update({n: "*fp32" for n in ("st", "dr", "dw", "dk", "dv", "da", "db", "dg")})

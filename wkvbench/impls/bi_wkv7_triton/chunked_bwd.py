@@ -11,7 +11,7 @@ forward-direction state entering chunk c (after tokens < 16c; zeros for c = 0),
 tokens >= 16(c + 1); zeros for c = C - 1). ``S[i, j]``: i value row, j key column. Tokens past T
 are identity tokens (zero inputs, decay 1), as in the forward.
 
-Per chunk of L = 16 tokens in scan order, the forward (``bi_wkv7_triton.py``) computes, with
+Per chunk of L = 16 tokens in scan order, the forward (``fwd.py``) computes, with
 ``lg = -exp(w)``, inclusive cumsum ``G``, ``Gx = G - lg``, factored around the middle row m::
 
     a~ = a e^(Gx-Gm), b~ = b e^(Gm-G), k~ = k e^(Gm-G), r~ = r e^(G-Gm)
@@ -71,11 +71,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from wkvbench.impls import _gpu
-
-triton, _IMPORT_ERROR = _gpu.try_import("triton")
-tl, _ = _gpu.try_import("triton.language")
-HAS_TRITON = triton is not None and tl is not None
+from wkvbench.impls import _compile
+from wkvbench.impls.bi_wkv7_triton.common import _IMPORT_ERROR, HAS_TRITON, TL_PTR, tl, triton
 
 CHUNK = 16
 HEAD_SIZE = 64
@@ -191,7 +188,7 @@ def chunked_backward_torch(r, w, k, v, a, b, g, dy, states, dtype: torch.dtype =
 
 # ---------------------------------------------------------------------------------- Triton kernel
 if HAS_TRITON:
-    from wkvbench.impls.bi_wkv7_triton import _exp, _head_prologue, _hi_dot, _unit_lower_inverse
+    from wkvbench.impls.bi_wkv7_triton.common import _exp, _head_prologue, _hi_dot, _unit_lower_inverse
 
     @triton.jit
     def _rev_cumsum(x):
@@ -405,11 +402,10 @@ PREC = 0
 
 
 # ---------------------------------------------------------------------------------- compile report
-_TL_PTR = {torch.float32: "*fp32", torch.bfloat16: "*bf16", torch.float16: "*fp16"}
 
 
 def kernel_variants() -> list[dict]:
-    """Every specialisation :func:`chunked_backward` launches, in the form ``_gpu.triton_compile_rows`` takes."""
+    """Every specialisation :func:`chunked_backward` launches, in the form ``_compile.triton_compile_rows`` takes."""
     out = []
     chunk_ptrs = ("states", "dstates", "sad", "dr", "dw", "dk", "dv", "da", "db", "dg", "dlw")
     kernels = ((_bi_wkv7_chunked_bwd_state_kernel, ("states", "dstates", "sad"), STATE_WARPS, "state"),
@@ -418,7 +414,7 @@ def kernel_variants() -> list[dict]:
         dt = str(dtype).replace("torch.", "")
         for fn, ptrs, warps, kind in kernels:
             for part in CHUNK_PARTS if kind == "chunk" else (None,):
-                sig = {n: _TL_PTR[dtype] for n in ("r", "w", "k", "v", "a", "b", "g", "dy")}
+                sig = {n: TL_PTR[dtype] for n in ("r", "w", "k", "v", "a", "b", "g", "dy")}
                 sig.update({n: "*fp32" for n in ptrs})
                 sig.update({n: "i32" for n in ("T", "H", "g_sb", "g_st", "g_sh", "C")})
                 sig.update({n: "constexpr" for n in ("N", "L", "PREC", "DROP")})
@@ -439,5 +435,5 @@ def compile_report(cc: int = 90) -> list[dict]:
     subprocess). Without triton the rows say ``skipped`` and which extra brings it.
     """
     if not HAS_TRITON:
-        return _gpu.skipped_rows((IMPL,), _gpu.ToolMissing.extra("triton", _IMPORT_ERROR))
-    return _gpu.report_or_skip((IMPL,), lambda: _gpu.triton_compile_rows(kernel_variants(), cc))
+        return _compile.skipped_rows((IMPL,), _compile.ToolMissing.extra("triton", _IMPORT_ERROR))
+    return _compile.report_or_skip((IMPL,), lambda: _compile.triton_compile_rows(kernel_variants(), cc))

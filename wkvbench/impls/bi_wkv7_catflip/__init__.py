@@ -99,7 +99,7 @@ from wkvbench.impls import _cupy, _gpu
 NAME = "audiorwkv_catflip"
 HEAD_SIZES = (64,)
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-KERNEL_PATH = Path(__file__).with_suffix(".cu")
+KERNEL_PATH = Path(__file__).with_name("bi_wkv7_catflip.cu")
 PAD_TOKENS = 16  # the training path runs T rounded up to a multiple of this
 KINDS = ("fwd", "fwd_save", "bwd")  # inference forward, training forward, backward
 NVRTC_OPTIONS = _cupy.NVRTC_OPTIONS
