@@ -22,7 +22,7 @@ identity tokens: zero inputs, decay 1, so they change nothing). Per chunk it
 
 Why recompute and re-seed mid-chunk: with ``d >= 0.545`` a rounding error in the division grows
 up to 1.83x per step; 15 steps (one re-seed per 16-token chunk) put float32 ``dw``/``da`` over
-the 1e-4 bar at strong decay (measured here: 7e-4; bi_wkv7_catflip.py saw 1.7e-4), 7 steps keep
+the 1e-4 bar at strong decay (measured here: 7e-4; audiorwkv_catflip saw 1.7e-4), 7 steps keep
 them at ~4e-6. Recomputing ``sa`` and the chunk's end state from the checkpoint (rather than
 saving ``sa`` and reading the next checkpoint) makes the backward differentiate exactly the
 fp32 per-token recurrence it rebuilds: with the chunked forward's TF32/fp16 states, reading its

@@ -44,7 +44,7 @@ def saved_bytes(B: int, T: int, H: int, N: int = 64, dtype: torch.dtype = torch.
 
 
 def forward(r, w, k, v, a, b, g, kind: str, block_v: int | None = None):
-    """The training forward: ``(y, states)`` (see the module docstring)."""
+    """The training forward: ``(y, states)`` (``states``: fp32 chunk-entry states, see ``fwd._saved``)."""
     if kind == "recurrent":
         return fwd.bi_wkv7_recurrent(r, w, k, v, a, b, g, block_v=block_v, save=True)
     if kind not in KINDS:
