@@ -2,8 +2,10 @@
 ``bi_wkv7_catflip``, most).
 
 * ``cuda_host``: builds a host driver of ``cuda_host/`` (the kernel ``.cu`` compiled with g++ after
-  ``cuda_host/cuda_shim.h``) into a shared library and loads it; skips when this g++ cannot;
-* ``report``: the compile report of the test module's ``mod``, skipping when no CUDA compiler is here;
+  ``cuda_host/cuda_shim.h``, cached between runs) into a shared library and loads it; ``host_builder``:
+  the build module itself (``cuda_host/host_build.py``: sources, ThreadSanitizer builds);
+* ``report``: the compile report of the test module's ``mod``;
+  without g++ (or NVRTC for ``report``) these FAIL, unless ``WKVBENCH_ALLOW_NO_CXX=1`` allows a skip;
 * ``nvcc_agrees``: the check that nvcc's report has the same kernels as NVRTC's and spills none;
 * ``cuda_impls_match``: every implementation of an op available on the GPU meets the accuracy bar.
 """
@@ -11,8 +13,7 @@
 from __future__ import annotations
 
 import ctypes
-import shutil
-import subprocess
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -23,21 +24,27 @@ from wkvbench.impls import _gpu
 HOST_DIR = Path(__file__).parent / "cuda_host"
 
 
-def build_host(driver: str, out_dir: Path, source_dir: Path) -> ctypes.CDLL:
-    """Compile ``cuda_host/<driver>`` with the kernel source found in ``source_dir``; load it."""
-    gxx = shutil.which("g++")
-    if gxx is None:
-        pytest.skip("g++ not found: the host emulation of the CUDA kernels needs a C++20 compiler")
-    so = out_dir / Path(driver).with_suffix(".so").name
-    cmd = [
-        gxx, "-std=c++20", "-O2", "-fno-strict-aliasing", "-Wall", "-Wno-unknown-pragmas", "-shared", "-fPIC",
-        "-pthread", "-I", str(HOST_DIR), "-I", str(source_dir), str(HOST_DIR / driver), "-o", str(so),
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0 and ("barrier: No such file" in proc.stderr or "_Float16" in proc.stderr):
-        pytest.skip("this g++ lacks C++20 <barrier> or _Float16 (GCC >= 12 has both): no host emulation")
-    assert proc.returncode == 0, f"host build of {driver} ({source_dir}) failed:\n{proc.stderr[-4000:]}"
-    return ctypes.CDLL(str(so))
+def _load_host_build():
+    spec = importlib.util.spec_from_file_location("wkvbench_tests_host_build", HOST_DIR / "host_build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+host_build = _load_host_build()
+
+
+def build_host(driver: str, out_dir: Path | None = None, source_dir: Path | None = None) -> ctypes.CDLL:
+    """Build ``cuda_host/<driver>`` (cached, see ``cuda_host/host_build.py``) with the kernel sources,
+    each taken from ``source_dir`` where that holds a file of its name; load it. ``out_dir`` is unused
+    (kept for the callers' signature). Fails without g++ unless ``WKVBENCH_ALLOW_NO_CXX=1``."""
+    return ctypes.CDLL(str(host_build.build(driver, source_dir=source_dir)))
+
+
+@pytest.fixture(scope="session")
+def host_builder():
+    """The module ``cuda_host/host_build.py`` (sources, cached builds, ThreadSanitizer runs)."""
+    return host_build
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +58,7 @@ def report(request) -> list[dict]:
     """The test module's ``mod.compile_report(90)``; skips its tests when no CUDA compiler is installed here."""
     rows = request.module.mod.compile_report(90)
     if rows and "skipped" in rows[0]:
-        pytest.skip(f"no CUDA compiler: {rows[0]['skipped']}")
+        host_build.missing(f"no CUDA compiler (NVRTC, from the 'compile' extra): {rows[0]['skipped']}")
     return rows
 
 
