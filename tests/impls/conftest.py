@@ -7,13 +7,15 @@
 * ``report``: the compile report of the test module's ``mod``;
   without g++ (or NVRTC for ``report``) these FAIL, unless ``WKVBENCH_ALLOW_NO_CXX=1`` allows a skip;
 * ``nvcc_agrees``: the check that nvcc's report has the same kernels as NVRTC's and spills none;
-* ``cuda_impls_match``: every implementation of an op available on the GPU meets the accuracy bar.
+* ``cuda_impls_match``: every implementation of an op available on the GPU meets the accuracy bar;
+* ``program_order``: the Triton interpreter's programs run reversed or shuffled instead of in grid order.
 """
 
 from __future__ import annotations
 
 import ctypes
 import importlib.util
+import random
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,53 @@ def check_cuda_impls(op: str, x: dict, ref, dtype) -> int:
 def cuda_impls_match():
     """:func:`check_cuda_impls`: ``cuda_impls_match(op, inputs, ref, dtype) -> number checked``."""
     return check_cuda_impls
+
+
+# ----------------------------------------------------------------------------- Triton program order
+class ProgramOrder:
+    """Runs the Triton interpreter's programs in another order than its grid loop's: the interpreter
+    walks the grid in order and sets each program's index through ``interpreter_builder.set_grid_idx``,
+    so the k-th index it sets is replaced by the k-th of a permutation of the grid (each program still
+    runs once, with all of the launch's arguments). ``order``: ``"grid"`` (unchanged), ``"reversed"``,
+    or ``"shuffled"`` (seeded). ``launches`` counts the launches that ran under it, ``ran`` lists the
+    last launch's programs in the order they ran."""
+
+    def __init__(self, monkeypatch):
+        from triton.runtime import interpreter
+
+        self.order, self.seed, self.launches, self.ran = "grid", 0, 0, []
+        builder = interpreter.interpreter_builder
+        set_dim, set_idx = builder.set_grid_dim, builder.set_grid_idx
+        state = {"perm": [], "next": 0}
+
+        def grid_dim(nx, ny, nz):
+            programs = [(x, y, z) for x in range(nx) for y in range(ny) for z in range(nz)]
+            if self.order == "reversed":
+                programs.reverse()
+            elif self.order == "shuffled":
+                random.Random(self.seed + self.launches).shuffle(programs)
+            elif self.order != "grid":
+                raise ValueError(f"order: expected 'grid', 'reversed' or 'shuffled', got {self.order!r}")
+            state["perm"], state["next"] = programs, 0
+            self.launches, self.ran = self.launches + 1, []
+            return set_dim(nx, ny, nz)
+
+        def grid_idx(x, y, z):
+            program = state["perm"][state["next"]]
+            state["next"] += 1
+            self.ran.append(program)
+            return set_idx(*program)
+
+        monkeypatch.setattr(builder, "set_grid_dim", grid_dim)
+        monkeypatch.setattr(builder, "set_grid_idx", grid_idx)
+
+
+@pytest.fixture
+def program_order(monkeypatch):
+    """:class:`ProgramOrder` installed on the Triton interpreter (skips where Triton is not interpreted)."""
+    import os
+
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("Triton runs compiled here (a GPU): the program-order check is for the interpreter")
+    pytest.importorskip("triton")
+    return ProgramOrder(monkeypatch)
