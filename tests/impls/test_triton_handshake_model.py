@@ -65,13 +65,14 @@ def kernel_orderings(text: str | None = None) -> Orderings:
     """The orderings of the three counter atomics of the kernel source (checking the handshake's shape)."""
     text = KERNEL.read_text() if text is None else text
     sems = {}
-    for inc in (1, 2, 0):
-        found = re.findall(rf"tl\.atomic_add\(cp, {inc}, sem=\"(\w+)\"", text)
-        assert len(found) == 1, f"the handshake's atomic_add(cp, {inc}, ...) changed: update this model"
-        sems[inc] = found[0]
+    for key, call in (("ticket", "ticket = tl.atomic_add(cp, 1"), ("release", "tl.atomic_add(cp, 2"),
+                      ("spin", "flag = tl.atomic_add(cp, 0")):  # fmt: skip
+        found = re.findall(re.escape(call) + r', sem="(\w+)"', text)
+        assert len(found) == 1, f"the handshake's {call!r} changed: update this model"
+        sems[key] = found[0]
     for piece in ("if ticket == 0:", "tl.debug_barrier()", "while flag < 3:", "other = tl.load(ws + off"):
         assert piece in text, f"the handshake changed ({piece!r} is gone): update this model"
-    return Orderings(ticket=sems[1], release=sems[2], spin=sems[0])
+    return Orderings(**sems)
 
 
 def _set(progs: tuple, i: int, p: Program) -> tuple:

@@ -2,7 +2,7 @@
 together with the kernel sources, after ``cuda_shim.h`` (see its header for the model).
 
 * :data:`SOURCES`: where each kernel source lives, by the name the drivers and kernels ``#include``
-  -- the one place that names them;
+  (found under wkvbench/impls) -- the one place that names them;
 * :func:`rewrite_shared`: ``__shared__`` declarations become per-block storage (the shim's model);
 * :func:`build`: a shared library (loaded with ctypes) or, with ``sanitize=True``, a ThreadSanitizer
   executable; ``overrides`` replaces a source's text (mutants). Builds are cached between test runs
@@ -25,12 +25,17 @@ import pytest
 
 HOST_DIR = Path(__file__).parent
 IMPLS = HOST_DIR.parents[2] / "wkvbench" / "impls"
-SOURCES = {  # include name -> file
-    "bi_wkv7_cupy.cu": IMPLS / "bi_wkv7_cupy.cu",
-    "bi_wkv7_cupy_bwd.cu": IMPLS / "bi_wkv7_cupy_bwd.cu",
-    "bi_wkv7_catflip.cu": IMPLS / "bi_wkv7_catflip.cu",
-    "wkv_io.cuh": IMPLS / "wkv_io.cuh",
-}
+INCLUDE_NAMES = ("bi_wkv7_cupy.cu", "bi_wkv7_cupy_bwd.cu", "bi_wkv7_catflip.cu", "wkv_io.cuh")
+
+
+def _find(name: str) -> Path:
+    """The one file called ``name`` under wkvbench/impls (wherever its package keeps it)."""
+    hits = sorted(IMPLS.rglob(name))
+    assert len(hits) == 1, f"{name}: expected one file under {IMPLS}, found {[str(h) for h in hits]}"
+    return hits[0]
+
+
+SOURCES = {name: _find(name) for name in INCLUDE_NAMES}  # include name -> file
 ALLOW_NO_CXX = "WKVBENCH_ALLOW_NO_CXX"
 FLAGS = ("-std=c++20", "-O2", "-fno-strict-aliasing", "-Wall", "-Wno-unknown-pragmas", "-pthread")
 TSAN_FLAGS = ("-std=c++20", "-fsanitize=thread", "-g", "-O1", "-fno-strict-aliasing", "-Wall", "-pthread")
