@@ -10,8 +10,8 @@
 //     that reaches the declaration and starts as all-ones bytes (float NaN), like uninitialised
 //     shared memory. A `__shared__` left unrewritten does not compile;
 //   * threadIdx / blockIdx are thread_local;
-//   * __syncthreads() is a std::barrier of the block's threads (a thread leaving the kernel drops
-//     out of it, as an exited thread does on a GPU);
+//   * __syncthreads() is a barrier of the block's threads (a thread leaving the kernel drops out
+//     of it, as an exited thread does on a GPU); waits sleep on Linux futexes;
 //   * __shfl_xor_sync(mask, x, lanemask) synchronises only the lanes of its warp named in mask:
 //     each waits until every live lane of the mask has deposited its value, then reads its
 //     partner's. A calling lane outside the mask, a partner outside it, a mask naming lanes the
@@ -25,11 +25,14 @@
 
 #define WKV_HOST_EMULATION 1
 
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <atomic>
-#include <barrier>
+#include <climits>
 #include <bit>
 #include <cmath>
-#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -75,19 +78,52 @@ namespace cuda_host {
     std::abort();
 }
 
+// Sleeping until a 32-bit word changes, and waking its sleepers: Linux futexes (no spinning, no
+// mutex to re-acquire after a wake-up: thousands of threads on a few cores).
+inline void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t seen) {
+    static_assert(sizeof(std::atomic<std::uint32_t>) == 4);
+    syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT_PRIVATE, seen, nullptr, nullptr, 0);
+}
+inline void futex_wake_all(std::atomic<std::uint32_t>& word) {
+    syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+}
+
+// __syncthreads of one block: arrivals counted under a mutex, the wait on the generation word.
+struct BlockBarrier {
+    explicit BlockBarrier(unsigned threads) : expected(threads) {}
+    void arrive(bool drop) {  // drop: the thread leaves the kernel (counts as arrived from now on)
+        std::unique_lock<std::mutex> lock(m);
+        const std::uint32_t gen = generation.load(std::memory_order_relaxed);
+        drop ? --expected : ++arrived;
+        if (arrived == expected && (arrived > 0 || drop)) {
+            arrived = 0;
+            generation.store(gen + 1, std::memory_order_release);
+            lock.unlock();
+            futex_wake_all(generation);
+            return;
+        }
+        lock.unlock();
+        if (drop) return;
+        while (generation.load(std::memory_order_acquire) == gen) futex_wait(generation, gen);
+    }
+    std::mutex m;
+    unsigned expected, arrived = 0;
+    std::atomic<std::uint32_t> generation{0};
+};
+
 // The lanes of one warp and their shuffle exchange (one exchange at a time: the next one starts
 // when every lane of the previous one has read its result).
 struct Warp {
     std::mutex m;
-    std::condition_variable cv;
     unsigned present = 0;  // lanes the block has
     unsigned exited = 0;   // lanes that left the kernel
-    unsigned arrived = 0, mask = 0, readers = 0, generation = 0;
+    unsigned arrived = 0, mask = 0;
+    std::atomic<std::uint32_t> readers{0}, generation{0};
     float buf[32] = {};
 };
 
 struct Block {
-    explicit Block(unsigned threads) : bar(static_cast<std::ptrdiff_t>(threads)), warps((threads + 31) / 32) {
+    explicit Block(unsigned threads) : bar(threads), warps((threads + 31) / 32) {
         for (unsigned w = 0; w < warps.size(); ++w) {
             const unsigned n = threads - 32 * w < 32 ? threads - 32 * w : 32;
             warps[w].present = n == 32 ? 0xffffffffu : (1u << n) - 1u;
@@ -96,7 +132,7 @@ struct Block {
     ~Block() {
         for (auto& kv : shared) std::free(kv.second);
     }
-    std::barrier<> bar;
+    BlockBarrier bar;
     std::vector<Warp> warps;
     std::mutex shared_mutex;
     std::map<int, void*> shared;  // __shared__ declaration id -> this block's storage
@@ -122,20 +158,23 @@ T& block_shared() {
 // The warp's live lanes named in mask, once every one of them has arrived.
 inline bool warp_complete(const Warp& w) { return w.arrived == static_cast<unsigned>(std::popcount(w.mask & ~w.exited)); }
 
+// The exchange is complete: its lanes may read (the caller holds w.m).
+inline void warp_release(Warp& w) {
+    w.readers.store(w.arrived, std::memory_order_relaxed);
+    w.arrived = 0;
+    w.generation.fetch_add(1, std::memory_order_release);
+    futex_wake_all(w.generation);
+}
+
 inline void thread_exit() {  // the calling thread leaves the kernel
     Block* blk = current_block;
     Warp& w = blk->warps[threadIdx.x / 32];
     {
         std::lock_guard<std::mutex> lock(w.m);
         w.exited |= 1u << (threadIdx.x % 32);
-        if (w.arrived > 0 && warp_complete(w)) {  // the lanes waiting on this one can go on
-            w.readers = w.arrived;
-            w.arrived = 0;
-            ++w.generation;
-        }
+        if (w.arrived > 0 && warp_complete(w)) warp_release(w);  // the lanes waiting on this one go on
     }
-    w.cv.notify_all();
-    blk->bar.arrive_and_drop();
+    blk->bar.arrive(true);
 }
 
 inline unsigned long long max_threads() {
@@ -144,7 +183,7 @@ inline unsigned long long max_threads() {
 }
 }  // namespace cuda_host
 
-inline void __syncthreads() { cuda_host::current_block->bar.arrive_and_wait(); }
+inline void __syncthreads() { cuda_host::current_block->bar.arrive(false); }
 
 inline float __shfl_xor_sync(unsigned mask, float x, int lane_mask) {
     cuda_host::Warp& w = cuda_host::current_block->warps[threadIdx.x / 32];
@@ -158,25 +197,28 @@ inline float __shfl_xor_sync(unsigned mask, float x, int lane_mask) {
     if (!((mask >> src) & 1u))
         cuda_host::fail("__shfl_xor_sync: lane %llu reads lane %llu, which mask %#llx does not name", lane, src, mask);
     std::unique_lock<std::mutex> lock(w.m);
-    w.cv.wait(lock, [&] { return w.readers == 0; });  // the previous exchange has been read out
+    for (std::uint32_t r; (r = w.readers.load(std::memory_order_acquire)) != 0;) {  // the last exchange is read out
+        lock.unlock();
+        cuda_host::futex_wait(w.readers, r);
+        lock.lock();
+    }
     if (w.arrived == 0)
         w.mask = mask;
     else if (w.mask != mask)
         cuda_host::fail("__shfl_xor_sync: lanes of one warp pass different masks (%#llx, %#llx)", w.mask, mask);
     if ((w.exited >> src) & 1u) cuda_host::fail("__shfl_xor_sync: lane %llu reads lane %llu, which has exited", lane, src);
-    const unsigned gen = w.generation;
+    const std::uint32_t gen = w.generation.load(std::memory_order_relaxed);
     w.buf[lane] = x;
     ++w.arrived;
     if (cuda_host::warp_complete(w)) {
-        w.readers = w.arrived;
-        w.arrived = 0;
-        ++w.generation;
-        w.cv.notify_all();
+        cuda_host::warp_release(w);
+        lock.unlock();
     } else {
-        w.cv.wait(lock, [&] { return w.generation != gen; });
+        lock.unlock();
+        while (w.generation.load(std::memory_order_acquire) == gen) cuda_host::futex_wait(w.generation, gen);
     }
     const float out = w.buf[src];
-    if (--w.readers == 0) w.cv.notify_all();
+    if (w.readers.fetch_sub(1, std::memory_order_acq_rel) == 1) cuda_host::futex_wake_all(w.readers);
     return out;
 }
 

@@ -6,7 +6,8 @@ together with the kernel sources, after ``cuda_shim.h`` (see its header for the 
 * :func:`rewrite_shared`: ``__shared__`` declarations become per-block storage (the shim's model);
 * :func:`build`: a shared library (loaded with ctypes) or, with ``sanitize=True``, a ThreadSanitizer
   executable; ``overrides`` replaces a source's text (mutants). Builds are cached between test runs
-  under :func:`cache_root`, keyed by a hash of the compiler, flags, driver, shim and sources;
+  under :func:`cache_root`, keyed by a hash of the compiler, flags, driver, shim and sources (the
+  48 most recently used are kept);
 * :func:`compiler`: g++, or a failure -- a skip only where ``WKVBENCH_ALLOW_NO_CXX=1`` allows it.
 """
 
@@ -136,7 +137,9 @@ def build(
     out_dir = cache_root() / h.hexdigest()[:24]
     target = out_dir / (Path(driver).stem + ("" if executable else ".so"))
     if target.is_file():
+        os.utime(out_dir)  # recently used: kept by _prune
         return target
+    _prune(cache_root())
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, text in sources.items():
         (out_dir / name).write_text(text)
@@ -153,6 +156,16 @@ def build(
         pytest.fail(f"host build of {driver} failed:\n{' '.join(cmd)}\n{proc.stderr[-4000:]}", pytrace=False)
     os.replace(tmp, target)  # atomic: a concurrent build of the same key writes the same file
     return target
+
+
+def _prune(root: Path, keep: int = 48) -> None:
+    """Remove all but the ``keep`` most recently used builds (best effort: another run may be at it)."""
+    try:
+        dirs = sorted((d for d in root.iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime, reverse=True)
+        for d in dirs[keep:]:
+            shutil.rmtree(d, ignore_errors=True)
+    except OSError:
+        pass
 
 
 TSAN_REPORT = "WARNING: ThreadSanitizer"
