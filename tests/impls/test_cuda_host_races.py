@@ -4,6 +4,7 @@ launch runs at once (see ``cuda_host/cuda_shim.h``).
 * the shim's own model (``cuda_host/shim_selftest.cpp``): blocks alive together, ``__shared__`` per
   block, a shuffle holding only its warp and honouring its mask; launch shapes it cannot emulate
   (more than 1024 threads per block, an empty grid, more threads than its cap) abort with a message;
+  without g++ the CUDA C checks fail, unless ``WKVBENCH_ALLOW_NO_CXX=1`` allows a skip;
 * ThreadSanitizer (``cuda_host/tsan_main.cpp`` built with ``-fsanitize=thread``, cached between
   runs): the inference forward, the training forward and backward (``bi_wkv7_cupy.cu``,
   ``bi_wkv7_cupy_bwd.cu``) and the catflip kernels at tiny sizes must draw no report;
@@ -27,7 +28,7 @@ ATOMIC_MUTANT = 100
 RUN = {FORWARD: ("fwd", "2", "1", "7"), BACKWARD: ("train", "2", "1", "9")}  # T = 1: no phase 2; 7, 9: 2 chunks
 CLEAN_RUNS = {
     "forward": ("fwd", "2", "1", "7", "20"),
-    "forward-split8": ("fwd", "8", "7"),
+    "forward-split8": ("fwd", "8", "3"),
     "training": ("train", "2", "1", "9", "17"),
     "catflip": ("catflip", "8", "16"),
 }
@@ -59,6 +60,16 @@ def test_shim_refuses_what_it_cannot_emulate(selftest, mode, message):
     proc = subprocess.run([str(selftest), mode], capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "ok" not in proc.stdout
     assert f"cuda_host: {message}" in proc.stderr or message in proc.stderr, proc.stderr
+
+
+def test_missing_compiler_fails_unless_the_skip_is_allowed(host_builder, monkeypatch):
+    monkeypatch.setattr(host_builder, "_gxx", lambda: None)
+    monkeypatch.delenv(host_builder.ALLOW_NO_CXX, raising=False)
+    with pytest.raises(pytest.fail.Exception, match=r"g\+\+ not found.*WKVBENCH_ALLOW_NO_CXX=1"):
+        host_builder.build("bi_wkv7_host.cpp")
+    monkeypatch.setenv(host_builder.ALLOW_NO_CXX, "1")
+    with pytest.raises(pytest.skip.Exception, match="allows the skip"):
+        host_builder.build("bi_wkv7_host.cpp")
 
 
 # ----------------------------------------------------------------------------- ThreadSanitizer

@@ -38,7 +38,7 @@ def _backward_inputs(T: int, dtype: torch.dtype) -> tuple[dict, torch.Tensor, to
 KERNELS = {
     "recurrent_forward": (5, lambda x: (tk.bi_wkv7_recurrent(**x, block_v=16),)),  # 4 programs
     "chunked_forward": (20, lambda x: (tk.bi_wkv7_chunked(**x, block_v=32, chunk_len=16),)),  # 2 x 2, 2 chunks
-    "recurrent_backward": (3, lambda xb: tt.recurrent_backward(**xb[0], dy=xb[1], states=xb[2], block_v=32)),
+    "recurrent_backward": (2, lambda xb: tt.recurrent_backward(**xb[0], dy=xb[1], states=xb[2], block_v=32)),
     "chunked_backward": (20, lambda xb: chunked_backward(**xb[0], dy=xb[1], states=xb[2])),
 }
 
