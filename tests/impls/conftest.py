@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from wkvbench.impls import _compile, _cupy
+from wkvbench.impls import _compile
 
 HOST_DIR = Path(__file__).parent / "cuda_host"
 
