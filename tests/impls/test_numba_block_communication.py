@@ -15,8 +15,8 @@ import ast
 
 import pytest
 
-from wkvbench.impls import _bi_wkv7_numba_train as train
 from wkvbench.impls import bi_wkv7_numba as nb
+from wkvbench.impls.bi_wkv7_numba import train
 
 KINDS = ("f32", "f16", "bf16")
 _MERGE = "the gate merge's fp32 workspace: element ((b*T + t)*H + h)*N + row is parked by one direction's thread"

@@ -1,4 +1,4 @@
-"""Model check of the chunked Triton forward's two-program ticket handshake (bi_wkv7_triton.py, the
+"""Model check of the chunked Triton forward's two-program ticket handshake (bi_wkv7_triton/fwd.py, the
 gated merge at the end of ``_bi_wkv7_chunked_kernel``).
 
 Per ``[L, BV]`` tile the forward and the reverse program each take a ticket from a zeroed counter
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import pytest
 
-KERNEL = Path(__file__).parents[2] / "wkvbench" / "impls" / "bi_wkv7_triton.py"
+KERNEL = Path(__file__).parents[2] / "wkvbench" / "impls" / "bi_wkv7_triton" / "fwd.py"
 ACQUIRE = {"acquire", "acq_rel", "seq_cst"}
 RELEASE = {"release", "acq_rel", "seq_cst"}
 CELLS = 2  # workspace elements of the tile (stored, and loaded, separately)

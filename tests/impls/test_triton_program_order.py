@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from wkvbench.accuracy import compare
-from wkvbench.impls import _bi_wkv7_triton_train as tt
-from wkvbench.impls import bi_wkv7_triton as tk
-from wkvbench.impls._bi_wkv7_triton_chunked_bwd import chunked_backward
+from wkvbench.impls.bi_wkv7_triton import bwd as tt
+from wkvbench.impls.bi_wkv7_triton import fwd as tk
+from wkvbench.impls.bi_wkv7_triton.chunked_bwd import chunked_backward
 from wkvbench.inputs import bi_wkv7_inputs
 
 ORDERS = ("reversed", "shuffled")
