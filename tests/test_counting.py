@@ -181,9 +181,9 @@ def test_count_cli_prints_counted_against_formula(capsys):
 def test_network_flop_estimate_against_count():
     # The network's estimate (per-token weights, head, depth x mixer; elementwise left out) against
     # the counted forward, norms and activations included: A-RWKV-T with the loop mixer.
-    from wkvbench.presets import get_model
+    from wkvbench.presets import get_preset
 
-    spec, model = get_op("network"), get_model("A-RWKV-T")
+    spec, model = get_op("network"), get_preset("A-RWKV-T")
     shape = spec.shape_for(model, 1, 16)
     case = spec.prepare(model, shape, torch.float32, torch.device("cpu"), 0, None)
     inputs = spec.make_inputs(shape, torch.float32, torch.device("cpu"), 0)

@@ -90,13 +90,13 @@ def main(args) -> int:
     os.environ.setdefault("TRITON_INTERPRET", "1")
     os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
     from wkvbench.opspec import get_op
-    from wkvbench.presets import get_model
+    from wkvbench.presets import get_preset
     from wkvbench.registry import list_impls
 
     spec = get_op(args.op)
     if args.tokens < 1 or args.batch < 1:
         raise ValueError("tokens: --tokens and --batch must be >= 1")
-    shape = dict(spec.shape_for(get_model(args.model or spec.default_model), args.batch, args.tokens))
+    shape = dict(spec.shape_for(get_preset(args.model or spec.default_model), args.batch, args.tokens))
     for name, value in args.dim:
         if name not in shape:
             raise ValueError(f"dim: {name!r} is not a dimension of {args.op} ({', '.join(shape)})")

@@ -1,10 +1,10 @@
-"""Tests of ``cupy_cuda`` (wkvbench/impls/bi_wkv7_cupy.py and its kernel source bi_wkv7_cupy.cu).
+"""Tests of ``cupy_cuda`` (wkvbench/impls/bi_wkv7_cupy/ and its kernel source bi_wkv7_cupy.cu).
 
 CuPy cannot run without a GPU, so the kernel source is checked on the CPU in two ways:
 
 * host emulation: the SAME .cu file is compiled with g++ after ``cuda_host/cuda_shim.h`` (one
-  std::thread per CUDA thread, ``__syncthreads`` as a std::barrier, shuffles through a block-wide
-  exchange) and launched with the module's geometry on NaN-poisoned outputs; its result must meet
+  std::thread per CUDA thread, every block at once, ``__syncthreads`` as a std::barrier, shuffles
+  through a per-warp exchange) and launched with the module's geometry on NaN-poisoned outputs; its result must meet
   the accuracy bar against the float64 reference, for every SPLIT, T in {1, 7, 20, 33}, all
   three I/O dtypes, with and without the gate;
 * compile report: NVRTC (what CuPy uses) and nvcc compile every instantiation for sm_90 with
@@ -23,8 +23,8 @@ import pytest
 import torch
 
 from wkvbench.accuracy import GOAL, compare
-from wkvbench.impls import _bi_wkv7_cupy_train as _train
 from wkvbench.impls import bi_wkv7_cupy as mod
+from wkvbench.impls.bi_wkv7_cupy import train as _train
 from wkvbench.inputs import bi_wkv7_inputs
 from wkvbench.reference import bi_wkv7 as reference_bi_wkv7
 from wkvbench.registry import get_impl

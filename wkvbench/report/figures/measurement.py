@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 
 from wkvbench.report.figures.layout import Plot, empty_panel, save_plot
 from wkvbench.report.load import Env
-from wkvbench.report.style import OP_LABEL, style_for
+from wkvbench.report.style import op_label, style_for
 
 #: FP32 (non-tensor-core) peak of known GPUs, TFLOP/s, from NVIDIA's datasheets, matched by name.
 PEAK_FP32_TFLOPS = {
@@ -119,7 +119,7 @@ def fig_roofline(df: pd.DataFrame, env: Env, long=None) -> Plot:
             for m in ("o", "x"):
                 sel = g[marker == m]
                 if len(sel):
-                    label = f"{OP_LABEL.get(op, op)} {impl}" if m == "o" or not (marker == "o").any() else None
+                    label = f"{op_label(op)} {impl}" if m == "o" or not (marker == "o").any() else None
                     ax.scatter(sel["intensity"], sel["achieved_tflops"], color=st.colour, marker=m, s=22, label=label)
         lo, hi = table["intensity"].min() / 3, table["intensity"].max() * 3
         xs = np.geomspace(lo, hi, 100)

@@ -1,7 +1,7 @@
 // Bi-WKV7 backward in CUDA C for wkvbench's `cupy_cuda`: both scan directions and the gate merge
 // in ONE launch. The training forward is bi_wkv7_train_kernel (bi_wkv7_cupy.cu), which saves, per
 // direction, sa (fp32) and state checkpoints; the autograd Function, launch code and saved-bytes
-// statement are in wkvbench/impls/_bi_wkv7_cupy_train.py. Written from the recurrence and its
+// statement are in wkvbench/impls/bi_wkv7_cupy/train.py. Written from the recurrence and its
 // derivative (docs/spec.md section 1). Like the forward, this file includes only wkv_io.cuh (the
 // Python side inlines it), so it compiles with a bare NVRTC and with g++ after the host shim of
 // tests/impls/cuda_host/. The per-step row, column and da passes are wkv_io.cuh's wkv7_bwd_*
@@ -99,7 +99,12 @@ __global__ void __launch_bounds__(2 * N, 1)
             const float gv = wkv_scalar<IO>::to_float(xg);
             gate = dir == 0 ? gv : 1.f - gv;
         }
-        __syncthreads();  // everyone is done reading the previous step's vectors, dsa and s_red
+        // Redundant: every read of the previous step's staged vectors comes before that step's dsa
+        // barrier (the third below), and s_dsa / s_red, read after it, are next written after this
+        // step's staging barrier; tests/impls/test_cuda_host_races.py runs the kernel without this
+        // barrier under ThreadSanitizer and requires it race-free. Kept so that the compiled kernel and
+        // its pinned sm_90 figures stay unchanged.
+        __syncthreads();
         float ri = 0.f, wi = 0.f, ki = 0.f, ai = 0.f, bi = 0.f, dyi = 0.f;
         if (col) {
             ri = wkv_scalar<IO>::to_float(x0);
