@@ -106,3 +106,10 @@ def test_figures_render(tmp_path):
         assert (tmp_path / f"{p.name}.csv").exists()
     empty = M.measurement_plots(tmp_path / "none", table().iloc[2:], Env(), tmp_path, formats=("png",))
     assert all(p.table.empty for p in empty)
+
+
+def test_roofline_table_is_empty_without_flops():
+    df = table()
+    df["flops"], df["counted_flops"] = np.nan, np.nan
+    t = M.roofline_table(df, ENV)
+    assert t.empty and "pct_roofline" in t.columns

@@ -171,6 +171,10 @@ FIGURE_HEADINGS = [
     "Whole networks: throughput vs duration",
     "Whole networks: speed-up of A-RWKV over AST-B and AuM (equal audio)",
     "Whole networks: throughput vs parameter count",
+    # wkvbench.report.figures.measurement
+    "Roofline: achieved FLOP/s against arithmetic intensity",
+    "Per-kernel breakdown of one call (profile pass)",
+    "Measurement quality: confidence of each median, throttled cells",
 ]
 HTML_HEADINGS = [
     ("h1", "wkvbench report: synthetic"),

@@ -78,6 +78,7 @@ def roofline_table(df: pd.DataFrame, env: Env) -> pd.DataFrame:
     ok = ok[ok["flops_used"].gt(0) & ok["bytes_used"].gt(0)]
     ok["intensity"] = ok["flops_used"] / ok["bytes_used"]
     ok["achieved_tflops"] = ok["flops_used"] / (_col(ok, "median_ms") / 1e3) / 1e12
+    ok = ok[np.isfinite(ok["intensity"]) & ok["achieved_tflops"].gt(0)]
     bw = env.copy_bandwidth_gbs
     peak = peak_tflops(env.gpu)
     roof = ok["intensity"] * (bw or np.nan) / 1e3  # GB/s * FLOP/B -> TFLOP/s
@@ -85,9 +86,9 @@ def roofline_table(df: pd.DataFrame, env: Env) -> pd.DataFrame:
         roof = roof.clip(upper=peak)
     ok["roof_tflops"] = roof
     ok["pct_roofline"] = 100 * ok["achieved_tflops"] / roof
-    unit = ok.apply(_token_heads, axis=1)
+    unit = pd.Series([_token_heads(r) for _, r in ok.iterrows()], index=ok.index, dtype=float)
     ok["min_bytes_per_token_head"] = _col(ok, "bytes_moved") / unit
-    ok["bytes_per_token_head"] = cb / unit
+    ok["bytes_per_token_head"] = _col(ok, "counted_bytes") / unit
     cols = ["op", "impl", "model", "batch", "tokens", "dtype", "mode", "flops_from", "bytes_from"]
     cols += ["intensity", "achieved_tflops"]
     cols += ["roof_tflops", "pct_roofline", "min_bytes_per_token_head", "bytes_per_token_head"]
@@ -247,13 +248,13 @@ def flagged_cells(df: pd.DataFrame, env: Env) -> pd.DataFrame:
 def fig_quality(df: pd.DataFrame, env: Env, long=None) -> Plot:
     title = "Measurement quality: confidence of each median, throttled cells"
     target = max_noise_of(env)
-    ok = df[(df["status"] == "ok") & _col(df, "rel_ci").notna()]
+    ok = df[(df["status"] == "ok") & _col(df, "rel_ci").notna() & _col(df, "median_ms").gt(0)]
     fig, ax = _figure(title, env, height=3.6)
     if ok.empty:
         empty_panel(ax, "no cell recorded rel_ci")
     else:
         hot = _col(ok, "throttled_frac").gt(0)
-        x, y = _col(ok, "median_ms"), _col(ok, "rel_ci")
+        x, y = _col(ok, "median_ms"), _col(ok, "rel_ci").clip(lower=1e-5)  # 0 (identical samples) drawn at 1e-5
         ax.scatter(x[~hot], y[~hot], s=14, color="#4477AA", label="cell")
         if hot.any():
             ax.scatter(x[hot], y[hot], s=30, color="#EE6677", marker="^", label="sampled under throttling")
