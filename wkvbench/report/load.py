@@ -15,7 +15,6 @@ The report and ``compare`` read nothing else. :func:`load_run` returns a :class:
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from dataclasses import dataclass, field, replace
@@ -25,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from wkvbench import schema
+from wkvbench.harness import rundir
 from wkvbench.presets import MODELS, seconds_for_tokens
 
 #: Per-row speed-up columns older runs wrote: dropped on load, never read. The report computes
@@ -309,22 +309,17 @@ def row_key(row) -> Key:
     return tuple(out)
 
 
-def read_samples(path: Path) -> dict[Key, np.ndarray]:
+def read_samples(run_dir) -> dict[Key, np.ndarray]:
     """``samples.jsonl``: key -> samples in ms (later lines for a key replace earlier ones)."""
     out: dict[Key, np.ndarray] = {}
-    if not path.exists():
-        return out
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                key = row_key(rec)
-                vals = np.asarray(rec.get("samples_ms") or [], dtype=float)
-            except (ValueError, TypeError, KeyError) as exc:
-                raise ValueError(f"{path}: line {n} is not a samples record ({exc})") from None
-            out[key] = vals[np.isfinite(vals)]
+    path = Path(run_dir) / schema.SAMPLES_FILE
+    for n, rec in rundir.samples_records(run_dir):
+        try:
+            key = row_key(rec)
+            vals = np.asarray(rec.get("samples_ms") or [], dtype=float)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ValueError(f"{path}: line {n} is not a samples record ({exc})") from None
+        out[key] = vals[np.isfinite(vals)]
     return out
 
 
@@ -334,23 +329,19 @@ def load_run(run_dir) -> Run:
     csv = path / schema.RESULTS_FILE
     if not csv.is_file():
         raise ValueError(f"run_dir: {path} has no {schema.RESULTS_FILE}")
-    raw = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    table = rundir.read_table(csv)
+    if not table.fieldnames:
+        raise ValueError(f"{csv}: empty file (no header, no rows)")
+    raw = pd.DataFrame(table.rows, columns=list(table.fieldnames), dtype=str)
     results = tidy(raw, where=str(csv))
     version = results["schema_version"].max()
     if pd.notna(version) and version > schema.SCHEMA_VERSION:
         warnings.warn(
             f"{csv}: schema version {version:g} is newer than this reader's {schema.SCHEMA_VERSION}", stacklevel=2
         )
-    env_path = path / schema.ENV_FILE
-    env_raw = {}
-    if env_path.is_file():
-        try:
-            env_raw = json.loads(env_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"run_dir: {env_path} is not valid JSON ({exc})") from None
-    env = parse_env(env_raw)
+    env = parse_env(rundir.read_env(path))
     env = _env_from_rows(env, results)
-    return Run(path=path, results=results, samples=read_samples(path / schema.SAMPLES_FILE), env=env)
+    return Run(path=path, results=results, samples=read_samples(path), env=env)
 
 
 def _env_from_rows(env: Env, results: pd.DataFrame) -> Env:
