@@ -18,7 +18,7 @@ SUBCOMMANDS = {
     "env": ("wkvbench.envinfo", "the machine, versions and GPU as JSON (valid without a GPU)"),
     "verify": ("wkvbench.verify", "check every available implementation against float64"),
     "kernels": ("wkvbench.kernels", "compile every GPU kernel for a target (sm_90) and show registers/smem"),
-    "run": ("wkvbench.harness.runner", "sweep implementations over a suite or flags into a run dir"),
+    "run": ("wkvbench.harness.run_command", "sweep implementations over a suite or flags into a run dir"),
     "report": ("wkvbench.report.build", "figures, report.html and report.md from a run dir"),
     "compare": ("wkvbench.report.compare", "compare two run dirs cell by cell"),
     "models": ("wkvbench.models.listing", "whole networks: op, parameter count and tokens per preset"),

@@ -1,18 +1,16 @@
 """Suites: TOML files (or command-line flags) that declare a sweep's axes, validated up front.
 
-Everything that makes or edits a suite lives here: the TOML parser, the ad-hoc sweep from flags
-(:func:`suite_from_flags`), the command line's edits of a suite file (:func:`edit_suite`:
-``--op``, ``--impl``, ``--exclude``, run settings) and :func:`suite_from_args`, which turns
-``wkvbench run``'s arguments into the suite to run. The run settings are declared once, in
-:class:`RunSettings` (default, kind and help per field): the parser, the ``--budget-s``-style
-flags (:func:`add_run_flags`) and their validation all read it.
+Here: the TOML parser, the ad-hoc sweep from flags (:func:`suite_from_flags`) and the command
+line's edits of a suite file (:func:`edit_suite`: ``--op``, ``--impl``, ``--exclude``, run
+settings); :mod:`wkvbench.harness.run_args` turns ``wkvbench run``'s arguments into the suite to
+run. The run settings are declared once, in :class:`RunSettings` (default, kind and help per
+field): the parser, the ``--budget-s``-style flags and their validation all read it.
 
 A suite is global run settings plus groups of axes, one op per group::
 
     name = "smoke"
     description = "..."
-    plugins = ["my_kernels.py"]          # optional, like --plugin; a relative path is relative to
-                                         # the suite file, a dotted name is imported as a module
+    plugins = ["my_kernels.py"]   # optional, like --plugin; paths relative to the suite file
 
     [run]
     device = "cpu"        # cpu | cuda | auto (cuda when there is one)
@@ -23,9 +21,7 @@ A suite is global run settings plus groups of axes, one op per group::
     max_samples = 1000
     max_cell_s = 60       # hard limit on any one step of a cell -> status "timeout"
     seed = 0
-    check_max_tokens = 0  # 0: check accuracy at full size (default). N > 0: cells with more than
-                          # N tokens are checked on a case of N tokens (same model, batch, dtype,
-                          # seed) and say so in their note -- for float64 references too slow at full T
+    check_max_tokens = 0  # N > 0: cells over N tokens are checked at T = N (notes say so); 0: full size
     energy_s = 0.5        # back-to-back run for NVML energy per cell (GPU with an energy counter)
 
     [[group]]
@@ -43,23 +39,21 @@ A suite is global run settings plus groups of axes, one op per group::
 
 Errors raise :class:`SuiteError` (a ValueError) naming the file and the key, e.g.
 ``suites/x.toml: group[2].tokens: expected positive integers, got 'many'``.
-
 :mod:`wkvbench.harness.plan` expands a suite into cases and cells.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from wkvbench import ops as _ops
-from wkvbench import presets, registry, schema
+from wkvbench import presets, schema
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -461,22 +455,6 @@ def plugin_path(spec: str, base: Path | None = None) -> str:
     return spec
 
 
-def add_run_flags(group) -> None:
-    """One ``--flag`` per :class:`RunSettings` field (``budget_s`` -> ``--budget-s``), default None."""
-    for f in fields(RunSettings):
-        kind, flag = f.metadata["kind"], "--" + f.name.replace("_", "-")
-        helptext = f"{f.metadata['help']} (overrides run.{f.name})"
-        if kind == "str":
-            group.add_argument(flag, choices=DEVICES, help=helptext)
-        else:
-            group.add_argument(flag, type=int if kind.endswith("int") else float, help=helptext)
-
-
-def run_overrides(args: argparse.Namespace) -> dict:
-    """The run settings given as flags (None where not given)."""
-    return {f.name: getattr(args, f.name, None) for f in fields(RunSettings)}
-
-
 def edit_suite(
     suite: Suite,
     *,
@@ -520,70 +498,3 @@ def check_modes(text: str) -> list[str]:
             f"command line: --mode: unknown mode(s) {', '.join(map(repr, bad))}; known: {', '.join(schema.MODES)}"
         )
     return modes
-
-
-#: Flags that define a sweep's axes: with a suite file, the file defines them.
-AXIS_FLAGS = ("model", "batch", "tokens", "seconds", "dtype", "variant")
-
-
-def suite_from_args(args: argparse.Namespace) -> Suite:
-    """The suite ``wkvbench run`` runs: a suite file edited by flags, an ad-hoc sweep from flags,
-    or (``--resume --out``) the suite stored in the run directory. Its ``plugins`` are the suite's
-    (resolved against the suite file) followed by ``--plugin``'s (against the working directory)."""
-    run = run_overrides(args)
-    if args.suite:
-        used = [f"--{k}" for k in AXIS_FLAGS if getattr(args, k, None)]
-        if used:
-            raise SuiteError(
-                f"command line: {', '.join(used)}: not allowed with a suite file (edit the suite or "
-                "use flags alone); --op, --impl, --exclude, --device and run settings are"
-            )
-        suite = edit_suite(
-            load_suite(args.suite),
-            ops=args.op,
-            impls=args.impl,
-            exclude=args.exclude,
-            modes=getattr(args, "mode", None),
-            run=run,
-        )
-    elif args.op:
-        axes = {k: getattr(args, k, None) for k in AXIS_FLAGS}
-        models = axes.pop("model")
-        mode = getattr(args, "mode", None)
-        if mode:
-            check_modes(mode)
-        suite = suite_from_flags(
-            args.op, impls=args.impl, exclude=args.exclude, models=models, mode=mode, run=run, **axes
-        )
-    elif args.resume and args.out:
-        if getattr(args, "mode", None):
-            check_modes(args.mode)
-        env_path = Path(args.out) / schema.ENV_FILE
-        if not env_path.is_file():
-            raise SuiteError(f"{env_path}: no env.json to resume from; give the suite file or flags")
-        stored = json.loads(env_path.read_text(encoding="utf-8")).get("suite")
-        if not stored:
-            raise SuiteError(f"{env_path}: holds no suite; give the suite file or flags")
-        suite = with_overrides(Suite.from_dict(stored), run)
-    else:
-        raise SuiteError("command line: give a suite file, or --op (ad-hoc sweep), or --resume --out RUN_DIR")
-    plugins = [*suite.plugins, *(plugin_path(p) for p in getattr(args, "plugin", None) or ())]
-    return replace(suite, plugins=tuple(dict.fromkeys(plugins)))
-
-
-def check_impl_names(flag: str, text: str | None, ops: Iterable[str]) -> None:
-    """Every implementation named by ``flag`` (``--impl``, ``--exclude``) must be registered for one
-    of ``ops`` (plugins loaded first): a typo on the command line fails at once, naming the known ones.
-    Names in a suite file are not checked here: there, one that is not loaded is ``skipped``."""
-    if not text:
-        return
-    ops = list(dict.fromkeys(ops))
-    known = list(dict.fromkeys(r.name for op in ops for r in registry.list_impls(op)))
-    unknown = [n for n in _split(flag, text, str) if n != "*" and n not in known]
-    if unknown:
-        elsewhere = {n: sorted({r.op for r in registry.list_impls() if r.name == n}) for n in unknown}
-        hint = "".join(f"; {n!r} implements {', '.join(o)}" for n, o in elsewhere.items() if o)
-        raise SuiteError(
-            f"command line: {flag}: unknown implementation(s) {', '.join(map(repr, unknown))} for "
-            f"{', '.join(ops)}{hint}; known: {', '.join(known)}"
-        )

@@ -62,6 +62,7 @@ import torch
 
 from wkvbench import accuracy, gradcheck, ops, presets, registry
 from wkvbench.harness import compiles, nvml, timing
+from wkvbench.harness.client import check_same_package
 from wkvbench.harness.plan import no_backward
 from wkvbench.harness.suite import Case
 from wkvbench.schema import TRAINING_MODES
@@ -429,6 +430,7 @@ def serve(plugins: tuple[str, ...] = ()) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    check_same_package()  # the parent's wkvbench, not one in the working directory
     ap = argparse.ArgumentParser(description="wkvbench sweep worker (driven by `wkvbench run`)")
     ap.add_argument("--plugin", action="append", default=[])
     args = ap.parse_args(argv)
