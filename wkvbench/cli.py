@@ -29,6 +29,15 @@ SUBCOMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; Ctrl-C at any moment (while importing too) is exit 130, no traceback."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("\nwkvbench: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="wkvbench", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--interpret",

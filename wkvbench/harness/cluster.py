@@ -162,6 +162,18 @@ def _settings(args, run_dir: Path) -> dict:
 def main(args: argparse.Namespace) -> int:
     run_dir = Path(args.out).resolve()
     try:
+        with rundir.RunLock(run_dir, "wkvbench submit"):
+            return _submit(args, run_dir)
+    except RunDirError as exc:
+        print(f"wkvbench submit: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"wkvbench submit: {rundir.describe_os_error(exc)}", file=sys.stderr)
+        return 1
+
+
+def _submit(args, run_dir: Path) -> int:
+    try:
         settings = _settings(args, run_dir)
         n = settings["jobs"]
         todo = [k for k in range(1, n + 1) if not shard_complete(shard_dir(run_dir, k, n))]

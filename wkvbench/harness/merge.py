@@ -92,6 +92,16 @@ def merge_runs(inputs, out, force: bool = False, log=None) -> dict:
     log = log or (lambda msg: print(msg, file=sys.stderr))
     runs = expand_inputs(inputs)
     out = Path(out)
+    try:
+        with rundir.RunLock(out, "wkvbench merge"):
+            return _merge(runs, out, force, log)
+    except rundir.RunLocked as exc:
+        raise MergeError(f"-o: {exc}") from None
+
+
+def _merge(runs: list[Path], out: Path, force: bool, log) -> dict:
+    for run in runs:
+        rundir.say_in_progress(run)
     envs = [read_env(r) for r in runs]
     idents = {suite_identity(e) for e in envs} - {None}
     if len(idents) > 1 and not force:
@@ -183,6 +193,9 @@ def main(args: argparse.Namespace) -> int:
     except MergeError as exc:
         print(f"wkvbench merge: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"wkvbench merge: {rundir.describe_os_error(exc)}", file=sys.stderr)
+        return 1
     gpus = sorted({m["gpu"] or m["cpu"] or "?" for m in res["machines"]})
     print(
         f"merged {len(res['inputs'])} run(s) -> {args.out}: {res['rows']} rows, {res['replaced']} replaced by newer, "

@@ -45,12 +45,27 @@ def visible_gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def slots_for(gpus: str | None, workers: int | None, device: str, count: int | None = None) -> list[dict] | None:
+def slots_for(
+    gpus: str | None, workers: int | None, device: str, count: int | None = None, cells: int | None = None, log=None
+) -> list[dict] | None:
     """The environment of each pool slot, or None for a plain single-worker run.
 
     ``gpus``: ``"all"`` or a comma list of indices among the GPUs this process sees; ``workers``:
     a positive count. Every mistake is a SuiteError naming the flag, raised before anything runs.
+    Never more slots than ``cells`` (when given); ``log`` hears a warning for more CPU workers than cores.
     """
+    slots = _slots(gpus, workers, device, count)
+    if slots is None:
+        return None
+    if cells is not None and len(slots) > max(cells, 1):
+        slots = slots[: max(cells, 1)]
+    cores = os.cpu_count() or 1
+    if device != "cuda" and len(slots) > cores and log is not None:
+        log(f"warning: --workers {len(slots)} on {cores} CPU core(s): the workers compete for the cores")
+    return slots
+
+
+def _slots(gpus: str | None, workers: int | None, device: str, count: int | None) -> list[dict] | None:
     if gpus is None and workers is None:
         return None
     if gpus is not None and workers is not None:

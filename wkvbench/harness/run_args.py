@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import fields, replace
 from pathlib import Path
 
-from wkvbench import registry
+from wkvbench import ops, registry
 from wkvbench.harness import rundir
 from wkvbench.harness.suite import (
     DEVICES,
@@ -24,6 +24,41 @@ from wkvbench.harness.suite import (
     plugin_path,
     suite_from_flags,
 )
+
+#: Default of ``--max-cells``: a plan larger than this is refused before any planning work.
+MAX_CELLS = 100_000
+
+
+def estimate_cells(suite: Suite) -> int:
+    """An upper bound on the cells ``suite`` plans, from its axes alone (no planning work)."""
+    total = 0
+    for g in suite.groups:
+        n_impls = len(set(g.impls) - {"*"})
+        if "*" in g.impls:
+            n_impls += max((len(registry.list_impls(op)) for op in _impl_ops(g)), default=0)
+        per_model = len(g.batch) * max(len(g.tokens) + len(g.seconds), 1) * len(g.dtype) * len(g.modes)
+        total += len(g.models) * per_model * max(n_impls, 1)
+    return total
+
+
+def _impl_ops(g: Group) -> list[str]:
+    try:
+        return list(dict.fromkeys(ops.impl_op(g.op, m) for m in g.models))
+    except ValueError:
+        return [g.op]
+
+
+def check_plan_size(suite: Suite, max_cells: int | None) -> None:
+    """A SuiteError naming ``--max-cells`` when the suite would plan more than ``max_cells`` cells."""
+    limit = MAX_CELLS if max_cells is None else max_cells
+    if limit < 1:
+        raise SuiteError(f"command line: --max-cells: expected a positive number, got {limit}")
+    n = estimate_cells(suite)
+    if n > limit:
+        raise SuiteError(
+            f"command line: --max-cells: the suite plans up to {n:,} cells, over the limit of {limit:,}; "
+            "narrow it or raise --max-cells"
+        )
 
 
 def add_run_flags(group) -> None:

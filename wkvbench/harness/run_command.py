@@ -16,11 +16,10 @@ import time
 from pathlib import Path
 
 from wkvbench import ops, presets, registry
-from wkvbench.harness import pool, shard
+from wkvbench.harness import pool, rundir, shard
 from wkvbench.harness.plan import plan, resolve_device
-from wkvbench.harness.run_args import add_run_flags, check_impl_names, suite_from_args
+from wkvbench.harness.run_args import MAX_CELLS, add_run_flags, check_impl_names, check_plan_size, suite_from_args
 from wkvbench.harness.runner import Runner
-from wkvbench.harness.store import StoreError
 from wkvbench.harness.suite import SuiteError
 from wkvbench.harness.summary import summary_table
 from wkvbench.harness.sweep import RunAborted
@@ -50,6 +49,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--plugin", action="append", default=[], help="module or .py file calling register_impl")
     add_run_flags(r)
     pool.add_scale_flags(parser.add_argument_group("scale-out (docs/notes/scale-out.md)"))
+    r.add_argument(
+        "--max-cells",
+        type=int,
+        default=MAX_CELLS,
+        metavar="N",
+        help=f"refuse a plan of more than N cells (default {MAX_CELLS:,})",
+    )
     r.add_argument("--dry-run", action="store_true", help="list the planned cells and exit")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--strict", action="store_true", help="exit 1 if any cell is wrong, failed, oom or timeout")
@@ -66,6 +72,10 @@ def load_plugins(plugins) -> None:
             raise ValueError(f"plugin: {p}: {type(exc).__name__}: {exc}") from exc
 
 
+def _say(msg: str) -> None:
+    print(f"wkvbench run: {msg}", file=sys.stderr, flush=True)
+
+
 def main(args: argparse.Namespace) -> int:
     try:
         suite = suite_from_args(args)
@@ -75,16 +85,17 @@ def main(args: argparse.Namespace) -> int:
         suite_ops = [ops.impl_op(g.op, m) for g in suite.groups for m in g.models]
         check_impl_names("--impl", args.impl, suite_ops)  # command-line names: a typo fails here
         check_impl_names("--exclude", args.exclude, suite_ops)
+        check_plan_size(suite, args.max_cells)  # before any planning work
         device = resolve_device(suite.run.device)
         planned = plan(suite, device)
         shard_k_n = shard.parse_shard(args.shard) if args.shard is not None else None
         if shard_k_n:
             planned = shard.shard_of(planned, *shard_k_n)
-        slots = pool.slots_for(args.gpus, args.workers, device)
+        n_cells = sum(len(impls) for _, impls in planned)
+        slots = pool.slots_for(args.gpus, args.workers, device, cells=n_cells, log=_say)
     except (SuiteError, ValueError) as exc:
-        print(f"wkvbench run: {exc}", file=sys.stderr)
+        _say(str(exc))
         return 2
-    n_cells = sum(len(impls) for _, impls in planned)
     if args.dry_run:
         for case, impls in planned:
             for name, why in impls:
@@ -92,22 +103,37 @@ def main(args: argparse.Namespace) -> int:
         print(f"{len(planned)} cases, {n_cells} cells on {device}")
         return 0
     if args.resume and not args.out:
-        print("wkvbench run: --resume needs --out RUN_DIR", file=sys.stderr)
+        _say("--resume needs --out RUN_DIR")
         return 2
-    out = Path(args.out) if args.out else Path("runs") / f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if n_cells == 0:
+        why = f"shard {shard_k_n[0]}/{shard_k_n[1]} got no series of the plan" if shard_k_n else "the suite has no cell"
+        print(f"wkvbench run: nothing planned: {why}", file=sys.stderr)
+        return 0
+    out = Path(args.out) if args.out else Path("runs") / f"{rundir.slug(suite.name)}-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
-        kw = dict(plugins=plugins, resume=args.resume, progress=not args.no_progress)
-        runner = pool.PoolRunner(suite, device, out, slots=slots, **kw) if slots else Runner(suite, device, out, **kw)
-        shard.write_plan(out, planned, shard_k_n, len(slots or [None]))
-    except StoreError as exc:
-        print(f"wkvbench run: {exc}", file=sys.stderr)
+        with rundir.RunLock(out, "wkvbench run"):
+            return _run(args, suite, device, planned, shard_k_n, slots, plugins, out, n_cells)
+    except rundir.RunLocked as exc:
+        _say(str(exc))
         return 2
+    except rundir.RunDirError as exc:
+        _say(str(exc))
+        return 2
+    except OSError as exc:  # disk full, read-only directory: one line, the file and the cause
+        _say(rundir.describe_os_error(exc))
+        return 1
+
+
+def _run(args, suite, device, planned, shard_k_n, slots, plugins, out, n_cells) -> int:
+    kw = dict(plugins=plugins, resume=args.resume, progress=not args.no_progress)
+    runner = pool.PoolRunner(suite, device, out, slots=slots, **kw) if slots else Runner(suite, device, out, **kw)
+    if args.resume and all(runner.store.has(c.key(name)) for c, impls in planned for name, _ in impls):
+        _say(f"nothing to do: every cell is already in {runner.store.results}")
+        return 0  # the directory is left untouched
+    shard.write_plan(out, planned, shard_k_n, len(slots or [None]))
     where = f"{device} x {len(slots)} workers" if slots else device
     part = f" (shard {shard_k_n[0]}/{shard_k_n[1]})" if shard_k_n else ""
-    print(
-        f"wkvbench run: {suite.name}{part}: {len(planned)} cases, {n_cells} cells on {where} -> {out}",
-        file=sys.stderr,
-    )
+    _say(f"{suite.name}{part}: {len(planned)} cases, {n_cells} cells on {where} -> {out}")
     t0 = time.perf_counter()
 
     def on_term(signum, frame):  # SIGTERM (a scheduler's stop) ends the run like Ctrl-C
@@ -117,9 +143,11 @@ def main(args: argparse.Namespace) -> int:
     try:
         runner.execute(planned)
     except RunAborted as exc:  # no worker at all: nothing can run
-        print(f"wkvbench run: {exc}", file=sys.stderr)
+        _say(str(exc))
         return 1
     except KeyboardInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # one Ctrl-C is enough: finish saying so
         print(
             f"\ninterrupted: {len(runner.written)} finished cell(s) are in {runner.store.results}; "
             f"finish with: wkvbench run --resume --out {out}",

@@ -1,4 +1,4 @@
-"""The run directory: its layout, the one reader and the one writer of each of its files.
+"""The run directory: its layout, the one reader and the one writer of each of its files, its lock.
 
 A run directory holds ``results.csv`` (one row per cell), ``samples.jsonl`` (raw samples),
 ``env.json`` (the environment), ``plan.json`` (the cells planned), ``logs/`` (worker logs) and,
@@ -9,6 +9,10 @@ Readers never change a file. A last line without its newline (a writer killed mi
 disk) is dropped and said once per file ("dropped 1 incomplete row"); a malformed line anywhere
 else is a :class:`RunDirError` naming the file and line. Writers append and fsync a line at a time,
 or replace a whole file through a temporary file that never outlives a failure.
+
+:class:`RunLock` is the one-writer rule: an exclusive ``flock`` on ``.lock`` held by the writing
+process for the run's life (the kernel drops it when the process dies, so no stale lock survives
+a crash); a second writer gets :class:`RunLocked` naming the holder's pid, host and start time.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import json
 import math
 import os
 import re
+import socket
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +42,10 @@ LOGS_DIR = "logs"
 
 class RunDirError(ValueError):
     """A run directory file that cannot be read or written; the message names the file."""
+
+
+class RunLocked(RunDirError):
+    """Another process holds the run directory's lock."""
 
 
 def slug(text: str) -> str:
@@ -300,19 +310,23 @@ def write_json(path, data) -> None:
 def append_line(path, line: str) -> None:
     """Append one complete line and fsync it. On a failure (disk full) the bytes that did get out
     are cut off again, so the file still ends with a complete line."""
-    path = Path(path)
-    with open(path, "ab") as fh:
-        start = fh.tell()
+    data = line.encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        start = os.lseek(fd, 0, os.SEEK_END)
         try:
-            fh.write(line.encode("utf-8"))
-            fh.flush()
-            os.fsync(fh.fileno())
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
         except BaseException:
             try:
-                fh.truncate(start)
+                os.ftruncate(fd, start)
             except OSError:
                 pass
             raise
+    finally:
+        os.close(fd)
 
 
 def repair_tail(path) -> bool:
@@ -345,3 +359,110 @@ def write_plan(run, cells, shard: tuple[int, int] | None, workers: int = 1) -> N
 
 def write_submit(run, settings: dict) -> None:
     write_json(Path(run) / SUBMIT_FILE, settings)
+
+
+# ============================================================================= the lock
+_held: dict[str, list] = {}  # resolved dir -> [file object, depth]: re-entrant within a process
+
+
+def _holder(fh) -> str:
+    try:
+        fh.seek(0)
+        info = json.loads(fh.read() or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not info:
+        return "another process"
+    return f"pid {info.get('pid')} on {info.get('host')} since {info.get('since')}"
+
+
+class RunLock:
+    """The run directory's exclusive lock, held by the writing process (a context manager)."""
+
+    def __init__(self, run, what: str = "wkvbench"):
+        self.dir = Path(run)
+        self.what = what
+        self._key = None
+
+    def __enter__(self) -> RunLock:
+        import fcntl
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        key = str(self.dir.resolve())
+        if key in _held:
+            _held[key][1] += 1
+            self._key = key
+            return self
+        path = self.dir / LOCK_FILE
+        fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (kept open while held)
+        deadline = time.monotonic() + 1.0  # a reader's probe holds it for microseconds
+        while True:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                who = _holder(fh)
+                fh.close()
+                raise RunLocked(
+                    f"{self.dir}: another wkvbench is writing this run directory ({who}); "
+                    "wait for it to finish or use another --out"
+                ) from None
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        info["command"] = self.what
+        fh.seek(0)
+        fh.truncate()
+        fh.write(json.dumps(info))
+        fh.flush()
+        _held[key] = [fh, 1]
+        self._key = key
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import fcntl
+
+        entry = _held.get(self._key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            fh = entry[0]
+            try:
+                fh.seek(0)
+                fh.truncate()
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            except OSError:
+                pass
+            fh.close()
+            del _held[self._key]
+
+
+def in_progress(run) -> str | None:
+    """Who is writing ``run`` now ("pid N on HOST since T"), or None when nobody is."""
+    import fcntl
+
+    path = Path(run) / LOCK_FILE
+    if not path.is_file() or str(Path(run).resolve()) in _held:
+        return None
+    try:
+        fh = open(path, encoding="utf-8")  # noqa: SIM115
+    except OSError:
+        return None
+    with fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return _holder(fh)
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    return None
+
+
+def say_in_progress(run, log=None) -> None:
+    """Tell a reader the run is still being written (its last cells may be missing)."""
+    who = in_progress(run)
+    if who:
+        (log or (lambda m: print(m, file=sys.stderr, flush=True)))(
+            f"wkvbench: {run}: run in progress ({who}); reading the cells finished so far"
+        )

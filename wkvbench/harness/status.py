@@ -65,6 +65,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"wkvbench status: {exc}", file=sys.stderr)
         return 1
     for label, where in shards:
+        rundir.say_in_progress(where)
         try:
             c = shard_counts(where)
         except RunDirError as exc:

@@ -8,17 +8,15 @@ field): the parser, the ``--budget-s``-style flags and their validation all read
 
 A suite is global run settings plus groups of axes, one op per group::
 
-    name = "smoke"
-    description = "..."
+    name = "smoke"                # a slug; the run directory comes from --out (default runs/<name>-<time>)
     plugins = ["my_kernels.py"]   # optional, like --plugin; paths relative to the suite file
 
-    [run]
-    device = "cpu"        # cpu | cuda | auto (cuda when there is one)
-    budget_s = 0.2        # sampling time per cell (repetitions adapt to it)
-    warmup_s = 0.05       # warm-up time per cell
+    [run]                 # device: cpu | cuda | auto; budget_s / warmup_s: sampling / warm-up time per cell
+    device = "cpu"
+    budget_s = 0.2
+    warmup_s = 0.05
     rounds = 3            # implementations interleaved in random order over this many rounds
-    min_samples = 5
-    max_samples = 1000
+    min_samples = 5       # max_samples = 1000
     max_cell_s = 60       # hard limit on any one step of a cell -> status "timeout"
     seed = 0
     check_max_tokens = 0  # N > 0: cells over N tokens are checked at T = N (notes say so); 0: full size
@@ -26,9 +24,8 @@ A suite is global run settings plus groups of axes, one op per group::
 
     [[group]]
     op = "bi_wkv7"
-    impls = ["*"]         # "*": every registered impl available here for the dtype; names may be
-                          # added ("*", "fla_chunk"): a named impl that cannot run gets "skipped"
-    exclude = []          # names removed from impls
+    impls = ["*"]         # "*": every impl available here for the dtype; plus names ("*", "fla_chunk"):
+                          # a named impl that cannot run gets "skipped"; exclude = [...] removes names
     models = ["A-RWKV-T"] # presets (wkvbench.presets.MODELS)
     batch = [1]
     tokens = [64, 256]    # or seconds = [10.24, 328] (converted per model family)
@@ -39,7 +36,6 @@ A suite is global run settings plus groups of axes, one op per group::
 
 Errors raise :class:`SuiteError` (a ValueError) naming the file and the key, e.g.
 ``suites/x.toml: group[2].tokens: expected positive integers, got 'many'``.
-:mod:`wkvbench.harness.plan` expands a suite into cases and cells.
 """
 
 from __future__ import annotations
@@ -98,6 +94,8 @@ class RunSettings:
     energy_s: float = _setting(0.5, "nonneg", "seconds of back-to-back calls for NVML energy (0: off)")
 
 
+#: The longest sequence a suite may ask for (a larger one is a typo, not a benchmark).
+MAX_TOKENS = 1 << 24
 #: Kind of each run setting (see :func:`_setting`).
 RUN_KINDS = {f.name: f.metadata["kind"] for f in fields(RunSettings)}
 
@@ -288,11 +286,13 @@ def _parse_group(v: _V, i: int, data) -> Group:
         v.fail(f"{key}.tokens", "give exactly one of 'tokens' and 'seconds'")
     tokens = v.numbers(f"{key}.tokens", data["tokens"], integer=True) if has_t else ()
     seconds = tuple(float(s) for s in v.numbers(f"{key}.seconds", data["seconds"])) if has_s else ()
-    for m in models:  # every duration must give at least one token for every model
+    if any(t > MAX_TOKENS for t in tokens):
+        v.fail(f"{key}.tokens", f"{max(tokens)} tokens is over the limit of {MAX_TOKENS:,}")
+    for m in models:  # every duration must give at least one token (and at most MAX_TOKENS) for every model
         for j, s in enumerate(seconds):
             try:
-                if presets.get_model(m).tokens(s) < 1:
-                    raise ValueError(f"{s} s gives no {m} tokens")
+                if not 1 <= presets.get_model(m).tokens(s) <= MAX_TOKENS:
+                    raise ValueError(f"{s} s gives {presets.get_model(m).tokens(s)} {m} tokens (1 to {MAX_TOKENS:,})")
             except ValueError as exc:
                 v.fail(f"{key}.seconds[{j}]", str(exc).split(": ", 1)[-1])
     impls = v.strings(f"{key}.impls", data.get("impls", ["*"]))

@@ -6,7 +6,7 @@ The report and ``compare`` read nothing else. :func:`load_run` returns a :class:
   ones added empty) except :data:`IGNORED_COLUMNS` (dropped), numeric columns as floats,
   ``batch``/``tokens`` as ints, ``status`` checked against :data:`wkvbench.schema.STATUSES`,
   plus derived columns: ``size`` (``T``/``S``/``B`` from the preset name), ``ok`` (status
-  ``ok`` with a positive median), and ``seconds``, ``family``, ``tokens_per_s``,
+  ``ok`` with a finite, positive median), and ``seconds``, ``family``, ``tokens_per_s``,
   ``audio_s_per_s`` filled in where the writer left them empty.
   A key written twice (an appended re-run) keeps its last row.
 * ``samples``: the raw timing samples per cell key (empty when the file is absent).
@@ -278,7 +278,7 @@ def tidy(df: pd.DataFrame, where: str = "results") -> pd.DataFrame:
             seconds_for_tokens(t, f) for t, f in zip(df.loc[need, "tokens"], df.loc[need, "family"], strict=True)
         ]
     df["size"] = df["model"].map(_size)
-    df["ok"] = (df["status"] == "ok") & (df["median_ms"] > 0)
+    df["ok"] = (df["status"] == "ok") & np.isfinite(df["median_ms"]) & (df["median_ms"] > 0)  # never inf
     rate = df["batch"] * df["tokens"] / (df["median_ms"] / 1e3)
     df["tokens_per_s"] = df["tokens_per_s"].where(df["tokens_per_s"].notna() | ~df["ok"], rate)
     audio = df["batch"] * df["seconds"] / (df["median_ms"] / 1e3)
@@ -329,6 +329,7 @@ def load_run(run_dir) -> Run:
     csv = path / schema.RESULTS_FILE
     if not csv.is_file():
         raise ValueError(f"run_dir: {path} has no {schema.RESULTS_FILE}")
+    rundir.say_in_progress(path)
     table = rundir.read_table(csv)
     if not table.fieldnames:
         raise ValueError(f"{csv}: empty file (no header, no rows)")
