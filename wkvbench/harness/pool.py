@@ -144,6 +144,7 @@ class _Slot(Runner):
             pool.out,
             plugins=pool.plugins,
             resume=pool.resume,
+            retry=pool.retry,
             progress=False,
             argv=pool.argv,
             log=pool.log,

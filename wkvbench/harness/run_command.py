@@ -46,6 +46,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     r = parser.add_argument_group("run")
     r.add_argument("--out", help="run directory (default runs/<suite>-<time>)")
     r.add_argument("--resume", action="store_true", help="finish only the cells missing from --out")
+    r.add_argument(
+        "--retry-failed", action="store_true", help="with --resume: run wrong, failed, oom and timeout cells again"
+    )
     r.add_argument("--plugin", action="append", default=[], help="module or .py file calling register_impl")
     add_run_flags(r)
     pool.add_scale_flags(parser.add_argument_group("scale-out (docs/notes/scale-out.md)"))
@@ -105,6 +108,9 @@ def main(args: argparse.Namespace) -> int:
     if args.resume and not args.out:
         _say("--resume needs --out RUN_DIR")
         return 2
+    if args.retry_failed and not args.resume:
+        _say("--retry-failed: only with --resume (a plain run measures every cell anyway)")
+        return 2
     if n_cells == 0:
         why = f"shard {shard_k_n[0]}/{shard_k_n[1]} got no series of the plan" if shard_k_n else "the suite has no cell"
         print(f"wkvbench run: nothing planned: {why}", file=sys.stderr)
@@ -125,9 +131,10 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _run(args, suite, device, planned, shard_k_n, slots, plugins, out, n_cells) -> int:
-    kw = dict(plugins=plugins, resume=args.resume, progress=not args.no_progress)
+    retry = ("wrong", "failed", "oom", "timeout") if args.retry_failed else ()
+    kw = dict(plugins=plugins, resume=args.resume, retry=retry, progress=not args.no_progress)
     runner = pool.PoolRunner(suite, device, out, slots=slots, **kw) if slots else Runner(suite, device, out, **kw)
-    if args.resume and all(runner.store.has(c.key(name)) for c, impls in planned for name, _ in impls):
+    if args.resume and all(runner.done(c.key(name)) for c, impls in planned for name, _ in impls):
         _say(f"nothing to do: every cell is already in {runner.store.results}")
         return 0  # the directory is left untouched
     shard.write_plan(out, planned, shard_k_n, len(slots or [None]))

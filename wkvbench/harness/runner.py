@@ -204,8 +204,7 @@ class Runner(Sweep):
 
     def _write(self, case: Case, cell: Cell, snaps=(None, None)) -> None:
         row = self._row(case, cell)
-        self.store.append_row(row)
-        if cell.samples:
+        if cell.samples:  # the samples first: the row is what marks the cell done
             rec = {k: row[k] for k in KEY}
             rec.update(
                 schema_version=SCHEMA_VERSION,
@@ -218,6 +217,7 @@ class Runner(Sweep):
                 gpu_after=snaps[1],
             )
             self.store.append_samples(rec)
+        self.store.append_row(row)
         self.predictor.learn(case, cell.impl, cell.status, row.get("median_ms"))
         self.written.append(case.key(cell.impl))
         if self.bar is not None:
@@ -330,7 +330,7 @@ class Runner(Sweep):
     def run_case(self, case: Case, impls: list[tuple[str, str | None]]) -> None:
         todo: list[Cell] = []
         for name, why in impls:
-            if self.resume and self.store.has(case.key(name)):
+            if self.resume and self.done(case.key(name)):
                 continue
             if why is None:
                 why = self.predictor.why_skip(case, name)

@@ -50,6 +50,7 @@ class RunStore:
         self.samples = self.dir / rundir.SAMPLES_FILE
         self.log = log or (lambda msg: None)
         self.rows: dict[tuple, dict] = {}
+        self.sampled: set[tuple] = set()  # keys with a samples record
         self.dir.mkdir(parents=True, exist_ok=True)
         self._load()
 
@@ -67,9 +68,16 @@ class RunStore:
             raise StoreError(f"{exc}; use a new --out directory") from None
         for row in rows:
             self.rows[key_of(row)] = row  # a later row for the same key wins
+        try:
+            self.sampled = {key_of(r) for r in rundir.read_samples(self.dir)}
+        except RunDirError as exc:
+            raise StoreError(f"{exc}; repair or remove that line") from None
 
     def has(self, key: tuple) -> bool:
         return _norm(key) in self.rows
+
+    def has_samples(self, key: tuple) -> bool:
+        return _norm(key) in self.sampled
 
     def get(self, key: tuple) -> dict | None:
         """The typed row of ``key`` (``wkvbench.schema.key``), or None."""
@@ -90,6 +98,7 @@ class RunStore:
 
     def append_samples(self, record: dict) -> None:
         rundir.append_line(self.samples, json.dumps(record, separators=(",", ":"), default=str) + "\n")
+        self.sampled.add(key_of(record))
 
     def drop(self, keys) -> int:
         """Remove the rows (and sample records) of ``keys``; return how many rows went."""
@@ -98,6 +107,7 @@ class RunStore:
             return 0
         for k in keys:
             del self.rows[k]
+        self.sampled -= keys
         text = rundir.csv_line(COLUMNS) + "".join(
             rundir.csv_line(row.get(c) for c in COLUMNS) for row in self.rows.values()
         )

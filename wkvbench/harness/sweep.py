@@ -41,11 +41,13 @@ class Sweep:
         log=None,
         store: RunStore | None = None,
         predictor=None,
+        retry: tuple[str, ...] = (),
     ):
         self.suite, self.device, self.out = suite, device, Path(out)
         self.run = suite.run
         self.plugins = tuple(plugins)
         self.resume = resume
+        self.retry = tuple(retry)  # with --resume: statuses whose cells run again (--retry-failed)
         self.progress = progress
         self.argv = list(sys.argv if argv is None else argv)
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -56,6 +58,14 @@ class Sweep:
         self.bar = None
 
     # ------------------------------------------------------------------ the cells
+    def done(self, key) -> bool:
+        """Whether ``--resume`` keeps a cell: it has a row, not of a status to retry, and an ok
+        row has its samples (a samples record lost to a torn line means measuring it again)."""
+        row = self.store.get(key)
+        if row is None or row["status"] in self.retry:
+            return False
+        return row["status"] != "ok" or self.store.has_samples(key)
+
     def pending(self, planned) -> int:
         """How many cells of ``planned`` this sweep will measure; logs when there are none.
 
@@ -63,17 +73,24 @@ class Sweep:
         """
         if self.resume:
             self.predictor.learn_rows(self.store.rows.values(), [c for c, _ in planned])
-        total = sum(1 for c, impls in planned for name, _ in impls if not (self.resume and self.store.has(c.key(name))))
+        total = sum(1 for c, impls in planned for name, _ in impls if not (self.resume and self.done(c.key(name))))
         if total == 0:
             self.log(f"nothing to do: every cell is already in {self.store.results}")
         return total
 
     def replace_earlier(self, planned) -> None:
-        """A plain re-run (no ``--resume``) replaces the rows of the cells it measures."""
-        if not self.resume:
-            dropped = self.store.drop(c.key(name) for c, impls in planned for name, _ in impls)
-            if dropped:
-                self.log(f"replacing {dropped} earlier row(s) of these cells in {self.store.results}")
+        """A plain re-run (no ``--resume``) replaces the rows of the cells it measures; a resume
+        replaces those of the cells it measures again (see :meth:`done`)."""
+        if self.resume:
+            keys = [c.key(n) for c, impls in planned for n, _ in impls]
+            redo = [k for k in keys if self.store.has(k) and not self.done(k)]
+            if redo:
+                self.store.drop(redo)
+                self.log(f"measuring {len(redo)} cell(s) again: failed (--retry-failed) or without their samples")
+            return
+        dropped = self.store.drop(c.key(name) for c, impls in planned for name, _ in impls)
+        if dropped:
+            self.log(f"replacing {dropped} earlier row(s) of these cells in {self.store.results}")
 
     # ------------------------------------------------------------------ the run
     def start(self) -> None:
