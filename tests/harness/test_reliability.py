@@ -199,3 +199,51 @@ def test_verify_leaves_no_child_when_interrupted(tmp_path):
     while time.time() < deadline and not (_gone(child) and _gone(grand)):
         time.sleep(0.1)
     assert _gone(child) and _gone(grand)
+
+
+def test_memory_limits_skip_or_oom():
+    from wkvbench.harness import predict
+    from wkvbench.harness import suite as S
+    from wkvbench.harness.plan import plan
+    from wkvbench.harness.worker import classify
+
+    assert classify(MemoryError()) == "oom"
+    assert classify(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes")) == "oom"
+    suite = S.suite_from_flags("bi_wkv7", impls="torch_chunked", models="A-RWKV-T", tokens="4096")
+    case = plan(suite, "cpu")[0][0]
+    p = predict.SkipPredictor(suite.run)
+    assert p.why_skip(case, "torch_chunked") is None
+    p.set_device_bytes(1000)
+    why = p.why_skip(case, "torch_chunked")
+    assert "bytes; the device has 1,000" in why
+
+
+def test_a_suite_naming_an_unknown_implementation_is_an_error(tmp_path, capsys):
+    suite = tmp_path / "s.toml"
+    suite.write_text('name = "s"\n[[group]]\nop = "bi_wkv7"\nimpls = ["torch_chunked", "no_such"]\n'
+                     'models = ["A-RWKV-T"]\ntokens = [16]\n')  # fmt: skip
+    assert cli.main(["run", str(suite), "--device", "cpu", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "s.toml: group[0].impls: unknown implementation 'no_such'" in err
+    suite.write_bytes(b"name = '\xff'\n")
+    assert cli.main(["run", str(suite), "--dry-run"]) == 2
+    assert "s.toml: cannot read it as UTF-8" in capsys.readouterr().err
+
+
+def test_a_torn_samples_line_is_dropped_and_resume_measures_that_cell_again(base, tmp_path, capsys):
+    from wkvbench.report.load import load_run
+    from wkvbench.schema import key_of
+
+    t = tmp_path / "ts"
+    shutil.copytree(base, t)
+    text = (t / "samples.jsonl").read_text()
+    (t / "samples.jsonl").write_text(text[:-20])  # the last record torn
+    lost = key_of(rundir.samples_records(base)[-1][1])
+    run = load_run(t)  # the report reads the rest
+    assert lost not in run.samples and len(run.samples) == len(rows_of(base)) - 1
+    assert "dropped 1 incomplete samples record" in capsys.readouterr().err
+    assert cli.main(["run", *F, *FAST, "--tokens", "16,32", "--resume", "--out", str(t)]) == 0
+    assert "measuring 1 cell(s) again" in capsys.readouterr().err
+    keys = [key_of(r) for r in rundir.read_results(t)]
+    assert len(keys) == len(set(keys)) == 4
+    assert lost in {key_of(r) for r in rundir.read_samples(t)}

@@ -13,6 +13,7 @@ from wkvbench import ops, registry
 from wkvbench.harness import rundir
 from wkvbench.harness.suite import (
     DEVICES,
+    FLAG_OF,
     Group,
     RunSettings,
     Suite,
@@ -48,6 +49,22 @@ def _impl_ops(g: Group) -> list[str]:
         return [g.op]
 
 
+def check_suite_impls(suite: Suite) -> None:
+    """Every implementation a suite file names must be registered for its group's op, unless the
+    suite loads plugins (a plugin's name that failed to register is then ``skipped``): a typo in
+    a suite file is a SuiteError naming the file and the key, as it is on the command line."""
+    if suite.plugins:
+        return
+    for i, g in enumerate(suite.groups):
+        known = {r.name for op in _impl_ops(g) for r in registry.list_impls(op)}
+        for n in g.impls:
+            if n != "*" and n not in known:
+                raise SuiteError(
+                    f"{suite.source or 'suite'}: group[{i}].impls: unknown implementation {n!r} for {g.op}; "
+                    f"known: {', '.join(sorted(known))} (give --plugin to load one)"
+                )
+
+
 def check_plan_size(suite: Suite, max_cells: int | None) -> None:
     """A SuiteError naming ``--max-cells`` when the suite would plan more than ``max_cells`` cells."""
     limit = MAX_CELLS if max_cells is None else max_cells
@@ -81,22 +98,6 @@ def run_overrides(args: argparse.Namespace) -> dict:
 AXIS_FLAGS = ("model", "batch", "tokens", "seconds", "dtype", "variant")
 
 
-#: The flag that sets each group field (a field that differs on ``--resume`` names its flag).
-GROUP_FLAGS = {
-    "op": "--op",
-    "models": "--model",
-    "impls": "--impl",
-    "exclude": "--exclude",
-    "batch": "--batch",
-    "tokens": "--tokens",
-    "seconds": "--seconds",
-    "dtype": "--dtype",
-    "variant": "--variant",
-    "modes": "--mode",
-    "check_max_tokens": "--check-max-tokens",
-}
-
-
 def _stored_suite(out) -> tuple[Suite, Path]:
     env_path = Path(out) / rundir.ENV_FILE
     if not env_path.is_file():
@@ -125,7 +126,7 @@ def check_resume(suite: Suite, stored: Suite, where) -> None:
         for f in fields(Group):
             a, b = getattr(new, f.name), getattr(old, f.name)
             if a != b:
-                flag = GROUP_FLAGS.get(f.name, f.name)
+                flag = FLAG_OF.get(f.name, f.name)
                 raise SuiteError(
                     f"command line: {flag}: --resume continues the sweep planned in {where} "
                     f"({f.name} {_show(b)}), {flag} changes it to {_show(a)}; drop {flag} or use a new --out"

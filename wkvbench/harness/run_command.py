@@ -18,7 +18,14 @@ from pathlib import Path
 from wkvbench import ops, presets, registry
 from wkvbench.harness import pool, rundir, shard
 from wkvbench.harness.plan import plan, resolve_device
-from wkvbench.harness.run_args import MAX_CELLS, add_run_flags, check_impl_names, check_plan_size, suite_from_args
+from wkvbench.harness.run_args import (
+    MAX_CELLS,
+    add_run_flags,
+    check_impl_names,
+    check_plan_size,
+    check_suite_impls,
+    suite_from_args,
+)
 from wkvbench.harness.runner import Runner
 from wkvbench.harness.suite import SuiteError
 from wkvbench.harness.summary import summary_table
@@ -88,6 +95,7 @@ def main(args: argparse.Namespace) -> int:
         suite_ops = [ops.impl_op(g.op, m) for g in suite.groups for m in g.models]
         check_impl_names("--impl", args.impl, suite_ops)  # command-line names: a typo fails here
         check_impl_names("--exclude", args.exclude, suite_ops)
+        check_suite_impls(suite)
         check_plan_size(suite, args.max_cells)  # before any planning work
         device = resolve_device(suite.run.device)
         planned = plan(suite, device)

@@ -28,6 +28,7 @@ the command line asks for is built by :func:`wkvbench.harness.run_args.suite_fro
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,13 @@ from wkvbench.schema import KEY, SCHEMA_VERSION, derive
 def mode_flops_factor(spec, mode: str) -> float:
     """FLOPs of a timing mode as a multiple of the forward's: the op record's ``bwd_flops_factor``."""
     return {"fwd": 1.0, "bwd": spec.bwd_flops_factor, "fwd_bwd": 1.0 + spec.bwd_flops_factor}[mode]
+
+
+def _host_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 @dataclass
@@ -132,6 +140,8 @@ class Runner(Sweep):
             prev = old.pop("previous_sessions", [])
             env["previous_sessions"] = [*prev, old]
         self.env = env
+        mem = gpu.get("mem_bytes") if self.device == "cuda" else _host_memory()
+        self.predictor.set_device_bytes(mem)
         self._write_env()
 
     def _write_env(self) -> None:

@@ -346,22 +346,15 @@ def load_suite(path: str | Path) -> Suite:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise SuiteError(f"{path}: invalid TOML: {exc}") from exc
+    except (UnicodeDecodeError, OSError) as exc:
+        raise SuiteError(f"{path}: cannot read it as UTF-8 text ({type(exc).__name__})") from None
     suite = parse_suite(data, str(path))
     return replace(suite, plugins=tuple(plugin_path(p, path.resolve().parent) for p in suite.plugins))
 
 
-_FLAG_OF = {
-    "op": "--op",
-    "impls": "--impl",
-    "models": "--model",
-    "batch": "--batch",
-    "tokens": "--tokens",
-    "seconds": "--seconds",
-    "dtype": "--dtype",
-    "variant": "--variant",
-    "exclude": "--exclude",
-    "modes": "--mode",
-}
+#: The flag that sets each group field (errors in flags, and ``--resume`` refusals, name it).
+FLAG_OF = {k: f"--{k}" for k in ("op", "batch", "tokens", "seconds", "dtype", "variant", "exclude")}
+FLAG_OF.update(impls="--impl", models="--model", modes="--mode", check_max_tokens="--check-max-tokens")
 
 
 def _flag_key(key: str) -> str:
@@ -369,7 +362,7 @@ def _flag_key(key: str) -> str:
     leaf = key.split(".", 1)[-1].split("[")[0]
     if key.startswith("run."):
         return "--" + leaf.replace("_", "-")
-    return _FLAG_OF.get(leaf, key)
+    return FLAG_OF.get(leaf, key)
 
 
 def _split(flag: str, text: str | None, conv):

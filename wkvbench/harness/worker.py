@@ -71,10 +71,11 @@ from wkvbench.schema import TRAINING_MODES
 # ============================================================================= worker side
 def classify(exc: BaseException) -> str:
     """``oom`` for out-of-memory errors of any backend (torch, CuPy, Numba, Triton), else ``failed``."""
-    if isinstance(exc, torch.OutOfMemoryError):
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
         return "oom"
     name, msg = type(exc).__name__.lower(), str(exc).lower()
     markers = ("out of memory", "cuda_error_out_of_memory", "cudaerrormemoryallocation", "outofresources")
+    markers += ("can't allocate memory",)  # torch's CPU allocator
     if "outofmemory" in name or any(m in msg for m in markers):
         return "oom"
     return "failed"
