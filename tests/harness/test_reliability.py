@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 F = ["--device", "cpu", "--op", "bi_wkv7", "--impl", "torch_chunked,torch_loop", "--model", "A-RWKV-T"]
 FAST = ["--budget-s", "0.01", "--warmup-s", "0", "--rounds", "1", "--min-samples", "2", "--no-progress"]
 ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+ENV["GIT_OPTIONAL_LOCKS"] = "0"  # git under a file-size limit must not leave an index.lock behind
 
 
 def rows_of(run):
@@ -247,3 +248,23 @@ def test_a_torn_samples_line_is_dropped_and_resume_measures_that_cell_again(base
     keys = [key_of(r) for r in rundir.read_results(t)]
     assert len(keys) == len(set(keys)) == 4
     assert lost in {key_of(r) for r in rundir.read_samples(t)}
+
+
+def test_a_full_disk_is_one_line_and_resume_completes_after(tmp_path):
+    import resource
+
+    out = tmp_path / "full"
+
+    def small_files():  # every file of the run may grow to 1500 bytes: env.json and results.csv do not fit
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1500, 1500))
+
+    cmd = [sys.executable, "-P", "-m", "wkvbench.cli", "run", *F, *FAST, "--tokens", "16,32", "--out", str(out)]
+    first = subprocess.run(cmd, env=ENV, capture_output=True, text=True, preexec_fn=small_files, timeout=300)
+    assert first.returncode == 1 and "Traceback" not in first.stderr, first.stderr
+    last = first.stderr.strip().splitlines()[-1]
+    assert last.startswith("wkvbench run: ") and str(out) in last and "File too large" in last
+    assert not list(out.glob("*.tmp"))
+    again = subprocess.run([*cmd, "--resume"], env=ENV, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    keys = [(r["impl"], r["tokens"]) for r in rows_of(out)]
+    assert len(keys) == len(set(keys)) == 4

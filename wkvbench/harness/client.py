@@ -67,6 +67,7 @@ def child_env(extra: dict | None = None) -> dict:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     env[ROOT_ENV] = root
     env.setdefault("PYTHONFAULTHANDLER", "1")
+    env.setdefault("GIT_OPTIONAL_LOCKS", "0")  # the environment probe's `git status` never writes the index
     env.update(extra or {})
     return env
 

@@ -295,11 +295,13 @@ def write_atomic(path, text: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             tmp.unlink()
         except OSError:
             pass
+        if isinstance(exc, OSError) and not exc.filename:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
         raise
 
 
@@ -319,11 +321,13 @@ def append_line(path, line: str) -> None:
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
-        except BaseException:
+        except BaseException as exc:
             try:
                 os.ftruncate(fd, start)
             except OSError:
                 pass
+            if isinstance(exc, OSError) and not exc.filename:
+                raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
             raise
     finally:
         os.close(fd)
