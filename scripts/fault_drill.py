@@ -30,6 +30,12 @@ def _wkvbench(*args) -> list[str]:
     return [sys.executable, "-P", "-m", "wkvbench.cli", *map(str, args)]
 
 
+def _default_sigint() -> None:
+    """In the run's process: SIGINT as a terminal gives it (a drill started in the background
+    would otherwise hand its children an ignored SIGINT, and Python would never see Ctrl-C)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _workers_of(pid: int) -> list[int]:
     """Worker processes whose parent is ``pid`` (read from /proc)."""
     out = []
@@ -52,7 +58,7 @@ def one_round(out: Path, rng: random.Random, tokens: str, max_delay: float, log)
     from wkvbench.schema import key_of
 
     cmd = _wkvbench("run", *FLAGS, *FAST, "--tokens", tokens, "--workers", "2", "--out", out)
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_default_sigint)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and not rundir.in_progress(out):
         time.sleep(0.02)
@@ -70,6 +76,7 @@ def one_round(out: Path, rng: random.Random, tokens: str, max_delay: float, log)
             else:
                 action += " (no worker yet)"
     rc1 = proc.wait(timeout=600)
+    sigint_bad = int(action == "sigint-parent" and rc1 not in (0, 130))
     rc2 = subprocess.run([*cmd, "--resume"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=900)
     table = rundir.read_table(out / rundir.RESULTS_FILE)
     rows = rundir.read_results(out)  # every row parses
@@ -84,6 +91,7 @@ def one_round(out: Path, rng: random.Random, tokens: str, max_delay: float, log)
         "lost": len(planned - set(keys)),
         "unplanned": len(set(keys) - planned),
         "planned": len(planned),
+        "sigint_not_130": sigint_bad,
     }
     if rc2.returncode != 0:
         res["error"] = rc2.stderr.strip().splitlines()[-1:] if rc2.stderr else ""
@@ -104,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     root = Path(args.out)
     root.mkdir(parents=True, exist_ok=True)
-    total = {"rounds": 0, "rows": 0, "duplicates": 0, "lost": 0, "unplanned": 0, "failed_resumes": 0}
+    total = {"rounds": 0, "rows": 0, "duplicates": 0, "lost": 0, "unplanned": 0, "failed_resumes": 0, "sigint": 0}
     for i in range(args.rounds):
         res = one_round(root / f"round-{i:03d}", rng, args.tokens, args.max_delay, lambda r, i=i: print(i, r))
         total["rounds"] += 1
@@ -113,11 +121,13 @@ def main(argv: list[str] | None = None) -> int:
         total["lost"] += res["lost"] + (0 if res["planned"] else 1)
         total["unplanned"] += res["unplanned"]
         total["failed_resumes"] += res["rc_resume"] != 0
+        total["sigint"] += res["sigint_not_130"]
     print(
         f"fault drill: {total['rounds']} rounds, {total['rows']} rows, {total['duplicates']} duplicated, "
-        f"{total['lost']} lost, {total['unplanned']} unplanned, {total['failed_resumes']} resumes failed"
+        f"{total['lost']} lost, {total['unplanned']} unplanned, {total['failed_resumes']} resumes failed, "
+        f"{total['sigint']} SIGINTs not exit 130"
     )
-    bad = total["duplicates"] or total["lost"] or total["unplanned"] or total["failed_resumes"]
+    bad = total["duplicates"] or total["lost"] or total["unplanned"] or total["failed_resumes"] or total["sigint"]
     return 1 if bad else 0
 
 

@@ -219,6 +219,10 @@ class WorkerClient:
         tail = " | ".join(keep[-lines:])
         return tail[-limit:]
 
+    def cancelled(self) -> bool:
+        """True when the caller is stopping (a pool on Ctrl-C): a wait for an answer ends at once."""
+        return False
+
     def request(self, cmd: str, timeout: float, **kw) -> dict:
         """Send one command; return the reply. Raises WorkerDied or WorkerTimeout."""
         if not self.alive:
@@ -238,8 +242,11 @@ class WorkerClient:
             if remaining <= 0:
                 self.kill()
                 raise WorkerTimeout(f"no answer to {msg['cmd']!r} within {timeout:.0f} s")
+            if self.cancelled():
+                self.kill()
+                raise WorkerDied("the run was interrupted")
             try:
-                line = child.readline(remaining)
+                line = child.readline(min(remaining, 0.25))
             except queue.Empty:
                 continue
             if line is None:

@@ -132,6 +132,9 @@ class _PoolClient(WorkerClient):
             raise WorkerDied("the run was interrupted")
         return super().start()
 
+    def cancelled(self) -> bool:
+        return self.stop.is_set()
+
 
 class _Slot(Runner):
     """One GPU's runner: its own worker; the pool's store, predictor, bar and lock."""

@@ -335,6 +335,9 @@ def load_run(run_dir) -> Run:
         raise ValueError(f"{csv}: empty file (no header, no rows)")
     raw = pd.DataFrame(table.rows, columns=list(table.fieldnames), dtype=str)
     results = tidy(raw, where=str(csv))
+    versions = sorted({int(v) for v in results["schema_version"].dropna()})
+    if len(versions) > 1:
+        warnings.warn(f"{csv}: rows of schema versions {', '.join(map(str, versions))} mixed", stacklevel=2)
     version = results["schema_version"].max()
     if pd.notna(version) and version > schema.SCHEMA_VERSION:
         warnings.warn(
