@@ -92,24 +92,24 @@ def merge_runs(inputs, out, force: bool = False, log=None) -> dict:
     log = log or (lambda msg: print(msg, file=sys.stderr))
     runs = expand_inputs(inputs)
     out = Path(out)
-    try:
-        with rundir.RunLock(out, "wkvbench merge"):
-            return _merge(runs, out, force, log)
-    except rundir.RunLocked as exc:
-        raise MergeError(f"-o: {exc}") from None
-
-
-def _merge(runs: list[Path], out: Path, force: bool, log) -> dict:
-    for run in runs:
-        rundir.say_in_progress(run)
     envs = [read_env(r) for r in runs]
     idents = {suite_identity(e) for e in envs} - {None}
-    if len(idents) > 1 and not force:
+    if len(idents) > 1 and not force:  # refused before anything is written (or the lock is taken)
         names = sorted({str(i[0]) for i in idents})
         raise MergeError(
             f"--force: the runs come from different suites ({', '.join(names)} or different groups); "
             "give --force to merge them anyway"
         )
+    try:
+        with rundir.RunLock(out, "wkvbench merge"):
+            return _merge(runs, envs, out, log)
+    except rundir.RunLocked as exc:
+        raise MergeError(f"-o: {exc}") from None
+
+
+def _merge(runs: list[Path], envs: list[dict], out: Path, log) -> dict:
+    for run in runs:
+        rundir.say_in_progress(run)
     kept: dict[tuple, tuple[dict, int]] = {}  # (key, gpu) -> (row, input index)
     replaced = 0
     for i, run in enumerate(runs):

@@ -1,4 +1,4 @@
-"""``wkvbench run``: sweep implementations over a suite (or flags) into a run directory.
+"""The one-worker sweep engine: implementations measured over a planned suite into a run directory.
 
 For each case (op, model, batch, tokens, dtype, device, variant, mode) of the suite, in an order where
 sizes grow:
@@ -14,16 +14,17 @@ sizes grow:
    ``rounds`` rounds, the implementations shuffled anew in each round, so slow clock drift or
    thermal throttling spreads over all of them instead of favouring one;
 5. NVML energy (GPU with an energy counter): ``energy_s`` of back-to-back calls;
-6. one row per implementation is appended to ``results.csv`` and its samples to
-   ``samples.jsonl``. Speed-ups are not stored: the report and the summary printed at the end
+6. each implementation's samples go to ``samples.jsonl`` and then its row to ``results.csv`` as
+   soon as that cell is finished (a failed check at once, a timed cell after its last round), so
+   an interruption loses only unfinished cells. Speed-ups are not stored: the report and the summary printed at the end
    compute them (the summary against the op record's ``naive_impl`` in the same case).
 
 A crash or hang costs one cell (``failed``/``timeout``); out of memory gives ``oom``. See
 ``wkvbench.harness.worker`` for the isolation and ``wkvbench.harness.store`` for resume.
 
-Parts: :class:`Runner` (environment probe, rows, the worker steps of a cell, a case, the sweep),
-:func:`summary_table`, and the ``run`` subcommand (:func:`configure`, :func:`main`); the suite
-the command line asks for is built by :func:`wkvbench.harness.run_args.suite_from_args`.
+Parts: :class:`Runner` (environment probe, rows, the worker steps of a cell, a case), on the
+:class:`~wkvbench.harness.sweep.Sweep` it shares with the worker pool; the ``run`` subcommand
+above it is :mod:`wkvbench.harness.run_command`.
 """
 
 from __future__ import annotations
