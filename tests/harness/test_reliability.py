@@ -48,24 +48,40 @@ def base(tmp_path_factory):
     return out
 
 
-def test_a_second_writer_is_refused_and_no_row_is_lost(tmp_path):
+SLEEPER = textwrap.dedent(
+    """
+    import time
+    from wkvbench import register_impl
+
+    @register_impl("bi_wkv7", name="zz_sleep", backend="test", devices=("cpu",))
+    def zz_sleep(r, w, k, v, a, b, g=None):
+        time.sleep(300)
+    """
+)
+
+
+def test_a_second_writer_is_refused_while_the_first_runs(tmp_path):
+    (tmp_path / "sleeper.py").write_text(SLEEPER)
     out = tmp_path / "c"
-    first = wkv("run", *F, *FAST, "--budget-s", "0.3", "--tokens", "16,32,48,64", "--out", out)
+    flags = ["--impl", "zz_sleep", "--plugin", tmp_path / "sleeper.py", "--max-cell-s", "600"]
+    first = wkv("run", *F, *FAST, *flags, "--tokens", "16,32", "--out", out)
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline and not rundir.in_progress(out):
+        deadline = time.time() + 300
+        while time.time() < deadline and first.poll() is None and not rundir.in_progress(out):
             time.sleep(0.05)
         second = wkv("run", *F, *FAST, "--tokens", "16", "--out", out)
-        _, err = second.communicate(timeout=120)
+        _, err = second.communicate(timeout=300)
+        assert first.poll() is None, "the first run ended early"
         assert second.returncode == 2, err
-        assert f"pid {first.pid}" in err and "another wkvbench is writing" in err
-        _, err1 = first.communicate(timeout=300)
+        assert f"pid {first.pid}" in err and "another wkvbench is writing" in err and "since" in err
+        plan = (out / "plan.json").read_text()
+        first.send_signal(signal.SIGINT)
+        _, err1 = first.communicate(timeout=120)
     finally:
         first.kill()
-    assert first.returncode == 0, err1
-    keys = [(r["impl"], r["tokens"]) for r in rows_of(out)]
-    assert len(keys) == len(set(keys)) == 8
-    assert rundir.in_progress(out) is None
+    assert first.returncode == 130, err1
+    assert (out / "plan.json").read_text() == plan  # the refused writer changed nothing
+    assert rundir.in_progress(out) is None  # the lock went with its process
 
 
 @pytest.mark.parametrize("flags, named", [(["--tokens", "16"], "--tokens"), (["--mode", "bwd"], "--mode")])
@@ -277,3 +293,11 @@ def test_a_full_disk_is_one_line_and_resume_completes_after(tmp_path):
     assert again.returncode == 0, again.stderr
     keys = [(r["impl"], r["tokens"]) for r in rows_of(out)]
     assert len(keys) == len(set(keys)) == 4
+
+
+def test_a_child_that_imported_another_wkvbench_stops_naming_both(tmp_path):
+    code = "from wkvbench.harness.client import check_same_package; check_same_package(); print('same')"
+    env = dict(ENV, WKVBENCH_PARENT_ROOT=str(tmp_path))
+    out = subprocess.run([sys.executable, "-P", "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 3 and "same" not in out.stdout
+    assert str(tmp_path) in out.stderr and str(REPO) in out.stderr
