@@ -160,3 +160,45 @@ def test_one_writer_per_run_directory(tmp_path):
     with rundir.RunLock(tmp_path), rundir.RunLock(tmp_path):  # re-entrant within a process
         assert rundir.in_progress(tmp_path) is None
     assert rundir.slug("../../x Y") == "x-y"
+
+
+class _FakeClient:
+    """A worker that answers at once: ``torch_loop`` fails its check, ``torch_chunked`` is timed."""
+
+    def __init__(self, events):
+        self.events, self.alive, self.case_id, self.checked, self.starts = events, True, None, set(), 1
+
+    def request(self, cmd, timeout, **kw):
+        self.events.append((cmd, kw.get("impl")))
+        if cmd == "check" and kw["impl"] == "torch_loop":
+            return {"ok": True, "status": "wrong", "note": "rel_err too large"}
+        if cmd == "check":
+            return {"ok": True, "status": "ok", "est_ms": 1.0, "first_call_ms": 2.0}
+        if cmd == "sample":
+            return {"ok": True, "samples_ms": [1.0] * kw["n"]}
+        return {"ok": True}
+
+    def kill(self):
+        pass
+
+    close = kill
+
+
+def test_each_cell_is_written_as_soon_as_it_is_finished(tmp_path):
+    from wkvbench.harness import runner as R
+    from wkvbench.harness import suite as S
+    from wkvbench.harness.plan import plan
+
+    suite = S.suite_from_flags("bi_wkv7", impls="torch_chunked,torch_loop", models="A-RWKV-T", tokens="16")
+    suite = S.with_overrides(suite, {"rounds": 3, "min_samples": 2, "budget_s": 0.01})
+    run = R.Runner(suite, "cpu", tmp_path, progress=False)
+    events = []
+    run.client = _FakeClient(events)
+    append = run.store.append_row
+    run.store.append_row = lambda row: (events.append(("row", row["impl"])), append(row))
+    (case, impls), *_ = plan(suite, "cpu")
+    run.run_case(case, impls)
+    first_sample = events.index(next(e for e in events if e[0] == "sample"))
+    assert events.index(("row", "torch_loop")) < first_sample  # the wrong cell did not wait for the timing
+    assert events[-1] == ("row", "torch_chunked")
+    assert [r["status"] for r in rundir.read_results(tmp_path)] == ["wrong", "ok"]
