@@ -26,6 +26,7 @@ SUBCOMMANDS = {
     "status": ("wkvbench.harness.status", "cells done, failed and pending in a run dir, per shard"),
     "merge": ("wkvbench.harness.merge", "union of run dirs (shards, machines, GPU models) into one"),
     "history": ("wkvbench.history.cli", "per-commit history of runs: add, show, report (HTML dashboard), check (CI)"),
+    "count": ("wkvbench.count_cli", "counted FLOPs and global bytes of one CPU call against the op record's formulas"),
 }
 
 

@@ -22,7 +22,8 @@ import math
 #: 2: the ``baseline_impl`` and ``speedup`` columns are gone (speed-ups are the report's business).
 #: 3: the ``mode`` key column (fwd, bwd, fwd_bwd) and ``grad_rel_err``, ``grad_worst``, ``grad_tol``.
 #: 4: ``saved_bytes`` (training modes: what the forward keeps for the backward, beyond the inputs).
-SCHEMA_VERSION = 4
+#: 5: appended ``graph_ms``, ``graph_note``, ``rel_ci``, ``throttled_frac``, ``counted_flops``, ``counted_bytes``.
+SCHEMA_VERSION = 5
 
 RESULTS_FILE = "results.csv"
 SAMPLES_FILE = "samples.jsonl"
@@ -80,6 +81,13 @@ COLUMNS = (
     "gpu",  # GPU name, or the CPU model for device=cpu
     "commit",  # git commit of wkvbench
     "wkvbench_version",
+    # schema 5 (wkvbench.harness.measure): appended, so older files keep their column order
+    "graph_ms",  # median of CUDA-graph replays, L2 flushed before each (empty on CPU)
+    "graph_note",  # why graph_ms is empty on a GPU (capture failed: ...)
+    "rel_ci",  # bootstrap 95% half-width of the median / median
+    "throttled_frac",  # share of samples taken while NVML reported power or thermal throttling
+    "counted_flops",  # FLOPs of one timed call, counted (PyTorch implementations)
+    "counted_bytes",  # bytes of one timed call, counted (PyTorch op traffic; Triton in the interpreter)
 )
 
 #: Columns read back as integers; ``TEXT_COLUMNS`` as text; every other column as floats
@@ -97,6 +105,7 @@ TEXT_COLUMNS = (
     "gpu",
     "commit",
     "wkvbench_version",
+    "graph_note",
 )
 NUMERIC_COLUMNS = tuple(c for c in COLUMNS if c not in TEXT_COLUMNS and c not in INTEGER_COLUMNS)
 #: Columns :func:`derive` computes.

@@ -11,6 +11,7 @@ import pytest
 from wkvbench import cli, schema
 from wkvbench.report import analysis as an
 from wkvbench.report import figures
+from wkvbench.report.figures.measurement import MEASUREMENT_FIGURES
 from wkvbench.report.load import load_run, parse_env, tidy
 from wkvbench.report.render import Report, render_html, render_md
 from wkvbench.report.style import fmt_ms, fmt_speedup
@@ -81,7 +82,7 @@ def test_headline_numbers_equal_the_table(built):
 def test_html_is_self_contained_and_lists_every_not_ok_cell(built):
     _, out, df = built
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == len(FIGURE_NAMES)
+    assert html.count("data:image/png;base64,") == len(FIGURE_NAMES) + len(MEASUREMENT_FIGURES)
     assert not re.search(r"(src|href)=[\"']?(https?:|//)", html)
     assert "<script" not in html and "<link" not in html
     n_bad = int((df["status"] != "ok").sum())
@@ -170,6 +171,10 @@ FIGURE_HEADINGS = [
     "Whole networks: throughput vs duration",
     "Whole networks: speed-up of A-RWKV over AST-B and AuM (equal audio)",
     "Whole networks: throughput vs parameter count",
+    # wkvbench.report.figures.measurement
+    "Roofline: achieved FLOP/s against arithmetic intensity",
+    "Per-kernel breakdown of one call (profile pass)",
+    "Measurement quality: confidence of each median, throttled cells",
 ]
 HTML_HEADINGS = [
     ("h1", "wkvbench report: synthetic"),

@@ -142,3 +142,63 @@ def energy_mj(h) -> int | None:
     if nv is None or h is None:
         return None
     return _call(nv.nvmlDeviceGetTotalEnergyConsumption, h)
+
+
+#: Clock-event reasons that mean the clocks were cut for power or heat: samples taken while one
+#: of them is set are flagged (``throttled_frac``). Idle, application-clock and sync-boost
+#: reasons are not throttling.
+THROTTLING = frozenset(
+    {"sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown"}
+)
+
+
+def clock_state(h) -> dict | None:
+    """The SM clock (MHz) and the set clock-event reasons, read cheaply around a sample batch."""
+    nv = _nvml()
+    if nv is None or h is None:
+        return None
+    get_reasons = getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
+        nv, "nvmlDeviceGetCurrentClocksThrottleReasons", None
+    )
+    return {
+        "sm_mhz": _call(nv.nvmlDeviceGetClockInfo, h, nv.NVML_CLOCK_SM),
+        "reasons": throttle_reasons(_call(get_reasons, h) if get_reasons else None),
+    }
+
+
+def throttled(*states: dict | None) -> bool | None:
+    """Whether any of the clock states shows power or thermal throttling; None if none was read."""
+    read = [s for s in states if s and s.get("reasons") is not None]
+    if not read:
+        return None
+    return any(THROTTLING.intersection(s["reasons"]) for s in read)
+
+
+def lock_clocks(h) -> tuple[bool, str]:
+    """Lock the SM clock at its maximum (``nvmlDeviceSetGpuLockedClocks``); (done, note).
+
+    Needs root (or a driver set up to allow it); otherwise the note says why and nothing changes.
+    """
+    nv = _nvml()
+    if nv is None or h is None:
+        return False, "clocks not locked: no NVML device"
+    top = _call(nv.nvmlDeviceGetMaxClockInfo, h, nv.NVML_CLOCK_SM)
+    if not top:
+        return False, "clocks not locked: the maximum SM clock is unknown"
+    try:
+        nv.nvmlDeviceSetGpuLockedClocks(h, top, top)
+    except Exception as exc:  # NVMLError_NoPermission without root, NotSupported on some boards
+        return False, f"clocks not locked ({type(exc).__name__}: {exc}); run as root or drop --lock-clocks"
+    return True, f"SM clock locked at {top} MHz"
+
+
+def unlock_clocks(h) -> bool:
+    """Undo :func:`lock_clocks` (``nvmlDeviceResetGpuLockedClocks``); whether it succeeded."""
+    nv = _nvml()
+    if nv is None or h is None:
+        return False
+    try:
+        nv.nvmlDeviceResetGpuLockedClocks(h)
+    except Exception:
+        return False
+    return True

@@ -37,7 +37,7 @@ from pathlib import Path
 from wkvbench import __version__, ops, registry
 from wkvbench.accuracy import tolerance
 from wkvbench.envinfo import gpu_snapshot
-from wkvbench.harness import rundir, timing
+from wkvbench.harness import measure, rundir, timing
 from wkvbench.harness.client import WorkerClient, WorkerDied, WorkerTimeout, import_root
 from wkvbench.harness.suite import Case, Suite
 from wkvbench.harness.sweep import RunAborted, Sweep, now
@@ -74,6 +74,7 @@ class Cell:
     grad_worst: str = ""
     grad_tol: float | None = None
     saved_bytes: int | None = None
+    extra: dict = field(default_factory=dict)  # measurement extras (wkvbench.harness.measure)
 
     def fail(self, status: str, note: str) -> None:
         self.status, self.note = status, note
@@ -135,6 +136,8 @@ class Runner(Sweep):
         if old:
             prev = old.pop("previous_sessions", [])
             env["previous_sessions"] = [*prev, old]
+        if self.run.lock_clocks:
+            env["clock_lock"] = measure.lock_clocks(self.device, self.gpu_uuid)
         self.env = env
         mem = gpu.get("mem_bytes") if self.device == "cuda" else _host_memory()
         self.predictor.set_device_bytes(mem)
@@ -205,6 +208,7 @@ class Runner(Sweep):
             row.update(timing.summarize(cell.samples).as_dict())
             row["peak_mem_bytes"] = cell.peak_mem_bytes
             row["gpu_ms"] = cell.gpu_ms
+            row.update(measure.row_columns(cell))
         row.update(derive(row, copy_bandwidth_gbs=self.copy_bw, joules_per_call=cell.joules_per_call))
         return row
 
@@ -286,6 +290,7 @@ class Runner(Sweep):
             "saved_bytes",
         ):
             setattr(cell, k, reply.get(k))
+        measure.note_check(cell, reply)
         if cell.status == "ok":
             self.client.checked.add(cell.impl)
             if cell.est_ms / 1e3 * self.run.min_samples > self.run.max_cell_s:
@@ -313,6 +318,7 @@ class Runner(Sweep):
             return cell.fail(reply.get("kind", "failed"), f"while being timed: {reply.get('error')}")
         cell.samples.extend(reply["samples_ms"])
         cell.round_sizes.append(len(reply["samples_ms"]))
+        measure.note_batch(cell, reply)
         peak = reply.get("peak_mem_bytes")
         if peak is not None:
             cell.peak_mem_bytes = max(cell.peak_mem_bytes or 0, int(peak))
@@ -383,13 +389,15 @@ class Runner(Sweep):
             and bool(((self.env or {}).get("gpu") or {}).get("energy_counter"))
         )
         for r in range(self.run.rounds):
-            live = [c for c in todo if c.status == "ok"]
+            live = [c for c in todo if c.status == "ok" and not measure.quiet(c, self.run)]  # noise stop
             self.rng.shuffle(live)
             for cell in live:
                 self._sample(case, cell, cell.plan[r])
-                if cell.status != "ok" or (r == self.run.rounds - 1 and not energy):
+                if cell.status != "ok" or (r == self.run.rounds - 1 and not energy and not self.run.profile):
                     finished(cell)
         for cell in todo:
+            if self.run.profile and cell.status == "ok":
+                measure.profile_cell(self, case, cell)  # kernels.jsonl
             if energy and cell.status == "ok":
                 self._energy(case, cell)
             finished(cell)
@@ -431,4 +439,6 @@ class Runner(Sweep):
         }
         if self.device == "cuda":
             out["throttle"] = self.throttle
+        if ((self.env or {}).get("clock_lock") or {}).get("locked"):
+            measure.unlock_clocks(self.gpu_uuid)
         return out

@@ -93,6 +93,9 @@ class RunSettings:
     seed: int = _setting(0, "nonnegint", "input seed")
     check_max_tokens: int = _setting(0, "nonnegint", "check accuracy at this T for longer cases (0: full size)")
     energy_s: float = _setting(0.5, "nonneg", "seconds of back-to-back calls for NVML energy (0: off)")
+    max_noise: float = _setting(0.01, "nonneg", "stop sampling a cell once rel_ci <= this (0: sample the budget)")
+    profile: int = _setting(0, "nonnegint", "1: a torch.profiler pass per cell into kernels.jsonl")
+    lock_clocks: int = _setting(0, "nonnegint", "1: lock the SM clock at its maximum where permitted (else a note)")
 
 
 #: The longest sequence a suite may ask for (a larger one is a typo, not a benchmark).

@@ -23,6 +23,17 @@ calls between one event pair (host work overlaps the previous call's kernels), d
 median over a few repeats. Results carry both: ``median_ms`` (per call, L2 cold, host gap
 included) and ``gpu_ms`` (back-to-back, the GPU's own time; on a CPU the same loop on the clock).
 
+:meth:`Timer.graph_ms` is the third figure: the call captured once in a CUDA graph and replayed,
+so neither Python nor the launches of a multi-kernel call are in it, with a cold L2. The flush
+read stays *outside* the graph and outside the events, as in the per-call samples: the host
+enqueues flush, start event, replay, end event for every sample before the GPU gets there (a
+replay is one launch), so the GPU never waits between the flush and the graph. A call that cannot
+be captured (host synchronisation, a library on its own stream) gives the reason instead.
+
+Noise-based stopping: :func:`rel_ci` is the bootstrap confidence half-width of the median over
+the median; the sweep stops sampling a cell once it is at most ``max_noise`` (after at least
+``min_samples``), else when the cell's time budget is spent (:func:`noise_ok`).
+
 The first call of a cell is timed apart (host wall time, synchronised), since Triton, NVRTC and
 Numba compile on it and that is a cost users pay. Warm-up is by time, and the number of samples
 follows from the warm-up's per-call estimate and the per-cell time budget (:func:`plan_samples`).
@@ -36,6 +47,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 
 #: L2 flush buffer when the device does not report its L2 size (do_bench's choice).
@@ -89,6 +101,42 @@ def summarize(samples_ms: Sequence[float]) -> Stats:
         cv=sd / mean if mean > 0 else 0.0,
         n_samples=len(xs),
     )
+
+
+def rel_ci(samples_ms: Sequence[float], conf: float = 0.95, n_boot: int = 1000, seed: int = 0) -> float:
+    """Bootstrap half-width of the ``conf`` confidence interval of the median, over the median.
+
+    Percentile bootstrap: ``n_boot`` resamples with replacement, the median of each, and half the
+    distance between their ``(1 - conf) / 2`` and ``(1 + conf) / 2`` quantiles. NaN for fewer than
+    two samples or a zero median. Deterministic for a given ``seed``.
+    """
+    if not 0 < conf < 1:
+        raise ValueError(f"conf: expected a value in (0, 1), got {conf}")
+    if n_boot < 10:
+        raise ValueError(f"n_boot: expected >= 10, got {n_boot}")
+    xs = np.asarray(samples_ms, dtype=float)
+    if xs.size < 2:
+        return math.nan
+    med = float(np.median(xs))
+    if med <= 0:
+        return math.nan
+    rng = np.random.default_rng(seed)
+    boots = np.median(xs[rng.integers(0, xs.size, size=(n_boot, xs.size))], axis=1)
+    lo, hi = np.quantile(boots, [(1 - conf) / 2, (1 + conf) / 2])
+    return float(hi - lo) / 2 / med
+
+
+def noise_ok(samples_ms: Sequence[float], max_noise: float, min_samples: int) -> bool:
+    """Whether a cell may stop sampling: ``min_samples`` taken and :func:`rel_ci` <= ``max_noise``.
+
+    ``max_noise = 0`` never stops early (sample to the budget).
+    """
+    if max_noise < 0:
+        raise ValueError(f"max_noise: expected >= 0, got {max_noise}")
+    if max_noise == 0 or len(samples_ms) < max(min_samples, 2):
+        return False
+    r = rel_ci(samples_ms)
+    return math.isfinite(r) and r <= max_noise
 
 
 def plan_samples(est_ms: float, budget_s: float, min_samples: int, max_samples: int, rounds: int) -> list[int]:
@@ -217,6 +265,53 @@ class Timer:
             pairs.append((a, mark()))
         synchronize(self.device)
         return statistics.median(elapsed(a, b) for a, b in pairs) / k
+
+    def graph_ms(
+        self, fn: Callable[[], object], n: int, capture: Callable[[Callable[[], object]], object] | None = None
+    ) -> tuple[float | None, str]:
+        """Median ms of ``n`` CUDA-graph replays of ``fn``, L2 flushed before each; or (None, reason).
+
+        ``capture(fn)`` returns an object with ``replay()`` (default: :func:`capture_graph`); a
+        capture that raises gives ``(None, "capture failed: ...")``. On a CPU, without ``capture``,
+        ``(None, "")``: there is no graph to replay.
+        """
+        if n < 1:
+            raise ValueError(f"n: expected >= 1, got {n}")
+        if capture is None:
+            if self.device.type != "cuda":
+                return None, ""
+            capture = capture_graph
+        try:
+            graph = capture(fn)
+        except Exception as exc:  # the call does something a graph cannot hold
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            return None, f"capture failed: {type(exc).__name__}: {msg}"[:200]
+        mark, elapsed = self._span()
+        graph.replay()  # upload and first replay outside the samples
+        pairs = []
+        for _ in range(n):
+            self.flush_l2()
+            a = mark()
+            graph.replay()
+            pairs.append((a, mark()))
+        synchronize(self.device)
+        return statistics.median(elapsed(a, b) for a, b in pairs), ""
+
+
+def capture_graph(fn: Callable[[], object]):
+    """``fn`` captured in a ``torch.cuda.CUDAGraph`` (after three warm-up calls on a side stream)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    torch.cuda.synchronize()
+    return graph
 
 
 def copy_bandwidth_gbs(device: torch.device | str, nbytes: int | None = None, reps: int = 10) -> float:

@@ -58,7 +58,7 @@ import time
 import torch
 
 from wkvbench import gradcheck, ops, presets, registry
-from wkvbench.harness import nvml, timing
+from wkvbench.harness import measure, nvml, timing
 from wkvbench.harness.client import check_same_package
 from wkvbench.harness.opcase import OpCase
 from wkvbench.harness.suite import Case
@@ -260,6 +260,7 @@ class Session:
             build()
         res["est_ms"] = timer.warmup(fn, warmup_s)
         res["gpu_ms"] = timer.gpu_ms(fn, res["est_ms"], repeats=3)
+        res.update(measure.after_warmup(timer, fn, self._rec(impl).backend, res["est_ms"]))  # graph_ms, counted work
         self.graph = None
         return {**res, "status": "ok"}
 
@@ -274,14 +275,25 @@ class Session:
             torch.cuda.reset_peak_memory_stats(self.device)
         if build is not None:
             build()  # bwd: the forward that keeps the graph, untimed but inside the memory peak
+        probe = measure.ClockProbe(self.device)  # NVML clock-event reasons around the batch
         xs = timer.samples(fn, int(n))
+        clocks = probe.done()
         self.graph = None
         if self.device.type == "cuda":
             # inputs (+ the state's weights) + everything the calls allocated at their peak (reference
             # and flush buffer excluded; in training modes the saved activations and gradients included)
             resident = getattr(self.state, "resident_bytes", 0) or 0
             peak = torch.cuda.max_memory_allocated(self.device) - base + self.input_bytes + resident
-        return {"samples_ms": xs, "peak_mem_bytes": peak}
+        return {"samples_ms": xs, "peak_mem_bytes": peak, **clocks}
+
+    def cmd_profile(self, impl: str, calls: int = 3) -> dict:
+        """Per-kernel (GPU) or per-operator (CPU) breakdown of ``calls`` calls (torch.profiler)."""
+        fn, build = self.timed_call(self.callable_for(impl))
+        if build is not None:
+            build()
+        rows = measure.profile_call(fn, self.device, calls)
+        self.graph = None
+        return {"kernels": rows, "calls": calls}
 
     def cmd_energy(self, impl: str, seconds: float, est_ms: float) -> dict:
         if self.device.type != "cuda":

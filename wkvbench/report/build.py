@@ -14,6 +14,7 @@ from wkvbench.report.render import Report, write
 def build_report(run_dir, out_dir=None, title: str | None = None, formats=("png", "svg")) -> Report:
     """Load ``run_dir``, draw every figure and write both reports into ``out_dir``; returns the Report."""
     from wkvbench.report.figures import draw_all  # matplotlib only when a report is drawn
+    from wkvbench.report.figures.measurement import measurement_plots
 
     run = load_run(run_dir)
     out = Path(out_dir) if out_dir is not None else run.path / "report"
@@ -32,5 +33,6 @@ def build_report(run_dir, out_dir=None, title: str | None = None, formats=("png"
         counts=counts,
     )
     rep.plots = draw_all(df, run.env, out / "figures", formats=formats)
+    rep.plots += measurement_plots(run.path, df, run.env, out / "figures", formats)  # roofline, kernels, quality
     write(rep, out)
     return rep
