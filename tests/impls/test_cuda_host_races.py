@@ -53,13 +53,14 @@ def test_shim_runs_blocks_and_warps_concurrently(selftest, mode):
         ("bad-block", "1025 threads per block"),
         ("bad-grid", "0 blocks"),
         ("over-cap", "9216 threads would be alive at once"),
-        ("bad-mask", "reads lane 16, which mask 0xffff does not name"),
+        ("bad-mask", r"lane \d+ reads lane (1[6-9]|2\d|3[01]), which mask 0xffff does not name"),
     ],
 )
 def test_shim_refuses_what_it_cannot_emulate(selftest, mode, message):
     proc = subprocess.run([str(selftest), mode], capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "ok" not in proc.stdout
-    assert f"cuda_host: {message}" in proc.stderr or message in proc.stderr, proc.stderr
+    # the message is a pattern: which lane of the warp trips the check first depends on scheduling
+    assert re.search(message, proc.stderr), proc.stderr
 
 
 def test_missing_compiler_fails_unless_the_skip_is_allowed(host_builder, monkeypatch):
