@@ -110,11 +110,13 @@ def find_sanitizer() -> tuple[str | None, str]:
     places = ["PATH"]
     for root in filter(None, (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda")):
         places.append(f"{root}/bin")
-        found = found or (f"{root}/bin/compute-sanitizer" if os.access(f"{root}/bin/compute-sanitizer", os.X_OK) else None)
+        cand = f"{root}/bin/compute-sanitizer"
+        found = found or (cand if os.access(cand, os.X_OK) else None)
     pattern = str(Path(sys.prefix) / "lib" / "python3*" / "site-packages" / "nvidia" / "*" / "**" / "compute-sanitizer")
     places.append("the nvidia pip packages")
     if not found:
-        found = next((p for p in glob.glob(pattern, recursive=True) if os.access(p, os.X_OK) and os.path.isfile(p)), None)
+        hits = [p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p) and os.access(p, os.X_OK)]
+        found = hits[0] if hits else None
     return found, ", ".join(places)
 
 

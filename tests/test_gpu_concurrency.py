@@ -46,7 +46,8 @@ def test_sanitizer_verdicts():
     refused = "========= Error: Device not supported\n"
     status, note = m.classify("cupy_cuda", 1, refused)
     assert status == "skipped" and "Device not supported" in note
-    assert m.classify("cupy_cuda", 1, "Traceback\nRuntimeError: boom\n========= ERROR SUMMARY: 0 errors\n")[0] == "failed"
+    crashed = "Traceback\nRuntimeError: boom\n========= ERROR SUMMARY: 0 errors\n"
+    assert m.classify("cupy_cuda", 1, crashed)[0] == "failed"
     rows = m.sanitizer_rows(torch.device("cpu"), 30)
     assert {(r["impl"], r["check"]) for r in rows} == {(n, k) for n in m.SANITIZED for k in ("racecheck", "memcheck")}
     assert {r["status"] for r in rows} == {"skipped"} and "CUDA device" in rows[0]["note"]

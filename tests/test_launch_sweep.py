@@ -26,8 +26,8 @@ def test_every_configuration_is_checked_against_the_float64_reference(monkeypatc
         y = ops.reference_output("bi_wkv7", x)
         return (y * (1.05 if val == 1 else 1.0)).to(torch.bfloat16)
 
-    monkeypatch.setattr(mod, "configs", lambda device, B, H: [("fake", "p", [3, 2, 1], 1, call),
-                                                              ("absent", "q", [1], 1, "no such kernel here")])  # fmt: skip
+    table = [("fake", "p", [3, 2, 1], 1, call), ("absent", "q", [1], 1, "no such kernel here")]
+    monkeypatch.setattr(mod, "configs", lambda device, B, H: table)
     rows = []
     n = mod.sweep(torch.device("cpu"), [1], 5, 1, torch.bfloat16, 0.001, rows.append, log=lambda s: None,
                   min_samples=1)  # fmt: skip

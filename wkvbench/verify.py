@@ -253,7 +253,7 @@ HEADER = (
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--op", default=",".join(OP_NAMES), help="comma list of ops (default: all)")
-    p.add_argument("--impl", default="", help="comma list of implementation names, checked in that order (default: all)")
+    p.add_argument("--impl", default="", help="comma list of implementation names, run in that order (default: all)")
     p.add_argument("--dtype", default="float32,bfloat16,float16", help="comma list of dtypes")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--long", action="store_true", help="add A-RWKV-B-width shapes up to 16,400 tokens (GPU)")
