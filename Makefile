@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 SUITE ?= suites/smoke.toml
 RUN_DIR ?= runs/smoke
 
-.PHONY: setup setup-test run test lint clean
+.PHONY: setup setup-test run test lint clean cpu-checks
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -39,3 +39,8 @@ test: lint
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# reports/cpu-checks/*: regenerated on a machine without a GPU, each file stamped with its commit
+# and the hashes of the kernel sources (tests/test_cpu_checks_stamps.py fails when they change).
+cpu-checks:
+	PYTHON=$(BIN)/python scripts/cpu_checks.sh
