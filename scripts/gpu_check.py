@@ -81,8 +81,8 @@ def rehearse(data: dict) -> dict:
     Durations divided by :data:`REHEARSE_SECONDS_DIVISOR`, batch capped at
     :data:`REHEARSE_MAX_BATCH`, short sampling budgets, accuracy checked at full size. The
     interpreted kernels leave the scaled groups (seconds per call there); the training groups
-    and an added inference group run :data:`REHEARSE_INTERPRETED` at :data:`REHEARSE_TINY`, so
-    ok rows of a Triton and a Numba kernel reach the suite and the training table.
+    run :data:`REHEARSE_INTERPRETED` (and the GPU-only names, skipped) at :data:`REHEARSE_TINY`,
+    so ok rows of a Triton and a Numba kernel reach the suite and the training table.
     """
     groups = _groups(data)
     out = dict(data)
@@ -110,9 +110,6 @@ def rehearse(data: dict) -> dict:
                 g["exclude"] = list(dict.fromkeys([*g.get("exclude", []), *INTERPRETED[op]]))
         if g.get("impls"):
             new.append(g)
-    wkv = [g for g in groups if g.get("op") == "bi_wkv7" and not _training(g)]
-    if any(i == "*" or i in INTERPRETED["bi_wkv7"] for g in wkv for i in g.get("impls", ["*"])):
-        new.append({"op": "bi_wkv7", "impls": list(REHEARSE_INTERPRETED), **REHEARSE_TINY, "dtype": ["bfloat16"]})
     out["group"] = new
     return out
 

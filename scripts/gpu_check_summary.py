@@ -114,7 +114,7 @@ def headline_lines(df) -> list[str]:
 
 
 def _mib(x) -> str:
-    return "-" if _nan(x) else f"{x / 2**20:.0f}"
+    return "-" if _nan(x) else f"{x / 2**20:.4g}"
 
 
 def training_lines(df) -> list[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata as md
 import importlib.util
+import os
 import platform
 import sys
 from pathlib import Path
@@ -71,7 +72,8 @@ def tool_lines() -> list[str]:
     spec.loader.exec_module(conc)
     tool, where = conc.find_sanitizer()
     return [
-        f"libNVVM (numba-cuda): {'found' if ok else 'not found: ' + why}",
+        f"libNVVM (numba-cuda): {'found' if ok else 'not found: ' + why}"
+        + (" (the CUDA simulator is on)" if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" else ""),
         f"compute-sanitizer: {tool or 'not found (' + where + ')'}",
     ]
 

@@ -88,11 +88,10 @@ def test_rehearsal_scales_the_suite_down_and_keeps_interpreted_kernels_tiny():
     small = h.rehearse(data)
     suite = parse_suite(tomllib.loads(h.to_toml(small)), "rehearsal")  # the written TOML is a valid suite
     assert suite.run.device == "cpu"
-    train, *inference, tiny = suite.groups
+    train, *inference = suite.groups
     assert train.modes == ("fwd_bwd",) and train.models == ("A-RWKV-T",) and train.tokens == (4,)
     assert {"triton_chunked", "numba_cuda", "audiorwkv_catflip"} <= set(train.impls)
     assert "triton_recurrent" not in train.impls  # minutes per call in the interpreter
-    assert tiny.op == "bi_wkv7" and set(tiny.impls) == set(h.REHEARSE_INTERPRETED) and tiny.tokens == (4,)
     orig = [g for g in data["group"] if g.get("modes", ["fwd"]) == ["fwd"]]
     assert [g.op for g in inference] == [g["op"] for g in orig]
     for g, o in zip(inference, orig, strict=True):
@@ -161,8 +160,8 @@ def test_rehearsal_verifies_interpreted_kernels_ok(rehearsal):
     with open(out / "verify.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     ok = {(r["impl"], r["check"]) for r in rows if r["status"] == "ok"}
-    for impl in ("triton_chunked", "numba_cuda"):
-        assert (impl, "fwd") in ok and (impl, "grad") in ok, rows
+    # each interpreted kernel verified once: numba_cuda's output; triton_chunked's output and gradients
+    assert {("numba_cuda", "fwd"), ("triton_chunked", "fwd"), ("triton_chunked", "grad")} <= ok, rows
     assert ("triton_chunked", "ticket_wait") in ok
     assert {r["status"] for r in rows if r["check"] in ("fwd", "grad")} == {"ok"}
 
@@ -184,8 +183,9 @@ def test_rehearsal_summary_has_ok_kernel_rows_and_ends_with_the_headline(rehears
     from wkvbench.report.load import load_run
 
     df = load_run(work / "run").results
-    fwd = df[(df["mode"] == "fwd") & (df["status"] == "ok")]
-    assert {"triton_chunked", "numba_cuda"} <= set(fwd["impl"])  # interpreted inference cells in the suite
+    ok = df[(df["mode"] == "fwd_bwd") & (df["status"] == "ok")]
+    assert {"triton_chunked", "numba_cuda"} <= set(ok["impl"])  # interpreted training cells in the suite
+    assert ok["saved_bytes"].gt(0).all() and ok["grad_rel_err"].le(ok["grad_tol"]).all()
     assert "## Verify" in text and "ticket_wait: " in text
     head = _helpers().headline_section(text)
     assert proc.stdout.strip().endswith(head.splitlines()[-1].strip())  # the headline is printed last
