@@ -58,7 +58,7 @@ GRAD_IMPLS=triton_chunked,triton_recurrent,cupy_cuda,numba_cuda,audiorwkv_catfli
 if [ "$REHEARSE" = 1 ]; then
   DEVICE=cpu
   export TRITON_INTERPRET=1 NUMBA_ENABLE_CUDASIM=1  # interpreted kernels, at tiny sizes only
-  SCALE=${REHEARSE_BUDGET_SCALE:-3}  # a loaded 2-core machine: the budgets stretched, the plan unchanged
+  SCALE=${REHEARSE_BUDGET_SCALE:-6}  # a loaded 2-core machine: the budgets stretched, the plan unchanged
   # interpreted: seconds per check; each kernel verified once (verify-grad checks the output too)
   VERIFY_ARGS=(--op bi_wkv7 --device cpu --dtype bfloat16 --impl numba_cuda,torch_chunked)
   GRAD_ARGS=(--device cpu --impl triton_chunked)
