@@ -11,6 +11,10 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 SUITE ?= suites/smoke.toml
 RUN_DIR ?= runs/smoke
+# Test processes: the suite is mostly single-threaded (interpreter, simulator, subprocess workers),
+# so two pytest-xdist workers roughly halve its wall time on a 2-core machine. TEST_WORKERS=0 runs
+# it in one process.
+TEST_WORKERS ?= 2
 
 .PHONY: setup setup-test run test lint clean cpu-checks
 
@@ -34,7 +38,7 @@ lint: setup-test
 	$(BIN)/ruff format --check wkvbench tests benchmarks
 
 test: lint
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 	$(BIN)/python -m pytest -q benchmarks --benchmark-disable
 
 clean:

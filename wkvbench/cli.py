@@ -19,12 +19,13 @@ SUBCOMMANDS = {
     "verify": ("wkvbench.verify", "check every available implementation against float64"),
     "kernels": ("wkvbench.kernels", "compile every GPU kernel for a target (sm_90) and show registers/smem"),
     "run": ("wkvbench.harness.runner", "sweep implementations over a suite or flags into a run dir"),
-    "report": ("wkvbench.report.build", "figures, report.html and report.md from a run dir"),
+    "report": ("wkvbench.report.cli", "figures, report.html and report.md from a run dir"),
     "compare": ("wkvbench.report.compare", "compare two run dirs cell by cell"),
     "models": ("wkvbench.models.listing", "whole networks: op, parameter count and tokens per preset"),
     "submit": ("wkvbench.harness.cluster", "run a suite as a Slurm (or local) job array of shards via submitit"),
     "status": ("wkvbench.harness.status", "cells done, failed and pending in a run dir, per shard"),
     "merge": ("wkvbench.harness.merge", "union of run dirs (shards, machines, GPU models) into one"),
+    "history": ("wkvbench.history.cli", "per-commit history of runs: add, show, report (HTML dashboard), check (CI)"),
 }
 
 

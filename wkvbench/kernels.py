@@ -3,7 +3,7 @@
 Each GPU implementation module exposes ``compile_report(cc=90) -> list[dict]`` (keys: impl,
 kernel, config, registers, shared_bytes, local_bytes, compiler) that compiles its kernels
 without a GPU: Triton through ``triton.compile`` for a ``GPUTarget``, CUDA C through NVRTC or
-nvcc, Numba through ``compile_ptx``; the shared tooling is ``wkvbench.impls._gpu``. Each module is
+nvcc, Numba through ``compile_ptx``; the shared tooling is ``wkvbench.impls._compile``. Each module is
 compiled in a clean subprocess, without ``TRITON_INTERPRET``/``NUMBA_ENABLE_CUDASIM`` (which
 would replace the compilers), so a register spill or a type error shows up on a CPU-only
 machine. A check whose tool is not installed here yields a row with ``skipped`` (e.g.

@@ -11,9 +11,10 @@ its backend can run here (``available(device) -> (ok, reason)``), and how it ran
 ``impl="auto"``. The op names come from the op records (:data:`wkvbench.opspec.OPS`).
 
 Built-in modules are found by convention, not listed: every module
-``wkvbench/impls/<op>_<backend>.py`` whose prefix is a registered op name. They are imported
-lazily, on the first query, so that ``TRITON_INTERPRET``/``NUMBA_ENABLE_CUDASIM`` can still be
-set after ``import wkvbench`` and a missing backend costs nothing until it is asked for.
+``wkvbench/impls/<op>_<backend>.py`` (or package ``<op>_<backend>/``) whose prefix is a registered
+op name. They are imported lazily, on the first query, so that ``TRITON_INTERPRET``/
+``NUMBA_ENABLE_CUDASIM`` can still be set after ``import wkvbench`` and a missing backend costs
+nothing until it is asked for.
 
 An implementation may accept ``out=`` (a preallocated output tensor it must fill completely);
 the verifier uses it to NaN-poison outputs. Functions without it are still accepted.
@@ -50,12 +51,12 @@ def op_of_module(name: str) -> str | None:
 def builtin_modules() -> tuple[str, ...]:
     """Dotted names of the built-in implementation modules, found by file name (not imported).
 
-    Every module ``wkvbench/impls/<op>_<backend>.py`` whose prefix is an op name; ordered by op
-    (the op records' order), then by module name. That order is the listing order.
+    Every module ``wkvbench/impls/<op>_<backend>.py`` or package ``<op>_<backend>/`` whose prefix is an
+    op name; ordered by op (the op records' order), then by module name. That order is the listing order.
     """
     pkg = importlib.util.find_spec(IMPLS_PACKAGE)
     paths = list(pkg.submodule_search_locations or ()) if pkg is not None else []
-    names = sorted(m.name for m in pkgutil.iter_modules(paths) if not m.ispkg)
+    names = sorted(m.name for m in pkgutil.iter_modules(paths))
     return tuple(f"{IMPLS_PACKAGE}.{n}" for op in OPS for n in names if op_of_module(n) == op)
 
 
@@ -83,6 +84,7 @@ class Impl:
     check: Check | None = field(default=None, repr=False, compare=False)
     description: str = ""
     module: str = ""
+    label: str = ""  # legend text in reports; empty: "<op label> <name>" (wkvbench.report.style.impl_label)
 
     @property
     def accepts_out(self) -> bool:
@@ -143,6 +145,7 @@ def register_impl(
     check: Check | None = None,
     description: str = "",
     replace: bool = False,
+    label: str = "",
 ) -> Callable[[Callable], Callable]:
     """Decorator: register ``fn`` as implementation ``name`` of ``op``. Returns ``fn`` unchanged."""
     if op not in OPS:
@@ -153,6 +156,8 @@ def register_impl(
     bad = [d for d in devices if d not in ("cpu", "cuda")]
     if bad:
         raise ValueError(f"devices: unknown device type(s) {bad}; use 'cpu' and/or 'cuda'")
+    if not isinstance(label, str):
+        raise TypeError(f"label: expected a string, got {type(label).__name__}")
     dtypes = tuple(dtypes)
     for dt in dtypes:
         if not isinstance(dt, torch.dtype):
@@ -176,6 +181,7 @@ def register_impl(
             check=check,
             description=description or (inspect.getdoc(fn) or "").split("\n")[0],
             module=getattr(fn, "__module__", ""),
+            label=label,
         )
         with _LOCK:
             old = _REGISTRY.get((op, name))

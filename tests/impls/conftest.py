@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from wkvbench.impls import _gpu
+from wkvbench.impls import _compile, _cupy
 
 HOST_DIR = Path(__file__).parent / "cuda_host"
 
@@ -31,7 +31,8 @@ def build_host(driver: str, out_dir: Path, source_dir: Path) -> ctypes.CDLL:
     so = out_dir / Path(driver).with_suffix(".so").name
     cmd = [
         gxx, "-std=c++20", "-O2", "-fno-strict-aliasing", "-Wall", "-Wno-unknown-pragmas", "-shared", "-fPIC",
-        "-pthread", "-I", str(HOST_DIR), "-I", str(source_dir), str(HOST_DIR / driver), "-o", str(so),
+        "-pthread", "-I", str(HOST_DIR), "-I", str(source_dir), "-I", str(_cupy.INCLUDE_DIR), str(HOST_DIR / driver),
+        "-o", str(so),
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0 and ("barrier: No such file" in proc.stderr or "_Float16" in proc.stderr):
@@ -57,7 +58,7 @@ def report(request) -> list[dict]:
 
 def check_nvcc_agrees(mod, report: list[dict]) -> None:
     """nvcc (the toolkit's ptxas, as old as the GPU image's CUDA) reports the same kernels, none spilling."""
-    if _gpu.find_nvcc() is None:
+    if _compile.find_nvcc() is None:
         pytest.skip("nvcc not found")
     rows = mod.compile_report(90, compiler="nvcc")
     assert [r["config"] for r in rows] == [r["config"] for r in report]

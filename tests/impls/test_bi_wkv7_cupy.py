@@ -1,4 +1,4 @@
-"""Tests of ``cupy_cuda`` (wkvbench/impls/bi_wkv7_cupy.py and its kernel source bi_wkv7_cupy.cu).
+"""Tests of ``cupy_cuda`` (wkvbench/impls/bi_wkv7_cupy/ and its kernel source bi_wkv7_cupy.cu).
 
 CuPy cannot run without a GPU, so the kernel source is checked on the CPU in two ways:
 
@@ -23,8 +23,8 @@ import pytest
 import torch
 
 from wkvbench.accuracy import GOAL, compare
-from wkvbench.impls import _bi_wkv7_cupy_train as _train
 from wkvbench.impls import bi_wkv7_cupy as mod
+from wkvbench.impls.bi_wkv7_cupy import train as _train
 from wkvbench.inputs import bi_wkv7_inputs
 from wkvbench.reference import bi_wkv7 as reference_bi_wkv7
 from wkvbench.registry import get_impl

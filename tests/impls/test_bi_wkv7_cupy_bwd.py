@@ -1,4 +1,4 @@
-"""Tests of ``cupy_cuda``'s training path (wkvbench/impls/_bi_wkv7_cupy_train.py, the training forward
+"""Tests of ``cupy_cuda``'s training path (wkvbench/impls/bi_wkv7_cupy/train.py, the training forward
 in bi_wkv7_cupy.cu and the backward kernel bi_wkv7_cupy_bwd.cu).
 
 CuPy cannot run without a GPU, so the kernels run in the host emulation: the SAME .cu files are
@@ -23,8 +23,8 @@ import torch
 
 from wkvbench import gradcheck
 from wkvbench.accuracy import TOLERANCE, compare
-from wkvbench.impls import _bi_wkv7_cupy_train as train
-from wkvbench.impls import bi_wkv7_catflip, bi_wkv7_cupy
+from wkvbench.impls import _cupy, bi_wkv7_catflip, bi_wkv7_cupy
+from wkvbench.impls.bi_wkv7_cupy import train
 from wkvbench.inputs import bi_wkv7_inputs
 from wkvbench.reference import bi_wkv7 as reference_bi_wkv7
 from wkvbench.registry import get_impl
@@ -155,7 +155,7 @@ def test_mutant_backward_fails(cuda_host, tmp_path, old, new, grad):
     """A backward missing one term must fail the float64 comparison (the forward stays exact)."""
     src = train.BWD_PATH.read_text()
     assert src.count(old) == 1, "the mutation no longer applies"
-    for f in (bi_wkv7_cupy.KERNEL_PATH, SRC / "wkv_io.cuh"):
+    for f in (bi_wkv7_cupy.KERNEL_PATH, _cupy.INCLUDE_DIR / "wkv_io.cuh"):
         (tmp_path / f.name).write_text(f.read_text())
     (tmp_path / train.BWD_PATH.name).write_text(src.replace(old, new))
     mutant = load_host(cuda_host, tmp_path, source_dir=tmp_path)

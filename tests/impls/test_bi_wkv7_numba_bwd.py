@@ -1,4 +1,5 @@
-"""numba_cuda training (wkvbench/impls/_bi_wkv7_numba_train.py) against float64 autograd of the reference.
+"""numba_cuda training (wkvbench/impls/bi_wkv7_numba/: train.py, fwd.py, bwd.py) against float64 autograd of the
+reference.
 
 Without a GPU both training kernels run in the Numba CUDA simulator (one Python thread per CUDA
 thread), so shapes stay tiny (B <= 3, H <= 2, N = 64) and the matrix is a subset chosen for the
@@ -32,7 +33,8 @@ from wkvbench.registry import get_impl
 nb = pytest.importorskip("wkvbench.impls.bi_wkv7_numba")
 if nb.cuda is None:
     pytest.skip(f"numba-cuda not installed: {nb._IMPORT_ERROR}", allow_module_level=True)
-from wkvbench.impls import _bi_wkv7_numba_train as tr  # noqa: E402
+from wkvbench.impls.bi_wkv7_numba import bwd, fwd  # noqa: E402
+from wkvbench.impls.bi_wkv7_numba import train as tr  # noqa: E402
 
 DEV = "cuda" if torch.cuda.is_available() and not nb.SIMULATOR else "cpu"
 if DEV == "cpu" and not nb.SIMULATOR:
@@ -106,12 +108,12 @@ MUTANTS = {
 
 @pytest.mark.parametrize("mutant", MUTANTS)
 def test_mutated_backward_fails(monkeypatch, mutant):
-    src = tr._BWD_TEMPLATE
+    src = bwd._BWD_TEMPLATE
     for old, new in MUTANTS[mutant]:
         assert src.count(old) == 1, f"the mutation {old!r} no longer applies"
         src = src.replace(old, new)
-    monkeypatch.setattr(tr, "_BWD_TEMPLATE", src)
-    tr._kernel.cache_clear()
+    monkeypatch.setattr(bwd, "_BWD_TEMPLATE", src)
+    bwd._kernel.cache_clear()
     try:
         x = _inputs(1, 9, 1, torch.float32, seed=4)
         names = gradcheck.grad_names("bi_wkv7", x)
@@ -119,7 +121,7 @@ def test_mutated_backward_fails(monkeypatch, mutant):
         y, grads = gradcheck.implementation_grads(_fn, x, names, dy)
         acc = gradcheck.compare_grads(grads, gradcheck.reference_grads("bi_wkv7", x, dy), torch.float32)
     finally:
-        tr._kernel.cache_clear()
+        bwd._kernel.cache_clear()
     assert accuracy.compare(y, reference.bi_wkv7(**x), torch.float32).passed, "the mutation touches only the backward"
     assert acc.worst_err > 100 * acc.tol, f"the mutant passed: {acc.label()}"
 
@@ -195,6 +197,6 @@ def test_registered_with_backward_and_names_checked(monkeypatch):
         tr.kernel_source("bi_wkv7_kernel", "f32")
     with pytest.raises(ValueError, match="^kind:"):
         tr.kernel_source(tr.KERNELS[1], "f64")
-    monkeypatch.setattr(tr, "_FWD_SAVE_EDITS", (("no such line", "x"),))
+    monkeypatch.setattr(fwd, "_FWD_SAVE_EDITS", (("no such line", "x"),))
     with pytest.raises(RuntimeError, match="template changed"):
         tr.fwd_save_template()

@@ -21,9 +21,9 @@ from wkvbench.registry import get_impl
 triton = pytest.importorskip("triton")
 import triton.language as tl  # noqa: E402
 
-from wkvbench.impls import _bi_wkv7_triton_chunked_bwd as wyb  # noqa: E402
 from wkvbench.impls import bi_wkv7_triton as tk  # noqa: E402
-from wkvbench.impls.bi_wkv7_triton import _unit_lower_inverse  # noqa: E402
+from wkvbench.impls.bi_wkv7_triton import chunked_bwd as wyb  # noqa: E402
+from wkvbench.impls.bi_wkv7_triton.common import _unit_lower_inverse  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)

@@ -1,7 +1,7 @@
 """Training with the Triton Bi-WKV7 kernels: saved states, the backward kernel, the autograd Function.
 
 Under the Triton interpreter (tests/conftest.py): the training forward of ``triton_chunked`` and
-``triton_recurrent`` (``save=True``) and the backward kernel of ``_bi_wkv7_triton_bwd.py`` against
+``triton_recurrent`` (``save=True``) and the backward kernel of ``bi_wkv7_triton/bwd.py`` against
 float64 autograd of ``wkvbench.reference.bi_wkv7`` (``wkvbench.gradcheck``), with the bars of
 docs/spec.md section 5 for outputs and gradients. The interpreter runs a program's tokens one at
 a time in numpy (seconds per case), so the matrix is a representative subset: all five T
@@ -15,8 +15,6 @@ them), and a mutant of the backward kernel without its ``dsa a^T`` term must fai
 from __future__ import annotations
 
 import importlib.util
-import sys
-import types
 
 import pytest
 import torch
@@ -27,9 +25,10 @@ from wkvbench.registry import get_impl
 
 triton = pytest.importorskip("triton")
 
-from wkvbench.impls import _bi_wkv7_triton_bwd as kb  # noqa: E402
-from wkvbench.impls import _bi_wkv7_triton_train as tt  # noqa: E402
 from wkvbench.impls import bi_wkv7_triton as tk  # noqa: E402
+from wkvbench.impls.bi_wkv7_triton import bwd as kb  # noqa: E402
+from wkvbench.impls.bi_wkv7_triton import chunked_bwd as wy  # noqa: E402
+from wkvbench.impls.bi_wkv7_triton import train as tt  # noqa: E402
 
 F32, BF16, F16 = torch.float32, torch.bfloat16, torch.float16
 ARGS = ("r", "w", "k", "v", "a", "b", "g")
@@ -216,9 +215,7 @@ def test_backward_switch_hands_the_chunked_backward_the_states(monkeypatch):
         seen["states"] = states
         return tuple(torch.zeros_like(r) for _ in range(6)) + (torch.zeros_like(g),)
 
-    monkeypatch.setitem(
-        sys.modules, "wkvbench.impls._bi_wkv7_triton_chunked_bwd", types.SimpleNamespace(chunked_backward=fake)
-    )
+    monkeypatch.setattr(wy, "chunked_backward", fake)
     monkeypatch.setattr(tt, "BACKWARD", tt.BACKWARD)
     tt.set_backward("chunked")
     x = gradcheck.leaves(_inputs(20, F32, H=1), list(ARGS))
@@ -238,8 +235,6 @@ def test_backward_config():
 @pytest.mark.parametrize("dtype,T,variant", [(F32, 50, "strong_decay"), (BF16, 17, "realistic")], ids=str)
 def test_chunked_kinds_train_with_the_wy_backward_by_default(monkeypatch, dtype, T, variant):
     """triton_chunked's registered path: training forward + the chunked (WY) backward, end to end."""
-    from wkvbench.impls import _bi_wkv7_triton_chunked_bwd as wy
-
     calls = []
     real = wy.chunked_backward
     monkeypatch.setattr(wy, "chunked_backward", lambda *a: calls.append(1) or real(*a))

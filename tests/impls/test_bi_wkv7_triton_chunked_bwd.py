@@ -20,7 +20,7 @@ from wkvbench import gradcheck, inputs, kernels, reference
 
 pytest.importorskip("triton")
 
-from wkvbench.impls import _bi_wkv7_triton_chunked_bwd as mod  # noqa: E402
+from wkvbench.impls.bi_wkv7_triton import chunked_bwd as mod  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 NAMES = ("r", "w", "k", "v", "a", "b")
@@ -132,7 +132,7 @@ def test_bad_arguments_name_the_argument():
 # ----------------------------------------------------------------------------- sm_90 compile
 def test_compile_report_sm90_no_spills():
     """Every launched kernel variant compiles for sm_90 (no GPU, no interpreter) without spills."""
-    rows = kernels.report_module("wkvbench.impls._bi_wkv7_triton_chunked_bwd", cc=90)
+    rows = kernels.report_module("wkvbench.impls.bi_wkv7_triton.chunked_bwd", cc=90)
     assert len(rows) == len(mod.kernel_variants()) == 3 * (1 + len(mod.CHUNK_PARTS))
     for r in rows:
         assert "error" not in r and "skipped" not in r, r

@@ -1,4 +1,4 @@
-"""The GPU tooling shared by the kernel modules (``wkvbench.impls._gpu``) and the compile checks'
+"""The GPU tooling shared by the kernel modules (``wkvbench.impls._gpu``, ``_compile``) and the compile checks'
 behaviour when a tool is missing (simulated by monkeypatching the lookup)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import importlib
 import pytest
 import torch
 
-from wkvbench.impls import _cupy, _gpu
+from wkvbench.impls import _compile, _cupy, _gpu
 
 # ptxas -v output for two kernels (shape of NVRTC's / ptxas 13's log), the second one spilling
 PTXAS_LOG = """\
@@ -25,12 +25,12 @@ ptxas info    : Used 255 registers, 384 bytes cmem[0]
 
 
 def test_parse_ptxas_two_entries_and_resource_row():
-    stats = _gpu.parse_ptxas(PTXAS_LOG)
+    stats = _compile.parse_ptxas(PTXAS_LOG)
     assert set(stats) == {"_Z3fooPf", "_Z3barPf"}
     assert stats["_Z3fooPf"] == {
         "registers": 130, "shared_bytes": 5136, "stack_bytes": 0, "spill_stores": 0, "spill_loads": 0,
     }  # fmt: skip
-    row = _gpu.resource_row(stats["_Z3barPf"])
+    row = _compile.resource_row(stats["_Z3barPf"])
     assert row == {"registers": 255, "shared_bytes": 0, "local_bytes": 40, "spill_bytes": 28}
 
 
@@ -70,15 +70,15 @@ def test_nvrtc_missing_is_a_tool_missing(monkeypatch):
         raise RuntimeError("Failed to dlopen libnvrtc.so.13")
 
     monkeypatch.setattr(nvrtc, "nvrtcVersion", missing)
-    with pytest.raises(_gpu.ToolMissing, match=r"^needs pip install 'wkvbench\[compile\]' \(NVRTC: RuntimeError"):
-        _gpu.nvrtc_version()
-    rows = _gpu.report_or_skip(["x", "y"], _gpu.nvrtc_version)
+    with pytest.raises(_compile.ToolMissing, match=r"^needs pip install 'wkvbench\[compile\]' \(NVRTC: RuntimeError"):
+        _compile.nvrtc_version()
+    rows = _compile.report_or_skip(["x", "y"], _compile.nvrtc_version)
     assert [r["impl"] for r in rows] == ["x", "y"]
     assert all(r["skipped"].startswith("needs pip install 'wkvbench[compile]'") for r in rows)
 
 
 def _missing_nvrtc():
-    raise _gpu.ToolMissing.extra("compile", "NVRTC: not found")
+    raise _compile.ToolMissing.extra("compile", "NVRTC: not found")
 
 
 # ----------------------------------------------------------------------------- per module, tool missing
@@ -96,12 +96,12 @@ def test_triton_modules_skip_without_triton(monkeypatch):
 @pytest.mark.parametrize("module", ["bi_wkv7_cupy", "bi_wkv7_catflip"])
 def test_cupy_compile_check_skips_without_nvrtc_and_nvcc(monkeypatch, module):
     mod = importlib.import_module(f"wkvbench.impls.{module}")
-    monkeypatch.setattr(_gpu, "nvrtc_version", _missing_nvrtc)
-    monkeypatch.setattr(_gpu, "find_nvcc", lambda: None)
+    monkeypatch.setattr(_compile, "nvrtc_version", _missing_nvrtc)
+    monkeypatch.setattr(_compile, "find_nvcc", lambda: None)
     rows = mod.compile_report(90)
     assert rows == [{"impl": mod.NAME, "kernel": "-", "config": "-",
                      "skipped": "needs pip install 'wkvbench[compile]' (NVRTC: not found)"}]  # fmt: skip
-    with pytest.raises(_gpu.ToolMissing):
+    with pytest.raises(_compile.ToolMissing):
         _cupy.compile_log(mod.kernel_source(), ["k<float>"], 90, "nvrtc", str)
     with pytest.raises(ValueError, match="^compiler:"):
         mod.compile_report(90, compiler="clang")
@@ -112,11 +112,11 @@ def test_cupy_compile_error_is_an_error_not_a_skip(monkeypatch):
 
     pytest.importorskip("cuda.core")
     try:
-        _gpu.nvrtc_version()
-    except _gpu.ToolMissing:
+        _compile.nvrtc_version()
+    except _compile.ToolMissing:
         pytest.skip("no NVRTC here")
     monkeypatch.setattr(bi_wkv7_cupy, "kernel_source", lambda: "this is not C++")
-    monkeypatch.setattr(_gpu, "find_nvcc", lambda: None)
+    monkeypatch.setattr(_compile, "find_nvcc", lambda: None)
     with pytest.raises(RuntimeError, match="NVRTC compile failed"):
         bi_wkv7_cupy.compile_report(90, dtypes=(torch.float32,), splits=(1,))
 
@@ -132,7 +132,7 @@ def nb(monkeypatch):
 
 def test_numba_compile_check_skips_without_nvrtc(nb, monkeypatch):
     monkeypatch.setattr(_gpu, "nvvm_status", lambda: (True, "ok"))
-    monkeypatch.setattr(_gpu, "nvrtc_version", _missing_nvrtc)
+    monkeypatch.setattr(_compile, "nvrtc_version", _missing_nvrtc)
     rows = nb.compile_report(90)
     assert len(rows) == 1 and rows[0]["impl"] == "numba_cuda"
     assert rows[0]["skipped"] == "needs pip install 'wkvbench[compile]' (NVRTC: not found)"
@@ -183,7 +183,7 @@ def test_cupy_modules_share_the_inlined_io_header():
     """Both kernel sources come with wkv_io.cuh inlined (NVRTC gets one string; CuPy's cache sees header edits)."""
     from wkvbench.impls import bi_wkv7_catflip, bi_wkv7_cupy
 
-    header = (bi_wkv7_cupy.KERNEL_PATH.parent / "wkv_io.cuh").read_text()
+    header = (_cupy.INCLUDE_DIR / "wkv_io.cuh").read_text()
     for mod in (bi_wkv7_cupy, bi_wkv7_catflip):
         assert '#include "wkv_io.cuh"' in mod.KERNEL_PATH.read_text()
         src = mod.kernel_source()

@@ -134,6 +134,7 @@ def write_run(
                                 tokens_per_s=batch * tokens / med * 1e3,
                                 audio_s_per_s=batch * sec / med * 1e3,
                                 peak_mem_bytes=tokens * 4096 * (tokens if op == "attention" else 64),
+                                bytes_moved=tokens * 1e4,
                                 gbs=tokens * 1e4 / med * 1e-6,
                                 max_abs_err=1e-4,
                             )

@@ -8,7 +8,7 @@ import pytest
 
 from wkvbench.report import analysis as an
 from wkvbench.report.load import load_run, tidy
-from wkvbench.report.style import fmt_bytes, fmt_ms, fmt_rate, fmt_speedup, style_for
+from wkvbench.report.style import fmt_bytes, fmt_ms, fmt_rate, fmt_speedup, impl_label, op_label, style_for
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +121,34 @@ def test_formats_and_styles():
     assert style_for("attention", "torch_eager").linestyle == "--"
     assert style_for("bi_wkv7", "my_plugin") == style_for("bi_wkv7", "my_plugin")
     assert style_for("bi_wkv7", "triton_fused").colour != style_for("attention", "torch_eager").colour
+
+
+def test_legend_labels_come_from_the_op_record_and_the_registration():
+    from matplotlib.figure import Figure
+
+    from wkvbench.opspec import OPS
+    from wkvbench.registry import register_impl, unregister_impl
+    from wkvbench.report.figures.layout import Legend
+
+    assert op_label("bi_selective_scan") == OPS["bi_selective_scan"].label and op_label("other_op") == "other_op"
+    assert impl_label("bi_selective_scan", "torch_chunked") == f"{OPS['bi_selective_scan'].label} torch_chunked"
+    with pytest.raises(TypeError, match="label"):
+        register_impl("bi_wkv7", name="bad_label", backend="torch", label=3)
+
+    @register_impl("bi_wkv7", name="labelled_plugin", backend="torch", label="My fused kernel")
+    def labelled(r, w, k, v, a, b, g=None):
+        return v
+
+    try:
+        assert impl_label("bi_wkv7", "labelled_plugin") == "My fused kernel"
+        legend = Legend()
+        for op, impl in (("attention", "torch_eager"), ("bi_wkv7", "labelled_plugin"), ("bi_wkv7", "torch_loop")):
+            legend.impl(op, impl)
+        legend.not_ok()
+        fig = Figure()
+        legend.draw(fig)
+        texts = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert texts == ["Bi-WKV7 torch_loop", "My fused kernel", "attention torch_eager", "not ok (status beside)"]
+    finally:
+        unregister_impl("bi_wkv7", "labelled_plugin")
+    assert impl_label("bi_wkv7", "labelled_plugin") == "Bi-WKV7 labelled_plugin"

@@ -3,6 +3,7 @@
 import math
 import re
 import xml.etree.ElementTree as ET
+from html.parser import HTMLParser
 
 import pandas as pd
 import pytest
@@ -11,6 +12,7 @@ from wkvbench import cli, schema
 from wkvbench.report import analysis as an
 from wkvbench.report import figures
 from wkvbench.report.load import load_run, parse_env, tidy
+from wkvbench.report.render import Report, render_html, render_md
 from wkvbench.report.style import fmt_ms, fmt_speedup
 
 FIGURE_NAMES = [name for name, _ in (*figures.FIGURES, *figures.NETWORK_FIGURES)]
@@ -150,3 +152,118 @@ def test_per_row_speedup_columns_are_never_read(tmp_path, make_run):
     assert cli.main(["report", str(plain), "-o", str(out), "--no-svg"]) == 0
     sp = pd.read_csv(out / "figures" / "fig3_speedup_audio.csv")
     assert sp["speedup"].notna().any() and "A-RWKV-B" in (out / "report.md").read_text()
+
+
+#: The section headings of the synthetic run's reports, pinned before the renderers moved to templates.
+FIGURE_HEADINGS = [
+    "Latency vs tokens (log-log)",
+    "Throughput vs sequence length",
+    "Speed-up of Bi-WKV7 over attention and the Mamba scan (equal audio)",
+    "Speed-up of Bi-WKV7 over attention and the Mamba scan (equal tokens)",
+    "Throughput vs model size at fixed audio durations",
+    "Peak memory vs sequence length",
+    "Accuracy: relative L2 error vs the float64 reference",
+    "Achieved bandwidth as a fraction of measured copy bandwidth",
+    "First call in the worker (compile/load where `compiled`) per implementation",
+    "Training accuracy: worst gradient's relative L2 error vs float64 autograd",
+    "Bi-WKV7 training memory vs sequence length",
+    "Whole networks: throughput vs duration",
+    "Whole networks: speed-up of A-RWKV over AST-B and AuM (equal audio)",
+    "Whole networks: throughput vs parameter count",
+]
+HTML_HEADINGS = [
+    ("h1", "wkvbench report: synthetic"),
+    ("h2", "Headline"),
+    ("h2", "Environment"),
+    ("h2", "Verification"),
+    ("h2", "Cells that are not ok (15)"),
+    *(("h2", t) for t in FIGURE_HEADINGS),
+]
+MD_HEADINGS = [
+    ("h1", "wkvbench report: synthetic"),
+    ("h2", "Headline"),
+    ("h2", "Environment"),
+    ("h2", "Verification"),
+    ("h2", "Figures"),
+    *(("h3", t) for t in FIGURE_HEADINGS),
+]
+
+
+class _Headings(HTMLParser):
+    """(tag, text) of every h1/h2/h3 of an HTML document, in order, whitespace collapsed."""
+
+    def __init__(self):
+        super().__init__()
+        self.found: list[tuple[str, str]] = []
+        self._open: list | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("h1", "h2", "h3"):
+            self._open = [tag, ""]
+
+    def handle_data(self, data):
+        if self._open is not None:
+            self._open[1] += data
+
+    def handle_endtag(self, tag):
+        if self._open is not None and tag == self._open[0]:
+            self.found.append((tag, " ".join(self._open[1].split())))
+            self._open = None
+
+
+def _html_headings(text: str) -> list[tuple[str, str]]:
+    parser = _Headings()
+    parser.feed(text)
+    return parser.found
+
+
+def _md_headings(text: str) -> list[tuple[str, str]]:
+    return [(f"h{len(m[1])}", m[2].strip()) for m in re.finditer(r"^(#{1,3}) (.+)$", text, re.MULTILINE)]
+
+
+def test_reports_have_the_same_sections_in_the_same_order(built):
+    _, out, df = built
+    assert int((df["status"] != "ok").sum()) == 15
+    assert _html_headings((out / "report.html").read_text(encoding="utf-8")) == HTML_HEADINGS
+    assert _md_headings((out / "report.md").read_text(encoding="utf-8")) == MD_HEADINGS
+
+
+def test_html_escapes_text_from_the_run():
+    rows = pd.DataFrame(
+        [{"op": "bi_wkv7", "impl": "torch_chunked", "model": "A-RWKV-T", "batch": 1, "tokens": 128, "status": "failed",
+          "median_ms": "", "note": "<script>alert(1)</script>", "dtype": "float32", "device": "cpu"}]
+    )  # fmt: skip
+    df = tidy(rows)
+    table, where = an.headline(df)
+    rep = Report(
+        title="<i>run</i> & co",
+        run_dir="runs/a<b",
+        env=parse_env({"cpu": "some CPU"}),
+        headline=table,
+        where=where,
+        verification=an.verification(df),
+        not_ok=an.not_ok(df),
+        counts={"failed": 1},
+    )
+    html = render_html(rep)
+    assert "<script" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<h1>&lt;i&gt;run&lt;/i&gt; &amp; co</h1>" in html and "<code>runs/a&lt;b</code>" in html
+    assert '<span class="st-bad">failed</span>' in html
+    assert render_md(rep).startswith("# <i>run</i> & co\n")  # Markdown is text: not escaped
+
+
+def test_the_templates_are_package_data():
+    from pathlib import Path
+
+    import wkvbench
+
+    tomllib = pytest.importorskip("tomllib")
+    pkg = Path(wkvbench.__file__).parent
+    pyproject = pkg.parent / "pyproject.toml"
+    if not pyproject.is_file():
+        pytest.skip("installed without its source tree")
+    globs = tomllib.loads(pyproject.read_text(encoding="utf-8"))["tool"]["setuptools"]["package-data"]["wkvbench"]
+    shipped = {p for g in globs for p in pkg.glob(g)}
+    templates = sorted((pkg / "report" / "templates").iterdir())
+    assert {p.name for p in templates} >= {"report.html.j2", "report.md.j2"}
+    assert set(templates) <= shipped

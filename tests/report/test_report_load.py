@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from wkvbench import schema
-from wkvbench.report.load import load_run, parse_env, row_key
+from wkvbench.report.load import load_run, parse_env
 
 
 def test_loads_types_and_derived_columns(synthetic_run):
@@ -31,7 +31,7 @@ def test_samples_are_keyed_like_rows(synthetic_run):
     run = load_run(synthetic_run)
     ok = run.results[run.results["ok"]]
     row = ok.iloc[0]
-    samples = run.samples_for(row_key(row))
+    samples = run.samples_for(schema.key_of(row))
     assert samples is not None and len(samples) == 25
     assert np.median(samples) == pytest.approx(row["median_ms"], rel=1e-12)
 

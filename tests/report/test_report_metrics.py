@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from wkvbench import schema
+from wkvbench.report import analysis as an
 from wkvbench.report import figures
 from wkvbench.report.figures.metric import MetricFigure, Panels
 from wkvbench.report.load import load_run, parse_env, tidy
@@ -114,3 +116,18 @@ def test_training_memory_draws_only_bi_wkv7_training_cells_at_their_saved_bytes(
     ys = {len(x): y for x, y in _line_data(plot).values()}
     assert ys[4] == pytest.approx([1, 2, 4, 8])  # MiB, torch_loop: every cell ok
     assert ys[2] == pytest.approx([1, 2])  # torch_chunked's wrong and OOM cells are not drawn
+
+
+def test_recorded_rates_are_read_and_only_empty_ones_come_from_schema_derive():
+    base = {"op": "bi_wkv7", "impl": "torch_chunked", "model": "A-RWKV-T", "batch": 2, "tokens": 1000,
+            "status": "ok", "median_ms": 2.0, "seconds": 20.0, "bytes_moved": 4e9, "flops": 6e12,
+            "dtype": "float32", "device": "cuda"}  # fmt: skip
+    df = tidy(pd.DataFrame([{**base, "tokens_per_s": 123.0, "pct_copy_bw": 10.0}, {**base, "tokens": 2000}]))
+    assert df.loc[0, "tokens_per_s"] == 123.0  # as recorded, not recomputed
+    fresh = schema.derive(schema.parse_row({k: str(v) for k, v in {**base, "tokens": 2000}.items()}))
+    for col in ("tokens_per_s", "audio_s_per_s", "gbs", "tflops"):
+        assert df.loc[1, col] == pytest.approx(fresh[col]), col
+    assert df.loc[1, "gbs"] == pytest.approx(2000.0) and df.loc[1, "tflops"] == pytest.approx(3000.0)
+    frac = an.bandwidth_fraction(df, 1000.0)  # the row's own pct_copy_bw wins over env.json's probe
+    assert frac[0] == pytest.approx(0.10) and frac[1] == pytest.approx(2.0)
+    assert math.isnan(an.bandwidth_fraction(df.assign(ok=False), 1000.0)[1])

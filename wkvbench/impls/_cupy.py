@@ -1,13 +1,13 @@
-"""CuPy glue shared by the CUDA C kernel modules (``bi_wkv7_cupy``, ``bi_wkv7_catflip``).
+"""CuPy glue shared by the CUDA C kernel packages (``bi_wkv7_cupy``, ``bi_wkv7_catflip``).
 
-Both modules keep a ``.cu`` file next to them, compile it with NVRTC through ``cupy.RawModule``
+Both packages keep their ``.cu`` files next to their Python, compile them with NVRTC through ``cupy.RawModule``
 and launch torch tensors' raw device pointers on torch's current stream. What they share:
 
 * availability: CuPy imported once (:data:`cp`, :data:`CUPY_ERROR`) and the check that it sees
   the CUDA device and can load NVRTC (:func:`check`);
 * source: :func:`cuda_source` reads a ``.cu`` file and inlines the package headers it includes
-  (``wkv_io.cuh``), so NVRTC and nvcc get one self-contained string and CuPy's kernel cache,
-  which keys on the source text, sees a change to a header;
+  (``wkv_io.cuh``, in :data:`INCLUDE_DIR`), so NVRTC and nvcc get one self-contained string and
+  CuPy's kernel cache, which keys on the source text, sees a change to a header;
 * registration of a Bi-WKV7 kernel launched through this glue (:func:`register_bi_wkv7`) and its
   argument checks (:func:`validate_bi_wkv7_call`);
 * launch:
@@ -17,7 +17,7 @@ and launch torch tensors' raw device pointers on torch's current stream. What th
 * compile report: :func:`compile_log` compiles name expressions for ``sm_<cc>`` without a GPU
   through NVRTC (``cuda.core``) or nvcc and returns the ``ptxas -v`` log; :func:`compile_rows`
   turns it into the rows of ``wkvbench kernels``, or into a ``skipped`` row when no compiler is
-  installed (:class:`_gpu.ToolMissing`).
+  installed (:class:`_compile.ToolMissing`).
 
 The leading underscore keeps this module out of the built-in implementation modules: it
 registers nothing itself.
@@ -36,13 +36,15 @@ from pathlib import Path
 
 import torch
 
-from wkvbench.impls import _gpu
+from wkvbench.impls import _compile, _gpu
 from wkvbench.ops import validate_bi_wkv7
 from wkvbench.registry import register_impl
 
 cp, CUPY_ERROR = _gpu.try_import("cupy")  # None also when a CUDA library underneath is broken
 
 NVRTC_OPTIONS = ("--std=c++17",)
+#: The headers the CUDA C kernels share (``wkv_io.cuh``); also the include path of the host emulation.
+INCLUDE_DIR = Path(__file__).with_name("include")
 _INCLUDE = re.compile(r'^#include "(\w+\.cuh)".*$', re.MULTILINE)
 
 
@@ -69,8 +71,13 @@ def check(device: torch.device) -> tuple[bool, str]:
 # ----------------------------------------------------------------------------- source
 def cuda_source(path: Path) -> str:
     """The text of the ``.cu`` file ``path`` with each ``#include "<name>.cuh"`` replaced by that header
-    (found next to ``path``). Other includes are left alone."""
-    return _INCLUDE.sub(lambda m: (path.parent / m.group(1)).read_text(), path.read_text())
+    (found next to ``path``, else in :data:`INCLUDE_DIR`, as a compiler searches). Other includes are left alone."""
+
+    def header(m: re.Match) -> str:
+        local = path.parent / m.group(1)
+        return (local if local.is_file() else INCLUDE_DIR / m.group(1)).read_text()
+
+    return _INCLUDE.sub(header, path.read_text())
 
 
 # ----------------------------------------------------------------------------- registration and checks
@@ -194,14 +201,14 @@ def compile_rows(
     """
     try:
         log, used = compile_log(source, names, cc, compiler, instantiate)
-    except _gpu.ToolMissing as exc:
-        return _gpu.skipped_rows([impl], exc)
+    except _compile.ToolMissing as exc:
+        return _compile.skipped_rows([impl], exc)
     rows = []
-    for entry, stats in _gpu.parse_ptxas(log).items():
+    for entry, stats in _compile.parse_ptxas(log).items():
         m = mangled.search(entry)
         if m is not None:
             kernel, config, name = describe(m)
-            row = {"impl": impl, "kernel": kernel, "config": config, **_gpu.resource_row(stats)}
+            row = {"impl": impl, "kernel": kernel, "config": config, **_compile.resource_row(stats)}
             rows.append({**row, "compiler": f"{used} sm_{cc}", "name": name})
     order = {name: i for i, name in enumerate(names)}
     rows.sort(key=lambda row: order.get(row["name"], 0))
@@ -217,7 +224,7 @@ def compile_log(
     ``"nvcc"``, or ``"auto"`` (NVRTC, else nvcc: nvcc also gives a second opinion when NVRTC
     fails to compile). ``instantiate(name)`` is the explicit instantiation nvcc needs for a name
     (``template __global__ void name(params);``). A missing compiler raises
-    :class:`_gpu.ToolMissing`; a source that does not compile, RuntimeError.
+    :class:`_compile.ToolMissing`; a source that does not compile, RuntimeError.
     """
     if compiler not in ("auto", "nvrtc", "nvcc"):
         raise ValueError(f"compiler: expected 'auto', 'nvrtc' or 'nvcc', got {compiler!r}")
@@ -225,21 +232,21 @@ def compile_log(
         return _compile_nvcc(source, names, cc, instantiate)
     try:
         return _compile_nvrtc(source, names, cc)
-    except _gpu.ToolMissing:
-        if compiler == "nvrtc" or _gpu.find_nvcc() is None:
+    except _compile.ToolMissing:
+        if compiler == "nvrtc" or _compile.find_nvcc() is None:
             raise
     except Exception as exc:  # a compile error: nvcc, if there is one, gives a second opinion
-        if compiler == "nvrtc" or _gpu.find_nvcc() is None:
+        if compiler == "nvrtc" or _compile.find_nvcc() is None:
             raise RuntimeError(f"NVRTC compile failed: {type(exc).__name__}: {exc}") from exc
     return _compile_nvcc(source, names, cc, instantiate)
 
 
 def _compile_nvrtc(source: str, names: list[str], cc: int) -> tuple[str, str]:
-    """NVRTC through cuda.core (the ``compile`` extra); :class:`_gpu.ToolMissing` if either is absent."""
+    """NVRTC through cuda.core (the ``compile`` extra); :class:`_compile.ToolMissing` if either is absent."""
     cuda_core, err = _gpu.try_import("cuda.core")
     if cuda_core is None:
-        raise _gpu.ToolMissing.extra("compile", f"cuda.core: {err}")
-    major, minor = _gpu.nvrtc_version()
+        raise _compile.ToolMissing.extra("compile", f"cuda.core: {err}")
+    major, minor = _compile.nvrtc_version()
     opts = cuda_core.ProgramOptions(arch=f"sm_{cc}", std="c++17", ftz=True, ptxas_options="-v")  # CuPy adds -ftz=true
     log = io.StringIO()
     cuda_core.Program(source, code_type="c++", options=opts).compile("cubin", name_expressions=names, logs=log)
@@ -247,9 +254,9 @@ def _compile_nvrtc(source: str, names: list[str], cc: int) -> tuple[str, str]:
 
 
 def _compile_nvcc(source: str, names: list[str], cc: int, instantiate: Callable[[str], str]) -> tuple[str, str]:
-    nvcc = _gpu.find_nvcc()
+    nvcc = _compile.find_nvcc()
     if nvcc is None:
-        raise _gpu.ToolMissing("needs nvcc (a CUDA toolkit)")
+        raise _compile.ToolMissing("needs nvcc (a CUDA toolkit)")
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "kernels_inst.cu"
         src.write_text(source + "\n" + "\n".join(instantiate(name) for name in names) + "\n")
@@ -258,4 +265,4 @@ def _compile_nvcc(source: str, names: list[str], cc: int, instantiate: Callable[
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         if proc.returncode != 0:
             raise RuntimeError(f"nvcc failed: {(proc.stderr or proc.stdout).strip()[-2000:]}")
-    return proc.stderr + proc.stdout, f"nvcc {_gpu.tool_release(nvcc)}"
+    return proc.stderr + proc.stdout, f"nvcc {_compile.tool_release(nvcc)}"

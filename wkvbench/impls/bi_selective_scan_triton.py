@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import torch
 
-from wkvbench.impls import _gpu
+from wkvbench.impls import _compile, _gpu
 from wkvbench.registry import register_impl
 
 triton, _IMPORT_ERROR = _gpu.try_import("triton")
@@ -247,7 +247,7 @@ _TL_TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16
 
 
 def kernel_variants() -> list[dict]:
-    """Every launched variant, in the form ``_gpu.triton_compile_rows`` takes.
+    """Every launched variant, in the form ``_compile.triton_compile_rows`` takes.
 
     The three I/O dtypes with ``z``, ``Dskip``, ``delta_bias`` and softplus present (Audio Mamba's
     configuration; dropping any of them only removes work), N = 16.
@@ -273,5 +273,5 @@ def compile_report(cc: int = 90) -> list[dict]:
     triton the row says ``skipped`` and which extra brings it.
     """
     if triton is None:
-        return _gpu.skipped_rows(["triton"], _gpu.ToolMissing.extra("triton", _IMPORT_ERROR))
-    return _gpu.report_or_skip(["triton"], lambda: _gpu.triton_compile_rows(kernel_variants(), cc))
+        return _compile.skipped_rows(["triton"], _compile.ToolMissing.extra("triton", _IMPORT_ERROR))
+    return _compile.report_or_skip(["triton"], lambda: _compile.triton_compile_rows(kernel_variants(), cc))

@@ -1,11 +1,7 @@
 """Reading runs, drawing the report, comparing two runs.
 
-``wkvbench report RUN_DIR [-o OUT_DIR]`` (:mod:`.build`) and ``wkvbench compare RUN_A RUN_B``
-(:mod:`.compare`) read only what a run directory holds: ``results.csv``, ``samples.jsonl`` and
-``env.json`` (:mod:`.load`). The numbers are pandas group-bys over the tidy results table
-(:mod:`.analysis`), the figures matplotlib on the Agg backend (:mod:`.figures`, one module per figure, styled by
-:mod:`.style`), the HTML and Markdown written by :mod:`.render`. Runs of several GPU models get one report per
-model (:mod:`.machines`).
+``wkvbench report`` (:mod:`.cli`) and ``wkvbench compare`` (:mod:`.compare`) read only a run
+directory (:mod:`.load`); the layout of the package: docs/notes/report.md.
 """
 
 from wkvbench.report.load import Env, Run, load_run

@@ -1,22 +1,8 @@
 """The numbers behind the figures and the headline: pandas group-bys over the tidy results table.
 
-Rules every view follows:
-
-* A speed-up is computed only from two ``ok`` cells. A cell that is wrong, failed, OOM, timed out
-  or was skipped stays in the tables with its status and is drawn as a marker, never dropped.
-* "Best Bi-WKV7" is the fastest ``ok`` bi_wkv7 implementation of a case (model, batch, tokens,
-  dtype, device, variant, mode).
-* Timing modes (``fwd``, ``bwd``, ``fwd_bwd``) are a slice like dtype: nothing is compared across
-  modes; figures facet by mode and the headline names its mode.
-* Baselines: the speed-up policy of :mod:`wkvbench.report.baselines` (AST attention as run,
-  ``torch_eager`` in float16; the best ``sdpa_*`` attention; the best Mamba bidirectional scan;
-  never an op's naive loop), each of the
-  same model size (T/S/B) and slice (device, dtype, batch, variant), preferring the baseline's
-  model family when several models have that size.
-* Two matchings: *equal audio* pairs cells with the same ``seconds`` (AST then sees ~2.4x the
-  tokens of A-RWKV, the comparison AudioRWKV makes), *equal tokens* pairs the same token count
-  (Audio Mamba's class token, +1, is within the tolerance).
-* Speed-up bands pair the quantiles crosswise: ``[base_p20 / p80, base_p80 / p20]``.
+Speed-ups only from two ``ok`` cells, nothing compared across timing modes, baselines by the
+policy of :mod:`wkvbench.report.baselines`, equal-audio and equal-tokens matching, crossed
+quantile bands: the rules are in docs/notes/report.md ("Rules").
 """
 
 from __future__ import annotations
@@ -26,6 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from wkvbench import schema
 from wkvbench.presets import MODELS
 from wkvbench.report.baselines import BASELINES, SUBJECT_OP, Baseline, candidates, headline_subjects
 
@@ -342,33 +329,46 @@ def at_durations(df: pd.DataFrame, targets=DURATIONS, factor: float = 1.3) -> pd
     return pd.concat(parts, ignore_index=True)
 
 
-def bandwidth_fraction(df: pd.DataFrame, copy_gbs: float | None) -> pd.Series:
-    """Achieved GB/s over the measured copy bandwidth (the roofline), per row; NaN where unknown.
-
-    Computed from ``gbs`` (or ``bytes_moved / median``) and ``env.json``'s ``copy_bandwidth_gbs``;
-    without that, from the row's ``pct_copy_bw`` (percent, as the harness writes it).
+def derived(df: pd.DataFrame, copy_bandwidth_gbs: float | None = None) -> pd.DataFrame:
+    """The derived columns (:data:`wkvbench.schema.DERIVED_COLUMNS`) of every row: the recorded value,
+    or where the row left it empty, what :func:`wkvbench.schema.derive` gives from the row's measured
+    columns (``copy_bandwidth_gbs``: the run's copy probe, for ``pct_copy_bw``). NaN where neither has one.
     """
-    gbs = df["gbs"].where(df["gbs"].notna(), df["bytes_moved"] / (df["median_ms"] / 1e3) / 1e9)
-    frac = gbs / copy_gbs if copy_gbs else df["pct_copy_bw"] / 100.0
-    return frac.where(df["ok"])
+    records = [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in
+               df.to_dict("records")]  # fmt: skip
+    fresh = pd.DataFrame(
+        [schema.derive(r, copy_bandwidth_gbs=copy_bandwidth_gbs) for r in records],
+        index=df.index,
+        columns=list(schema.DERIVED_COLUMNS),
+        dtype=float,
+    )
+    recorded = df.reindex(columns=list(schema.DERIVED_COLUMNS)).astype(float)
+    return recorded.where(recorded.notna(), fresh)
+
+
+def bandwidth_fraction(df: pd.DataFrame, copy_gbs: float | None) -> pd.Series:
+    """Achieved GB/s over the measured copy bandwidth (the roofline), per ok row; NaN where unknown.
+
+    The row's ``pct_copy_bw`` / 100, or where it is empty, :func:`derived`'s from ``env.json``'s
+    ``copy_bandwidth_gbs`` (``copy_gbs``).
+    """
+    return (derived(df, copy_gbs)["pct_copy_bw"] / 100.0).where(df["ok"])
 
 
 def verification(df: pd.DataFrame) -> pd.DataFrame:
     """Per (op, impl, dtype): cells by status, worst error of the ok cells and of all cells, the bar,
     and the median coefficient of variation of the ok cells' samples (how noisy the timings were)."""
-    from wkvbench.schema import STATUSES
-
     rows = []
     for (op, impl, dtype), g in df.groupby(["op", "impl", "dtype"], sort=True):
         counts = g["status"].value_counts()
         ok = g[g["status"] == "ok"]
         rows.append({
             "op": op, "impl": impl, "dtype": dtype, "cells": len(g),
-            **{s: int(counts.get(s, 0)) for s in STATUSES},
+            **{s: int(counts.get(s, 0)) for s in schema.STATUSES},
             "max_rel_err_ok": ok["rel_err"].max(), "max_rel_err_all": g["rel_err"].max(), "tol": g["tol"].max(),
             "cv_median": ok["cv"].median(),
         })  # fmt: skip
-    cols = ["op", "impl", "dtype", "cells", *STATUSES, "max_rel_err_ok", "max_rel_err_all", "tol", "cv_median"]
+    cols = ["op", "impl", "dtype", "cells", *schema.STATUSES, "max_rel_err_ok", "max_rel_err_all", "tol", "cv_median"]
     return pd.DataFrame(rows, columns=cols)
 
 

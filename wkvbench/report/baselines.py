@@ -1,23 +1,9 @@
 """The report's speed-up policy, in one place: which op is measured, and against which baselines.
 
-Every speed-up the report shows (the headline, fig3, the headline table) is a median of a
-:data:`SUBJECT_OP` implementation over the median of a :data:`BASELINES` entry's best ok
-implementation at the same model size and slice (device, dtype, batch, variant), preferring
-the baseline's model family when several models have that size. Nothing else in the report
-names a baseline, and the report never reads the per-row ``speedup``/``baseline_impl`` columns
-some runs carry (:data:`wkvbench.report.load.IGNORED_COLUMNS`).
-
-Honest baselines (:func:`candidates`):
-
-* each family is compared with the fastest ``ok`` implementation of the other family at the same
-  cell, never with an op's naive implementation (``OpSpec.naive_impl``: the Python token loops,
-  which time ~9 eager launches per token, not a kernel). The naive loops keep their own rows in
-  the tables and their own lines in the figures, and the headline's "best Bi-WKV7" never is one
-  (:func:`headline_subjects`);
-* AST attention *as run* is ``torch_eager`` in float16 (:attr:`Baseline.dtype`): it is compared
-  with Bi-WKV7 cells of every dtype, and where it ran out of memory (expected at 327.68 s) the
-  headline says ``oom``. A bfloat16 ``sdpa_math`` would be a float32 computation in disguise (it
-  upcasts), so the AST row is never taken from it.
+Every speed-up is a :data:`SUBJECT_OP` median over a :data:`BASELINES` entry's best ok median
+at the same model size and slice; never against an op's naive loop (:func:`candidates`,
+:func:`headline_subjects`). Nothing else in the report names a baseline. The policy and why:
+docs/notes/report.md ("Rules").
 """
 
 from __future__ import annotations

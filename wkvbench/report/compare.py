@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from wkvbench import schema
-from wkvbench.report.load import Run, load_run, row_key
+from wkvbench.report.load import Run, load_run
 from wkvbench.report.style import fmt_ms, fmt_speedup
 
 #: Verdicts on the speed of a cell ok in both runs (not statuses: those are schema.STATUSES).
@@ -214,8 +214,8 @@ def compare_runs(
         raise ValueError(f"threshold: must lie in [0, 1), got {threshold!r}")
     run_a = run_a if isinstance(run_a, Run) else load_run(run_a)
     run_b = run_b if isinstance(run_b, Run) else load_run(run_b)
-    rows_a = {row_key(r): r for r in run_a.results.to_dict("records")}
-    rows_b = {row_key(r): r for r in run_b.results.to_dict("records")}
+    rows_a = {schema.key_of(r): r for r in run_a.results.to_dict("records")}
+    rows_b = {schema.key_of(r): r for r in run_b.results.to_dict("records")}
     keys = list(rows_a) + [k for k in rows_b if k not in rows_a]
     cells = pd.DataFrame(
         [_cell(k, rows_a.get(k), rows_b.get(k), run_a, run_b, threshold, resamples, confidence, seed) for k in keys]

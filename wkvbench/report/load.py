@@ -5,11 +5,11 @@ The report and ``compare`` read nothing else. :func:`load_run` returns a :class:
 * ``results``: one row per cell, every :data:`wkvbench.schema.COLUMNS` column present (missing
   ones added empty) except :data:`IGNORED_COLUMNS` (dropped), numeric columns as floats,
   ``batch``/``tokens`` as ints, ``status`` checked against :data:`wkvbench.schema.STATUSES`,
-  plus derived columns: ``size`` (``T``/``S``/``B`` from the preset name), ``ok`` (status
-  ``ok`` with a positive median), and ``seconds``, ``family``, ``tokens_per_s``,
-  ``audio_s_per_s`` filled in where the writer left them empty.
+  plus ``size`` (``T``/``S``/``B`` from the preset name) and ``ok`` (status ``ok`` with a
+  positive median); ``seconds`` and ``family`` filled in where the writer left them empty, and
+  the rates (:data:`wkvbench.schema.DERIVED_COLUMNS`) from :func:`wkvbench.schema.derive`.
   A key written twice (an appended re-run) keeps its last row.
-* ``samples``: the raw timing samples per cell key (empty when the file is absent).
+* ``samples``: the raw timing samples per cell key (:func:`wkvbench.schema.key_of`; empty when the file is absent).
 * ``env``: an :class:`Env`, tolerant of missing keys (the GPU is ``None`` on a CPU run).
 """
 
@@ -26,6 +26,7 @@ import pandas as pd
 
 from wkvbench import schema
 from wkvbench.presets import MODELS, seconds_for_tokens
+from wkvbench.report.analysis import derived
 
 #: Per-row speed-up columns older runs wrote: dropped on load, never read. The report computes
 #: its speed-ups from the medians, by the policy of :mod:`wkvbench.report.baselines`.
@@ -35,7 +36,7 @@ INTEGER = schema.INTEGER_COLUMNS
 REQUIRED = ("op", "impl", "model", "batch", "tokens", "status")
 SIZES = ("T", "S", "B")
 
-Key = tuple  # (op, impl, model, batch, tokens, dtype, device, variant), as schema.KEY
+Key = tuple  # a cell's key: schema.key_of
 
 
 @dataclass(frozen=True)
@@ -279,34 +280,12 @@ def tidy(df: pd.DataFrame, where: str = "results") -> pd.DataFrame:
         ]
     df["size"] = df["model"].map(_size)
     df["ok"] = (df["status"] == "ok") & (df["median_ms"] > 0)
-    rate = df["batch"] * df["tokens"] / (df["median_ms"] / 1e3)
-    df["tokens_per_s"] = df["tokens_per_s"].where(df["tokens_per_s"].notna() | ~df["ok"], rate)
-    audio = df["batch"] * df["seconds"] / (df["median_ms"] / 1e3)
-    df["audio_s_per_s"] = df["audio_s_per_s"].where(df["audio_s_per_s"].notna() | ~df["ok"], audio)
+    df[list(schema.DERIVED_COLUMNS)] = derived(df)  # empty ones from schema.derive
     n = len(df)
     df = df.drop_duplicates(list(schema.KEY), keep="last").reset_index(drop=True)
     if len(df) < n:
         warnings.warn(f"{where}: {n - len(df)} row(s) repeat an earlier cell's key; kept the last", stacklevel=2)
     return df
-
-
-def row_key(row) -> Key:
-    """A cell's key tuple (schema.KEY order) from a results row or a samples record.
-
-    The one place the report builds a key from a row: reading samples and matching the cells
-    of two runs (:mod:`wkvbench.report.compare`) both go through it.
-    """
-    get = row.get if isinstance(row, dict) else row.__getitem__
-    out = []
-    for col in schema.KEY:
-        v = get(col)
-        if col in INTEGER:
-            out.append(int(v))
-        elif col in schema.KEY_DEFAULTS:
-            out.append(str(v) if v not in (None, "") else schema.KEY_DEFAULTS[col])
-        else:
-            out.append("" if v is None else str(v))
-    return tuple(out)
 
 
 def read_samples(path: Path) -> dict[Key, np.ndarray]:
@@ -320,7 +299,7 @@ def read_samples(path: Path) -> dict[Key, np.ndarray]:
                 continue
             try:
                 rec = json.loads(line)
-                key = row_key(rec)
+                key = schema.key(**{k: rec[k] for k in schema.KEY if k in rec})  # ValueError: a key column missing
                 vals = np.asarray(rec.get("samples_ms") or [], dtype=float)
             except (ValueError, TypeError, KeyError) as exc:
                 raise ValueError(f"{path}: line {n} is not a samples record ({exc})") from None

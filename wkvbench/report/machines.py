@@ -16,6 +16,7 @@ import json
 import re
 from pathlib import Path
 
+from wkvbench.report.build import build_report
 from wkvbench.schema import COLUMNS, ENV_FILE, RESULTS_FILE, SAMPLES_FILE, key_of
 
 
@@ -96,8 +97,6 @@ def split_by_gpu(runs, out) -> dict[str, Path]:
 
 def build_faceted(runs, out, title: str | None = None, formats=("png", "svg")) -> dict[str, Path]:
     """A report per GPU model of ``runs`` under ``out``, and ``out/index.md``; returns model -> report dir."""
-    from wkvbench.report.build import build_report
-
     out = Path(out)
     made = {}
     for model, run_dir in split_by_gpu(runs, out).items():

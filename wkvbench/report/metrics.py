@@ -1,21 +1,8 @@
 """The long-format table: one row per (cell, metric), built in one place from the loaded results.
 
-Like Liger-Kernel's ``all_benchmark_data.csv``, each row carries the case's parameters, the
-metric's name and unit, its value and, where the harness measured them, the p20/p80 quantiles.
-The metric figures plot this table generically (:mod:`wkvbench.report.figures.metric`); a new
-metric is one :class:`Metric` in :data:`METRICS` (and a figure spec naming it).
-
-Columns of :func:`long_table`:
-
-* ``cell``: the row's position in the results table (to pivot back, :func:`wide_table`);
-* the case: :data:`CASE_COLUMNS` (``op, impl, backend, model, family, size, device, dtype,
-  batch, variant, mode, tokens, seconds``), the cell's ``status`` and ``note``;
-* ``metric``, ``unit``, ``value``, ``p20``, ``p80`` (NaN where the metric has no quantiles),
-  ``bar`` (the bar an accuracy metric is held to, NaN otherwise);
-* ``valid``: whether a figure may draw the value. Only ``ok`` cells have valid timings; an
-  accuracy metric's value is valid for ``wrong`` cells too (their error is why they are wrong).
-  Values of cells that are not valid are kept as recorded (the figures' tables show them) but
-  never drawn.
+A new metric is one :class:`Metric` in :data:`METRICS`; the metric figures plot this table
+(:mod:`wkvbench.report.figures.metric`). Columns and the ``valid`` rule: docs/notes/report.md
+("The long table and the metric figures").
 """
 
 from __future__ import annotations

@@ -1,23 +1,22 @@
 """Writing the report: ``report.html`` (one self-contained file) and ``report.md`` (for GitHub).
 
-The HTML embeds every figure as a base64 PNG and loads nothing from outside (no scripts, fonts
-or style sheets). Both files carry the same headline sentence and table; the HTML adds the
-environment, the verification table, the list of cells that are not ok and, under each figure,
-the table of what it shows. The Markdown links the figure files (``figures/*.png|svg``).
+This module formats the numbers as display text; the markup is in the jinja2 templates under
+``templates/`` (package data; the HTML one autoescaped). What each file holds: docs/notes/report.md.
 """
 
 from __future__ import annotations
 
 import base64
-import html
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import jinja2
 import pandas as pd
 
 from wkvbench.report import analysis as an
-from wkvbench.report.baselines import BASELINES
+from wkvbench.report.baselines import BASELINES, SUBJECT_OP
 from wkvbench.report.load import Env
 from wkvbench.report.style import (
     STATUS_LABEL,
@@ -27,7 +26,11 @@ from wkvbench.report.style import (
     fmt_sci,
     fmt_seconds,
     fmt_speedup,
+    op_label,
 )
+
+#: The measured op's label in the headline (its op record's: ``Bi-WKV7``).
+SUBJECT = op_label(SUBJECT_OP)
 
 
 @dataclass
@@ -67,8 +70,8 @@ def headline_display(table: pd.DataFrame) -> pd.DataFrame:
         rec = {
             "audio": fmt_seconds(r["seconds"]),
             f"{r['model']} tokens": f"{int(r['tokens']):,}",
-            "best Bi-WKV7": best,
-            "Bi-WKV7 ms": fmt_ms(r["best_ms"]),
+            f"best {SUBJECT}": best,
+            f"{SUBJECT} ms": fmt_ms(r["best_ms"]),
         }
         for bl in BASELINES:
             impl = r[f"{bl.name}_impl"] or "-"
@@ -85,7 +88,7 @@ def headline_sentence(table: pd.DataFrame, where: dict) -> str:
     """'At 328 s of audio, batch 1, bfloat16, A-RWKV-B: best Bi-WKV7 ... X ms, AST attention ... Y ms: Zx faster.'"""
     r = an.headline_row(table)
     if r is None:
-        return "No Bi-WKV7 cells in this run: no headline."
+        return f"No {SUBJECT} cells in this run: no headline."
     ctx = ", ".join(
         v
         for v in (
@@ -98,8 +101,8 @@ def headline_sentence(table: pd.DataFrame, where: dict) -> str:
     )
     head = f"At {fmt_seconds(r['seconds'])} of audio ({ctx}), {r['model']}: "
     if pd.isna(r["best_ms"]):
-        return head + f"no Bi-WKV7 implementation was ok ({STATUS_LABEL.get(r['best_status'], r['best_status'])})."
-    parts = [f"best Bi-WKV7 ({r['best_impl']}) {fmt_ms(r['best_ms'])} ms"]
+        return head + f"no {SUBJECT} implementation was ok ({STATUS_LABEL.get(r['best_status'], r['best_status'])})."
+    parts = [f"best {SUBJECT} ({r['best_impl']}) {fmt_ms(r['best_ms'])} ms"]
     for bl in BASELINES:
         impl, model = r[f"{bl.name}_impl"], r[f"{bl.name}_model"]
         if not impl:
@@ -110,7 +113,7 @@ def headline_sentence(table: pd.DataFrame, where: dict) -> str:
             parts.append(f"{who} {STATUS_LABEL.get(r[f'{bl.name}_status'], r[f'{bl.name}_status'])}")
             continue
         s = r[f"{bl.name}_speedup"]
-        verdict = "faster" if s >= 1 else "(Bi-WKV7 slower)"
+        verdict = "faster" if s >= 1 else f"({SUBJECT} slower)"
         parts.append(f"{who} {fmt_ms(ms)} ms: {fmt_speedup(s)} {verdict}")
     return head + "; ".join(parts) + "."
 
@@ -156,75 +159,73 @@ def verification_display(v: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-# ----------------------------------------------------------------------------- HTML
-CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1200px;
-color:#222;line-height:1.45;padding:0 1em}
-h1{font-size:1.6em}h2{font-size:1.25em;margin-top:2em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;font-size:0.82em;margin:0.6em 0}
-th,td{border:1px solid #ccc;padding:2px 6px;text-align:right}th{background:#f3f3f3}
-.t{text-align:left}
-.headline{font-size:1.08em;background:#f6f8fa;border-left:4px solid #0072B2;padding:0.6em 1em}
-.caption{font-size:0.9em;color:#444}img{max-width:100%;height:auto;border:1px solid #eee}
-.st-ok{color:#117733}.st-bad{color:#B2182B;font-weight:600}details{margin:0.4em 0 1.2em}
-.scroll{max-height:420px;overflow:auto}
-"""
+# ----------------------------------------------------------------------------- templates
+@functools.cache
+def _templates() -> jinja2.Environment:
+    """The report templates (package data under ``templates/``); HTML ones autoescaped."""
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("wkvbench.report", "templates"),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html.j2",), default=False),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+    )
 
 
-def _html_table(df: pd.DataFrame, status_col: str | None = "status") -> str:
-    if df.empty:
-        return "<p><em>(empty)</em></p>"
+@dataclass(frozen=True)
+class TableView:
+    """A display table for the HTML template: (header, numeric) per column and (text, numeric, flagged) per cell."""
+
+    columns: list[tuple[str, bool]]
+    rows: list[list[tuple[str, bool, bool]]]
+    empty: bool
+
+
+def table_view(df: pd.DataFrame, status_col: str | None = "status") -> TableView:
+    """``df`` (display text) for the template; cells of ``status_col`` other than ``ok`` are flagged."""
     num = {c: _numeric_column(df[c]) for c in df.columns}
-    head = "".join(f"<th{'' if num[c] else ' class=t'}>{html.escape(str(c))}</th>" for c in df.columns)
-    body = []
-    for _, r in df.iterrows():
-        cells = []
-        for c in df.columns:
-            text = html.escape(str(r[c]))
-            if c == status_col and text != "ok":
-                text = f'<span class="st-bad">{text}</span>'
-            cells.append(f"<td{'' if num[c] else ' class=t'}>{text}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    rows = [
+        [(str(v), num[c], c == status_col and str(v) != "ok") for c, v in zip(df.columns, r, strict=True)]
+        for r in df.itertuples(index=False)
+    ]
+    return TableView([(str(c), num[c]) for c in df.columns], rows, df.empty)
+
+
+def _png(plot) -> Path | None:
+    return next((p for p in plot.files if p.suffix == ".png"), None)
 
 
 def render_html(rep: Report) -> str:
-    env_rows = pd.DataFrame(rep.env.rows(), columns=["", "value"])
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(rep.title)}</title><style>{CSS}</style></head><body>",
-        f"<h1>{html.escape(rep.title)}</h1>",
-        f"<p>Run directory: <code>{html.escape(rep.run_dir)}</code>. {html.escape(_counts_line(rep.counts))}</p>",
-        f'<p class="headline">{html.escape(headline_sentence(rep.headline, rep.where))}</p>',
-        "<h2>Headline</h2>",
-        f"<p class='caption'>{html.escape(_headline_caption(rep.where))}</p>",
-        _html_table(headline_display(rep.headline), status_col=None),
-        "<h2>Environment</h2>",
-        _html_table(env_rows, status_col=None),
-        "<h2>Verification</h2>",
-        "<p class='caption'>Cells per implementation and dtype by status, the worst relative L2 error against "
-        "the float64 reference (docs/spec.md section 5), and the median coefficient of variation of the timing "
-        "samples of the ok cells (a few percent on a quiet GPU; tens of percent mean a noisy machine). Only ok "
-        "cells are timed into speed-ups.</p>",
-        _html_table(verification_display(rep.verification), status_col=None),
-        f"<h2>Cells that are not ok ({len(rep.not_ok)})</h2>",
-        f"<div class='scroll'>{_html_table(format_table(rep.not_ok))}</div>",
-    ]
+    plots = []
     for plot in rep.plots:
-        png = next((p for p in plot.files if p.suffix == ".png"), None)
-        parts.append(f"<h2 id='{plot.name}'>{html.escape(plot.title)}</h2>")
-        if png is not None:
-            data = base64.b64encode(png.read_bytes()).decode("ascii")
-            parts.append(f'<img alt="{html.escape(plot.title)}" src="data:image/png;base64,{data}">')
-        parts.append(f"<p class='caption'>{html.escape(plot.caption)}</p>")
-        parts.append(
-            f"<details><summary>Table: what this figure shows ({len(plot.table)} rows)</summary>"
-            f"<div class='scroll'>{_html_table(format_table(plot.table))}</div></details>"
+        png = _png(plot)
+        plots.append({
+            "name": plot.name,
+            "title": plot.title,
+            "caption": plot.caption,
+            "png_base64": None if png is None else base64.b64encode(png.read_bytes()).decode("ascii"),
+            "n_rows": len(plot.table),
+            "table": table_view(format_table(plot.table)),
+        })  # fmt: skip
+    return (
+        _templates()
+        .get_template("report.html.j2")
+        .render(
+            title=rep.title,
+            run_dir=rep.run_dir,
+            counts_line=_counts_line(rep.counts),
+            sentence=headline_sentence(rep.headline, rep.where),
+            headline_caption=_headline_caption(rep.where),
+            headline=table_view(headline_display(rep.headline), status_col=None),
+            environment=table_view(pd.DataFrame(rep.env.rows(), columns=["", "value"]), status_col=None),
+            verification=table_view(verification_display(rep.verification), status_col=None),
+            n_not_ok=len(rep.not_ok),
+            not_ok=table_view(format_table(rep.not_ok)),
+            plots=plots,
+            footer=rep.env.footer(),
         )
-    parts.append(f"<p class='caption'>{html.escape(rep.env.footer())}. Generated by wkvbench report.</p>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    )
 
 
 def _counts_line(counts: dict) -> str:
@@ -237,13 +238,13 @@ def _counts_line(counts: dict) -> str:
 def _headline_caption(where: dict) -> str:
     sl = an.slice_label(where) or "all cells"
     return (
-        f"Slice: {sl}. Per duration: the fastest ok Bi-WKV7 implementation, and each baseline at the same "
-        "seconds of audio and model size, with the speed-up (baseline ms / Bi-WKV7 ms). A status (OOM, failed, "
+        f"Slice: {sl}. Per duration: the fastest ok {SUBJECT} implementation, and each baseline at the same "
+        f"seconds of audio and model size, with the speed-up (baseline ms / {SUBJECT} ms). A status (OOM, failed, "
         "...) stands where a side had no valid timing; '-' where it was not measured."
     )
 
 
-# ----------------------------------------------------------------------------- Markdown
+# ----------------------------------------------------------------------------- Markdown tables
 def _is_number(text: str) -> bool:
     try:
         float(text)
@@ -273,42 +274,36 @@ def md_table(df: pd.DataFrame) -> str:
 
 
 def render_md(rep: Report, fig_dir: str = "figures") -> str:
-    out = [
-        f"# {rep.title}",
-        "",
-        f"**{headline_sentence(rep.headline, rep.where)}**",
-        "",
-        f"{_counts_line(rep.counts)} Full report with the tables behind every figure: `report.html`.",
-        "",
-        "## Headline",
-        "",
-        _headline_caption(rep.where),
-        "",
-        md_table(headline_display(rep.headline)),
-        "## Environment",
-        "",
-        md_table(pd.DataFrame(rep.env.rows(), columns=["", "value"])),
-        "## Verification",
-        "",
-        md_table(verification_display(rep.verification)),
-    ]
+    not_ok_counts = ""
     if not rep.not_ok.empty:
-        counts = rep.not_ok.groupby(["op", "impl", "status"]).size().reset_index(name="cells")
-        out += [
-            f"{len(rep.not_ok)} cells are not ok (each listed with its reason in `report.html`):",
-            "",
-            md_table(counts),
-        ]
-    out += ["## Figures", ""]
+        not_ok_counts = md_table(rep.not_ok.groupby(["op", "impl", "status"]).size().reset_index(name="cells"))
+    plots = []
     for plot in rep.plots:
-        links = " · ".join(f"[{p.suffix[1:].upper()}]({fig_dir}/{p.name})" for p in plot.files)
-        png = next((p for p in plot.files if p.suffix == ".png"), None)
-        out += [f"### {plot.title}", ""]
-        if png is not None:
-            out += [f"![{plot.title}]({fig_dir}/{png.name})", ""]
-        out += [plot.caption, "", links, ""]
-    out += ["---", f"_{rep.env.footer()}_", ""]
-    return "\n".join(out)
+        png = _png(plot)
+        plots.append({
+            "title": plot.title,
+            "caption": plot.caption,
+            "png": None if png is None else png.name,
+            "links": " · ".join(f"[{p.suffix[1:].upper()}]({fig_dir}/{p.name})" for p in plot.files),
+        })  # fmt: skip
+    return (
+        _templates()
+        .get_template("report.md.j2")
+        .render(
+            title=rep.title,
+            sentence=headline_sentence(rep.headline, rep.where),
+            counts_line=_counts_line(rep.counts),
+            headline_caption=_headline_caption(rep.where),
+            headline=md_table(headline_display(rep.headline)),
+            environment=md_table(pd.DataFrame(rep.env.rows(), columns=["", "value"])),
+            verification=md_table(verification_display(rep.verification)),
+            n_not_ok=len(rep.not_ok),
+            not_ok_counts=not_ok_counts,
+            plots=plots,
+            fig_dir=fig_dir,
+            footer=rep.env.footer(),
+        )
+    )
 
 
 def write(rep: Report, out_dir: Path) -> tuple[Path, Path]:

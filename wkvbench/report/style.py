@@ -14,9 +14,10 @@ import math
 import zlib
 from dataclasses import dataclass
 
-OP_LABEL = {"bi_wkv7": "Bi-WKV7", "attention": "attention", "bi_selective_scan": "Mamba scan"}
+from wkvbench.opspec import OPS
+from wkvbench.registry import list_impls
+
 OP_LINESTYLE = {"bi_wkv7": "-", "attention": "--", "bi_selective_scan": "-."}
-OP_ORDER = ("bi_wkv7", "attention", "bi_selective_scan")
 
 #: (colour, marker) per (op, impl name).
 _FIXED = {
@@ -78,13 +79,21 @@ def style_for(op: str, impl: str) -> Style:
     return Style(colours[h % len(colours)], _FALLBACK_MARKERS[(h // 7) % len(_FALLBACK_MARKERS)], linestyle)
 
 
+def op_label(op: str) -> str:
+    """The op record's label (``Bi-WKV7``, ``Mamba scan``); an op this package does not know, by name."""
+    return OPS[op].label if op in OPS else op
+
+
 def impl_label(op: str, impl: str) -> str:
-    """Legend text: ``Bi-WKV7 torch_chunked``."""
-    return f"{OP_LABEL.get(op, op)} {impl}"
+    """Legend text: the label ``impl`` was registered with, else ``<op label> <name>`` (``Bi-WKV7 torch_chunked``)."""
+    rec = next((r for r in list_impls(op) if r.name == impl), None) if op in OPS else None
+    return rec.label if rec is not None and rec.label else f"{op_label(op)} {impl}"
 
 
 def op_sort_key(op: str) -> tuple[int, str]:
-    return (OP_ORDER.index(op) if op in OP_ORDER else len(OP_ORDER), op)
+    """Ops in the order of their records (:data:`wkvbench.opspec.OPS`), unknown ones after, by name."""
+    order = list(OPS)
+    return (order.index(op) if op in order else len(order), op)
 
 
 # ----------------------------------------------------------------------------- number formats

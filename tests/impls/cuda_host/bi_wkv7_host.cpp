@@ -1,4 +1,4 @@
-// Host driver for wkvbench/impls/bi_wkv7_cupy.cu: the kernel source is included unchanged after
+// Host driver for wkvbench/impls/bi_wkv7_cupy/bi_wkv7_cupy.cu: the kernel source is included unchanged after
 // the CUDA shim and launched on the CPU, either with the geometry the Python module uses (grid
 // B * H * SPLIT, block 2 * N) or with an explicit one taken from its launch plan. Loaded from the
 // tests through ctypes.

@@ -1,16 +1,9 @@
 """The report's figures: one module per figure over the shared layout of :mod:`.layout`.
 
-Each ``fig_*`` takes the tidy results table (:func:`wkvbench.report.load.tidy`), the
-:class:`~wkvbench.report.load.Env` and, optionally, the long-format table already built from
-them (:func:`wkvbench.report.metrics.long_table`), and returns a :class:`~.layout.Plot`: the
-matplotlib figure, its title and caption, and the table of exactly what it drew (written beside
-the PNG/SVG as CSV and shown in the HTML report). The metric figures (latency, throughput,
-memory, accuracy, bandwidth) are :class:`~.metric.MetricFigure` specs drawn by one plotter;
-speed-up, model size and first call are views of their own. Every metric figure splits by the
-timing mode (``fwd``, ``bwd``, ``fwd_bwd``) where a run has several; the gradient-accuracy figure
-draws the gradient errors of the training cells. :func:`draw_all` renders every figure in
-:data:`FIGURES` (kernel rows: every op but ``network``) and :data:`NETWORK_FIGURES` (the ``network``
-rows, :mod:`.network`) to ``OUT/figures``.
+Each ``fig_*`` takes the tidy results table, the :class:`~wkvbench.report.load.Env` and
+optionally the long table, and returns a :class:`~.layout.Plot` (figure, title, caption and the
+table of what it drew). :func:`draw_all` renders :data:`FIGURES` (every op but ``network``) and
+:data:`NETWORK_FIGURES` (the ``network`` rows) to ``OUT/figures``.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from wkvbench.report.figures.layout import (
     empty_panel,
 )
 from wkvbench.report.load import Env
-from wkvbench.report.style import OP_LABEL, fmt_ms, op_sort_key, style_for
+from wkvbench.report.style import fmt_ms, impl_label, op_sort_key, style_for
 
 
 def fig_first_call(df: pd.DataFrame, env: Env) -> Plot:
@@ -103,7 +103,7 @@ def fig_first_call(df: pd.DataFrame, env: Env) -> Plot:
                     fontsize=7,
                     color="#666666",
                 )
-        ax.set_yticks(y, [f"{OP_LABEL.get(r.op, r.op)} {r.impl} [{r.backend or '?'}]" for r in table.itertuples()])
+        ax.set_yticks(y, [f"{impl_label(r.op, r.impl)} [{r.backend or '?'}]" for r in table.itertuples()])
         ax.set_xlabel("first call (ms, compile/JIT included; bar: median over cells, line: min-max)")
         ax.grid(axis="y", visible=False)
         handles = [

@@ -29,7 +29,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from wkvbench.report.load import SIZES, Env  # noqa: E402
-from wkvbench.report.style import OP_LABEL, STATUS_LABEL, impl_label, op_sort_key, style_for  # noqa: E402
+from wkvbench.report.style import STATUS_LABEL, impl_label, op_sort_key, style_for  # noqa: E402
 
 RC = {
     "font.size": 8.5,
@@ -75,12 +75,14 @@ class Legend:
 
     def __init__(self, idle: pd.DataFrame | None = None):
         self.entries: dict[str, object] = {}
+        self._op: dict[str, str] = {}  # an implementation's entry -> its op
         self.idle = idle if idle is not None else pd.DataFrame(columns=["op", "impl", "note"])
 
     def impl(self, op: str, impl: str) -> str:
         label = impl_label(op, impl)
         if label not in self.entries:
             self.entries[label] = Line2D([], [], markersize=5, **style_for(op, impl).kwargs())
+            self._op[label] = op
         return label
 
     def extra(self, label: str, handle) -> None:
@@ -92,9 +94,8 @@ class Legend:
     def draw(self, fig: Figure) -> None:
         if not self.entries:
             return
-        impls = {k: v for k, v in self.entries.items() if any(k.startswith(p) for p in OP_LABEL.values())}
-        order = sorted(impls, key=lambda k: (op_sort_key(_op_of(k)), k))
-        order += [k for k in self.entries if k not in impls]
+        order = sorted(self._op, key=lambda k: (op_sort_key(self._op[k]), k))
+        order += [k for k in self.entries if k not in self._op]
         handles = [self.entries[k] for k in order]
         if not self.idle.empty:
             order.append("skipped in every cell:")
@@ -130,13 +131,6 @@ def split_idle(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         .reset_index(drop=True)
     )
     return df[~all_skipped.astype(bool)], idle
-
-
-def _op_of(label: str) -> str:
-    for op, name in OP_LABEL.items():
-        if label.startswith(name + " "):
-            return op
-    return label
 
 
 def new_figure(

@@ -1,14 +1,8 @@
 """One plotter for every "metric against x" figure: faceted panels, a line per implementation.
 
-A :class:`MetricFigure` names what to draw; the plotter reads the long-format table
-(:func:`wkvbench.report.metrics.long_table`) and does the rest the same way for every metric:
-facets (a row of panels per varying slice, per ``rows`` value and per :class:`Panels` spec; a
-column per ``cols`` value), one line per (op, impl) in its fixed style over the valid values,
-the p20-p80 band where asked, the not-ok band, the empty-panel notes, the legend, the footer and
-the figure's table (the wide form of the metrics it names). Figure-specific marks (a memory
-cap, a copy-bandwidth line, accuracy bars) are hooks: ``marks`` draws with the data and returns
-the y values the range must show, ``decorate`` draws once the panel's limits are set. A new
-metric figure is a spec of a few lines (see :mod:`.throughput`).
+A :class:`MetricFigure` names what to draw (metric, x, facets, hooks); the plotter reads the
+long table and draws panels, lines, bands, the not-ok band, legend, footer and the figure's
+table the same way for every metric. Hooks and an example spec: docs/notes/report.md.
 """
 
 from __future__ import annotations
@@ -34,7 +28,7 @@ from wkvbench.report.figures.layout import (
 )
 from wkvbench.report.load import Env
 from wkvbench.report.metrics import METRICS, long_table, wide_table
-from wkvbench.report.style import OP_LABEL, op_sort_key
+from wkvbench.report.style import op_label, op_sort_key
 
 
 @dataclass
@@ -65,7 +59,7 @@ def _label(col: str, v) -> str:
     if col == "size":
         return f"size {v}"
     if col == "op":
-        return OP_LABEL.get(v, v)
+        return op_label(v)
     return f"batch {v}" if col == "batch" else str(v)
 
 

@@ -1,17 +1,8 @@
-"""The network-level figures: whole models processing audio (op ``network``, docs/spec.md section 8).
+"""The network-level figures (fig10-fig12): whole models processing audio (op ``network``).
 
-The paper's claims -- steadier throughput than AST, 13.3x faster at ~5 min 28 s -- are about
-networks, so they are drawn from the ``network`` rows: a row's line is its model's token mixer
-(:func:`as_mixers` relabels each row's op as its model's mixer op, so A-RWKV-S with
-``torch_chunked`` is drawn as the Bi-WKV7 ``torch_chunked`` line, AuM-S with ``torch_chunked`` as
-the Mamba-scan one, in the styles of the kernel figures).
-
-* ``fig10_network_throughput``: seconds of audio per second and peak memory against seconds of
-  audio, a column per model size (the paper's throughput figure);
-* ``fig11_network_speedup``: A-RWKV over AST-B and AuM at equal audio (the speed-up policy of
-  :mod:`wkvbench.report.baselines`, applied to networks), with the paper's 13.3x star;
-* ``fig12_network_params``: throughput against parameter count at fixed durations (A-RWKV-S vs
-  AuM-B is the paper's parity claim), with the table of both.
+Each ``network`` row is drawn as its model's token mixer (:func:`as_mixers`), in the styles of
+the kernel figures. What each figure shows: docs/notes/report.md; the paper's claims behind
+them: docs/spec.md section 8.
 """
 
 from __future__ import annotations

@@ -1,15 +1,7 @@
 """Figure 13: training memory of the Bi-WKV7 implementations at equal tokens.
 
-The training cells (modes ``bwd`` and ``fwd_bwd``) of op ``bi_wkv7``: the fused kernels
-(``triton_*``, ``cupy_cuda``, ``numba_cuda``), AudioRWKV's released construction
-(``audiorwkv_catflip``: inputs concatenated with their flipped copies, one causal kernel) and the
-per-direction peer (``fla_chunk``) side by side, against tokens. Two rows of panels:
-
-* ``saved_bytes``: what the forward keeps for the backward beyond the inputs (state checkpoints,
-  ``sa``, concatenated copies, autograd intermediates), counted by autograd's saved-tensor hooks
-  at the timed shape (``wkvbench.gradcheck.saved_bytes``): measured on any device;
-* ``peak_mem_bytes``: the CUDA allocator's peak over the timed calls (inputs, saved state,
-  gradients and workspaces; GPU runs only).
+Bytes saved for the backward (``saved_bytes``, any device) and the allocator's peak (GPU runs)
+of the ``bwd``/``fwd_bwd`` cells; what is counted: docs/notes/report.md.
 """
 
 from __future__ import annotations

@@ -1,69 +1,12 @@
 """The chunked (WY / DPLR) backward of Bi-WKV7 in Triton, and the same algorithm in PyTorch.
 
-Given the inputs, the output gradient ``dy`` and the float32 state entering every chunk of both
-scan directions (saved by the training forward), :func:`chunked_backward` returns
-``(dr, dw, dk, dv, da, db, dg)`` of ``y = g * y_fwd + (1 - g) * y_rev`` (docs/spec.md section 1;
-``dg`` is None when ``g`` is None, i.e. 0.5). Derivation: docs/notes/triton_chunked_backward.md.
-
-``states``: float32 ``[2, B, H, C, N, N]``, ``C = ceil(T / 16)``. ``states[0, b, h, c]`` is the
-forward-direction state entering chunk c (after tokens < 16c; zeros for c = 0),
-``states[1, b, h, c]`` the reverse-direction state entering chunk c in reverse scan order (after
-tokens >= 16(c + 1); zeros for c = C - 1). ``S[i, j]``: i value row, j key column. Tokens past T
-are identity tokens (zero inputs, decay 1), as in the forward.
-
-Per chunk of L = 16 tokens in scan order, the forward (``bi_wkv7_triton.py``) computes, with
-``lg = -exp(w)``, inclusive cumsum ``G``, ``Gx = G - lg``, factored around the middle row m::
-
-    a~ = a e^(Gx-Gm), b~ = b e^(Gm-G), k~ = k e^(Gm-G), r~ = r e^(G-Gm)
-    Aab = strict(a~ b~^T), Aak = strict(a~ k~^T), Arb = tril(r~ b~^T), Ark = tril(r~ k~^T), Z = (I - Aab)^-1
-    SA = Z (a~ e^Gm S0^T + Aak V)     Y = r~ e^Gm S0^T + Arb SA + Ark V
-    S1 = S0 diag(e^GL) + SA^T Bd + V^T Kd,   Bd = b~ e^(GL-Gm), Kd = k~ e^(GL-Gm)
-
-Its backward, walking the chunks in reverse scan order with ``dS1`` (the gradient of the state
-leaving the chunk) carried in registers and ``dY = gate * dy`` (gate g or 1 - g)::
-
-    SA = W S0^T + U V                                   (recomputed: two dots, one on the state)
-    D   = Z^T (Arb^T dY + Bd dS1^T)                     (the gradient of SA's right-hand side)
-    dAab = strict(D SA^T), dAak = strict(D V^T), dArb = tril(dY SA^T), dArk = tril(dY V^T)
-    da~ = dAab b~ + dAak k~ + e^Gm D S0       db~ = dAab^T a~ + dArb^T r~     dk~ = dAak^T a~ + dArk^T r~
-    dr~ = dArb b~ + dArk k~ + e^Gm dY S0      dBd = SA dS1,  dKd = V dS1
-    dV  = Aak^T D + Ark^T dY + Kd dS1^T
-    dS0 = dS1 diag(e^GL) + e^Gm (D^T a~ + dY^T r~)      (carried to the chunk before)
-
-and the decays by the products ``x dx`` (which do not depend on the factoring point):
-``dGx = a~ da~``, ``dG = r~ dr~ - b~ db~ - k~ dk~ - Bd dBd - Kd dKd``,
-``dGL = sum_t (Bd dBd + Kd dKd) + e^GL sum_i dS1 * S0``, then
-``dlg_s = sum_{t>=s} dG_t + sum_{t>s} dGx_t + dGL`` and ``dw = dlg * lg``. The gate term of a
-direction comes for free: ``sum_i dy_i y_dir,i = r . q`` with ``q = dr / gate`` (the
-``dY``-linear part, computed from the unscaled ``dy``), so ``dg = r . q_fwd - r . q_rev``.
-
-Kernels (four launches: one program per (direction, head) doing all of it spilled registers at
-sm_90, and would leave most SMs idle at batch 1):
-
-* the state kernel, grid ``(2, B * H)``: a program per (direction, batch * head) walks the chunks
-  in reverse scan order with ``dS`` as a [64, 64] float32 register tile, stores the ``dS``
-  leaving each chunk (``dstates``, the layout of ``states``) and the chunk's ``SA`` and ``D``
-  ([16, 64] each), and updates ``dS`` (four [16, 64] x [64, 64]-sized dots per chunk: ``W S0^T``,
-  ``Bd dS^T`` and the hand-over's two; no gradient output).
-* the chunk kernel, grid ``(C, 2, B * H)``, every chunk of both directions in parallel, in three
-  parts (launched in order; one kernel doing all of it spills): part 1 dv, da, dr, dg and its
-  share of ``dlg``; part 2 db and the state's decay term; part 3 dk and the rest of ``dlg`` -> dw.
-  The shares of ``dlg`` pass through a float32 workspace ``[2, B, T, H, N]`` (plain stores: one
-  writer per element per part).
-
-The two directions add their contributions with ``tl.atomic_add`` into zeroed float32 buffers:
-every element receives exactly two adds onto 0.0, and ``fl(0 + x) + y = fl(0 + y) + x``, so the
-result does not depend on which direction comes first (deterministic); ``dg`` likewise
-(``+r.q_fwd``, ``-r.q_rev``). The gradients are converted to the I/O dtype on the host. Dots:
-exact float32 (``ieee``) for every I/O dtype (see :data:`PREC`); ``(I - Aab)^-1`` by the
-forward's exact repeated squaring.
-
-Workspace (float32, per (token, head) per direction): ``dstates`` 1024 bytes (16 KB per chunk,
-as ``states``), ``SA`` and ``D`` 512 bytes, the ``dlg`` shares 256 bytes; nothing is saved by
-the forward beyond ``states``. All of it is unmeasured on a GPU.
-
-:func:`chunked_backward_torch` is the same algorithm in PyTorch (any float dtype; the tests run
-it in float64 against autograd of the reference, independently of the Triton port).
+:func:`chunked_backward` takes the inputs, ``dy`` and the fp32 chunk-entry states of both scan
+directions that the training forward saves (``states [2, B, H, ceil(T / 16), N, N]``) and returns
+``(dr, dw, dk, dv, da, db, dg)`` (``dg`` None when ``g`` is None): a state kernel walks the chunks
+in reverse scan order carrying ``dS``, then three chunk kernels handle every chunk of both
+directions in parallel; the directions meet in zeroed fp32 buffers (deterministic).
+:func:`chunked_backward_torch` is the same algorithm in PyTorch (the tests run it in float64).
+Derivation, kernels, workspace and accuracy: docs/notes/triton_chunked_backward.md.
 """
 
 from __future__ import annotations
@@ -71,11 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from wkvbench.impls import _gpu
-
-triton, _IMPORT_ERROR = _gpu.try_import("triton")
-tl, _ = _gpu.try_import("triton.language")
-HAS_TRITON = triton is not None and tl is not None
+from wkvbench.impls import _compile
+from wkvbench.impls.bi_wkv7_triton.common import _IMPORT_ERROR, HAS_TRITON, TL_PTR, tl, triton
 
 CHUNK = 16
 HEAD_SIZE = 64
@@ -191,7 +131,7 @@ def chunked_backward_torch(r, w, k, v, a, b, g, dy, states, dtype: torch.dtype =
 
 # ---------------------------------------------------------------------------------- Triton kernel
 if HAS_TRITON:
-    from wkvbench.impls.bi_wkv7_triton import _exp, _head_prologue, _hi_dot, _unit_lower_inverse
+    from wkvbench.impls.bi_wkv7_triton.common import _exp, _head_prologue, _hi_dot, _unit_lower_inverse
 
     @triton.jit
     def _rev_cumsum(x):
@@ -405,11 +345,10 @@ PREC = 0
 
 
 # ---------------------------------------------------------------------------------- compile report
-_TL_PTR = {torch.float32: "*fp32", torch.bfloat16: "*bf16", torch.float16: "*fp16"}
 
 
 def kernel_variants() -> list[dict]:
-    """Every specialisation :func:`chunked_backward` launches, in the form ``_gpu.triton_compile_rows`` takes."""
+    """Every specialisation :func:`chunked_backward` launches, in the form ``_compile.triton_compile_rows`` takes."""
     out = []
     chunk_ptrs = ("states", "dstates", "sad", "dr", "dw", "dk", "dv", "da", "db", "dg", "dlw")
     kernels = ((_bi_wkv7_chunked_bwd_state_kernel, ("states", "dstates", "sad"), STATE_WARPS, "state"),
@@ -418,7 +357,7 @@ def kernel_variants() -> list[dict]:
         dt = str(dtype).replace("torch.", "")
         for fn, ptrs, warps, kind in kernels:
             for part in CHUNK_PARTS if kind == "chunk" else (None,):
-                sig = {n: _TL_PTR[dtype] for n in ("r", "w", "k", "v", "a", "b", "g", "dy")}
+                sig = {n: TL_PTR[dtype] for n in ("r", "w", "k", "v", "a", "b", "g", "dy")}
                 sig.update({n: "*fp32" for n in ptrs})
                 sig.update({n: "i32" for n in ("T", "H", "g_sb", "g_st", "g_sh", "C")})
                 sig.update({n: "constexpr" for n in ("N", "L", "PREC", "DROP")})
@@ -439,5 +378,5 @@ def compile_report(cc: int = 90) -> list[dict]:
     subprocess). Without triton the rows say ``skipped`` and which extra brings it.
     """
     if not HAS_TRITON:
-        return _gpu.skipped_rows((IMPL,), _gpu.ToolMissing.extra("triton", _IMPORT_ERROR))
-    return _gpu.report_or_skip((IMPL,), lambda: _gpu.triton_compile_rows(kernel_variants(), cc))
+        return _compile.skipped_rows((IMPL,), _compile.ToolMissing.extra("triton", _IMPORT_ERROR))
+    return _compile.report_or_skip((IMPL,), lambda: _compile.triton_compile_rows(kernel_variants(), cc))

@@ -3,7 +3,7 @@
 // wkvbench's `cupy_cuda` implementation compiles this file with NVRTC through cupy.RawModule (name
 // expressions `bi_wkv7_kernel<IO, 64, SPLIT>`; for training `bi_wkv7_train_kernel<IO, 64, SPLIT,
 // CP>`, the same body saving what bi_wkv7_cupy_bwd.cu needs). The algorithm, launch geometry and
-// the proof that the merge is race-free are in wkvbench/impls/bi_wkv7_cupy.py; the comments below
+// the proof that the merge is race-free are in docs/notes/cupy_bi_wkv7.md; the comments below
 // point at the pieces. The file includes no CUDA header (only wkv_io.cuh, which the Python side
 // inlines), so it compiles with a bare NVRTC (no CUDA include folder needed), and it uses only
 // what a host emulation can provide: tests/impls/cuda_host/ compiles this same file with g++ after

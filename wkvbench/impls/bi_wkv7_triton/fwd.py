@@ -1,119 +1,27 @@
-"""Bi-WKV7 in Triton: a register-resident recurrent kernel and a chunked tensor-core kernel.
+"""The Bi-WKV7 forward kernels in Triton: the recurrent kernel, the chunked kernel, their configs and launches.
 
-Three registered implementations of the ``bi_wkv7`` op (docs/spec.md section 1):
-``triton_recurrent`` (priority 20), ``triton_chunked`` (30, what ``impl="auto"`` picks on a GPU)
-and ``triton_chunked_tf32`` (float32 inputs on TF32 tensor cores, held to the bfloat16 bar).
-Inputs ``[B, T, H, N]`` contiguous, gate ``[B, T, H]`` or None (0.5), N = 64, any T >= 1, I/O
-float32/bfloat16/float16. Each is one launch that runs both scan directions and fuses
-AudioRWKV's gate merge ``y = g * y_fwd + (1 - g) * y_rev``: ``y`` is written once, in the I/O
-dtype. Reverse-direction code walks the inputs backwards by pointer arithmetic (no flipped
-copies). State and accumulation are float32 for every I/O dtype. Design history, precision
-study, compiler evidence and GPU predictions: docs/notes/triton_bi_wkv7.md.
-
-``triton_recurrent``: the per-token recurrence (the computation of the official RWKV-7 kernel)
------------------------------------------------------------------------------------------------
-Value rows of S are independent (``sa_i = S[i, :] . a`` only needs row i), so a program owns
-``BV`` rows of one (batch, head)'s state *for both directions*: two ``[BV, N]`` float32 tiles in
-registers. Grid ``(N / BV, B * H)``, value block fastest; 1 warp per program. Step s advances
-the forward scan at ``t = s`` and the reverse scan at ``t = T - 1 - s``::
-
-    sa = S a_t ;  S = S diag(exp(-exp(w_t))) + sa b_t^T + v_t k_t^T ;  y_t = S r_t
-
-Merge: whichever direction reaches token t first writes its gated float32 partial to a
-workspace row; the other reaches t later in the *same program* and writes ``y = own + partial``
-(the middle token of an odd T is merged in registers). All workspace writes happen in the loop
-over the first half of the steps, all reads in the loop over the second half, with a CTA
-barrier between the loops: race-free by program order. The next step's inputs are prefetched
-into registers. ``BV`` in {4, 8, 16}: the smallest block that still gives >= 4 programs per SM
-(``recurrent_config``; batch 1 at H = 12: BV = 4, 192 programs on 132 SMs).
-
-``triton_chunked``: the chunked generalized delta rule on tensor cores
--------------------------------------------------------------------------
-The chunked algebra of ``bi_wkv7_torch.py`` (the WY / DPLR chunking of fla-core, Yang et al.,
-arXiv 2406.06484 and 2412.06464), with all state-independent work of a chunk first and only
-three dots touching the state. Per chunk of L = 16 tokens (``lg = -exp(w)``, inclusive cumsum
-G, ``Gx = G - lg``), factored around the middle row m (``E = e^(G - G_m)``)::
-
-    a~ = a E / d,  b~ = b / E,  k~ = k / E,  r~ = r E        every factor <= e^(0.61 (L/2 + 1))
-    Aab = tril_strict(a~ b~^T), Aak = tril_strict(a~ k~^T), Arb = tril(r~ b~^T), Ark = tril(r~ k~^T)
-    Z = (I - Aab)^-1 = (I + A)(I + A^2)(I + A^4)(I + A^8)            exact (A^16 = 0), fp32 FMA dots
-    W = Z (a e^Gx),  U = Z Aak,  Q = r e^G + Arb W,  Yv = Ark + Arb U            (no state yet)
-    SA = W S^T + U V,   Y = Q S^T + Yv V,   S <- S diag(e^GL) + SA^T (b e^(GL-G)) + V^T (k e^(GL-G))
-
-(SA holds ``sa_t = S_{t-1} a_t`` for the chunk's rows.) Nothing divides by a cumulative decay.
-Grid ``(N / BV, 2, B * H)``: value block, direction, (batch, head). A program walks its
-``C = ceil(T / L)`` chunks with its ``[BV, N]`` float32 state in registers (the reverse program
-from the last chunk down, rows reversed; tokens past T are identity tokens: zero inputs, decay
-1), the next chunk's raw inputs prefetched into registers.
-
-Merge across the two direction programs of a (batch, head, value block), still one launch:
-they meet once per ``[L, BV]`` tile. A per-tile int32 ticket (``atomic_add``, acq_rel, gpu
-scope) says who came first. The first stores its gated partial tile (float32 workspace),
-CTA-barriers and releases (``atomic_add(+2)``, release); the second acquires -- spinning only
-while the first holds its ticket but has not released, which it does with nothing in between
-but its own stores; a ticket holder is resident, so the wait ends -- reads the partial (``.cg``,
-L2) and writes ``y`` (CUTLASS's serial split-K semaphore). Tickets are zeroed per call (4
-bytes per tile).
-
-Dots: operands that carry the state's magnitude use TF32 rounded to nearest in registers
-(``_tf32_rn``); float16 I/O runs the three dots against V in float16 (V exact); float32 I/O is
-exact float32 in ``triton_chunked`` (``input_precision="ieee"``) and TF32 in
-``triton_chunked_tf32``. Configs (no autotuning; ``chunked_config``): L = 16; BV the smallest of
-8/16/32/64 whose ``2 B H 64 / BV`` programs fit one wave (2 resident per SM at 4 warps, 1 at 8);
-BV = 64 (8 warps) if none does; BV = 64 and the float32-exact path use 8 warps, exact float32
-stops at BV = 32 (``chunked_blocks``).
-
-Bytes per element of y (DRAM, both kernels): each input is read once per direction (the
-reverse read of a token comes ``|T - 1 - 2t|`` steps after the forward one), plus a float32
-partial write and read and the final write: bf16 ~34 bytes against the op's 14-byte minimum
-(``bytes_moved``), float32 60 against 28 (the partial lives in ``y``).
-
-bfloat16 stores convert with an explicit round-to-nearest-even bit trick and no bfloat16 dot is
-issued (the interpreter mis-rounds both), so CPU tests under ``TRITON_INTERPRET=1`` run the GPU
-code path. ``compile_report(cc)`` compiles every launched variant for ``sm_<cc>`` without a GPU.
-
-Training (all three are ``backward=True``): with grad on, the registered functions run the same
-kernels with ``SAVE`` (the fp32 16-token chunk-entry states; recurrent BV <= 8 and
-chunked BV = 32 on 8 warps: at 255 registers or spilling otherwise) and ``_bi_wkv7_triton_train.py``.
-Saved for the backward: those states only, 1024 bytes per (token, head) and direction for every
-I/O dtype (32 bytes per element of ``y``; :func:`saved_bytes`).
+Both kernels run both scan directions and the gate merge in one launch; with ``save=True`` (the
+training forward) they also write the fp32 16-token chunk-entry states the backwards read.
+Algorithms, merge protocol, configs and traffic: docs/notes/triton_bi_wkv7.md.
 """
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import Tensor
 
-from wkvbench.impls import _bi_wkv7_triton_train as _tt
 from wkvbench.impls import _gpu
-from wkvbench.impls._gpu import DEFAULT_SMS
-from wkvbench.registry import ALL_DTYPES, register_impl
+from wkvbench.impls.bi_wkv7_triton.common import _OUT_KIND, HAS_TRITON, HEAD_SIZES, TL_PTR, _next_pow2, tl, triton
+from wkvbench.registry import ALL_DTYPES
 
-triton, _IMPORT_ERROR = _gpu.try_import("triton")
-tl, _ = _gpu.try_import("triton.language")
-HAS_TRITON = triton is not None and tl is not None
-
-HEAD_SIZES = (64,)
 CHUNK_LENS = (16, 32, 64)
-IMPLS = ("triton_recurrent", "triton_chunked", "triton_chunked_tf32")
-saved_bytes = _tt.saved_bytes  # what the training forward saves for the backward
-
-
-def _check(device: torch.device) -> tuple[bool, str]:
-    return _gpu.triton_check(HAS_TRITON, device)
-
-
-def _next_pow2(x: int) -> int:
-    return 1 << max(0, (int(x) - 1).bit_length())
 
 
 RECURRENT_BLOCKS = (4, 8, 16)
 CHUNKED_BLOCKS = (8, 16, 32, 64)
 
 
-def recurrent_config(B: int, H: int, sms: int = DEFAULT_SMS) -> dict:
+def recurrent_config(B: int, H: int, sms: int = _gpu.DEFAULT_SMS) -> dict:
     """Value-block size of the recurrent kernel: >= 4 one-warp programs per SM when the shape allows."""
     nvb = min(16, max(4, _next_pow2(-(-4 * sms // (B * H)))))
     return {"BV": 64 // nvb, "num_warps": 1}
@@ -129,7 +37,7 @@ def chunked_blocks(exact: bool) -> tuple[int, ...]:
     return CHUNKED_BLOCKS[:-1] if exact else CHUNKED_BLOCKS
 
 
-def chunked_config(B: int, H: int, sms: int = DEFAULT_SMS, exact: bool = False) -> dict:
+def chunked_config(B: int, H: int, sms: int = _gpu.DEFAULT_SMS, exact: bool = False) -> dict:
     """Chunk length, value block and warps of the chunked kernel.
 
     The most value blocks (parallelism) whose ``2 B H N / BV`` programs still run in one wave
@@ -145,72 +53,14 @@ def chunked_config(B: int, H: int, sms: int = DEFAULT_SMS, exact: bool = False) 
 
 
 if HAS_TRITON:
-    from triton.language.extra import libdevice
-
-    #: The decay path's exp: libdevice's ``expf`` (within 2 ulp) on a GPU. ``tl.exp`` compiles to
-    #: ``ex2.approx.f32`` after a multiply by log2(e), and the per-token decay is multiplied up to
-    #: T times, so its error compounds. The interpreter has no libdevice; its exp is exact already.
-    _EXACT_EXP = tl.constexpr(not _gpu.triton_interpreting())
-
-    @triton.jit
-    def _exp(x):
-        if _EXACT_EXP:
-            y = libdevice.exp(x)
-        else:
-            y = tl.exp(x)
-        return y
-
-    @triton.jit
-    def _tf32_rn(x):
-        """Round float32 to the nearest TF32 value (the tensor cores would truncate)."""
-        u = x.to(tl.int32, bitcast=True)
-        u = (u + 0x1000) & -8192
-        return u.to(tl.float32, bitcast=True)
-
-    @triton.jit
-    def _bf16_rne_bits(x):
-        """float32 -> uint32 whose high half is the round-to-nearest-even bfloat16 of x."""
-        u = x.to(tl.uint32, bitcast=True)
-        return u + (0x7FFF + ((u >> 16) & 1))
-
-    @triton.jit
-    def _to_out(x, OUT_KIND: tl.constexpr):
-        """float32 -> the I/O dtype (0: float32, 1: bfloat16 via an exact RNE bit trick, 2: float16)."""
-        if OUT_KIND == 1:
-            return (_bf16_rne_bits(x) >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
-        elif OUT_KIND == 2:
-            return x.to(tl.float16)
-        else:
-            return x
-
-    @triton.jit
-    def _hi_dot(x, y, acc, PREC: tl.constexpr):
-        """A dot whose operands may carry the state's magnitude: exact float32 (0) or TF32 rounded to nearest (1)."""
-        if PREC == 1:
-            return tl.dot(_tf32_rn(x), _tf32_rn(y), acc, input_precision="tf32")
-        else:
-            return tl.dot(x, y, acc, input_precision="ieee")
-
-    @triton.jit
-    def _lo_dot(x, y, acc, PREC: tl.constexpr, VKIND: tl.constexpr):
-        """A dot against V: float16 operands (VKIND 2, V exact) or like ``_hi_dot`` (VKIND 0)."""
-        if VKIND == 2:
-            return tl.dot(x.to(tl.float16), y.to(tl.float16), acc)
-        else:
-            return _hi_dot(x, y, acc, PREC)
-
-    @triton.jit
-    def _head_prologue(pid_bh, T, H, g_sb, g_sh, N: tl.constexpr):
-        """A (batch, head) program's offsets into [B, T, H, N] inputs and the [B, T, H] gate.
-
-        Returns ``bidx, h, stride_t, base, gbase, offs_n``: token t's vector starts at ``base + t * stride_t``,
-        its gate at ``gbase + t * g_st`` (all gate strides 0 without a gate: g points at one 0.5).
-        """
-        bidx = pid_bh // H
-        h = pid_bh % H
-        base = (bidx.to(tl.int64) * T * H + h) * N
-        gbase = bidx.to(tl.int64) * g_sb + h * g_sh
-        return bidx, h, H * N, base, gbase, tl.arange(0, N)
+    from wkvbench.impls.bi_wkv7_triton.common import (
+        _exp,
+        _head_prologue,
+        _hi_dot,
+        _lo_dot,
+        _to_out,
+        _unit_lower_inverse,
+    )
 
     # ------------------------------------------------------------------------------ recurrent
     @triton.jit
@@ -338,22 +188,6 @@ if HAS_TRITON:
         return rt, wt, kt, at, bt, vt, gt
 
     @triton.jit
-    def _unit_lower_inverse(A, L: tl.constexpr):
-        """(I - A)^-1 for strictly lower-triangular A [L, L] (float32), exactly, in log2(L) - 1 steps.
-
-        A is nilpotent (A^L = 0), so (I - A)^-1 = I + A + ... + A^(L-1)
-        = (I + A)(I + A^2)(I + A^4)...(I + A^(L/2)): log2(L) - 1 squarings and as many products,
-        all float32 FMA dots (``ieee``; 6 of them [16, 16] x [16, 16] at L = 16).
-        """
-        offs = tl.arange(0, L)
-        Z = (offs[:, None] == offs[None, :]).to(tl.float32) + A
-        Ap = A
-        for _ in tl.static_range(1, L.bit_length() - 1):
-            Ap = tl.dot(Ap, Ap, input_precision="ieee")
-            Z = tl.dot(Z, Ap, Z, input_precision="ieee")
-        return Z
-
-    @triton.jit
     def _bi_wkv7_chunked_kernel(
         r, w, k, v, a, b, g, y, ws, cnt, st, T, H, g_sb, g_st, g_sh, C, swap,
         N: tl.constexpr, BV: tl.constexpr, L: tl.constexpr, OUT_KIND: tl.constexpr,
@@ -446,9 +280,6 @@ if HAS_TRITON:
             rt, wt, kt, at, bt, vt, gt = rt2, wt2, kt2, at2, bt2, vt2, gt2
 
 
-_OUT_KIND = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
-
-
 def _prepare(r, g, out):
     """Output, float32 workspace (``out`` itself for float32 I/O) and gate pointer/strides."""
     B, T, H, N = r.shape
@@ -532,64 +363,33 @@ def bi_wkv7_chunked(
     return (out, st) if save else out
 
 
-# The three registrations share everything but name, dtypes, priority and the TF32 flag.
-_register = functools.partial(
-    register_impl, "bi_wkv7", backend="triton", devices=("cuda", "cpu"), head_sizes=HEAD_SIZES, check=_check,
-    backward=True,
-)  # fmt: skip
-
-
-@_register(
-    name="triton_recurrent", dtypes=ALL_DTYPES, priority=20,
-    description="recurrent Triton kernel: [BV, 64] state blocks in registers, both directions interleaved, fused merge",
-)  # fmt: skip
-def triton_recurrent(r, w, k, v, a, b, g=None, *, out=None):
-    """Recurrent Triton kernel: per-token recurrence with the state in registers, both directions in one launch."""
-    y = _tt.train_or_none("recurrent", r, w, k, v, a, b, g, out)
-    return y if y is not None else bi_wkv7_recurrent(r, w, k, v, a, b, g, out=out)
-
-
-@_register(
-    name="triton_chunked", dtypes=ALL_DTYPES, priority=30,
-    description="chunked Triton kernel on tensor cores (L=16 chunks, in-kernel solve), fused merge",
-)  # fmt: skip
-def triton_chunked(r, w, k, v, a, b, g=None, *, out=None):
-    """Chunked Triton kernel: tensor-core chunks, exact float32 dots for float32 inputs."""
-    y = _tt.train_or_none("chunked", r, w, k, v, a, b, g, out)
-    return y if y is not None else bi_wkv7_chunked(r, w, k, v, a, b, g, out=out, tf32=False)
-
-
-@_register(
-    name="triton_chunked_tf32", dtypes=(torch.float32,), priority=25, tf32=True,
-    description="chunked Triton kernel, float32 inputs on TF32 tensor cores (bfloat16 accuracy bar)",
-)  # fmt: skip
-def triton_chunked_tf32(r, w, k, v, a, b, g=None, *, out=None):
-    """Chunked Triton kernel with float32 inputs computed on TF32 tensor cores."""
-    y = _tt.train_or_none("chunked_tf32", r, w, k, v, a, b, g, out)
-    return y if y is not None else bi_wkv7_chunked(r, w, k, v, a, b, g, out=out, tf32=True)
-
-
 # ---------------------------------------------------------------------------------- compile report
 def kernel_variants() -> list[dict]:
-    """Every kernel specialisation launched, inference and training (``_gpu.triton_compile_rows`` form).
-
-    Listed by ``_bi_wkv7_triton_train.kernel_variants``.
-    """
-    from wkvbench.impls import _bi_wkv7_triton_train
-
-    return _bi_wkv7_triton_train.kernel_variants()
-
-
-def compile_report(cc: int = 90) -> list[dict]:
-    """Compile every kernel variant for ``sm_{cc}`` without a GPU; registers, shared memory, spills.
-
-    Call it without ``TRITON_INTERPRET`` set (``wkvbench kernels`` and the tests run it in a clean
-    subprocess). Pointer arguments get the 16-byte alignment hint a real launch gives them.
-    Without triton the rows say ``skipped`` and which extra brings it.
-    """
-    if not HAS_TRITON:
-        return _gpu.skipped_rows(IMPLS, _gpu.ToolMissing.extra("triton", _IMPORT_ERROR))
-    from wkvbench.impls import _bi_wkv7_triton_chunked_bwd  # the chunked kinds' backward (WY form)
-
-    rows = _gpu.report_or_skip(IMPLS, lambda: _gpu.triton_compile_rows(kernel_variants(), cc))
-    return rows + _bi_wkv7_triton_chunked_bwd.compile_report(cc)
+    """Every forward kernel specialisation launched, inference and training (``_compile.triton_compile_rows`` form)."""
+    out = []
+    for dtype in ALL_DTYPES:
+        p = TL_PTR[dtype]
+        dt = str(dtype).replace("torch.", "")
+        io = {n: p for n in ("r", "w", "k", "v", "a", "b", "g", "y")}
+        for BV, save in [(bv, sv) for sv in (False, True) for bv in RECURRENT_BLOCKS if bv <= (8 if sv else 16)]:
+            sig = dict(io, ws="*fp32", st="*fp32", T="i32", H="i32", g_sb="i32", g_st="i32",
+                       g_sh="i32", N="constexpr", BV="constexpr", OUT_KIND="constexpr", SAVE="constexpr")  # fmt: skip
+            const = {"N": 64, "BV": BV, "OUT_KIND": _OUT_KIND[dtype], "SAVE": save}
+            out.append(dict(impl="triton_recurrent", fn=_bi_wkv7_recurrent_kernel, signature=sig, constexprs=const,
+                            options={"num_warps": 1, "num_stages": 1}, align=True,
+                            config=f"{dt} BV={BV} warps=1" + (" save" if save else "")))  # fmt: skip
+        for tf32 in (False, True) if dtype == torch.float32 else (False,):
+            exact = dtype == torch.float32 and not tf32
+            for BV, save in [(bv, sv) for sv in (False, True) for bv in chunked_blocks(exact)]:
+                sig = dict(io, ws="*fp32", cnt="*i32", st="*fp32", T="i32", H="i32", g_sb="i32",
+                           g_st="i32", g_sh="i32", C="i32", swap="i32", N="constexpr", BV="constexpr", L="constexpr",
+                           OUT_KIND="constexpr", PREC="constexpr", VKIND="constexpr", SAVE="constexpr")  # fmt: skip
+                const = {"N": 64, "BV": BV, "L": 16, "OUT_KIND": _OUT_KIND[dtype], "PREC": 0 if exact else 1,
+                         "VKIND": 2 if dtype == torch.float16 else 0, "SAVE": save}  # fmt: skip
+                nw = _chunked_warps(BV, exact, save)
+                dots = "ieee" if exact else ("tf32+fp16" if dtype == torch.float16 else "tf32")
+                out.append(dict(impl="triton_chunked_tf32" if tf32 else "triton_chunked", fn=_bi_wkv7_chunked_kernel,
+                                signature=sig, constexprs=const, options={"num_warps": nw, "num_stages": 1},
+                                config=f"{dt} L=16 BV={BV} warps={nw} dots={dots}" + (" save" if save else ""),
+                                align=True))  # fmt: skip
+    return out

@@ -1,7 +1,7 @@
 // Bi-WKV7 backward in CUDA C for wkvbench's `cupy_cuda`: both scan directions and the gate merge
 // in ONE launch. The training forward is bi_wkv7_train_kernel (bi_wkv7_cupy.cu), which saves, per
 // direction, sa (fp32) and state checkpoints; the autograd Function, launch code and saved-bytes
-// statement are in wkvbench/impls/_bi_wkv7_cupy_train.py. Written from the recurrence and its
+// statement are in wkvbench/impls/bi_wkv7_cupy/train.py. Written from the recurrence and its
 // derivative (docs/spec.md section 1). Like the forward, this file includes only wkv_io.cuh (the
 // Python side inlines it), so it compiles with a bare NVRTC and with g++ after the host shim of
 // tests/impls/cuda_host/. The per-step row, column and da passes are wkv_io.cuh's wkv7_bwd_*

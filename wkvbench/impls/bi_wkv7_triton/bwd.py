@@ -1,49 +1,19 @@
-"""The per-token Bi-WKV7 backward in Triton, from the training forward's chunk checkpoints.
+"""The per-token Bi-WKV7 backward in Triton (``triton_recurrent``'s), from the training forward's chunk states.
 
-One launch computes ``dr, dw, dk, dv, da, db`` (both scan directions summed) and ``dg`` of
-``y = g * y_fwd + (1 - g) * y_rev`` (docs/spec.md section 1, "Backward"). Its only saved input is
-what the training forward of ``bi_wkv7_triton.py`` writes with ``save=True``: ``states`` fp32
-``[2, B, H, C, N, N]`` (C = ceil(T / 16); each direction's state where its scan enters chunk c).
-
-Grid ``(N / BV, 2, B * H)``: value block, direction, (batch, head). A program holds ``BV`` value
-rows of its direction's state ``S`` and of ``dS = dL/dS_t`` as ``[BV, N]`` float32 tiles and
-walks its direction's chunks in reverse scan order, 16 positions each (positions past T are
-identity tokens: zero inputs, decay 1, so they change nothing). Per chunk it
-
-1. recomputes the chunk's 16 forward steps from its entry checkpoint, keeping ``sa`` of every
-   position (a ``[16, BV]`` tile), the state after position 7 (``S_mid``, a third ``[BV, N]``
-   tile) and the state after position 15;
-2. walks positions 15..0 (``dy' = g dy`` forward, ``(1 - g) dy`` reverse)::
-
-       q = S^T dy;  dr += g' q;  dg += +-(r . q);  dS += dy' r^T
-       dv += dS k;  dk += dS^T v;  db += dS^T sa;  dsa = dS b
-       S_prev = (S - v k^T - sa b^T) diag(1/d)     except at position 8 (S_mid) and 0 (reloaded entry)
-       da += S_prev^T dsa;  dw += (sum_i dS[i, :] S_prev[i, :]) d (-exp(w));  dS = dS diag(d) + dsa a^T
-
-Why recompute and re-seed mid-chunk: with ``d >= 0.545`` a rounding error in the division grows
-up to 1.83x per step; 15 steps (one re-seed per 16-token chunk) put float32 ``dw``/``da`` over
-the 1e-4 bar at strong decay (measured here: 7e-4; bi_wkv7_catflip.py saw 1.7e-4), 7 steps keep
-them at ~4e-6. Recomputing ``sa`` and the chunk's end state from the checkpoint (rather than
-saving ``sa`` and reading the next checkpoint) makes the backward differentiate exactly the
-fp32 per-token recurrence it rebuilds: with the chunked forward's TF32/fp16 states, reading its
-``sa`` left float16 ``da`` at 2.8e-3, recomputing gives 2.1e-4. The price: 16 recomputed forward
-steps per 16 tokens, each about a third of a backward step's work (~1.3x the arithmetic of a
-backward that needs no recompute), and no saved memory beyond the checkpoints.
-
-Both directions, and with ``BV < N`` several value blocks, add into the same gradient
-elements: each partial goes into zeroed float32 buffers with ``tl.atomic_add``. At ``BV = N``
-every element gets exactly two adds into zero, and ``fl(0 + x + y)`` does not depend on their
-order, so the result is deterministic; with ``BV < N`` the key-side gradients (``dr, dw, dk,
-da, db``) and ``dg`` sum ``2 N / BV`` partials in arrival order (not bitwise reproducible).
+One launch, grid ``(N / BV, 2, B * H)``, computes ``dr, dw, dk, dv, da, db`` (both directions
+summed) and ``dg``. A program walks its direction's 16-token chunks in reverse scan order:
+recomputes the chunk's forward from its saved entry state (keeping ``sa`` and the state after
+position 7), then steps back through it, rebuilding earlier states by division and re-seeding at
+positions 8 and 0. Partials meet in zeroed fp32 buffers via ``tl.atomic_add``. The step
+equations and why recompute and re-seed: docs/notes/triton_bi_wkv7.md ("Training").
 """
 
 from __future__ import annotations
 
-from wkvbench.impls import _gpu
+import torch
 
-triton, _IMPORT_ERROR = _gpu.try_import("triton")
-tl, _ = _gpu.try_import("triton.language")
-HAS_TRITON = triton is not None and tl is not None
+from wkvbench.impls import _gpu
+from wkvbench.impls.bi_wkv7_triton.common import HAS_TRITON, TL_PTR, tl, triton
 
 CHUNK = 16  # tokens per saved state (the layout the chunked backward shares)
 MID = 8  # the re-seed position inside a chunk
@@ -64,7 +34,7 @@ def warps(BV: int) -> int:
 
 
 if HAS_TRITON:
-    from wkvbench.impls.bi_wkv7_triton import _exp, _head_prologue
+    from wkvbench.impls.bi_wkv7_triton.common import _exp, _head_prologue
 
     @triton.jit
     def _tok_load(r, w, k, v, a, b, g, base, gbase, t, T, stride_t, g_st, offs_n, offs_v):
@@ -169,10 +139,32 @@ if HAS_TRITON:
                     tl.atomic_add(dg + (bidx.to(tl.int64) * T + tc) * H + h, dgt, mask=ok, sem="relaxed")
 
 
-def kernel_variants(tl_ptr: dict) -> list[dict]:
-    """The backward kernel's specialisations (``_gpu.triton_compile_rows`` form); ``tl_ptr``: dtype -> pointer type."""
+def recurrent_backward(r, w, k, v, a, b, g, dy, states, block_v: int | None = None):
+    """The per-token backward kernel: ``(dr, dw, dk, dv, da, db, dg or None)`` in the I/O dtype."""
+    B, T, H, N = r.shape
+    cfg = backward_config(B, H, _gpu.sm_count(r.device))
+    BV = block_v or cfg["BV"]
+    if BV not in BLOCKS:
+        raise ValueError(f"block_v: must be one of {BLOCKS}, got {block_v!r}")
+    acc = torch.zeros(6, B, T, H, N, dtype=torch.float32, device=r.device)
+    dg = torch.zeros(B, T, H, dtype=torch.float32, device=r.device)
+    if g is None:
+        gate, gs = torch.full((1,), 0.5, dtype=r.dtype, device=r.device), (0, 0, 0)
+    else:
+        gate, gs = g, (T * H, H, 1)
+    _bi_wkv7_bwd_kernel[(N // BV, 2, B * H)](
+        r, w, k, v, a, b, gate, dy, states, *acc, dg, T, H, *gs,
+        N=N, BV=BV, HAS_G=g is not None, num_warps=warps(BV), num_stages=1,
+    )  # fmt: skip
+    grads = tuple(x.to(r.dtype) for x in acc)
+    return (*grads, None if g is None else dg.to(g.dtype))
+
+
+# ---------------------------------------------------------------------------------- compile report
+def kernel_variants() -> list[dict]:
+    """The backward kernel's specialisations (``_compile.triton_compile_rows`` form)."""
     out = []
-    for dtype, p in tl_ptr.items():
+    for dtype, p in TL_PTR.items():
         dt = str(dtype).replace("torch.", "")
         sig = {n: p for n in ("r", "w", "k", "v", "a", "b", "g", "dy")}
         sig.update({n: "*fp32" for n in ("st", "dr", "dw", "dk", "dv", "da", "db", "dg")})

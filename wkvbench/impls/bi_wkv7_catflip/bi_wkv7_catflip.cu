@@ -3,7 +3,7 @@
 // time-flipped copies are concatenated along the batch, these causal kernels run once over the
 // 2B sequences, and the gate merge happens in PyTorch). Written from the recurrence and its
 // derivative (docs/spec.md section 1); the construction, launch geometry and saved bytes are
-// described in wkvbench/impls/bi_wkv7_catflip.py.
+// described in docs/notes/training_kernels.md (its last section).
 //
 // The file includes no CUDA header (only wkv_io.cuh, which the Python side inlines), so it
 // compiles with a bare NVRTC, and uses only what the host emulation in tests/impls/cuda_host/

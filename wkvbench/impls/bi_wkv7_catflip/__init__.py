@@ -1,87 +1,14 @@
 """AudioRWKV's released Bi-WKV7 construction, forward and backward: ``audiorwkv_catflip``.
 
-This is the construction AudioRWKV's released model trains with (arXiv 2509.02167; github
-Jiayu-Xiong/AudioRWKV, ``models/rwkv7.py``), written here from its description, not from its
-code: the six inputs ``r, w, k, v, a, b`` are concatenated with their time-flipped copies along
-the batch (``2B`` sequences), ONE causal RWKV-7 kernel of the official training kind (BlinkDL
-RWKV-LM ``wkv7``) runs over all of them, and the two halves are merged in PyTorch::
-
-    x2  = cat([x, flip(x)], batch)            for x in r, w, k, v, a, b
-    y2  = wkv7_causal(r2, w2, k2, v2, a2, b2)  [2B, T, H, N]
-    y   = g * y2[:B] + (1 - g) * flip(y2[B:])  (g = None: 0.5)
-
-The cat/flip and the merge are plain PyTorch, so autograd carries them (``dg`` included when
-``g`` is given); the causal kernel is a ``torch.autograd.Function`` (:class:`CausalWKV7`) whose
-forward saves state checkpoints and ``sa`` and whose backward launches the backward kernel. It is
-the training baseline the fused kernels (``cupy_cuda``, ``triton_*``) are measured against: its
-extra traffic (the flipped copies, the separate merge) is the point of the comparison.
-
-Kernels (package file ``bi_wkv7_catflip.cu``; the math is docs/spec.md section 1). Launch
-geometry: grid ``2B * H``, one block per (sequence of the 2B, head); block ``N = 64`` threads
-(forward) and ``2N = 128`` (backward).
-
-* Forward: thread ``i`` owns value row ``i`` of the state in 64 fp32 registers; per token the
-  block stages ``r, d, k, a, b`` (``d = exp(-exp(w))``) in shared memory (two barriers), then
-  ``sa_i = S[i, :] a``, ``S[i, j] = S[i, j] d_j + sa_i b_j + v_i k_j``, ``y_i = S[i, :] r``.
-  The training forward also writes ``sa`` (fp32 ``[2B, T, H, N]``) and, after every token ``t``
-  with ``t % CP == CP - 1``, the state (fp32 checkpoints ``[2B, H, T/CP, N, N]``); the inference
-  forward (no autograd graph needed) writes neither. ``CP = 16`` tokens per checkpoint for
-  bfloat16/float16 I/O (the official kernel's interval), 8 for float32 (see below).
-* Backward: walks ``t = T-1 .. 0`` with ``dS`` the gradient of the loss with respect to ``S_t``;
-  each gradient is a per-thread dot product (ownership below)::
-
-      dS += dy r^T;  dr = S_t^T dy;  dv = dS k;  dk = dS^T v;  db = dS^T sa;  dsa = dS b
-      S_{t-1} = (S_t - v k^T - sa b^T) diag(1/d)      (re-seeded from the checkpoint when t % CP == 0)
-      da = S_{t-1}^T dsa;  dd_j = sum_i dS[i, j] S_{t-1}[i, j];  dw = dd * d * (-exp(w))
-      dS = dS diag(d) + dsa a^T
-
-  Re-seeding at ``t % CP == 0`` (with the checkpoint ``S_{t-1}``, or 0 before token 0) bounds the
-  reconstruction by division to ``CP - 1`` steps: with ``d >= 0.545`` (RWKV-7 domain) a rounding
-  error grows up to ``1.83`` fold per step before saved state replaces it. At ``CP = 16`` that
-  is ~8700x: in the host emulation at strong decay (every ``d`` near 0.545) float32 gradients
-  ``da``/``dw`` came out at relative error 1.7e-4, over the float32 bar of 1e-4 (docs/spec.md
-  section 5), hence ``CP = 8`` for float32 (~2e-6 there); 16-bit I/O keeps the official 16 (its
-  gradients are ~3e-4 fp16 and ~3e-3 bf16, dominated by the I/O rounding).
-
-  Launch: ``2N = 128`` threads in two groups of ``N``. Thread ``i`` of the "column" group owns
-  column ``i`` of ``S`` and column ``i`` of ``dS`` (128 fp32 registers) and computes ``dr, dk,
-  db, dw, da`` of channel ``i``; thread ``N + i`` owns row ``i`` of ``dS`` and computes ``dv``
-  and ``dsa``, which reaches the column group through shared memory. Both copies of ``dS`` get
-  the same fp32 operations, so they stay bit-identical. (One thread owning all three arrays,
-  192 registers, spills on sm_90.) Three barriers per token.
-
-Any T: the training path needs ``T % CP == 0`` for its checkpoints, so when ``T % 16 != 0`` it
-pads the 2B sequences internally at the END with ``r = k = v = a = b = 0`` and ``w = -30``
-(``d = exp(-exp(-30)) == 1`` in fp32): such tokens leave the state bit-for-bit unchanged, cannot
-affect earlier outputs of a causal scan, and their ``dy = 0`` keeps ``dS`` zero through them;
-outputs and gradients are sliced back to ``T``. The inference forward needs no padding.
-
-Saved for backward (:func:`saved_bytes`), per (token, head) of each of the 2B sequences: ``sa``
-256 B + checkpoints ``64*64*4/CP``: 1024 B for 16-bit I/O (1280 B in all; both directions 2560 B
-per input (token, head), 40 B per element of ``y`` ``[B, T, H, N]``), 2048 B for float32 (2304 B;
-72 B per element of ``y``); T rounded up to a multiple of 16. Autograd also keeps the
-concatenated (padded) inputs: ``6 * 2 * es`` bytes per element of ``y``.
-
-The gated merge is written ``torch.lerp(flip(y_b), y_f, g)``, the same value as the released
-``g * y_f + (1 - g) * flip(y_b)``: one elementwise kernel that computes in fp32 and rounds once,
-where the released four-op expression rounds four times in bfloat16 and missed the bfloat16 bar
-of docs/spec.md section 5 at a small shape (host emulation, T = 1: relative error 4.3e-3, bar
-4e-3). One kernel instead of four, so if anything this merge is cheaper than the released one.
-
-I/O dtypes: float32, bfloat16 and float16, fp32 state and accumulation for all three. The
-official kernel is bf16-only (what the released model trains in); the same kernel templated on
-the I/O type costs nothing and lets every dtype of a sweep have this baseline. Gradients are
-returned in the input dtype. Head size 64.
-
-Compilation and launch share ``cupy_cuda``'s code (``_cupy.py``): one ``cupy.RawModule`` per
-(I/O dtype, device) holding the three kernels as name expressions, compiled by NVRTC
-(``--std=c++17``) on first use and kept in CuPy's kernel cache; torch tensors are passed as raw
-device pointers (no copy) and the kernels are launched on torch's current stream through
-``cupy.cuda.ExternalStream``. The launch is injectable: :func:`catflip` takes a ``launcher``
-(``launcher(name, grid, block, args, device)``), so the tests run the whole construction --
-cat/flip, kernel forward, kernel backward, merge, autograd -- on the CPU with the same ``.cu``
-compiled by g++ (``tests/impls/cuda_host/catflip_host.cpp``). :func:`compile_report` compiles the
-kernels for ``sm_<cc>`` without a GPU and reports registers, shared memory and spills.
+Written from its description (arXiv 2509.02167; github Jiayu-Xiong/AudioRWKV), not its code: the
+six inputs are concatenated with their time-flipped copies along the batch (2B sequences), ONE
+causal RWKV-7 kernel of the official training kind runs over all of them (``bi_wkv7_catflip.cu``
+beside this file; :class:`CausalWKV7` saves ``sa`` and state checkpoints, its backward launches the
+backward kernel), and the halves are merged in PyTorch (``torch.lerp``, so ``dg`` comes from
+autograd). The training baseline the fused kernels are measured against. The launch is injectable
+(``launcher``), so the tests run the whole construction on the CPU through the host emulation of
+the same ``.cu``. Kernels, checkpoints, padding, saved bytes and the merge: the last section of
+docs/notes/training_kernels.md.
 """
 
 from __future__ import annotations
@@ -99,7 +26,7 @@ from wkvbench.impls import _cupy, _gpu
 NAME = "audiorwkv_catflip"
 HEAD_SIZES = (64,)
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-KERNEL_PATH = Path(__file__).with_suffix(".cu")
+KERNEL_PATH = Path(__file__).with_name("bi_wkv7_catflip.cu")
 PAD_TOKENS = 16  # the training path runs T rounded up to a multiple of this
 KINDS = ("fwd", "fwd_save", "bwd")  # inference forward, training forward, backward
 NVRTC_OPTIONS = _cupy.NVRTC_OPTIONS
@@ -237,7 +164,7 @@ def catflip(r, w, k, v, a, b, g=None, *, launcher: Launcher, out: torch.Tensor |
         if out is None:
             return 0.5 * (y_f + y_b)
         return torch.add(y_f, y_b, out=out).mul_(0.5)
-    # g * y_f + (1 - g) * y_b as one lerp: computed in fp32 and rounded once (see the module docstring)
+    # g * y_f + (1 - g) * y_b as one lerp: computed in fp32 and rounded once (docs/notes/training_kernels.md)
     if out is None:
         return torch.lerp(y_b, y_f, g[..., None])
     return torch.lerp(y_b, y_f, g[..., None], out=out)
