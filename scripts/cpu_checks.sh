@@ -17,7 +17,7 @@ DIR=${CPU_CHECKS_DIR:-reports/cpu-checks}
 ONLY=${CPU_CHECKS_ONLY:-}
 mkdir -p "$DIR"
 wanted() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
-stamp() { "$PY" scripts/cpu_checks.py stamp "$DIR" "$@" && echo "stamped $2: exit $3" >&2; }
+stamp() { "$PY" scripts/cpu_checks.py stamp "$DIR" "$@" && echo "stamped $1: exit $2" >&2; }
 
 if wanted verify; then
   cmd=("$PY" -m wkvbench.cli --interpret verify --device cpu --out "$DIR/verify_cpu_interpret.csv")
