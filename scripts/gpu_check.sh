@@ -59,9 +59,10 @@ if [ "$REHEARSE" = 1 ]; then
   DEVICE=cpu
   export TRITON_INTERPRET=1 NUMBA_ENABLE_CUDASIM=1  # interpreted kernels, at tiny sizes only
   SCALE=${REHEARSE_BUDGET_SCALE:-6}  # a loaded 2-core machine: the budgets stretched, the plan unchanged
-  # interpreted: seconds per check; each kernel verified once (verify-grad checks the output too)
-  VERIFY_ARGS=(--op bi_wkv7 --device cpu --dtype bfloat16 --impl numba_cuda,torch_chunked)
-  GRAD_ARGS=(--device cpu --impl triton_chunked)
+  # interpreted kernels cost seconds per check: their outputs here, their gradients in the suite's
+  # training cells; the gradient stage's plumbing with torch_chunked
+  VERIFY_ARGS=(--op bi_wkv7 --device cpu --dtype bfloat16 --impl triton_chunked,numba_cuda,torch_chunked)
+  GRAD_ARGS=(--device cpu --impl torch_chunked)
   CONC_ARGS=(--device cpu)
   SWEEP_ARGS=(--device cpu --batch 1 --tokens 4 --heads 1 --budget-s 0.01 --min-samples 1 --impls numba_cuda,cupy_cuda)
   SUITE_FLAGS=(--rehearse)
