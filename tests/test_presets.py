@@ -1,9 +1,17 @@
-"""Model presets and the seconds-of-audio -> tokens mapping (docs/spec.md section 6)."""
+"""Preset presets and the seconds-of-audio -> tokens mapping (docs/spec.md section 6)."""
 
 import pytest
 
 from wkvbench import ops
-from wkvbench.presets import MODELS, frames_for_seconds, get_model, seconds_for_tokens, tokens_for_seconds
+from wkvbench.presets import (
+    FAMILIES,
+    PRESETS,
+    frames_for_seconds,
+    get_family,
+    get_preset,
+    seconds_for_tokens,
+    tokens_for_seconds,
+)
 
 
 def test_contract_examples():
@@ -50,7 +58,7 @@ def test_seconds_for_tokens_inverts(family, seconds):
     ],
 )
 def test_preset_dims(name, family, width, heads, depth):
-    m = get_model(name)
+    m = get_preset(name)
     assert (m.name, m.family, m.width, m.depth) == (name, family, width, depth)
     if heads is not None:  # A-RWKV and AST: heads x 64 = width
         assert (m.heads, m.head_size) == (heads, 64) and m.heads * m.head_size == width
@@ -59,10 +67,10 @@ def test_preset_dims(name, family, width, heads, depth):
 
 
 def test_presets_are_exactly_the_contract_set_and_case_insensitive():
-    assert set(MODELS) == {"A-RWKV-T", "A-RWKV-S", "A-RWKV-B", "AST-B", "AuM-T", "AuM-S", "AuM-B"}
-    assert get_model("ast-b") is MODELS["AST-B"]
-    with pytest.raises(ValueError, match="^model: unknown preset"):
-        get_model("AST-L")
+    assert set(PRESETS) == {"A-RWKV-T", "A-RWKV-S", "A-RWKV-B", "AST-B", "AuM-T", "AuM-S", "AuM-B"}
+    assert get_preset("ast-b") is PRESETS["AST-B"]
+    with pytest.raises(ValueError, match="^preset: unknown preset"):
+        get_preset("AST-L")
 
 
 def test_bad_seconds_and_family():
@@ -74,11 +82,34 @@ def test_bad_seconds_and_family():
 
 
 def test_op_shapes_follow_presets():
-    assert ops.get_op("bi_wkv7").shape_for(get_model("A-RWKV-B"), 2, 512) == {"B": 2, "T": 512, "H": 12, "N": 64}
-    assert ops.get_op("attention").shape_for(get_model("AST-B"), 1, 1214) == {"B": 1, "H": 12, "T": 1214, "D": 64}
-    assert ops.get_op("bi_selective_scan").shape_for(get_model("AuM-S"), 1, 513) == {
+    assert ops.get_op("bi_wkv7").shape_for(get_preset("A-RWKV-B"), 2, 512) == {"B": 2, "T": 512, "H": 12, "N": 64}
+    assert ops.get_op("attention").shape_for(get_preset("AST-B"), 1, 1214) == {"B": 1, "H": 12, "T": 1214, "D": 64}
+    assert ops.get_op("bi_selective_scan").shape_for(get_preset("AuM-S"), 1, 513) == {
         "B": 1,
         "D": 768,
         "T": 513,
         "N": 16,
     }
+
+
+@pytest.mark.parametrize("family", ["a-rwkv", "aum", "ast"])
+def test_family_record_geometry_is_consistent(family):
+    fam = FAMILIES[family]
+    assert fam.freq_cells == {"a-rwkv": 8, "aum": 8, "ast": 12}[family]
+    assert fam.mixer_op == {"a-rwkv": "bi_wkv7", "aum": "bi_selective_scan", "ast": "attention"}[family]
+    assert ops.get_op(fam.mixer_op).naive_impl == fam.naive_mixer  # the op records take it from here
+    for frames in (16, 17, 100, 1024, 32800):
+        tokens = fam.tokens_for_frames(frames)
+        back = fam.frames_for_tokens(tokens)  # the fewest frames giving the same grid
+        assert back <= frames and fam.tokens_for_frames(back) == tokens
+        assert back == fam.patch or fam.tokens_for_frames(back - 1) < tokens
+
+
+def test_gate_baseline_is_the_naive_mixer_unless_it_lacks_the_dtype():
+    import torch
+
+    assert FAMILIES["ast"].gate_baseline(torch.bfloat16) == "sdpa_math"
+    assert FAMILIES["ast"].gate_baseline(torch.float16) == FAMILIES["ast"].gate_baseline("float32") == "torch_eager"
+    assert FAMILIES["a-rwkv"].gate_baseline(torch.bfloat16) == "torch_loop"
+    with pytest.raises(ValueError, match="^family"):
+        get_family("vit")

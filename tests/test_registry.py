@@ -78,6 +78,20 @@ def test_auto_respects_head_size_and_dtype(scratch_impls):
     assert registry.select_impl("bi_wkv7", torch.device("cpu"), torch.float16, 64).name == "only_fp16"
 
 
+def test_can_run_is_the_one_answer(scratch_impls):
+    scratch_impls("t_cuda", backend="t", devices=("cuda",))(lambda r, w, k, v, a, b, g=None: r)
+    scratch_impls("t_f32", backend="t", dtypes=(torch.float32,), head_sizes=(64,))(lambda r, w, k, v, a, b, g=None: r)
+    f32, cuda = registry.get_impl("bi_wkv7", "t_f32"), registry.get_impl("bi_wkv7", "t_cuda")
+    assert f32.can_run(registry.Need("cpu", torch.float32, 64)) == (True, "ok")
+    assert f32.can_run(registry.Need("cpu", "float32", 64)) == (True, "ok")  # a case's dtype name
+    assert f32.can_run(registry.Need("cpu", torch.float16, 64)) == (False, "dtype float16 not supported")
+    assert "head size 32 not supported" in f32.can_run(registry.Need("cpu", torch.float32, 32))[1]
+    assert cuda.can_run(registry.Need("cpu", torch.float32)) == (False, "runs on cuda, not cpu")
+    # training modes need a backward; the same reason the plan, the worker and dispatch give
+    assert f32.can_run(registry.Need("cpu", torch.float32, 64, "bwd")) == (False, registry.no_backward("t_f32"))
+    assert registry.get_impl("bi_wkv7", "torch_chunked").can_run(registry.Need("cpu", torch.float32, 64, "fwd_bwd"))[0]
+
+
 def test_unknown_impl_names_itself():
     x = bi_wkv7_inputs(1, 2, 1, 64)
     with pytest.raises(ValueError, match="'nonexistent'"):

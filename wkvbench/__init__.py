@@ -17,7 +17,7 @@ Layout: ``reference/`` (float64 truth), ``impls/`` (one module per op and backen
 command).
 """
 
-from wkvbench import reference
+from wkvbench import models, reference  # models registers the network op (wkvbench.models.network_op)
 from wkvbench.ops import attention, bi_selective_scan, bi_wkv7
 from wkvbench.registry import Impl, list_impls, register_impl
 
@@ -30,6 +30,7 @@ __all__ = [
     "bi_selective_scan",
     "bi_wkv7",
     "list_impls",
+    "models",
     "reference",
     "register_impl",
 ]

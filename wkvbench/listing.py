@@ -11,9 +11,9 @@ import json
 
 import torch
 
-from wkvbench.opspec import get_op, impl_op
-from wkvbench.presets import MODELS
-from wkvbench.registry import OPS, builtin_errors, list_impls, load_plugin
+from wkvbench.opspec import OPS, get_op, impl_op
+from wkvbench.presets import PRESETS
+from wkvbench.registry import builtin_errors, list_impls, load_plugin
 
 
 def rows(device: str | None = None) -> list[dict]:
@@ -55,7 +55,7 @@ def borrowed() -> dict[str, dict[str, list[str]]]:
     for op in OPS:
         if get_op(op).impls_of is not None:
             by_op: dict[str, list[str]] = {}
-            for name in MODELS:
+            for name in PRESETS:
                 by_op.setdefault(impl_op(op, name), []).append(name)
             out[op] = by_op
     return out

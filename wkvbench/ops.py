@@ -12,14 +12,12 @@ delta_bias, delta_softplus``), already validated and contiguous, plus ``out=`` w
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
 from wkvbench.opspec import (  # noqa: F401  (re-exported: the op records' public home)
+    DEFAULT_MODE,
     IO_DTYPES,
-    OPS,
     W_MAX,
     CheckShape,
     OpSpec,
@@ -32,7 +30,7 @@ from wkvbench.opspec import (  # noqa: F401  (re-exported: the op records' publi
     validate_bi_selective_scan,
     validate_bi_wkv7,
 )
-from wkvbench.registry import Impl, get_impl, select_impl
+from wkvbench.registry import Impl, Need, get_impl, no_backward, select_impl
 
 
 def resolve(
@@ -53,12 +51,10 @@ def resolve(
         return select_impl(op, device, dtype, head_size, backward=backward)
     else:
         rec = get_impl(op, impl)
-    ok, why = rec.available(device)
-    if ok:
-        ok, why = rec.supports(dtype, head_size)
-    if not ok:
+    ok, why = rec.can_run(Need(device, dtype, head_size, "fwd_bwd" if backward else DEFAULT_MODE))
+    if not ok and why != no_backward(rec.name):
         raise ValueError(f"impl: {rec.name!r} cannot run {op} here: {why}")
-    if backward and not rec.backward:
+    if not ok:
         raise ValueError(
             f"impl: {rec.name!r} has no backward ({op} implementation registered with backward=False), "
             "but an input requires grad; call it under torch.no_grad() or pick a differentiable implementation"
@@ -145,10 +141,3 @@ def make_case_inputs(op: str, shape: dict, dtype, device, seed: int = 0, variant
 def reference_output(op: str, inputs: dict) -> Tensor:
     """The float64 reference output for ``inputs``."""
     return get_op(op).reference(**inputs)
-
-
-def speed_of_light_ms(op: str, shape: dict, dtype: torch.dtype, bandwidth_gbs: float) -> float:
-    """Time to move the op's minimum bytes at ``bandwidth_gbs`` GB/s, in milliseconds."""
-    if not bandwidth_gbs:
-        return math.nan
-    return get_op(op).bytes_moved(shape, element_size(dtype)) / (bandwidth_gbs * 1e9) * 1e3

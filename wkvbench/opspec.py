@@ -21,8 +21,11 @@ from torch import Tensor
 
 from wkvbench import inputs as _inputs
 from wkvbench import reference as _ref
-from wkvbench.presets import MODELS, Model, get_model
+from wkvbench.presets import FAMILIES, PRESETS, Preset, get_preset
+from wkvbench.schema import KEY_DEFAULTS, MODES, TRAINING_MODES
 
+#: The timing mode of a sweep, a case and a results row that name none: the forward (inference).
+DEFAULT_MODE = KEY_DEFAULTS["mode"]
 IO_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 #: Largest w for which exp(-exp(w)) is a valid RWKV-7 decay (docs/spec.md section 1: w < -0.5).
 W_MAX = -0.5
@@ -56,7 +59,7 @@ class OpSpec:
     default_model: str  # preset for ad-hoc sweeps that name no model
     args: tuple[str, ...]  # keyword arguments implementations receive (tensors and flags)
     grad_args: tuple[str, ...]  # inputs that carry gradients in training modes
-    shape_for: Callable[[Model, int, int], dict]  # (model, batch, tokens) -> shape dict
+    shape_for: Callable[[Preset, int, int], dict]  # (preset, batch, tokens) -> shape dict
     shape_of: Callable[[dict], dict]  # inputs -> shape dict
     make_inputs: Callable[..., dict]  # (shape, dtype, device, seed, variant) -> kwargs
     reference: Callable[..., Tensor]  # float64 truth, same keyword arguments
@@ -64,24 +67,49 @@ class OpSpec:
     out_shape: Callable[[dict], tuple[int, ...]]  # inputs -> output shape
     bytes_moved: Callable[[dict, int], int]  # (shape, element size) -> minimum bytes read and written
     flops: Callable[[dict], float]  # shape -> forward floating-point operations
-    naive_impl: str  # the op's naive baseline implementation (registered name)
+    naive_impl: str  # the op's naive baseline implementation (registered name; per model: naive_for)
     time_exponent: int = 1  # how a call's time grows with T: 1 linear, 2 quadratic
     bwd_flops_factor: float = 2.0  # backward FLOPs / forward FLOPs
+    modes: tuple[str, ...] = MODES  # the timing modes the op can be run in (schema.MODES)
     variants: tuple[str, ...] = ("realistic",)  # input variants make_inputs accepts
     head_size: Callable[[dict], int | None] = lambda shape: None  # matched against Impl.head_sizes
     check_shapes: tuple[CheckShape, ...] = ()  # the correctness gate's shapes
     long_shapes: tuple[CheckShape, ...] = ()  # added by ``verify --long`` (meant for a GPU)
     # An op whose implementations are another op's, chosen by model (the network op: its model's
     # mixer op); None: the op's own registrations.
-    impls_of: Callable[[Model], str] | None = None
+    impls_of: Callable[[Preset], str] | None = None
     # Per-case state the worker builds once instead of a reference output:
-    # (model, shape, dtype, device, seed, check_shape) -> an object with ``bind(impl)`` (the callable
-    # timed, taking ``args``), ``gate(impl)`` (rel_err, max_abs_err, tol, passed, note) and
-    # ``resident_bytes`` (memory it holds for the calls, counted in their peak). None: plain op.
+    # (preset, shape, dtype, device, seed, check_shape) -> an object answering the worker's calls as
+    # wkvbench.harness.opcase.OpCase does: ``inputs``, ``resident_bytes`` (memory held for the
+    # calls, counted in their peak), ``set_mode(mode)``, ``bind(impl)`` (the callable timed) and
+    # ``gate(impl, timer, mode)``. None: a plain op (the worker's OpCase: inputs and reference).
     prepare: Callable[..., object] | None = None
 
     def head_size_of(self, inputs: dict) -> int | None:
         return self.head_size(self.shape_of(inputs))
+
+    def flops_in(self, shape: dict, mode: str) -> float:
+        """FLOPs of one call of timing mode ``mode``: the forward's, times ``bwd_flops_factor`` for the
+        backward (``bwd``) or ``1 + bwd_flops_factor`` for both (``fwd_bwd``)."""
+        factor = {"bwd": self.bwd_flops_factor, "fwd_bwd": 1.0 + self.bwd_flops_factor}.get(mode, 1.0)
+        return self.flops(shape) * factor
+
+    def bytes_in(self, shape: dict, element_size: int, mode: str) -> int | None:
+        """Minimum bytes of one call of ``mode``: defined for the forward; None in the training modes."""
+        return None if mode in TRAINING_MODES else self.bytes_moved(shape, element_size)
+
+    def unsupported_mode(self, mode: str) -> str | None:
+        """Why the op cannot be timed in ``mode`` (not in its ``modes``), or None."""
+        if mode in self.modes:
+            return None
+        return f"{self.name} is timed in {'/'.join(self.modes)} only (its op record's modes)"
+
+    def naive_for(self, preset: Preset | str) -> str:
+        """The naive implementation a case of this op at ``preset`` is compared with: ``naive_impl``, or
+        for an op running its model's mixer (``impls_of``), that family's naive mixer."""
+        if self.impls_of is None:
+            return self.naive_impl
+        return get_preset(preset).family_record.naive_mixer
 
 
 # ----------------------------------------------------------------------------- validation
@@ -171,8 +199,8 @@ def validate_bi_selective_scan(
 
 
 # ----------------------------------------------------------------------------- op records
-def _wkv_shape(model: Model, batch: int, tokens: int) -> dict:
-    return {"B": batch, "T": tokens, "H": model.heads, "N": model.head_size}
+def _wkv_shape(preset: Preset, batch: int, tokens: int) -> dict:
+    return {"B": batch, "T": tokens, "H": preset.heads, "N": preset.head_size}
 
 
 def _wkv_inputs(shape: dict, dtype, device, seed: int = 0, variant: str = "realistic") -> dict:
@@ -185,8 +213,8 @@ def _wkv(B, T, H, N=64, variant="realistic", tiny=False, long=False) -> CheckSha
     return CheckShape({"B": B, "T": T, "H": H, "N": N}, variant, tiny, long)
 
 
-def _attn_shape(model: Model, batch: int, tokens: int) -> dict:
-    return {"B": batch, "H": model.heads, "T": tokens, "D": model.head_size}
+def _attn_shape(preset: Preset, batch: int, tokens: int) -> dict:
+    return {"B": batch, "H": preset.heads, "T": tokens, "D": preset.head_size}
 
 
 def _attn_inputs(shape: dict, dtype, device, seed: int = 0, variant: str = "realistic") -> dict:
@@ -198,8 +226,8 @@ def _att(B, H, T, D=64, tiny=False, long=False) -> CheckShape:
     return CheckShape({"B": B, "H": H, "T": T, "D": D}, "realistic", tiny, long)
 
 
-def _scan_shape(model: Model, batch: int, tokens: int) -> dict:
-    return {"B": batch, "D": model.d_inner, "T": tokens, "N": model.d_state}
+def _scan_shape(preset: Preset, batch: int, tokens: int) -> dict:
+    return {"B": batch, "D": preset.d_inner, "T": tokens, "N": preset.d_state}
 
 
 def _scan_inputs(shape: dict, dtype, device, seed: int = 0, variant: str = "realistic") -> dict:
@@ -210,21 +238,6 @@ def _scan_inputs(shape: dict, dtype, device, seed: int = 0, variant: str = "real
 
 def _scan(B, D, T, N=16, tiny=False, long=False) -> CheckShape:
     return CheckShape({"B": B, "D": D, "T": T, "N": N}, "realistic", tiny, long)
-
-
-def _network(name: str) -> Callable:
-    """A function of :mod:`wkvbench.models.bench`, imported on first call (it imports this module)."""
-
-    def call(*args, **kwargs):
-        from wkvbench.models import bench
-
-        return getattr(bench, name)(*args, **kwargs)
-
-    return call
-
-
-def _mixer_op(model: Model) -> str:
-    return {"a-rwkv": "bi_wkv7", "ast": "attention", "aum": "bi_selective_scan"}[model.family]
 
 
 def _dims(x: Tensor, names: str) -> dict:
@@ -249,7 +262,7 @@ _RECORDS = (
         bytes_moved=lambda s, es: es * (7 * s["B"] * s["T"] * s["H"] * s["N"] + s["B"] * s["T"] * s["H"]),
         # per token, head and direction: S a (2N^2), state update (5N^2), S r (2N^2)
         flops=lambda s: 2 * 9 * s["B"] * s["T"] * s["H"] * s["N"] ** 2,
-        naive_impl="torch_loop",
+        naive_impl=FAMILIES["a-rwkv"].naive_mixer,
         time_exponent=1,
         bwd_flops_factor=2.0,
         variants=_inputs.WKV7_VARIANTS,
@@ -282,7 +295,7 @@ _RECORDS = (
         out_shape=lambda x: tuple(x["q"].shape),
         bytes_moved=lambda s, es: es * 4 * s["B"] * s["H"] * s["T"] * s["D"],
         flops=lambda s: 4 * s["B"] * s["H"] * s["T"] ** 2 * s["D"],
-        naive_impl="torch_eager",
+        naive_impl=FAMILIES["ast"].naive_mixer,
         time_exponent=2,
         bwd_flops_factor=2.5,
         check_shapes=(_att(1, 2, 17, tiny=True), _att(2, 3, 64), _att(1, 2, 200)),
@@ -305,38 +318,27 @@ _RECORDS = (
         bytes_moved=lambda s, es: es * (4 * s["B"] * s["D"] * s["T"] + 2 * s["B"] * s["N"] * s["T"]),
         # per element of the [D, N] state, token and direction: exp, 2 mul-add, C dot
         flops=lambda s: 2 * 7 * s["B"] * s["D"] * s["N"] * s["T"],
-        naive_impl="torch_loop",
+        naive_impl=FAMILIES["aum"].naive_mixer,
         time_exponent=1,
         bwd_flops_factor=2.0,
         check_shapes=(_scan(1, 32, 13, tiny=True), _scan(2, 64, 64), _scan(1, 96, 200)),
         long_shapes=(_scan(1, 1536, 4096, long=True), _scan(1, 1536, 16401, long=True)),
     ),
-    OpSpec(
-        name="network",
-        label="network",
-        family="a-rwkv",
-        default_model="A-RWKV-S",
-        args=("spec",),
-        grad_args=("spec",),
-        shape_for=_network("shape_for"),  # the mixer's shape + F (frames), L (depth), W (width), P
-        shape_of=lambda x: {"B": int(x["spec"].shape[0]), "F": int(x["spec"].shape[1])},
-        make_inputs=_network("make_inputs"),
-        reference=_network("no_reference"),  # the truth is the float64 network: see prepare
-        validate=_network("validate"),
-        out_shape=lambda x: (int(x["spec"].shape[0]), 527),
-        bytes_moved=_network("bytes_moved"),
-        flops=_network("flops"),  # an estimate (wkvbench.models.bench.flops)
-        naive_impl="torch_loop",  # A-RWKV's and AuM's; AST's is torch_eager (report.baselines)
-        time_exponent=1,
-        bwd_flops_factor=2.0,
-        head_size=_network("head_size"),
-        impls_of=_mixer_op,
-        prepare=_network("NetworkCase"),
-    ),
 )
 
-#: Every op, by name, in listing order.
+#: Every op, by name, in listing order: the kernel ops above, then those registered with
+#: :func:`register_op` (the ``network`` op, by :mod:`wkvbench.models.network_op`).
 OPS: dict[str, OpSpec] = {spec.name: spec for spec in _RECORDS}
+
+
+def register_op(record: OpSpec, replace: bool = False) -> OpSpec:
+    """Add ``record`` to :data:`OPS` (an op defined outside this module); ValueError if its name is taken."""
+    if not isinstance(record, OpSpec):
+        raise TypeError(f"record: expected an OpSpec, got {type(record).__name__}")
+    if record.name in OPS and OPS[record.name] is not record and not replace:
+        raise ValueError(f"record: op {record.name!r} is already registered; pass replace=True to override it")
+    OPS[record.name] = record
+    return record
 
 
 def get_op(name: str) -> OpSpec:
@@ -346,14 +348,14 @@ def get_op(name: str) -> OpSpec:
     return OPS[name]
 
 
-def impl_op(op: str, model: Model | str | None = None) -> str:
+def impl_op(op: str, model: Preset | str | None = None) -> str:
     """The op whose registered implementations run ``op`` for ``model`` (``op`` itself for a plain op)."""
     spec = get_op(op)
     if spec.impls_of is None:
         return op
     if model is None:
         raise ValueError(f"model: op {op!r} takes the implementations of its model's mixer; name the model")
-    return spec.impls_of(get_model(model) if isinstance(model, str) else model)
+    return spec.impls_of(get_preset(model))
 
 
 def impl_ops(op: str) -> tuple[str, ...]:
@@ -361,7 +363,7 @@ def impl_ops(op: str) -> tuple[str, ...]:
     spec = get_op(op)
     if spec.impls_of is None:
         return (op,)
-    return tuple(dict.fromkeys(spec.impls_of(m) for m in MODELS.values()))
+    return tuple(dict.fromkeys(spec.impls_of(m) for m in PRESETS.values()))
 
 
 def element_size(dtype: torch.dtype) -> int:

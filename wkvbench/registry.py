@@ -35,7 +35,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from wkvbench.opspec import OPS  # the op records by name: iterating it gives the op names, in listing order
+from wkvbench import opspec  # the op records: iterating opspec.OPS gives the op names, in listing order
+from wkvbench.opspec import DEFAULT_MODE
+from wkvbench.schema import TRAINING_MODES
 
 ALL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -44,7 +46,7 @@ IMPLS_PACKAGE = "wkvbench.impls"
 
 def op_of_module(name: str) -> str | None:
     """The op a module name ``<op>_<backend>`` belongs to (longest matching op name), or None."""
-    matches = [op for op in OPS if name.startswith(op + "_") and len(name) > len(op) + 1]
+    matches = [op for op in opspec.OPS if name.startswith(op + "_") and len(name) > len(op) + 1]
     return max(matches, key=len) if matches else None
 
 
@@ -57,13 +59,28 @@ def builtin_modules() -> tuple[str, ...]:
     pkg = importlib.util.find_spec(IMPLS_PACKAGE)
     paths = list(pkg.submodule_search_locations or ()) if pkg is not None else []
     names = sorted(m.name for m in pkgutil.iter_modules(paths))
-    return tuple(f"{IMPLS_PACKAGE}.{n}" for op in OPS for n in names if op_of_module(n) == op)
+    return tuple(f"{IMPLS_PACKAGE}.{n}" for op in opspec.OPS for n in names if op_of_module(n) == op)
 
 
 #: The built-in implementation modules at import time (see :func:`builtin_modules`).
 BUILTIN_MODULES = builtin_modules()
 
 Check = Callable[[torch.device], "tuple[bool, str]"]
+
+
+@dataclass(frozen=True)
+class Need:
+    """What a call asks of an implementation, for :meth:`Impl.can_run` (a sweep passes its ``Case``)."""
+
+    device: str | torch.device
+    dtype: torch.dtype | str
+    head_size: int | None = None
+    mode: str = DEFAULT_MODE
+
+
+def no_backward(impl: str) -> str:
+    """The reason an implementation without backward does not run a training mode."""
+    return f"{impl} has no backward (registered with backward=False): not run in training modes"
 
 
 @dataclass(frozen=True)
@@ -120,6 +137,19 @@ class Impl:
             return False, f"head size {head_size} not supported (has {self.head_sizes})"
         return True, "ok"
 
+    def can_run(self, case) -> tuple[bool, str]:
+        """Whether this implementation can run ``case`` here, and if not, why: the one answer to "can
+        it run?" (the sweep's plan and worker, the networks, ``impl="auto"``). ``case``: anything with
+        ``device``, ``dtype`` (a torch dtype or its name), ``head_size`` and ``mode`` (a sweep's
+        ``Case``, a :class:`Need`). Availability, then dtype and head size, then backward."""
+        dtype = getattr(torch, case.dtype) if isinstance(case.dtype, str) else case.dtype
+        ok, why = self.available(case.device)
+        if ok:
+            ok, why = self.supports(dtype, case.head_size)
+        if ok and case.mode in TRAINING_MODES and not self.backward:
+            return False, no_backward(self.name)
+        return ok, why
+
     def __call__(self, *args, **kwargs):
         return self.fn(*args, **kwargs)
 
@@ -148,8 +178,8 @@ def register_impl(
     label: str = "",
 ) -> Callable[[Callable], Callable]:
     """Decorator: register ``fn`` as implementation ``name`` of ``op``. Returns ``fn`` unchanged."""
-    if op not in OPS:
-        raise ValueError(f"op: unknown op {op!r}; expected one of {', '.join(OPS)}")
+    if op not in opspec.OPS:
+        raise ValueError(f"op: unknown op {op!r}; expected one of {', '.join(opspec.OPS)}")
     if not isinstance(name, str) or not name or not name.replace("_", "").isalnum():
         raise ValueError(f"name: implementation name must be a non-empty identifier, got {name!r}")
     devices = tuple(devices)
@@ -220,12 +250,12 @@ def load_builtins() -> dict[str, str]:
         return dict(_BUILTIN_ERRORS)
 
 
-def load_plugin(spec: str) -> None:
+def load_plugin(plugin: str) -> None:
     """Import a plugin: a path to a ``.py`` file or a dotted module name that registers impls."""
-    if spec.endswith(".py") or os.sep in spec:
-        path = os.path.abspath(spec)
+    if plugin.endswith(".py") or os.sep in plugin:
+        path = os.path.abspath(plugin)
         if not os.path.isfile(path):
-            raise ValueError(f"plugin: no such file {spec!r}")
+            raise ValueError(f"plugin: no such file {plugin!r}")
         modname = "wkvbench_plugin_" + os.path.splitext(os.path.basename(path))[0]
         loader = importlib.machinery.SourceFileLoader(modname, path)
         module = importlib.util.module_from_spec(importlib.util.spec_from_loader(modname, loader))
@@ -233,15 +263,15 @@ def load_plugin(spec: str) -> None:
         loader.exec_module(module)
     else:
         try:
-            importlib.import_module(spec)
+            importlib.import_module(plugin)
         except ModuleNotFoundError as exc:
-            raise ValueError(f"plugin: cannot import module {spec!r}: {exc}") from exc
+            raise ValueError(f"plugin: cannot import module {plugin!r}: {exc}") from exc
 
 
 def list_impls(op: str | None = None) -> list[Impl]:
     """All registered implementations (of ``op`` if given), in registration order."""
-    if op is not None and op not in OPS:
-        raise ValueError(f"op: unknown op {op!r}; expected one of {', '.join(OPS)}")
+    if op is not None and op not in opspec.OPS:
+        raise ValueError(f"op: unknown op {op!r}; expected one of {', '.join(opspec.OPS)}")
     load_builtins()
     with _LOCK:
         return [rec for (o, _), rec in _REGISTRY.items() if op is None or o == op]
@@ -265,12 +295,9 @@ def select_impl(
     (and, with ``backward=True``, that has a backward)."""
     reasons = []
     best = None
+    need = Need(device, dtype, head_size, "fwd_bwd" if backward else DEFAULT_MODE)
     for rec in list_impls(op):
-        ok, why = rec.available(device)
-        if ok:
-            ok, why = rec.supports(dtype, head_size)
-        if ok and backward and not rec.backward:
-            ok, why = False, "no backward"
+        ok, why = rec.can_run(need)
         if not ok:
             reasons.append(f"{rec.name}: {why}")
             continue

@@ -32,8 +32,8 @@ import torch
 
 from wkvbench import accuracy, gradcheck, ops, refcache, verify_child
 from wkvbench.harness.worker import classify
+from wkvbench.opspec import OPS as OP_NAMES
 from wkvbench.opspec import CheckShape
-from wkvbench.registry import OPS as OP_NAMES
 from wkvbench.registry import Impl, list_impls, load_plugin
 from wkvbench.schema import STATUSES
 
@@ -277,9 +277,9 @@ def _selection(args: argparse.Namespace) -> tuple[list[str], list[str] | None, l
     for plugin in args.plugin:
         load_plugin(plugin)
     ops_ = _split(args.op)
-    bad = [o for o in ops_ if o not in ops.OPS]
+    bad = [o for o in ops_ if o not in OP_NAMES]
     if bad or not ops_:
-        raise ValueError(f"--op: unknown op(s) {', '.join(map(repr, bad))}; known: {', '.join(ops.OPS)}")
+        raise ValueError(f"--op: unknown op(s) {', '.join(map(repr, bad))}; known: {', '.join(OP_NAMES)}")
     bad = [d for d in _split(args.dtype) if d not in DTYPES]
     if bad or not _split(args.dtype):
         raise ValueError(f"--dtype: unknown dtype(s) {', '.join(map(repr, bad))}; known: {', '.join(DTYPES)}")

@@ -2,43 +2,51 @@
 ``bi_wkv7_catflip``, most).
 
 * ``cuda_host``: builds a host driver of ``cuda_host/`` (the kernel ``.cu`` compiled with g++ after
-  ``cuda_host/cuda_shim.h``) into a shared library and loads it; skips when this g++ cannot;
-* ``report``: the compile report of the test module's ``mod``, skipping when no CUDA compiler is here;
+  ``cuda_host/cuda_shim.h``, cached between runs) into a shared library and loads it; ``host_builder``:
+  the build module itself (``cuda_host/host_build.py``: sources, ThreadSanitizer builds);
+* ``report``: the compile report of the test module's ``mod``;
+  without g++ (or NVRTC for ``report``) these FAIL, unless ``WKVBENCH_ALLOW_NO_CXX=1`` allows a skip;
 * ``nvcc_agrees``: the check that nvcc's report has the same kernels as NVRTC's and spills none;
-* ``cuda_impls_match``: every implementation of an op available on the GPU meets the accuracy bar.
+* ``cuda_impls_match``: every implementation of an op available on the GPU meets the accuracy bar;
+* ``program_order``: the Triton interpreter's programs run reversed or shuffled instead of in grid order.
 """
 
 from __future__ import annotations
 
 import ctypes
-import shutil
-import subprocess
+import importlib.util
+import random
 from pathlib import Path
 
 import pytest
 import torch
 
-from wkvbench.impls import _compile, _cupy
+from wkvbench.impls import _compile
 
 HOST_DIR = Path(__file__).parent / "cuda_host"
 
 
-def build_host(driver: str, out_dir: Path, source_dir: Path) -> ctypes.CDLL:
-    """Compile ``cuda_host/<driver>`` with the kernel source found in ``source_dir``; load it."""
-    gxx = shutil.which("g++")
-    if gxx is None:
-        pytest.skip("g++ not found: the host emulation of the CUDA kernels needs a C++20 compiler")
-    so = out_dir / Path(driver).with_suffix(".so").name
-    cmd = [
-        gxx, "-std=c++20", "-O2", "-fno-strict-aliasing", "-Wall", "-Wno-unknown-pragmas", "-shared", "-fPIC",
-        "-pthread", "-I", str(HOST_DIR), "-I", str(source_dir), "-I", str(_cupy.INCLUDE_DIR), str(HOST_DIR / driver),
-        "-o", str(so),
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0 and ("barrier: No such file" in proc.stderr or "_Float16" in proc.stderr):
-        pytest.skip("this g++ lacks C++20 <barrier> or _Float16 (GCC >= 12 has both): no host emulation")
-    assert proc.returncode == 0, f"host build of {driver} ({source_dir}) failed:\n{proc.stderr[-4000:]}"
-    return ctypes.CDLL(str(so))
+def _load_host_build():
+    spec = importlib.util.spec_from_file_location("wkvbench_tests_host_build", HOST_DIR / "host_build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+host_build = _load_host_build()
+
+
+def build_host(driver: str, out_dir: Path | None = None, source_dir: Path | None = None) -> ctypes.CDLL:
+    """Build ``cuda_host/<driver>`` (cached, see ``cuda_host/host_build.py``) with the kernel sources,
+    each taken from ``source_dir`` where that holds a file of its name; load it. ``out_dir`` is unused
+    (kept for the callers' signature). Fails without g++ unless ``WKVBENCH_ALLOW_NO_CXX=1``."""
+    return ctypes.CDLL(str(host_build.build(driver, source_dir=source_dir)))
+
+
+@pytest.fixture(scope="session")
+def host_builder():
+    """The module ``cuda_host/host_build.py`` (sources, cached builds, ThreadSanitizer runs)."""
+    return host_build
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +60,7 @@ def report(request) -> list[dict]:
     """The test module's ``mod.compile_report(90)``; skips its tests when no CUDA compiler is installed here."""
     rows = request.module.mod.compile_report(90)
     if rows and "skipped" in rows[0]:
-        pytest.skip(f"no CUDA compiler: {rows[0]['skipped']}")
+        host_build.missing(f"no CUDA compiler (NVRTC, from the 'compile' extra): {rows[0]['skipped']}")
     return rows
 
 
@@ -93,3 +101,53 @@ def check_cuda_impls(op: str, x: dict, ref, dtype) -> int:
 def cuda_impls_match():
     """:func:`check_cuda_impls`: ``cuda_impls_match(op, inputs, ref, dtype) -> number checked``."""
     return check_cuda_impls
+
+
+# ----------------------------------------------------------------------------- Triton program order
+class ProgramOrder:
+    """Runs the Triton interpreter's programs in another order than its grid loop's: the interpreter
+    walks the grid in order and sets each program's index through ``interpreter_builder.set_grid_idx``,
+    so the k-th index it sets is replaced by the k-th of a permutation of the grid (each program still
+    runs once, with all of the launch's arguments). ``order``: ``"grid"`` (unchanged), ``"reversed"``,
+    or ``"shuffled"`` (seeded). ``launches`` counts the launches that ran under it, ``ran`` lists the
+    last launch's programs in the order they ran."""
+
+    def __init__(self, monkeypatch):
+        from triton.runtime import interpreter
+
+        self.order, self.seed, self.launches, self.ran = "grid", 0, 0, []
+        builder = interpreter.interpreter_builder
+        set_dim, set_idx = builder.set_grid_dim, builder.set_grid_idx
+        state = {"perm": [], "next": 0}
+
+        def grid_dim(nx, ny, nz):
+            programs = [(x, y, z) for x in range(nx) for y in range(ny) for z in range(nz)]
+            if self.order == "reversed":
+                programs.reverse()
+            elif self.order == "shuffled":
+                random.Random(self.seed + self.launches).shuffle(programs)
+            elif self.order != "grid":
+                raise ValueError(f"order: expected 'grid', 'reversed' or 'shuffled', got {self.order!r}")
+            state["perm"], state["next"] = programs, 0
+            self.launches, self.ran = self.launches + 1, []
+            return set_dim(nx, ny, nz)
+
+        def grid_idx(x, y, z):
+            program = state["perm"][state["next"]]
+            state["next"] += 1
+            self.ran.append(program)
+            return set_idx(*program)
+
+        monkeypatch.setattr(builder, "set_grid_dim", grid_dim)
+        monkeypatch.setattr(builder, "set_grid_idx", grid_idx)
+
+
+@pytest.fixture
+def program_order(monkeypatch):
+    """:class:`ProgramOrder` installed on the Triton interpreter (skips where Triton is not interpreted)."""
+    import os
+
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("Triton runs compiled here (a GPU): the program-order check is for the interpreter")
+    pytest.importorskip("triton")
+    return ProgramOrder(monkeypatch)

@@ -3,8 +3,8 @@
 CuPy cannot run without a GPU, so the kernel source is checked on the CPU in two ways:
 
 * host emulation: the SAME .cu file is compiled with g++ after ``cuda_host/cuda_shim.h`` (one
-  std::thread per CUDA thread, ``__syncthreads`` as a std::barrier, shuffles through a block-wide
-  exchange) and launched with the module's geometry on NaN-poisoned outputs; its result must meet
+  std::thread per CUDA thread, every block at once, ``__syncthreads`` as a std::barrier, shuffles
+  through a per-warp exchange) and launched with the module's geometry on NaN-poisoned outputs; its result must meet
   the accuracy bar against the float64 reference, for every SPLIT, T in {1, 7, 20, 33}, all
   three I/O dtypes, with and without the gate;
 * compile report: NVRTC (what CuPy uses) and nvcc compile every instantiation for sm_90 with

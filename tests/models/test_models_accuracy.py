@@ -91,10 +91,10 @@ def test_bar_rule():
 def test_reference_mixer_and_torch_loop_agree_in_float64():
     """Independent of the gate: the same float64 network with the reference mixer and with torch_loop."""
     net = wm.build("A-RWKV-T", 0.64, impl="reference", dtype=torch.float64)
-    spec = wm.spectrogram(1, 0.64, dtype=torch.float64)
+    mel = wm.spectrogram(1, 0.64, dtype=torch.float64)
     with torch.no_grad():
-        ref = net(spec)
-        loop = net.set_impl("torch_loop")(spec)
+        ref = net(mel)
+        loop = net.set_impl("torch_loop")(mel)
     assert ref.dtype == torch.float64
     assert float((loop - ref).norm() / ref.norm()) < 1e-12
 

@@ -13,7 +13,8 @@ import pytest
 from wkvbench import cli, listing, ops, presets
 from wkvbench.harness import plan as P
 from wkvbench.harness import suite as S
-from wkvbench.models import bench, tokens_for
+from wkvbench.harness.summary import summary_table
+from wkvbench.models import network_op, tokens_for
 from wkvbench.report.figures import network as NF
 from wkvbench.report.load import Env, tidy
 from wkvbench.schema import derive
@@ -29,13 +30,54 @@ def test_record_takes_the_models_mixer_implementations():
     assert ops.impl_op("bi_wkv7", "AST-B") == "bi_wkv7"  # a plain op keeps its own
     with pytest.raises(ValueError, match="model"):
         ops.impl_op("network")
-    assert SPEC.prepare is not None and SPEC.args == ("spec",)
+    assert SPEC.prepare is not None and SPEC.args == ("mel",)
+
+
+def test_the_network_op_is_registered_by_its_own_module():
+    from dataclasses import replace
+
+    from wkvbench import opspec
+    from wkvbench.models.network_op import NetworkCase
+
+    assert opspec.OPS["network"] is SPEC and SPEC.prepare is NetworkCase and list(opspec.OPS)[-1] == "network"
+    assert opspec.register_op(SPEC) is SPEC  # registering the same record again is harmless
+    with pytest.raises(ValueError, match="^record: op 'network' is already registered"):
+        opspec.register_op(replace(SPEC, label="other"))
+    with pytest.raises(TypeError, match="^record"):
+        opspec.register_op("network")
+
+
+def test_a_network_case_is_compared_with_its_familys_naive_mixer():
+    assert SPEC.naive_for("AST-B") == "torch_eager" == ops.get_op("attention").naive_impl
+    assert SPEC.naive_for("A-RWKV-T") == SPEC.naive_for("AuM-T") == "torch_loop"
+    assert ops.get_op("bi_wkv7").naive_for("AST-B") == "torch_loop"  # a plain op keeps its own
+
+    def row(impl, ms):
+        return {
+            "op": "network",
+            "impl": impl,
+            "model": "AST-B",
+            "batch": 1,
+            "tokens": 146,
+            "dtype": "float32",
+            "device": "cpu",
+            "variant": "realistic",
+            "status": "ok",
+            "median_ms": ms,
+            "tokens_per_s": None,
+        }
+
+    lines = {
+        line.split()[1]: line
+        for line in summary_table([row("torch_eager", 8.0), row("sdpa_math", 2.0)]).splitlines()[2:]
+    }
+    assert "4x" in lines["sdpa_math"]  # AST-B networks get a "vs naive" figure
 
 
 @pytest.mark.parametrize("preset", ["A-RWKV-T", "AST-B", "AuM-T"])
 @pytest.mark.parametrize("seconds", [1.28, 2.56, 10.24])
 def test_shape_frames_give_the_networks_own_token_count(preset, seconds):
-    model = presets.get_model(preset)
+    model = presets.get_preset(preset)
     shape = SPEC.shape_for(model, 2, model.tokens(seconds))
     assert shape["T"] == model.tokens(seconds) == tokens_for(preset, shape["F"] / 100)
     assert shape["B"] == 2 and shape["L"] == model.depth and shape["W"] == model.width
@@ -45,8 +87,8 @@ def test_per_token_weights_match_a_hand_count():
     # A-RWKV-T, width 192, 12 blocks: r/k/v/o 4*192^2, LoRA w/a/v/g 8*192*32, two 3x3 depthwise
     # ConvShifts 2*192*9, gate 3*64, ChannelMix 2*768*192; patch embedding 192*16*16; no head.
     block = 4 * 192**2 + 8 * 192 * 32 + 2 * 192 * 9 + 3 * 64 + 2 * 768 * 192
-    assert bench.per_token_weights("A-RWKV-T") == 12 * block + 192 * 256
-    s = SPEC.shape_for(presets.get_model("A-RWKV-T"), 1, 128)
+    assert network_op.per_token_weights("A-RWKV-T") == 12 * block + 192 * 256
+    s = SPEC.shape_for(presets.get_preset("A-RWKV-T"), 1, 128)
     mixer = ops.get_op("bi_wkv7").flops({"B": 1, "T": 128, "H": 3, "N": 64})
     assert SPEC.flops(s) == 2 * 128 * s["P"] + 2 * 527 * 192 + 12 * mixer
 
@@ -61,6 +103,23 @@ def test_multi_family_group_keeps_each_models_own_mixers():
         ("AST-B", "sdpa_math", None),
         ("AuM-T", "torch_chunked", None),
     }
+
+
+def test_training_modes_of_the_network_op_are_skipped_in_the_plan(tmp_path):
+    assert SPEC.modes == ("fwd",) and ops.get_op("bi_wkv7").modes == ("fwd", "bwd", "fwd_bwd")
+    suite = S.suite_from_flags("network", models="A-RWKV-T", impls="torch_chunked", seconds="1.28", mode="fwd,fwd_bwd")
+    planned = {(c.mode, name): why for c, impls in P.plan(suite, "cpu") for name, why in impls}
+    assert planned[("fwd", "torch_chunked")] is None
+    assert planned[("fwd_bwd", "torch_chunked")] == "network is timed in fwd only (its op record's modes)"
+    out = tmp_path / "run"
+    argv = ["run", "--op", "network", "--model", "A-RWKV-T", "--impl", "torch_chunked", "--seconds", "1.28",
+            "--mode", "fwd_bwd", "--device", "cpu", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert cli.main(argv) == 0
+    rows = pd.read_csv(out / "results.csv")
+    assert list(rows["status"]) == ["skipped"] and "fwd only" in rows["note"][0]
+    # no network was built for it: the worker (its log names every command) was never sent the case
+    logs = "".join(p.read_text() for p in out.rglob("worker-*.log"))
+    assert " probe" in logs and " case" not in logs
 
 
 def test_a_scan_mixer_for_a_rwkv_is_rejected(capsys):
@@ -113,7 +172,7 @@ def test_run_writes_ok_rows_for_the_three_families(tmp_path, monkeypatch):
 
 
 def _row(model, impl, seconds, ms, status="ok"):
-    m = presets.get_model(model)
+    m = presets.get_preset(model)
     row = {"op": "network", "impl": impl, "model": model, "batch": 1, "tokens": m.tokens(seconds), "seconds": seconds,
            "dtype": "bfloat16", "device": "cuda", "variant": "realistic", "status": status, "median_ms": ms,
            "p20_ms": ms * 0.95, "p80_ms": ms * 1.05, "peak_mem_bytes": 2**30}  # fmt: skip

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from wkvbench import schema
-from wkvbench.presets import get_model
+from wkvbench.presets import get_preset
 
 SECONDS = (2.56, 10.24, 60.0, 328.0)
 TOL = {"bfloat16": 4e-3, "float16": 4e-3, "float32": 2e-5}
@@ -56,9 +56,9 @@ def status_of(op: str, impl: str, model: str, seconds: float, dtype: str) -> tup
 
 def cost_ms(spec, model: str, tokens: int, batch: int) -> float:
     _, _, _, _, lin, quad, over = spec
-    h = get_model(model).heads
+    h = get_preset(model).heads
     if spec[0] == "bi_selective_scan":
-        h = get_model(model).d_inner / 64
+        h = get_preset(model).d_inner / 64
     return over + batch * h * (lin * tokens + quad * tokens**2)
 
 
@@ -88,11 +88,11 @@ def write_run(
     for spec in impls:
         op, impl, backend, models = spec[:4]
         for model in models:
-            fam = get_model(model).family
+            fam = get_preset(model).family
             for dtype in dtypes:
                 for batch in batches:
                     for sec in seconds:
-                        tokens = get_model(model).tokens(sec)
+                        tokens = get_preset(model).tokens(sec)
                         status, note = status_of(op, impl, model, sec, dtype)
                         status, note = (override or {}).get((impl, sec), (status, note))
                         key = {

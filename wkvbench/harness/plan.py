@@ -6,8 +6,9 @@ sizes (dtype, model, batch, then tokens ascending): the skip predictions of
 :mod:`wkvbench.harness.predict` ("out of memory at a smaller size", "too slow at a shorter T")
 rely on that order; each timing mode of a group is its own case. :func:`plan` adds each case's
 implementations (``"*"`` expanded against the registry) with the reason a listed one cannot run
-here; in the training modes (``bwd``, ``fwd_bwd``) an implementation without backward is skipped
-with that reason.
+here (:meth:`~wkvbench.registry.Impl.can_run`: backend, dtype, head size, backward in the training
+modes), and skips every cell of a mode its op record does not list (``OpSpec.modes``). The worker
+trusts the plan: it runs what is planned without deciding again.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from wkvbench import ops as _ops
 from wkvbench import presets, registry
 from wkvbench.harness.suite import Case, Group, Suite, SuiteError
 from wkvbench.impls import _gpu
-from wkvbench.schema import TRAINING_MODES
 
 
 def resolve_device(device: str) -> str:
@@ -45,10 +45,10 @@ def _expand(suite: Suite, device: str) -> list[tuple[Case, list[Group]]]:
         spec = _ops.get_op(group.op)
         for dtype in group.dtype:
             for model_name in group.models:
-                model = presets.get_model(model_name)
+                model = presets.get_preset(model_name)
                 for batch in sorted(group.batch):
                     if group.tokens:
-                        points = [(t, round(presets.seconds_for_tokens(t, model.family), 4)) for t in group.tokens]
+                        points = [(t, round(model.family_record.seconds_for_tokens(t), 4)) for t in group.tokens]
                     else:
                         points = [(model.tokens(s), s) for s in group.seconds]
                     for (tokens, secs), mode in ((p, m) for p in sorted(points) for m in group.modes):
@@ -70,6 +70,8 @@ def _expand(suite: Suite, device: str) -> list[tuple[Case, list[Group]]]:
                             mode=mode,
                             shape_json=json.dumps(shape, sort_keys=True),
                             check_tokens=check_t,
+                            impl_op=_ops.impl_op(group.op, model),  # the network op: its model's mixer op
+                            head_size=spec.head_size(shape),
                         )
                         if case.case_id in seen:  # named again by a later group: its impls join
                             seen[case.case_id].append(group)
@@ -95,21 +97,15 @@ def impls_for(
     models take implementations from several ops (a network group of several families); a name
     another of them registers is then left out of this case instead of listed as not registered.
     """
-    import torch
-
-    dtype = getattr(torch, case.dtype)
-    head_size = _ops.get_op(case.op).head_size(case.shape)
-    training = case.mode in TRAINING_MODES
-    op = _ops.impl_op(case.op, case.model)  # the network op runs its model's mixer implementations
+    op = case.impl_op
     others = {r.name for o in _ops.impl_ops(case.op) if o != op for r in registry.list_impls(o)} if mixed else set()
     chosen: dict[str, str | None] = {}
     for entry in group_impls:
         if entry == "*":
             for rec in registry.list_impls(op):
-                ok, _ = rec.available(case.device)
-                ok = ok and rec.supports(dtype, head_size)[0]
-                if ok:
-                    chosen.setdefault(rec.name, None if rec.backward or not training else no_backward(rec.name))
+                ok, why = rec.can_run(case)
+                if ok or why == registry.no_backward(rec.name):  # listed: skipped in training modes
+                    chosen.setdefault(rec.name, None if ok else why)
             continue
         try:
             rec = registry.get_impl(op, entry)
@@ -119,29 +115,25 @@ def impls_for(
                 hint = f" (it implements {', '.join(elsewhere)})" if elsewhere else ""
                 chosen.setdefault(entry, f"not registered for {op}{hint}")
             continue
-        ok, why = rec.available(case.device)
-        if ok:
-            ok, why = rec.supports(dtype, head_size)
-        if ok and training and not rec.backward:
-            ok, why = False, no_backward(rec.name)
+        ok, why = rec.can_run(case)
         chosen.setdefault(entry, None if ok else why)
     return [(name, why) for name, why in chosen.items() if name not in exclude]
-
-
-def no_backward(impl: str) -> str:
-    """The skip reason of an implementation without backward in a training mode."""
-    return f"{impl} has no backward (registered with backward=False): not run in training modes"
 
 
 def plan(suite: Suite, device: str) -> list[tuple[Case, list[tuple[str, str | None]]]]:
     """Cases with their implementations (and skip reasons), in run order."""
     out = []
+    expanded = _expand(suite, device)
+    impl_ops: dict[Group, set[str]] = {}  # a group's models may take implementations from several ops
+    for case, groups in expanded:
+        for g in groups:
+            impl_ops.setdefault(g, set()).add(case.impl_op)
     with _gpu.deferred_device_probes():  # the parent never creates a CUDA context; the worker probes
-        for case, groups in _expand(suite, device):
+        for case, groups in expanded:
             merged: dict[str, str | None] = {}
             for g in groups:  # a case named by several groups runs the union of their impls
-                mixed = len({_ops.impl_op(g.op, m) for m in g.models}) > 1
-                for name, why in impls_for(g.impls, g.exclude, case, mixed):
+                for name, why in impls_for(g.impls, g.exclude, case, len(impl_ops[g]) > 1):
                     merged.setdefault(name, why)
-            out.append((case, list(merged.items())))
+            unsupported = _ops.get_op(case.op).unsupported_mode(case.mode)  # e.g. the network op's training
+            out.append((case, [(name, why or unsupported) for name, why in merged.items()]))
     return out

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from wkvbench import __version__, ops, presets, registry
+from wkvbench import __version__, ops, opspec, presets, registry
 from wkvbench.accuracy import tolerance
 from wkvbench.envinfo import gpu_snapshot
 from wkvbench.harness import timing
@@ -52,11 +52,6 @@ from wkvbench.harness.store import RunStore, StoreError
 from wkvbench.harness.suite import Case, Suite, SuiteError, add_run_flags, check_impl_names, suite_from_args
 from wkvbench.harness.summary import summary_table
 from wkvbench.schema import ENV_FILE, KEY, SCHEMA_VERSION, derive
-
-
-def mode_flops_factor(spec, mode: str) -> float:
-    """FLOPs of a timing mode as a multiple of the forward's: the op record's ``bwd_flops_factor``."""
-    return {"fwd": 1.0, "bwd": spec.bwd_flops_factor, "fwd_bwd": 1.0 + spec.bwd_flops_factor}[mode]
 
 
 def _now() -> str:
@@ -198,7 +193,7 @@ class Runner:
 
         dtype = getattr(torch, case.dtype)
         try:
-            rec = registry.get_impl(ops.impl_op(case.op, case.model), cell.impl)
+            rec = registry.get_impl(case.impl_op, cell.impl)
         except ValueError:
             rec = None
         row = {
@@ -221,9 +216,9 @@ class Runner:
             "note": cell.note,
             "first_call_ms": cell.first_call_ms,
             "compiled": cell.compiled,
-            # the op's minimum traffic is defined for the forward; training modes leave it empty
-            "bytes_moved": spec.bytes_moved(case.shape, ops.element_size(dtype)) if case.mode == "fwd" else None,
-            "flops": spec.flops(case.shape) * mode_flops_factor(spec, case.mode),
+            # of the timed mode (the op record's): no minimum traffic defined for the training modes
+            "bytes_moved": spec.bytes_in(case.shape, ops.element_size(dtype), case.mode),
+            "flops": spec.flops_in(case.shape, case.mode),
             "rel_err": cell.rel_err,
             "max_abs_err": cell.max_abs_err,
             "tol": cell.tol if cell.tol is not None else (tolerance(dtype, rec.tf32) if rec else None),
@@ -467,13 +462,13 @@ class Runner:
 
 # ============================================================================= CLI
 def configure(parser: argparse.ArgumentParser) -> None:
-    ops_ = ", ".join(ops.OPS)
+    ops_ = ", ".join(opspec.OPS)
     parser.add_argument("suite", nargs="?", help="suite TOML file (e.g. suites/smoke.toml); or use --op and friends")
     g = parser.add_argument_group("ad-hoc sweep (comma lists)")
     g.add_argument("--op", help=f"{ops_} (with a suite: only these groups)")
     g.add_argument("--impl", help="implementations (default *: all available); with a suite: replaces its impls")
     g.add_argument("--exclude", help="implementations to leave out")
-    g.add_argument("--model", help=f"presets: {', '.join(presets.MODELS)}")
+    g.add_argument("--model", help=f"presets: {', '.join(presets.PRESETS)}")
     g.add_argument("--batch", help="batch sizes, e.g. 1,8")
     g.add_argument("--tokens", help="sequence lengths in tokens, e.g. 512,4096")
     g.add_argument("--seconds", help="seconds of audio, e.g. 10.24,328 (tokens per model family)")
@@ -513,12 +508,12 @@ def main(args: argparse.Namespace) -> int:
         suite = suite_from_args(args)
         plugins = list(suite.plugins)
         load_plugins(plugins)
-        # the ops whose implementations the groups name (a network group: its models' mixer ops)
-        suite_ops = [ops.impl_op(g.op, m) for g in suite.groups for m in g.models]
-        check_impl_names("--impl", args.impl, suite_ops)  # command-line names: a typo fails here
-        check_impl_names("--exclude", args.exclude, suite_ops)
         device = resolve_device(suite.run.device)
         planned = plan(suite, device)
+        # the ops whose implementations the groups name (a network group: its models' mixer ops)
+        suite_ops = list(dict.fromkeys(case.impl_op for case, _ in planned))
+        check_impl_names("--impl", args.impl, suite_ops)  # command-line names: a typo fails here
+        check_impl_names("--exclude", args.exclude, suite_ops)
         from wkvbench.harness import pool, shard
 
         shard_k_n = shard.parse_shard(args.shard) if args.shard is not None else None

@@ -33,7 +33,7 @@ A suite is global run settings plus groups of axes, one op per group::
     impls = ["*"]         # "*": every registered impl available here for the dtype; names may be
                           # added ("*", "fla_chunk"): a named impl that cannot run gets "skipped"
     exclude = []          # names removed from impls
-    models = ["A-RWKV-T"] # presets (wkvbench.presets.MODELS)
+    models = ["A-RWKV-T"] # presets (wkvbench.presets.PRESETS)
     batch = [1]
     tokens = [64, 256]    # or seconds = [10.24, 328] (converted per model family)
     dtype = ["float32"]
@@ -59,7 +59,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from wkvbench import ops as _ops
-from wkvbench import presets, registry, schema
+from wkvbench import opspec, presets, registry, schema
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -119,7 +119,7 @@ class Group:
     seconds: tuple[float, ...] = ()
     dtype: tuple[str, ...] = ("float32",)
     variant: str = "realistic"
-    modes: tuple[str, ...] = ("fwd",)
+    modes: tuple[str, ...] = (_ops.DEFAULT_MODE,)
     check_max_tokens: int | None = None  # this group's run.check_max_tokens (None: the run's)
 
 
@@ -171,6 +171,8 @@ class Case:
     shape_json: str = field(compare=False)
     seed: int = field(default=0, compare=False)
     check_tokens: int | None = field(default=None, compare=False)  # check at this T instead
+    impl_op: str = field(default="", compare=False)  # whose implementations run it (the plan sets it)
+    head_size: int | None = field(default=None, compare=False)  # matched against Impl.head_sizes (plan)
 
     @property
     def shape(self) -> dict:
@@ -186,7 +188,7 @@ class Case:
         return schema.key(impl=impl, **{k: getattr(self, k) for k in CASE_KEY})
 
     def label(self) -> str:
-        mode = "" if self.mode == "fwd" else f" {self.mode}"
+        mode = "" if self.mode == _ops.DEFAULT_MODE else f" {self.mode}"
         return f"{self.op} {self.model} B={self.batch} T={self.tokens} {self.dtype}{mode}"
 
     @property
@@ -280,15 +282,15 @@ def _parse_group(v: _V, i: int, data) -> Group:
         v.fail(f"{key}.baseline", "no longer a suite key: each op's naive baseline is its record's naive_impl")
     v.keys(key, data, _GROUP_KEYS)
     if "op" not in data:
-        v.fail(f"{key}.op", "missing (one of " + ", ".join(_ops.OPS) + ")")
-    op = v.string(f"{key}.op", data["op"], tuple(_ops.OPS))
+        v.fail(f"{key}.op", "missing (one of " + ", ".join(opspec.OPS) + ")")
+    op = v.string(f"{key}.op", data["op"], tuple(opspec.OPS))
     models = v.strings(f"{key}.models", data.get("models", [_ops.get_op(op).default_model]))
     for j, m in enumerate(models):
         try:
-            presets.get_model(m)
+            presets.get_preset(m)
         except ValueError as exc:
             v.fail(f"{key}.models[{j}]", str(exc).split(": ", 1)[-1])
-    models = tuple(presets.get_model(m).name for m in models)
+    models = tuple(presets.get_preset(m).name for m in models)
     has_t, has_s = "tokens" in data, "seconds" in data
     if has_t == has_s:
         v.fail(f"{key}.tokens", "give exactly one of 'tokens' and 'seconds'")
@@ -297,7 +299,7 @@ def _parse_group(v: _V, i: int, data) -> Group:
     for m in models:  # every duration must give at least one token for every model
         for j, s in enumerate(seconds):
             try:
-                if presets.get_model(m).tokens(s) < 1:
+                if presets.get_preset(m).tokens(s) < 1:
                     raise ValueError(f"{s} s gives no {m} tokens")
             except ValueError as exc:
                 v.fail(f"{key}.seconds[{j}]", str(exc).split(": ", 1)[-1])
@@ -321,7 +323,7 @@ def _parse_group(v: _V, i: int, data) -> Group:
         seconds=seconds,
         dtype=v.strings(f"{key}.dtype", data.get("dtype", ["float32"]), DTYPES),
         variant=variant,
-        modes=tuple(dict.fromkeys(v.strings(f"{key}.modes", data.get("modes", ["fwd"]), schema.MODES))),
+        modes=tuple(dict.fromkeys(v.strings(f"{key}.modes", data.get("modes", [_ops.DEFAULT_MODE]), schema.MODES))),
     )
 
 
@@ -434,8 +436,8 @@ def suite_from_flags(
     groups = []
     for o in ops:
         g = dict(group_common, op=o)
-        if len(ops) > 1 and "models" not in group_common and o in _ops.OPS:
-            g["models"] = [_ops.OPS[o].default_model]
+        if len(ops) > 1 and "models" not in group_common and o in opspec.OPS:
+            g["models"] = [opspec.OPS[o].default_model]
         groups.append(g)
     data = {"name": "adhoc", "description": "ad-hoc sweep from command-line flags", "group": groups}
     if run:
@@ -450,15 +452,15 @@ def with_overrides(suite: Suite, run: dict) -> Suite:
 
 
 # ----------------------------------------------------------------------------- the command line
-def plugin_path(spec: str, base: Path | None = None) -> str:
+def plugin_path(plugin: str, base: Path | None = None) -> str:
     """A plugin as the registry loads it: a ``.py`` path made absolute -- relative to ``base``
     (the suite file's folder) when given, else to the working directory -- or a module name as is."""
-    if spec.endswith(".py") or os.sep in spec or "/" in spec:
-        p = Path(spec)
+    if plugin.endswith(".py") or os.sep in plugin or "/" in plugin:
+        p = Path(plugin)
         if not p.is_absolute():
             p = (base if base is not None else Path.cwd()) / p
         return str(p.resolve())
-    return spec
+    return plugin
 
 
 def add_run_flags(group) -> None:
@@ -493,8 +495,8 @@ def edit_suite(
     if ops:
         keep = _split("--op", ops, str)
         for op in keep:
-            if op not in _ops.OPS:
-                raise SuiteError(f"command line: --op: unknown op {op!r}; known: {', '.join(_ops.OPS)}")
+            if op not in opspec.OPS:
+                raise SuiteError(f"command line: --op: unknown op {op!r}; known: {', '.join(opspec.OPS)}")
         groups = tuple(g for g in groups if g.op in keep)
         if not groups:
             have = ", ".join(dict.fromkeys(g.op for g in suite.groups))

@@ -1,12 +1,12 @@
 """The table ``wkvbench run`` prints at the end: statuses per implementation and mode, and the
-geometric-mean speed-up over the op's naive implementation (its record's ``naive_impl``)."""
+geometric-mean speed-up over the op's naive implementation (its record's ``naive_for(model)``)."""
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
 
-from wkvbench import ops
+from wkvbench import ops, opspec
 from wkvbench.harness.suite import case_id_of
 from wkvbench.schema import STATUSES
 
@@ -19,14 +19,14 @@ def _ok_ms(row: dict) -> float | None:
 
 def summary_table(rows: list[dict]) -> str:
     """Counts per status, and per (op, impl, mode) the geometric-mean speed-up over the op's naive
-    implementation (its record's ``naive_impl``) in the cases where both are ``ok``.
+    implementation (its record's ``naive_for(model)``) in the cases where both are ``ok``.
 
     ``rows`` are typed rows (``RunStore.get``)."""
     groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     naive: dict[tuple, float] = {}
     for r in rows:
-        groups[(r["op"], r["impl"], r.get("mode") or "fwd")].append(r)
-        if r["op"] in ops.OPS and r["impl"] == ops.get_op(r["op"]).naive_impl and _ok_ms(r):
+        groups[(r["op"], r["impl"], r.get("mode") or ops.DEFAULT_MODE)].append(r)
+        if r["op"] in opspec.OPS and r["impl"] == ops.get_op(r["op"]).naive_for(r["model"]) and _ok_ms(r):
             naive[case_id_of(r)] = _ok_ms(r)
     head = ["op", "impl", "mode", *STATUSES, "geomean vs naive", "best tok/s"]
     lines = [head]

@@ -23,18 +23,15 @@ stderr goes to a log file in the run directory). Commands:
 =========  =====================================================================================
 hello      -> pid, versions
 probe      -> env (``wkvbench.envinfo.collect_env`` as seen by this process), copy_bandwidth_gbs
-case       case: build inputs (seeded) and the float64 reference once -> ref_ms, input_bytes
-           (in a training mode also the float64 reference gradients; another mode of the same
-           case reuses inputs and references); an op with per-case state (``OpSpec.prepare``:
-           the network op) builds that instead (the network and its float64 twin's output) and
-           ``check`` asks it for the gate
-check      impl, warmup_s: first call on NaN-poisoned output (timed: ``first_call_ms``; ``compiled``:
-           whether it grew the backends' kernel caches, :mod:`~wkvbench.harness.compiles`),
-           accuracy against the reference (``wrong`` stops here); in ``bwd``/``fwd_bwd`` also the
-           gradients against float64 autograd (``wkvbench.gradcheck``: grad_rel_err, grad_worst)
-           and the bytes the forward saves for the backward at the timed shape (saved_bytes),
-           an implementation without backward is ``skipped``; warm-up of the mode's call -> est_ms,
-           then back-to-back calls -> gpu_ms (:meth:`~wkvbench.harness.timing.Timer.gpu_ms`)
+case       case: the case's state, built once (:mod:`~wkvbench.harness.opcase`): seeded inputs and the
+           float64 reference (in a training mode also the reference gradients; another mode of
+           the same case reuses them), or the op's own (``OpSpec.prepare``: the network and its
+           float64 twin's output) -> ref_ms, input_bytes
+check      impl, warmup_s: the cell as planned (a device probe the plan deferred may still skip
+           it); the state's gate: first call (``first_call_ms``; ``compiled``: whether it grew the
+           backends' kernel caches), accuracy (``wrong`` stops here; in ``bwd``/``fwd_bwd`` also
+           the gradients, ``wkvbench.gradcheck``, and the bytes the forward saves for the
+           backward); warm-up of the mode's call -> est_ms, back-to-back calls -> gpu_ms
 sample     impl, n: ``n`` timed calls of the case's mode (``fwd`` under no_grad; ``bwd`` only the
            backward of a graph built outside the timed region; ``fwd_bwd`` both)
            -> samples_ms, peak_mem_bytes
@@ -60,9 +57,9 @@ import time
 
 import torch
 
-from wkvbench import accuracy, gradcheck, ops, presets, registry
-from wkvbench.harness import compiles, nvml, timing
-from wkvbench.harness.plan import no_backward
+from wkvbench import gradcheck, ops, presets, registry
+from wkvbench.harness import nvml, timing
+from wkvbench.harness.opcase import OpCase
 from wkvbench.harness.suite import Case
 from wkvbench.schema import TRAINING_MODES
 
@@ -92,15 +89,9 @@ class Session:
         for p in plugins:
             registry.load_plugin(p)
         self.case: Case | None = None
-        self.inputs: dict = {}
-        self.check_inputs: dict = {}
-        self.ref = None
-        self.state = None  # an op's per-case state (OpSpec.prepare), e.g. the built network
+        self.state = None  # the case's state: OpSpec.prepare's (the network), else an OpCase
         self.bound: dict = {}  # impl -> the callable timed (from the state)
         self.input_bytes = 0
-        self.grad_ref: dict | None = None  # float64 reference gradients (training modes)
-        self.check_dy = None  # output gradient of the checked case
-        self.dy = None  # output gradient of the timed case
         self.graph = None  # bwd mode: (y, leaves) of the forward whose backward is timed
         self.timer: timing.Timer | None = None
         self.device = torch.device("cpu")
@@ -137,15 +128,23 @@ class Session:
         except Exception:
             return False
 
+    @property
+    def inputs(self) -> dict:
+        """The timed call's inputs (the case state's)."""
+        return self.state.inputs if self.state is not None else {}
+
+    @property
+    def ref(self):
+        """The float64 reference output of a plain op's case (None for a network)."""
+        return getattr(self.state, "ref", None)
+
     def _rec(self, impl: str) -> registry.Impl:
         if self.case is None:
             raise RuntimeError("no case loaded (send 'case' first)")
-        return registry.get_impl(ops.impl_op(self.case.op, self.case.model), impl)
+        return registry.get_impl(self.case.impl_op, impl)
 
     def callable_for(self, impl: str):
-        """The callable timed for ``impl``: the registered function, or what the case's state binds."""
-        if self.state is None:
-            return self._rec(impl).fn
+        """The callable timed for ``impl``: what the case's state binds (the registered function of a plain op)."""
         if impl not in self.bound:
             self.bound[impl] = self.state.bind(impl)
         return self.bound[impl]
@@ -169,63 +168,32 @@ class Session:
 
     def cmd_case(self, case: dict) -> dict:
         new = Case(**case)
+        t0 = time.perf_counter()
         if self.case is not None and new.data_id == self.case.data_id and new.check_tokens == self.case.check_tokens:
             # same inputs and reference (another timing mode of the same case): reuse them
             self.case, self.graph = new, None
-            t0 = time.perf_counter()
-            self._grad_reference()
+            self.state.set_mode(new.mode)
             ref_ms = (time.perf_counter() - t0) * 1e3
             return {"ref_ms": ref_ms, "input_bytes": self.input_bytes, "cached": True}
-        self.case, self.inputs, self.check_inputs, self.ref = None, {}, {}, None
-        self.grad_ref, self.check_dy, self.dy, self.graph = None, None, None, None
-        self.state, self.bound = None, {}
+        self.case, self.state, self.bound, self.graph = None, None, {}, None
         self._free()
         self.device = torch.device(new.device)
         dtype = getattr(torch, new.dtype)
         spec = ops.get_op(new.op)
-        self.inputs = ops.make_case_inputs(new.op, new.shape, dtype, self.device, seed=new.seed, variant=new.variant)
+        preset = presets.get_preset(new.model)
+        cshape = spec.shape_for(preset, new.batch, new.check_tokens) if new.check_tokens else None
+        if spec.prepare is not None:  # the op's own per-case state (the network and its float64 twin)
+            self.state = spec.prepare(preset, new.shape, dtype, self.device, new.seed, cshape)
+        else:  # inputs and the float64 reference
+            self.state = OpCase(new, dtype, self.device, cshape)
+        self.state.set_mode(new.mode)
         self.input_bytes = sum(x.numel() * x.element_size() for x in self.inputs.values() if torch.is_tensor(x))
-        self.check_inputs = self.inputs
-        model = presets.get_model(new.model)
-        cshape = spec.shape_for(model, new.batch, new.check_tokens) if new.check_tokens else None
-        if spec.prepare is not None:  # per-case state (e.g. the network) instead of a reference output
-            t0 = time.perf_counter()
-            self.state = spec.prepare(model, new.shape, dtype, self.device, new.seed, cshape)
-            timing.synchronize(self.device)
-            self.case = new
-            return {"ref_ms": (time.perf_counter() - t0) * 1e3, "input_bytes": self.input_bytes}
-        if cshape is not None:
-            self.check_inputs = ops.make_case_inputs(
-                new.op, cshape, dtype, self.device, seed=new.seed, variant=new.variant
-            )
-        t0 = time.perf_counter()
-        try:
-            self.ref = ops.reference_output(new.op, self.check_inputs)
-        except torch.OutOfMemoryError:
-            self._free()
-            cpu_inputs = {k: v.cpu() if torch.is_tensor(v) else v for k, v in self.check_inputs.items()}
-            self.ref = ops.reference_output(new.op, cpu_inputs)
-        self.case = new
-        self._grad_reference()
         timing.synchronize(self.device)
-        ref_ms = (time.perf_counter() - t0) * 1e3
-        return {"ref_ms": ref_ms, "input_bytes": self.input_bytes, "ref_device": str(self.ref.device)}
-
-    def _grad_reference(self) -> None:
-        """In a training mode: the output gradients and the float64 reference gradients (once per case)."""
-        case = self.case
-        if case.mode not in TRAINING_MODES or self.grad_ref is not None:
-            return
-        dtype = getattr(torch, case.dtype)
-        spec = ops.get_op(case.op)
-        self.check_dy = gradcheck.make_dy(spec.out_shape(self.check_inputs), dtype, self.device, case.seed)
-        self.dy = gradcheck.make_dy(spec.out_shape(self.inputs), dtype, self.device, case.seed)
-        try:
-            self.grad_ref = gradcheck.reference_grads(case.op, self.check_inputs, self.check_dy)
-        except torch.OutOfMemoryError:
-            self._free()
-            cpu = {k: v.cpu() if torch.is_tensor(v) else v for k, v in self.check_inputs.items()}
-            self.grad_ref = gradcheck.reference_grads(case.op, cpu, self.check_dy.cpu())
+        self.case = new
+        out = {"ref_ms": (time.perf_counter() - t0) * 1e3, "input_bytes": self.input_bytes}
+        if self.ref is not None:
+            out["ref_device"] = str(self.ref.device)
+        return out
 
     def timed_call(self, impl_fn):
         """The call the case's mode times, and (``bwd``) the untimed forward that builds its graph.
@@ -238,7 +206,7 @@ class Session:
         backward, ``retain_graph=True``, on the graph the build step keeps in ``self.graph``.
         """
         mode = self.case.mode
-        if mode == "fwd":
+        if mode not in TRAINING_MODES:
 
             def fwd():
                 with torch.no_grad():
@@ -246,7 +214,7 @@ class Session:
 
             return fwd, None
         names = gradcheck.grad_names(self.case.op, self.inputs)
-        dy = self.dy
+        dy = self.state.dy
         if mode == "fwd_bwd":
             x = gradcheck.leaves(self.inputs, names)
             xs = [x[n] for n in names]
@@ -272,86 +240,25 @@ class Session:
         return bwd, build
 
     def cmd_check(self, impl: str, warmup_s: float = 0.1) -> dict:
-        rec = self._rec(impl)
-        case = self.case
-        dtype = getattr(torch, case.dtype)
-        spec = ops.get_op(case.op)
-        ok, why = rec.available(self.device)
-        if ok:
-            ok, why = rec.supports(dtype, spec.head_size(case.shape))
-        if ok and case.mode in TRAINING_MODES and not rec.backward:
-            ok, why = False, no_backward(rec.name)
-        if ok and self.state is not None and case.mode != "fwd":
-            ok, why = False, f"{case.op} is timed in fwd mode only so far"
+        """The cell as planned: the device probes the plan deferred (``Impl.can_run``), the state's
+        gate (first call and accuracy), then warm-up and the back-to-back estimate."""
+        ok, why = self._rec(impl).can_run(self.case)
         if not ok:
             return {"status": "skipped", "note": why}
         timer = self._timer()
-        if self.state is not None:
-            return self._check_state(impl, warmup_s)
-        out_shape = spec.out_shape(self.check_inputs)
-        cache_mods = compiles.prefixes_for(rec.module, rec.peer)
-        before = compiles.kernel_cache_entries(cache_mods)
-        y, first_ms = timer.first_call(
-            lambda: accuracy.run_checked(rec.fn, self.check_inputs, out_shape, dtype, rec.accepts_out)
-        )
-        built = compiles.compiled(before, compiles.kernel_cache_entries(cache_mods))
-        if not torch.is_tensor(y) or tuple(y.shape) != tuple(out_shape):
-            got = tuple(y.shape) if torch.is_tensor(y) else type(y).__name__
-            return {
-                "status": "wrong",
-                "note": f"returned {got}, expected a tensor of shape {out_shape}",
-                "first_call_ms": first_ms,
-                "compiled": built,
-            }
-        acc = accuracy.compare(y, self.ref, dtype, rec.tf32)
-        del y
-        res = {
-            "first_call_ms": first_ms,
-            "compiled": built,
-            "rel_err": acc.rel_err,
-            "max_abs_err": acc.max_abs,
-            "tol": acc.tol,
-        }
-        if case.check_tokens:
-            res["note"] = f"accuracy checked at T={case.check_tokens}"
-        if not acc.passed:
-            why = "non-finite output" if not acc.finite else f"rel_err {acc.rel_err:.3g} > tol {acc.tol:.3g}"
-            return {**res, "status": "wrong", "note": why}
-        if case.mode in TRAINING_MODES:
-            names = gradcheck.grad_names(case.op, self.check_inputs)
-            (_, grads), grad_ms = timer.first_call(
-                lambda: gradcheck.implementation_grads(rec.fn, self.check_inputs, names, self.check_dy)
-            )
-            gacc = gradcheck.compare_grads(grads, self.grad_ref, dtype, rec.tf32)
-            del grads
-            res["first_call_ms"] = first_ms + grad_ms
-            res.update(grad_rel_err=gacc.worst_err, grad_worst=gacc.worst, grad_tol=gacc.tol)
-            if not gacc.passed:
-                why = "non-finite gradient" if not gacc.finite else f"gradient {gacc.label()} > tol {gacc.tol:.3g}"
-                return {**res, "status": "wrong", "note": (res.get("note", "") + "; " if "note" in res else "") + why}
-            # training memory at the timed shape: what the forward keeps for the backward
-            res["saved_bytes"] = gradcheck.saved_bytes(rec.fn, self.inputs, gradcheck.grad_names(case.op, self.inputs))
-        fn, build = self.timed_call(rec.fn)
+        res = self.state.gate(impl, timer, self.case.mode)
+        passed, why = res.pop("passed"), res.pop("why", None)
+        notes = [f"accuracy checked at T={self.case.check_tokens}"] if self.case.check_tokens else []
+        if not passed:
+            return {**res, "status": "wrong", "note": "; ".join([*notes, why])}
+        if notes:
+            res["note"] = notes[0]
+        fn, build = self.timed_call(self.callable_for(impl))
         if build is not None:
             build()
         res["est_ms"] = timer.warmup(fn, warmup_s)
         res["gpu_ms"] = timer.gpu_ms(fn, res["est_ms"], repeats=3)
         self.graph = None
-        return {**res, "status": "ok"}
-
-    def _check_state(self, impl: str, warmup_s: float) -> dict:
-        """``check`` for an op with per-case state: first call, the state's own gate, warm-up."""
-        timer = self._timer()
-        fn = self.callable_for(impl)
-        _, first_ms = timer.first_call(lambda: fn(**self.inputs))
-        g = self.state.gate(impl)
-        res = {"first_call_ms": first_ms, "rel_err": g["rel_err"], "max_abs_err": g["max_abs_err"], "tol": g["tol"]}
-        if self.case.check_tokens:
-            res["note"] = f"accuracy checked at T={self.case.check_tokens}"
-        if not g["passed"]:
-            return {**res, "status": "wrong", "note": f"rel_err {g['rel_err']:.3g} > {g.get('note', '')}"}
-        res["est_ms"] = timer.warmup(lambda: fn(**self.inputs), warmup_s)
-        res["gpu_ms"] = timer.gpu_ms(lambda: fn(**self.inputs), res["est_ms"], repeats=3)
         return {**res, "status": "ok"}
 
     def cmd_sample(self, impl: str, n: int) -> dict:

@@ -15,18 +15,22 @@ included -- runs inside a whole network by name::
     wm.check("A-RWKV-T", 2.56, "torch_chunked")                   # network accuracy gate
 
 Modules: ``common`` (registry glue, base class, input), ``arwkv``, ``ast_vit``, ``aum`` (one per
-family), ``factory`` (build, counts), ``gate`` (accuracy gate), ``listing`` (``wkvbench models``).
+family), ``factory`` (build, counts), ``gate`` (accuracy gate), ``network_op`` (the ``network`` op, registered
+on import), ``listing`` (``wkvbench models``).
 """
 
-from wkvbench.models.common import FAMILY_OP, REFERENCE, Mixer, SpectrogramNet, check_impl, spectrogram
-from wkvbench.models.factory import build, frames_for, get_preset, op_for, param_count, presets, tokens_for
-from wkvbench.models.gate import CheckResult, bar_for, baseline_for, check, check_many
+from wkvbench.models.common import REFERENCE, Mixer, SpectrogramNet, check_impl, spectrogram
+from wkvbench.models.factory import build, frames_for, op_for, param_count, presets, tokens_for
+from wkvbench.models.gate import CheckResult, NetworkGate, bar_for, baseline_for, check, check_many
+from wkvbench.models.network_op import NetworkCase  # importing it registers the network op
+from wkvbench.presets import get_preset
 
 __all__ = [
-    "FAMILY_OP",
     "REFERENCE",
     "CheckResult",
     "Mixer",
+    "NetworkGate",
+    "NetworkCase",
     "SpectrogramNet",
     "bar_for",
     "baseline_for",

@@ -3,42 +3,8 @@
 docs/spec.md section 8, following the released model (Jiayu-Xiong/AudioRWKV ``models/rwkv7.py``,
 arXiv 2509.02167), itself the RWKV-7 "x070" TimeMix/ChannelMix of BlinkDL/RWKV-LM with the
 one-token shift replaced by a 2-D ConvShift. Written here from that description; no code copied.
-
-Front end: the spectrogram ``[B, frames, 128]`` is seen as a one-channel image with time as its
-height and frequency as its width, as AudioRWKV feeds it (``spec.unsqueeze(1)``); a 16x16 conv
-at stride 16 cuts it into a grid of ``frames // 16`` time rows by 8 frequency columns, flattened
-row-major: **time-major token order**, token ``t * 8 + f`` (the eight frequency bands of one
-0.16 s slice are neighbours; AudioRWKV's ConvShift grid is ``(h, w) = (frames/16, 8)``). A learned
-positional embedding of that length is added.
-
-Block (x12): ``x += TimeMix(LN(x)); x += ChannelMix(LN(x))``. TimeMix, per token, ``C`` channels,
-``H`` heads of ``N = 64``:
-
-    xx = conv3x3_depthwise(x on the token grid) - x                 2-D ConvShift
-    x_r..x_g = x + xx * mu_r..mu_g                                  token-shift style mixes
-    r, k, v = W_r x_r, W_k x_k, W_v x_v
-    w = -softplus(-(w0 + tanh(x_w A_w) B_w)) - 0.5                  decay (LoRA), w < -0.5
-    v += (v_first - v) * sigmoid(v0 + x_v A_v B_v)                  value residual (not layer 0)
-    alpha = sigmoid(a0 + x_a A_a B_a)                               in-context rate (LoRA)
-    g_out = sigmoid(x_g A_g) B_g                                    output gate (LoRA)
-    kk = normalize_per_head(k * k_k);  k = k * (1 + (alpha - 1) * k_a)
-    gate = sigmoid(conv1x1_grouped_C_to_H(xx))                      [B, T, H]
-    y = bi_wkv7(r, w, k, v, a=-kk, b=kk*alpha, g=gate)              the op, through the registry
-    y = GroupNorm_H(y) + ((r * k * r_k).sum_N * v)                  bonus term
-    out = W_o(y * g_out)
-
-ChannelMix: ``W_v relu(W_k (x + ConvShift(x) * mu_k))^2`` with a 4C hidden layer (biases, as in
-AudioRWKV). Head: mean over tokens, LayerNorm, linear to 527 classes (no bias).
-
-LoRA widths (docs/spec.md section 8): ``max(32, round(1.8 sqrt(C) / 32) * 32)`` for decay and
-alpha, ``1.3 sqrt(C)`` for the value residual and ``0.6 C^0.8`` for the output gate, rounded the
-same way. Initialisation follows x070 for the per-channel vectors (mu, w0, a0, v0, k_k, k_a, r_k)
-and the LoRA up-projections (orthogonal, gain 0.1). The matrices that x070 initialises to zero
-(the LoRA down-projections, W_o, ChannelMix W_v) get a random init here instead (uniform, PyTorch's
-default scale for W_o and W_v), and the output gate's up-projection gain 1: a zero W_o would make
-the network independent of its mixer, and with x070's scales a block would add well under 1% to
-the residual stream. With these, each block changes it by some 12-22% (measured at 1.28 s), so
-the accuracy gate sees the mixer's error rather than a diluted trace of it.
+Time-major tokens (``t * 8 + f``); 12 blocks of ``x += TimeMix(LN(x)); x += ChannelMix(LN(x))``.
+The per-token equations, LoRA widths and initialisation: docs/notes/models.md ("A-RWKV").
 """
 
 from __future__ import annotations
@@ -49,11 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wkvbench.models.common import MEL_BINS, SpectrogramNet, depthwise_grid_shift
-from wkvbench.presets import Model
+from wkvbench.models.common import SpectrogramNet, depthwise_grid_shift
+from wkvbench.presets import Preset
 
 NUM_CLASSES = 527
-PATCH = 16
 
 
 def lora_dim(width: int, factor: float, power: float = 0.5) -> int:
@@ -177,7 +142,7 @@ class ChannelMix(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, model: Model, layer: int, grid, mixer, init: bool):
+    def __init__(self, model: Preset, layer: int, grid, mixer, init: bool):
         super().__init__()
         C = model.width
         self.ln1, self.ln2 = nn.LayerNorm(C), nn.LayerNorm(C)
@@ -193,11 +158,11 @@ class Block(nn.Module):
 class ARWKV(SpectrogramNet):
     """AudioRWKV classifier for ``frames`` spectrogram frames (see the module docstring)."""
 
-    def __init__(self, model: Model, seconds: float, frames: int, impl: str, init: bool = True):
+    def __init__(self, model: Preset, seconds: float, frames: int, impl: str, init: bool = True):
         super().__init__(model, seconds, frames, impl)
         C = model.width
-        self.grid = (frames // PATCH, MEL_BINS // PATCH)  # (time rows, frequency columns)
-        self.emb = nn.Conv2d(1, C, PATCH, stride=PATCH)
+        self.grid = (self.family_record.time_cells(frames), self.family_record.freq_cells)  # (time, frequency)
+        self.emb = self.patch_conv(C)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], C))
         self.blocks = nn.ModuleList(Block(model, i, self.grid, self.mixer, init) for i in range(model.depth))
         self.ln_out = nn.LayerNorm(C)
@@ -207,13 +172,9 @@ class ARWKV(SpectrogramNet):
             gain = 0.5 * math.sqrt(NUM_CLASSES / C) if NUM_CLASSES > C else 0.5
             nn.init.orthogonal_(self.head.weight, gain=gain)
 
-    @property
-    def tokens(self) -> int:
-        return self.grid[0] * self.grid[1]
-
-    def forward(self, spec: Tensor) -> Tensor:
-        self.check_spec(spec)
-        x = self.emb(spec.unsqueeze(1))  # [B, C, frames // 16, 8]: time rows, frequency columns
+    def forward(self, mel: Tensor) -> Tensor:
+        self.check_mel(mel)
+        x = self.emb(mel.unsqueeze(1))  # [B, C, frames // 16, 8]: time rows, frequency columns
         x = x.flatten(2).transpose(1, 2) + self.pos_embed  # time-major tokens
         v_first = None
         for block in self.blocks:

@@ -22,17 +22,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from wkvbench.models.common import MEL_BINS, SpectrogramNet
-from wkvbench.presets import Model
+from wkvbench.models.common import SpectrogramNet
+from wkvbench.presets import Preset
 
 NUM_CLASSES = 527
-PATCH, STRIDE = 16, 10
 MLP_RATIO = 4
-
-
-def grid_for_frames(frames: int) -> tuple[int, int]:
-    """AST's patch grid: (frequency rows, time columns) for ``frames`` spectrogram frames."""
-    return (MEL_BINS - PATCH) // STRIDE + 1, (frames - PATCH) // STRIDE + 1
 
 
 class Attention(nn.Module):
@@ -65,13 +59,11 @@ class Block(nn.Module):
 class AST(SpectrogramNet):
     """Audio Spectrogram Transformer for ``frames`` spectrogram frames (see the module docstring)."""
 
-    special_tokens = 2  # class and distillation tokens
-
-    def __init__(self, model: Model, seconds: float, frames: int, impl: str, init: bool = True):
+    def __init__(self, model: Preset, seconds: float, frames: int, impl: str, init: bool = True):
         super().__init__(model, seconds, frames, impl)
         C = model.width
-        self.grid = grid_for_frames(frames)
-        self.patch_embed = nn.Conv2d(1, C, PATCH, stride=STRIDE)
+        self.grid = (self.family_record.freq_cells, self.family_record.time_cells(frames))  # (frequency, time)
+        self.patch_embed = self.patch_conv(C)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, C))
         self.dist_token = nn.Parameter(torch.zeros(1, 1, C))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.tokens, C))
@@ -90,10 +82,10 @@ class AST(SpectrogramNet):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, spec: Tensor) -> Tensor:
-        self.check_spec(spec)
-        B = spec.shape[0]
-        x = self.frequency_major_patches(spec)  # 12 frequency rows
+    def forward(self, mel: Tensor) -> Tensor:
+        self.check_mel(mel)
+        B = mel.shape[0]
+        x = self.frequency_major_patches(mel)  # 12 frequency rows
         x = torch.cat((self.cls_token.expand(B, -1, -1), self.dist_token.expand(B, -1, -1), x), dim=1)
         x = x + self.pos_embed
         for block in self.blocks:

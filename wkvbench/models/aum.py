@@ -2,35 +2,9 @@
 
 docs/spec.md section 8, following kaistmm/Audio-Mamba-AuM ``src/models/mamba_models.py`` and its
 Mamba module (Erol et al., 2024), itself Vision Mamba's (hustvl/Vim) bidirectional Mamba on
-``mamba_ssm``. Written here from that description; no code copied.
-
-Front end: as AuM, the spectrogram ``[B, frames, 128]`` becomes a one-channel image of 128
-frequency rows by ``frames`` time columns, cut into 16x16 patches at stride 16: a grid of 8
-frequency rows by ``frames // 16`` time columns, flattened row-major (**frequency-major**, AuM's
-default order). A class token is inserted in the middle of the sequence (at ``N // 2`` of the
-``N`` patch tokens, AuM's ``use_middle_cls_token``), then a learned positional embedding over the
-``N + 1`` tokens is added.
-
-Body: 24 pre-norm residual blocks, ``h = h + Mixer(RMSNorm(h))`` (the same sums as Mamba's
-fused add-and-norm that carries the residual separately), then a final RMSNorm; the head reads
-the class token. The bidirectional Mamba mixer, width ``C``, ``D = 2C``, state 16, conv 4,
-``dt_rank = ceil(C / 16)``:
-
-    x, z = in_proj(h).split(D)                                    [B, D, T] each
-    u = silu(causal_depthwise_conv1d_4(x))                        one u for both directions
-    dt, Bm, Cm = x_proj(u).split(dt_rank, 16, 16)
-    delta = dt_proj.weight @ dt                                   bias passed as delta_bias
-    y = bi_selective_scan(u, delta, A=-exp(A_log), A_b=-exp(A_b_log), Bm, Cm, Dskip=D, z=z,
-                          delta_bias=dt_proj.bias, delta_softplus=True)    the op (SiLU gate inside)
-    out = out_proj(y)
-
-This is the Fo-Bi block whose parameter count AuM reports (92.1M for AuM-B): the backward scan
-shares the conv, x_proj, dt_proj and D and has its own A_b (Vision Mamba's ``bimamba`` "v1";
-its "v2" would give the backward direction its own conv, x_proj, dt_proj and D, about 5M more at
-AuM-B). Initialisation as Mamba's: S4D-real ``A_log = log(1..16)``, ``D = 1``, dt bias the inverse
-softplus of a log-uniform dt in [1e-3, 0.1], dt_proj weight uniform in ``+-dt_rank**-0.5``,
-out_proj scaled by ``1 / sqrt(depth)``, truncated-normal (0.02) class token, positional
-embedding and head.
+``mamba_ssm``. Written here from that description; no code copied. Frequency-major tokens with a
+class token in the middle; 24 blocks of ``h = h + Mixer(RMSNorm(h))``. The mixer's equations and
+initialisation: docs/notes/models.md ("AuM").
 """
 
 from __future__ import annotations
@@ -41,11 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wkvbench.models.common import MEL_BINS, SpectrogramNet
-from wkvbench.presets import Model
+from wkvbench.models.common import SpectrogramNet
+from wkvbench.presets import Preset
 
 NUM_CLASSES = 527
-PATCH = 16
 D_CONV = 4
 EXPAND = 2
 
@@ -103,7 +76,7 @@ class BiMamba(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, model: Model, mixer, init: bool):
+    def __init__(self, model: Preset, mixer, init: bool):
         super().__init__()
         self.norm = nn.RMSNorm(model.width, eps=1e-5)
         self.mixer = BiMamba(model.width, model.d_state, mixer, model.depth, init)
@@ -115,14 +88,12 @@ class Block(nn.Module):
 class AuM(SpectrogramNet):
     """Audio Mamba (Fo-Bi) for ``frames`` spectrogram frames (see the module docstring)."""
 
-    special_tokens = 1  # the class token, in the middle of the sequence
-
-    def __init__(self, model: Model, seconds: float, frames: int, impl: str, init: bool = True):
+    def __init__(self, model: Preset, seconds: float, frames: int, impl: str, init: bool = True):
         super().__init__(model, seconds, frames, impl)
         C = model.width
-        self.grid = (MEL_BINS // PATCH, frames // PATCH)  # (frequency rows, time columns)
+        self.grid = (self.family_record.freq_cells, self.family_record.time_cells(frames))  # (frequency, time)
         self.cls_position = self.grid[0] * self.grid[1] // 2
-        self.patch_embed = nn.Conv2d(1, C, PATCH, stride=PATCH)
+        self.patch_embed = self.patch_conv(C)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, C))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.tokens, C))
         self.layers = nn.ModuleList(Block(model, self.mixer, init) for _ in range(model.depth))
@@ -134,10 +105,10 @@ class AuM(SpectrogramNet):
                     nn.init.trunc_normal_(p, std=0.02)
                 nn.init.zeros_(self.head.bias)
 
-    def forward(self, spec: Tensor) -> Tensor:
-        self.check_spec(spec)
-        B = spec.shape[0]
-        x = self.frequency_major_patches(spec)
+    def forward(self, mel: Tensor) -> Tensor:
+        self.check_mel(mel)
+        B = mel.shape[0]
+        x = self.frequency_major_patches(mel)
         c = self.cls_position
         x = torch.cat((x[:, :c], self.cls_token.expand(B, -1, -1), x[:, c:]), dim=1) + self.pos_embed
         for layer in self.layers:

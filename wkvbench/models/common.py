@@ -8,7 +8,7 @@ op's float64 reference function, used by the float64 truth network of the accura
 
 :class:`SpectrogramNet` is the common base: the preset, the duration it was built for (its token
 grid and positional embedding follow the duration, docs/spec.md section 6), the input check
-(``spec`` must be ``[B, frames, 128]`` in the network's dtype and device) and ``set_impl``.
+(``mel`` must be ``[B, frames, 128]`` in the network's dtype and device) and ``set_impl``.
 
 :func:`spectrogram` makes a realistic network input: a synthetic sound (harmonic tones with
 onsets and decays over coloured noise) turned into 128-bin log-mel frames the way AST calls Kaldi's
@@ -25,14 +25,11 @@ import math
 import torch
 from torch import Tensor, nn
 
-import wkvbench
-from wkvbench.presets import Model
+from wkvbench import ops, reference, registry
+from wkvbench.presets import MEL_BINS, Preset, frames_for_seconds
 
-#: The op each model family's token mixer uses.
-FAMILY_OP = {"a-rwkv": "bi_wkv7", "ast": "attention", "aum": "bi_selective_scan"}
 #: ``impl`` value meaning the op's float64 reference function (``wkvbench.reference``).
 REFERENCE = "reference"
-MEL_BINS = 128
 SAMPLE_RATE = 16000
 _WIN, _HOP, _NFFT = 400, 160, 512  # 25 ms window, 10 ms hop at 16 kHz (Kaldi fbank defaults)
 _AUDIOSET_MEAN, _AUDIOSET_STD = -4.2677393, 4.5689974  # AST's normalisation of AudioSet fbanks
@@ -51,16 +48,14 @@ def check_impl(
         raise TypeError(f"impl: expected an implementation name, 'auto' or 'reference', got {type(impl).__name__}")
     if impl in ("auto", REFERENCE):
         return
-    records = {rec.name: rec for rec in wkvbench.list_impls(op)}
+    records = {rec.name: rec for rec in registry.list_impls(op)}
     rec = records.get(impl)
     if rec is None:
-        others = sorted({r.op for r in wkvbench.list_impls() if r.name == impl})
+        others = sorted({r.op for r in registry.list_impls() if r.name == impl})
         if others:
             raise ValueError(f"impl: {impl!r} implements {', '.join(others)}, not {op} (the op of this network)")
         raise ValueError(f"impl: unknown implementation {impl!r} of {op}; known: auto, reference, {', '.join(records)}")
-    ok, why = rec.available(device)
-    if ok:
-        ok, why = rec.supports(dtype, head_size)
+    ok, why = rec.can_run(registry.Need(device, dtype, head_size))
     if not ok:
         raise ValueError(f"impl: {impl!r} cannot run {op} here: {why}")
 
@@ -75,8 +70,8 @@ class Mixer:
     def __call__(self, **tensors: Tensor) -> Tensor:
         if self.impl == REFERENCE:
             first = next(x for x in tensors.values() if isinstance(x, Tensor))
-            return getattr(wkvbench.reference, self.op)(**tensors).to(first.dtype)
-        return getattr(wkvbench, self.op)(**tensors, impl=self.impl)
+            return getattr(reference, self.op)(**tensors).to(first.dtype)
+        return ops.call(self.op, impl=self.impl, **tensors)
 
     def __repr__(self) -> str:
         return f"Mixer(op={self.op!r}, impl={self.impl!r})"
@@ -86,12 +81,13 @@ class Mixer:
 class SpectrogramNet(nn.Module):
     """A classifier of ``[B, frames, 128]`` log-mel spectrograms into 527 AudioSet logits."""
 
-    def __init__(self, preset: Model, seconds: float, frames: int, impl: str) -> None:
+    def __init__(self, preset: Preset, seconds: float, frames: int, impl: str) -> None:
         super().__init__()
         self.preset = preset
         self.seconds = float(seconds)
         self.frames = int(frames)
-        self.mixer = Mixer(FAMILY_OP[preset.family], impl)
+        self.family_record = preset.family_record  # mixer op and patch geometry
+        self.mixer = Mixer(self.family_record.mixer_op, impl)
 
     @property
     def op(self) -> str:
@@ -103,18 +99,25 @@ class SpectrogramNet(nn.Module):
         """The implementation the token mixer calls."""
         return self.mixer.impl
 
-    #: tokens the sequence carries besides one per patch (class or distillation tokens)
-    special_tokens = 0
+    @property
+    def special_tokens(self) -> int:
+        """Tokens the sequence carries besides one per patch (class or distillation tokens)."""
+        return self.family_record.special_tokens
+
+    def patch_conv(self, width: int) -> nn.Conv2d:
+        """The family's patch embedding: a one-channel conv of its patch size and stride to ``width``."""
+        fam = self.family_record
+        return nn.Conv2d(1, width, fam.patch, stride=fam.stride)
 
     @property
     def tokens(self) -> int:
         """Sequence length: one token per cell of the patch grid ``self.grid`` plus the special tokens."""
         return self.grid[0] * self.grid[1] + self.special_tokens
 
-    def frequency_major_patches(self, spec: Tensor) -> Tensor:
-        """``[B, rows * cols, C]`` tokens of ``self.patch_embed`` over ``spec`` read as a ``[B, 1, 128, frames]``
+    def frequency_major_patches(self, mel: Tensor) -> Tensor:
+        """``[B, rows * cols, C]`` tokens of ``self.patch_embed`` over ``mel`` read as a ``[B, 1, 128, frames]``
         image (frequency rows, time columns), frequency-major."""
-        return self.patch_embed(spec.unsqueeze(1).transpose(2, 3)).flatten(2).transpose(1, 2)
+        return self.patch_embed(mel.unsqueeze(1).transpose(2, 3)).flatten(2).transpose(1, 2)
 
     def set_impl(self, impl: str) -> SpectrogramNet:
         """Switch the token mixer to ``impl`` (checked for this network's op, device and dtype)."""
@@ -123,20 +126,20 @@ class SpectrogramNet(nn.Module):
         self.mixer.impl = impl
         return self
 
-    def check_spec(self, spec: Tensor) -> None:
-        """TypeError/ValueError naming ``spec`` unless it is ``[B, frames, 128]`` in our dtype and device."""
-        if not isinstance(spec, Tensor):
-            raise TypeError(f"spec: expected a torch.Tensor, got {type(spec).__name__}")
+    def check_mel(self, mel: Tensor) -> None:
+        """TypeError/ValueError naming ``mel`` unless it is ``[B, frames, 128]`` in our dtype and device."""
+        if not isinstance(mel, Tensor):
+            raise TypeError(f"mel: expected a torch.Tensor, got {type(mel).__name__}")
         p = next(self.parameters())
-        if spec.dtype != p.dtype:
-            raise TypeError(f"spec: dtype {spec.dtype}, but the network was built in {p.dtype}")
-        if spec.dim() != 3 or spec.shape[0] < 1 or tuple(spec.shape[1:]) != (self.frames, MEL_BINS):
+        if mel.dtype != p.dtype:
+            raise TypeError(f"mel: dtype {mel.dtype}, but the network was built in {p.dtype}")
+        if mel.dim() != 3 or mel.shape[0] < 1 or tuple(mel.shape[1:]) != (self.frames, MEL_BINS):
             raise ValueError(
-                f"spec: expected [B, {self.frames}, {MEL_BINS}] (the {self.seconds:g} s this network was built "
-                f"for), got {tuple(spec.shape)}"
+                f"mel: expected [B, {self.frames}, {MEL_BINS}] (the {self.seconds:g} s this network was built "
+                f"for), got {tuple(mel.shape)}"
             )
-        if spec.device != p.device:
-            raise ValueError(f"spec: on {spec.device}, but the network is on {p.device}")
+        if mel.device != p.device:
+            raise ValueError(f"mel: on {mel.device}, but the network is on {p.device}")
 
     def extra_repr(self) -> str:
         return f"preset={self.preset.name}, seconds={self.seconds:g}, tokens={self.tokens}, mixer={self.mixer!r}"
@@ -204,8 +207,6 @@ def spectrogram(
     Deterministic for a seed (computed on the CPU in float64, then converted), independent of
     the global random state.
     """
-    from wkvbench.presets import frames_for_seconds
-
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise ValueError(f"batch: must be a positive integer, got {batch!r}")
     frames = frames_for_seconds(seconds)

@@ -15,8 +15,8 @@ import torch
 from wkvbench.models.arwkv import ARWKV
 from wkvbench.models.ast_vit import AST
 from wkvbench.models.aum import AuM
-from wkvbench.models.common import FAMILY_OP, SpectrogramNet, check_impl, parameter_count
-from wkvbench.presets import MODELS, Model, frames_for_seconds, get_model
+from wkvbench.models.common import SpectrogramNet, check_impl, parameter_count
+from wkvbench.presets import PRESETS, Preset, frames_for_seconds, get_preset
 
 NETWORKS = {"a-rwkv": ARWKV, "ast": AST, "aum": AuM}
 DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
@@ -25,24 +25,12 @@ MIN_FRAMES = 16  # one 16x16 patch
 
 def presets() -> list[str]:
     """Names of every buildable preset."""
-    return list(MODELS)
+    return list(PRESETS)
 
 
-def get_preset(preset: str | Model) -> Model:
-    """The preset record; ValueError naming ``preset`` if unknown."""
-    if isinstance(preset, Model):
-        return preset
-    if not isinstance(preset, str):
-        raise ValueError(f"preset: expected a preset name, got {preset!r}")
-    try:
-        return get_model(preset)
-    except ValueError:
-        raise ValueError(f"preset: unknown preset {preset!r}; known: {', '.join(MODELS)}") from None
-
-
-def op_for(preset: str | Model) -> str:
+def op_for(preset: str | Preset) -> str:
     """The op of the preset's token mixer: ``bi_wkv7``, ``attention`` or ``bi_selective_scan``."""
-    return FAMILY_OP[get_preset(preset).family]
+    return get_preset(preset).family_record.mixer_op
 
 
 def frames_for(seconds: float) -> int:
@@ -55,12 +43,12 @@ def frames_for(seconds: float) -> int:
     return frames
 
 
-def _construct(model: Model, seconds: float, impl: str, init: bool) -> SpectrogramNet:
+def _construct(model: Preset, seconds: float, impl: str, init: bool) -> SpectrogramNet:
     return NETWORKS[model.family](model, seconds, frames_for(seconds), impl, init=init)
 
 
 def build(
-    preset: str | Model,
+    preset: str | Preset,
     seconds: float,
     impl: str = "auto",
     dtype: torch.dtype = torch.float32,
@@ -79,21 +67,21 @@ def build(
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device: {device} requested, but CUDA is not available here")
-    check_impl(FAMILY_OP[model.family], impl, device, dtype, model.head_size)
+    check_impl(model.family_record.mixer_op, impl, device, dtype, model.head_size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         net = _construct(model, seconds, impl, init=True)
     return net.to(device=device, dtype=dtype).eval()
 
 
-def param_count(preset: str | Model, seconds: float = 10.24) -> int:
+def param_count(preset: str | Preset, seconds: float = 10.24) -> int:
     """Parameters of the network for ``seconds`` (the positional embedding grows with duration)."""
     with torch.device("meta"):
         net = _construct(get_preset(preset), seconds, "auto", init=False)
     return parameter_count(net)
 
 
-def tokens_for(preset: str | Model, seconds: float) -> int:
+def tokens_for(preset: str | Preset, seconds: float) -> int:
     """Tokens the network's mixer sees for ``seconds`` (special tokens included), from its real grid."""
     with torch.device("meta"):
         net = _construct(get_preset(preset), seconds, "auto", init=False)

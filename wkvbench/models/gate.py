@@ -11,8 +11,9 @@ op's naive baseline in the same dtype (FlashAttention's rule), and, in float32, 
 
     bar = min(2 * baseline_err, 1e-4) for float32, 2 * baseline_err otherwise
 
-Baselines: ``torch_loop`` for bi_wkv7 and the scan; ``torch_eager`` for attention, which keeps
-AST's precision and is registered for float32/float16 only, so bfloat16 uses ``sdpa_math``.
+Baselines: the family's naive mixer (:attr:`wkvbench.presets.Family.gate_baseline`): ``torch_loop``
+for bi_wkv7 and the scan; ``torch_eager`` for attention, which keeps AST's precision and is
+registered for float32/float16 only, so bfloat16 uses ``sdpa_math``.
 
 On CUDA, TF32 is switched off for cuDNN convolutions and matmuls while the gate runs (cuDNN allows
 it by default): otherwise the network's own patch and ConvShift convolutions would round float32
@@ -31,20 +32,20 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from wkvbench.models.common import REFERENCE, spectrogram
-from wkvbench.models.factory import build, get_preset, op_for
+from wkvbench.models.common import REFERENCE, SpectrogramNet, spectrogram
+from wkvbench.models.factory import build
+from wkvbench.presets import FAMILIES, get_preset
 
 FP32_BAR = 1e-4
 BASELINE_FACTOR = 2.0
 
 
 def baseline_for(op: str, dtype: torch.dtype) -> str:
-    """The naive baseline implementation of ``op`` in ``dtype``."""
-    if op == "attention":
-        return "sdpa_math" if dtype == torch.bfloat16 else "torch_eager"
-    if op in ("bi_wkv7", "bi_selective_scan"):
-        return "torch_loop"
-    raise ValueError(f"op: unknown op {op!r}")
+    """The gate's baseline implementation of mixer op ``op`` in ``dtype`` (its family record's)."""
+    for family in FAMILIES.values():
+        if family.mixer_op == op:
+            return family.gate_baseline(dtype)
+    raise ValueError(f"op: {op!r} is the token mixer of no network family")
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,46 @@ def exact_float32(device: torch.device) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
-@torch.no_grad()
+class NetworkGate:
+    """The gate for one built network and one input: the float64 twin's output (once), each mixer's
+    error against it, and the bar from the family's baseline mixer (run once, on first need)."""
+
+    def __init__(self, net: SpectrogramNet, mel: torch.Tensor) -> None:
+        p = next(net.parameters())
+        self.net, self.mel, self.dtype, self.device = net, mel, p.dtype, p.device
+        with torch.no_grad(), exact_float32(self.device):
+            twin = copy.deepcopy(net).to(torch.float64)
+            twin.mixer.impl = REFERENCE
+            self.ref = twin(mel.to(torch.float64))
+        del twin
+        self._baseline: tuple[str, float] | None = None
+
+    def error(self, impl: str) -> tuple[float, float]:
+        """``(rel_err, max_abs_err)`` of the network with mixer ``impl`` (checked) against the float64 twin."""
+        old = self.net.mixer.impl
+        self.net.set_impl(impl)
+        try:
+            with torch.no_grad(), exact_float32(self.device):
+                return _errors(self.net(self.mel), self.ref)
+        finally:
+            self.net.mixer.impl = old
+
+    def baseline(self) -> tuple[str, float]:
+        """The family's baseline mixer in this dtype and its error."""
+        if self._baseline is None:
+            name = self.net.family_record.gate_baseline(self.dtype)
+            self._baseline = (name, self.error(name)[0])
+        return self._baseline
+
+    def judge(self, impl: str) -> dict:
+        """``rel_err``, ``max_abs_err``, ``baseline``, ``baseline_err``, ``bar`` and ``passed`` for ``impl``."""
+        base, base_err = self.baseline()
+        rel, mx = self.error(impl)
+        bar = bar_for(self.dtype, base_err)
+        return {"rel_err": rel, "max_abs_err": mx, "baseline": base, "baseline_err": base_err, "bar": bar,
+                "passed": bool(rel <= bar)}  # fmt: skip
+
+
 def check_many(
     preset: str,
     seconds: float,
@@ -108,51 +148,14 @@ def check_many(
     seed: int = 0,
 ) -> list[CheckResult]:
     """:func:`check` for several implementations, sharing one network, input, truth and baseline run."""
-    with exact_float32(torch.device(device)):
-        return _check_many(preset, seconds, impls, dtype, device, batch, seed)
-
-
-def _check_many(preset, seconds, impls, dtype, device, batch, seed) -> list[CheckResult]:
     model = get_preset(preset)
-    op = op_for(model)
-    base = baseline_for(op, dtype)
-    net = build(model, seconds, base, dtype=dtype, device=device, seed=seed)
+    net = build(model, seconds, model.family_record.gate_baseline(dtype), dtype=dtype, device=device, seed=seed)
     for impl in impls:  # every name checked before anything runs
         net.set_impl(impl)
-    spec = spectrogram(batch, seconds, dtype=dtype, device=device, seed=seed)
-
-    truth = copy.deepcopy(net).to(torch.float64)
-    truth.mixer.impl = REFERENCE
-    ref = truth(spec.to(torch.float64))
-    del truth
-
-    def run(impl: str) -> tuple[float, float]:
-        net.set_impl(impl)
-        return _errors(net(spec), ref)
-
-    base_err, _ = run(base)
-    bar = bar_for(dtype, base_err)
-    out = []
-    for impl in impls:
-        rel, mx = run(impl)
-        out.append(
-            CheckResult(
-                preset=model.name,
-                seconds=float(seconds),
-                op=op,
-                impl=impl,
-                dtype=str(dtype).replace("torch.", ""),
-                device=str(torch.device(device)),
-                batch=batch,
-                rel_err=rel,
-                max_abs_err=mx,
-                baseline=base,
-                baseline_err=base_err,
-                bar=bar,
-                passed=bool(rel <= bar),
-            )
-        )
-    return out
+    gate = NetworkGate(net, spectrogram(batch, seconds, dtype=dtype, device=device, seed=seed))
+    common = {"preset": model.name, "seconds": float(seconds), "op": net.op, "dtype": str(dtype).replace("torch.", "")}
+    common.update(device=str(torch.device(device)), batch=batch)
+    return [CheckResult(**common, impl=impl, **gate.judge(impl)) for impl in impls]
 
 
 def check(

@@ -9,25 +9,25 @@ from __future__ import annotations
 import argparse
 import json
 
-from wkvbench.models.factory import frames_for, get_preset, op_for, param_count, presets, tokens_for
+from wkvbench.models.factory import frames_for, op_for, param_count, tokens_for
+from wkvbench.presets import PRESETS
 
 
 def rows(seconds: float) -> list[dict]:
     """One dict per preset: name, family, op, width, depth, parameters and tokens at ``seconds``."""
     frames_for(seconds)
     out = []
-    for name in presets():
-        model = get_preset(name)
+    for preset in PRESETS.values():
         out.append(
             {
-                "preset": name,
-                "family": model.family,
-                "op": op_for(model),
-                "width": model.width,
-                "depth": model.depth,
-                "params": param_count(model, seconds),
+                "preset": preset.name,
+                "family": preset.family,
+                "op": op_for(preset),
+                "width": preset.width,
+                "depth": preset.depth,
+                "params": param_count(preset, seconds),
                 "seconds": seconds,
-                "tokens": tokens_for(model, seconds),
+                "tokens": tokens_for(preset, seconds),
             }
         )
     return out

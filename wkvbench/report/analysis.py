@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from wkvbench import schema
-from wkvbench.presets import MODELS
+from wkvbench.presets import find_preset
 from wkvbench.report.baselines import BASELINES, SUBJECT_OP, Baseline, candidates, headline_subjects
 
 SLICE = ("device", "dtype", "batch", "variant", "mode")
@@ -242,8 +242,8 @@ def headline_model(df: pd.DataFrame) -> str | None:
         return None
     if "A-RWKV-B" in models:
         return "A-RWKV-B"
-    known = [m for m in models if m in MODELS]
-    return max(known, key=lambda m: MODELS[m].width) if known else sorted(models)[-1]
+    known = [p for p in map(find_preset, models) if p is not None]
+    return max(known, key=lambda p: p.width).name if known else sorted(models)[-1]
 
 
 def headline(df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from wkvbench import schema
-from wkvbench.presets import MODELS, seconds_for_tokens
+from wkvbench.presets import find_preset, seconds_for_tokens
 from wkvbench.report.analysis import derived
 
 #: Per-row speed-up columns older runs wrote: dropped on load, never read. The report computes
@@ -271,7 +271,7 @@ def tidy(df: pd.DataFrame, where: str = "results") -> pd.DataFrame:
     df["mode"] = df["mode"].replace("", schema.KEY_DEFAULTS["mode"])  # runs before the mode column: inference
     df["device"] = df["device"].replace("", "unknown")
     df["dtype"] = df["dtype"].replace("", "unknown")
-    fam = df["model"].map(lambda m: MODELS[m].family if m in MODELS else "")
+    fam = df["model"].map(lambda m: getattr(find_preset(m), "family", ""))
     df["family"] = df["family"].where(df["family"] != "", fam)
     need = df["seconds"].isna() & df["family"].isin(["a-rwkv", "ast", "aum"])
     if need.any():

@@ -7,9 +7,8 @@
 // point at the pieces. The file includes no CUDA header (only wkv_io.cuh, which the Python side
 // inlines), so it compiles with a bare NVRTC (no CUDA include folder needed), and it uses only
 // what a host emulation can provide: tests/impls/cuda_host/ compiles this same file with g++ after
-// a shim header that defines the CUDA keywords, one std::thread per CUDA thread, __syncthreads as
-// a std::barrier and __shfl_xor_sync through a block-wide exchange (every shuffle here is executed
-// by all threads of the block together).
+// a shim header that defines the CUDA keywords, one std::thread per CUDA thread of every block at
+// once, __syncthreads as a std::barrier and __shfl_xor_sync through a per-warp exchange.
 //
 // Per (batch b, head h) the state S is N x N (S[i][j]: value row i, key column j). Rows evolve
 // independently given the token's vectors:

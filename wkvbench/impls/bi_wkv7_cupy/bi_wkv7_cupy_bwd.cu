@@ -99,7 +99,12 @@ __global__ void __launch_bounds__(2 * N, 1)
             const float gv = wkv_scalar<IO>::to_float(xg);
             gate = dir == 0 ? gv : 1.f - gv;
         }
-        __syncthreads();  // everyone is done reading the previous step's vectors, dsa and s_red
+        // Redundant: every read of the previous step's staged vectors comes before that step's dsa
+        // barrier (the third below), and s_dsa / s_red, read after it, are next written after this
+        // step's staging barrier; tests/impls/test_cuda_host_races.py runs the kernel without this
+        // barrier under ThreadSanitizer and requires it race-free. Kept so that the compiled kernel and
+        // its pinned sm_90 figures stay unchanged.
+        __syncthreads();
         float ri = 0.f, wi = 0.f, ki = 0.f, ai = 0.f, bi = 0.f, dyi = 0.f;
         if (col) {
             ri = wkv_scalar<IO>::to_float(x0);

@@ -167,8 +167,6 @@ def kernel_source(kind: str) -> str:
 # ----------------------------------------------------------------------------- the training forward
 # The training forward: the inference template plus three insertions (anchor -> new text). Each
 # anchor must occur exactly once, so a changed inference template fails loudly here.
-# The training forward: the inference template plus three insertions (anchor -> new text). Each
-# anchor must occur exactly once, so a changed inference template fails loudly here.
 _FWD_SAVE_EDITS = (
     (
         "def bi_wkv7_kernel(r, w, k, v, a, b, g, has_g, out, ws, T, H, R):",

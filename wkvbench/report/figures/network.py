@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from wkvbench.presets import MODELS
+from wkvbench.presets import find_preset
 from wkvbench.report import analysis as an
 from wkvbench.report.figures.layout import NOT_OK_NOTE, Plot, draw_lines, finish_panel, split_idle
 from wkvbench.report.figures.metric import MetricFigure, Panels
@@ -19,15 +19,14 @@ from wkvbench.report.figures.speedup import fig_speedup
 from wkvbench.report.load import Env
 
 NETWORK_OP = "network"
-_MIXER = {"a-rwkv": "bi_wkv7", "ast": "attention", "aum": "bi_selective_scan"}
 
 
 def as_mixers(df: pd.DataFrame) -> pd.DataFrame:
     """The ``network`` rows, each relabelled with its model's mixer op (rows of unknown models dropped)."""
     net = df[df["op"] == NETWORK_OP]
-    family = net["model"].map(lambda m: MODELS[m].family if m in MODELS else "")
-    net = net[family != ""]
-    return net.assign(op=family[family != ""].map(_MIXER))
+    mixer = net["model"].map(lambda m: getattr(find_preset(m), "family_record", None))
+    mixer = mixer.map(lambda f: f.mixer_op if f is not None else "")
+    return net[mixer != ""].assign(op=mixer[mixer != ""])
 
 
 def kernel_rows(df: pd.DataFrame) -> pd.DataFrame:
