@@ -80,11 +80,11 @@ def tool_lines() -> list[str]:
 
 def impl_lines(device: str) -> tuple[list[str], str]:
     """One line per op listing available implementations and the reason for each absent one."""
-    from wkvbench import ops
+    from wkvbench import opspec
     from wkvbench.registry import list_impls
 
     lines, fla = [], "fla_chunk is not registered"
-    for op in ops.OPS:
+    for op in opspec.OPS:
         recs = list_impls(op)
         if not recs:
             continue
