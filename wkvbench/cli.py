@@ -18,7 +18,7 @@ SUBCOMMANDS = {
     "env": ("wkvbench.envinfo", "the machine, versions and GPU as JSON (valid without a GPU)"),
     "verify": ("wkvbench.verify", "check every available implementation against float64"),
     "kernels": ("wkvbench.kernels", "compile every GPU kernel for a target (sm_90) and show registers/smem"),
-    "run": ("wkvbench.harness.runner", "sweep implementations over a suite or flags into a run dir"),
+    "run": ("wkvbench.harness.run_command", "sweep implementations over a suite or flags into a run dir"),
     "report": ("wkvbench.report.cli", "figures, report.html and report.md from a run dir"),
     "compare": ("wkvbench.report.compare", "compare two run dirs cell by cell"),
     "models": ("wkvbench.models.listing", "whole networks: op, parameter count and tokens per preset"),
@@ -30,6 +30,15 @@ SUBCOMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; Ctrl-C at any moment (while importing too) is exit 130, no traceback."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("\nwkvbench: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="wkvbench", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--interpret",

@@ -24,13 +24,17 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import queue
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
-from wkvbench import accuracy, gradcheck, ops, refcache, verify_child
+from wkvbench import accuracy, gradcheck, ops, refcache
+from wkvbench.harness.client import Child
+from wkvbench.harness.client import signal_name as _signal_name
 from wkvbench.harness.worker import classify
 from wkvbench.opspec import OPS as OP_NAMES
 from wkvbench.opspec import CheckShape
@@ -179,6 +183,69 @@ def check_grad_one(op: str, rec: Impl, shape: Shape, dtype: torch.dtype, refs: _
     return row
 
 
+# ----------------------------------------------------------------------------- isolation
+def importable(rec: Impl, plugins: tuple[str, ...]) -> bool:
+    """Whether a child process can register ``rec`` too: a built-in, or from one of ``plugins``."""
+    mod = rec.module or ""
+    return mod.startswith("wkvbench.") or mod.startswith("wkvbench_plugin_") or mod in plugins
+
+
+def run_isolated(op, rec: Impl, dtypes, device, long, seed, grad, timeout_s, plugins, emit) -> None:
+    """Run ``rec``'s checks in a child; ``emit(Check)`` for each row as it arrives."""
+    spec = {
+        "op": op,
+        "impl": rec.name,
+        "dtypes": [str(d).replace("torch.", "") for d in dtypes],
+        "device": str(device),
+        "long": bool(long),
+        "seed": int(seed),
+        "grad": bool(grad),
+        "plugins": list(plugins),
+    }
+    with (
+        tempfile.TemporaryFile(mode="w+", encoding="utf-8") as err,
+        Child("wkvbench.verify_child", [json.dumps(spec)], stderr=err, stdin=False) as child,
+    ):  # leaving the block by any path (Ctrl-C too) kills the child's process group
+        deadline = time.monotonic() + timeout_s
+        last = "-"
+
+        def tail_row(status: str, note: str) -> Check:
+            where = "-" if last == "-" else f"after {last}"  # the shape it was on is not known exactly
+            return Check(op, rec.name, rec.backend, where, "-", torch.device(device).type, status, note=note)
+
+        while True:
+            try:
+                line = child.readline(max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                child.kill()
+                emit(tail_row("timeout", f"checks exceeded --timeout {timeout_s:g} s; child killed"))
+                return
+            if line is None:
+                rc = child.wait()
+                if rc != 0:
+                    err.seek(0)
+                    text = err.read()[-200_000:]
+                    emit(tail_row("failed", f"child {_signal_name(rc)}: {_crash_summary(text)}"))
+                return
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            last = row.get("shape", last)
+            emit(Check(**row))
+
+
+def _crash_summary(stderr: str, limit: int = 400) -> str:
+    """The useful lines of a dead child's stderr: faulthandler's error and innermost frame, or the
+    last lines (a Python traceback's tail)."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    fatal = [ln for ln in lines if ln.startswith("Fatal Python error")]
+    frames = [ln for ln in lines if ln.startswith("File ")]
+    keep = fatal[-1:] + frames[:1] if fatal else lines[-3:]
+    text = " | ".join(keep)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def run_verify(
     ops_: list[str],
     impls: list[str] | None,
@@ -215,8 +282,8 @@ def run_verify(
             if not ok:
                 emit(Check(op, rec.name, rec.backend, "-", "-", device.type, "skipped", note=why))
                 continue
-            if isolate and verify_child.importable(rec, plugins):
-                verify_child.run_isolated(op, rec, dtypes, device, long, seed, grad, timeout_s, plugins, emit)
+            if isolate and importable(rec, plugins):
+                run_isolated(op, rec, dtypes, device, long, seed, grad, timeout_s, plugins, emit)
                 continue
             for c in checks_of(op, rec, dtypes, device, long, refs, grad):
                 emit(c)

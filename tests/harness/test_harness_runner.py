@@ -22,6 +22,7 @@ from wkvbench.harness import plan as P
 from wkvbench.harness import predict
 from wkvbench.harness import runner as R
 from wkvbench.harness import suite as S
+from wkvbench.harness.summary import summary_table
 from wkvbench.schema import KEY
 
 # Group A runs two lengths; group B adds t_abort to the shorter case only (cases merge).
@@ -326,5 +327,5 @@ def test_summary_speedup_is_against_the_ops_naive_impl():
         row("torch_loop", 256, "oom", None),
         row("fast", 256, "ok", 1.0),  # no naive timing: not counted
     ]
-    lines = {line.split()[1]: line for line in R.summary_table(rows).splitlines()[2:]}
+    lines = {line.split()[1]: line for line in summary_table(rows).splitlines()[2:]}
     assert "10x" in lines["fast"] and "1x" in lines["torch_loop"]

@@ -18,36 +18,37 @@ runs the array as local processes, which is what the tests use.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
-from wkvbench.harness.merge import SHARDS_DIR, MergeError, merge_runs
+from wkvbench.harness import rundir
+from wkvbench.harness.merge import MergeError, merge_runs
+from wkvbench.harness.rundir import SUBMIT_FILE, RunDirError, shard_dir
 from wkvbench.harness.suite import SuiteError, load_suite
 
-SUBMIT_FILE = "submit.json"
 MISSING = "submit needs submitit: pip install 'wkvbench[cluster]'"
-
-
-def shard_dir(run_dir, k: int, n: int) -> Path:
-    return Path(run_dir) / SHARDS_DIR / f"{k:03d}-of-{n:03d}"
 
 
 def shard_complete(path: Path) -> bool:
     """Every cell the shard planned (its ``plan.json``) has a row in its results."""
     from wkvbench.harness.status import shard_counts
 
-    counts = shard_counts(path)
+    try:
+        counts = shard_counts(path)
+    except RunDirError:  # a damaged shard is run again (its run command says what is wrong)
+        return False
     return counts["planned"] is not None and counts["pending"] == 0
 
 
 def run_shard(argv: list[str]) -> int:
     """The job's body: ``wkvbench run`` with the shard's arguments (an error if it fails)."""
-    from wkvbench.cli import main
+    from wkvbench.harness.run_command import run_argv
 
-    rc = main(argv)
+    if argv and argv[0] == "run":
+        argv = argv[1:]
+    rc = run_argv(argv)
     if rc not in (0, None):
         raise RuntimeError(f"wkvbench {' '.join(argv)} exited with {rc}")
     return 0
@@ -122,7 +123,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def _settings(args, run_dir: Path) -> dict:
     path = run_dir / SUBMIT_FILE
-    old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    try:
+        old = rundir.read_submit(run_dir)
+    except RunDirError as exc:
+        raise SuiteError(str(exc)) from None
     if args.resume and old is None:
         raise SuiteError(f"command line: --resume: {path} does not exist (nothing was submitted there)")
     if not args.resume and old is not None:
@@ -158,6 +162,18 @@ def _settings(args, run_dir: Path) -> dict:
 def main(args: argparse.Namespace) -> int:
     run_dir = Path(args.out).resolve()
     try:
+        with rundir.RunLock(run_dir, "wkvbench submit"):
+            return _submit(args, run_dir)
+    except RunDirError as exc:
+        print(f"wkvbench submit: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"wkvbench submit: {rundir.describe_os_error(exc)}", file=sys.stderr)
+        return 1
+
+
+def _submit(args, run_dir: Path) -> int:
+    try:
         settings = _settings(args, run_dir)
         n = settings["jobs"]
         todo = [k for k in range(1, n + 1) if not shard_complete(shard_dir(run_dir, k, n))]
@@ -184,9 +200,7 @@ def main(args: argparse.Namespace) -> int:
                 "shards": {str(k): j.job_id for k, j in zip(todo, jobs, strict=True)},
             }
         )
-        tmp = run_dir / (SUBMIT_FILE + ".tmp")
-        tmp.write_text(json.dumps(settings, indent=2), encoding="utf-8")
-        os.replace(tmp, run_dir / SUBMIT_FILE)
+        rundir.write_submit(run_dir, settings)
         ids = ", ".join(f"{k}:{j.job_id}" for k, j in zip(todo, jobs, strict=True))
         print(f"wkvbench submit: {len(jobs)} of {n} shard(s) submitted ({args.executor}): {ids}", file=sys.stderr)
     wait = args.wait if args.wait is not None else args.executor == "local"

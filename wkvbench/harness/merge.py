@@ -21,18 +21,13 @@ answer the same question. Run settings (budgets, samples) may differ; each row k
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
-import re
 import sys
 from pathlib import Path
 
-from wkvbench.harness.store import fmt, write_atomic
-from wkvbench.schema import COLUMNS, ENV_FILE, RESULTS_FILE, SAMPLES_FILE, key_of, parse_row
-
-SHARDS_DIR = "shards"
-ENVS_DIR = "envs"
+from wkvbench.harness import rundir
+from wkvbench.harness.rundir import ENVS_DIR, RESULTS_FILE, SAMPLES_FILE, SHARDS_DIR, RunDirError
+from wkvbench.schema import COLUMNS, key_of
 
 
 class MergeError(ValueError):
@@ -43,11 +38,10 @@ def expand_inputs(paths) -> list[Path]:
     """Run directories to read: a submitted run's shard directories, other directories as given."""
     out: list[Path] = []
     for p in map(Path, paths):
-        shards = p / SHARDS_DIR
-        if shards.is_dir():
-            found = sorted(d for d in shards.iterdir() if (d / RESULTS_FILE).is_file())
+        if (p / SHARDS_DIR).is_dir():
+            found = rundir.shard_dirs(p)
             if not found:
-                raise MergeError(f"RUN: {p}: no shard has results yet (under {shards})")
+                raise MergeError(f"RUN: {p}: no shard has results yet (under {p / SHARDS_DIR})")
             out.extend(found)
         elif (p / RESULTS_FILE).is_file():
             out.append(p)
@@ -58,38 +52,24 @@ def expand_inputs(paths) -> list[Path]:
 
 def read_rows(run: Path) -> list[dict]:
     """Typed rows of a run's results.csv, every one (a key may repeat across GPU models)."""
-    path = run / RESULTS_FILE
-    text = path.read_text(encoding="utf-8")
-    if text and not text.endswith("\n"):  # a line cut short by a killed writer
-        text = text[: text.rfind("\n") + 1]
-    reader = csv.DictReader(io.StringIO(text))
-    if tuple(reader.fieldnames or ()) != COLUMNS:
-        raise MergeError(f"RUN: {path}: columns differ from this wkvbench's schema; cannot merge it")
-    return [parse_row(raw) for raw in reader]
+    try:
+        return rundir.read_results(run)
+    except RunDirError as exc:
+        raise MergeError(f"RUN: {exc}; cannot merge it") from None
 
 
 def read_env(run: Path) -> dict:
-    path = run / ENV_FILE
-    if not path.is_file():
-        return {}
     try:
-        env = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise MergeError(f"RUN: {path}: not valid JSON ({exc})") from None
-    return env if isinstance(env, dict) else {}
+        return rundir.read_env(run)
+    except RunDirError as exc:
+        raise MergeError(f"RUN: {exc}") from None
 
 
 def read_samples(run: Path) -> list[dict]:
-    path = run / SAMPLES_FILE
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:  # a line cut short by a killed writer
-            continue
-    return out
+    try:
+        return rundir.read_samples(run)
+    except RunDirError as exc:
+        raise MergeError(f"RUN: {exc}") from None
 
 
 def suite_identity(env: dict) -> tuple | None:
@@ -100,15 +80,11 @@ def suite_identity(env: dict) -> tuple | None:
     return suite.get("name"), json.dumps(suite.get("groups"), sort_keys=True)
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "unknown"
-
-
 def machine_name(env: dict) -> str:
     """``<host>-<gpu>`` (or ``<host>-cpu``) for an ``envs/`` file name."""
     gpu = env.get("gpu")
     gpu_name = gpu.get("name") if isinstance(gpu, dict) else (gpu or "")
-    return f"{_slug(str(env.get('hostname') or 'host'))}-{_slug(str(gpu_name or 'cpu'))}"
+    return f"{rundir.slug(str(env.get('hostname') or 'host'))}-{rundir.slug(str(gpu_name or 'cpu'))}"
 
 
 def merge_runs(inputs, out, force: bool = False, log=None) -> dict:
@@ -118,12 +94,22 @@ def merge_runs(inputs, out, force: bool = False, log=None) -> dict:
     out = Path(out)
     envs = [read_env(r) for r in runs]
     idents = {suite_identity(e) for e in envs} - {None}
-    if len(idents) > 1 and not force:
+    if len(idents) > 1 and not force:  # refused before anything is written (or the lock is taken)
         names = sorted({str(i[0]) for i in idents})
         raise MergeError(
             f"--force: the runs come from different suites ({', '.join(names)} or different groups); "
             "give --force to merge them anyway"
         )
+    try:
+        with rundir.RunLock(out, "wkvbench merge"):
+            return _merge(runs, envs, out, log)
+    except rundir.RunLocked as exc:
+        raise MergeError(f"-o: {exc}") from None
+
+
+def _merge(runs: list[Path], envs: list[dict], out: Path, log) -> dict:
+    for run in runs:
+        rundir.say_in_progress(run)
     kept: dict[tuple, tuple[dict, int]] = {}  # (key, gpu) -> (row, input index)
     replaced = 0
     for i, run in enumerate(runs):
@@ -144,12 +130,8 @@ def merge_runs(inputs, out, force: bool = False, log=None) -> dict:
             else:
                 kept[ident] = (row, i)
     out.mkdir(parents=True, exist_ok=True)
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(COLUMNS)
-    for row, _ in kept.values():
-        w.writerow([fmt(row.get(c)) for c in COLUMNS])
-    write_atomic(out / RESULTS_FILE, buf.getvalue())
+    text = rundir.csv_line(COLUMNS) + "".join(rundir.csv_line(row.get(c) for c in COLUMNS) for row, _ in kept.values())
+    rundir.write_atomic(out / RESULTS_FILE, text)
     # samples: the record of each kept row, from the input the row came from
     wanted = {(key_of(r), i): r.get("gpu") or "" for r, i in kept.values()}
     lines = []
@@ -159,12 +141,12 @@ def merge_runs(inputs, out, force: bool = False, log=None) -> dict:
             if gpu is not None and rec.get("gpu", gpu) == gpu:
                 rec = {**rec, "gpu": gpu}
                 lines.append(json.dumps(rec, separators=(",", ":"), default=str) + "\n")
-    write_atomic(out / SAMPLES_FILE, "".join(lines))
+    rundir.write_atomic(out / SAMPLES_FILE, "".join(lines))
     merged_inputs = [(r / ENVS_DIR).is_dir() for r in runs]  # before out/envs exists (out may be an input)
     machines = _write_envs(runs, envs, merged_inputs, out)
     first = next((e for e in envs if e), {})
     env = {**first, "machines": machines, "merged_from": [str(r) for r in runs]}
-    write_atomic(out / ENV_FILE, json.dumps(env, indent=2, default=str))
+    rundir.write_env(out, env)
     return {"rows": len(kept), "replaced": replaced, "machines": machines, "inputs": [str(r) for r in runs]}
 
 
@@ -174,13 +156,13 @@ def _write_envs(runs: list[Path], envs: list[dict], merged: list[bool], out: Pat
         sub = run / ENVS_DIR
         if was_merged:  # an input that is itself a merge: its machines come along
             for f in sorted(sub.glob("*.json")):
-                found.setdefault(f.stem, json.loads(f.read_text(encoding="utf-8")))
+                found.setdefault(f.stem, rundir.read_json(f, "a machine's environment"))
         elif env:
             found.setdefault(machine_name(env), env)
     (out / ENVS_DIR).mkdir(exist_ok=True)
     machines = []
     for name, env in found.items():
-        write_atomic(out / ENVS_DIR / f"{name}.json", json.dumps(env, indent=2, default=str))
+        rundir.write_json(out / ENVS_DIR / f"{name}.json", env)
         gpu = env.get("gpu")
         machines.append(
             {
@@ -194,13 +176,8 @@ def _write_envs(runs: list[Path], envs: list[dict], merged: list[bool], out: Pat
 
 
 def machine_envs(run) -> list[dict]:
-    """Every machine's environment of a run: its ``envs/`` files, or its single ``env.json``."""
-    run = Path(run)
-    sub = run / ENVS_DIR
-    if sub.is_dir():
-        return [json.loads(f.read_text(encoding="utf-8")) for f in sorted(sub.glob("*.json"))]
-    env = read_env(run)
-    return [env] if env else []
+    """Every machine's environment of a run (see :func:`wkvbench.harness.rundir.machine_envs`)."""
+    return rundir.machine_envs(run)
 
 
 # ============================================================================= CLI
@@ -216,6 +193,9 @@ def main(args: argparse.Namespace) -> int:
     except MergeError as exc:
         print(f"wkvbench merge: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"wkvbench merge: {rundir.describe_os_error(exc)}", file=sys.stderr)
+        return 1
     gpus = sorted({m["gpu"] or m["cpu"] or "?" for m in res["machines"]})
     print(
         f"merged {len(res['inputs'])} run(s) -> {args.out}: {res['rows']} rows, {res['replaced']} replaced by newer, "

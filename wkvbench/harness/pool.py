@@ -20,18 +20,16 @@ from __future__ import annotations
 
 import os
 import queue
-import sys
 import threading
-from pathlib import Path
 
 from wkvbench.envinfo import gpu_snapshot
+from wkvbench.harness import rundir
 from wkvbench.harness import shard as _shard
-from wkvbench.harness.cells import pending_cells, replace_earlier
 from wkvbench.harness.client import WorkerClient, WorkerDied
 from wkvbench.harness.predict import SkipPredictor
-from wkvbench.harness.runner import RunAborted, Runner
-from wkvbench.harness.store import RunStore
+from wkvbench.harness.runner import Runner
 from wkvbench.harness.suite import SuiteError
+from wkvbench.harness.sweep import RunAborted, Sweep
 
 
 def add_scale_flags(group) -> None:
@@ -47,12 +45,27 @@ def visible_gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def slots_for(gpus: str | None, workers: int | None, device: str, count: int | None = None) -> list[dict] | None:
+def slots_for(
+    gpus: str | None, workers: int | None, device: str, count: int | None = None, cells: int | None = None, log=None
+) -> list[dict] | None:
     """The environment of each pool slot, or None for a plain single-worker run.
 
     ``gpus``: ``"all"`` or a comma list of indices among the GPUs this process sees; ``workers``:
     a positive count. Every mistake is a SuiteError naming the flag, raised before anything runs.
+    Never more slots than ``cells`` (when given); ``log`` hears a warning for more CPU workers than cores.
     """
+    slots = _slots(gpus, workers, device, count)
+    if slots is None:
+        return None
+    if cells is not None and len(slots) > max(cells, 1):
+        slots = slots[: max(cells, 1)]
+    cores = os.cpu_count() or 1
+    if device != "cuda" and len(slots) > cores and log is not None:
+        log(f"warning: --workers {len(slots)} on {cores} CPU core(s): the workers compete for the cores")
+    return slots
+
+
+def _slots(gpus: str | None, workers: int | None, device: str, count: int | None) -> list[dict] | None:
     if gpus is None and workers is None:
         return None
     if gpus is not None and workers is not None:
@@ -119,18 +132,33 @@ class _PoolClient(WorkerClient):
             raise WorkerDied("the run was interrupted")
         return super().start()
 
+    def cancelled(self) -> bool:
+        return self.stop.is_set()
+
 
 class _Slot(Runner):
     """One GPU's runner: its own worker; the pool's store, predictor, bar and lock."""
 
     def __init__(self, pool: PoolRunner, index: int, env: dict):
-        super().__init__(
-            pool.suite, pool.device, pool.out, plugins=pool.plugins, resume=pool.resume, progress=False, argv=pool.argv
-        )
         self.pool, self.index, self.pin = pool, index, dict(env)
-        self.store = pool.store
-        self.predictor = pool.predictor
-        self.client = _PoolClient(pool.stop, self.plugins, log_dir=self.out / "logs" / f"slot-{index}", env=env)
+        super().__init__(
+            pool.suite,
+            pool.device,
+            pool.out,
+            plugins=pool.plugins,
+            resume=pool.resume,
+            retry=pool.retry,
+            progress=False,
+            argv=pool.argv,
+            log=pool.log,
+            store=pool.store,
+            predictor=pool.predictor,
+            client_env=env,
+            log_dir=pool.out / rundir.LOGS_DIR / f"slot-{index}",
+        )
+
+    def make_client(self, log_dir, env) -> WorkerClient:
+        return _PoolClient(self.pool.stop, self.plugins, log_dir=log_dir, env=env)
 
     def _write_env(self) -> None:  # the pool writes one env.json for all slots
         pass
@@ -143,38 +171,16 @@ class _Slot(Runner):
             self.pool.written.append(case.key(cell.impl))
 
 
-class PoolRunner:
+class PoolRunner(Sweep):
     """Runs a planned sweep on several slots into one run directory (see the module docstring)."""
 
-    def __init__(self, suite, device, out, plugins=(), resume=False, progress=True, argv=None, log=None, slots=()):
-        self.suite, self.device, self.out = suite, device, Path(out)
-        self.plugins, self.resume, self.progress = tuple(plugins), resume, progress
-        self.argv = list(sys.argv if argv is None else argv)
-        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    def __init__(self, suite, device, out, slots=(), **kw):
+        super().__init__(suite, device, out, **kw)
         self.lock = threading.RLock()
         self.stop = threading.Event()
-        self.bar = None
-        self.written: list[tuple] = []
-        self.store = RunStore(self.out)
-        self.predictor = _LockedPredictor(SkipPredictor(suite.run), self.lock)
+        self.predictor = _LockedPredictor(self.predictor, self.lock)
         self.slots = [_Slot(self, i, env) for i, env in enumerate(slots)]
-        self.env: dict | None = None
-
-    # ------------------------------------------------------------------ env.json
-    def _compose_env(self, live: list[_Slot]) -> None:
-        env = dict(live[0].env)
-        env["workers"] = [
-            {
-                "slot": s.index,
-                "pin": s.pin,
-                "hostname": (s.env or {}).get("hostname"),
-                "gpu": (s.env or {}).get("gpu") if self.device == "cuda" else None,
-                "copy_bandwidth_gbs": s.copy_bw,
-            }
-            for s in live
-        ]
-        self.env = env
-        Runner._write_env(self)  # same atomic write as a single runner
+        self.live: list[_Slot] = []
 
     def _threads(self, target, slots) -> list[BaseException]:
         errors: list[BaseException] = []
@@ -202,10 +208,7 @@ class PoolRunner:
         return errors
 
     # ------------------------------------------------------------------ the sweep
-    def execute(self, planned) -> int:
-        total = pending_cells(self, planned)
-        if total == 0:
-            return 0
+    def start(self) -> None:
         errors = self._threads(lambda s: s.probe(), self.slots)
         live = [s for s in self.slots if s.env is not None]
         for exc in errors:
@@ -215,16 +218,26 @@ class PoolRunner:
                 s.client.kill()
         if not live:
             raise RunAborted(f"no worker of the pool could start: {errors[0] if errors else 'unknown'}")
-        self._compose_env(live)
-        replace_earlier(self, planned)
+        self.live = live
+        env = dict(live[0].env)
+        env["workers"] = [
+            {
+                "slot": s.index,
+                "pin": s.pin,
+                "hostname": (s.env or {}).get("hostname"),
+                "gpu": (s.env or {}).get("gpu") if self.device == "cuda" else None,
+                "copy_bandwidth_gbs": s.copy_bw,
+            }
+            for s in live
+        ]
+        self.env = env
+        rundir.write_env(self.out, self.env)
+
+    def sweep(self, planned) -> None:
         work: queue.Queue = queue.Queue()
         for _, items, _ in _shard.by_cost(planned):
             work.put(items)
-        if self.progress:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, unit="cell", dynamic_ncols=True, file=sys.stderr)
-        for slot in live:
+        for slot in self.live:
             slot.bar = self.bar
 
         def serve(slot: _Slot) -> None:
@@ -242,32 +255,23 @@ class PoolRunner:
                 slot.client.close()
 
         try:
-            errors = self._threads(serve, live)
+            errors = self._threads(serve, self.live)
         finally:
-            if self.bar is not None:
-                self.bar.close()
-                self.bar = None
-            for slot in live:
+            for slot in self.live:
                 slot.bar = None
-            self._finish(live)
         if errors:
             raise errors[0]
-        return len(self.written)
 
-    def _finish(self, live: list[_Slot]) -> None:
-        from wkvbench.harness.runner import _now
-
-        env = self.env
-        env["finished"] = _now()
-        env["worker_starts"] = sum(s.client.starts for s in live)
+    def end_fields(self) -> dict:
+        out = {"worker_starts": sum(s.client.starts for s in self.live)}
         if self.device == "cuda":
             throttle = {"cells": 0, "cells_throttled": 0, "reasons": {}}
-            for s in live:
+            for s in self.live:
                 throttle["cells"] += s.throttle["cells"]
                 throttle["cells_throttled"] += s.throttle["cells_throttled"]
                 for r, n in s.throttle["reasons"].items():
                     throttle["reasons"][r] = throttle["reasons"].get(r, 0) + n
-            env["throttle"] = throttle
-            for w, s in zip(env["workers"], live, strict=True):
+            out["throttle"] = throttle
+            for w, s in zip(self.env["workers"], self.live, strict=True):
                 w["gpu_end"] = gpu_snapshot(s.gpu_uuid)
-        Runner._write_env(self)
+        return out

@@ -66,6 +66,22 @@ class SkipPredictor:
         self.slow: dict[tuple, list[dict]] = defaultdict(list)  # shapes that timed out
         self.ref_slow: dict[tuple, list[dict]] = defaultdict(list)  # shapes whose reference timed out
         self.first_call_slow: dict[tuple, list[dict]] = defaultdict(list)  # first call (compile) timed out
+        self.device_bytes: int | None = None  # the device's memory, once the worker has probed it
+
+    def set_device_bytes(self, n: int | None) -> None:
+        self.device_bytes = int(n) if n else None
+
+    def too_big(self, case: Case) -> str | None:
+        """Why a case cannot fit at all: its inputs and output alone exceed the device's memory."""
+        if not self.device_bytes:
+            return None
+        try:
+            need = ops.get_op(case.op).bytes_moved(case.shape, {"float64": 8, "float32": 4}.get(case.dtype, 2))
+        except Exception:  # an op without a byte count: nothing to say
+            return None
+        if need > self.device_bytes:
+            return f"inputs and output alone need {need:,} bytes; the device has {self.device_bytes:,}"
+        return None
 
     @staticmethod
     def _impl_key(case: Case, impl: str) -> tuple:
@@ -101,6 +117,9 @@ class SkipPredictor:
     def why_skip(self, case: Case, impl: str) -> str | None:
         """Why this cell is not worth running, from what smaller cells showed; None to run it."""
         shape, run = case.shape, self.run
+        big = self.too_big(case)
+        if big is not None:
+            return big
         for s in self.oom.get(self._impl_key(case, impl), []):
             if dominates(shape, s):
                 return f"out of memory at a smaller or equal size {shape_str(s)}"

@@ -1,4 +1,4 @@
-"""``wkvbench run``: sweep implementations over a suite (or flags) into a run directory.
+"""The one-worker sweep engine: implementations measured over a planned suite into a run directory.
 
 For each case (op, model, batch, tokens, dtype, device, variant, mode) of the suite, in an order where
 sizes grow:
@@ -14,48 +14,41 @@ sizes grow:
    ``rounds`` rounds, the implementations shuffled anew in each round, so slow clock drift or
    thermal throttling spreads over all of them instead of favouring one;
 5. NVML energy (GPU with an energy counter): ``energy_s`` of back-to-back calls;
-6. one row per implementation is appended to ``results.csv`` and its samples to
-   ``samples.jsonl``. Speed-ups are not stored: the report and the summary printed at the end
+6. each implementation's samples go to ``samples.jsonl`` and then its row to ``results.csv`` as
+   soon as that cell is finished (a failed check at once, a timed cell after its last round), so
+   an interruption loses only unfinished cells. Speed-ups are not stored: the report and the summary printed at the end
    compute them (the summary against the op record's ``naive_impl`` in the same case).
 
 A crash or hang costs one cell (``failed``/``timeout``); out of memory gives ``oom``. See
 ``wkvbench.harness.worker`` for the isolation and ``wkvbench.harness.store`` for resume.
 
-Parts: :class:`Runner` (environment probe, rows, the worker steps of a cell, a case, the sweep),
-:func:`summary_table`, and the ``run`` subcommand (:func:`configure`, :func:`main`); the suite
-the command line asks for is built by :func:`wkvbench.harness.suite.suite_from_args`.
+Parts: :class:`Runner` (environment probe, rows, the worker steps of a cell, a case), on the
+:class:`~wkvbench.harness.sweep.Sweep` it shares with the worker pool; the ``run`` subcommand
+above it is :mod:`wkvbench.harness.run_command`.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import random
-import signal
-import sys
-import threading
-import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
-from wkvbench import __version__, ops, opspec, presets, registry
+from wkvbench import __version__, ops, registry
 from wkvbench.accuracy import tolerance
 from wkvbench.envinfo import gpu_snapshot
-from wkvbench.harness import timing
-from wkvbench.harness.cells import pending_cells, replace_earlier
-from wkvbench.harness.client import WorkerClient, WorkerDied, WorkerTimeout
-from wkvbench.harness.plan import plan, resolve_device
-from wkvbench.harness.predict import SkipPredictor
-from wkvbench.harness.store import RunStore, StoreError
-from wkvbench.harness.suite import Case, Suite, SuiteError, add_run_flags, check_impl_names, suite_from_args
-from wkvbench.harness.summary import summary_table
-from wkvbench.schema import ENV_FILE, KEY, SCHEMA_VERSION, derive
+from wkvbench.harness import rundir, timing
+from wkvbench.harness.client import WorkerClient, WorkerDied, WorkerTimeout, import_root
+from wkvbench.harness.suite import Case, Suite
+from wkvbench.harness.sweep import RunAborted, Sweep, now
+from wkvbench.schema import KEY, SCHEMA_VERSION, derive
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+def _host_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 @dataclass
@@ -86,47 +79,26 @@ class Cell:
         self.status, self.note = status, note
 
 
-class RunAborted(RuntimeError):
-    """The sweep cannot go on at all (no worker can start)."""
-
-
 class CaseSetupError(RuntimeError):
     def __init__(self, status: str, note: str):
         super().__init__(note)
         self.status, self.note = status, note
 
 
-class Runner:
+class Runner(Sweep):
     """Runs a planned sweep into a :class:`RunStore` through a :class:`WorkerClient`."""
 
-    def __init__(
-        self,
-        suite: Suite,
-        device: str,
-        out: Path,
-        plugins=(),
-        resume: bool = False,
-        progress: bool = True,
-        argv=None,
-        log=None,
-    ):
-        self.suite, self.device, self.out = suite, device, Path(out)
-        self.run = suite.run
-        self.plugins = tuple(plugins)
-        self.resume = resume
-        self.progress_enabled = progress
-        self.argv = list(sys.argv if argv is None else argv)
-        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-        self.store = RunStore(self.out)
-        self.client = WorkerClient(self.plugins, log_dir=self.out / "logs")
-        self.env: dict | None = None
+    def __init__(self, suite: Suite, device: str, out: Path, plugins=(), client_env=None, log_dir=None, **kw):
+        super().__init__(suite, device, out, plugins=plugins, **kw)
+        log_dir = log_dir or self.out / rundir.LOGS_DIR
+        self.client = self.make_client(log_dir, client_env)
         self.copy_bw: float | None = None
         self.gpu_uuid: str | None = None
         self.rng = random.Random(self.run.seed)
-        self.predictor = SkipPredictor(self.run)
-        self.written: list[tuple] = []
-        self.bar = None
         self.throttle: dict = {"cells": 0, "cells_throttled": 0, "reasons": {}}
+
+    def make_client(self, log_dir, env) -> WorkerClient:
+        return WorkerClient(self.plugins, log_dir=log_dir, env=env)
 
     # ------------------------------------------------------------------ environment
     def probe(self) -> None:
@@ -151,26 +123,25 @@ class Runner:
             suite=self.suite.as_dict(),
             device=self.device,
             plugins=list(self.plugins),
+            package_path=import_root(),
             copy_bandwidth_gbs=self.copy_bw,
             gpu_start=gpu_snapshot(self.gpu_uuid) if self.device == "cuda" else None,
-            started=_now(),
+            started=now(),
         )
-        path = self.out / ENV_FILE
-        if path.exists():
-            try:
-                old = json.loads(path.read_text(encoding="utf-8"))
-                prev = old.pop("previous_sessions", [])
-                env["previous_sessions"] = [*prev, old]
-            except (OSError, ValueError):
-                pass
+        try:
+            old = rundir.read_env(self.out)
+        except rundir.RunDirError:
+            old = {}  # a damaged env.json of an earlier session is replaced
+        if old:
+            prev = old.pop("previous_sessions", [])
+            env["previous_sessions"] = [*prev, old]
         self.env = env
+        mem = gpu.get("mem_bytes") if self.device == "cuda" else _host_memory()
+        self.predictor.set_device_bytes(mem)
         self._write_env()
 
     def _write_env(self) -> None:
-        path = self.out / ENV_FILE
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.env, indent=2, default=str), encoding="utf-8")
-        os.replace(tmp, path)
+        rundir.write_env(self.out, self.env)
 
     def _device_name(self) -> str:
         if self.env is None:
@@ -198,7 +169,7 @@ class Runner:
             rec = None
         row = {
             "schema_version": SCHEMA_VERSION,
-            "timestamp": _now(),
+            "timestamp": now(),
             "op": case.op,
             "impl": cell.impl,
             "backend": rec.backend if rec else "",
@@ -239,8 +210,7 @@ class Runner:
 
     def _write(self, case: Case, cell: Cell, snaps=(None, None)) -> None:
         row = self._row(case, cell)
-        self.store.append_row(row)
-        if cell.samples:
+        if cell.samples:  # the samples first: the row is what marks the cell done
             rec = {k: row[k] for k in KEY}
             rec.update(
                 schema_version=SCHEMA_VERSION,
@@ -253,6 +223,7 @@ class Runner:
                 gpu_after=snaps[1],
             )
             self.store.append_samples(rec)
+        self.store.append_row(row)
         self.predictor.learn(case, cell.impl, cell.status, row.get("median_ms"))
         self.written.append(case.key(cell.impl))
         if self.bar is not None:
@@ -365,7 +336,7 @@ class Runner:
     def run_case(self, case: Case, impls: list[tuple[str, str | None]]) -> None:
         todo: list[Cell] = []
         for name, why in impls:
-            if self.resume and self.store.has(case.key(name)):
+            if self.resume and self.done(case.key(name)):
                 continue
             if why is None:
                 why = self.predictor.why_skip(case, name)
@@ -385,32 +356,44 @@ class Runner:
                 cell.fail(exc.status, exc.note)
                 self._write(case, cell)
             return
+        written: set[int] = set()
+        snaps = {"after": None}
+
+        def finished(cell: Cell) -> None:  # each cell's row goes out as soon as it is complete
+            if id(cell) in written:
+                return
+            written.add(id(cell))
+            snaps["after"] = gpu_snapshot(self.gpu_uuid) if self.device == "cuda" else None
+            self._write(case, cell, (before, snaps["after"]))
+
         order = list(todo)
         self.rng.shuffle(order)
         for cell in order:
             self._check(case, cell)
+            if cell.status != "ok":
+                finished(cell)
         for cell in todo:
             if cell.status == "ok":
                 cell.plan = timing.plan_samples(
                     cell.est_ms, self.run.budget_s, self.run.min_samples, self.run.max_samples, self.run.rounds
                 )
+        energy = (
+            self.device == "cuda"
+            and self.run.energy_s > 0
+            and bool(((self.env or {}).get("gpu") or {}).get("energy_counter"))
+        )
         for r in range(self.run.rounds):
             live = [c for c in todo if c.status == "ok"]
             self.rng.shuffle(live)
             for cell in live:
                 self._sample(case, cell, cell.plan[r])
-        if (
-            self.device == "cuda"
-            and self.run.energy_s > 0
-            and ((self.env or {}).get("gpu") or {}).get("energy_counter")
-        ):
-            for cell in todo:
-                if cell.status == "ok":
-                    self._energy(case, cell)
-        after = gpu_snapshot(self.gpu_uuid) if self.device == "cuda" else None
-        self._count_throttle(before, after)
+                if cell.status != "ok" or (r == self.run.rounds - 1 and not energy):
+                    finished(cell)
         for cell in todo:
-            self._write(case, cell, (before, after))
+            if energy and cell.status == "ok":
+                self._energy(case, cell)
+            finished(cell)
+        self._count_throttle(before, snaps["after"])
 
     def _count_throttle(self, *snaps) -> None:
         """Tally clock-event reasons seen around a case (``gpu_idle`` is normal between cells)."""
@@ -424,21 +407,14 @@ class Runner:
             self.throttle["reasons"][r] = self.throttle["reasons"].get(r, 0) + 1
 
     # ------------------------------------------------------------------ the sweep
-    def execute(self, planned: list[tuple[Case, list[tuple[str, str | None]]]]) -> int:
-        """Run every planned cell; return the number of cells written."""
-        total = pending_cells(self, planned)
-        if total == 0:
-            return 0
+    def start(self) -> None:
         try:
             self.probe()
         except BaseException:
             self.client.kill()
             raise
-        replace_earlier(self, planned)
-        if self.progress_enabled:
-            from tqdm import tqdm
 
-            self.bar = tqdm(total=total, unit="cell", dynamic_ncols=True, file=sys.stderr)
+    def sweep(self, planned) -> None:
         try:
             for case, impls in planned:
                 self.run_case(case, impls)
@@ -446,137 +422,13 @@ class Runner:
             self.client.kill()  # interrupted: do not wait for the cell in flight
             raise
         finally:
-            if self.bar is not None:
-                self.bar.close()
-                self.bar = None
             self.client.close()
-            if self.env is not None:
-                self.env["gpu_end"] = gpu_snapshot(self.gpu_uuid) if self.device == "cuda" else None
-                self.env["finished"] = _now()
-                self.env["worker_starts"] = self.client.starts
-                if self.device == "cuda":
-                    self.env["throttle"] = self.throttle
-                self._write_env()
-        return len(self.written)
 
-
-# ============================================================================= CLI
-def configure(parser: argparse.ArgumentParser) -> None:
-    ops_ = ", ".join(opspec.OPS)
-    parser.add_argument("suite", nargs="?", help="suite TOML file (e.g. suites/smoke.toml); or use --op and friends")
-    g = parser.add_argument_group("ad-hoc sweep (comma lists)")
-    g.add_argument("--op", help=f"{ops_} (with a suite: only these groups)")
-    g.add_argument("--impl", help="implementations (default *: all available); with a suite: replaces its impls")
-    g.add_argument("--exclude", help="implementations to leave out")
-    g.add_argument("--model", help=f"presets: {', '.join(presets.PRESETS)}")
-    g.add_argument("--batch", help="batch sizes, e.g. 1,8")
-    g.add_argument("--tokens", help="sequence lengths in tokens, e.g. 512,4096")
-    g.add_argument("--seconds", help="seconds of audio, e.g. 10.24,328 (tokens per model family)")
-    g.add_argument("--dtype", help="float32, bfloat16, float16")
-    g.add_argument("--variant", help="input variant (bi_wkv7: realistic, strong_decay, weak_decay, mixed)")
-    g.add_argument(
-        "--mode",
-        help="timing modes: fwd (inference), bwd (backward only), fwd_bwd (training step); "
-        "with a suite: replaces its groups' modes",
-    )
-    r = parser.add_argument_group("run")
-    r.add_argument("--out", help="run directory (default runs/<suite>-<time>)")
-    r.add_argument("--resume", action="store_true", help="finish only the cells missing from --out")
-    r.add_argument("--plugin", action="append", default=[], help="module or .py file calling register_impl")
-    add_run_flags(r)
-    from wkvbench.harness.pool import add_scale_flags
-
-    add_scale_flags(parser.add_argument_group("scale-out (docs/notes/scale-out.md)"))
-    r.add_argument("--dry-run", action="store_true", help="list the planned cells and exit")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
-    r.add_argument("--strict", action="store_true", help="exit 1 if any cell is wrong, failed, oom or timeout")
-
-
-def load_plugins(plugins) -> None:
-    """Import each plugin; a module that fails while importing is a ValueError naming it."""
-    for p in plugins:
-        try:
-            registry.load_plugin(p)
-        except ValueError:
-            raise
-        except Exception as exc:  # the user's module failed while importing
-            raise ValueError(f"plugin: {p}: {type(exc).__name__}: {exc}") from exc
-
-
-def main(args: argparse.Namespace) -> int:
-    try:
-        suite = suite_from_args(args)
-        plugins = list(suite.plugins)
-        load_plugins(plugins)
-        device = resolve_device(suite.run.device)
-        planned = plan(suite, device)
-        # the ops whose implementations the groups name (a network group: its models' mixer ops)
-        suite_ops = list(dict.fromkeys(case.impl_op for case, _ in planned))
-        check_impl_names("--impl", args.impl, suite_ops)  # command-line names: a typo fails here
-        check_impl_names("--exclude", args.exclude, suite_ops)
-        from wkvbench.harness import pool, shard
-
-        shard_k_n = shard.parse_shard(args.shard) if args.shard is not None else None
-        if shard_k_n:
-            planned = shard.shard_of(planned, *shard_k_n)
-        slots = pool.slots_for(args.gpus, args.workers, device)
-    except (SuiteError, ValueError) as exc:
-        print(f"wkvbench run: {exc}", file=sys.stderr)
-        return 2
-    n_cells = sum(len(impls) for _, impls in planned)
-    if args.dry_run:
-        for case, impls in planned:
-            for name, why in impls:
-                print(f"{case.label()}  {name}" + (f"  (skipped: {why})" if why else ""))
-        print(f"{len(planned)} cases, {n_cells} cells on {device}")
-        return 0
-    if args.resume and not args.out:
-        print("wkvbench run: --resume needs --out RUN_DIR", file=sys.stderr)
-        return 2
-    out = Path(args.out) if args.out else Path("runs") / f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    try:
-        kw = dict(plugins=plugins, resume=args.resume, progress=not args.no_progress)
-        runner = pool.PoolRunner(suite, device, out, slots=slots, **kw) if slots else Runner(suite, device, out, **kw)
-        shard.write_plan(out, planned, shard_k_n, len(slots or [None]))
-    except StoreError as exc:
-        print(f"wkvbench run: {exc}", file=sys.stderr)
-        return 2
-    where = f"{device} x {len(slots)} workers" if slots else device
-    part = f" (shard {shard_k_n[0]}/{shard_k_n[1]})" if shard_k_n else ""
-    print(
-        f"wkvbench run: {suite.name}{part}: {len(planned)} cases, {n_cells} cells on {where} -> {out}",
-        file=sys.stderr,
-    )
-    t0 = time.perf_counter()
-
-    def on_term(signum, frame):  # SIGTERM (a scheduler's stop) ends the run like Ctrl-C
-        raise KeyboardInterrupt
-
-    old_term = signal.signal(signal.SIGTERM, on_term) if threading.current_thread() is threading.main_thread() else None
-    try:
-        runner.execute(planned)
-    except RunAborted as exc:  # no worker at all: nothing can run
-        print(f"wkvbench run: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(
-            f"\ninterrupted: {len(runner.written)} finished cell(s) are in {runner.store.results}; "
-            f"finish with: wkvbench run --resume --out {out}",
-            file=sys.stderr,
-        )
-        return 130
-    finally:
-        if old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
-    rows = [runner.store.get(k) for k in runner.written]
-    rows = [r for r in rows if r is not None]
-    if rows:
-        print(summary_table(rows))
-    bad = [r for r in rows if r["status"] in ("wrong", "failed", "oom", "timeout")]
-    for r in bad[:20]:
-        print(
-            f"  {r['status']:8s} {r['op']}/{r['impl']} {r['model']} B={r['batch']} T={r['tokens']} "
-            f"{r['dtype']}: {r['note']}"
-        )
-    print(f"{len(rows)} cell(s) in {time.perf_counter() - t0:.1f} s -> {out}")
-    return 1 if (args.strict and bad) else 0
+    def end_fields(self) -> dict:
+        out = {
+            "gpu_end": gpu_snapshot(self.gpu_uuid) if self.device == "cuda" else None,
+            "worker_starts": self.client.starts,
+        }
+        if self.device == "cuda":
+            out["throttle"] = self.throttle
+        return out

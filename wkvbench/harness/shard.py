@@ -18,12 +18,11 @@ shards are empty.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
 
 from wkvbench import ops
+from wkvbench.harness import rundir
 from wkvbench.harness.suite import CASE_KEY, Case, SuiteError
 
 Planned = list[tuple[Case, list[tuple[str, str | None]]]]
@@ -99,17 +98,7 @@ def cells(planned: Planned) -> list[tuple]:
     return [case.key(name) for case, impls in planned for name, _ in impls]
 
 
-PLAN_FILE = "plan.json"
-
-
 def write_plan(out, planned: Planned, shard: tuple[int, int] | None, workers: int = 1) -> None:
     """Record in the run directory which cells this run (or shard) is to produce (``plan.json``),
     so that ``wkvbench status`` can tell done from pending cells."""
-    from pathlib import Path
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    data = {"shard": list(shard) if shard else None, "workers": workers, "cells": [list(k) for k in cells(planned)]}
-    tmp = out / (PLAN_FILE + ".tmp")
-    tmp.write_text(json.dumps(data), encoding="utf-8")
-    os.replace(tmp, out / PLAN_FILE)
+    rundir.write_plan(out, cells(planned), shard, workers)

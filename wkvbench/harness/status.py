@@ -9,36 +9,24 @@ and *pending* the cells the run planned (its ``plan.json``) that have no row yet
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from wkvbench.schema import KEY, RESULTS_FILE, key, key_of
+from wkvbench.harness import rundir
+from wkvbench.harness.rundir import RunDirError
+from wkvbench.schema import key_of
 
 DONE = ("ok", "skipped")
 
 
 def shard_counts(path) -> dict:
-    """{"planned", "done", "failed", "pending", "rows"} of one run directory (None where unknown)."""
-    from wkvbench.harness.merge import MergeError, read_rows
-    from wkvbench.harness.shard import PLAN_FILE
+    """{"planned", "done", "failed", "pending", "rows"} of one run directory (None where unknown).
 
+    A damaged ``results.csv`` or ``plan.json`` is a :class:`~wkvbench.harness.rundir.RunDirError`."""
     path = Path(path)
-    rows = []
-    if (path / RESULTS_FILE).is_file():
-        try:
-            rows = read_rows(path)
-        except MergeError:
-            rows = []
+    rows = rundir.read_results(path, strict_version=False)
     present = {key_of(r): r["status"] for r in rows}
-    planned = None
-    plan_path = path / PLAN_FILE
-    if plan_path.is_file():
-        try:
-            cells = json.loads(plan_path.read_text(encoding="utf-8"))["cells"]
-            planned = {key(**dict(zip(KEY, c, strict=True))) for c in cells}
-        except (ValueError, KeyError, TypeError):
-            planned = None
+    planned = rundir.planned_keys(path)
     scope = present if planned is None else {k: present[k] for k in planned if k in present}
     return {
         "planned": None if planned is None else len(planned),
@@ -49,16 +37,14 @@ def shard_counts(path) -> dict:
     }
 
 
-def run_status(run) -> list[tuple[str, dict]]:
-    """(label, counts) for each shard of a submitted run, or for the run itself."""
-    from wkvbench.harness.cluster import SUBMIT_FILE, shard_dir
-
+def run_status(run) -> list[tuple[str, Path]]:
+    """(label, run directory) for each shard of a submitted run, or for the run itself."""
     run = Path(run)
-    sub = run / SUBMIT_FILE
-    if sub.is_file():
-        n = json.loads(sub.read_text(encoding="utf-8"))["jobs"]
-        return [(f"{k}/{n}", shard_counts(shard_dir(run, k, n))) for k in range(1, n + 1)]
-    return [(run.name, shard_counts(run))]
+    sub = rundir.read_submit(run)
+    if sub is not None:
+        n = sub["jobs"]
+        return [(f"{k}/{n}", rundir.shard_dir(run, k, n)) for k in range(1, n + 1)]
+    return [(run.name, run)]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -72,7 +58,20 @@ def main(args: argparse.Namespace) -> int:
         return 2
     lines = [("shard", "planned", "done", "failed", "pending")]
     total = {"planned": 0, "done": 0, "failed": 0, "pending": 0}
-    for label, c in run_status(run):
+    damaged = []
+    try:
+        shards = run_status(run)
+    except RunDirError as exc:
+        print(f"wkvbench status: {exc}", file=sys.stderr)
+        return 1
+    for label, where in shards:
+        rundir.say_in_progress(where)
+        try:
+            c = shard_counts(where)
+        except RunDirError as exc:
+            damaged.append(str(exc))
+            lines.append((label, "?", "?", "?", "damaged"))
+            continue
         if c["planned"] is None and c["rows"] == 0:
             lines.append((label, "-", "0", "0", "not started"))
             continue
@@ -84,4 +83,6 @@ def main(args: argparse.Namespace) -> int:
     widths = [max(len(line[i]) for line in lines) for i in range(5)]
     for line in lines:
         print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
-    return 0
+    for msg in damaged:
+        print(f"wkvbench status: damaged: {msg}", file=sys.stderr)
+    return 1 if damaged else 0

@@ -15,35 +15,19 @@ and after the cell (``gpu_before`` / ``gpu_after``).
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import math
 import os
 from pathlib import Path
 
-from wkvbench.schema import COLUMNS, KEY, RESULTS_FILE, SAMPLES_FILE, SCHEMA_VERSION, key_of, parse_row
+from wkvbench.harness import rundir
+from wkvbench.harness.rundir import RunDirError, fmt, write_atomic
+from wkvbench.schema import COLUMNS, KEY, key_of, parse_row
 
-__all__ = ["RunStore", "StoreError", "fmt", "key_of"]
+__all__ = ["RunStore", "StoreError", "fmt", "key_of", "write_atomic"]
 
 
-class StoreError(ValueError):
+class StoreError(RunDirError):
     """A run directory that cannot be appended to (schema mismatch, unreadable file)."""
-
-
-def fmt(value) -> str:
-    """A CSV cell: empty for None/NaN, 7 significant digits for floats."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return ""
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return format(value, ".7g")
-    return str(value)
 
 
 def _norm(key) -> tuple:
@@ -57,79 +41,50 @@ def _norm(key) -> tuple:
     return key_of(dict(zip(KEY, key, strict=False)))
 
 
-def _repair_tail(path: Path) -> None:
-    """Cut a last line left unfinished by a killed writer."""
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    with open(path, "rb+") as fh:
-        fh.seek(-1, os.SEEK_END)
-        if fh.read(1) == b"\n":
-            return
-        data = path.read_bytes()
-        cut = data.rfind(b"\n") + 1
-        fh.truncate(cut)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a synced temporary file, so a reader never sees half of it."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 class RunStore:
     """Appends rows and samples to a run directory; knows which cells are already there."""
 
-    def __init__(self, run_dir: str | os.PathLike):
+    def __init__(self, run_dir: str | os.PathLike, log=None):
         self.dir = Path(run_dir)
-        self.results = self.dir / RESULTS_FILE
-        self.samples = self.dir / SAMPLES_FILE
+        self.results = self.dir / rundir.RESULTS_FILE
+        self.samples = self.dir / rundir.SAMPLES_FILE
+        self.log = log or (lambda msg: None)
         self.rows: dict[tuple, dict] = {}
+        self.sampled: set[tuple] = set()  # keys with a samples record
         self.dir.mkdir(parents=True, exist_ok=True)
         self._load()
 
     # ------------------------------------------------------------------ reading
     def _load(self) -> None:
-        _repair_tail(self.results)
-        _repair_tail(self.samples)
+        for path, what in ((self.results, "row"), (self.samples, "samples record")):
+            if rundir.repair_tail(path):
+                self.log(f"wkvbench: {path}: removed 1 incomplete {what} (a last line cut short by a stopped writer)")
         if not self.results.exists() or self.results.stat().st_size == 0:
-            with open(self.results, "w", encoding="utf-8", newline="") as fh:
-                csv.writer(fh).writerow(COLUMNS)
+            write_atomic(self.results, rundir.csv_line(COLUMNS))
             return
-        with open(self.results, encoding="utf-8", newline="") as fh:
-            reader = csv.DictReader(fh)
-            if tuple(reader.fieldnames or ()) != COLUMNS:
-                raise StoreError(
-                    f"{self.results}: columns differ from this wkvbench's schema (version {SCHEMA_VERSION}); "
-                    "use a new --out directory"
-                )
-            for raw in reader:
-                try:
-                    row = parse_row(raw)
-                except ValueError as exc:
-                    raise StoreError(f"{self.results}: {exc}") from None
-                if row.get("schema_version") != SCHEMA_VERSION:
-                    raise StoreError(
-                        f"{self.results}: row with schema_version {raw.get('schema_version')!r}, "
-                        f"expected {SCHEMA_VERSION}; use a new --out directory"
-                    )
-                self.rows[key_of(row)] = row  # a later row for the same key wins
+        try:
+            rows = rundir.read_results(self.dir)
+        except RunDirError as exc:
+            raise StoreError(f"{exc}; use a new --out directory") from None
+        for row in rows:
+            self.rows[key_of(row)] = row  # a later row for the same key wins
+        try:
+            self.sampled = {key_of(r) for r in rundir.read_samples(self.dir)}
+        except RunDirError as exc:
+            raise StoreError(f"{exc}; repair or remove that line") from None
 
     def has(self, key: tuple) -> bool:
         return _norm(key) in self.rows
+
+    def has_samples(self, key: tuple) -> bool:
+        return _norm(key) in self.sampled
 
     def get(self, key: tuple) -> dict | None:
         """The typed row of ``key`` (``wkvbench.schema.key``), or None."""
         return self.rows.get(_norm(key))
 
     def read_samples(self) -> list[dict]:
-        if not self.samples.exists():
-            return []
-        with open(self.samples, encoding="utf-8") as fh:
-            return [json.loads(line) for line in fh if line.strip()]
+        return rundir.read_samples(self.dir)
 
     # ------------------------------------------------------------------ writing
     def append_row(self, row: dict) -> None:
@@ -138,20 +93,12 @@ class RunStore:
         if unknown:
             raise KeyError(f"row: columns not in the schema: {sorted(unknown)}")
         values = [fmt(row.get(c)) for c in COLUMNS]
-        buf = io.StringIO()
-        csv.writer(buf).writerow(values)
-        with open(self.results, "a", encoding="utf-8", newline="") as fh:
-            fh.write(buf.getvalue())
-            fh.flush()
-            os.fsync(fh.fileno())
+        rundir.append_line(self.results, rundir.csv_line(values))
         self.rows[key_of(row)] = parse_row(dict(zip(COLUMNS, values, strict=True)))  # as read back
 
     def append_samples(self, record: dict) -> None:
-        line = json.dumps(record, separators=(",", ":"), default=str)
-        with open(self.samples, "a", encoding="utf-8") as fh:
-            fh.write(line + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        rundir.append_line(self.samples, json.dumps(record, separators=(",", ":"), default=str) + "\n")
+        self.sampled.add(key_of(record))
 
     def drop(self, keys) -> int:
         """Remove the rows (and sample records) of ``keys``; return how many rows went."""
@@ -160,12 +107,11 @@ class RunStore:
             return 0
         for k in keys:
             del self.rows[k]
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(COLUMNS)
-        for row in self.rows.values():
-            w.writerow([fmt(row.get(c)) for c in COLUMNS])
-        write_atomic(self.results, buf.getvalue())
+        self.sampled -= keys
+        text = rundir.csv_line(COLUMNS) + "".join(
+            rundir.csv_line(row.get(c) for c in COLUMNS) for row in self.rows.values()
+        )
+        write_atomic(self.results, text)
         if self.samples.exists():
             kept = [r for r in self.read_samples() if key_of(r) not in keys]
             write_atomic(self.samples, "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in kept))

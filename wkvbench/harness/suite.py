@@ -1,31 +1,25 @@
 """Suites: TOML files (or command-line flags) that declare a sweep's axes, validated up front.
 
-Everything that makes or edits a suite lives here: the TOML parser, the ad-hoc sweep from flags
-(:func:`suite_from_flags`), the command line's edits of a suite file (:func:`edit_suite`:
-``--op``, ``--impl``, ``--exclude``, run settings) and :func:`suite_from_args`, which turns
-``wkvbench run``'s arguments into the suite to run. The run settings are declared once, in
-:class:`RunSettings` (default, kind and help per field): the parser, the ``--budget-s``-style
-flags (:func:`add_run_flags`) and their validation all read it.
+Here: the TOML parser, the ad-hoc sweep from flags (:func:`suite_from_flags`) and the command
+line's edits of a suite file (:func:`edit_suite`: ``--op``, ``--impl``, ``--exclude``, run
+settings); :mod:`wkvbench.harness.run_args` turns ``wkvbench run``'s arguments into the suite to
+run. The run settings are declared once, in :class:`RunSettings` (default, kind and help per
+field): the parser, the ``--budget-s``-style flags and their validation all read it.
 
 A suite is global run settings plus groups of axes, one op per group::
 
-    name = "smoke"
-    description = "..."
-    plugins = ["my_kernels.py"]          # optional, like --plugin; a relative path is relative to
-                                         # the suite file, a dotted name is imported as a module
+    name = "smoke"                # a slug; the run directory comes from --out (default runs/<name>-<time>)
+    plugins = ["my_kernels.py"]   # optional, like --plugin; paths relative to the suite file
 
-    [run]
-    device = "cpu"        # cpu | cuda | auto (cuda when there is one)
-    budget_s = 0.2        # sampling time per cell (repetitions adapt to it)
-    warmup_s = 0.05       # warm-up time per cell
+    [run]                 # device: cpu | cuda | auto; budget_s / warmup_s: sampling / warm-up time per cell
+    device = "cpu"
+    budget_s = 0.2
+    warmup_s = 0.05
     rounds = 3            # implementations interleaved in random order over this many rounds
-    min_samples = 5
-    max_samples = 1000
+    min_samples = 5       # max_samples = 1000
     max_cell_s = 60       # hard limit on any one step of a cell -> status "timeout"
     seed = 0
-    check_max_tokens = 0  # 0: check accuracy at full size (default). N > 0: cells with more than
-                          # N tokens are checked on a case of N tokens (same model, batch, dtype,
-                          # seed) and say so in their note -- for float64 references too slow at full T
+    check_max_tokens = 0  # N > 0: cells over N tokens are checked at T = N (notes say so); 0: full size
     energy_s = 0.5        # back-to-back run for NVML energy per cell (GPU with an energy counter)
 
     [[group]]
@@ -43,23 +37,20 @@ A suite is global run settings plus groups of axes, one op per group::
 
 Errors raise :class:`SuiteError` (a ValueError) naming the file and the key, e.g.
 ``suites/x.toml: group[2].tokens: expected positive integers, got 'many'``.
-
-:mod:`wkvbench.harness.plan` expands a suite into cases and cells.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from wkvbench import ops as _ops
-from wkvbench import opspec, presets, registry, schema
+from wkvbench import opspec, presets, schema
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -104,6 +95,8 @@ class RunSettings:
     energy_s: float = _setting(0.5, "nonneg", "seconds of back-to-back calls for NVML energy (0: off)")
 
 
+#: The longest sequence a suite may ask for (a larger one is a typo, not a benchmark).
+MAX_TOKENS = 1 << 24
 #: Kind of each run setting (see :func:`_setting`).
 RUN_KINDS = {f.name: f.metadata["kind"] for f in fields(RunSettings)}
 
@@ -296,11 +289,14 @@ def _parse_group(v: _V, i: int, data) -> Group:
         v.fail(f"{key}.tokens", "give exactly one of 'tokens' and 'seconds'")
     tokens = v.numbers(f"{key}.tokens", data["tokens"], integer=True) if has_t else ()
     seconds = tuple(float(s) for s in v.numbers(f"{key}.seconds", data["seconds"])) if has_s else ()
-    for m in models:  # every duration must give at least one token for every model
+    if any(t > MAX_TOKENS for t in tokens):
+        v.fail(f"{key}.tokens", f"{max(tokens)} tokens is over the limit of {MAX_TOKENS:,}")
+    for m in models:  # every duration must give at least one token (and at most MAX_TOKENS) for every model
         for j, s in enumerate(seconds):
             try:
-                if presets.get_preset(m).tokens(s) < 1:
-                    raise ValueError(f"{s} s gives no {m} tokens")
+                n = presets.get_preset(m).tokens(s)
+                if not 1 <= n <= MAX_TOKENS:
+                    raise ValueError(f"{s} s gives {n} {m} tokens (1 to {MAX_TOKENS:,})")
             except ValueError as exc:
                 v.fail(f"{key}.seconds[{j}]", str(exc).split(": ", 1)[-1])
     impls = v.strings(f"{key}.impls", data.get("impls", ["*"]))
@@ -354,22 +350,15 @@ def load_suite(path: str | Path) -> Suite:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise SuiteError(f"{path}: invalid TOML: {exc}") from exc
+    except (UnicodeDecodeError, OSError) as exc:
+        raise SuiteError(f"{path}: cannot read it as UTF-8 text ({type(exc).__name__})") from None
     suite = parse_suite(data, str(path))
     return replace(suite, plugins=tuple(plugin_path(p, path.resolve().parent) for p in suite.plugins))
 
 
-_FLAG_OF = {
-    "op": "--op",
-    "impls": "--impl",
-    "models": "--model",
-    "batch": "--batch",
-    "tokens": "--tokens",
-    "seconds": "--seconds",
-    "dtype": "--dtype",
-    "variant": "--variant",
-    "exclude": "--exclude",
-    "modes": "--mode",
-}
+#: The flag that sets each group field (errors in flags, and ``--resume`` refusals, name it).
+FLAG_OF = {k: f"--{k}" for k in ("op", "batch", "tokens", "seconds", "dtype", "variant", "exclude")}
+FLAG_OF.update(impls="--impl", models="--model", modes="--mode", check_max_tokens="--check-max-tokens")
 
 
 def _flag_key(key: str) -> str:
@@ -377,7 +366,7 @@ def _flag_key(key: str) -> str:
     leaf = key.split(".", 1)[-1].split("[")[0]
     if key.startswith("run."):
         return "--" + leaf.replace("_", "-")
-    return _FLAG_OF.get(leaf, key)
+    return FLAG_OF.get(leaf, key)
 
 
 def _split(flag: str, text: str | None, conv):
@@ -463,22 +452,6 @@ def plugin_path(plugin: str, base: Path | None = None) -> str:
     return plugin
 
 
-def add_run_flags(group) -> None:
-    """One ``--flag`` per :class:`RunSettings` field (``budget_s`` -> ``--budget-s``), default None."""
-    for f in fields(RunSettings):
-        kind, flag = f.metadata["kind"], "--" + f.name.replace("_", "-")
-        helptext = f"{f.metadata['help']} (overrides run.{f.name})"
-        if kind == "str":
-            group.add_argument(flag, choices=DEVICES, help=helptext)
-        else:
-            group.add_argument(flag, type=int if kind.endswith("int") else float, help=helptext)
-
-
-def run_overrides(args: argparse.Namespace) -> dict:
-    """The run settings given as flags (None where not given)."""
-    return {f.name: getattr(args, f.name, None) for f in fields(RunSettings)}
-
-
 def edit_suite(
     suite: Suite,
     *,
@@ -522,70 +495,3 @@ def check_modes(text: str) -> list[str]:
             f"command line: --mode: unknown mode(s) {', '.join(map(repr, bad))}; known: {', '.join(schema.MODES)}"
         )
     return modes
-
-
-#: Flags that define a sweep's axes: with a suite file, the file defines them.
-AXIS_FLAGS = ("model", "batch", "tokens", "seconds", "dtype", "variant")
-
-
-def suite_from_args(args: argparse.Namespace) -> Suite:
-    """The suite ``wkvbench run`` runs: a suite file edited by flags, an ad-hoc sweep from flags,
-    or (``--resume --out``) the suite stored in the run directory. Its ``plugins`` are the suite's
-    (resolved against the suite file) followed by ``--plugin``'s (against the working directory)."""
-    run = run_overrides(args)
-    if args.suite:
-        used = [f"--{k}" for k in AXIS_FLAGS if getattr(args, k, None)]
-        if used:
-            raise SuiteError(
-                f"command line: {', '.join(used)}: not allowed with a suite file (edit the suite or "
-                "use flags alone); --op, --impl, --exclude, --device and run settings are"
-            )
-        suite = edit_suite(
-            load_suite(args.suite),
-            ops=args.op,
-            impls=args.impl,
-            exclude=args.exclude,
-            modes=getattr(args, "mode", None),
-            run=run,
-        )
-    elif args.op:
-        axes = {k: getattr(args, k, None) for k in AXIS_FLAGS}
-        models = axes.pop("model")
-        mode = getattr(args, "mode", None)
-        if mode:
-            check_modes(mode)
-        suite = suite_from_flags(
-            args.op, impls=args.impl, exclude=args.exclude, models=models, mode=mode, run=run, **axes
-        )
-    elif args.resume and args.out:
-        if getattr(args, "mode", None):
-            check_modes(args.mode)
-        env_path = Path(args.out) / schema.ENV_FILE
-        if not env_path.is_file():
-            raise SuiteError(f"{env_path}: no env.json to resume from; give the suite file or flags")
-        stored = json.loads(env_path.read_text(encoding="utf-8")).get("suite")
-        if not stored:
-            raise SuiteError(f"{env_path}: holds no suite; give the suite file or flags")
-        suite = with_overrides(Suite.from_dict(stored), run)
-    else:
-        raise SuiteError("command line: give a suite file, or --op (ad-hoc sweep), or --resume --out RUN_DIR")
-    plugins = [*suite.plugins, *(plugin_path(p) for p in getattr(args, "plugin", None) or ())]
-    return replace(suite, plugins=tuple(dict.fromkeys(plugins)))
-
-
-def check_impl_names(flag: str, text: str | None, ops: Iterable[str]) -> None:
-    """Every implementation named by ``flag`` (``--impl``, ``--exclude``) must be registered for one
-    of ``ops`` (plugins loaded first): a typo on the command line fails at once, naming the known ones.
-    Names in a suite file are not checked here: there, one that is not loaded is ``skipped``."""
-    if not text:
-        return
-    ops = list(dict.fromkeys(ops))
-    known = list(dict.fromkeys(r.name for op in ops for r in registry.list_impls(op)))
-    unknown = [n for n in _split(flag, text, str) if n != "*" and n not in known]
-    if unknown:
-        elsewhere = {n: sorted({r.op for r in registry.list_impls() if r.name == n}) for n in unknown}
-        hint = "".join(f"; {n!r} implements {', '.join(o)}" for n, o in elsewhere.items() if o)
-        raise SuiteError(
-            f"command line: {flag}: unknown implementation(s) {', '.join(map(repr, unknown))} for "
-            f"{', '.join(ops)}{hint}; known: {', '.join(known)}"
-        )

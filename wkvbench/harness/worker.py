@@ -59,6 +59,7 @@ import torch
 
 from wkvbench import gradcheck, ops, presets, registry
 from wkvbench.harness import nvml, timing
+from wkvbench.harness.client import check_same_package
 from wkvbench.harness.opcase import OpCase
 from wkvbench.harness.suite import Case
 from wkvbench.schema import TRAINING_MODES
@@ -67,10 +68,11 @@ from wkvbench.schema import TRAINING_MODES
 # ============================================================================= worker side
 def classify(exc: BaseException) -> str:
     """``oom`` for out-of-memory errors of any backend (torch, CuPy, Numba, Triton), else ``failed``."""
-    if isinstance(exc, torch.OutOfMemoryError):
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
         return "oom"
     name, msg = type(exc).__name__.lower(), str(exc).lower()
     markers = ("out of memory", "cuda_error_out_of_memory", "cudaerrormemoryallocation", "outofresources")
+    markers += ("can't allocate memory",)  # torch's CPU allocator
     if "outofmemory" in name or any(m in msg for m in markers):
         return "oom"
     return "failed"
@@ -336,6 +338,7 @@ def serve(plugins: tuple[str, ...] = ()) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    check_same_package()  # the parent's wkvbench, not one in the working directory
     ap = argparse.ArgumentParser(description="wkvbench sweep worker (driven by `wkvbench run`)")
     ap.add_argument("--plugin", action="append", default=[])
     args = ap.parse_args(argv)

@@ -1,8 +1,9 @@
 """Read a run directory into what the history store keeps: the one place run files are read.
 
 :func:`read_run` turns a run directory (plain, merged with several GPU models, or submitted with
-``shards/``) into :class:`RunRecord` s, one per (directory, GPU model), through today's readers
-(:func:`wkvbench.report.load.load_run`, :mod:`wkvbench.report.machines`,
+``shards/``) into :class:`RunRecord` s, one per (directory, GPU model), through the run
+readers every command uses (:func:`wkvbench.report.load.load_run`, which reads through
+:mod:`wkvbench.harness.rundir`; :mod:`wkvbench.report.machines`;
 :func:`wkvbench.harness.merge.expand_inputs`). Nothing else in :mod:`wkvbench.history` opens a
 run file.
 """
@@ -100,8 +101,9 @@ def read_run(path, commit: str | None = None) -> list[RunRecord]:
     models gives one record per model (its environment from the merge's ``envs/``).
     """
     from wkvbench.harness.merge import SHARDS_DIR, expand_inputs
+    from wkvbench.harness.rundir import slug
     from wkvbench.report.load import load_run
-    from wkvbench.report.machines import _slug, gpu_models, split_by_gpu
+    from wkvbench.report.machines import gpu_models, split_by_gpu
 
     if not isinstance(path, (str, Path)):
         raise TypeError(f"RUN: expected a path, got {type(path).__name__}")
@@ -125,5 +127,5 @@ def read_run(path, commit: str | None = None) -> list[RunRecord]:
             run = load_run(part)
             env = run.env
             run.env = replace(env, commit=env.commit or whole.commit, timestamp=env.timestamp or whole.timestamp)
-            out.append(_record(run, path, commit, path / "report" / _slug(model) / "report.html"))
+            out.append(_record(run, path, commit, path / "report" / slug(model) / "report.html"))
     return out

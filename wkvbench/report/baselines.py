@@ -67,7 +67,7 @@ def naive_impl(op: str) -> str:
 def candidates(df: pd.DataFrame, baseline: Baseline) -> pd.DataFrame:
     """The rows a baseline may use: its op, the impls it accepts, and, with :attr:`Baseline.dtype`,
     that dtype's rows restated once per dtype the subject was measured in (so they match any slice)."""
-    rows = df[(df["op"] == baseline.op) & df["impl"].map(baseline.accepts)]
+    rows = df[(df["op"] == baseline.op) & df["impl"].map(baseline.accepts).astype(bool)]
     if not baseline.dtype:
         return rows
     rows = rows[rows["dtype"] == baseline.dtype]

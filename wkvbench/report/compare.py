@@ -17,8 +17,10 @@ Two separate things are said of each cell:
   ``SLOWER`` below ``1 / (1 + t)``, ``SAME`` within ``[1 / (1 + t), 1 + t]``, ``AMBIGUOUS``
   otherwise.
 
-A regression is a ``SLOWER`` verdict or a cell ok in A and wrong, failed, OOM or timed out in B
-(:data:`BREAKING`); ``ok -> skipped`` is not one. The geometric-mean speed-up is taken over the
+A regression is a ``SLOWER`` verdict or a cell ok in A (with a finite timing) that in B is wrong,
+failed, OOM, timed out, without a finite timing or missing; ``ok -> skipped`` is not one. The
+reverse is listed as an improvement; cells in one run only are listed. A non-finite timing is
+never ``ok``. The geometric-mean speed-up is taken over the
 cells ok in both runs, with a bootstrap interval over cells. Differences in GPU, driver, CUDA,
 clocks, power limit, torch or triton are warned about. Exit status: 1 on any regression, else
 0; 2 when a run directory cannot be read.
@@ -79,6 +81,12 @@ class Comparison:
         bad = self.cells[self.cells["regression"]]
         what = bad["verdict"].where(bad["verdict"] != "", bad["statuses"])
         return {k: int(n) for k, n in what.value_counts(sort=False).items()}
+
+    @property
+    def improvements(self) -> dict[str, int]:
+        """Cells broken, untimed or missing in A and ok in B, by their ``A -> B`` statuses."""
+        good = self.cells[self.cells["improvement"]] if "improvement" in self.cells else self.cells.iloc[:0]
+        return {k: int(n) for k, n in good["statuses"].value_counts(sort=False).items()}
 
     @property
     def regressed(self) -> bool:
@@ -150,11 +158,35 @@ def geomean_interval(speedups: np.ndarray, resamples: int, confidence: float, se
 
 
 # ----------------------------------------------------------------------------- comparison
+def _good(r) -> bool:
+    """Ok with a finite, positive timing (a non-finite median is never ok)."""
+    if r is None or r["status"] != "ok":
+        return False
+    ms = r["median_ms"]
+    return ms is not None and math.isfinite(ms) and ms > 0
+
+
+def _status(r) -> str:
+    return r["status"] if r["status"] != "ok" or _good(r) else "ok (no finite timing)"
+
+
 def _statuses(ra, rb) -> str:
     """``A -> B`` in the runs' status vocabulary ('' when both are ok with a timing)."""
     if ra is None or rb is None:
         return "only in A" if rb is None else "only in B"
-    return "" if ra["ok"] and rb["ok"] else f"{ra['status']} -> {rb['status']}"
+    return "" if _good(ra) and _good(rb) else f"{_status(ra)} -> {_status(rb)}"
+
+
+def _regressed(ra, rb) -> bool:
+    """Ok in A, and in B broken (BREAKING), without a finite timing, or missing (skipped is not one)."""
+    if not _good(ra):
+        return False
+    return rb is None or (not _good(rb) and rb["status"] != "skipped")
+
+
+def _improved(ra, rb) -> bool:
+    """The reverse of a regression: broken, untimed or missing in A, ok in B."""
+    return _good(rb) and (ra is None or (not _good(ra) and ra["status"] != "skipped"))
 
 
 def _order(r) -> int:
@@ -163,6 +195,8 @@ def _order(r) -> int:
         return {"SLOWER": 1, "AMBIGUOUS": 2, "FASTER": 4, "SAME": 5}[r["verdict"]]
     if r["regression"]:
         return 0
+    if r["improvement"]:
+        return 4
     if r["status_a"] == "ok":
         return 3
     if not (r["status_a"] and r["status_b"]):
@@ -177,7 +211,8 @@ def _cell(key, ra, rb, run_a: Run, run_b: Run, threshold, resamples, confidence,
     out.update(median_a_ms=ra["median_ms"] if ra is not None else math.nan)
     out.update(median_b_ms=rb["median_ms"] if rb is not None else math.nan)
     out.update(speedup=math.nan, ci_lo=math.nan, ci_hi=math.nan, n_a=0, n_b=0, interval="")
-    out["regression"] = out["status_a"] == "ok" and out["status_b"] in BREAKING
+    out["regression"] = _regressed(ra, rb)
+    out["improvement"] = _improved(ra, rb)
     if out["statuses"]:
         return out
     sa, sb = run_a.samples_for(key), run_b.samples_for(key)
@@ -221,8 +256,10 @@ def compare_runs(
         [_cell(k, rows_a.get(k), rows_b.get(k), run_a, run_b, threshold, resamples, confidence, seed) for k in keys]
     )
     if cells.empty:
-        cols = [*schema.KEY, "status_a", "status_b", "statuses", "verdict", "regression", "speedup", "ci_lo", "ci_hi"]
-        cells = pd.DataFrame(columns=cols).astype({"regression": bool})
+        cols = [*schema.KEY, "status_a", "status_b", "statuses", "verdict", "regression", "improvement"]
+        cells = pd.DataFrame(columns=[*cols, "speedup", "ci_lo", "ci_hi"]).astype(
+            {"regression": bool, "improvement": bool}
+        )
     else:
         rank = cells.apply(_order, axis=1)
         cells = cells.assign(_r=rank).sort_values(["_r", *schema.KEY], kind="stable").drop(columns="_r")
@@ -273,6 +310,8 @@ def summary_lines(cmp: Comparison, name_a: str, name_b: str) -> list[str]:
     statuses = ", ".join(f"{n} {s}" for s, n in cmp.status_counts.items())
     if statuses:
         lines.append(f"statuses A -> B (cells not ok in both): {statuses}")
+    if cmp.improvements:
+        lines.append("improved: " + ", ".join(f"{n} {what}" for what, n in cmp.improvements.items()))
     if cmp.regressed:
         lines.append("REGRESSION: " + ", ".join(f"{n} {what}" for what, n in cmp.regressions.items()))
     return lines

@@ -6,8 +6,8 @@ The report and ``compare`` read nothing else. :func:`load_run` returns a :class:
   ones added empty) except :data:`IGNORED_COLUMNS` (dropped), numeric columns as floats,
   ``batch``/``tokens`` as ints, ``status`` checked against :data:`wkvbench.schema.STATUSES`,
   plus ``size`` (``T``/``S``/``B`` from the preset name) and ``ok`` (status ``ok`` with a
-  positive median); ``seconds`` and ``family`` filled in where the writer left them empty, and
-  the rates (:data:`wkvbench.schema.DERIVED_COLUMNS`) from :func:`wkvbench.schema.derive`.
+  finite, positive median); ``seconds`` and ``family`` filled in where the writer left them empty,
+  and the rates (:data:`wkvbench.schema.DERIVED_COLUMNS`) from :func:`wkvbench.schema.derive`.
   A key written twice (an appended re-run) keeps its last row.
 * ``samples``: the raw timing samples per cell key (:func:`wkvbench.schema.key_of`; empty when the file is absent).
 * ``env``: an :class:`Env`, tolerant of missing keys (the GPU is ``None`` on a CPU run).
@@ -15,7 +15,6 @@ The report and ``compare`` read nothing else. :func:`load_run` returns a :class:
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from dataclasses import dataclass, field, replace
@@ -25,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from wkvbench import schema
+from wkvbench.harness import rundir
 from wkvbench.presets import find_preset, seconds_for_tokens
 from wkvbench.report.analysis import derived
 
@@ -279,7 +279,7 @@ def tidy(df: pd.DataFrame, where: str = "results") -> pd.DataFrame:
             seconds_for_tokens(t, f) for t, f in zip(df.loc[need, "tokens"], df.loc[need, "family"], strict=True)
         ]
     df["size"] = df["model"].map(_size)
-    df["ok"] = (df["status"] == "ok") & (df["median_ms"] > 0)
+    df["ok"] = (df["status"] == "ok") & np.isfinite(df["median_ms"]) & (df["median_ms"] > 0)  # never inf
     df[list(schema.DERIVED_COLUMNS)] = derived(df)  # empty ones from schema.derive
     n = len(df)
     df = df.drop_duplicates(list(schema.KEY), keep="last").reset_index(drop=True)
@@ -288,22 +288,17 @@ def tidy(df: pd.DataFrame, where: str = "results") -> pd.DataFrame:
     return df
 
 
-def read_samples(path: Path) -> dict[Key, np.ndarray]:
+def read_samples(run_dir) -> dict[Key, np.ndarray]:
     """``samples.jsonl``: key -> samples in ms (later lines for a key replace earlier ones)."""
     out: dict[Key, np.ndarray] = {}
-    if not path.exists():
-        return out
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                key = schema.key(**{k: rec[k] for k in schema.KEY if k in rec})  # ValueError: a key column missing
-                vals = np.asarray(rec.get("samples_ms") or [], dtype=float)
-            except (ValueError, TypeError, KeyError) as exc:
-                raise ValueError(f"{path}: line {n} is not a samples record ({exc})") from None
-            out[key] = vals[np.isfinite(vals)]
+    path = Path(run_dir) / schema.SAMPLES_FILE
+    for n, rec in rundir.samples_records(run_dir):
+        try:
+            key = schema.key(**{k: rec[k] for k in schema.KEY if k in rec})  # ValueError: a key column missing
+            vals = np.asarray(rec.get("samples_ms") or [], dtype=float)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ValueError(f"{path}: line {n} is not a samples record ({exc})") from None
+        out[key] = vals[np.isfinite(vals)]
     return out
 
 
@@ -313,23 +308,23 @@ def load_run(run_dir) -> Run:
     csv = path / schema.RESULTS_FILE
     if not csv.is_file():
         raise ValueError(f"run_dir: {path} has no {schema.RESULTS_FILE}")
-    raw = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    rundir.say_in_progress(path)
+    table = rundir.read_table(csv)
+    if not table.fieldnames:
+        raise ValueError(f"{csv}: empty file (no header, no rows)")
+    raw = pd.DataFrame(table.rows, columns=list(table.fieldnames), dtype=str)
     results = tidy(raw, where=str(csv))
+    versions = sorted({int(v) for v in results["schema_version"].dropna()})
+    if len(versions) > 1:
+        warnings.warn(f"{csv}: rows of schema versions {', '.join(map(str, versions))} mixed", stacklevel=2)
     version = results["schema_version"].max()
     if pd.notna(version) and version > schema.SCHEMA_VERSION:
         warnings.warn(
             f"{csv}: schema version {version:g} is newer than this reader's {schema.SCHEMA_VERSION}", stacklevel=2
         )
-    env_path = path / schema.ENV_FILE
-    env_raw = {}
-    if env_path.is_file():
-        try:
-            env_raw = json.loads(env_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"run_dir: {env_path} is not valid JSON ({exc})") from None
-    env = parse_env(env_raw)
+    env = parse_env(rundir.read_env(path))
     env = _env_from_rows(env, results)
-    return Run(path=path, results=results, samples=read_samples(path / schema.SAMPLES_FILE), env=env)
+    return Run(path=path, results=results, samples=read_samples(path), env=env)
 
 
 def _env_from_rows(env: Env, results: pd.DataFrame) -> Env:

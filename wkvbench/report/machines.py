@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 from pathlib import Path
 
+from wkvbench.harness import rundir
 from wkvbench.report.build import build_report
-from wkvbench.schema import COLUMNS, ENV_FILE, RESULTS_FILE, SAMPLES_FILE, key_of
+from wkvbench.schema import COLUMNS, RESULTS_FILE, SAMPLES_FILE, key_of
 
 
 def _read(run: Path) -> list[dict]:
-    with open(run / RESULTS_FILE, encoding="utf-8", newline="") as fh:
-        return list(csv.DictReader(fh))
+    return rundir.read_table(run / RESULTS_FILE).rows
 
 
 def gpu_models(run) -> list[str]:
@@ -41,14 +40,8 @@ def gpu_mismatch(run_a, run_b) -> str | None:
     return f"RUN_A ran on {', '.join(a)} but RUN_B on {', '.join(b)}"
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower() or "unknown"
-
-
 def _envs(run: Path) -> list[dict]:
-    from wkvbench.harness.merge import machine_envs
-
-    return machine_envs(run)
+    return rundir.machine_envs(run)
 
 
 def _env_for(model: str, envs: list[dict]) -> dict:
@@ -69,10 +62,8 @@ def split_by_gpu(runs, out) -> dict[str, Path]:
             raise ValueError(f"RUN_DIR: {run}: not a run directory (no {RESULTS_FILE})")
         envs = _envs(run)
         samples = {}
-        if (run / SAMPLES_FILE).is_file():
-            for line in (run / SAMPLES_FILE).read_text(encoding="utf-8").splitlines():
-                rec = json.loads(line)
-                samples.setdefault((key_of(rec), rec.get("gpu")), line)
+        for _, rec in rundir.samples_records(run):
+            samples.setdefault((key_of(rec), rec.get("gpu")), json.dumps(rec, separators=(",", ":")))
         for row in _read(run):
             model = row.get("gpu") or "unknown"
             f = facets.setdefault(model, {"rows": {}, "samples": {}, "env": _env_for(model, envs)})
@@ -83,14 +74,14 @@ def split_by_gpu(runs, out) -> dict[str, Path]:
                 f["samples"][k] = line
     dirs = {}
     for model, f in facets.items():
-        d = out / _slug(model) / "run"
+        d = out / rundir.slug(model) / "run"
         d.mkdir(parents=True, exist_ok=True)
         with open(d / RESULTS_FILE, "w", encoding="utf-8", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=list(COLUMNS), extrasaction="ignore")
             w.writeheader()
             w.writerows(f["rows"].values())
         (d / SAMPLES_FILE).write_text("".join(s + "\n" for s in f["samples"].values()), encoding="utf-8")
-        (d / ENV_FILE).write_text(json.dumps(f["env"], indent=2, default=str), encoding="utf-8")
+        rundir.write_env(d, f["env"])
         dirs[model] = d
     return dirs
 
