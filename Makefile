@@ -16,7 +16,7 @@ RUN_DIR ?= runs/smoke
 # it in one process.
 TEST_WORKERS ?= 2
 
-.PHONY: setup setup-test run test lint clean
+.PHONY: setup setup-test run test lint clean cpu-checks
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -43,3 +43,8 @@ test: lint
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# reports/cpu-checks/*: regenerated on a machine without a GPU, each file stamped with its commit
+# and the hashes of the kernel sources (tests/test_cpu_checks_stamps.py fails when they change).
+cpu-checks:
+	PYTHON=$(BIN)/python scripts/cpu_checks.sh

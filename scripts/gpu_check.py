@@ -1,30 +1,28 @@
-"""Helpers of ``scripts/gpu_check.sh``: the rehearsal's scaled suite, the verify table, the summary.
+"""Helpers of ``scripts/gpu_check.sh``: the suites it runs, the verify table, the summary.
 
-``python scripts/gpu_check.py rehearse-suite SRC DST``
-    Write ``SRC`` (a suite TOML) scaled down for a CPU rehearsal: device ``cpu``; every
-    duration divided by :data:`REHEARSE_SECONDS_DIVISOR` (327.68 s -> 5.12 s: 256 A-RWKV tokens);
-    batch 8 -> 2; short sampling budgets; accuracy at full size. Implementations, models,
-    dtypes and the structure stay as written, so the rehearsal plans the same cells.
+``python scripts/gpu_check.py split-suite SRC MAIN FLA [--rehearse]``
+    Write ``SRC`` (a suite TOML) as two suites: ``MAIN`` without the fla implementations and
+    ``FLA`` with only them (:func:`split`: the longest duration, its own ``max_cell_s``; fla
+    autotunes for minutes on a first call, so it runs last, in a stage of its own). With
+    ``--rehearse`` both are scaled down for a CPU (:func:`rehearse`).
+
+``python scripts/gpu_check.py merge-verify OUT IN...``
+    Concatenate verify tables (``wkvbench verify --out``, ``scripts/gpu_concurrency.py``) into
+    ``OUT``; a header-only table when none has a row yet, so ``verify.csv`` always reads.
 
 ``python scripts/gpu_check.py merge-csv OUT IN...``
-    Concatenate CSV tables with the same header (the per-dtype verify tables) into ``OUT``.
+    Concatenate CSV tables with the same header into ``OUT`` (exit 1 when there is none).
 
 ``python scripts/gpu_check.py summary WORK OUT_MD``
-    ``summary.md`` from whatever ``WORK`` holds (``run/`` results, ``verify.csv``, ``sweep.csv``,
-    ``stages.tsv``): for batch 1 and 8 at the longest duration measured (327.68 s in the real
-    check), the best Bi-WKV7 implementation against AST's eager attention (float16, as run),
-    the best SDPA backend, the best Mamba scan and ``fla_chunk`` when it ran; the best Bi-WKV7's
-    share of the measured copy bandwidth; the training cells (``fwd_bwd``) of every Bi-WKV7
-    implementation against ``audiorwkv_catflip`` and ``fla_chunk`` with their saved and peak
-    memory (:func:`training_lines`); verify counts; the launch sweep's fastest
-    configuration against the default. Every number is read from this run's files; a missing
-    file or cell is said so, never filled in.
+    ``summary.md`` from whatever ``WORK`` holds (``scripts/gpu_check_summary.py``).
+
+``python scripts/gpu_check.py headline SUMMARY_MD``
+    Print the headline table of a ``summary.md`` (the check's last lines).
 """
 
 from __future__ import annotations
 
 import csv
-import math
 import sys
 from pathlib import Path
 
@@ -32,6 +30,11 @@ try:
     import tomllib
 except ImportError:  # Python 3.10
     import tomli as tomllib
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_check_summary import headline_rows, headline_section, summary, training_lines  # noqa: E402
+
+__all__ = ["headline_rows", "summary", "training_lines"]
 
 #: Durations are divided by this in a rehearsal (327.68 s -> 5.12 s: 256 A-RWKV tokens; 10.24 s -> 0.16 s: 8).
 REHEARSE_SECONDS_DIVISOR = 64
@@ -42,35 +45,102 @@ REHEARSE_RUN = {
     "budget_s": 0.02,
     "warmup_s": 0.005,
     "rounds": 1,
-    "min_samples": 2,
+    "min_samples": 1,
     "max_samples": 20,
-    "max_cell_s": 30,
+    "max_cell_s": 120,
     "check_max_tokens": 0,
     "energy_s": 0,
 }
+#: Implementations that run interpreted on a CPU (Triton interpreter, Numba simulator), per op.
+INTERPRETED = {
+    "bi_wkv7": ("triton_chunked", "triton_chunked_tf32", "triton_recurrent", "numba_cuda"),
+    "bi_selective_scan": ("triton",),
+}
+#: The interpreted kernels a rehearsal runs (at :data:`REHEARSE_TINY`): one Triton, one Numba.
+REHEARSE_INTERPRETED = ("triton_chunked", "numba_cuda")
+#: Where a rehearsal runs interpreted kernels and training: the narrowest A-RWKV, batch 1, 4 tokens.
+REHEARSE_TINY = {"models": ["A-RWKV-T"], "batch": [1], "tokens": [4]}
+#: The implementations that go to the fla stage, and that stage's limit per cell (its first call autotunes).
+FLA_IMPLS = ("fla_chunk", "fla_recurrent")
+FLA_MAX_CELL_S = 40
 
 
-# ----------------------------------------------------------------------------- suite
-def rehearse(data: dict) -> dict:
-    """A parsed suite, scaled down for a CPU rehearsal (see the module docstring)."""
+def _groups(data: dict) -> list[dict]:
     if not isinstance(data.get("group"), list):
         raise ValueError("suite: expected [[group]] tables")
+    return [dict(g) for g in data["group"]]
+
+
+def _training(g: dict) -> bool:
+    return any(m != "fwd" for m in g.get("modes", ["fwd"]))
+
+
+def rehearse(data: dict) -> dict:
+    """A parsed suite scaled down for a CPU rehearsal, interpreted kernels kept at tiny sizes.
+
+    Durations divided by :data:`REHEARSE_SECONDS_DIVISOR`, batch capped at
+    :data:`REHEARSE_MAX_BATCH`, short sampling budgets, accuracy checked at full size. The
+    interpreted kernels leave the scaled groups (seconds per call there); the training groups
+    run :data:`REHEARSE_INTERPRETED` (and the GPU-only names, skipped) at :data:`REHEARSE_TINY`,
+    so ok rows of a Triton and a Numba kernel reach the suite and the training table.
+    """
+    groups = _groups(data)
     out = dict(data)
     out["name"] = f"{data.get('name', 'suite')}-rehearsal"
     out["description"] = f"{data.get('description', '')} (CPU rehearsal: sizes scaled down)".strip()
     out["run"] = {**data.get("run", {}), **REHEARSE_RUN}
-    groups = []
-    for g in data["group"]:
-        g = dict(g)
+    slow = {op: tuple(n for n in names if n not in REHEARSE_INTERPRETED) for op, names in INTERPRETED.items()}
+    new = []
+    for g in groups:
+        op = g.get("op", "")
+        if _training(g):
+            g = {k: v for k, v in g.items() if k != "seconds"} | REHEARSE_TINY
+            g["impls"] = [i for i in g.get("impls", ["*"]) if i not in slow.get(op, ())]
+            new.append(g)
+            continue
         if "seconds" in g:
             g["seconds"] = [round(s / REHEARSE_SECONDS_DIVISOR, 6) for s in g["seconds"]]
         if "tokens" in g:
             g["tokens"] = [max(1, t // REHEARSE_SECONDS_DIVISOR) for t in g["tokens"]]
         if "batch" in g:
             g["batch"] = sorted({min(b, REHEARSE_MAX_BATCH) for b in g["batch"]})
-        groups.append(g)
-    out["group"] = groups
+        if INTERPRETED.get(op):
+            g["impls"] = [i for i in g.get("impls", ["*"]) if i not in INTERPRETED[op]]
+            if "*" in g["impls"]:
+                g["exclude"] = list(dict.fromkeys([*g.get("exclude", []), *INTERPRETED[op]]))
+        if g.get("impls"):
+            new.append(g)
+    out["group"] = new
     return out
+
+
+def split(data: dict) -> tuple[dict, dict | None]:
+    """``(main suite, fla suite or None)``: the fla implementations moved to a suite of their own.
+
+    The fla suite keeps each group's longest duration (where the headline reads it), the
+    inference groups before the training ones, and ``max_cell_s`` = :data:`FLA_MAX_CELL_S`.
+    """
+    main, fla = [], []
+    for g in _groups(data):
+        names = g.get("impls", ["*"])
+        mine = [i for i in names if i in FLA_IMPLS]
+        rest = [i for i in names if i not in FLA_IMPLS]
+        if rest:
+            main.append({**g, "impls": rest})
+        if mine:
+            f = {k: v for k, v in g.items() if k != "exclude"} | {"impls": mine}
+            for axis in ("seconds", "tokens"):
+                if axis in f:
+                    f[axis] = [max(f[axis])]
+            fla.append(f)
+    fla.sort(key=_training)
+    out = {**data, "group": main}
+    if not fla:
+        return out, None
+    run = {**data.get("run", {}), "max_cell_s": FLA_MAX_CELL_S}
+    name = f"{data.get('name', 'suite')}-fla"
+    return out, {**data, "name": name, "description": "fla-core alone (it autotunes on first calls)", "run": run,
+                 "group": fla}  # fmt: skip
 
 
 def _toml_value(v) -> str:
@@ -95,9 +165,29 @@ def to_toml(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cmd_rehearse_suite(src: str, dst: str) -> int:
+def cmd_split_suite(src: str, main: str, fla: str, *flags: str) -> int:
+    if set(flags) - {"--rehearse"}:
+        raise ValueError(f"split-suite: unknown flag(s) {sorted(set(flags) - {'--rehearse'})}")
     data = tomllib.loads(Path(src).read_text(encoding="utf-8"))
-    Path(dst).write_text(to_toml(rehearse(data)), encoding="utf-8")
+    for dst, suite in zip((main, fla), split(data), strict=True):
+        if suite is None:
+            Path(dst).unlink(missing_ok=True)
+            continue
+        Path(dst).write_text(to_toml(rehearse(suite) if "--rehearse" in flags else suite), encoding="utf-8")
+    return 0
+
+
+#: verify.csv's columns (``wkvbench.verify.Check``'s fields; a test keeps them equal).
+VERIFY_FIELDS = (
+    "op", "impl", "backend", "shape", "dtype", "device", "status", "rel_err", "max_abs", "tol", "seconds",
+    "note", "dims", "check", "grad_worst",
+)  # fmt: skip
+
+
+def cmd_merge_verify(out: str, *inputs: str) -> int:
+    if cmd_merge_csv(out, *inputs) != 0:
+        with open(out, "w", newline="", encoding="utf-8") as fh:
+            csv.writer(fh).writerow(VERIFY_FIELDS)
     return 0
 
 
@@ -126,215 +216,24 @@ def cmd_merge_csv(out: str, *inputs: str) -> int:
     return 0
 
 
-# ----------------------------------------------------------------------------- summary
-def _ms(x) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    return f"{x:.4g}"
-
-
-def _times(x) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3g}x"
-
-
-def _side(row, name: str) -> str:
-    """``impl ms (speed-up)`` of one baseline in a headline row, or its status."""
-    impl, status, ms = row.get(f"{name}_impl", ""), row.get(f"{name}_status", ""), row.get(f"{name}_ms")
-    if not impl:
-        return "not measured"
-    if ms is None or (isinstance(ms, float) and math.isnan(ms)):
-        return f"{impl}: {status or 'no time'}"
-    return f"{impl} {_ms(ms)} ms ({_times(row.get(f'{name}_speedup'))})"
-
-
-def headline_rows(df) -> list[dict]:
-    """Per batch, the headline at the longest duration measured (a dict of the table's cells)."""
-    from wkvbench.report import analysis as an
-
-    out = []
-    wkv = df[df["op"] == "bi_wkv7"]
-    for batch in sorted(wkv["batch"].unique()):
-        part = df[df["batch"] == batch]
-        table, where = an.headline(part)
-        if table.empty:
-            continue
-        r = table.iloc[-1].to_dict()  # the longest duration
-        sel = part[(part["op"] == "bi_wkv7") & (part["model"] == r["model"]) & (part["tokens"] == r["tokens"])]
-        sel = sel[sel["dtype"] == where.get("dtype", sel["dtype"].iloc[0] if len(sel) else "")]
-        best = sel[sel["impl"] == r["best_impl"]]
-        fla = sel[sel["impl"] == "fla_chunk"]
-        r["batch"] = int(batch)
-        r["dtype"] = where.get("dtype", "")
-        r["best_gpu_ms"] = float(best["gpu_ms"].iloc[0]) if len(best) and "gpu_ms" in best else math.nan
-        r["best_pct_copy_bw"] = float(best["pct_copy_bw"].iloc[0]) if len(best) else math.nan
-        if len(fla):
-            f = fla.iloc[0]
-            ok = bool(f["ok"])
-            r["fla_chunk"] = (
-                f"fla_chunk {_ms(f['median_ms'])} ms ({_times(f['median_ms'] / r['best_ms'])})"
-                if ok and r["best_ms"] == r["best_ms"]
-                else f"fla_chunk: {f['status']}"
-            )
-        else:
-            r["fla_chunk"] = "not measured (fla-core not installed?)"
-        out.append(r)
-    return out
-
-
-#: The training baselines the fused Bi-WKV7 kernels are measured against (docs/notes/training_kernels.md).
-TRAINING_BASELINES = ("audiorwkv_catflip", "fla_chunk")
-
-
-def _mib(x) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x / 2**20:.0f}"
-
-
-def training_lines(df) -> list[str]:
-    """Per (batch, tokens, dtype) of the Bi-WKV7 fwd_bwd cells: every implementation against the baselines."""
-    train = df[(df["op"] == "bi_wkv7") & (df["mode"] == "fwd_bwd")]
-    if train.empty:
-        return []
-    lines = [
-        "## Training (fwd_bwd; speed-up = baseline ms / impl ms; memory in MiB)",
-        "",
-        "| batch | tokens | dtype | impl | status | ms | gpu_ms | worst gradient | saved MiB | peak MiB | "
-        + " | ".join(f"vs {b}" for b in TRAINING_BASELINES)
-        + " | peak vs catflip |",
-        "|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(TRAINING_BASELINES) + "---|",
-    ]
-    for (batch, tokens, dtype), part in train.groupby(["batch", "tokens", "dtype"], sort=True):
-        base = {b: part[(part["impl"] == b) & part["ok"]] for b in TRAINING_BASELINES}
-        base_ms = {b: float(r["median_ms"].iloc[0]) if len(r) else math.nan for b, r in base.items()}
-        cat = base["audiorwkv_catflip"]
-        cat_peak = float(cat["peak_mem_bytes"].iloc[0]) if len(cat) else math.nan
-        for _, r in part.sort_values("median_ms", na_position="last").iterrows():
-            ok = bool(r["ok"])
-            ms = float(r["median_ms"]) if ok else math.nan
-            worst = f"{r['grad_worst']} {r['grad_rel_err']:.2g}" if r.get("grad_worst") else "-"
-            ratios = [_times(base_ms[b] / ms) if ok and b != r["impl"] else "-" for b in TRAINING_BASELINES]
-            peak = float(r["peak_mem_bytes"]) if ok else math.nan
-            status = r["status"] if ok else f"{r['status']}: {str(r['note'])[:60]}"
-            lines.append(
-                f"| {int(batch)} | {int(tokens)} | {dtype} | {r['impl']} | {status} | {_ms(ms)} | "
-                f"{_ms(r['gpu_ms'] if ok else math.nan)} | {worst} | {_mib(r['saved_bytes'])} | {_mib(peak)} | "
-                + " | ".join(ratios)
-                + f" | {_times(peak / cat_peak) if r['impl'] != 'audiorwkv_catflip' else '-'} |"
-            )
-    return [*lines, ""]
-
-
-def _csv_rows(path: Path) -> list[dict] | None:
-    """The rows of a CSV file as dicts, or None when it was not written."""
-    if not path.is_file():
-        return None
-    with path.open(newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
-def _verify_lines(path: Path) -> list[str]:
-    rows = _csv_rows(path)
-    if rows is None:
-        return ["verify.csv: not written (the verify stage did not finish)."]
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r.get("status", "?")] = counts.get(r.get("status", "?"), 0) + 1
-    bad = [r for r in rows if r.get("status") in ("wrong", "failed", "oom")]
-    lines = [f"verify.csv: {len(rows)} checks: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
-    for r in bad[:10]:
-        lines.append(f"- {r.get('status')}: {r.get('impl')} {r.get('shape')} {r.get('dtype')} {r.get('note', '')}")
-    return lines
-
-
-def _sweep_lines(path: Path) -> list[str]:
-    rows = _csv_rows(path)
-    if rows is None:
-        return ["Launch sweep: not run or not finished."]
-    lines = [
-        "| impl | batch | tokens | default | default ms | fastest | fastest ms | gpu_ms of fastest |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["impl"], r["batch"], r["tokens"]), []).append(r)
-    for (impl, batch, tokens), rs in groups.items():
-        ok = [r for r in rs if r["status"] == "ok" and r["median_ms"]]
-        if not ok:
-            why = rs[0].get("note") or rs[0]["status"]
-            lines.append(f"| {impl} | {batch} | {tokens} | {rs[0]['default']} | - | - | - | {why} |")
-            continue
-        fast = min(ok, key=lambda r: float(r["median_ms"]))
-        dflt = next((r for r in ok if r["value"] == r["default"]), None)
-        lines.append(
-            f"| {impl} | {batch} | {tokens} | {rs[0]['param']}={rs[0]['default']} | "
-            f"{_ms(float(dflt['median_ms'])) if dflt else '-'} | {fast['param']}={fast['value']} | "
-            f"{_ms(float(fast['median_ms']))} | {_ms(float(fast['gpu_ms'])) if fast['gpu_ms'] else '-'} |"
-        )
-    return lines
-
-
-def summary(work: Path) -> str:
-    """The summary text from the files in ``work`` (see the module docstring)."""
-    lines = ["# wkvbench GPU check", ""]
-    stages = work / "stages.tsv"
-    if stages.is_file():
-        lines += ["| stage | budget s | took s | exit |", "|---|---|---|---|"]
-        for line in stages.read_text(encoding="utf-8").splitlines():
-            parts = line.split("\t")
-            if len(parts) == 4:
-                lines.append("| " + " | ".join(parts) + " |")
-        lines.append("")
-    run = work / "run"
-    gpu = copy = ""
-    if (run / "results.csv").is_file():
-        from wkvbench.report.load import load_run
-
-        loaded = load_run(run)
-        df, env = loaded.results, loaded.env
-        gpu = env.gpu or (df["gpu"].iloc[0] if len(df) else "")
-        copy = env.copy_bandwidth_gbs
-        n = len(df)
-        counts = df["status"].value_counts().to_dict()
-        lines.append(f"Device: {gpu or 'unknown'}; copy bandwidth measured: {_ms(copy)} GB/s.")
-        lines.append(f"Results: {n} cells: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
-        lines.append("")
-        rows = headline_rows(df)
-        if rows:
-            lines += [
-                "## Headline (longest duration measured; speed-up = baseline ms / best Bi-WKV7 ms)",
-                "",
-                "| batch | audio s | A-RWKV tokens | best Bi-WKV7 | ms (per call) | gpu_ms (back-to-back) | "
-                "vs AST eager fp16 | vs best SDPA | vs Mamba scan | fla_chunk | % copy bw |",
-                "|---|---|---|---|---|---|---|---|---|---|---|",
-            ]
-            for r in rows:
-                best = r["best_impl"] if r["best_ms"] == r["best_ms"] else f"none ok ({r['best_status']})"
-                lines.append(
-                    f"| {r['batch']} | {r['seconds']:g} | {int(r['tokens'])} | {best} | {_ms(r['best_ms'])} | "
-                    f"{_ms(r['best_gpu_ms'])} | {_side(r, 'attention_eager')} | {_side(r, 'attention_sdpa')} | "
-                    f"{_side(r, 'scan')} | {r['fla_chunk']} | {_ms(r['best_pct_copy_bw'])} |"
-                )
-            lines.append("")
-            lines.append(
-                "ms: median of per-call samples, L2 flushed before each, host launch gap included; gpu_ms: "
-                "back-to-back calls, the GPU's own time. Baselines: docs/spec.md section 6 and "
-                "wkvbench/report/baselines.py (AST eager as run in float16; naive loops never a side)."
-            )
-        else:
-            lines.append("No Bi-WKV7 cells in the results: no headline.")
-        lines += ["", *training_lines(df)]
-    else:
-        lines.append("No results: the suite stage did not write any cell.")
-    lines += ["", "## Verify", "", *_verify_lines(work / "verify.csv"), "", "## Launch configurations", ""]
-    lines += _sweep_lines(work / "sweep.csv")
-    return "\n".join(lines) + "\n"
-
-
 def cmd_summary(work: str, out_md: str) -> int:
     Path(out_md).write_text(summary(Path(work)), encoding="utf-8")
     return 0
 
 
-COMMANDS = {"rehearse-suite": (cmd_rehearse_suite, 2), "merge-csv": (cmd_merge_csv, None), "summary": (cmd_summary, 2)}
+def cmd_headline(summary_md: str) -> int:
+    p = Path(summary_md)
+    print(headline_section(p.read_text(encoding="utf-8")) if p.is_file() else "summary.md was not written.")
+    return 0
+
+
+COMMANDS = {
+    "split-suite": (cmd_split_suite, None),
+    "merge-verify": (cmd_merge_verify, None),
+    "merge-csv": (cmd_merge_csv, None),
+    "summary": (cmd_summary, 2),
+    "headline": (cmd_headline, 1),
+}
 
 
 def main(argv=None) -> int:
@@ -344,7 +243,8 @@ def main(argv=None) -> int:
         return 2
     fn, nargs = COMMANDS[argv[0]]
     args = argv[1:]
-    if (nargs is not None and len(args) != nargs) or (nargs is None and len(args) < 2):
+    least = 3 if fn is cmd_split_suite else 2
+    if (nargs is not None and len(args) != nargs) or (nargs is None and len(args) < least):
         print(f"gpu_check.py {argv[0]}: wrong number of arguments", file=sys.stderr)
         return 2
     return fn(*args)

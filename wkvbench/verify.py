@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
-from wkvbench import accuracy, gradcheck, ops
+from wkvbench import accuracy, gradcheck, ops, refcache
 from wkvbench.harness.client import Child
 from wkvbench.harness.client import signal_name as _signal_name
 from wkvbench.harness.worker import classify
@@ -92,8 +92,13 @@ class _RefCache:
     def get(self, op: str, shape: Shape, dtype: torch.dtype):
         key = (op, tuple(shape.dims.items()), shape.variant, dtype)
         if key not in self._cache:
-            inputs = ops.make_case_inputs(op, shape.dims, dtype, self.device, seed=self.seed, variant=shape.variant)
-            self._cache[key] = (inputs, ops.reference_output(op, inputs))
+
+            def compute():
+                x = ops.make_case_inputs(op, shape.dims, dtype, self.device, seed=self.seed, variant=shape.variant)
+                return x, ops.reference_output(op, x)
+
+            stem = refcache.key("fwd", op, shape.dims, shape.variant, dtype, self.seed, self.device)
+            self._cache[key] = refcache.cached(stem, self.device, compute)  # on disk with WKVBENCH_REF_CACHE
         return self._cache[key]
 
     def grads(self, op: str, shape: Shape, dtype: torch.dtype):
@@ -101,8 +106,13 @@ class _RefCache:
         key = ("grad", op, tuple(shape.dims.items()), shape.variant, dtype)
         if key not in self._cache:
             inputs, _ = self.get(op, shape, dtype)
-            dy = gradcheck.make_dy(ops.get_op(op).out_shape(inputs), dtype, self.device, self.seed)
-            self._cache[key] = (inputs, dy, gradcheck.reference_grads(op, inputs, dy))
+
+            def compute():
+                dy = gradcheck.make_dy(ops.get_op(op).out_shape(inputs), dtype, self.device, self.seed)
+                return dy, gradcheck.reference_grads(op, inputs, dy)
+
+            stem = refcache.key("grad", op, shape.dims, shape.variant, dtype, self.seed, self.device)
+            self._cache[key] = (inputs, *refcache.cached(stem, self.device, compute))
         return self._cache[key]
 
 
@@ -266,9 +276,8 @@ def run_verify(
             progress(c)
 
     for op in ops_:
-        for rec in list_impls(op):
-            if impls and rec.name not in impls:
-                continue
+        recs = [r for r in list_impls(op) if not impls or r.name in impls]
+        for rec in sorted(recs, key=lambda r: impls.index(r.name)) if impls else recs:  # --impl order
             ok, why = rec.available(device)
             if not ok:
                 emit(Check(op, rec.name, rec.backend, "-", "-", device.type, "skipped", note=why))
@@ -311,7 +320,7 @@ HEADER = (
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--op", default=",".join(OP_NAMES), help="comma list of ops (default: all)")
-    p.add_argument("--impl", default="", help="comma list of implementation names (default: all)")
+    p.add_argument("--impl", default="", help="comma list of implementation names, run in that order (default: all)")
     p.add_argument("--dtype", default="float32,bfloat16,float16", help="comma list of dtypes")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--long", action="store_true", help="add A-RWKV-B-width shapes up to 16,400 tokens (GPU)")

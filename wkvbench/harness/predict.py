@@ -4,6 +4,8 @@ Cases come in growing sizes (:mod:`wkvbench.harness.plan`), so before a cell run
 :class:`SkipPredictor` knows what the same implementation did at smaller sizes:
 
 * out of memory, or timed out, at a size every dimension of which is <= this one's (:func:`dominates`);
+  a time-out in the first call (compile, autotuning: :func:`first_call_timeout`) is kept apart and
+  predicts nothing, since a slow compile says nothing about how long timed calls take;
 * the float64 reference (built once per case) exceeded ``max_cell_s`` at such a size;
 * predicted too slow: the longest shorter case's median, scaled to this T by the op record's
   ``time_exponent`` (linear for the scans, quadratic for attention; :func:`predict_ms`), times
@@ -41,6 +43,15 @@ def predict_ms(op: str, tokens: int, measured: list[tuple[int, float]]) -> tuple
     return m0 * (tokens / t0) ** ops.get_op(op).time_exponent, t0, m0
 
 
+#: How the runner's note of a cell that timed out in its first call begins (harness/runner.py ``_check``).
+FIRST_CALL_NOTE = "first call"
+
+
+def first_call_timeout(status: str, note: str | None) -> bool:
+    """Whether a cell timed out in its first call (compile, autotune, check), not in timed calls."""
+    return status == "timeout" and (note or "").startswith(FIRST_CALL_NOTE)
+
+
 def shape_str(shape: dict) -> str:
     return "[" + ", ".join(f"{k}={v}" for k, v in shape.items()) + "]"
 
@@ -54,6 +65,7 @@ class SkipPredictor:
         self.oom: dict[tuple, list[dict]] = defaultdict(list)  # shapes that ran out of memory
         self.slow: dict[tuple, list[dict]] = defaultdict(list)  # shapes that timed out
         self.ref_slow: dict[tuple, list[dict]] = defaultdict(list)  # shapes whose reference timed out
+        self.first_call_slow: dict[tuple, list[dict]] = defaultdict(list)  # first call (compile) timed out
         self.device_bytes: int | None = None  # the device's memory, once the worker has probed it
 
     def set_device_bytes(self, n: int | None) -> None:
@@ -79,12 +91,14 @@ class SkipPredictor:
     def _hist_key(case: Case, impl: str) -> tuple:
         return (case.op, impl, case.model, case.batch, case.dtype, case.device, case.variant, case.mode)
 
-    def learn(self, case: Case, impl: str, status: str, median_ms: float | None) -> None:
-        """Record one cell's outcome."""
+    def learn(self, case: Case, impl: str, status: str, median_ms: float | None, note: str = "") -> None:
+        """Record one cell's outcome (``note``: the row's, which tells a first-call time-out apart)."""
         if status == "ok" and median_ms:
             self.history[self._hist_key(case, impl)].append((case.tokens, median_ms))
         elif status == "oom":
             self.oom[self._impl_key(case, impl)].append(case.shape)
+        elif first_call_timeout(status, note):
+            self.first_call_slow[self._impl_key(case, impl)].append(case.shape)  # recorded, never a skip reason
         elif status == "timeout":
             self.slow[self._impl_key(case, impl)].append(case.shape)
 
@@ -94,7 +108,7 @@ class SkipPredictor:
         for row in rows:
             case = by_id.get(case_id_of(row))
             if case is not None:
-                self.learn(case, row["impl"], row["status"], row.get("median_ms"))
+                self.learn(case, row["impl"], row["status"], row.get("median_ms"), row.get("note") or "")
 
     def reference_too_slow(self, case: Case) -> None:
         """The case's float64 reference exceeded ``max_cell_s``: skip larger ones of the op."""

@@ -194,7 +194,8 @@ if HAS_TRITON:
         PREC: tl.constexpr, VKIND: tl.constexpr, SAVE: tl.constexpr,
     ):  # fmt: skip
         pid_v = tl.program_id(0)
-        dirn = tl.program_id(1) ^ swap  # swap=1 flips which direction the grid's first program runs (tests)
+        dirn = tl.program_id(1) ^ (swap & 1)  # swap bit 0 flips which direction the grid's first program runs
+        hold = swap >> 1  # tests: spins a first ticket holder makes before releasing (0: none)
         pid_bh = tl.program_id(2)
         NVB = tl.num_programs(0)
         _, _, stride_t, base, gbase, offs_n = _head_prologue(pid_bh, T, H, g_sb, g_sh, N)
@@ -264,12 +265,16 @@ if HAS_TRITON:
             ticket = tl.atomic_add(cp, 1, sem="acq_rel", scope="gpu")
             if ticket == 0:
                 tl.store(ws + off, part, mask=m2)
+                for _ in range(0, hold):  # tests only: keep the partner waiting
+                    tl.atomic_add(cp, 0, sem="relaxed", scope="gpu")
                 tl.debug_barrier()  # all threads' partial stores before the releasing atomic
                 tl.atomic_add(cp, 2, sem="release", scope="gpu")
             else:
                 flag = ticket
                 while flag < 3:  # 1: the partner holds its ticket but has not released (3 or 4: done)
                     flag = tl.atomic_add(cp, 0, sem="acquire", scope="gpu")
+                if (hold > 0) & (ticket == 1):  # tests only: mark a tile whose second arrival waited (4 -> 8)
+                    tl.atomic_add(cp, 4, sem="relaxed", scope="gpu")
                 other = tl.load(ws + off, mask=m2, other=0.0, cache_modifier=".cg")
                 tl.store(y + off, _to_out(part + other, OUT_KIND), mask=m2)
             rt, wt, kt, at, bt, vt, gt = rt2, wt2, kt2, at2, bt2, vt2, gt2
@@ -318,13 +323,16 @@ def bi_wkv7_recurrent(
 
 def bi_wkv7_chunked(
     r, w, k, v, a, b, g=None, *, out=None, tf32: bool = False, chunk_len: int | None = None,
-    block_v: int | None = None, swap: int = 0, save: bool = False,
+    block_v: int | None = None, swap: int = 0, save: bool = False, hold: int = 0, tickets: Tensor | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:  # fmt: skip
     """Launch the chunked kernel. ``tf32`` only changes float32 inputs (TF32 instead of exact dots).
 
     ``swap=1`` lets the reverse-direction program of each pair come first in the grid (tests
     use it to exercise both roles of the merge). ``save=True`` (the training forward, L = 16)
-    returns ``(y, states)``, see :func:`_saved`.
+    returns ``(y, states)``, see :func:`_saved`. Tests only: ``hold > 0`` makes each tile's first
+    ticket holder spin ``hold`` atomics before releasing, so a partner arriving meanwhile takes
+    the wait path and marks its tile (ticket 8 instead of 4) in ``tickets``, a caller's zeroed
+    int32 buffer of ``B * H * (N / BV) * ceil(T / L)`` tiles.
     """
     B, T, H, N, out, ws, gate, gs = _prepare(r, g, out)
     if save and chunk_len not in (None, 16):
@@ -340,9 +348,14 @@ def bi_wkv7_chunked(
         raise ValueError(f"block_v: must be one of {CHUNKED_BLOCKS}, got {block_v!r}")
     C = -(-T // L)
     nvb = N // BV
-    tickets = torch.zeros(B * H * nvb * C, dtype=torch.int32, device=r.device)
+    if not (isinstance(hold, int) and 0 <= hold < 2**30) or swap not in (0, 1):
+        raise ValueError(f"hold/swap: expected 0 <= hold < 2**30 and swap in (0, 1), got {hold!r}, {swap!r}")
+    if tickets is None:
+        tickets = torch.zeros(B * H * nvb * C, dtype=torch.int32, device=r.device)
+    elif tickets.dtype != torch.int32 or tickets.numel() != B * H * nvb * C or tickets.device != r.device:
+        raise ValueError(f"tickets: expected {B * H * nvb * C} int32 zeros on {r.device}")
     _bi_wkv7_chunked_kernel[(nvb, 2, B * H)](
-        r, w, k, v, a, b, gate, out, ws, tickets, st, T, H, *gs, C, int(swap),
+        r, w, k, v, a, b, gate, out, ws, tickets, st, T, H, *gs, C, int(swap) | (hold << 1),
         N=N, BV=BV, L=L, OUT_KIND=_OUT_KIND[r.dtype], PREC=0 if exact else 1,
         VKIND=2 if r.dtype == torch.float16 else 0, SAVE=bool(save), num_warps=_chunked_warps(BV, exact, save),
         num_stages=1,
