@@ -167,13 +167,15 @@ def test_configs_fill_the_gpu(B):
 def test_compile_report_sm90_no_spills():
     """Every variant, inference and training forwards and the backward, compiles for sm_90 with zero spills."""
     rows = kernels.report_module("wkvbench.impls.bi_wkv7_triton", cc=90)
-    impls = {"triton_recurrent", "triton_chunked", "triton_chunked_tf32", "triton_* (backward)"}
-    wy = "triton_chunked (backward)"  # the chunked kinds' WY backward, listed with this module's kernels
-    assert {r["impl"] for r in rows} == impls | {wy}
+    impls = {"triton_recurrent", "triton_chunked", "triton_chunked_tf32", "triton_chunked_tc", "triton_* (backward)"}
+    wy = {wyb.IMPL, wyb.IMPL_TC}  # the chunked kinds' WY backward, listed with this module's kernels
+    assert {r["impl"] for r in rows} == impls | wy
     assert len(rows) == len(tk.kernel_variants()) + len(wyb.kernel_variants())
-    assert sum(r["impl"] == wy for r in rows) == len(wyb.kernel_variants())
+    assert sum(r["impl"] in wy for r in rows) == len(wyb.kernel_variants())
     assert sum(r["kernel"] == "_bi_wkv7_bwd_kernel" for r in rows) == 18  # 3 dtypes x 3 BV x gate or not
-    assert sum(r["config"].endswith(" save") for r in rows) == 3 * 2 + 3 + 4 + 4 + 4  # training forwards
+    assert sum(r["config"].endswith(" save") for r in rows) == 3 * 2 + 3 + 4 + 4 + 4 + 2  # training forwards (tc: 2)
+    tc = [r for r in rows if r["impl"] in ("triton_chunked_tc", wyb.IMPL_TC)]
+    assert tc and all(r["tensor_core_pct"] >= 90 for r in tc), [(r["config"], r["tensor_core_pct"]) for r in tc]
     for r in rows:
         assert "error" not in r, f"{r['config']}: {r.get('error')}"
         assert 0 < r["registers"] <= 255 and r["shared_bytes"] >= 0, r

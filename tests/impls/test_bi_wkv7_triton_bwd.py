@@ -190,7 +190,7 @@ def test_division_without_mid_chunk_reseed_misses_fp32_bar(tmp_path, monkeypatch
 
 
 # ----------------------------------------------------------------------------- the public functions
-@pytest.mark.parametrize("name", ("triton_recurrent", "triton_chunked", "triton_chunked_tf32"))
+@pytest.mark.parametrize("name", ("triton_recurrent", "triton_chunked", "triton_chunked_tf32", "triton_chunked_tc"))
 def test_registered_backward_and_grad_modes(name):
     rec = get_impl("bi_wkv7", name)
     assert rec.backward
