@@ -5,7 +5,8 @@ chunked, chunked_tf32 or chunked_tc, ``save=True``), saves the fp32 16-token chu
 of both directions (:func:`saved_bytes`) and runs the backward of the kind (:data:`DEFAULT_BACKWARD`:
 the per-token kernel of ``bwd.py`` for ``triton_recurrent``, the chunked WY backward of
 ``chunked_bwd.py`` for ``triton_chunked``/``triton_chunked_tf32``/``triton_chunked_tc``, the last
-with 3xTF32 dots; :func:`set_backward` overrides it). Saved memory and the two backwards: docs/notes/triton_bi_wkv7.md ("Training").
+with 3xTF32 dots; :func:`set_backward` overrides it). Saved memory and the two backwards:
+docs/notes/triton_bi_wkv7.md ("Training").
 """
 
 from __future__ import annotations
