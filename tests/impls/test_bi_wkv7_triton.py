@@ -97,6 +97,17 @@ def test_chunked_tf32_variant_is_registered_and_within_bf16_bar():
     assert 1e-6 < acc.rel_err < 1e-3
 
 
+def test_chunked_tc_variant_is_registered_and_within_fp32_bar():
+    """3xTF32 split dots (``tc``): float32 accuracy (measured ~2e-7 at T <= 50; TF32 alone ~4e-4)."""
+    rec = get_impl("bi_wkv7", "triton_chunked_tc")
+    assert not rec.tf32 and rec.dtypes == DTYPES
+    x = _inputs(17, torch.float32, variant="strong_decay")
+    acc = _check(lambda **a: tk.bi_wkv7_chunked(**a, tc=True, block_v=32), x, torch.float32)
+    assert acc.rel_err < 2e-6
+    with pytest.raises(ValueError, match="tc"):
+        tk.bi_wkv7_chunked(**x, tc=True, tf32=True)
+
+
 def test_chunked_longer_chunk_and_batch():
     """chunk_len = 32 (the same kernel at L = 32), B = 2: batch offsets and a ragged chunk."""
     x = _inputs(40, torch.float32, B=2, H=1)
