@@ -135,12 +135,13 @@ def test_kernel_batch_offsets_and_gate():
     _check_kernel(17, torch.bfloat16, "realistic", gate=True, H=2, B=2)
 
 
-@pytest.mark.parametrize("drop, hit", ((1, "da"), (2, "dw")))
-def test_mutation_is_caught(drop, hit):
-    """Dropping one term (1: the sa path of the carried dS, 2: the state's decay term of dw) fails."""
+@pytest.mark.parametrize("drop, hit, prec", ((1, "da", 0), (2, "dw", 0), (1, "da", 2)))
+def test_mutation_is_caught(drop, hit, prec):
+    """Dropping one term (1: the sa path of the carried dS, 2: the state's decay term of dw) fails,
+    with exact (0) and 3xTF32 (2) dots."""
     x, dy, ref, st = _case(33, torch.float32, "realistic", gate=True)
-    good = gradcheck.compare_grads(_grads(mod.chunked_backward, x, dy, st), ref, torch.float32)
-    bad = gradcheck.compare_grads(_grads(mod.chunked_backward, x, dy, st, _drop=drop), ref, torch.float32)
+    good = gradcheck.compare_grads(_grads(mod.chunked_backward, x, dy, st, prec=prec), ref, torch.float32)
+    bad = gradcheck.compare_grads(_grads(mod.chunked_backward, x, dy, st, prec=prec, _drop=drop), ref, torch.float32)
     assert good.passed
     assert not bad.passed and bad.errors[hit] > 100 * bad.tol, bad.errors
 
@@ -168,6 +169,8 @@ def test_bad_arguments_name_the_argument():
         mod.chunked_backward(*args, x["g"][..., None], dy, st)
     with pytest.raises(TypeError, match="k"):
         mod.chunked_backward(x["r"], x["w"], x["k"].half(), *args[3:], x["g"], dy, st)
+    with pytest.raises(ValueError, match="prec"):
+        mod.chunked_backward(*args, x["g"], dy, st, prec=1)
     with pytest.raises(ValueError, match="head size"):
         mod.chunked_backward(*(t[..., :32] for t in args), x["g"], dy[..., :32], st[..., :32, :32])
 
