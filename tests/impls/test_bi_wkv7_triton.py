@@ -127,19 +127,20 @@ def test_recurrent_and_chunked_agree_at_float32():
 
 
 @triton.jit
-def _inverse_probe(a_ptr, z_ptr, L: tl.constexpr):
+def _inverse_probe(a_ptr, z_ptr, L: tl.constexpr, PREC: tl.constexpr):
     o = tl.arange(0, L)
     A = tl.load(a_ptr + o[:, None] * L + o[None, :])
-    tl.store(z_ptr + o[:, None] * L + o[None, :], _unit_lower_inverse(A, L))
+    tl.store(z_ptr + o[:, None] * L + o[None, :], _unit_lower_inverse(A, L, PREC))
 
 
-@pytest.mark.parametrize("L", (16, 32))
-def test_unit_lower_inverse_is_exact(L):
-    """The in-kernel (I - A)^-1 against float64, with entries large enough that A^(L/2) matters."""
+@pytest.mark.parametrize("L, prec", ((16, 0), (32, 0), (16, 2)))
+def test_unit_lower_inverse_is_exact(L, prec):
+    """The in-kernel (I - A)^-1 against float64, with entries large enough that A^(L/2) matters
+    (``prec`` 0: exact float32 dots, 2: 3xTF32)."""
     gen = torch.Generator().manual_seed(L)
     A = (torch.rand(L, L, generator=gen, dtype=torch.float64) * 1.6 - 0.8).tril(-1)
     z = torch.empty(L, L, dtype=torch.float32)
-    _inverse_probe[(1,)](A.float().contiguous(), z, L)
+    _inverse_probe[(1,)](A.float().contiguous(), z, L, prec)
     want = torch.linalg.inv(torch.eye(L, dtype=torch.float64) - A.float().double())
     assert float((z.double() - want).norm() / want.norm()) < 1e-5
 
