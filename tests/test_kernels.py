@@ -45,6 +45,31 @@ def test_error_or_spill_fails_even_next_to_a_skip(monkeypatch, capsys, bad):
     assert rc == 1 and "1 kernel(s) failed" in err
 
 
+def test_tensor_core_column(monkeypatch, capsys):
+    rc, out, _ = _main(monkeypatch, capsys, {"m1": [{**OK, "tensor_core_pct": 97.5}], "m2": [OK]})
+    assert rc == 0 and "tensor-core %" in out.splitlines()[0]
+    assert " 97.5  x" in out.splitlines()[1] and " -  x" in out.splitlines()[2]
+
+
+def test_dot_mix_weights():
+    """HMMA.1688 TF32 = 16*8*8*2 FLOPs, HMMA.16816 = 4096, HGMMA.64x64x8 = 64*64*8*2/4 per warp, FFMA = 64."""
+    from wkvbench.impls import _compile
+
+    sass = "\n".join([
+        "        /*0100*/                   HMMA.1688.F32.TF32 R4, R8, R12, R4 ;",
+        "        /*0110*/                   HMMA.16816.F32.BF16 R4, R8, R12, R4 ;",
+        "        /*0120*/                   HGMMA.64x64x8.F32.TF32 R24, gdesc[UR4], R24 ;",
+        "        /*0130*/                   FFMA R1, R2, R3, R1 ;",
+        "        /*0140*/                   FFMA.FTZ R1, R2, R3, R1 ;",
+        "        /*0150*/                   FMUL R1, R2, R3 ;",
+    ])  # fmt: skip
+    mix = _compile.dot_mix(sass)
+    tc = 2048 + 4096 + 64 * 64 * 8 * 2 // 4
+    assert mix["mma"] == 3 and mix["ffma"] == 2
+    assert mix["tensor_core_pct"] == round(100 * tc / (tc + 2 * 64), 1)
+    assert _compile.dot_mix("FFMA R1, R2, R3, R1 ;")["tensor_core_pct"] == 0.0
+
+
 def _run_without(tmp_path: Path, site: str, *modules: str) -> subprocess.CompletedProcess:
     (tmp_path / "sitecustomize.py").write_text(site)
     env = {k: v for k, v in os.environ.items() if k not in kernels.SIM_VARS}
@@ -60,7 +85,7 @@ def test_end_to_end_without_triton(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = [ln for ln in proc.stdout.splitlines() if "skipped: needs pip install 'wkvbench[triton]'" in ln]
-    assert len(lines) == 4, proc.stdout  # triton (scan) and the three Triton Bi-WKV7 implementations
+    assert len(lines) == 5, proc.stdout  # triton (scan) and the four Triton Bi-WKV7 implementations
     assert "COMPILE ERROR" not in proc.stdout
 
 

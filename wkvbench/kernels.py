@@ -1,7 +1,9 @@
 """``wkvbench kernels``: compile every GPU kernel for a target and show its resource usage.
 
 Each GPU implementation module exposes ``compile_report(cc=90) -> list[dict]`` (keys: impl,
-kernel, config, registers, shared_bytes, local_bytes, compiler) that compiles its kernels
+kernel, config, registers, shared_bytes, local_bytes, compiler; Triton rows also ``mma``, ``ffma``
+and ``tensor_core_pct``, the SASS share of multiply-add FLOPs on tensor cores,
+``_compile.dot_mix``) that compiles its kernels
 without a GPU: Triton through ``triton.compile`` for a ``GPUTarget``, CUDA C through NVRTC or
 nvcc, Numba through ``compile_ptx``; the shared tooling is ``wkvbench.impls._compile``. Each module is
 compiled in a clean subprocess, without ``TRITON_INTERPRET``/``NUMBA_ENABLE_CUDASIM`` (which
@@ -68,7 +70,10 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
-        print(f"{'impl':<24} {'kernel':<28} {'config':<44} {'regs':>5} {'smem':>7} {'local':>6}  compiler")
+        print(
+            f"{'impl':<24} {'kernel':<28} {'config':<44} {'regs':>5} {'smem':>7} {'local':>6} {'tensor-core %':>13}"
+            "  compiler"
+        )
         for r in rows:
             if "skipped" in r:
                 print(f"{r['impl']:<24} skipped: {r['skipped']}")
@@ -78,7 +83,8 @@ def main(args: argparse.Namespace) -> int:
                 continue
             print(
                 f"{r['impl']:<24} {r['kernel']:<28} {str(r.get('config', '')):<44} {r.get('registers', '?'):>5} "
-                f"{r.get('shared_bytes', '?'):>7} {r.get('local_bytes', '?'):>6}  {r.get('compiler', '')}"
+                f"{r.get('shared_bytes', '?'):>7} {r.get('local_bytes', '?'):>6} {r.get('tensor_core_pct', '-'):>13}"
+                f"  {r.get('compiler', '')}"
             )
     bad = [r for r in rows if "skipped" not in r and ("error" in r or (r.get("local_bytes") or 0) > 0)]
     skipped = sum("skipped" in r for r in rows)

@@ -42,7 +42,8 @@ def _inputs(T, dtype, variant="realistic", gate=True, B=1, H=None):
 
 def _fwd_block(kind: str, dtype) -> int:
     """Fewest interpreter programs: the largest value block the forward accepts."""
-    return 16 if kind == "recurrent" else max(tk.chunked_blocks(exact=dtype == F32 and kind == "chunked"))
+    exact = dtype == F32 and kind in ("chunked", "chunked_tc")
+    return 16 if kind == "recurrent" else max(tk.chunked_blocks(exact=exact))
 
 
 def _grad_check(kind, x, dtype, bwd_block_v=64, record=True, backward="recurrent"):
@@ -190,7 +191,7 @@ def test_division_without_mid_chunk_reseed_misses_fp32_bar(tmp_path, monkeypatch
 
 
 # ----------------------------------------------------------------------------- the public functions
-@pytest.mark.parametrize("name", ("triton_recurrent", "triton_chunked", "triton_chunked_tf32"))
+@pytest.mark.parametrize("name", ("triton_recurrent", "triton_chunked", "triton_chunked_tf32", "triton_chunked_tc"))
 def test_registered_backward_and_grad_modes(name):
     rec = get_impl("bi_wkv7", name)
     assert rec.backward
@@ -232,16 +233,21 @@ def test_backward_config():
         tt.bi_wkv7_train(*_inputs(2, F32).values(), kind="wy")
 
 
-@pytest.mark.parametrize("dtype,T,variant", [(F32, 50, "strong_decay"), (BF16, 17, "realistic")], ids=str)
-def test_chunked_kinds_train_with_the_wy_backward_by_default(monkeypatch, dtype, T, variant):
-    """triton_chunked's registered path: training forward + the chunked (WY) backward, end to end."""
+@pytest.mark.parametrize(
+    "dtype,T,variant,kind",
+    [(F32, 50, "strong_decay", "chunked"), (BF16, 17, "realistic", "chunked"), (F32, 20, "weak_decay", "chunked_tc")],
+    ids=str,
+)
+def test_chunked_kinds_train_with_the_wy_backward_by_default(monkeypatch, dtype, T, variant, kind):
+    """triton_chunked's (and triton_chunked_tc's, with 3xTF32 dots) registered path: training forward +
+    the chunked (WY) backward, end to end."""
     calls = []
     real = wy.chunked_backward
-    monkeypatch.setattr(wy, "chunked_backward", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(wy, "chunked_backward", lambda *a, **k: calls.append(k.get("prec")) or real(*a, **k))
     assert tt.BACKWARD is None and tt.DEFAULT_BACKWARD == {
-        "recurrent": "recurrent", "chunked": "chunked", "chunked_tf32": "chunked"}  # fmt: skip
-    acc = _grad_check("chunked", _inputs(T, dtype, variant), dtype, backward=None)
-    assert calls == [1] and acc.finite and acc.passed, acc.errors
+        "recurrent": "recurrent", "chunked": "chunked", "chunked_tf32": "chunked", "chunked_tc": "chunked"}  # fmt: skip
+    acc = _grad_check(kind, _inputs(T, dtype, variant), dtype, backward=None)
+    assert calls == [2 if kind == "chunked_tc" else None] and acc.finite and acc.passed, acc.errors
     with pytest.raises(ValueError, match="backward"):
         tt.bi_wkv7_train(*_inputs(2, F32).values(), kind="chunked", backward="wy")
 

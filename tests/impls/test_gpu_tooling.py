@@ -89,7 +89,8 @@ def test_triton_modules_skip_without_triton(monkeypatch):
     monkeypatch.setattr(bi_wkv7_triton, "HAS_TRITON", False)
     monkeypatch.setattr(selective_scan_triton, "triton", None)
     rows = bi_wkv7_triton.compile_report(90) + selective_scan_triton.compile_report(90)
-    assert [r["impl"] for r in rows] == ["triton_recurrent", "triton_chunked", "triton_chunked_tf32", "triton"]
+    assert [r["impl"] for r in rows] == [*bi_wkv7_triton.IMPLS, "triton"]
+    assert "triton_chunked_tc" in bi_wkv7_triton.IMPLS
     assert all(r["skipped"].startswith("needs pip install 'wkvbench[triton]'") and "error" not in r for r in rows)
 
 

@@ -175,6 +175,54 @@ def cuobjdump_usage(cubin: bytes) -> dict:
     return {key: int(val) for key, val in re.findall(r"\b(REG|STACK|SHARED|LOCAL):(\d+)", proc.stdout)}
 
 
+#: FLOPs per warp-level instruction. ``HMMA.<m><n><k>`` (mma.sync, one warp): m*n*k*2, e.g.
+#: HMMA.1688.F32.TF32 = 16*8*8*2 = 2048, HMMA.16816.F32.BF16 = 4096; ``HGMMA.<m>x<n>x<k>`` (wgmma,
+#: one warpgroup of 4 warps): m*n*k*2 / 4 per warp; FFMA: 32 lanes x 2 = 64.
+_HMMA = re.compile(r"\bHMMA\.(16)(8)(\d+)\.")
+_HGMMA = re.compile(r"\bHGMMA\.(\d+)x(\d+)x(\d+)\.")
+_FFMA = re.compile(r"\bFFMA\b")
+FFMA_FLOPS = 64
+
+
+def sass_text(cubin: bytes) -> str:
+    """The SASS of a cubin, from Triton's bundled cuobjdump (``-sass``)."""
+    tool = triton_tool("cuobjdump")
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        proc = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise RuntimeError(f"cuobjdump -sass failed: {(proc.stderr or proc.stdout).strip()[-2000:]}")
+    return proc.stdout
+
+
+def dot_mix(sass: str) -> dict:
+    """Static tensor-core share of a kernel's multiply-add FLOPs, from its SASS.
+
+    Counts the instructions in the code (static: a loop body counts once) and weighs them by
+    the FLOPs one warp issues with each (:data:`FFMA_FLOPS`, the ``HMMA``/``HGMMA`` shapes above).
+    ``tensor_core_pct`` = tensor-core FLOPs / (tensor-core + FFMA FLOPs) x 100. Every FFMA counts,
+    the element-wise ones too, so it is a lower bound on the share of the dot FLOPs; 3xTF32 dots
+    count their three issued products.
+    """
+    mma = ffma = tc_flops = 0
+    for line in sass.splitlines():
+        m = _HMMA.search(line)
+        if m:
+            mma += 1
+            tc_flops += int(m.group(1)) * int(m.group(2)) * int(m.group(3)) * 2
+            continue
+        m = _HGMMA.search(line)
+        if m:
+            mma += 1
+            tc_flops += int(m.group(1)) * int(m.group(2)) * int(m.group(3)) * 2 // 4
+            continue
+        if _FFMA.search(line):
+            ffma += 1
+    total = tc_flops + FFMA_FLOPS * ffma
+    return {"mma": mma, "ffma": ffma, "tensor_core_pct": round(100.0 * tc_flops / total, 1) if total else 0.0}
+
+
 def triton_compile_rows(variants: list[dict], cc: int) -> list[dict]:
     """Compile Triton kernel variants for ``sm_<cc>`` without a GPU; one row per variant.
 
@@ -183,7 +231,8 @@ def triton_compile_rows(variants: list[dict], cc: int) -> list[dict]:
     pointer arguments the 16-byte divisibility hint a real launch gives them). Call it without
     ``TRITON_INTERPRET`` (``wkvbench kernels`` runs it in a clean subprocess). ``local_bytes`` is
     the cubin's local memory plus stack (register spills show up there); ``shared_bytes`` the
-    shared memory Triton allocates (cuobjdump's SHARED adds a fixed 1 KB reservation at sm_90). A variant that
+    shared memory Triton allocates (cuobjdump's SHARED adds a fixed 1 KB reservation at sm_90);
+    ``mma``, ``ffma``, ``tensor_core_pct`` the SASS instruction mix (:func:`dot_mix`). A variant that
     does not compile gets an ``error`` and the others still run.
     """
     triton, err = _gpu.try_import("triton")
@@ -208,6 +257,7 @@ def triton_compile_rows(variants: list[dict], cc: int) -> list[dict]:
             use = cuobjdump_usage(ck.asm["cubin"])
             row.update(registers=use.get("REG", -1), shared_bytes=int(ck.metadata.shared),
                        local_bytes=use.get("LOCAL", 0) + use.get("STACK", 0))  # fmt: skip
+            row.update(dot_mix(sass_text(ck.asm["cubin"])))
         except Exception as exc:  # report, don't stop: one broken variant must not hide the others
             row.update(registers=-1, shared_bytes=-1, local_bytes=-1, error=f"{type(exc).__name__}: {exc}")
         rows.append(row)

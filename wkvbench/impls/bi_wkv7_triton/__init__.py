@@ -1,9 +1,10 @@
-"""Bi-WKV7 in Triton: ``triton_recurrent``, ``triton_chunked`` and ``triton_chunked_tf32``.
+"""Bi-WKV7 in Triton: ``triton_recurrent``, ``triton_chunked``, ``triton_chunked_tf32``, ``triton_chunked_tc``.
 
 Each registered implementation of the ``bi_wkv7`` op (docs/spec.md section 1) is one launch that
 runs both scan directions and fuses the gate merge; ``triton_recurrent`` is the per-token
 recurrence with the state in registers, the chunked two the WY / DPLR chunked form on tensor
-cores (``triton_chunked_tf32``: float32 inputs on TF32). With grad on they train through
+cores (``triton_chunked_tf32``: float32 inputs on TF32; ``triton_chunked_tc``: 3xTF32 split dots, float32
+accuracy, in the float32 forward and every backward). With grad on they train through
 ``train.py`` (forward ``fwd.py``, backwards ``bwd.py`` and ``chunked_bwd.py``, helpers
 ``common.py``). Design, configs, precision and compiler evidence: docs/notes/triton_bi_wkv7.md.
 """
@@ -30,11 +31,12 @@ from wkvbench.impls.bi_wkv7_triton.fwd import (
 from wkvbench.impls.bi_wkv7_triton.train import bi_wkv7_train, saved_bytes, set_backward, train_or_none
 from wkvbench.registry import ALL_DTYPES, register_impl
 
-IMPLS = ("triton_recurrent", "triton_chunked", "triton_chunked_tf32")
+IMPLS = ("triton_recurrent", "triton_chunked", "triton_chunked_tf32", "triton_chunked_tc")
 __all__ = [
     "CHUNK_LENS", "CHUNKED_BLOCKS", "HAS_TRITON", "HEAD_SIZES", "IMPLS", "RECURRENT_BLOCKS", "bi_wkv7_chunked",
     "bi_wkv7_recurrent", "bi_wkv7_train", "chunked_blocks", "chunked_config", "compile_report", "kernel_variants",
-    "recurrent_config", "saved_bytes", "set_backward", "triton_chunked", "triton_chunked_tf32", "triton_recurrent",
+    "recurrent_config", "saved_bytes", "set_backward", "triton_chunked", "triton_chunked_tc", "triton_chunked_tf32",
+    "triton_recurrent"
 ]  # fmt: skip
 
 
@@ -42,7 +44,7 @@ def _check(device: torch.device) -> tuple[bool, str]:
     return _gpu.triton_check(HAS_TRITON, device)
 
 
-# The three registrations share everything but name, dtypes, priority and the TF32 flag.
+# The registrations share everything but name, dtypes, priority and the TF32 flag.
 _register = functools.partial(
     register_impl, "bi_wkv7", backend="triton", devices=("cuda", "cpu"), head_sizes=HEAD_SIZES, check=_check,
     backward=True,
@@ -77,6 +79,16 @@ def triton_chunked_tf32(r, w, k, v, a, b, g=None, *, out=None):
     """Chunked Triton kernel with float32 inputs computed on TF32 tensor cores."""
     y = train_or_none("chunked_tf32", r, w, k, v, a, b, g, out)
     return y if y is not None else bi_wkv7_chunked(r, w, k, v, a, b, g, out=out, tf32=True)
+
+
+@_register(
+    name="triton_chunked_tc", dtypes=ALL_DTYPES, priority=28,
+    description="chunked Triton kernel, 3xTF32 tensor-core dots (fp32 accuracy) in the fp32 forward and the backward",
+)  # fmt: skip
+def triton_chunked_tc(r, w, k, v, a, b, g=None, *, out=None):
+    """Chunked Triton kernel with 3xTF32 split dots: float32 accuracy on tensor cores (training: backward too)."""
+    y = train_or_none("chunked_tc", r, w, k, v, a, b, g, out)
+    return y if y is not None else bi_wkv7_chunked(r, w, k, v, a, b, g, out=out, tc=True)
 
 
 # ---------------------------------------------------------------------------------- compile report

@@ -20,6 +20,7 @@ from wkvbench.impls.bi_wkv7_triton.common import _IMPORT_ERROR, HAS_TRITON, TL_P
 CHUNK = 16
 HEAD_SIZE = 64
 IMPL = "triton_chunked (backward)"  # rows of the compile report; also triton_chunked_tf32's backward
+IMPL_TC = "triton_chunked_tc (backward)"  # the 3xTF32 tensor-core dots (PREC 2)
 
 
 def _check_args(r, w, k, v, a, b, g, dy, states) -> tuple[int, int, int, int, int]:
@@ -140,11 +141,12 @@ if HAS_TRITON:
 
     @triton.jit
     def _chunk_front(r, w, k, v, a, b, g, dy, off, m2, gptr, valid, s0_ptr, dS, dirn, nnT, sad_ptr,
-                     L: tl.constexpr, N: tl.constexpr, PREC: tl.constexpr, SOLVE: tl.constexpr):  # fmt: skip
+                     L: tl.constexpr, N: tl.constexpr, PREC: tl.constexpr, SOLVE: tl.constexpr,
+                     INV: tl.constexpr):  # fmt: skip
         """One chunk's forward key side, SA, and the backward through SA's solve.
 
         ``SOLVE`` (the state kernel): compute ``SA`` and ``D`` and store them at ``sad_ptr``;
-        otherwise (the chunk kernel) load them from there.
+        otherwise (the chunk kernel) load them from there. ``INV``: the precision of the solve's dots.
         """
         offs_l = tl.arange(0, L)
         lnn = offs_l[:, None] * N + tl.arange(0, N)[None, :]
@@ -172,7 +174,7 @@ if HAS_TRITON:
         if SOLVE:
             Aab = tl.where(rows > cols, _hi_dot(a_m, tl.trans(b_m), None, PREC), 0.0)
             Arb = tl.where(rows >= cols, _hi_dot(r_m, tl.trans(b_m), None, PREC), 0.0)
-            Z = _unit_lower_inverse(Aab, L)
+            Z = _unit_lower_inverse(Aab, L, INV)
             W = _hi_dot(Z, a_m * eGm, None, PREC)
             U = _hi_dot(Z, Aak, None, PREC)
             SA = _hi_dot(U, v32, _hi_dot(W, tl.load(s0_ptr + nnT), None, PREC), PREC)  # sa_t of the chunk's rows
@@ -188,9 +190,11 @@ if HAS_TRITON:
     @triton.jit
     def _bi_wkv7_chunked_bwd_state_kernel(
         r, w, k, v, a, b, g, dy, states, dstates, sad, T, H, g_sb, g_st, g_sh, C,
-        N: tl.constexpr, L: tl.constexpr, PREC: tl.constexpr, DROP: tl.constexpr,
+        N: tl.constexpr, L: tl.constexpr, PREC: tl.constexpr, DROP: tl.constexpr, INV: tl.constexpr,
     ):  # fmt: skip
-        """Walk the chunks in reverse scan order carrying dS; store the dS leaving each chunk, SA and D."""
+        """Walk the chunks in reverse scan order carrying dS; store the dS leaving each chunk, SA and D.
+
+        ``INV``: the precision of the in-chunk solve's dots (:func:`inverse_prec`)."""
         dirn = tl.program_id(0)
         pid_bh = tl.program_id(1)
         BH = tl.num_programs(1)
@@ -210,7 +214,7 @@ if HAS_TRITON:
             sad_ptr = sad + ((dirn * BH + pid_bh) * C + c).to(tl.int64) * (2 * L * N)
             lg, E, eGm, eGLm, GL, a_m, b_m, k_m, r_m, v32, dy32, gf, dY, Aak, Ark, SA, D = _chunk_front(
                 r, w, k, v, a, b, g, dy, off, m2, g + gbase + tok.to(tl.int64) * g_st, valid, states + idx,
-                dS, dirn, nnT, sad_ptr, L, N, PREC, True)  # fmt: skip
+                dS, dirn, nnT, sad_ptr, L, N, PREC, True, INV)  # fmt: skip
             dS = dS * _exp(GL)[None, :]
             if DROP != 1:  # DROP (tests only): 1 drops dS's sa path, 2 the state's decay term of dw
                 dS = _hi_dot(tl.trans(D), a_m * eGm, dS, PREC)
@@ -223,8 +227,9 @@ if HAS_TRITON:
     ):  # fmt: skip
         """Every gradient of one chunk of one direction, from its entering state and leaving dS.
 
-        ``PART`` 1, 2, 3 (three launches, in that order) split the work: 1 does dv,
-        da, dr, dg and stores its part of ``dlg`` (float32 workspace ``dlw`` [2, B, T, H, N]),
+        ``PART`` 1, 2, 3 (three launches, in that order) split the work: 1 does dv (with 3xTF32 dots
+        a fourth launch, 4, does dv instead), da, dr, dg and stores its part of ``dlg`` (float32
+        workspace ``dlw`` [2, B, T, H, N]),
         2 db and the state's decay term, adds its part of ``dlg`` there, 3 dk and adds the rest of ``dlg`` into dw
         (fewer live registers per launch: what the float32 variant needs to run without spills).
         """
@@ -249,7 +254,7 @@ if HAS_TRITON:
         sad_ptr = sad + ((dirn * BH + pid_bh) * C + c).to(tl.int64) * (2 * L * N)
         lg, E, eGm, eGLm, GL, a_m, b_m, k_m, r_m, v32, dy32, gf, dY, Aak, Ark, SA, D = _chunk_front(
             r, w, k, v, a, b, g, dy, off, m2, g + gbase + tok.to(tl.int64) * g_st, valid, s0_ptr, None, dirn, nnT,
-            sad_ptr, L, N, PREC, False)  # fmt: skip
+            sad_ptr, L, N, PREC, False, PREC)  # fmt: skip
         dAab = tl.where(rows > cols, _hi_dot(D, tl.trans(SA), None, PREC), 0.0)
         dAak = tl.where(rows > cols, _hi_dot(D, tl.trans(v32), None, PREC), 0.0)
         dArb_u = tl.where(rows >= cols, _hi_dot(dy32, tl.trans(SA), None, PREC), 0.0)
@@ -257,7 +262,8 @@ if HAS_TRITON:
         dG = tl.zeros([L, N], dtype=tl.float32)
         dGx = tl.zeros([L, N], dtype=tl.float32)
         dGLs = tl.zeros([N], dtype=tl.float32)
-        if PART == 1:
+        DV_PART: tl.constexpr = 4 if PREC == 2 else 1  # 3xTF32: a fourth launch (with dv any part spills)
+        if PART == DV_PART:
             dv_c = _hi_dot(
                 tl.trans(Aak),
                 D,
@@ -265,6 +271,7 @@ if HAS_TRITON:
                 PREC,
             )
             tl.atomic_add(dv + off, dv_c, mask=m2, sem="relaxed")
+        if PART == 1:
             S0 = tl.load(s0_ptr + nn)
             da_m = _hi_dot(dAak, k_m, _hi_dot(dAab, b_m, eGm * _hi_dot(D, S0, None, PREC), PREC), PREC)
             tl.atomic_add(da + off, da_m * E * _exp(-lg), mask=m2, sem="relaxed")
@@ -292,25 +299,31 @@ if HAS_TRITON:
             dGL = k_m * eGLm * dKd
             dG -= k_m * dk_m + dGL
             dGLs += tl.sum(dGL, axis=0)
-        # decays: the products x dx, then the reverse cumulative sums
-        dlg = _rev_cumsum(dG) + _rev_cumsum(dGx) - dGx + dGLs[None, :]
-        dl_ptr = dlw + dirn.to(tl.int64) * BH * T * N + off
-        if PART >= 2:
-            dlg += tl.load(dl_ptr, mask=m2, other=0.0)
-        if PART < 3:
-            tl.store(dl_ptr, dlg, mask=m2)
-        else:
-            tl.atomic_add(dw + off, dlg * lg, mask=m2, sem="relaxed")
+        if PART < 4:  # decays: the products x dx, then the reverse cumulative sums
+            dlg = _rev_cumsum(dG) + _rev_cumsum(dGx) - dGx + dGLs[None, :]
+            dl_ptr = dlw + dirn.to(tl.int64) * BH * T * N + off
+            if PART >= 2:
+                dlg += tl.load(dl_ptr, mask=m2, other=0.0)
+            if PART < 3:
+                tl.store(dl_ptr, dlg, mask=m2)
+            else:
+                tl.atomic_add(dw + off, dlg * lg, mask=m2, sem="relaxed")
 
 
-def chunked_backward(r, w, k, v, a, b, g, dy, states, *, _drop: int = 0):
+def chunked_backward(r, w, k, v, a, b, g, dy, states, *, prec: int | None = None, _drop: int = 0):
     """Gradients of Bi-WKV7 from the saved chunk-entry states: ``(dr, dw, dk, dv, da, db, dg or None)``.
+
+    ``prec``: the dots' precision, :data:`PREC` (exact float32) when None, or 2 (3xTF32 tensor-core
+    dots, ``common._hi_dot``; the ``triton_chunked_tc`` backward).
 
     Four launches: the dS chain, grid ``(2, B * H)``, then the chunk kernel's three parts, grid
     ``(C, 2, B * H)``; gradients in the I/O dtype (``dg`` in ``g``'s dtype).
     ``_drop`` (tests only) drops one term of the backward, to show the checks catch it.
     """
     B, T, H, N, C = _check_args(r, w, k, v, a, b, g, dy, states)
+    prec = PREC if prec is None else prec
+    if prec not in PRECS:
+        raise ValueError(f"prec: expected one of {PRECS}, got {prec!r}")
     if not HAS_TRITON:
         raise RuntimeError(f"triton is not installed: {_IMPORT_ERROR}")
     r, w, k, v, a, b, dy, states = (x.contiguous() for x in (r, w, k, v, a, b, dy, states))
@@ -324,11 +337,13 @@ def chunked_backward(r, w, k, v, a, b, g, dy, states, *, _drop: int = 0):
     sad = torch.empty((2, B * H, C, 2, CHUNK, N), dtype=torch.float32, device=r.device)  # SA and D of each chunk
     args = (r, w, k, v, a, b, gate, dy, states, dstates, sad)
     common = dict(N=N, L=CHUNK, DROP=int(_drop), num_stages=1)
-    _bi_wkv7_chunked_bwd_state_kernel[(2, B * H)](*args, T, H, *gs, C, PREC=PREC, num_warps=STATE_WARPS, **common)
+    _bi_wkv7_chunked_bwd_state_kernel[(2, B * H)](
+        *args, T, H, *gs, C, PREC=prec, INV=inverse_prec(prec, r.dtype), num_warps=STATE_WARPS, **common
+    )
     dlw = torch.empty((2, *r.shape), dtype=torch.float32, device=r.device)  # dlg of parts 1 and 2
-    for part in CHUNK_PARTS:
+    for part in chunk_parts(prec):
         _bi_wkv7_chunked_bwd_chunk_kernel[(C, 2, B * H)](
-            *args, *bufs, dg, dlw, T, H, *gs, C, PREC=PREC, PART=part, num_warps=CHUNK_WARPS, **common
+            *args, *bufs, dg, dlw, T, H, *gs, C, PREC=prec, PART=part, num_warps=CHUNK_WARPS, **common
         )
     grads = tuple(x if r.dtype == torch.float32 else x.to(r.dtype) for x in bufs)
     return (*grads, None if g is None else dg.to(g.dtype))
@@ -338,10 +353,25 @@ STATE_WARPS = 8
 CHUNK_WARPS = 8
 #: The chunk kernel's launches: three parts (one would need ~20% more registers than sm_90 has: spills).
 CHUNK_PARTS = (1, 2, 3)
+
+
+def inverse_prec(prec: int, dtype: torch.dtype) -> int:
+    """Precision of the state kernel's solve: 3xTF32 for float32 I/O, exact float32 for 16-bit I/O
+    (each the one of the two that compiles without spills at sm_90), ``prec`` 0: exact."""
+    return 2 if prec == 2 and dtype == torch.float32 else 0
+
+
+def chunk_parts(prec: int) -> tuple[int, ...]:
+    """The chunk kernel's launches at ``prec``: 3xTF32 (2) moves dv to a fourth (its splits need registers)."""
+    return CHUNK_PARTS + (4,) if prec == 2 else CHUNK_PARTS
+
+
 #: ``_hi_dot``'s precision for every dot and I/O dtype: exact float32. TF32 rounded to nearest (1,
 #: the forward's choice for 16-bit I/O) measured a worst float16 gradient of 6.9e-3 (bar 5e-3):
 #: ``dg`` at T = 1, where ``y_fwd = y_rev`` and the reference ``dg`` is zero.
 PREC = 0
+#: Precisions :func:`chunked_backward` launches: exact float32 (0), 3xTF32 (2).
+PRECS = (0, 2)
 
 
 # ---------------------------------------------------------------------------------- compile report
@@ -353,20 +383,22 @@ def kernel_variants() -> list[dict]:
     chunk_ptrs = ("states", "dstates", "sad", "dr", "dw", "dk", "dv", "da", "db", "dg", "dlw")
     kernels = ((_bi_wkv7_chunked_bwd_state_kernel, ("states", "dstates", "sad"), STATE_WARPS, "state"),
                (_bi_wkv7_chunked_bwd_chunk_kernel, chunk_ptrs, CHUNK_WARPS, "chunk"))  # fmt: skip
-    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+    for prec, dtype in [(p, d) for p in PRECS for d in (torch.float32, torch.bfloat16, torch.float16)]:
         dt = str(dtype).replace("torch.", "")
         for fn, ptrs, warps, kind in kernels:
-            for part in CHUNK_PARTS if kind == "chunk" else (None,):
+            for part in chunk_parts(prec) if kind == "chunk" else (None,):
                 sig = {n: TL_PTR[dtype] for n in ("r", "w", "k", "v", "a", "b", "g", "dy")}
                 sig.update({n: "*fp32" for n in ptrs})
                 sig.update({n: "i32" for n in ("T", "H", "g_sb", "g_st", "g_sh", "C")})
                 sig.update({n: "constexpr" for n in ("N", "L", "PREC", "DROP")})
-                const = {"N": HEAD_SIZE, "L": CHUNK, "PREC": PREC, "DROP": 0}
-                label = f"bwd {dt} L={CHUNK} warps={warps} dots=ieee"
-                if part is not None:
+                const = {"N": HEAD_SIZE, "L": CHUNK, "PREC": prec, "DROP": 0}
+                label = f"bwd {dt} L={CHUNK} warps={warps} dots={'tf32x3' if prec == 2 else 'ieee'}"
+                if part is None:
+                    const["INV"], sig["INV"] = inverse_prec(prec, dtype), "constexpr"
+                else:
                     const["PART"], sig["PART"] = part, "constexpr"
                     label += f" part={part}"
-                out.append(dict(impl=IMPL, fn=fn, signature=sig, constexprs=const, align=True,
+                out.append(dict(impl=IMPL_TC if prec == 2 else IMPL, fn=fn, signature=sig, constexprs=const, align=True,
                                 options={"num_warps": warps, "num_stages": 1}, config=label))  # fmt: skip
     return out
 
@@ -378,5 +410,5 @@ def compile_report(cc: int = 90) -> list[dict]:
     subprocess). Without triton the rows say ``skipped`` and which extra brings it.
     """
     if not HAS_TRITON:
-        return _compile.skipped_rows((IMPL,), _compile.ToolMissing.extra("triton", _IMPORT_ERROR))
-    return _compile.report_or_skip((IMPL,), lambda: _compile.triton_compile_rows(kernel_variants(), cc))
+        return _compile.skipped_rows((IMPL, IMPL_TC), _compile.ToolMissing.extra("triton", _IMPORT_ERROR))
+    return _compile.report_or_skip((IMPL, IMPL_TC), lambda: _compile.triton_compile_rows(kernel_variants(), cc))

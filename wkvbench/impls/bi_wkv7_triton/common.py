@@ -50,6 +50,13 @@ if HAS_TRITON:
         return u.to(tl.float32, bitcast=True)
 
     @triton.jit
+    def _tf32_rne(x):
+        """Round float32 to the nearest TF32 value, ties to even (10 explicit mantissa bits)."""
+        u = x.to(tl.int32, bitcast=True)
+        u = (u + (0xFFF + ((u >> 13) & 1))) & -8192
+        return u.to(tl.float32, bitcast=True)
+
+    @triton.jit
     def _bf16_rne_bits(x):
         """float32 -> uint32 whose high half is the round-to-nearest-even bfloat16 of x."""
         u = x.to(tl.uint32, bitcast=True)
@@ -67,8 +74,21 @@ if HAS_TRITON:
 
     @triton.jit
     def _hi_dot(x, y, acc, PREC: tl.constexpr):
-        """A dot whose operands may carry the state's magnitude: exact float32 (0) or TF32 rounded to nearest (1)."""
-        if PREC == 1:
+        """A dot whose operands may carry the state's magnitude: exact float32 (0), TF32 rounded to
+        nearest (1) or 3xTF32 (2): ``x = xh + xl``, ``y = yh + yl`` split into TF32 values by
+        :func:`_tf32_rne`, ``xl yh + xh yl + xh yh`` on tensor cores (the ``xl yl`` term, ~2^-22
+        relative, dropped). The operands of every product are exact TF32 values, so the tensor
+        cores' operand truncation is a no-op and the interpreter's exact dot computes the same
+        products as the hardware (only the fp32 accumulation order differs)."""
+        if PREC == 2:
+            xh = _tf32_rne(x)
+            yh = _tf32_rne(y)
+            xl = _tf32_rne(x - xh)
+            yl = _tf32_rne(y - yh)
+            d = tl.dot(xl, yh, acc, input_precision="tf32")
+            d = tl.dot(xh, yl, d, input_precision="tf32")
+            return tl.dot(xh, yh, d, input_precision="tf32")
+        elif PREC == 1:
             return tl.dot(_tf32_rn(x), _tf32_rn(y), acc, input_precision="tf32")
         else:
             return tl.dot(x, y, acc, input_precision="ieee")
@@ -95,17 +115,22 @@ if HAS_TRITON:
         return bidx, h, H * N, base, gbase, tl.arange(0, N)
 
     @triton.jit
-    def _unit_lower_inverse(A, L: tl.constexpr):
+    def _unit_lower_inverse(A, L: tl.constexpr, PREC: tl.constexpr):
         """(I - A)^-1 for strictly lower-triangular A [L, L] (float32), exactly, in log2(L) - 1 steps.
 
         A is nilpotent (A^L = 0), so (I - A)^-1 = I + A + ... + A^(L-1)
         = (I + A)(I + A^2)(I + A^4)...(I + A^(L/2)): log2(L) - 1 squarings and as many products,
-        all float32 FMA dots (``ieee``; 6 of them [16, 16] x [16, 16] at L = 16).
+        all float32 FMA dots (``ieee``; 6 of them [16, 16] x [16, 16] at L = 16), or 3xTF32 dots
+        (``PREC`` 2, :func:`_hi_dot`).
         """
         offs = tl.arange(0, L)
         Z = (offs[:, None] == offs[None, :]).to(tl.float32) + A
         Ap = A
         for _ in tl.static_range(1, L.bit_length() - 1):
-            Ap = tl.dot(Ap, Ap, input_precision="ieee")
-            Z = tl.dot(Z, Ap, Z, input_precision="ieee")
+            if PREC == 2:
+                Ap = _hi_dot(Ap, Ap, None, PREC)
+                Z = _hi_dot(Z, Ap, Z, PREC)
+            else:
+                Ap = tl.dot(Ap, Ap, input_precision="ieee")
+                Z = tl.dot(Z, Ap, Z, input_precision="ieee")
         return Z

@@ -32,19 +32,21 @@ def _chunked_warps(BV: int, exact: bool, save: bool = False) -> int:
     return 8 if (BV == 64 or exact or (save and BV == 32)) else 4
 
 
-def chunked_blocks(exact: bool) -> tuple[int, ...]:
-    """Value-block sizes the chunked kernel launches (float32-exact BV = 64 spills at sm_90)."""
-    return CHUNKED_BLOCKS[:-1] if exact else CHUNKED_BLOCKS
+def chunked_blocks(exact: bool, tc: bool = False) -> tuple[int, ...]:
+    """Value-block sizes the chunked kernel launches (float32-exact BV = 64 spills at sm_90, and so
+    does 3xTF32 (``tc``) BV = 8)."""
+    blocks = CHUNKED_BLOCKS[:-1] if exact else CHUNKED_BLOCKS
+    return tuple(bv for bv in blocks if bv != 8) if exact and tc else blocks
 
 
-def chunked_config(B: int, H: int, sms: int = _gpu.DEFAULT_SMS, exact: bool = False) -> dict:
+def chunked_config(B: int, H: int, sms: int = _gpu.DEFAULT_SMS, exact: bool = False, tc: bool = False) -> dict:
     """Chunk length, value block and warps of the chunked kernel.
 
     The most value blocks (parallelism) whose ``2 B H N / BV`` programs still run in one wave
     (2 resident programs per SM at 4 warps, 1 at 8 warps: both use ~250 registers a thread);
     if none fits, the largest block (the least duplicated key-side work, so the least total work).
     """
-    blocks = chunked_blocks(exact)
+    blocks = chunked_blocks(exact, tc)
     for BV in blocks:
         warps = _chunked_warps(BV, exact)
         if 2 * B * H * (64 // BV) <= (2 if warps == 4 else 1) * sms:
@@ -238,7 +240,7 @@ if HAS_TRITON:
             Aak = tl.where(rows > cols, _hi_dot(a_m, tl.trans(k_m), None, PREC), 0.0)
             Arb = tl.where(rows >= cols, _hi_dot(r_m, tl.trans(b_m), None, PREC), 0.0)
             Ark = tl.where(rows >= cols, _hi_dot(r_m, tl.trans(k_m), None, PREC), 0.0)
-            Z = _unit_lower_inverse(Aab, L)
+            Z = _unit_lower_inverse(Aab, L, PREC)
             W = _hi_dot(Z, a_m * eGm[None, :], None, PREC)  # Z (a e^Gx)
             U = _hi_dot(Z, Aak, None, PREC)
             Q = _hi_dot(Arb, W, r_m * eGm[None, :], PREC)  # r e^G + Arb W
@@ -324,8 +326,10 @@ def bi_wkv7_recurrent(
 def bi_wkv7_chunked(
     r, w, k, v, a, b, g=None, *, out=None, tf32: bool = False, chunk_len: int | None = None,
     block_v: int | None = None, swap: int = 0, save: bool = False, hold: int = 0, tickets: Tensor | None = None,
+    tc: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:  # fmt: skip
-    """Launch the chunked kernel. ``tf32`` only changes float32 inputs (TF32 instead of exact dots).
+    """Launch the chunked kernel. ``tf32`` only changes float32 inputs (TF32 instead of exact dots);
+    so does ``tc`` (3xTF32 split dots on tensor cores, float32 accuracy: ``common._hi_dot``).
 
     ``swap=1`` lets the reverse-direction program of each pair come first in the grid (tests
     use it to exercise both roles of the merge). ``save=True`` (the training forward, L = 16)
@@ -338,8 +342,11 @@ def bi_wkv7_chunked(
     if save and chunk_len not in (None, 16):
         raise ValueError(f"chunk_len: the training forward saves 16-token chunk states, got {chunk_len!r}")
     st = _saved(r, save, ws)
-    exact = r.dtype == torch.float32 and not tf32
-    cfg = chunked_config(B, H, _gpu.sm_count(r.device), exact=exact)
+    if tf32 and tc:
+        raise ValueError("tc: 3xTF32 dots and tf32=True exclude each other")
+    exact = r.dtype == torch.float32 and not tf32  # tc: the exact variant's blocks and warps (as many registers)
+    prec = (2 if tc else 0) if exact else 1
+    cfg = chunked_config(B, H, _gpu.sm_count(r.device), exact=exact, tc=tc)
     L = chunk_len or cfg["L"]
     if L not in CHUNK_LENS:
         raise ValueError(f"chunk_len: must be one of {CHUNK_LENS}, got {chunk_len!r}")
@@ -356,7 +363,7 @@ def bi_wkv7_chunked(
         raise ValueError(f"tickets: expected {B * H * nvb * C} int32 zeros on {r.device}")
     _bi_wkv7_chunked_kernel[(nvb, 2, B * H)](
         r, w, k, v, a, b, gate, out, ws, tickets, st, T, H, *gs, C, int(swap) | (hold << 1),
-        N=N, BV=BV, L=L, OUT_KIND=_OUT_KIND[r.dtype], PREC=0 if exact else 1,
+        N=N, BV=BV, L=L, OUT_KIND=_OUT_KIND[r.dtype], PREC=prec,
         VKIND=2 if r.dtype == torch.float16 else 0, SAVE=bool(save), num_warps=_chunked_warps(BV, exact, save),
         num_stages=1,
     )  # fmt: skip
@@ -378,17 +385,19 @@ def kernel_variants() -> list[dict]:
             out.append(dict(impl="triton_recurrent", fn=_bi_wkv7_recurrent_kernel, signature=sig, constexprs=const,
                             options={"num_warps": 1, "num_stages": 1}, align=True,
                             config=f"{dt} BV={BV} warps=1" + (" save" if save else "")))  # fmt: skip
-        for tf32 in (False, True) if dtype == torch.float32 else (False,):
+        for tf32, tc in ((False, False), (True, False), (False, True)) if dtype == torch.float32 else ((False, False),):
             exact = dtype == torch.float32 and not tf32
-            for BV, save in [(bv, sv) for sv in (False, True) for bv in chunked_blocks(exact)]:
+            prec = (2 if tc else 0) if exact else 1
+            for BV, save in [(bv, sv) for sv in (False, True) for bv in chunked_blocks(exact, tc)]:
                 sig = dict(io, ws="*fp32", cnt="*i32", st="*fp32", T="i32", H="i32", g_sb="i32",
                            g_st="i32", g_sh="i32", C="i32", swap="i32", N="constexpr", BV="constexpr", L="constexpr",
                            OUT_KIND="constexpr", PREC="constexpr", VKIND="constexpr", SAVE="constexpr")  # fmt: skip
-                const = {"N": 64, "BV": BV, "L": 16, "OUT_KIND": _OUT_KIND[dtype], "PREC": 0 if exact else 1,
+                const = {"N": 64, "BV": BV, "L": 16, "OUT_KIND": _OUT_KIND[dtype], "PREC": prec,
                          "VKIND": 2 if dtype == torch.float16 else 0, "SAVE": save}  # fmt: skip
                 nw = _chunked_warps(BV, exact, save)
-                dots = "ieee" if exact else ("tf32+fp16" if dtype == torch.float16 else "tf32")
-                out.append(dict(impl="triton_chunked_tf32" if tf32 else "triton_chunked", fn=_bi_wkv7_chunked_kernel,
+                dots = ("tf32x3" if tc else "ieee") if exact else ("tf32+fp16" if dtype == torch.float16 else "tf32")
+                impl = "triton_chunked_tc" if tc else ("triton_chunked_tf32" if tf32 else "triton_chunked")
+                out.append(dict(impl=impl, fn=_bi_wkv7_chunked_kernel,
                                 signature=sig, constexprs=const, options={"num_warps": nw, "num_stages": 1},
                                 config=f"{dt} L=16 BV={BV} warps={nw} dots={dots}" + (" save" if save else ""),
                                 align=True))  # fmt: skip

@@ -1,11 +1,12 @@
 """Bi-WKV7 training with the Triton kernels: one autograd Function, fused forward + fused backward.
 
 :class:`BiWKV7Triton` runs the one-launch training forward of ``fwd.py`` (``kind``: recurrent,
-chunked or chunked_tf32, ``save=True``), saves the fp32 16-token chunk-entry states of both
-directions (:func:`saved_bytes`) and runs the backward of the kind (:data:`DEFAULT_BACKWARD`:
+chunked, chunked_tf32 or chunked_tc, ``save=True``), saves the fp32 16-token chunk-entry states
+of both directions (:func:`saved_bytes`) and runs the backward of the kind (:data:`DEFAULT_BACKWARD`:
 the per-token kernel of ``bwd.py`` for ``triton_recurrent``, the chunked WY backward of
-``chunked_bwd.py`` for ``triton_chunked``/``triton_chunked_tf32``; :func:`set_backward` overrides
-it). Saved memory and the two backwards: docs/notes/triton_bi_wkv7.md ("Training").
+``chunked_bwd.py`` for ``triton_chunked``/``triton_chunked_tf32``/``triton_chunked_tc``, the last
+with 3xTF32 dots; :func:`set_backward` overrides it). Saved memory and the two backwards:
+docs/notes/triton_bi_wkv7.md ("Training").
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from wkvbench.impls import _gpu
 from wkvbench.impls.bi_wkv7_triton import bwd, chunked_bwd, fwd
 
 BACKWARDS = ("recurrent", "chunked")
-KINDS = ("recurrent", "chunked", "chunked_tf32")
+KINDS = ("recurrent", "chunked", "chunked_tf32", "chunked_tc")
 #: The backward each kind's Function runs unless :data:`BACKWARD` overrides it.
-DEFAULT_BACKWARD = {"recurrent": "recurrent", "chunked": "chunked", "chunked_tf32": "chunked"}
+DEFAULT_BACKWARD = {"recurrent": "recurrent", "chunked": "chunked", "chunked_tf32": "chunked", "chunked_tc": "chunked"}
 #: Override for every kind (``"recurrent"`` or ``"chunked"``), or None: :data:`DEFAULT_BACKWARD`.
 BACKWARD: str | None = None
 
@@ -49,7 +50,8 @@ def forward(r, w, k, v, a, b, g, kind: str, block_v: int | None = None):
         return fwd.bi_wkv7_recurrent(r, w, k, v, a, b, g, block_v=block_v, save=True)
     if kind not in KINDS:
         raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
-    return fwd.bi_wkv7_chunked(r, w, k, v, a, b, g, tf32=kind == "chunked_tf32", block_v=block_v, save=True)
+    tf32, tc = kind == "chunked_tf32", kind == "chunked_tc"
+    return fwd.bi_wkv7_chunked(r, w, k, v, a, b, g, tf32=tf32, tc=tc, block_v=block_v, save=True)
 
 
 class BiWKV7Triton(torch.autograd.Function):
@@ -62,7 +64,7 @@ class BiWKV7Triton(torch.autograd.Function):
         backward = backward or BACKWARD or DEFAULT_BACKWARD[kind]
         y, states = forward(*xs, g, kind, block_v=block_v)
         ctx.save_for_backward(*xs, g, states)
-        ctx.backward, ctx.bwd_block_v = backward, bwd_block_v
+        ctx.backward, ctx.bwd_block_v, ctx.prec = backward, bwd_block_v, 2 if kind == "chunked_tc" else None
         return y
 
     @staticmethod
@@ -70,7 +72,9 @@ class BiWKV7Triton(torch.autograd.Function):
         r, w, k, v, a, b, g, states = ctx.saved_tensors
         dy = dy.to(r.dtype).contiguous()
         if ctx.backward == "chunked":
-            grads = chunked_bwd.chunked_backward(r, w, k, v, a, b, g, dy, states)
+            grads = chunked_bwd.chunked_backward(
+                r, w, k, v, a, b, g, dy, states, **({} if ctx.prec is None else {"prec": ctx.prec})
+            )
         else:
             grads = bwd.recurrent_backward(r, w, k, v, a, b, g, dy, states, block_v=ctx.bwd_block_v)
         return (*grads, None, None, None, None)
