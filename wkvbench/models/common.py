@@ -66,12 +66,13 @@ class Mixer:
     def __init__(self, op: str, impl: str) -> None:
         self.op = op
         self.impl = impl
+        self.validate = True  # the op's value checks (the network gate turns them off: NaN reaches the logits)
 
     def __call__(self, **tensors: Tensor) -> Tensor:
         if self.impl == REFERENCE:
             first = next(x for x in tensors.values() if isinstance(x, Tensor))
             return getattr(reference, self.op)(**tensors).to(first.dtype)
-        return ops.call(self.op, impl=self.impl, **tensors)
+        return ops.call(self.op, impl=self.impl, validate=self.validate, **tensors)
 
     def __repr__(self) -> str:
         return f"Mixer(op={self.op!r}, impl={self.impl!r})"
