@@ -105,18 +105,18 @@ def test_multi_family_group_keeps_each_models_own_mixers():
     }
 
 
-def test_training_modes_of_the_network_op_are_skipped_in_the_plan(tmp_path):
-    assert SPEC.modes == ("fwd",) and ops.get_op("bi_wkv7").modes == ("fwd", "bwd", "fwd_bwd")
-    suite = S.suite_from_flags("network", models="A-RWKV-T", impls="torch_chunked", seconds="1.28", mode="fwd,fwd_bwd")
+def test_the_backward_only_mode_of_the_network_op_is_skipped_in_the_plan(tmp_path):
+    assert SPEC.modes == ("fwd", "fwd_bwd") and ops.get_op("bi_wkv7").modes == ("fwd", "bwd", "fwd_bwd")
+    suite = S.suite_from_flags("network", models="A-RWKV-T", impls="torch_chunked", seconds="1.28", mode="fwd_bwd,bwd")
     planned = {(c.mode, name): why for c, impls in P.plan(suite, "cpu") for name, why in impls}
-    assert planned[("fwd", "torch_chunked")] is None
-    assert planned[("fwd_bwd", "torch_chunked")] == "network is timed in fwd only (its op record's modes)"
+    assert planned[("fwd_bwd", "torch_chunked")] is None
+    assert planned[("bwd", "torch_chunked")] == "network is timed in fwd/fwd_bwd only (its op record's modes)"
     out = tmp_path / "run"
     argv = ["run", "--op", "network", "--model", "A-RWKV-T", "--impl", "torch_chunked", "--seconds", "1.28",
-            "--mode", "fwd_bwd", "--device", "cpu", "--out", str(out), "--no-progress"]  # fmt: skip
+            "--mode", "bwd", "--device", "cpu", "--out", str(out), "--no-progress"]  # fmt: skip
     assert cli.main(argv) == 0
     rows = pd.read_csv(out / "results.csv")
-    assert list(rows["status"]) == ["skipped"] and "fwd only" in rows["note"][0]
+    assert list(rows["status"]) == ["skipped"] and "fwd/fwd_bwd only" in rows["note"][0]
     # no network was built for it: the worker (its log names every command) was never sent the case
     logs = "".join(p.read_text() for p in out.rglob("worker-*.log"))
     assert " probe" in logs and " case" not in logs

@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from wkvbench.accuracy import TOLERANCE
+from wkvbench.models import train
 from wkvbench.models.common import REFERENCE, SpectrogramNet, spectrogram
 from wkvbench.models.factory import build
 from wkvbench.presets import FAMILIES, get_preset
@@ -128,15 +129,65 @@ class NetworkGate:
     """The gate for one built network and one input: the float64 twin's output (once), each mixer's
     error against it, and the bar from the family's baseline mixer (run once, on first need)."""
 
-    def __init__(self, net: SpectrogramNet, mel: torch.Tensor) -> None:
+    def __init__(self, net: SpectrogramNet, mel: torch.Tensor, seed: int = 0) -> None:
         p = next(net.parameters())
         self.net, self.mel, self.dtype, self.device = net, mel, p.dtype, p.device
         with torch.no_grad(), exact_float32(self.device):
-            twin = copy.deepcopy(net).to(torch.float64)
-            twin.mixer.impl = REFERENCE
-            self.ref = twin(mel.to(torch.float64))
-        del twin
+            self.ref = self._twin()(mel.to(torch.float64))
         self._baseline: tuple[str, float] | None = None
+        self.target = train.targets(mel.shape[0], self.device, seed)  # the training step's labels
+        self._ref_grads: torch.Tensor | None = None
+        self._grad_baseline: tuple[str, float] | None = None
+
+    def _twin(self) -> SpectrogramNet:
+        """The float64 twin: the same weights (as rounded to the dtype), the reference mixer."""
+        twin = copy.deepcopy(self.net).to(torch.float64)
+        twin.mixer.impl = REFERENCE
+        twin.zero_grad(set_to_none=True)
+        return twin
+
+    # ------------------------------------------------------------------ training (fwd_bwd)
+    def ref_grads(self) -> torch.Tensor:
+        """The float64 twin's parameter gradients of one training step, as one vector (once)."""
+        if self._ref_grads is None:
+            with exact_float32(self.device):
+                self._ref_grads = train.grads(self._twin(), self.mel.to(torch.float64), self.target)
+        return self._ref_grads
+
+    def grad_error(self, impl: str) -> float:
+        """Relative L2 of the network's parameter gradients with mixer ``impl`` (inf: not finite)."""
+        old = self.net.mixer.impl, self.net.mixer.validate
+        self.net.set_impl(impl)
+        try:
+            self.net.mixer.validate = False
+            with exact_float32(self.device):
+                g = train.grads(self.net, self.mel, self.target)
+        finally:
+            self.net.mixer.impl, self.net.mixer.validate = old
+        return train.grad_error(g, self.ref_grads())
+
+    def grad_judge(self, impl: str) -> dict:
+        """``grad_rel_err``, ``grad_baseline_err``, ``grad_tol`` and ``passed`` (``why`` when it failed)."""
+        if self._grad_baseline is None:
+            name = self.net.family_record.gate_baseline(self.dtype)
+            self._grad_baseline = (name, self.grad_error(name))
+        base, base_err = self._grad_baseline
+        if not bool(torch.isfinite(self.ref_grads()).all()):
+            base_err = math.inf
+        err = self.grad_error(impl)
+        depth = self.net.preset.depth
+        bar = train.grad_bar(self.dtype, base_err, depth)
+        out = {"grad_rel_err": err, "grad_baseline_err": base_err, "grad_tol": bar}
+        if not math.isfinite(err):
+            return {**out, "passed": False, "why": "non-finite parameter gradient"}
+        if not math.isfinite(base_err):
+            why = f"the baseline network's ({base}) gradients are not finite: comparison void"
+            return {**out, "passed": False, "why": why}
+        if not err <= bar:
+            ceil = train.grad_ceiling(self.dtype, depth)
+            why = f"gradient rel_err {err:.3g} > bar {bar:.3g} (2x {base} at {base_err:.3g}, ceiling {ceil:.3g})"
+            return {**out, "passed": False, "why": why}
+        return {**out, "passed": True}
 
     def _run(self, impl: str) -> torch.Tensor:
         """The logits of the network with mixer ``impl`` (checked), the op's value checks off."""
@@ -211,7 +262,7 @@ def check_many(
     net = build(model, seconds, model.family_record.gate_baseline(dtype), dtype=dtype, device=device, seed=seed)
     for impl in impls:  # every name checked before anything runs
         net.set_impl(impl)
-    gate = NetworkGate(net, spectrogram(batch, seconds, dtype=dtype, device=device, seed=seed))
+    gate = NetworkGate(net, spectrogram(batch, seconds, dtype=dtype, device=device, seed=seed), seed)
     common = {"preset": model.name, "seconds": float(seconds), "op": net.op, "dtype": _dtype_name(dtype)}
     common.update(device=str(torch.device(device)), batch=batch)
     return [CheckResult(**common, impl=impl, **gate.judge(impl)) for impl in impls]

@@ -30,12 +30,14 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from wkvbench.models import train
 from wkvbench.models.ast_vit import NUM_CLASSES
 from wkvbench.models.common import REFERENCE, spectrogram
 from wkvbench.models.factory import _construct, build
 from wkvbench.models.gate import NetworkGate
 from wkvbench.opspec import DEFAULT_MODE, OPS, OpSpec, register_op
 from wkvbench.presets import MEL_BINS, PRESETS, Preset, get_preset
+from wkvbench.schema import TRAINING_MODES
 
 #: Parameters applied elementwise, once per sequence, or as embeddings: not in ``P``.
 _NOT_PER_TOKEN = ("pos_embed", "cls_token", "dist_token", "A_log", "A_b_log", "mu", "r_k", "head", "mlp_head")
@@ -115,36 +117,55 @@ class NetworkCase:
 
     ``preset`` a preset (or its name), ``shape`` the network shape (:func:`shape_for`), ``check_shape`` the shape
     the gate checks at (a shorter duration; None: the same). Weights come from ``seed`` (the same
-    network for every mixer; :meth:`bind` swaps only the mixer).
+    network for every mixer; :meth:`bind` swaps only the mixer). ``optimizer``: what a training step
+    ends with (:data:`wkvbench.models.train.OPTIMIZERS`; ``none``: forward, loss and backward only).
     """
 
     def __init__(
-        self, preset: Preset | str, shape: dict, dtype, device, seed: int = 0, check_shape: dict | None = None
+        self,
+        preset: Preset | str,
+        shape: dict,
+        dtype,
+        device,
+        seed: int = 0,
+        check_shape: dict | None = None,
+        optimizer: str = "none",
     ):
         self.preset = get_preset(preset)
         self.dtype, self.device, self.seed = dtype, torch.device(device), int(seed)
+        self.optimizer_name = optimizer
         self.net = build(self.preset, shape["F"] / 100, REFERENCE, dtype=dtype, device=self.device, seed=self.seed)
+        train.make_optimizer(optimizer, self.net)  # checks the name before anything runs
         self.inputs = make_inputs(shape, dtype, self.device, self.seed)  # the timed call's
         self.resident_bytes = sum(t.numel() * t.element_size() for t in (*self.net.parameters(), *self.net.buffers()))
         self.shape = shape
         self.check_shape = check_shape if check_shape is not None else shape
+        self.mode = DEFAULT_MODE
+        self.target = train.targets(shape["B"], self.device, self.seed)  # the timed training step's labels
+        self._optimizer = None
         self._network_gate: NetworkGate | None = None
         self._gate()  # the float64 twin's output, once per case
 
     def bind(self, impl: str) -> Callable[..., Tensor]:
-        """The callable the harness times for ``impl``: the network's forward with that mixer.
-
-        Forward only (``torch.no_grad``); a training mode would add its branch here.
-        """
+        """The callable the harness times for ``impl``: in ``fwd`` the network's forward with that mixer
+        (``torch.no_grad``), in ``fwd_bwd`` one training step (:func:`wkvbench.models.train.step`).
+        The mode is read at call time (one bound callable serves every mode of the case)."""
         self.net.set_impl(impl)  # checked once here, not in the timed calls
         net = self.net
 
-        def forward(mel: Tensor) -> Tensor:
+        def call(mel: Tensor) -> Tensor:
             net.mixer.impl = impl
+            if self.mode in TRAINING_MODES:
+                return train.step(net, mel, self.target, self._optimizer)
             with torch.no_grad():
                 return net(mel)
 
-        return forward
+        return call
+
+    def timed_call(self, fn: Callable[..., Tensor], mode: str):
+        """What the worker times in ``mode``: ``fn`` (from :meth:`bind`) on the case's input; nothing to build."""
+        self.set_mode(mode)
+        return (lambda: fn(**self.inputs)), None
 
     def _gate(self) -> NetworkGate:
         """The network gate at the check shape (built on first need; the timed network when the same)."""
@@ -156,15 +177,22 @@ class NetworkCase:
             mel = self.inputs["mel"] if self.check_shape == self.shape else None
             if mel is None:
                 mel = make_inputs(self.check_shape, self.dtype, self.device, self.seed)["mel"]
-            self._network_gate = NetworkGate(net, mel)
+            self._network_gate = NetworkGate(net, mel, self.seed)
         return self._network_gate
 
     def set_mode(self, mode: str) -> None:
-        """Nothing to prepare: the op is timed in its record's modes only (forward)."""
+        """``fwd`` or ``fwd_bwd`` (the record's modes); a training mode makes the optimizer (if any)."""
+        if mode not in OPS["network"].modes:
+            raise ValueError(f"mode: the network op runs in {OPS['network'].modes}, not {mode!r}")
+        self.mode = mode
+        if mode in TRAINING_MODES and self._optimizer is None:
+            self._optimizer = train.make_optimizer(self.optimizer_name, self.net)
 
     def gate(self, impl: str, timer=None, mode: str = DEFAULT_MODE) -> dict:
         """The first call of ``impl`` (timed by ``timer``, a :class:`~wkvbench.harness.timing.Timer`) and
-        the network gate (docs/spec.md section 8): ``rel_err``, ``max_abs_err``, ``tol`` (the bar), ``passed``."""
+        the network gate (docs/spec.md section 8): ``rel_err``, ``max_abs_err``, ``tol`` (the bar), ``passed``;
+        in a training mode also the gradient check (``grad_rel_err``, ``grad_tol``) and ``saved_bytes``."""
+        self.set_mode(mode)
         first_ms = None
         if timer is not None:
             fn = self.bind(impl)
@@ -174,6 +202,13 @@ class NetworkCase:
         res["tol"] = _num(g["bar"])
         if not g["passed"]:
             return {**res, "passed": False, "why": f"network gate: {g['why']}"}
+        if mode in TRAINING_MODES:
+            gg = self._gate().grad_judge(impl)
+            res.update(grad_rel_err=_num(gg["grad_rel_err"]), grad_tol=_num(gg["grad_tol"]), grad_worst="params")
+            if not gg["passed"]:
+                return {**res, "passed": False, "why": f"network gate: {gg['why']}"}
+            self.net.mixer.impl = impl
+            res["saved_bytes"] = train.saved_bytes(self.net, self.inputs["mel"], self.target)
         return {**res, "passed": True}
 
 
@@ -201,7 +236,7 @@ register_op(
         naive_impl="",  # per model: its family's naive mixer (OpSpec.naive_for)
         time_exponent=1,
         bwd_flops_factor=2.0,
-        modes=(DEFAULT_MODE,),  # forward only so far: a training mode is one branch in NetworkCase.bind
+        modes=(DEFAULT_MODE, "fwd_bwd"),  # inference, and one training step (NetworkCase.bind)
         head_size=head_size,
         impls_of=lambda preset: preset.family_record.mixer_op,
         prepare=NetworkCase,
