@@ -211,6 +211,7 @@ class Runner:
             "device": case.device,
             "variant": case.variant,
             "mode": case.mode,
+            "precision": case.precision,
             "shape": case.shape_json,
             "status": cell.status,
             "note": cell.note,
@@ -478,6 +479,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--mode",
         help="timing modes: fwd (inference), bwd (backward only), fwd_bwd (training step); "
         "with a suite: replaces its groups' modes",
+    )
+    g.add_argument(
+        "--precision",
+        help="network cells: pure (the dtype throughout, default) and/or autocast (float32 weights, "
+        "torch.autocast in the dtype); with a suite: replaces its groups' precisions",
     )
     r = parser.add_argument_group("run")
     r.add_argument("--out", help="run directory (default runs/<suite>-<time>)")

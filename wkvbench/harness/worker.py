@@ -183,7 +183,16 @@ class Session:
         preset = presets.get_preset(new.model)
         cshape = spec.shape_for(preset, new.batch, new.check_tokens) if new.check_tokens else None
         if spec.prepare is not None:  # the op's own per-case state (the network and its float64 twin)
-            self.state = spec.prepare(preset, new.shape, dtype, self.device, new.seed, cshape)
+            self.state = spec.prepare(
+                preset,
+                new.shape,
+                dtype,
+                self.device,
+                new.seed,
+                cshape,
+                precision=new.precision,
+                optimizer=new.optimizer,
+            )
         else:  # inputs and the float64 reference
             self.state = OpCase(new, dtype, self.device, cshape)
         self.state.set_mode(new.mode)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -129,15 +130,24 @@ class NetworkGate:
     """The gate for one built network and one input: the float64 twin's output (once), each mixer's
     error against it, and the bar from the family's baseline mixer (run once, on first need)."""
 
-    def __init__(self, net: SpectrogramNet, mel: torch.Tensor, seed: int = 0) -> None:
+    def __init__(
+        self, net: SpectrogramNet, mel: torch.Tensor, seed: int = 0, autocast: torch.dtype | None = None
+    ) -> None:
         p = next(net.parameters())
         self.net, self.mel, self.dtype, self.device = net, mel, p.dtype, p.device
+        self.context = None  # autocast: float32 weights, the forward under torch.autocast(autocast)
+        if autocast is not None:
+            self.dtype = autocast
+            self.context = functools.partial(torch.autocast, self.device.type, dtype=autocast)
         with torch.no_grad(), exact_float32(self.device):
             self.ref = self._twin()(mel.to(torch.float64))
         self._baseline: tuple[str, float] | None = None
         self.target = train.targets(mel.shape[0], self.device, seed)  # the training step's labels
         self._ref_grads: torch.Tensor | None = None
         self._grad_baseline: tuple[str, float] | None = None
+
+    def _autocast(self):
+        return self.context() if self.context is not None else contextlib.nullcontext()
 
     def _twin(self) -> SpectrogramNet:
         """The float64 twin: the same weights (as rounded to the dtype), the reference mixer."""
@@ -161,7 +171,7 @@ class NetworkGate:
         try:
             self.net.mixer.validate = False
             with exact_float32(self.device):
-                g = train.grads(self.net, self.mel, self.target)
+                g = train.grads(self.net, self.mel, self.target, self.context)
         finally:
             self.net.mixer.impl, self.net.mixer.validate = old
         return train.grad_error(g, self.ref_grads())
@@ -195,7 +205,7 @@ class NetworkGate:
         self.net.set_impl(impl)
         try:
             self.net.mixer.validate = False
-            with torch.no_grad(), exact_float32(self.device):
+            with torch.no_grad(), exact_float32(self.device), self._autocast():
                 return self.net(self.mel)
         finally:
             self.net.mixer.impl, self.net.mixer.validate = old

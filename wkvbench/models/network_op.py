@@ -23,6 +23,7 @@ or ``bi_selective_scan``), plugins included: ``impl`` names the mixer.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections.abc import Callable
@@ -37,7 +38,7 @@ from wkvbench.models.factory import _construct, build
 from wkvbench.models.gate import NetworkGate
 from wkvbench.opspec import DEFAULT_MODE, OPS, OpSpec, register_op
 from wkvbench.presets import MEL_BINS, PRESETS, Preset, get_preset
-from wkvbench.schema import TRAINING_MODES
+from wkvbench.schema import PRECISIONS, TRAINING_MODES
 
 #: Parameters applied elementwise, once per sequence, or as embeddings: not in ``P``.
 _NOT_PER_TOKEN = ("pos_embed", "cls_token", "dist_token", "A_log", "A_b_log", "mu", "r_k", "head", "mlp_head")
@@ -130,19 +131,30 @@ class NetworkCase:
         seed: int = 0,
         check_shape: dict | None = None,
         optimizer: str = "none",
+        precision: str = "pure",
     ):
         self.preset = get_preset(preset)
         self.dtype, self.device, self.seed = dtype, torch.device(device), int(seed)
-        self.optimizer_name = optimizer
-        self.net = build(self.preset, shape["F"] / 100, REFERENCE, dtype=dtype, device=self.device, seed=self.seed)
+        self.optimizer_name, self.precision = optimizer, precision
+        self.context = None  # autocast: float32 weights and input, the forward under torch.autocast(dtype)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
+        if precision == "autocast":
+            if dtype not in (torch.bfloat16, torch.float16):
+                raise ValueError(f"precision: autocast needs bfloat16 or float16, got {dtype}")
+            self.context = functools.partial(torch.autocast, self.device.type, dtype=dtype)
+        self.weight_dtype = torch.float32 if self.context is not None else dtype
+        self.net = build(self.preset, shape["F"] / 100, REFERENCE, self.weight_dtype, self.device, self.seed)
         train.make_optimizer(optimizer, self.net)  # checks the name before anything runs
-        self.inputs = make_inputs(shape, dtype, self.device, self.seed)  # the timed call's
+        self.inputs = make_inputs(shape, self.weight_dtype, self.device, self.seed)  # the timed call's
         self.resident_bytes = sum(t.numel() * t.element_size() for t in (*self.net.parameters(), *self.net.buffers()))
         self.shape = shape
         self.check_shape = check_shape if check_shape is not None else shape
         self.mode = DEFAULT_MODE
         self.target = train.targets(shape["B"], self.device, self.seed)  # the timed training step's labels
         self._optimizer = None
+        # an optimizer step moves the weights: the gate judges (and each mixer starts from) these
+        self._initial = None if optimizer == "none" else {k: v.clone() for k, v in self.net.state_dict().items()}
         self._network_gate: NetworkGate | None = None
         self._gate()  # the float64 twin's output, once per case
 
@@ -156,11 +168,22 @@ class NetworkCase:
         def call(mel: Tensor) -> Tensor:
             net.mixer.impl = impl
             if self.mode in TRAINING_MODES:
-                return train.step(net, mel, self.target, self._optimizer)
-            with torch.no_grad():
+                return train.step(net, mel, self.target, self._optimizer, self.context)
+            with torch.no_grad(), self._autocast():
                 return net(mel)
 
         return call
+
+    def _restore(self) -> None:
+        """The initial weights and a fresh optimizer (after optimizer steps); nothing without an optimizer."""
+        if self._initial is None:
+            return
+        self.net.load_state_dict(self._initial)
+        if self._optimizer is not None:
+            self._optimizer = train.make_optimizer(self.optimizer_name, self.net)
+
+    def _autocast(self):
+        return self.context() if self.context is not None else contextlib.nullcontext()
 
     def timed_call(self, fn: Callable[..., Tensor], mode: str):
         """What the worker times in ``mode``: ``fn`` (from :meth:`bind`) on the case's input; nothing to build."""
@@ -173,11 +196,12 @@ class NetworkCase:
             f = self.check_shape["F"]
             net = self.net
             if f != self.net.frames:
-                net = build(self.preset, f / 100, REFERENCE, dtype=self.dtype, device=self.device, seed=self.seed)
+                net = build(self.preset, f / 100, REFERENCE, self.weight_dtype, self.device, self.seed)
             mel = self.inputs["mel"] if self.check_shape == self.shape else None
             if mel is None:
-                mel = make_inputs(self.check_shape, self.dtype, self.device, self.seed)["mel"]
-            self._network_gate = NetworkGate(net, mel, self.seed)
+                mel = make_inputs(self.check_shape, self.weight_dtype, self.device, self.seed)["mel"]
+            autocast = self.dtype if self.context is not None else None
+            self._network_gate = NetworkGate(net, mel, self.seed, autocast)
         return self._network_gate
 
     def set_mode(self, mode: str) -> None:
@@ -197,6 +221,7 @@ class NetworkCase:
         if timer is not None:
             fn = self.bind(impl)
             _, first_ms = timer.first_call(lambda: fn(**self.inputs))
+        self._restore()
         g = self._gate().judge(impl)
         res = {"first_call_ms": first_ms, "rel_err": _num(g["rel_err"]), "max_abs_err": _num(g["max_abs_err"])}
         res["tol"] = _num(g["bar"])
@@ -208,7 +233,7 @@ class NetworkCase:
             if not gg["passed"]:
                 return {**res, "passed": False, "why": f"network gate: {gg['why']}"}
             self.net.mixer.impl = impl
-            res["saved_bytes"] = train.saved_bytes(self.net, self.inputs["mel"], self.target)
+            res["saved_bytes"] = train.saved_bytes(self.net, self.inputs["mel"], self.target, self.context)
         return {**res, "passed": True}
 
 
