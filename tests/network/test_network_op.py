@@ -191,9 +191,14 @@ def test_network_figures_from_a_synthetic_table():
     assert set(NF.kernel_rows(df)["op"]) == {"bi_wkv7"}
     assert set(NF.as_mixers(df)["op"]) == {"bi_wkv7", "attention", "bi_selective_scan"}
     env = Env()
-    thr = NF.fig_network_throughput(df, env)
-    t = thr.table[thr.table["model"] == "A-RWKV-B"].sort_values("seconds")
-    assert list(t["audio_s_per_s"].round(6)) == [500.0] * 3
+    thr = NF.fig_network_throughput(tidy(pd.DataFrame([*rows, {**rows[0], "mode": "fwd_bwd", "median_ms": 60.0}])), env)
+    t = thr.table[(thr.table["line"] == "A-RWKV-B (triton_chunked)") & (thr.table["panel"] == "B=1 fwd")]
+    assert list(t.sort_values("seconds")["audio_s_per_s"].round(6)) == [500.0] * 3
+    assert set(thr.table["panel"]) == {"B=1 fwd", "B=1 fwd_bwd"}  # every network on one axis; training beside
+    assert set(thr.table["line"]) == {"A-RWKV-B (triton_chunked)", "AST-B (sdpa_flash)", "AuM-B (torch_chunked)"}
+    assert "13.3x" in thr.caption and len(thr.figure.axes) == 4
+    star = [ln for ln in thr.figure.axes[0].get_lines() if ln.get_marker() == "*"]
+    assert star and star[0].get_ydata()[0] == pytest.approx(13.3 * 327.68 / ((327.68 + 0.2 * 327.68**2) / 1e3))
     sp = NF.fig_network_speedup(df, env)
     assert sp.name == "fig11_network_speedup" and "13.3x" in sp.caption
     vs_ast = sp.table[(sp.table["baseline"] == "attention_sdpa") & (sp.table["seconds"] == 327.68)]
