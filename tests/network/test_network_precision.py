@@ -65,3 +65,20 @@ def test_autocast_rejects_float32_and_unknown_precisions():
         NetworkCase(p, shape, torch.float32, "cpu", precision="autocast")
     with pytest.raises(ValueError, match="precision"):
         NetworkCase(p, shape, torch.bfloat16, "cpu", precision="amp")
+
+
+def test_a_training_cell_in_bf16_autocast_runs_through_the_harness(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from wkvbench import cli
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = tmp_path / "run"
+    rc = cli.main(["run", "--op", "network", "--model", "A-RWKV-T", "--impl", "torch_chunked", "--seconds", "0.32",
+                   "--dtype", "bfloat16", "--precision", "autocast", "--mode", "fwd_bwd", "--optimizer", "adamw",
+                   "--device", "cpu", "--out", str(out), "--no-progress", "--budget-s", "0.01", "--min-samples", "1",
+                   "--rounds", "1", "--warmup-s", "0", "--strict"])  # fmt: skip
+    assert rc == 0
+    [row] = pd.read_csv(out / "results.csv").to_dict("records")
+    assert (row["status"], row["precision"], row["mode"]) == ("ok", "autocast", "fwd_bwd")
+    assert 0 < row["grad_rel_err"] <= row["grad_tol"] and row["saved_bytes"] > 0 and row["grad_worst"] == "params"
