@@ -13,7 +13,15 @@ import pandas as pd
 
 from wkvbench.presets import find_preset, network_label
 from wkvbench.report import analysis as an
-from wkvbench.report.figures.layout import NOT_OK_NOTE, Plot, draw_lines, finish_panel, split_idle
+from wkvbench.report.figures.layout import (
+    NOT_OK_NOTE,
+    Plot,
+    draw_lines,
+    finish_panel,
+    new_figure,
+    split_idle,
+    unmeasured,
+)
 from wkvbench.report.figures.model_size import duration_panels, label_throughput
 from wkvbench.report.figures.speedup import fig_speedup
 from wkvbench.report.load import Env
@@ -68,14 +76,13 @@ def _panels(net: pd.DataFrame) -> list[str]:
 def fig_network_throughput(df: pd.DataFrame, env: Env, long=None) -> Plot:
     """Every network on one axis: seconds of audio per second (top) and peak memory (bottom) against
     duration, one column per batch size and mode (inference beside training)."""
-    import matplotlib.pyplot as plt
-
     net = network_lines(df)
-    title = "Whole networks: throughput and memory vs duration"
+    title = "Whole networks: throughput vs duration"
     panels = _panels(net) if not net.empty else []
-    fig, axes = plt.subplots(2, max(1, len(panels)), figsize=(4.2 * max(1, len(panels)), 6.4), squeeze=False)
     if not panels:
-        axes[0, 0].text(0.5, 0.5, "no ok network cells", ha="center", va="center", transform=axes[0, 0].transAxes)
+        fig, axes = unmeasured(env, title, "no ok network cells")
+    else:
+        fig, axes = new_figure(2, len(panels), env, title, w=4.2, h=3.0)
     for j, panel in enumerate(panels):
         p = net[net["panel"] == panel]
         for line, g in p.groupby("line", sort=True):
@@ -94,8 +101,6 @@ def fig_network_throughput(df: pd.DataFrame, env: Env, long=None) -> Plot:
             ax.set_yscale("log")
             ax.grid(True, which="both", alpha=0.3)
         axes[0, j].legend(fontsize=6)
-    fig.suptitle(title)
-    fig.tight_layout()
     caption = (
         "Whole networks (op 'network'; each line a network and its token mixer, e.g. 'A-RWKV-S (triton_chunked)'; "
         "Bi-WKV7 networks solid, AST dashed, Audio Mamba dash-dot): seconds of audio processed per second "
