@@ -49,7 +49,7 @@ _STYLE = {"a-rwkv": "-", "ast": "--", "aum": "-."}
 
 def network_lines(df: pd.DataFrame) -> pd.DataFrame:
     """The ok ``network`` rows with their line name ("A-RWKV-S (triton_chunked)", plus the precision when
-    it is autocast), their panel (batch, mode) and peak memory in MiB."""
+    it is autocast), their panel (batch, mode; and dtype when the run has several) and peak memory in MiB."""
     net = df[(df["op"] == NETWORK_OP) & df["ok"]].copy()
     net["mode"] = net["mode"].fillna("fwd").replace("", "fwd") if "mode" in net else "fwd"
     if net.empty:
@@ -59,6 +59,8 @@ def network_lines(df: pd.DataFrame) -> pd.DataFrame:
     names = [network_label(m, i) for m, i in zip(net["model"], net["impl"], strict=True)]
     net["line"] = [n if p == "pure" else f"{n} {p}" for n, p in zip(names, prec, strict=True)]
     net["panel"] = [f"B={b} {m or 'fwd'}" for b, m in zip(net["batch"], net["mode"].fillna("fwd"), strict=True)]
+    if "dtype" in net and net["dtype"].nunique() > 1:  # one dtype per panel
+        net["panel"] = net["panel"] + " " + net["dtype"].astype(str)
     peak = net["peak_mem_bytes"] if "peak_mem_bytes" in net else pd.Series(np.nan, index=net.index)
     net["peak_mib"] = pd.to_numeric(peak, errors="coerce") / 2**20
     return net
@@ -92,6 +94,9 @@ def fig_network_throughput(df: pd.DataFrame, env: Env, long=None) -> Plot:
             if g["peak_mib"].notna().any():
                 axes[1, j].plot(g["seconds"], g["peak_mib"], style, marker="o", ms=3, label=line)
         _paper_star(axes[0, j], p)
+        if not p["peak_mib"].notna().any():
+            axes[1, j].text(0.5, 0.5, "no peak memory (measured on CUDA only)", ha="center", va="center",
+                            fontsize=8, color="#666666", transform=axes[1, j].transAxes)  # fmt: skip
         axes[0, j].set_title(panel.replace("fwd_bwd", "training step").replace(" fwd", " inference"))
         axes[0, j].set_ylabel("seconds of audio per second")
         axes[1, j].set_ylabel("peak allocated memory (MiB)")
