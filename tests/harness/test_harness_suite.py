@@ -44,9 +44,11 @@ def test_smoke_is_cpu_float32_and_tiny():
     cases = P.expand_cases(suite, "cpu")
     assert all(c.dtype == "float32" and c.batch == 1 for c in cases)
     assert all(c.tokens <= 256 for c in cases if c.op != "network")
-    assert {(c.model, c.seconds) for c in cases if c.op == "network"} == {
+    assert {(c.model, c.seconds) for c in cases if c.op == "network" and c.mode == "fwd"} == {
         (m, s) for m in ("A-RWKV-T", "AST-B", "AuM-T") for s in (1.28, 2.56)
     }
+    # one tiny network training cell
+    assert [(c.model, c.seconds) for c in cases if c.op == "network" and c.mode == "fwd_bwd"] == [("A-RWKV-T", 0.32)]
 
 
 def test_paper_seconds_become_tokens_per_family():
