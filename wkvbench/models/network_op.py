@@ -188,6 +188,7 @@ class NetworkCase:
     def timed_call(self, fn: Callable[..., Tensor], mode: str):
         """What the worker times in ``mode``: ``fn`` (from :meth:`bind`) on the case's input; nothing to build."""
         self.set_mode(mode)
+        self.net.zero_grad(set_to_none=True)  # no stale gradients in the memory the samples start from
         return (lambda: fn(**self.inputs)), None
 
     def _gate(self) -> NetworkGate:
