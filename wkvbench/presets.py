@@ -158,6 +158,13 @@ def get_preset(preset: str | Preset) -> Preset:
     return found
 
 
+def network_label(preset: str, impl: str) -> str:
+    """How a network row is named in summaries, tables and legends: ``"A-RWKV-S (triton_chunked)"``
+    (the network, then its token mixer)."""
+    found = find_preset(preset)
+    return f"{found.name if found else preset} ({impl})"
+
+
 def frames_for_seconds(seconds: float) -> int:
     """Spectrogram frames at a 10 ms hop."""
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:

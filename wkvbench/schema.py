@@ -36,9 +36,11 @@ MODES = ("fwd", "bwd", "fwd_bwd")
 TRAINING_MODES = ("bwd", "fwd_bwd")
 
 #: Columns that identify a cell, in key order.
-KEY = ("op", "impl", "model", "batch", "tokens", "dtype", "device", "variant", "mode")
+KEY = ("op", "impl", "model", "batch", "tokens", "dtype", "device", "variant", "mode", "precision")
 #: Value of a key column in rows written before that column existed (or left empty).
-KEY_DEFAULTS = {"variant": "realistic", "mode": "fwd"}
+KEY_DEFAULTS = {"variant": "realistic", "mode": "fwd", "precision": "pure"}
+#: Precisions of a cell (docs/spec.md section 8): the dtype throughout, or float32 weights under autocast.
+PRECISIONS = ("pure", "autocast")
 
 #: Every column of results.csv, in order: the key first.
 COLUMNS = (

@@ -44,9 +44,11 @@ def test_smoke_is_cpu_float32_and_tiny():
     cases = P.expand_cases(suite, "cpu")
     assert all(c.dtype == "float32" and c.batch == 1 for c in cases)
     assert all(c.tokens <= 256 for c in cases if c.op != "network")
-    assert {(c.model, c.seconds) for c in cases if c.op == "network"} == {
+    assert {(c.model, c.seconds) for c in cases if c.op == "network" and c.mode == "fwd"} == {
         (m, s) for m in ("A-RWKV-T", "AST-B", "AuM-T") for s in (1.28, 2.56)
     }
+    # one tiny network training cell
+    assert [(c.model, c.seconds) for c in cases if c.op == "network" and c.mode == "fwd_bwd"] == [("A-RWKV-T", 0.32)]
 
 
 def test_paper_seconds_become_tokens_per_family():
@@ -77,7 +79,7 @@ def test_expansion_order_dedupe_and_seed(tmp_path):
     assert [c.tokens for c in cases] == [64, 256]  # sorted ascending, the duplicate 64 dropped
     c = cases[0]
     assert c.shape == {"B": 1, "T": 64, "H": 3, "N": 64}
-    assert c.key("x") == ("bi_wkv7", "x", "A-RWKV-T", 1, 64, "float32", "cpu", "realistic", "fwd")
+    assert c.key("x") == ("bi_wkv7", "x", "A-RWKV-T", 1, 64, "float32", "cpu", "realistic", "fwd", "pure")
     assert c.seconds == pytest.approx(1.28)  # 64 tokens = 8 patches of 16 frames... = 1.28 s
     assert c.seed == P.case_seed(0, c.case_id) and c.seed != cases[1].seed
 

@@ -68,10 +68,11 @@ def test_a_network_case_is_compared_with_its_familys_naive_mixer():
         }
 
     lines = {
-        line.split()[1]: line
+        " ".join(line.split()[1:3]): line
         for line in summary_table([row("torch_eager", 8.0), row("sdpa_math", 2.0)]).splitlines()[2:]
     }
-    assert "4x" in lines["sdpa_math"]  # AST-B networks get a "vs naive" figure
+    assert "4x" in lines["AST-B (sdpa_math)"]  # AST-B networks get a "vs naive" figure, named by network
+    assert "AST-B (torch_eager)" in lines
 
 
 @pytest.mark.parametrize("preset", ["A-RWKV-T", "AST-B", "AuM-T"])
@@ -105,18 +106,18 @@ def test_multi_family_group_keeps_each_models_own_mixers():
     }
 
 
-def test_training_modes_of_the_network_op_are_skipped_in_the_plan(tmp_path):
-    assert SPEC.modes == ("fwd",) and ops.get_op("bi_wkv7").modes == ("fwd", "bwd", "fwd_bwd")
-    suite = S.suite_from_flags("network", models="A-RWKV-T", impls="torch_chunked", seconds="1.28", mode="fwd,fwd_bwd")
+def test_the_backward_only_mode_of_the_network_op_is_skipped_in_the_plan(tmp_path):
+    assert SPEC.modes == ("fwd", "fwd_bwd") and ops.get_op("bi_wkv7").modes == ("fwd", "bwd", "fwd_bwd")
+    suite = S.suite_from_flags("network", models="A-RWKV-T", impls="torch_chunked", seconds="1.28", mode="fwd_bwd,bwd")
     planned = {(c.mode, name): why for c, impls in P.plan(suite, "cpu") for name, why in impls}
-    assert planned[("fwd", "torch_chunked")] is None
-    assert planned[("fwd_bwd", "torch_chunked")] == "network is timed in fwd only (its op record's modes)"
+    assert planned[("fwd_bwd", "torch_chunked")] is None
+    assert planned[("bwd", "torch_chunked")] == "network is timed in fwd/fwd_bwd only (its op record's modes)"
     out = tmp_path / "run"
     argv = ["run", "--op", "network", "--model", "A-RWKV-T", "--impl", "torch_chunked", "--seconds", "1.28",
-            "--mode", "fwd_bwd", "--device", "cpu", "--out", str(out), "--no-progress"]  # fmt: skip
+            "--mode", "bwd", "--device", "cpu", "--out", str(out), "--no-progress"]  # fmt: skip
     assert cli.main(argv) == 0
     rows = pd.read_csv(out / "results.csv")
-    assert list(rows["status"]) == ["skipped"] and "fwd only" in rows["note"][0]
+    assert list(rows["status"]) == ["skipped"] and "fwd/fwd_bwd only" in rows["note"][0]
     # no network was built for it: the worker (its log names every command) was never sent the case
     logs = "".join(p.read_text() for p in out.rglob("worker-*.log"))
     assert " probe" in logs and " case" not in logs
@@ -190,9 +191,14 @@ def test_network_figures_from_a_synthetic_table():
     assert set(NF.kernel_rows(df)["op"]) == {"bi_wkv7"}
     assert set(NF.as_mixers(df)["op"]) == {"bi_wkv7", "attention", "bi_selective_scan"}
     env = Env()
-    thr = NF.fig_network_throughput(df, env)
-    t = thr.table[thr.table["model"] == "A-RWKV-B"].sort_values("seconds")
-    assert list(t["audio_s_per_s"].round(6)) == [500.0] * 3
+    thr = NF.fig_network_throughput(tidy(pd.DataFrame([*rows, {**rows[0], "mode": "fwd_bwd", "median_ms": 60.0}])), env)
+    t = thr.table[(thr.table["line"] == "A-RWKV-B (triton_chunked)") & (thr.table["panel"] == "B=1 fwd")]
+    assert list(t.sort_values("seconds")["audio_s_per_s"].round(6)) == [500.0] * 3
+    assert set(thr.table["panel"]) == {"B=1 fwd", "B=1 fwd_bwd"}  # every network on one axis; training beside
+    assert set(thr.table["line"]) == {"A-RWKV-B (triton_chunked)", "AST-B (sdpa_flash)", "AuM-B (torch_chunked)"}
+    assert "13.3x" in thr.caption and len(thr.figure.axes) == 4
+    star = [ln for ln in thr.figure.axes[0].get_lines() if ln.get_marker() == "*"]
+    assert star and star[0].get_ydata()[0] == pytest.approx(13.3 * 327.68 / ((327.68 + 0.2 * 327.68**2) / 1e3))
     sp = NF.fig_network_speedup(df, env)
     assert sp.name == "fig11_network_speedup" and "13.3x" in sp.caption
     vs_ast = sp.table[(sp.table["baseline"] == "attention_sdpa") & (sp.table["seconds"] == 327.68)]

@@ -51,7 +51,8 @@ def _expand(suite: Suite, device: str) -> list[tuple[Case, list[Group]]]:
                         points = [(t, round(model.family_record.seconds_for_tokens(t), 4)) for t in group.tokens]
                     else:
                         points = [(model.tokens(s), s) for s in group.seconds]
-                    for (tokens, secs), mode in ((p, m) for p in sorted(points) for m in group.modes):
+                    axes = ((p, m, c) for p in sorted(points) for m in group.modes for c in group.precision)
+                    for (tokens, secs), mode, precision in axes:
                         shape = spec.shape_for(model, batch, tokens)
                         check_t = None
                         limit = suite.run.check_max_tokens if group.check_max_tokens is None else group.check_max_tokens
@@ -72,6 +73,8 @@ def _expand(suite: Suite, device: str) -> list[tuple[Case, list[Group]]]:
                             check_tokens=check_t,
                             impl_op=_ops.impl_op(group.op, model),  # the network op: its model's mixer op
                             head_size=spec.head_size(shape),
+                            precision=precision,
+                            optimizer=suite.run.optimizer,
                         )
                         if case.case_id in seen:  # named again by a later group: its impls join
                             seen[case.case_id].append(group)
@@ -134,6 +137,11 @@ def plan(suite: Suite, device: str) -> list[tuple[Case, list[tuple[str, str | No
             for g in groups:  # a case named by several groups runs the union of their impls
                 for name, why in impls_for(g.impls, g.exclude, case, len(impl_ops[g]) > 1):
                     merged.setdefault(name, why)
-            unsupported = _ops.get_op(case.op).unsupported_mode(case.mode)  # e.g. the network op's training
+            unsupported = _ops.get_op(case.op).unsupported_mode(case.mode)  # e.g. the network op's bwd
+            if case.precision != "pure" and not unsupported:  # autocast: whole networks in half precision
+                if _ops.get_op(case.op).prepare is None:
+                    unsupported = "autocast applies to whole networks (op network) only"
+                elif case.dtype == "float32":
+                    unsupported = "autocast needs a half-precision dtype (bfloat16 or float16)"
             out.append((case, [(name, why or unsupported) for name, why in merged.items()]))
     return out

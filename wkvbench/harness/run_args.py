@@ -84,7 +84,7 @@ def add_run_flags(group) -> None:
         kind, flag = f.metadata["kind"], "--" + f.name.replace("_", "-")
         helptext = f"{f.metadata['help']} (overrides run.{f.name})"
         if kind == "str":
-            group.add_argument(flag, choices=DEVICES, help=helptext)
+            group.add_argument(flag, choices=f.metadata["choices"] or DEVICES, help=helptext)
         else:
             group.add_argument(flag, type=int if kind.endswith("int") else float, help=helptext)
 
@@ -144,6 +144,7 @@ def suite_from_args(args: argparse.Namespace) -> Suite:
     With ``--resume``, flags or a suite that change the stored plan are refused (:func:`check_resume`)."""
     run = run_overrides(args)
     mode = getattr(args, "mode", None)
+    precision = getattr(args, "precision", None)
     stored = where = None
     if args.resume and args.out and (Path(args.out) / rundir.ENV_FILE).is_file():
         stored, where = _stored_suite(args.out)
@@ -155,7 +156,13 @@ def suite_from_args(args: argparse.Namespace) -> Suite:
                 "use flags alone); --op, --impl, --exclude, --device and run settings are"
             )
         suite = edit_suite(
-            load_suite(args.suite), ops=args.op, impls=args.impl, exclude=args.exclude, modes=mode, run=run
+            load_suite(args.suite),
+            ops=args.op,
+            impls=args.impl,
+            exclude=args.exclude,
+            modes=mode,
+            run=run,
+            precision=precision,
         )
     elif args.op:
         axes = {k: getattr(args, k, None) for k in AXIS_FLAGS}
@@ -163,8 +170,9 @@ def suite_from_args(args: argparse.Namespace) -> Suite:
         if mode:
             check_modes(mode)
         suite = suite_from_flags(
-            args.op, impls=args.impl, exclude=args.exclude, models=models, mode=mode, run=run, **axes
-        )
+            args.op, impls=args.impl, exclude=args.exclude, models=models, mode=mode, run=run,
+            precision=precision, **axes,
+        )  # fmt: skip
     elif args.resume and args.out:
         if stored is None:
             stored, where = _stored_suite(args.out)
@@ -176,7 +184,7 @@ def suite_from_args(args: argparse.Namespace) -> Suite:
             )
         if mode:
             check_modes(mode)
-        suite = edit_suite(stored, impls=args.impl, exclude=args.exclude, modes=mode, run=run)
+        suite = edit_suite(stored, impls=args.impl, exclude=args.exclude, modes=mode, run=run, precision=precision)
     else:
         raise SuiteError("command line: give a suite file, or --op (ad-hoc sweep), or --resume --out RUN_DIR")
     if stored is not None:

@@ -50,6 +50,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="timing modes: fwd (inference), bwd (backward only), fwd_bwd (training step); "
         "with a suite: replaces its groups' modes",
     )
+    g.add_argument(
+        "--precision",
+        help="network cells: pure (the dtype throughout, default) and/or autocast (float32 weights, "
+        "torch.autocast in the dtype); with a suite: replaces its groups' precisions",
+    )
     r = parser.add_argument_group("run")
     r.add_argument("--out", help="run directory (default runs/<suite>-<time>)")
     r.add_argument("--resume", action="store_true", help="finish only the cells missing from --out")

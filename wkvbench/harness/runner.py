@@ -185,6 +185,7 @@ class Runner(Sweep):
             "device": case.device,
             "variant": case.variant,
             "mode": case.mode,
+            "precision": case.precision,
             "shape": case.shape_json,
             "status": cell.status,
             "note": cell.note,

@@ -74,16 +74,17 @@ class SuiteError(ValueError):
     """A suite (file or flags) that cannot be run; the message names the key."""
 
 
-def _setting(default, kind: str, help: str):
-    """A run setting: its default, its kind (str, pos, nonneg, posint, nonnegint) and its help."""
-    return field(default=default, metadata={"kind": kind, "help": help})
+def _setting(default, kind: str, help: str, choices: tuple[str, ...] = ()):
+    """A run setting: its default, its kind (str, pos, nonneg, posint, nonnegint), its help and (str)
+    its allowed values."""
+    return field(default=default, metadata={"kind": kind, "help": help, "choices": choices})
 
 
 @dataclass(frozen=True)
 class RunSettings:
     """A suite's ``[run]`` table; each field is also a ``wkvbench run`` flag (``--budget-s``)."""
 
-    device: str = _setting("auto", "str", "cpu, cuda or auto (cuda when there is one)")
+    device: str = _setting("auto", "str", "cpu, cuda or auto (cuda when there is one)", DEVICES)
     budget_s: float = _setting(1.0, "pos", "sampling time per cell")
     warmup_s: float = _setting(0.1, "nonneg", "warm-up time per cell")
     rounds: int = _setting(5, "posint", "interleaved rounds")
@@ -96,12 +97,14 @@ class RunSettings:
     max_noise: float = _setting(0.01, "nonneg", "stop sampling a cell once rel_ci <= this (0: sample the budget)")
     profile: int = _setting(0, "nonnegint", "1: a torch.profiler pass per cell into kernels.jsonl")
     lock_clocks: int = _setting(0, "nonnegint", "1: lock the SM clock at its maximum where permitted (else a note)")
+    optimizer: str = _setting("none", "str", "network training step's optimizer: none or adamw", ("none", "adamw"))
 
 
 #: The longest sequence a suite may ask for (a larger one is a typo, not a benchmark).
 MAX_TOKENS = 1 << 24
 #: Kind of each run setting (see :func:`_setting`).
 RUN_KINDS = {f.name: f.metadata["kind"] for f in fields(RunSettings)}
+RUN_CHOICES = {f.name: f.metadata["choices"] for f in fields(RunSettings)}
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,7 @@ class Group:
     dtype: tuple[str, ...] = ("float32",)
     variant: str = "realistic"
     modes: tuple[str, ...] = (_ops.DEFAULT_MODE,)
+    precision: tuple[str, ...] = ("pure",)  # network cells: pure dtype and/or autocast (docs/spec.md section 8)
     check_max_tokens: int | None = None  # this group's run.check_max_tokens (None: the run's)
 
 
@@ -169,6 +173,8 @@ class Case:
     check_tokens: int | None = field(default=None, compare=False)  # check at this T instead
     impl_op: str = field(default="", compare=False)  # whose implementations run it (the plan sets it)
     head_size: int | None = field(default=None, compare=False)  # matched against Impl.head_sizes (plan)
+    precision: str = "pure"  # a key column: pure dtype, or float32 weights under autocast
+    optimizer: str = field(default="none", compare=False)  # the network training step's (run.optimizer)
 
     @property
     def shape(self) -> dict:
@@ -185,6 +191,7 @@ class Case:
 
     def label(self) -> str:
         mode = "" if self.mode == _ops.DEFAULT_MODE else f" {self.mode}"
+        mode += "" if self.precision == "pure" else f" {self.precision}"
         return f"{self.op} {self.model} B={self.batch} T={self.tokens} {self.dtype}{mode}"
 
     @property
@@ -261,7 +268,7 @@ def _parse_run(v: _V, data) -> RunSettings:
     for k, val in data.items():
         key, kind = f"run.{k}", RUN_KINDS[k]
         if kind == "str":
-            kw[k] = v.string(key, val, DEVICES)
+            kw[k] = v.string(key, val, RUN_CHOICES[k])
         elif kind in ("posint", "nonnegint"):
             kw[k] = v.number(key, val, integer=True, strict=kind == "posint")
         else:
@@ -323,6 +330,9 @@ def _parse_group(v: _V, i: int, data) -> Group:
         dtype=v.strings(f"{key}.dtype", data.get("dtype", ["float32"]), DTYPES),
         variant=variant,
         modes=tuple(dict.fromkeys(v.strings(f"{key}.modes", data.get("modes", [_ops.DEFAULT_MODE]), schema.MODES))),
+        precision=tuple(
+            dict.fromkeys(v.strings(f"{key}.precision", data.get("precision", ["pure"]), schema.PRECISIONS))
+        ),
     )
 
 
@@ -361,7 +371,9 @@ def load_suite(path: str | Path) -> Suite:
 
 #: The flag that sets each group field (errors in flags, and ``--resume`` refusals, name it).
 FLAG_OF = {k: f"--{k}" for k in ("op", "batch", "tokens", "seconds", "dtype", "variant", "exclude")}
-FLAG_OF.update(impls="--impl", models="--model", modes="--mode", check_max_tokens="--check-max-tokens")
+FLAG_OF.update(
+    impls="--impl", models="--model", modes="--mode", precision="--precision", check_max_tokens="--check-max-tokens"
+)
 
 
 def _flag_key(key: str) -> str:
@@ -402,6 +414,7 @@ def suite_from_flags(
     exclude: str | None = None,
     mode: str | None = None,
     run: dict | None = None,
+    precision: str | None = None,
 ) -> Suite:
     """An ad-hoc suite from the flags of docs/spec.md section 7 (comma lists), validated like a file."""
     ops = _split("--op", op, str)
@@ -415,6 +428,7 @@ def suite_from_flags(
         ("dtype", "--dtype", dtype, str),
         ("exclude", "--exclude", exclude, str),
         ("modes", "--mode", mode, str),
+        ("precision", "--precision", precision, str),
     ):
         val = _split(flag, text, conv)
         if val is not None:
@@ -463,6 +477,7 @@ def edit_suite(
     exclude: str | None = None,
     modes: str | None = None,
     run=None,
+    precision: str | None = None,
 ) -> Suite:
     """``suite`` as command-line flags edit it: keep the groups of ``ops``; ``impls`` replaces each
     group's implementations; ``exclude`` adds to each group's exclusions; ``modes`` replaces each
@@ -486,6 +501,12 @@ def edit_suite(
     if modes:
         names = tuple(dict.fromkeys(check_modes(modes)))
         groups = tuple(replace(g, modes=names) for g in groups)
+    if precision:
+        names = tuple(dict.fromkeys(_split("--precision", precision, str)))
+        bad = [p for p in names if p not in schema.PRECISIONS]
+        if bad:
+            raise SuiteError(f"command line: --precision: unknown {bad}; known: {', '.join(schema.PRECISIONS)}")
+        groups = tuple(replace(g, precision=names) for g in groups)
     return with_overrides(replace(suite, groups=groups), run or {})
 
 

@@ -1,5 +1,7 @@
 """The table ``wkvbench run`` prints at the end: statuses per implementation and mode, and the
-geometric-mean speed-up over the op's naive implementation (its record's ``naive_for(model)``)."""
+geometric-mean speed-up over the op's naive implementation (its record's ``naive_for(model)``).
+Network rows are named by network: one line per network and mixer, "A-RWKV-T (torch_chunked)",
+and per precision where a run has several."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from collections import defaultdict
 
 from wkvbench import ops, opspec
 from wkvbench.harness.suite import case_id_of
+from wkvbench.presets import network_label
 from wkvbench.schema import STATUSES
 
 
@@ -15,6 +18,20 @@ def _ok_ms(row: dict) -> float | None:
     """The median of an ``ok`` (typed) row with a positive timing, else None."""
     ms = row.get("median_ms")
     return ms if row.get("status") == "ok" and ms is not None and ms > 0 else None
+
+
+def _name(row: dict) -> str:
+    """The implementation column: the mixer named by its network for a network row."""
+    spec = opspec.OPS.get(row["op"])
+    if spec is not None and spec.prepare is not None:
+        return network_label(str(row["model"]), row["impl"])
+    return row["impl"]
+
+
+def _mode(row: dict) -> str:
+    mode = row.get("mode") or ops.DEFAULT_MODE
+    precision = row.get("precision") or "pure"
+    return mode if precision == "pure" else f"{mode} {precision}"
 
 
 def summary_table(rows: list[dict]) -> str:
@@ -25,7 +42,7 @@ def summary_table(rows: list[dict]) -> str:
     groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     naive: dict[tuple, float] = {}
     for r in rows:
-        groups[(r["op"], r["impl"], r.get("mode") or ops.DEFAULT_MODE)].append(r)
+        groups[(r["op"], _name(r), _mode(r))].append(r)
         if r["op"] in opspec.OPS and r["impl"] == ops.get_op(r["op"]).naive_for(r["model"]) and _ok_ms(r):
             naive[case_id_of(r)] = _ok_ms(r)
     head = ["op", "impl", "mode", *STATUSES, "geomean vs naive", "best tok/s"]

@@ -185,7 +185,16 @@ class Session:
         preset = presets.get_preset(new.model)
         cshape = spec.shape_for(preset, new.batch, new.check_tokens) if new.check_tokens else None
         if spec.prepare is not None:  # the op's own per-case state (the network and its float64 twin)
-            self.state = spec.prepare(preset, new.shape, dtype, self.device, new.seed, cshape)
+            self.state = spec.prepare(
+                preset,
+                new.shape,
+                dtype,
+                self.device,
+                new.seed,
+                cshape,
+                precision=new.precision,
+                optimizer=new.optimizer,
+            )
         else:  # inputs and the float64 reference
             self.state = OpCase(new, dtype, self.device, cshape)
         self.state.set_mode(new.mode)
@@ -208,6 +217,9 @@ class Session:
         backward, ``retain_graph=True``, on the graph the build step keeps in ``self.graph``.
         """
         mode = self.case.mode
+        own = getattr(self.state, "timed_call", None)
+        if own is not None:  # the op's own state times its own call (the network op: its training step)
+            return own(impl_fn, mode)
         if mode not in TRAINING_MODES:
 
             def fwd():

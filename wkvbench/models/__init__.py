@@ -15,7 +15,8 @@ included -- runs inside a whole network by name::
     wm.check("A-RWKV-T", 2.56, "torch_chunked")                   # network accuracy gate
 
 Modules: ``common`` (registry glue, base class, input), ``arwkv``, ``ast_vit``, ``aum`` (one per
-family), ``factory`` (build, counts), ``gate`` (accuracy gate), ``network_op`` (the ``network`` op, registered
+family), ``factory`` (build, counts), ``gate`` (accuracy gate), ``train`` (the training step and its gradient
+check), ``network_op`` (the ``network`` op, registered
 on import), ``listing`` (``wkvbench models``).
 """
 

@@ -66,12 +66,23 @@ class Mixer:
     def __init__(self, op: str, impl: str) -> None:
         self.op = op
         self.impl = impl
+        self.validate = True  # the op's value checks (the network gate turns them off: NaN reaches the logits)
 
     def __call__(self, **tensors: Tensor) -> Tensor:
+        first = next(x for x in tensors.values() if isinstance(x, Tensor))
+        if torch.is_autocast_enabled(first.device.type):  # autocast: the mixer runs in the autocast dtype
+            dtype = torch.get_autocast_dtype(first.device.type)
+            tensors = {k: x.to(dtype) if isinstance(x, Tensor) and x.is_floating_point() else x
+                       for k, x in tensors.items()}  # fmt: skip
+            with torch.autocast(first.device.type, enabled=False):
+                return self._call(tensors)
+        return self._call(tensors)
+
+    def _call(self, tensors: dict) -> Tensor:
         if self.impl == REFERENCE:
             first = next(x for x in tensors.values() if isinstance(x, Tensor))
             return getattr(reference, self.op)(**tensors).to(first.dtype)
-        return ops.call(self.op, impl=self.impl, **tensors)
+        return ops.call(self.op, impl=self.impl, validate=self.validate, **tensors)
 
     def __repr__(self) -> str:
         return f"Mixer(op={self.op!r}, impl={self.impl!r})"

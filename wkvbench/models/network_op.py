@@ -23,18 +23,22 @@ or ``bi_selective_scan``), plugins included: ``impl`` names the mixer.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
+from wkvbench.models import train
 from wkvbench.models.ast_vit import NUM_CLASSES
 from wkvbench.models.common import REFERENCE, spectrogram
 from wkvbench.models.factory import _construct, build
 from wkvbench.models.gate import NetworkGate
 from wkvbench.opspec import DEFAULT_MODE, OPS, OpSpec, register_op
 from wkvbench.presets import MEL_BINS, PRESETS, Preset, get_preset
+from wkvbench.schema import PRECISIONS, TRAINING_MODES
 
 #: Parameters applied elementwise, once per sequence, or as embeddings: not in ``P``.
 _NOT_PER_TOKEN = ("pos_embed", "cls_token", "dist_token", "A_log", "A_b_log", "mu", "r_k", "head", "mlp_head")
@@ -114,36 +118,78 @@ class NetworkCase:
 
     ``preset`` a preset (or its name), ``shape`` the network shape (:func:`shape_for`), ``check_shape`` the shape
     the gate checks at (a shorter duration; None: the same). Weights come from ``seed`` (the same
-    network for every mixer; :meth:`bind` swaps only the mixer).
+    network for every mixer; :meth:`bind` swaps only the mixer). ``optimizer``: what a training step
+    ends with (:data:`wkvbench.models.train.OPTIMIZERS`; ``none``: forward, loss and backward only).
     """
 
     def __init__(
-        self, preset: Preset | str, shape: dict, dtype, device, seed: int = 0, check_shape: dict | None = None
+        self,
+        preset: Preset | str,
+        shape: dict,
+        dtype,
+        device,
+        seed: int = 0,
+        check_shape: dict | None = None,
+        optimizer: str = "none",
+        precision: str = "pure",
     ):
         self.preset = get_preset(preset)
         self.dtype, self.device, self.seed = dtype, torch.device(device), int(seed)
-        self.net = build(self.preset, shape["F"] / 100, REFERENCE, dtype=dtype, device=self.device, seed=self.seed)
-        self.inputs = make_inputs(shape, dtype, self.device, self.seed)  # the timed call's
+        self.optimizer_name, self.precision = optimizer, precision
+        self.context = None  # autocast: float32 weights and input, the forward under torch.autocast(dtype)
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
+        if precision == "autocast":
+            if dtype not in (torch.bfloat16, torch.float16):
+                raise ValueError(f"precision: autocast needs bfloat16 or float16, got {dtype}")
+            self.context = functools.partial(torch.autocast, self.device.type, dtype=dtype)
+        self.weight_dtype = torch.float32 if self.context is not None else dtype
+        self.net = build(self.preset, shape["F"] / 100, REFERENCE, self.weight_dtype, self.device, self.seed)
+        train.make_optimizer(optimizer, self.net)  # checks the name before anything runs
+        self.inputs = make_inputs(shape, self.weight_dtype, self.device, self.seed)  # the timed call's
         self.resident_bytes = sum(t.numel() * t.element_size() for t in (*self.net.parameters(), *self.net.buffers()))
         self.shape = shape
         self.check_shape = check_shape if check_shape is not None else shape
+        self.mode = DEFAULT_MODE
+        self.target = train.targets(shape["B"], self.device, self.seed)  # the timed training step's labels
+        self._optimizer = None
+        # an optimizer step moves the weights: the gate judges (and each mixer starts from) these
+        self._initial = None if optimizer == "none" else {k: v.clone() for k, v in self.net.state_dict().items()}
         self._network_gate: NetworkGate | None = None
         self._gate()  # the float64 twin's output, once per case
 
     def bind(self, impl: str) -> Callable[..., Tensor]:
-        """The callable the harness times for ``impl``: the network's forward with that mixer.
-
-        Forward only (``torch.no_grad``); a training mode would add its branch here.
-        """
+        """The callable the harness times for ``impl``: in ``fwd`` the network's forward with that mixer
+        (``torch.no_grad``), in ``fwd_bwd`` one training step (:func:`wkvbench.models.train.step`).
+        The mode is read at call time (one bound callable serves every mode of the case)."""
         self.net.set_impl(impl)  # checked once here, not in the timed calls
         net = self.net
 
-        def forward(mel: Tensor) -> Tensor:
+        def call(mel: Tensor) -> Tensor:
             net.mixer.impl = impl
-            with torch.no_grad():
+            if self.mode in TRAINING_MODES:
+                return train.step(net, mel, self.target, self._optimizer, self.context)
+            with torch.no_grad(), self._autocast():
                 return net(mel)
 
-        return forward
+        return call
+
+    def _restore(self) -> None:
+        """The initial weights and a fresh optimizer (after optimizer steps); nothing without an optimizer."""
+        if self._initial is None:
+            return
+        self.net.load_state_dict(self._initial)
+        if self._optimizer is not None:
+            self._optimizer = train.make_optimizer(self.optimizer_name, self.net)
+
+    def _autocast(self):
+        return self.context() if self.context is not None else contextlib.nullcontext()
+
+    def timed_call(self, fn: Callable[..., Tensor], mode: str):
+        """What the worker times in ``mode``: ``fn`` (from :meth:`bind`) on the case's input; nothing to build."""
+        self.set_mode(mode)
+        self.net.zero_grad(set_to_none=True)  # no stale gradients in the memory the samples start from
+        return (lambda: fn(**self.inputs)), None
 
     def _gate(self) -> NetworkGate:
         """The network gate at the check shape (built on first need; the timed network when the same)."""
@@ -151,30 +197,50 @@ class NetworkCase:
             f = self.check_shape["F"]
             net = self.net
             if f != self.net.frames:
-                net = build(self.preset, f / 100, REFERENCE, dtype=self.dtype, device=self.device, seed=self.seed)
+                net = build(self.preset, f / 100, REFERENCE, self.weight_dtype, self.device, self.seed)
             mel = self.inputs["mel"] if self.check_shape == self.shape else None
             if mel is None:
-                mel = make_inputs(self.check_shape, self.dtype, self.device, self.seed)["mel"]
-            self._network_gate = NetworkGate(net, mel)
+                mel = make_inputs(self.check_shape, self.weight_dtype, self.device, self.seed)["mel"]
+            autocast = self.dtype if self.context is not None else None
+            self._network_gate = NetworkGate(net, mel, self.seed, autocast)
         return self._network_gate
 
     def set_mode(self, mode: str) -> None:
-        """Nothing to prepare: the op is timed in its record's modes only (forward)."""
+        """``fwd`` or ``fwd_bwd`` (the record's modes); a training mode makes the optimizer (if any)."""
+        if mode not in OPS["network"].modes:
+            raise ValueError(f"mode: the network op runs in {OPS['network'].modes}, not {mode!r}")
+        self.mode = mode
+        if mode in TRAINING_MODES and self._optimizer is None:
+            self._optimizer = train.make_optimizer(self.optimizer_name, self.net)
 
     def gate(self, impl: str, timer=None, mode: str = DEFAULT_MODE) -> dict:
         """The first call of ``impl`` (timed by ``timer``, a :class:`~wkvbench.harness.timing.Timer`) and
-        the network gate (docs/spec.md section 8): ``rel_err``, ``max_abs_err``, ``tol`` (the bar), ``passed``."""
+        the network gate (docs/spec.md section 8): ``rel_err``, ``max_abs_err``, ``tol`` (the bar), ``passed``;
+        in a training mode also the gradient check (``grad_rel_err``, ``grad_tol``) and ``saved_bytes``."""
+        self.set_mode(mode)
         first_ms = None
         if timer is not None:
             fn = self.bind(impl)
             _, first_ms = timer.first_call(lambda: fn(**self.inputs))
+        self._restore()
         g = self._gate().judge(impl)
-        res = {"first_call_ms": first_ms, "rel_err": g["rel_err"], "max_abs_err": g["max_abs_err"], "tol": g["bar"]}
+        res = {"first_call_ms": first_ms, "rel_err": _num(g["rel_err"]), "max_abs_err": _num(g["max_abs_err"])}
+        res["tol"] = _num(g["bar"])
         if not g["passed"]:
-            bar = f"network gate: bar {g['bar']:.3g} from {g['baseline']} at {g['baseline_err']:.3g}"
-            why = f"rel_err {g['rel_err']:.3g} > {bar}"
-            return {**res, "passed": False, "why": why}
+            return {**res, "passed": False, "why": f"network gate: {g['why']}"}
+        if mode in TRAINING_MODES:
+            gg = self._gate().grad_judge(impl)
+            res.update(grad_rel_err=_num(gg["grad_rel_err"]), grad_tol=_num(gg["grad_tol"]), grad_worst="params")
+            if not gg["passed"]:
+                return {**res, "passed": False, "why": f"network gate: {gg['why']}"}
+            self.net.mixer.impl = impl
+            res["saved_bytes"] = train.saved_bytes(self.net, self.inputs["mel"], self.target, self.context)
         return {**res, "passed": True}
+
+
+def _num(x: float) -> float | None:
+    """``x``, or None when it is not finite (a row holds no NaN/inf; the verdict says why)."""
+    return x if math.isfinite(x) else None
 
 
 register_op(
@@ -196,7 +262,7 @@ register_op(
         naive_impl="",  # per model: its family's naive mixer (OpSpec.naive_for)
         time_exponent=1,
         bwd_flops_factor=2.0,
-        modes=(DEFAULT_MODE,),  # forward only so far: a training mode is one branch in NetworkCase.bind
+        modes=(DEFAULT_MODE, "fwd_bwd"),  # inference, and one training step (NetworkCase.bind)
         head_size=head_size,
         impls_of=lambda preset: preset.family_record.mixer_op,
         prepare=NetworkCase,

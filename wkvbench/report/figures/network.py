@@ -1,7 +1,8 @@
 """The network-level figures (fig10-fig12): whole models processing audio (op ``network``).
 
-Each ``network`` row is drawn as its model's token mixer (:func:`as_mixers`), in the styles of
-the kernel figures. What each figure shows: docs/notes/report.md; the paper's claims behind
+fig10 puts every network on one axis, each line named by network and mixer ("AST-B (sdpa_flash)");
+the speed-up figure draws each ``network`` row as its model's token mixer (:func:`as_mixers`), in the
+styles of the kernel figures. What each figure shows: docs/notes/report.md; the paper's claims behind
 them: docs/spec.md section 8.
 """
 
@@ -10,10 +11,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from wkvbench.presets import find_preset
+from wkvbench.presets import find_preset, network_label
 from wkvbench.report import analysis as an
-from wkvbench.report.figures.layout import NOT_OK_NOTE, Plot, draw_lines, finish_panel, split_idle
-from wkvbench.report.figures.metric import MetricFigure, Panels
+from wkvbench.report.figures.layout import (
+    NOT_OK_NOTE,
+    Plot,
+    draw_lines,
+    finish_panel,
+    new_figure,
+    split_idle,
+    unmeasured,
+)
 from wkvbench.report.figures.model_size import duration_panels, label_throughput
 from wkvbench.report.figures.speedup import fig_speedup
 from wkvbench.report.load import Env
@@ -34,22 +42,91 @@ def kernel_rows(df: pd.DataFrame) -> pd.DataFrame:
     return df[df["op"] != NETWORK_OP]
 
 
-_throughput = MetricFigure(
-    "fig10_network_throughput",
-    "Whole networks: throughput vs duration",
-    "Whole networks (A-RWKV-T/S/B, AST-B, AuM-T/S/B; op 'network') forward on a spectrogram: seconds of audio "
-    "processed per second (batch x seconds / median) and peak allocated memory (weights, input and "
-    "activations) against the duration, one column per model size; each line is the network with that "
-    "token mixer (line style: Bi-WKV7 solid, attention dashed, Mamba scan dash-dot). " + NOT_OK_NOTE,
-    panels=(
-        Panels("audio_s_per_s", "seconds of audio per second", x="seconds", xlabel="seconds of audio per sequence"),
-        Panels("peak_memory", "peak allocated memory (MiB)", x="seconds", xlabel="seconds of audio", scale=2**20),
-    ),
-)
+#: The AudioRWKV paper's network-level claim: A-RWKV-B at least 13.3x AST-B at ~5 min 28 s (327.68 s).
+PAPER_SPEEDUP, PAPER_SECONDS = 13.3, 327.68
+_STYLE = {"a-rwkv": "-", "ast": "--", "aum": "-."}
+
+
+def network_lines(df: pd.DataFrame) -> pd.DataFrame:
+    """The ok ``network`` rows with their line name ("A-RWKV-S (triton_chunked)", plus the precision when
+    it is autocast), their panel (batch, mode; and dtype when the run has several) and peak memory in MiB."""
+    net = df[(df["op"] == NETWORK_OP) & df["ok"]].copy()
+    net["mode"] = net["mode"].fillna("fwd").replace("", "fwd") if "mode" in net else "fwd"
+    if net.empty:
+        return net.assign(line=[], panel=[], peak_mib=[])
+    prec = net["precision"] if "precision" in net else pd.Series("pure", index=net.index)
+    prec = prec.fillna("pure").replace("", "pure")
+    names = [network_label(m, i) for m, i in zip(net["model"], net["impl"], strict=True)]
+    net["line"] = [n if p == "pure" else f"{n} {p}" for n, p in zip(names, prec, strict=True)]
+    net["panel"] = [f"B={b} {m or 'fwd'}" for b, m in zip(net["batch"], net["mode"].fillna("fwd"), strict=True)]
+    if "dtype" in net and net["dtype"].nunique() > 1:  # one dtype per panel
+        net["panel"] = net["panel"] + " " + net["dtype"].astype(str)
+    peak = net["peak_mem_bytes"] if "peak_mem_bytes" in net else pd.Series(np.nan, index=net.index)
+    net["peak_mib"] = pd.to_numeric(peak, errors="coerce") / 2**20
+    return net
+
+
+def _panels(net: pd.DataFrame) -> list[str]:
+    """Panels in order: per batch, inference beside training."""
+    order = {"fwd": 0, "fwd_bwd": 1, "bwd": 2}
+    keys = {
+        p: (b, order.get(m, 9)) for p, b, m in zip(net["panel"], net["batch"], net["mode"].fillna("fwd"), strict=True)
+    }
+    return sorted(keys, key=keys.get)
 
 
 def fig_network_throughput(df: pd.DataFrame, env: Env, long=None) -> Plot:
-    return _throughput(as_mixers(df), env)
+    """Every network on one axis: seconds of audio per second (top) and peak memory (bottom) against
+    duration, one column per batch size and mode (inference beside training)."""
+    net = network_lines(df)
+    title = "Whole networks: throughput vs duration"
+    panels = _panels(net) if not net.empty else []
+    if not panels:
+        fig, axes = unmeasured(env, title, "no ok network cells")
+    else:
+        fig, axes = new_figure(2, len(panels), env, title, w=4.2, h=3.0)
+    for j, panel in enumerate(panels):
+        p = net[net["panel"] == panel]
+        for line, g in p.groupby("line", sort=True):
+            g = g.sort_values("seconds")
+            style = _STYLE.get(str(g["family"].iloc[0]), ":") if "family" in g else "-"
+            axes[0, j].plot(g["seconds"], g["audio_s_per_s"], style, marker="o", ms=3, label=line)
+            if g["peak_mib"].notna().any():
+                axes[1, j].plot(g["seconds"], g["peak_mib"], style, marker="o", ms=3, label=line)
+        _paper_star(axes[0, j], p)
+        if not p["peak_mib"].notna().any():
+            axes[1, j].text(0.5, 0.5, "no peak memory (measured on CUDA only)", ha="center", va="center",
+                            fontsize=8, color="#666666", transform=axes[1, j].transAxes)  # fmt: skip
+        axes[0, j].set_title(panel.replace("fwd_bwd", "training step").replace(" fwd", " inference"))
+        axes[0, j].set_ylabel("seconds of audio per second")
+        axes[1, j].set_ylabel("peak allocated memory (MiB)")
+        axes[1, j].set_xlabel("seconds of audio per sequence")
+        for ax in axes[:, j]:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.grid(True, which="both", alpha=0.3)
+        axes[0, j].legend(fontsize=6)
+    caption = (
+        "Whole networks (op 'network'; each line a network and its token mixer, e.g. 'A-RWKV-S (triton_chunked)'; "
+        "Bi-WKV7 networks solid, AST dashed, Audio Mamba dash-dot): seconds of audio processed per second "
+        "(batch x seconds / median) and peak allocated memory (weights, input, activations; training also "
+        "gradients) against the duration, every network in one panel per batch size and mode, inference beside "
+        f"training. The star marks the AudioRWKV paper's claim, A-RWKV-B at {PAPER_SPEEDUP}x AST-B's throughput "
+        f"at {PAPER_SECONDS} s, placed at {PAPER_SPEEDUP}x the best AST-B line measured there. " + NOT_OK_NOTE
+    )
+    cols = ["panel", "line", "model", "impl", "batch", "mode", "seconds", "audio_s_per_s", "peak_mib"]
+    table = net[[c for c in cols if c in net]].sort_values(["panel", "line", "seconds"]).reset_index(drop=True)
+    return Plot("fig10_network_throughput", title, caption, fig, table.replace({np.nan: None}))
+
+
+def _paper_star(ax, p: pd.DataFrame) -> None:
+    """The 13.3x claim: a star at 13.3x the best AST-B throughput at 327.68 s, if AST-B was measured there."""
+    at = p[(p["model"] == "AST-B") & ((p["seconds"] - PAPER_SECONDS).abs() < 0.01)]
+    if at.empty:
+        return
+    y = PAPER_SPEEDUP * float(at["audio_s_per_s"].max())
+    ax.plot([PAPER_SECONDS], [y], marker="*", ms=12, color="gold", mec="black", ls="none",
+            label=f"paper: A-RWKV-B {PAPER_SPEEDUP}x AST-B")  # fmt: skip
 
 
 def fig_network_speedup(df: pd.DataFrame, env: Env, long=None) -> Plot:
