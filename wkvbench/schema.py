@@ -22,7 +22,8 @@ import math
 #: 2: the ``baseline_impl`` and ``speedup`` columns are gone (speed-ups are the report's business).
 #: 3: the ``mode`` key column (fwd, bwd, fwd_bwd) and ``grad_rel_err``, ``grad_worst``, ``grad_tol``.
 #: 4: ``saved_bytes`` (training modes: what the forward keeps for the backward, beyond the inputs).
-#: 5: appended ``graph_ms``, ``graph_note``, ``rel_ci``, ``throttled_frac``, ``counted_flops``, ``counted_bytes``.
+#: 5: appended ``graph_ms``, ``graph_note``, ``rel_ci``, ``throttled_frac``, ``counted_flops``, ``counted_bytes``;
+#:    the key column ``precision`` (``pure`` when absent: older rows read as pure).
 SCHEMA_VERSION = 5
 
 RESULTS_FILE = "results.csv"

@@ -229,7 +229,7 @@ class Runner(Sweep):
             )
             self.store.append_samples(rec)
         self.store.append_row(row)
-        self.predictor.learn(case, cell.impl, cell.status, row.get("median_ms"))
+        self.predictor.learn(case, cell.impl, cell.status, row.get("median_ms"), row.get("note") or "")
         self.written.append(case.key(cell.impl))
         if self.bar is not None:
             self.bar.update(1)
