@@ -164,12 +164,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         with rundir.RunLock(run_dir, "wkvbench submit"):
             return _submit(args, run_dir)
-    except RunDirError as exc:
-        print(f"wkvbench submit: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"wkvbench submit: {rundir.describe_os_error(exc)}", file=sys.stderr)
-        return 1
+    except (RunDirError, OSError) as exc:
+        return rundir.say_error("wkvbench submit", exc)
 
 
 def _submit(args, run_dir: Path) -> int:

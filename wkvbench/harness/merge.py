@@ -190,12 +190,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     try:
         res = merge_runs(args.runs, args.out, force=args.force)
-    except MergeError as exc:
-        print(f"wkvbench merge: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"wkvbench merge: {rundir.describe_os_error(exc)}", file=sys.stderr)
-        return 1
+    except (MergeError, OSError) as exc:
+        return rundir.say_error("wkvbench merge", exc)
     gpus = sorted({m["gpu"] or m["cpu"] or "?" for m in res["machines"]})
     print(
         f"merged {len(res['inputs'])} run(s) -> {args.out}: {res['rows']} rows, {res['replaced']} replaced by newer, "

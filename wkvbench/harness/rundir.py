@@ -65,6 +65,16 @@ def describe_os_error(exc: OSError) -> str:
     return f"{where}: {cause}" if where else cause
 
 
+def say_error(command: str, exc: Exception) -> int:
+    """Print ``command: message`` for a command's error, one line; return its exit code: 1 for an
+    I/O fault (:func:`describe_os_error`), 2 for anything else (bad input, another writer)."""
+    if isinstance(exc, OSError):
+        print(f"{command}: {describe_os_error(exc)}", file=sys.stderr)
+        return 1
+    print(f"{command}: {exc}", file=sys.stderr)
+    return 2
+
+
 # ============================================================================= reading
 _said: set[tuple[str, int]] = set()
 
@@ -182,13 +192,7 @@ def samples_records(run, log=None) -> list[tuple[int, dict]]:
     for n, line in enumerate(_complete_text(path, "samples record", log).splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            rec = json.loads(line)
-        except ValueError as exc:
-            raise RunDirError(f"{path}: line {n}: not a JSON record ({exc})") from None
-        if not isinstance(rec, dict):
-            raise RunDirError(f"{path}: line {n}: not a JSON object")
-        out.append((n, rec))
+        out.append((n, _json_object(line, f"{path}: line {n}", "a samples record")))
     return out
 
 
@@ -204,12 +208,17 @@ def read_json(path: Path, what: str):
         raise RunDirError(describe_os_error(exc)) from None
     except UnicodeDecodeError:
         raise RunDirError(f"{path}: not UTF-8 text") from None
+    return _json_object(text, str(path), what)
+
+
+def _json_object(text: str, where: str, what: str) -> dict:
+    """``text`` parsed as one JSON object; anything else is a RunDirError naming ``where``."""
     try:
         data = json.loads(text)
     except ValueError as exc:
-        raise RunDirError(f"{path}: not valid JSON ({exc})") from None
+        raise RunDirError(f"{where}: not valid JSON ({exc})") from None
     if not isinstance(data, dict):
-        raise RunDirError(f"{path}: expected a JSON object ({what})")
+        raise RunDirError(f"{where}: expected a JSON object ({what})")
     return data
 
 

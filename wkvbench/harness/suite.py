@@ -6,34 +6,7 @@ settings); :mod:`wkvbench.harness.run_args` turns ``wkvbench run``'s arguments i
 run. The run settings are declared once, in :class:`RunSettings` (default, kind and help per
 field): the parser, the ``--budget-s``-style flags and their validation all read it.
 
-A suite is global run settings plus groups of axes, one op per group::
-
-    name = "smoke"                # a slug; the run directory comes from --out (default runs/<name>-<time>)
-    plugins = ["my_kernels.py"]   # optional, like --plugin; paths relative to the suite file
-
-    [run]                 # device: cpu | cuda | auto; budget_s / warmup_s: sampling / warm-up time per cell
-    device = "cpu"
-    budget_s = 0.2
-    warmup_s = 0.05
-    rounds = 3            # implementations interleaved in random order over this many rounds
-    min_samples = 5       # max_samples = 1000
-    max_cell_s = 60       # hard limit on any one step of a cell -> status "timeout"
-    seed = 0
-    check_max_tokens = 0  # N > 0: cells over N tokens are checked at T = N (notes say so); 0: full size
-    energy_s = 0.5        # back-to-back run for NVML energy per cell (GPU with an energy counter)
-
-    [[group]]
-    op = "bi_wkv7"
-    impls = ["*"]         # "*": every registered impl available here for the dtype; names may be
-                          # added ("*", "fla_chunk"): a named impl that cannot run gets "skipped"
-    exclude = []          # names removed from impls
-    models = ["A-RWKV-T"] # presets (wkvbench.presets.PRESETS)
-    batch = [1]
-    tokens = [64, 256]    # or seconds = [10.24, 328] (converted per model family)
-    dtype = ["float32"]
-    variant = "realistic"     # input variant (the op record's variants; bi_wkv7: inputs.WKV7_VARIANTS)
-    modes = ["fwd"]       # timing modes: fwd (inference), bwd (backward only), fwd_bwd (docs/spec.md section 1)
-    check_max_tokens = 1024   # optional: run.check_max_tokens for this group's cases only
+The suite file format, every key with its default, is in ``docs/notes/harness.md`` (Suite files).
 
 Errors raise :class:`SuiteError` (a ValueError) naming the file and the key, e.g.
 ``suites/x.toml: group[2].tokens: expected positive integers, got 'many'``.

@@ -163,16 +163,22 @@ def triton_tool(name: str) -> str:
     return path
 
 
-def cuobjdump_usage(cubin: bytes) -> dict:
-    """``{"REG": .., "STACK": .., "SHARED": .., "LOCAL": ..}`` of a cubin, from Triton's cuobjdump."""
+def _cuobjdump(cubin: bytes, flag: str) -> str:
+    """Triton's bundled cuobjdump run with ``flag`` on a cubin; its standard output."""
     tool = triton_tool("cuobjdump")
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        proc = subprocess.run([tool, "--dump-resource-usage", f.name], capture_output=True, text=True, timeout=120)
+        proc = subprocess.run([tool, flag, f.name], capture_output=True, text=True, timeout=120)
     if proc.returncode != 0:
-        raise RuntimeError(f"cuobjdump failed: {(proc.stderr or proc.stdout).strip()[-2000:]}")
-    return {key: int(val) for key, val in re.findall(r"\b(REG|STACK|SHARED|LOCAL):(\d+)", proc.stdout)}
+        raise RuntimeError(f"cuobjdump {flag} failed: {(proc.stderr or proc.stdout).strip()[-2000:]}")
+    return proc.stdout
+
+
+def cuobjdump_usage(cubin: bytes) -> dict:
+    """``{"REG": .., "STACK": .., "SHARED": .., "LOCAL": ..}`` of a cubin, from Triton's cuobjdump."""
+    text = _cuobjdump(cubin, "--dump-resource-usage")
+    return {key: int(val) for key, val in re.findall(r"\b(REG|STACK|SHARED|LOCAL):(\d+)", text)}
 
 
 #: FLOPs per warp-level instruction. ``HMMA.<m><n><k>`` (mma.sync, one warp): m*n*k*2, e.g.
@@ -186,14 +192,7 @@ FFMA_FLOPS = 64
 
 def sass_text(cubin: bytes) -> str:
     """The SASS of a cubin, from Triton's bundled cuobjdump (``-sass``)."""
-    tool = triton_tool("cuobjdump")
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(cubin)
-        f.flush()
-        proc = subprocess.run([tool, "-sass", f.name], capture_output=True, text=True, timeout=120)
-    if proc.returncode != 0:
-        raise RuntimeError(f"cuobjdump -sass failed: {(proc.stderr or proc.stdout).strip()[-2000:]}")
-    return proc.stdout
+    return _cuobjdump(cubin, "-sass")
 
 
 def dot_mix(sass: str) -> dict:
