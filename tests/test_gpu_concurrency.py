@@ -1,7 +1,8 @@
 """scripts/gpu_concurrency.py on a CPU: the held-ticket path's output, the sanitizer's verdicts."""
 
-import importlib.util
+import runpy
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -9,11 +10,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _mod():
-    spec = importlib.util.spec_from_file_location("gpu_concurrency", ROOT / "scripts" / "gpu_concurrency.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def _mod() -> SimpleNamespace:
+    """The script's functions (it is run as a file, not imported as a module)."""
+    return SimpleNamespace(**runpy.run_path(str(ROOT / "scripts" / "gpu_concurrency.py"), run_name="gpu_concurrency"))
 
 
 def test_held_tickets_keep_the_output_right_in_the_interpreter():

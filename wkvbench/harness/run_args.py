@@ -145,6 +145,9 @@ def suite_from_args(args: argparse.Namespace) -> Suite:
     run = run_overrides(args)
     mode = getattr(args, "mode", None)
     precision = getattr(args, "precision", None)
+    edits = dict(
+        impls=args.impl, exclude=args.exclude, modes=mode, run=run, precision=precision
+    )  # flags that edit a suite
     stored = where = None
     if args.resume and args.out and (Path(args.out) / rundir.ENV_FILE).is_file():
         stored, where = _stored_suite(args.out)
@@ -155,15 +158,7 @@ def suite_from_args(args: argparse.Namespace) -> Suite:
                 f"command line: {', '.join(used)}: not allowed with a suite file (edit the suite or "
                 "use flags alone); --op, --impl, --exclude, --device and run settings are"
             )
-        suite = edit_suite(
-            load_suite(args.suite),
-            ops=args.op,
-            impls=args.impl,
-            exclude=args.exclude,
-            modes=mode,
-            run=run,
-            precision=precision,
-        )
+        suite = edit_suite(load_suite(args.suite), ops=args.op, **edits)
     elif args.op:
         axes = {k: getattr(args, k, None) for k in AXIS_FLAGS}
         models = axes.pop("model")
@@ -184,7 +179,7 @@ def suite_from_args(args: argparse.Namespace) -> Suite:
             )
         if mode:
             check_modes(mode)
-        suite = edit_suite(stored, impls=args.impl, exclude=args.exclude, modes=mode, run=run, precision=precision)
+        suite = edit_suite(stored, **edits)
     else:
         raise SuiteError("command line: give a suite file, or --op (ad-hoc sweep), or --resume --out RUN_DIR")
     if stored is not None:

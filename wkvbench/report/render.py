@@ -196,18 +196,21 @@ def _png(plot) -> Path | None:
     return next((p for p in plot.files if p.suffix == ".png"), None)
 
 
+def _plot_view(plot, **fields) -> dict:
+    """What a template shows of one figure: its name, title and caption, plus ``fields``."""
+    return {"name": plot.name, "title": plot.title, "caption": plot.caption, **fields}
+
+
 def render_html(rep: Report) -> str:
-    plots = []
-    for plot in rep.plots:
-        png = _png(plot)
-        plots.append({
-            "name": plot.name,
-            "title": plot.title,
-            "caption": plot.caption,
-            "png_base64": None if png is None else base64.b64encode(png.read_bytes()).decode("ascii"),
-            "n_rows": len(plot.table),
-            "table": table_view(format_table(plot.table)),
-        })  # fmt: skip
+    plots = [
+        _plot_view(
+            plot,
+            png_base64=None if png is None else base64.b64encode(png.read_bytes()).decode("ascii"),
+            n_rows=len(plot.table),
+            table=table_view(format_table(plot.table)),
+        )
+        for plot, png in ((p, _png(p)) for p in rep.plots)
+    ]
     return (
         _templates()
         .get_template("report.html.j2")
@@ -277,15 +280,14 @@ def render_md(rep: Report, fig_dir: str = "figures") -> str:
     not_ok_counts = ""
     if not rep.not_ok.empty:
         not_ok_counts = md_table(rep.not_ok.groupby(["op", "impl", "status"]).size().reset_index(name="cells"))
-    plots = []
-    for plot in rep.plots:
-        png = _png(plot)
-        plots.append({
-            "title": plot.title,
-            "caption": plot.caption,
-            "png": None if png is None else png.name,
-            "links": " · ".join(f"[{p.suffix[1:].upper()}]({fig_dir}/{p.name})" for p in plot.files),
-        })  # fmt: skip
+    plots = [
+        _plot_view(
+            plot,
+            png=None if _png(plot) is None else _png(plot).name,
+            links=" · ".join(f"[{f.suffix[1:].upper()}]({fig_dir}/{f.name})" for f in plot.files),
+        )
+        for plot in rep.plots
+    ]
     return (
         _templates()
         .get_template("report.md.j2")

@@ -44,6 +44,12 @@ def _check(device: torch.device) -> tuple[bool, str]:
     return _gpu.triton_check(HAS_TRITON, device)
 
 
+def _call(kind: str, launch, r, w, k, v, a, b, g, out, **options):
+    """The training path of ``kind`` when autograd needs it, else the inference ``launch``."""
+    y = train_or_none(kind, r, w, k, v, a, b, g, out)
+    return y if y is not None else launch(r, w, k, v, a, b, g, out=out, **options)
+
+
 # The registrations share everything but name, dtypes, priority and the TF32 flag.
 _register = functools.partial(
     register_impl, "bi_wkv7", backend="triton", devices=("cuda", "cpu"), head_sizes=HEAD_SIZES, check=_check,
@@ -57,8 +63,7 @@ _register = functools.partial(
 )  # fmt: skip
 def triton_recurrent(r, w, k, v, a, b, g=None, *, out=None):
     """Recurrent Triton kernel: per-token recurrence with the state in registers, both directions in one launch."""
-    y = train_or_none("recurrent", r, w, k, v, a, b, g, out)
-    return y if y is not None else bi_wkv7_recurrent(r, w, k, v, a, b, g, out=out)
+    return _call("recurrent", bi_wkv7_recurrent, r, w, k, v, a, b, g, out)
 
 
 @_register(
@@ -67,8 +72,7 @@ def triton_recurrent(r, w, k, v, a, b, g=None, *, out=None):
 )  # fmt: skip
 def triton_chunked(r, w, k, v, a, b, g=None, *, out=None):
     """Chunked Triton kernel: tensor-core chunks, exact float32 dots for float32 inputs."""
-    y = train_or_none("chunked", r, w, k, v, a, b, g, out)
-    return y if y is not None else bi_wkv7_chunked(r, w, k, v, a, b, g, out=out, tf32=False)
+    return _call("chunked", bi_wkv7_chunked, r, w, k, v, a, b, g, out)
 
 
 @_register(
@@ -77,8 +81,7 @@ def triton_chunked(r, w, k, v, a, b, g=None, *, out=None):
 )  # fmt: skip
 def triton_chunked_tf32(r, w, k, v, a, b, g=None, *, out=None):
     """Chunked Triton kernel with float32 inputs computed on TF32 tensor cores."""
-    y = train_or_none("chunked_tf32", r, w, k, v, a, b, g, out)
-    return y if y is not None else bi_wkv7_chunked(r, w, k, v, a, b, g, out=out, tf32=True)
+    return _call("chunked_tf32", bi_wkv7_chunked, r, w, k, v, a, b, g, out, tf32=True)
 
 
 @_register(
@@ -87,8 +90,7 @@ def triton_chunked_tf32(r, w, k, v, a, b, g=None, *, out=None):
 )  # fmt: skip
 def triton_chunked_tc(r, w, k, v, a, b, g=None, *, out=None):
     """Chunked Triton kernel with 3xTF32 split dots: float32 accuracy on tensor cores (training: backward too)."""
-    y = train_or_none("chunked_tc", r, w, k, v, a, b, g, out)
-    return y if y is not None else bi_wkv7_chunked(r, w, k, v, a, b, g, out=out, tc=True)
+    return _call("chunked_tc", bi_wkv7_chunked, r, w, k, v, a, b, g, out, tc=True)
 
 
 # ---------------------------------------------------------------------------------- compile report
