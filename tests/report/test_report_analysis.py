@@ -152,3 +152,18 @@ def test_legend_labels_come_from_the_op_record_and_the_registration():
     finally:
         unregister_impl("bi_wkv7", "labelled_plugin")
     assert impl_label("bi_wkv7", "labelled_plugin") == "Bi-WKV7 labelled_plugin"
+
+
+def test_network_rows_are_named_by_network_in_the_tables():
+    """Two networks sharing a mixer are two rows of the verification table, each named by network."""
+    rows = [
+        {"op": "network", "impl": "torch_chunked", "model": m, "dtype": "float32", "status": s, "rel_err": 1e-7,
+         "tol": 1e-6, "cv": 0.01, "batch": 1, "tokens": 16, "seconds": 0.32, "device": "cpu", "variant": "",
+         "mode": "fwd", "note": ""}
+        for m, s in (("A-RWKV-T", "ok"), ("AuM-T", "ok"), ("AuM-T", "failed"))
+    ]  # fmt: skip
+    df = pd.DataFrame(rows)
+    v = an.verification(df)
+    assert sorted(v["impl"]) == ["A-RWKV-T (torch_chunked)", "AuM-T (torch_chunked)"]
+    assert v.set_index("impl").loc["AuM-T (torch_chunked)", "failed"] == 1
+    assert list(an.not_ok(df)["impl"]) == ["AuM-T (torch_chunked)"]

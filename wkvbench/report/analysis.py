@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from wkvbench import schema
-from wkvbench.presets import find_preset
+from wkvbench.presets import find_preset, network_label
 from wkvbench.report.baselines import BASELINES, SUBJECT_OP, Baseline, candidates, headline_subjects
 
 SLICE = ("device", "dtype", "batch", "variant", "mode")
@@ -359,7 +359,7 @@ def verification(df: pd.DataFrame) -> pd.DataFrame:
     """Per (op, impl, dtype): cells by status, worst error of the ok cells and of all cells, the bar,
     and the median coefficient of variation of the ok cells' samples (how noisy the timings were)."""
     rows = []
-    for (op, impl, dtype), g in df.groupby(["op", "impl", "dtype"], sort=True):
+    for (op, impl, dtype), g in _named(df).groupby(["op", "impl", "dtype"], sort=True):
         counts = g["status"].value_counts()
         ok = g[g["status"] == "ok"]
         rows.append({
@@ -375,7 +375,20 @@ def verification(df: pd.DataFrame) -> pd.DataFrame:
 def not_ok(df: pd.DataFrame) -> pd.DataFrame:
     """Every cell that is not ok, with its reason."""
     cols = ["op", "impl", "model", "batch", "tokens", "seconds", "dtype", "device", "variant", "mode", "status", "note"]
-    return df.loc[df["status"] != "ok", cols].sort_values(["op", "impl", "model", "tokens"]).reset_index(drop=True)
+    return (
+        _named(df).loc[df["status"] != "ok", cols].sort_values(["op", "impl", "model", "tokens"]).reset_index(drop=True)
+    )
+
+
+def _named(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with network rows' ``impl`` shown as the network they are (:func:`presets.network_label`:
+    "A-RWKV-T (torch_chunked)"), so tables never pool two networks that share a mixer."""
+    net = df["op"] == "network"
+    if not net.any():
+        return df
+    out = df.copy()
+    out.loc[net, "impl"] = [network_label(m, i) for m, i in zip(df.loc[net, "model"], df.loc[net, "impl"], strict=True)]
+    return out
 
 
 def loglog_slope(x, y, tail: int = 2) -> float:
