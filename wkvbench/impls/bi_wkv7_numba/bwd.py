@@ -13,17 +13,8 @@ import functools
 import torch
 
 from wkvbench.impls import _gpu
-from wkvbench.impls.bi_wkv7_numba.common import (
-    KINDS,
-    N,
-    _flat_detached,
-    expand_template,
-    io_array,
-    jit,
-    kernel_function,
-    launch,
-    nt,
-)
+from wkvbench.impls.bi_wkv7_numba import common
+from wkvbench.impls.bi_wkv7_numba.common import N, io_array, jit, launch, nt
 
 KERNEL = "bi_wkv7_bwd_kernel"
 NSTAGE = 9  # vectors staged per step and direction in the backward: r, d, k, v, a, b, dy, gate*dy, sa
@@ -189,11 +180,11 @@ def kernel_source(kind: str) -> str:
     """Python source of the backward kernel for I/O ``kind`` (f32, f16, bf16)."""
     if kind not in ("f32", "f16", "bf16"):
         raise ValueError(f"kind: no kernel variant {kind!r}; expected f32, f16 or bf16")
-    return expand_template(_BWD_TEMPLATE, kind)
+    return common.expand_template(_BWD_TEMPLATE, kind)
 
 
 def _kernel_function(kind: str):
-    return kernel_function(_BWD_TEMPLATE, KERNEL, kind, NSTAGE=NSTAGE)
+    return common.kernel_function(_BWD_TEMPLATE, KERNEL, kind, NSTAGE=NSTAGE)
 
 
 def _signature(kind: str):
@@ -209,15 +200,15 @@ def _kernel(kind: str):
 def backward(r, w, k, v, a, b, g, dy, sa, ck):
     """The backward launch: ``(dr, dw, dk, dv, da, db, dg)`` in the I/O dtype (``dg`` None without ``g``)."""
     B, T, H, _ = r.shape
-    kind, dev = KINDS[r.dtype], r.device
+    kind, dev = common.KINDS[r.dtype], r.device
     CP = _gpu.checkpoint_tokens(r.dtype)
     E = B * T * H * N
     grads = [torch.empty(r.shape, dtype=r.dtype, device=dev) for _ in range(6)]
     dg = torch.empty((1,) if g is None else g.shape, dtype=r.dtype, device=dev)
     ws = torch.empty(6 * E + B * T * H, dtype=torch.float32, device=dev)
     gg = torch.empty(1, dtype=r.dtype, device=dev) if g is None else g
-    args = [*(_flat_detached(x, kind) for x in (r, w, k, v, a, b, gg)), int(g is not None)]
-    args += [_flat_detached(dy, kind), sa, ck, ws]
-    args += [*(_flat_detached(x, kind) for x in (*grads, dg)), T, H, CP, -(-T // CP)]
+    args = [*(common._flat_detached(x, kind) for x in (r, w, k, v, a, b, gg)), int(g is not None)]
+    args += [common._flat_detached(dy, kind), sa, ck, ws]
+    args += [*(common._flat_detached(x, kind) for x in (*grads, dg)), T, H, CP, -(-T // CP)]
     launch(_kernel(kind), (H, B), BWD_THREADS, dev, args)
     return (*grads, None if g is None else dg)
