@@ -26,7 +26,7 @@ if wanted verify; then
   stamp verify_cpu_interpret.csv "$rc" "wkvbench --interpret verify --device cpu"
 fi
 if wanted verify-grad; then
-  impls=triton_chunked,triton_chunked_tf32,triton_recurrent,numba_cuda
+  impls=triton_chunked,triton_chunked_tf32,triton_chunked_tc,triton_recurrent,numba_cuda
   "$PY" -m wkvbench.cli --interpret verify --op bi_wkv7 --grad --device cpu --impl "$impls" \
     --out "$DIR/verify_grad_cpu_interpret.csv" > "$DIR/verify_grad_cpu_interpret.txt"; rc=$?
   for f in verify_grad_cpu_interpret.txt verify_grad_cpu_interpret.csv; do
