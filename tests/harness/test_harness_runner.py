@@ -89,7 +89,7 @@ def test_every_cell_has_one_row_with_the_right_status(sweep):
         ("torch_chunked", 16): "ok", ("torch_chunked", 32): "ok",
         ("t_abort", 16): "failed",
         ("t_oom", 16): "oom", ("t_oom", 32): "skipped",
-        ("t_slow", 16): "timeout", ("t_slow", 32): "skipped",
+        ("t_slow", 16): "timeout", ("t_slow", 32): "timeout",
         ("t_wrong", 16): "wrong", ("t_wrong", 32): "wrong",
         ("t_off", 16): "skipped", ("t_off", 32): "skipped",
         ("no_such_kernel", 16): "skipped", ("no_such_kernel", 32): "skipped",
@@ -103,7 +103,7 @@ def test_crash_is_isolated_and_explained(sweep):
     assert "SIGABRT" in note and "first call" in note
     assert rows[("t_good", 16)]["status"] == "ok"  # measured in the same case, before or after the crash
     env = json.loads((run_dir / "env.json").read_text())
-    assert env["worker_starts"] == 3  # first, after the abort, after the hang
+    assert env["worker_starts"] == 4  # first, after the abort, after each of the two hangs
 
 
 def test_oom_and_timeout_skip_larger_sizes(sweep):
@@ -112,7 +112,9 @@ def test_oom_and_timeout_skip_larger_sizes(sweep):
     assert "1.00 TiB" in rows[("t_oom", 16)]["note"]
     assert rows[("t_oom", 32)]["note"].startswith("out of memory at a smaller or equal size [B=1, H=3, N=64, T=16]")
     assert "max_cell_s=6" in rows[("t_slow", 16)]["note"]
-    assert rows[("t_slow", 32)]["note"].startswith("timed out at a smaller or equal size")
+    # a time-out in the first call (compile, autotune, check) predicts nothing about larger cells:
+    # they run and say so themselves (a time-out in timed calls does skip them: test_predict_first_call)
+    assert rows[("t_slow", 32)]["note"].startswith("first call + check + warm-up exceeded")
     assert rows[("t_off", 16)]["note"] == "test backend switched off"
     assert rows[("no_such_kernel", 32)]["note"] == "not registered for bi_wkv7"
 
