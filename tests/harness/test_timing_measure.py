@@ -112,7 +112,9 @@ def test_profile_cell_appends_kernels_jsonl(tmp_path):
     replies = {"ok": True, "calls": 3, "kernels": [{"name": "k", "count_per_call": 1.0, "us_per_call": 2.0}]}
     client = SimpleNamespace(request=lambda cmd, **kw: replies if cmd == "profile" else None)
     runner = SimpleNamespace(client=client, run=SimpleNamespace(max_cell_s=5), out=tmp_path)
-    case = SimpleNamespace(key=lambda impl: ("bi_wkv7", impl, "A-RWKV-T", 1, 8, "float32", "cpu", "realistic", "fwd", "pure"))
+    case = SimpleNamespace(
+        key=lambda impl: ("bi_wkv7", impl, "A-RWKV-T", 1, 8, "float32", "cpu", "realistic", "fwd", "pure")
+    )
     c = cell()
     measure.profile_cell(runner, case, c)
     replies = {"ok": False, "error": "boom"}
