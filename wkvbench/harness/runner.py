@@ -132,7 +132,7 @@ class Runner(Sweep):
         try:
             old = rundir.read_env(self.out)
         except rundir.RunDirError:
-            old = {}  # a damaged env.json of an earlier session is replaced
+            old = {}  # a damaged env.json of an earlier run is replaced
         if old:
             prev = old.pop("previous_sessions", [])
             env["previous_sessions"] = [*prev, old]
