@@ -36,13 +36,16 @@ def estimate_cells(suite: Suite) -> int:
     for g in suite.groups:
         n_impls = len(set(g.impls) - {"*"})
         if "*" in g.impls:
-            n_impls += max((len(registry.list_impls(op)) for op in _impl_ops(g)), default=0)
-        per_model = len(g.batch) * max(len(g.tokens) + len(g.seconds), 1) * len(g.dtype) * len(g.modes)
+            n_impls += max((len(registry.list_impls(op)) for op in impl_ops_of(g)), default=0)
+        per_model = (
+            len(g.batch) * max(len(g.tokens) + len(g.seconds), 1) * len(g.dtype) * len(g.modes) * len(g.precision)
+        )
         total += len(g.models) * per_model * max(n_impls, 1)
     return total
 
 
-def _impl_ops(g: Group) -> list[str]:
+def impl_ops_of(g: Group) -> list[str]:
+    """The ops whose implementations a group names (a network group: its models' mixer ops)."""
     try:
         return list(dict.fromkeys(ops.impl_op(g.op, m) for m in g.models))
     except ValueError:
@@ -56,7 +59,7 @@ def check_suite_impls(suite: Suite) -> None:
     if suite.plugins:
         return
     for i, g in enumerate(suite.groups):
-        known = {r.name for op in _impl_ops(g) for r in registry.list_impls(op)}
+        known = {r.name for op in impl_ops_of(g) for r in registry.list_impls(op)}
         for n in g.impls:
             if n != "*" and n not in known:
                 raise SuiteError(

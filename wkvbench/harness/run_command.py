@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from wkvbench import ops, opspec, presets, registry
+from wkvbench import opspec, presets, registry
 from wkvbench.harness import pool, rundir, shard
 from wkvbench.harness.plan import plan, resolve_device
 from wkvbench.harness.run_args import (
@@ -24,6 +24,7 @@ from wkvbench.harness.run_args import (
     check_impl_names,
     check_plan_size,
     check_suite_impls,
+    impl_ops_of,
     suite_from_args,
 )
 from wkvbench.harness.runner import Runner
@@ -96,8 +97,7 @@ def main(args: argparse.Namespace) -> int:
         suite = suite_from_args(args)
         plugins = list(suite.plugins)
         load_plugins(plugins)
-        # the ops whose implementations the groups name (a network group: its models' mixer ops)
-        suite_ops = [ops.impl_op(g.op, m) for g in suite.groups for m in g.models]
+        suite_ops = [op for g in suite.groups for op in impl_ops_of(g)]
         check_impl_names("--impl", args.impl, suite_ops)  # command-line names: a typo fails here
         check_impl_names("--exclude", args.exclude, suite_ops)
         check_suite_impls(suite)
