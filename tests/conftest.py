@@ -6,6 +6,7 @@ the first file pytest imports.
 
 import os
 import sys
+from collections import Counter
 
 import torch
 
@@ -13,3 +14,11 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
     os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
     sys.setswitchinterval(1e-4)  # the CUDA simulator runs a thread per CUDA thread: ~6x faster
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files holding ``slow`` tests first, those with the most first (stable otherwise): with
+    ``-n 2 --dist loadfile`` a minutes-long file then runs beside the rest from the start instead
+    of after it (the GPU check's rehearsal, three slow tests on one fixture, leads)."""
+    slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.path])

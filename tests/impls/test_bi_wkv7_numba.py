@@ -108,6 +108,7 @@ def test_bad_input_raises():
     assert nb.choose_rows_per_block(132, 132) == 64
 
 
+@pytest.mark.slow  # a compiler subprocess per kernel variant: a minute or more
 def test_compile_report_sm90_no_spills():
     """compile_ptx for sm_90 in a clean subprocess (simulator off); ptxas -v for resources.
 

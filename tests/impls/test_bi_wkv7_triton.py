@@ -210,6 +210,7 @@ def _assert_no_spills(rows: list[dict]) -> None:
         assert r["local_bytes"] == 0, f"{r['impl']} {r['config']} spills {r['local_bytes']} bytes"
 
 
+@pytest.mark.slow  # a compiler subprocess per kernel variant: a minute or more
 def test_compile_report_sm90_no_spills():
     """Every variant, inference and training forwards and the backward, compiles for sm_90 with zero spills.
 
