@@ -1,8 +1,9 @@
 """``wkvbench count``: counted FLOPs and bytes of one CPU call against the op record's formulas.
 
 Prints, per implementation, the formula's FLOPs and minimum bytes beside the counted ones
-(:mod:`wkvbench.counting`) and bytes per (token, head) against the minimum. ``--ncu`` adds, on a
-GPU with Nsight Compute, the DRAM bytes of one call (:mod:`wkvbench.ncu`).
+(:mod:`wkvbench.counting`) and bytes per (token, head) against the minimum. CUDA C implementations
+are counted in the host emulation and need g++: without one, their line gives the reason instead of
+a row. ``--ncu`` adds, on a GPU with Nsight Compute, the DRAM bytes of one call (:mod:`wkvbench.ncu`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import os
 import torch
 
 from wkvbench.counting import count_call
+from wkvbench.hostemu import count as host_count
+from wkvbench.hostemu.build import NoCompiler
 
 
 def _dim(text: str) -> tuple[str, int]:
@@ -103,22 +106,34 @@ def main(args) -> int:
         shape[name] = value
     dtype = getattr(torch, args.dtype)
     names = args.impl or [
-        r.name for r in list_impls(args.op) if r.available("cpu")[0] and r.backend in ("torch", "triton", "numba")
+        r.name
+        for r in list_impls(args.op)
+        if (r.available("cpu")[0] and r.backend in ("torch", "triton", "numba"))
+        or (r.name in host_count.DRIVERS and r.supports(dtype, spec.head_size(shape))[0])
     ]
     rows = []
     for name in names:
-        row = count_call(args.op, name, shape, dtype)
+        try:
+            row = count_call(args.op, name, shape, dtype)
+        except NoCompiler as exc:  # a CUDA C impl without a g++ able to build the host emulation
+            print(f"{name}: not counted: {str(exc).splitlines()[0]}")
+            continue
         if args.ncu:
             row["ncu_dram_bytes"] = _ncu(args.op, name, shape, args.dtype)
         rows.append(row)
         if args.json:
             print(json.dumps(row, default=str))
     if not args.json:
-        print(f"{args.op} {shape} {args.dtype}: counted work of one CPU call (Triton interpreted, Numba simulated)")
+        print(
+            f"{args.op} {shape} {args.dtype}: counted work of one CPU call "
+            "(Triton interpreted, Numba simulated, CUDA C host-emulated)"
+        )
         print(table(rows))
         print(
             "bytes counted: torch = every op's reads and writes (eager traffic); triton = every tl.load/tl.store, "
-            "masked lanes excluded; numba = every global element read or written.\n"
+            "masked lanes excluded; numba = every global element read or written; cupy = every load and store "
+            "of the CUDA C kernels' threads in the tensors they receive (atomics twice), plus the PyTorch ops "
+            "around them.\n"
             "I/O distinct: distinct bytes of the inputs and output the kernels touched "
             "(equal to 'bytes min' when each is read or written at least once)."
         )

@@ -1,4 +1,4 @@
-"""Counted work of one call: FLOPs of PyTorch code, global-memory bytes of Triton and Numba kernels.
+"""Counted work of one call: FLOPs of PyTorch code, global-memory bytes of Triton, Numba and CUDA C kernels.
 
 The op records' ``flops`` and ``bytes_moved`` are formulas written by hand; this module counts
 instead, so the formulas can be checked (``tests/test_counting.py``) and a kernel's traffic seen
@@ -18,8 +18,10 @@ without a GPU (``wkvbench count``):
 Bytes per (token, head) are set beside the minimum, the op record's ``bytes_moved`` (each input
 read once, the output written once) divided by ``B*T*H`` (``B*T*D`` for the Mamba scan).
 :func:`count_numba` does the same for Numba kernels in the CUDA simulator (element reads and
-writes of global arrays). CUDA C kernels (run on a CPU only through the host emulation under
-``tests/impls/cuda_host``) are not counted here.
+writes of global arrays). The CUDA C kernels (``cupy_cuda``, ``audiorwkv_catflip``) are counted in
+the host emulation, built with every memory access instrumented (:mod:`wkvbench.hostemu.count`:
+bytes each thread loads and stores in the tensors a launch receives, plus the PyTorch ops around
+the kernels); that needs g++ (GCC >= 12).
 """
 
 from __future__ import annotations
@@ -327,7 +329,8 @@ def per_token_head(op: str, shape: dict) -> int:
 def count_call(op: str, impl: str, shape: dict, dtype: torch.dtype = torch.float32, seed: int = 0) -> dict:
     """Count one CPU call of ``impl`` on ``shape``; a flat dict of counted and formula figures.
 
-    Triton implementations need ``TRITON_INTERPRET=1`` set before the registry loads them.
+    Triton implementations need ``TRITON_INTERPRET=1`` set before the registry loads them; CUDA C
+    ones g++ (else :class:`wkvbench.hostemu.build.NoCompiler`).
     """
     from wkvbench.opspec import element_size, get_op
     from wkvbench.registry import get_impl
@@ -336,7 +339,7 @@ def count_call(op: str, impl: str, shape: dict, dtype: torch.dtype = torch.float
     if spec.impls_of is not None:
         raise ValueError(f"op: {op!r} runs other ops' implementations; count its mixer op instead")
     rec = get_impl(op, impl)
-    ok, why = rec.available("cpu")
+    ok, why = rec.supports(dtype, spec.head_size(shape)) if rec.backend == "cupy" else rec.available("cpu")
     if not ok:
         raise ValueError(f"impl: {impl!r} cannot run on this CPU: {why}")
     inputs = spec.make_inputs(shape, dtype, torch.device("cpu"), seed)
@@ -364,6 +367,16 @@ def count_call(op: str, impl: str, shape: dict, dtype: torch.dtype = torch.float
             io_distinct_bytes=mem.io_distinct_bytes,
             counted={k: v for k, v in asdict(mem).items()},
         )
+    elif rec.backend == "cupy":  # CUDA C in the host emulation (hostemu.build.NoCompiler without g++)
+        from wkvbench.hostemu import count as host_count
+
+        _, kc = host_count.count_call(impl, inputs, torch.empty(spec.out_shape(inputs), dtype=dtype))
+        row.update(
+            counted_bytes=kc.bytes,
+            distinct_bytes=kc.distinct_bytes,
+            io_distinct_bytes=kc.io_distinct_bytes,
+            counted={**asdict(kc), "kernel_bytes": kc.kernel_bytes},
+        )
     elif rec.backend == "torch":
         _, tc = count_torch(rec.fn, **inputs)
         row.update(
@@ -376,7 +389,7 @@ def count_call(op: str, impl: str, shape: dict, dtype: torch.dtype = torch.float
             },
         )
     else:
-        raise ValueError(f"impl: {impl!r} ({rec.backend}) is not counted here: torch, triton and numba are")
+        raise ValueError(f"impl: {impl!r} ({rec.backend}) is not counted here: torch, triton, numba and cupy are")
     if "counted_bytes" in row:
         row["bytes_per_token_head"] = row["counted_bytes"] / unit
         row["bytes_vs_min"] = row["counted_bytes"] / row["formula_bytes"]
