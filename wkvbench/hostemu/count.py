@@ -74,7 +74,9 @@ class Counter:
     def register(self, base: int, nbytes: int) -> int:
         i = self.lib.wkvc_add(base, nbytes)
         if i < 0:
-            raise RuntimeError(f"counter: could not register [{base:#x}, +{nbytes}) ({'full' if i == -1 else 'overlap'})")
+            raise RuntimeError(
+                f"counter: could not register [{base:#x}, +{nbytes}) ({'full' if i == -1 else 'overlap'})"
+            )
         return i
 
     def stats(self, i: int) -> list[int]:
@@ -174,7 +176,9 @@ class _Ops(TorchDispatchMode):
         for t in outs:
             self.fp.add(t)
         schema = func._schema
-        view = bool(schema.returns) and any(r.alias_info is not None and not r.alias_info.is_write for r in schema.returns)
+        view = bool(schema.returns) and any(
+            r.alias_info is not None and not r.alias_info.is_write for r in schema.returns
+        )
         if not view and name not in _NO_TRAFFIC:
             written = {id(t) for t in outs}
             reads = [t for t in ins if id(t) not in written or name not in ("zero_", "fill_")]
@@ -261,5 +265,7 @@ def _run_cupy(inputs: dict, out, launcher, fp: Footprint, count: KernelCount) ->
     with torch.no_grad(), _Ops(fp, count):
         names = ("r", "w", "k", "v", "a", "b")
         plan = fwd.launch_plan(*[inputs[n] for n in names], inputs.get("g"), out=out, num_sms=_gpu.DEFAULT_SMS)
-        launcher(fwd.kernel_name(inputs["r"].dtype, 64, plan.split), plan.grid, plan.block, plan.args, torch.device("cpu"))
+        launcher(
+            fwd.kernel_name(inputs["r"].dtype, 64, plan.split), plan.grid, plan.block, plan.args, torch.device("cpu")
+        )
     return plan.y

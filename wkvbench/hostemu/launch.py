@@ -67,7 +67,8 @@ class CupyLauncher:
     may be None when its kernels are not launched."""
 
     def __init__(self, train: ctypes.CDLL | None = None, fwd: ctypes.CDLL | None = None):
-        from wkvbench.impls.bi_wkv7_cupy import bwd, fwd as fwd_mod
+        from wkvbench.impls.bi_wkv7_cupy import bwd
+        from wkvbench.impls.bi_wkv7_cupy import fwd as fwd_mod
 
         self.lib, self.fwd_lib = train, fwd
         self.names = (fwd_mod.KERNEL, fwd_mod.FWD_KERNEL, bwd.BWD_KERNEL)
@@ -113,7 +114,9 @@ class CatflipLauncher:
         kind, code = self.kernels[name]
         self.calls.append((kind, grid, block))
         ptrs, B2, T, H = _split(args)
-        _check(grid == (B2 * H,) and block == ((2 if kind == "bwd" else 1) * 64,), f"{kind}: grid {grid}, block {block}")
+        _check(
+            grid == (B2 * H,) and block == ((2 if kind == "bwd" else 1) * 64,), f"{kind}: grid {grid}, block {block}"
+        )
         arr = (ctypes.c_void_p * len(ptrs))(*ptrs)
         if kind == "bwd":
             rc = self.lib.cf_host_bwd(code, grid[0], block[0], arr, B2, T, H)
