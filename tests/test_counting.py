@@ -153,11 +153,11 @@ CUDA_C_BYTE_CHECKS = [
 ]
 
 
-def count_cuda_c(impl: str, shape: dict, dtype: torch.dtype = torch.float32) -> dict:
+def count_cuda_c(impl: str, shape: dict, dtype: torch.dtype = torch.float32, mode: str = "fwd") -> dict:
     from wkvbench.hostemu.build import NoCompiler
 
     try:
-        return counting.count_call("bi_wkv7", impl, shape, dtype)
+        return counting.count_call("bi_wkv7", impl, shape, dtype, mode=mode)
     except NoCompiler as exc:
         if os.environ.get("WKVBENCH_ALLOW_NO_CXX") == "1":
             pytest.skip(f"{exc} (WKVBENCH_ALLOW_NO_CXX=1 allows the skip)")
@@ -189,6 +189,32 @@ def test_cuda_c_byte_formula_against_distinct_io_bytes(impl, dtype):
         )
         # every output element written at least once (for 16-bit I/O also the fp32 partials)
         assert c["store_bytes"] >= B * T * H * N * es
+
+
+def test_cuda_c_training_step_counts_both_launches_and_the_backward_atomics():
+    B, T, H, N = 1, 2, 1, 64
+    row = count_cuda_c("cupy_cuda", {"B": B, "T": T, "H": H, "N": N}, mode="fwd_bwd")
+    c = row["counted"]
+    assert [name.split("<")[0] for name, _ in c["launches"]] == ["bi_wkv7_train_kernel", "bi_wkv7_bwd_kernel"]
+    # the backward adds into zeroed fp32 buffers: exactly two atomicAdds per element of dr..db and dg
+    assert c["atomics"] == 2 * (6 * B * T * H * N + B * T * H) and c["atomic_bytes"] == 4 * c["atomics"]
+    assert row["formula_bytes"] is None and row["formula_flops"] == get_op("bi_wkv7").flops_in(row["shape"], "fwd_bwd")
+    row = count_cuda_c("audiorwkv_catflip", {"B": B, "T": T, "H": H, "N": N}, mode="fwd_bwd")
+    kinds = [name.split("<")[0] + ("_save" if "true" in name else "") for name, _ in row["counted"]["launches"]]
+    assert kinds == ["wkv7_catflip_fwd_save", "wkv7_catflip_bwd"] and row["counted"]["torch_op_bytes"] > 0
+
+
+def test_training_flop_formula_against_count():
+    # fwd_bwd: the forward's FLOPs times 1 + bwd_flops_factor (2), against the loop's autograd. The
+    # loop's backward also turns each step's gradient of a sliced input into a full-size tensor
+    # (select_backward) and adds those up: O(T) adds per step that the op's backward does not need
+    # (the counted ``add`` FLOPs grow 5.6x from T = 4 to 16) -- under 10% at T = 4,
+    # N = 64 (1.08), growing with T (1.16 at T = 16) and as N shrinks (1.14 at T = 4, N = 16).
+    shape = {"B": 1, "T": 4, "H": 1, "N": 64}
+    row = counting.count_call("bi_wkv7", "torch_loop", shape, mode="fwd_bwd")
+    assert 1.0 <= row["counted_flops"] / get_op("bi_wkv7").flops_in(shape, "fwd_bwd") <= 1.1, row["counted"]
+    with pytest.raises(ValueError, match="mode"):
+        counting.count_call("bi_wkv7", "torch_loop", shape, mode="bwd")
 
 
 def test_count_cli_counts_cuda_c_or_says_why_not(capsys, monkeypatch):

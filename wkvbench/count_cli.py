@@ -14,7 +14,7 @@ import os
 
 import torch
 
-from wkvbench.counting import count_call
+from wkvbench.counting import COUNT_MODES, count_call
 from wkvbench.hostemu import count as host_count
 from wkvbench.hostemu.build import NoCompiler
 
@@ -36,6 +36,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="preset giving heads and head size (default: the op's)")
     parser.add_argument("--dim", type=_dim, action="append", default=[], help="override one shape dim, e.g. H=1")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument(
+        "--mode",
+        default="fwd",
+        choices=COUNT_MODES,
+        help="fwd: one forward call; fwd_bwd: a training step (forward and backward; no byte minimum)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per implementation")
     parser.add_argument("--ncu", action="store_true", help="also DRAM bytes of one GPU call (Nsight Compute, GPU)")
 
@@ -97,6 +103,8 @@ def main(args) -> int:
     from wkvbench.registry import list_impls
 
     spec = get_op(args.op)
+    if args.ncu and args.mode != "fwd":
+        raise ValueError("ncu: --ncu reads the DRAM bytes of a forward call; leave out --mode or give --mode fwd")
     if args.tokens < 1 or args.batch < 1:
         raise ValueError("tokens: --tokens and --batch must be >= 1")
     shape = dict(spec.shape_for(get_preset(args.model or spec.default_model), args.batch, args.tokens))
@@ -108,13 +116,16 @@ def main(args) -> int:
     names = args.impl or [
         r.name
         for r in list_impls(args.op)
-        if (r.available("cpu")[0] and r.backend in ("torch", "triton", "numba"))
-        or (r.name in host_count.DRIVERS and r.supports(dtype, spec.head_size(shape))[0])
+        if (
+            (r.available("cpu")[0] and r.backend in ("torch", "triton", "numba"))
+            or (r.name in host_count.DRIVERS and r.supports(dtype, spec.head_size(shape))[0])
+        )
+        and (args.mode == "fwd" or r.backward)
     ]
     rows = []
     for name in names:
         try:
-            row = count_call(args.op, name, shape, dtype)
+            row = count_call(args.op, name, shape, dtype, mode=args.mode)
         except NoCompiler as exc:  # a CUDA C impl without a g++ able to build the host emulation
             print(f"{name}: not counted: {str(exc).splitlines()[0]}")
             continue
@@ -125,7 +136,7 @@ def main(args) -> int:
             print(json.dumps(row, default=str))
     if not args.json:
         print(
-            f"{args.op} {shape} {args.dtype}: counted work of one CPU call "
+            f"{args.op} {shape} {args.dtype} {args.mode}: counted work of one CPU call "
             "(Triton interpreted, Numba simulated, CUDA C host-emulated)"
         )
         print(table(rows))

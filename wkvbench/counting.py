@@ -326,15 +326,35 @@ def per_token_head(op: str, shape: dict) -> int:
     return math.prod(int(shape[d]) for d in PER_TOKEN_HEAD[op])
 
 
-def count_call(op: str, impl: str, shape: dict, dtype: torch.dtype = torch.float32, seed: int = 0) -> dict:
+#: The modes a call is counted in: the forward, or a training step (forward, then backward with a seeded dy).
+COUNT_MODES = ("fwd", "fwd_bwd")
+
+
+def _training_step(fn, names: list[str], dy: torch.Tensor):
+    """``fn``'s forward and backward: ``step(**inputs)`` returns the gradients of the ``names`` inputs."""
+
+    def step(**inputs):
+        return torch.autograd.grad(fn(**inputs), [inputs[n] for n in names], dy)
+
+    return step
+
+
+def count_call(
+    op: str, impl: str, shape: dict, dtype: torch.dtype = torch.float32, seed: int = 0, mode: str = "fwd"
+) -> dict:
     """Count one CPU call of ``impl`` on ``shape``; a flat dict of counted and formula figures.
 
+    ``mode``: ``fwd``, or ``fwd_bwd`` (the forward and the backward of every input the op record
+    lists in ``grad_args``; the formulas are then ``flops_in(shape, mode)`` and no minimum bytes).
     Triton implementations need ``TRITON_INTERPRET=1`` set before the registry loads them; CUDA C
     ones g++ (else :class:`wkvbench.hostemu.build.NoCompiler`).
     """
+    from wkvbench import gradcheck
     from wkvbench.opspec import element_size, get_op
     from wkvbench.registry import get_impl
 
+    if mode not in COUNT_MODES:
+        raise ValueError(f"mode: expected one of {', '.join(COUNT_MODES)}, got {mode!r}")
     spec = get_op(op)
     if spec.impls_of is not None:
         raise ValueError(f"op: {op!r} runs other ops' implementations; count its mixer op instead")
@@ -342,23 +362,33 @@ def count_call(op: str, impl: str, shape: dict, dtype: torch.dtype = torch.float
     ok, why = rec.supports(dtype, spec.head_size(shape)) if rec.backend == "cupy" else rec.available("cpu")
     if not ok:
         raise ValueError(f"impl: {impl!r} cannot run on this CPU: {why}")
+    if mode != "fwd" and not rec.backward:
+        raise ValueError(f"impl: {impl!r} has no backward, so no {mode} to count")
     inputs = spec.make_inputs(shape, dtype, torch.device("cpu"), seed)
+    fn, dy = rec.fn, None
+    if mode == "fwd_bwd":
+        names = gradcheck.grad_names(op, inputs)
+        inputs = gradcheck.leaves(inputs, names)
+        dy = gradcheck.make_dy(tuple(spec.out_shape(inputs)), dtype, "cpu", seed)
+        fn = _training_step(rec.fn, names, dy)
     es = element_size(dtype)
     unit = per_token_head(op, shape)
+    minimum = spec.bytes_in(shape, es, mode)
     row = {
         "op": op,
         "impl": impl,
         "backend": rec.backend,
         "dtype": str(dtype).replace("torch.", ""),
+        "mode": mode,
         "shape": dict(shape),
-        "formula_flops": float(spec.flops(shape)),
-        "formula_bytes": int(spec.bytes_moved(shape, es)),
-        "min_bytes_per_token_head": spec.bytes_moved(shape, es) / unit,
+        "formula_flops": float(spec.flops_in(shape, mode)),
+        "formula_bytes": None if minimum is None else int(minimum),
+        "min_bytes_per_token_head": None if minimum is None else minimum / unit,
     }
     if rec.backend in ("triton", "numba"):
-        out = torch.empty(spec.out_shape(inputs), dtype=dtype) if rec.accepts_out else None
+        out = torch.empty(spec.out_shape(inputs), dtype=dtype) if rec.accepts_out and dy is None else None
         counter = count_triton if rec.backend == "triton" else count_numba
-        _, mem = counter(rec.fn, out=out, **inputs)
+        _, mem = counter(fn, out=out, **inputs)
         if rec.backend == "numba" and not mem.io_distinct_bytes:
             mem.io_distinct_bytes = None  # the simulator ran on copies of the tensors: no I/O addresses
         row.update(
@@ -370,7 +400,8 @@ def count_call(op: str, impl: str, shape: dict, dtype: torch.dtype = torch.float
     elif rec.backend == "cupy":  # CUDA C in the host emulation (hostemu.build.NoCompiler without g++)
         from wkvbench.hostemu import count as host_count
 
-        _, kc = host_count.count_call(impl, inputs, torch.empty(spec.out_shape(inputs), dtype=dtype))
+        out = torch.empty(spec.out_shape(inputs), dtype=dtype) if dy is None else None
+        _, kc = host_count.count_call(impl, inputs, out, dy=dy)
         row.update(
             counted_bytes=kc.bytes,
             distinct_bytes=kc.distinct_bytes,
@@ -378,7 +409,7 @@ def count_call(op: str, impl: str, shape: dict, dtype: torch.dtype = torch.float
             counted={**asdict(kc), "kernel_bytes": kc.kernel_bytes},
         )
     elif rec.backend == "torch":
-        _, tc = count_torch(rec.fn, **inputs)
+        _, tc = count_torch(fn, grad=dy is not None, **inputs)
         row.update(
             counted_flops=tc.flops,
             counted_bytes=tc.op_bytes,
@@ -392,7 +423,7 @@ def count_call(op: str, impl: str, shape: dict, dtype: torch.dtype = torch.float
         raise ValueError(f"impl: {impl!r} ({rec.backend}) is not counted here: torch, triton, numba and cupy are")
     if "counted_bytes" in row:
         row["bytes_per_token_head"] = row["counted_bytes"] / unit
-        row["bytes_vs_min"] = row["counted_bytes"] / row["formula_bytes"]
+        row["bytes_vs_min"] = None if minimum is None else row["counted_bytes"] / minimum
     if "distinct_bytes" in row:
         row["distinct_bytes_per_token_head"] = row["distinct_bytes"] / unit
     if "counted_flops" in row:

@@ -13,6 +13,7 @@ the count, as separate kernels a GPU would run. Design and limits: docs/notes/me
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 from dataclasses import dataclass, field
 
@@ -26,6 +27,8 @@ from wkvbench.hostemu import launch as _launch
 
 #: The CUDA C implementations counted here, and the driver each call's kernels run in.
 DRIVERS = {"cupy_cuda": "bi_wkv7_host.cpp", "audiorwkv_catflip": "catflip_host.cpp"}
+#: The driver of each one's training step (training forward and backward).
+TRAIN_DRIVERS = {"cupy_cuda": "bi_wkv7_train_host.cpp", "audiorwkv_catflip": "catflip_host.cpp"}
 _MAX_BUFFERS = 64  # mem_counter.cpp's kMaxBuffers
 _NO_TRAFFIC = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"}
 
@@ -226,46 +229,57 @@ class CountingLauncher:
 
 
 # ----------------------------------------------------------------------------- one call
-def count_call(impl: str, inputs: dict, out: torch.Tensor | None = None) -> tuple[torch.Tensor, KernelCount]:
-    """Run one inference call of ``impl`` (:data:`DRIVERS`) on CPU ``inputs`` in the counting emulation.
+def count_call(
+    impl: str, inputs: dict, out: torch.Tensor | None = None, dy: torch.Tensor | None = None
+) -> tuple[object, KernelCount]:
+    """Run one call of ``impl`` (:data:`DRIVERS`) on CPU ``inputs`` in the counting emulation.
 
-    ``out``: a preallocated output (its range with the inputs' gives ``io_distinct_bytes``).
-    Raises ValueError for an impl not counted here, :class:`~wkvbench.hostemu.build.NoCompiler`
-    without a g++ that can build the counting emulation."""
+    Without ``dy``: the inference call (result: the output); ``out``, a preallocated output, gives
+    with the inputs the ranges of ``io_distinct_bytes``. With ``dy``: a training step -- the
+    training forward, then the backward with output gradient ``dy`` (result: the gradients of the
+    inputs that require grad). Raises ValueError for an impl not counted here,
+    :class:`~wkvbench.hostemu.build.NoCompiler` without a g++ that can build the counting emulation."""
     if impl not in DRIVERS:
         raise ValueError(f"impl: {impl!r} is not a CUDA C implementation counted here ({', '.join(DRIVERS)})")
     r = inputs["r"]
     if r.device.type != "cpu" or r.shape[-1] != 64:
         raise ValueError(f"r: the host emulation runs CPU tensors with head size N=64, got {r.device} N={r.shape[-1]}")
-    lib, counter = load(DRIVERS[impl])
+    grads = [n for n, t in inputs.items() if isinstance(t, torch.Tensor) and t.requires_grad]
+    if dy is not None and (out is not None or not grads):
+        raise ValueError("dy: a training step needs inputs that require grad, and no out=")
+    driver = TRAIN_DRIVERS[impl] if dy is not None else DRIVERS[impl]
+    lib, counter = load(driver)
     count, fp = KernelCount(), Footprint()
     io = [t for t in (*inputs.values(), out) if isinstance(t, torch.Tensor)]
-    for t in io:
+    for t in (*io, *([] if dy is None else [dy])):
         fp.add(t)
     if impl == "cupy_cuda":
-        launcher = CountingLauncher(_launch.CupyLauncher(fwd=lib), [counter], fp, count)
-        y = _run_cupy(inputs, out, launcher, fp, count)
+        inner = _launch.CupyLauncher(train=lib) if dy is not None else _launch.CupyLauncher(fwd=lib)
     else:
-        from wkvbench.impls import bi_wkv7_catflip
-
-        launcher = CountingLauncher(_launch.CatflipLauncher(lib), [counter], fp, count)
-        with torch.no_grad(), _Ops(fp, count):
-            y = bi_wkv7_catflip.catflip(**inputs, launcher=launcher, out=out)
+        inner = _launch.CatflipLauncher(lib)
+    launcher = CountingLauncher(inner, [counter], fp, count)
+    with contextlib.nullcontext() if dy is not None else torch.no_grad(), _Ops(fp, count):
+        res = _call(impl, inputs, out, launcher)
+        if dy is not None:
+            res = torch.autograd.grad(res, [inputs[n] for n in grads], dy)
     ranges = [_span(t) for t in io if t.numel()]
     count.distinct_load_bytes, count.distinct_store_bytes = fp.distinct(0), fp.distinct(1)
     count.io_distinct_bytes = fp.distinct(2, ranges)
-    return y, count
+    return res, count
 
 
-def _run_cupy(inputs: dict, out, launcher, fp: Footprint, count: KernelCount) -> torch.Tensor:
-    """``cupy_cuda``'s inference path (its launch plan, the SM count it assumes without a GPU)."""
-    from wkvbench.impls import _gpu
-    from wkvbench.impls.bi_wkv7_cupy import fwd
+def _call(impl: str, inputs: dict, out, launcher) -> torch.Tensor:
+    """The implementation's own Python with ``launcher``: cupy_cuda's launch plan (inference) or its
+    autograd Function (training), at the SM count it assumes without a GPU; catflip's construction."""
+    from wkvbench.impls import _gpu, bi_wkv7_catflip
+    from wkvbench.impls.bi_wkv7_cupy import fwd, train
 
-    with torch.no_grad(), _Ops(fp, count):
-        names = ("r", "w", "k", "v", "a", "b")
-        plan = fwd.launch_plan(*[inputs[n] for n in names], inputs.get("g"), out=out, num_sms=_gpu.DEFAULT_SMS)
-        launcher(
-            fwd.kernel_name(inputs["r"].dtype, 64, plan.split), plan.grid, plan.block, plan.args, torch.device("cpu")
-        )
+    if impl == "audiorwkv_catflip":
+        return bi_wkv7_catflip.catflip(**inputs, launcher=launcher, out=out)
+    x = [inputs[n] for n in ("r", "w", "k", "v", "a", "b")]
+    g = inputs.get("g")
+    if _gpu.training_call(out, *x, g):
+        return train.bi_wkv7_train(*x, g, launcher=launcher, num_sms=_gpu.DEFAULT_SMS)
+    plan = fwd.launch_plan(*x, g, out=out, num_sms=_gpu.DEFAULT_SMS)
+    launcher(fwd.kernel_name(x[0].dtype, 64, plan.split), plan.grid, plan.block, plan.args, torch.device("cpu"))
     return plan.y
