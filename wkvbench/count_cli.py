@@ -3,7 +3,8 @@
 Prints, per implementation, the formula's FLOPs and minimum bytes beside the counted ones
 (:mod:`wkvbench.counting`) and bytes per (token, head) against the minimum. CUDA C implementations
 are counted in the host emulation and need g++: without one, their line gives the reason instead of
-a row. ``--ncu`` adds, on a GPU with Nsight Compute, the DRAM bytes of one call (:mod:`wkvbench.ncu`).
+a row. ``--mode fwd_bwd`` counts a training step (forward and backward) instead of a forward call.
+``--ncu`` adds, on a GPU with Nsight Compute, the DRAM bytes of one call (:mod:`wkvbench.ncu`).
 """
 
 from __future__ import annotations
@@ -148,4 +149,9 @@ def main(args) -> int:
             "I/O distinct: distinct bytes of the inputs and output the kernels touched "
             "(equal to 'bytes min' when each is read or written at least once)."
         )
+        if args.mode != "fwd":
+            print(
+                f"{args.mode}: forward and backward of one training step (dy seeded); FLOPs formula = forward x "
+                f"(1 + bwd_flops_factor); no byte minimum is defined; I/O distinct covers the inputs only."
+            )
     return 0
