@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 import torch
 
@@ -123,12 +124,16 @@ def main(args) -> int:
         )
         and (args.mode == "fwd" or r.backward)
     ]
-    rows = []
+    rows, refused = [], 0
     for name in names:
         try:
             row = count_call(args.op, name, shape, dtype, mode=args.mode)
         except NoCompiler as exc:  # a CUDA C impl without a g++ able to build the host emulation
             print(f"{name}: not counted: {str(exc).splitlines()[0]}")
+            continue
+        except (TypeError, ValueError) as exc:  # this impl cannot be counted on this case (exit 2)
+            print(f"{name}: not counted: {exc}", file=sys.stderr)
+            refused += 1
             continue
         if args.ncu:
             row["ncu_dram_bytes"] = _ncu(args.op, name, shape, args.dtype)
@@ -154,4 +159,4 @@ def main(args) -> int:
                 f"{args.mode}: forward and backward of one training step (dy seeded); FLOPs formula = forward x "
                 f"(1 + bwd_flops_factor); no byte minimum is defined; I/O distinct covers the inputs only."
             )
-    return 0
+    return 2 if refused else 0

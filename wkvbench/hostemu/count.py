@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -200,6 +202,12 @@ class CountingLauncher:
         self.inner, self.counters, self.fp, self.count = inner, counters, fp, count
 
     def __call__(self, name, grid, block, args, device):
+        threads, cap = math.prod(grid) * math.prod(block), int(os.environ.get("CUDA_HOST_MAX_THREADS", "8192"))
+        if threads > cap:  # the shim would abort the process
+            raise ValueError(
+                f"shape: launch {name} has {threads} threads, over the host emulation's {cap} "
+                "(CUDA_HOST_MAX_THREADS); count a smaller case (fewer batches x heads)"
+            )
         bases = sorted({self.fp.find(int(x)) for x in args[:-3] if int(x)})
         if len(bases) > _MAX_BUFFERS:
             raise RuntimeError(f"launch {name}: {len(bases)} buffers, over the counter's {_MAX_BUFFERS}")
