@@ -154,7 +154,7 @@ def build(
     executable = executable or sanitize
     flags = (*(TSAN_FLAGS if sanitize else FLAGS), *(() if executable else ("-shared", "-fPIC")))
     flags += tuple(f"-D{d}" for d in defines)
-    h = hashlib.sha256("\0".join((gxx, version, *flags, *(COUNT_FLAGS if count else ()), str(path))).encode())
+    h = hashlib.sha256("\0".join((gxx, version, *flags, *(COUNT_FLAGS if count else ()), path.name)).encode())
     for p in (HOST_DIR / "cuda_shim.h", path, *((HOST_DIR / COUNTER,) if count else ())):
         h.update(p.read_bytes())
     for name, text in sources.items():
