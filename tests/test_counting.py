@@ -143,6 +143,98 @@ def test_byte_formula_against_distinct_io_bytes(op, impl, shape):
     assert row["bytes_per_token_head"] >= row["min_bytes_per_token_head"] * 0.9
 
 
+# The CUDA C kernels, counted in the host emulation (needs g++; WKVBENCH_ALLOW_NO_CXX=1 turns the
+# failure without one into a skip, as for the kernels' own host tests). cupy_cuda's fp32 partial
+# lives in y for float32 (read back: issued above distinct); catflip's count adds its PyTorch ops.
+CUDA_C_BYTE_CHECKS = [
+    ("cupy_cuda", torch.float32),
+    ("cupy_cuda", torch.bfloat16),
+    ("audiorwkv_catflip", torch.float32),
+]
+
+
+def count_cuda_c(impl: str, shape: dict, dtype: torch.dtype = torch.float32, mode: str = "fwd") -> dict:
+    from wkvbench.hostemu.build import NoCompiler
+
+    try:
+        return counting.count_call("bi_wkv7", impl, shape, dtype, mode=mode)
+    except NoCompiler as exc:
+        if os.environ.get("WKVBENCH_ALLOW_NO_CXX") == "1":
+            pytest.skip(f"{exc} (WKVBENCH_ALLOW_NO_CXX=1 allows the skip)")
+        pytest.fail(f"{exc}; counting the CUDA C kernels needs it (WKVBENCH_ALLOW_NO_CXX=1 to skip)", pytrace=False)
+
+
+@pytest.mark.parametrize("impl,dtype", CUDA_C_BYTE_CHECKS, ids=lambda x: str(x).replace("torch.", ""))
+def test_cuda_c_byte_formula_against_distinct_io_bytes(impl, dtype):
+    B, T, H, N = 1, 2, 1, 64
+    row = count_cuda_c(impl, {"B": B, "T": T, "H": H, "N": N}, dtype)
+    es = torch.empty(0, dtype=dtype).element_size()
+    assert row["formula_bytes"] == (7 * N + 1) * es * B * T * H
+    assert row["io_distinct_bytes"] == pytest.approx(row["formula_bytes"], rel=0.1)
+    assert row["counted_bytes"] >= row["distinct_bytes"] >= row["io_distinct_bytes"]
+    assert row["bytes_per_token_head"] >= row["min_bytes_per_token_head"] * 0.9
+    c = row["counted"]
+    if impl == "audiorwkv_catflip":
+        # one causal launch over the 2B sequences (inputs and flipped copies): each of r, w, k, v, a, b
+        # read once, y written once -- the kernel's own bytes, exactly; cat/flip/lerp are PyTorch ops
+        assert (c["load_bytes"], c["store_bytes"], c["atomic_bytes"]) == (
+            6 * 2 * B * T * H * N * es,
+            2 * B * T * H * N * es,
+            0,
+        )
+        assert c["torch_op_bytes"] > 0 and [name for name, _ in c["launches"]] == ["wkv7_catflip_fwd<float, 64, false>"]
+    else:
+        assert (
+            c["torch_op_bytes"] == 0 and len(c["launches"]) == 1 and c["launches"][0][0].startswith("bi_wkv7_kernel<")
+        )
+        # every output element written at least once (for 16-bit I/O also the fp32 partials)
+        assert c["store_bytes"] >= B * T * H * N * es
+
+
+def test_cuda_c_training_step_counts_both_launches_and_the_backward_atomics():
+    B, T, H, N = 1, 2, 1, 64
+    row = count_cuda_c("cupy_cuda", {"B": B, "T": T, "H": H, "N": N}, mode="fwd_bwd")
+    c = row["counted"]
+    assert [name.split("<")[0] for name, _ in c["launches"]] == ["bi_wkv7_train_kernel", "bi_wkv7_bwd_kernel"]
+    # the backward adds into zeroed fp32 buffers: exactly two atomicAdds per element of dr..db and dg
+    assert c["atomics"] == 2 * (6 * B * T * H * N + B * T * H) and c["atomic_bytes"] == 4 * c["atomics"]
+    assert row["formula_bytes"] is None and row["formula_flops"] == get_op("bi_wkv7").flops_in(row["shape"], "fwd_bwd")
+    row = count_cuda_c("audiorwkv_catflip", {"B": B, "T": T, "H": H, "N": N}, mode="fwd_bwd")
+    kinds = [name.split("<")[0] + ("_save" if "true" in name else "") for name, _ in row["counted"]["launches"]]
+    assert kinds == ["wkv7_catflip_fwd_save", "wkv7_catflip_bwd"] and row["counted"]["torch_op_bytes"] > 0
+
+
+def test_training_flop_formula_against_count():
+    # fwd_bwd: the forward's FLOPs times 1 + bwd_flops_factor (2), against the loop's autograd. The
+    # loop's backward also turns each step's gradient of a sliced input into a full-size tensor
+    # (select_backward) and adds those up: O(T) adds per step that the op's backward does not need
+    # (the counted ``add`` FLOPs grow 5.6x from T = 4 to 16) -- under 10% at T = 4,
+    # N = 64 (1.08), growing with T (1.16 at T = 16) and as N shrinks (1.14 at T = 4, N = 16).
+    shape = {"B": 1, "T": 4, "H": 1, "N": 64}
+    row = counting.count_call("bi_wkv7", "torch_loop", shape, mode="fwd_bwd")
+    assert 1.0 <= row["counted_flops"] / get_op("bi_wkv7").flops_in(shape, "fwd_bwd") <= 1.1, row["counted"]
+    with pytest.raises(ValueError, match="mode"):
+        counting.count_call("bi_wkv7", "torch_loop", shape, mode="bwd")
+
+
+def test_count_cli_counts_cuda_c_or_says_why_not(capsys, monkeypatch):
+    from wkvbench import cli
+    from wkvbench.hostemu import build
+
+    argv = ["count", "--op", "bi_wkv7", "--tokens", "2", "--dim", "H=1", "--impl", "audiorwkv_catflip"]
+    count_cuda_c("audiorwkv_catflip", {"B": 1, "T": 2, "H": 1, "N": 64})  # g++ is here (or the skip applies)
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "audiorwkv_catflip" in out and "1,796" in out and "CUDA C host-emulated" in out
+    # a launch the emulation cannot hold (8 x 12 heads at SPLIT 1: 12,288 threads) is refused, exit 2
+    assert cli.main(["count", "--op", "bi_wkv7", "--tokens", "2", "--batch", "8", "--impl", "cupy_cuda"]) == 2
+    assert "cupy_cuda: not counted: shape: launch" in capsys.readouterr().err
+    monkeypatch.setattr(build, "find_gxx", lambda: None)
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "audiorwkv_catflip: not counted: g++ not found" in out and "Traceback" not in out
+
+
 def test_attention_byte_formula_is_below_eager_traffic():
     # No attention kernel runs on a CPU with counted bytes; eager attention writes and reads the
     # T x T scores, so its traffic is above the flash-attention minimum the formula gives.

@@ -1,8 +1,10 @@
 """``wkvbench count``: counted FLOPs and bytes of one CPU call against the op record's formulas.
 
 Prints, per implementation, the formula's FLOPs and minimum bytes beside the counted ones
-(:mod:`wkvbench.counting`) and bytes per (token, head) against the minimum. ``--ncu`` adds, on a
-GPU with Nsight Compute, the DRAM bytes of one call (:mod:`wkvbench.ncu`).
+(:mod:`wkvbench.counting`) and bytes per (token, head) against the minimum. CUDA C implementations
+are counted in the host emulation and need g++: without one, their line gives the reason instead of
+a row. ``--mode fwd_bwd`` counts a training step (forward and backward) instead of a forward call.
+``--ncu`` adds, on a GPU with Nsight Compute, the DRAM bytes of one call (:mod:`wkvbench.ncu`).
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 import torch
 
-from wkvbench.counting import count_call
+from wkvbench.counting import COUNT_MODES, count_call
+from wkvbench.hostemu import count as host_count
+from wkvbench.hostemu.build import NoCompiler
 
 
 def _dim(text: str) -> tuple[str, int]:
@@ -33,6 +38,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="preset giving heads and head size (default: the op's)")
     parser.add_argument("--dim", type=_dim, action="append", default=[], help="override one shape dim, e.g. H=1")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument(
+        "--mode",
+        default="fwd",
+        choices=COUNT_MODES,
+        help="fwd: one forward call; fwd_bwd: a training step (forward and backward; no byte minimum)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per implementation")
     parser.add_argument("--ncu", action="store_true", help="also DRAM bytes of one GPU call (Nsight Compute, GPU)")
 
@@ -94,6 +105,8 @@ def main(args) -> int:
     from wkvbench.registry import list_impls
 
     spec = get_op(args.op)
+    if args.ncu and args.mode != "fwd":
+        raise ValueError("ncu: --ncu reads the DRAM bytes of a forward call; leave out --mode or give --mode fwd")
     if args.tokens < 1 or args.batch < 1:
         raise ValueError("tokens: --tokens and --batch must be >= 1")
     shape = dict(spec.shape_for(get_preset(args.model or spec.default_model), args.batch, args.tokens))
@@ -103,23 +116,47 @@ def main(args) -> int:
         shape[name] = value
     dtype = getattr(torch, args.dtype)
     names = args.impl or [
-        r.name for r in list_impls(args.op) if r.available("cpu")[0] and r.backend in ("torch", "triton", "numba")
+        r.name
+        for r in list_impls(args.op)
+        if (
+            (r.available("cpu")[0] and r.backend in ("torch", "triton", "numba"))
+            or (r.name in host_count.DRIVERS and r.supports(dtype, spec.head_size(shape))[0])
+        )
+        and (args.mode == "fwd" or r.backward)
     ]
-    rows = []
+    rows, refused = [], 0
     for name in names:
-        row = count_call(args.op, name, shape, dtype)
+        try:
+            row = count_call(args.op, name, shape, dtype, mode=args.mode)
+        except NoCompiler as exc:  # a CUDA C impl without a g++ able to build the host emulation
+            print(f"{name}: not counted: {str(exc).splitlines()[0]}")
+            continue
+        except (TypeError, ValueError) as exc:  # this impl cannot be counted on this case (exit 2)
+            print(f"{name}: not counted: {exc}", file=sys.stderr)
+            refused += 1
+            continue
         if args.ncu:
             row["ncu_dram_bytes"] = _ncu(args.op, name, shape, args.dtype)
         rows.append(row)
         if args.json:
             print(json.dumps(row, default=str))
     if not args.json:
-        print(f"{args.op} {shape} {args.dtype}: counted work of one CPU call (Triton interpreted, Numba simulated)")
+        print(
+            f"{args.op} {shape} {args.dtype} {args.mode}: counted work of one CPU call "
+            "(Triton interpreted, Numba simulated, CUDA C host-emulated)"
+        )
         print(table(rows))
         print(
             "bytes counted: torch = every op's reads and writes (eager traffic); triton = every tl.load/tl.store, "
-            "masked lanes excluded; numba = every global element read or written.\n"
+            "masked lanes excluded; numba = every global element read or written; cupy = every load and store "
+            "of the CUDA C kernels' threads in the tensors they receive (atomics twice), plus the PyTorch ops "
+            "around them.\n"
             "I/O distinct: distinct bytes of the inputs and output the kernels touched "
             "(equal to 'bytes min' when each is read or written at least once)."
         )
-    return 0
+        if args.mode != "fwd":
+            print(
+                f"{args.mode}: forward and backward of one training step (dy seeded); FLOPs formula = forward x "
+                f"(1 + bwd_flops_factor); no byte minimum is defined; I/O distinct covers the inputs only."
+            )
+    return 2 if refused else 0

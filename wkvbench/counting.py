@@ -1,4 +1,4 @@
-"""Counted work of one call: FLOPs of PyTorch code, global-memory bytes of Triton and Numba kernels.
+"""Counted work of one call: FLOPs of PyTorch code, global-memory bytes of Triton, Numba and CUDA C kernels.
 
 The op records' ``flops`` and ``bytes_moved`` are formulas written by hand; this module counts
 instead, so the formulas can be checked (``tests/test_counting.py``) and a kernel's traffic seen
@@ -18,8 +18,10 @@ without a GPU (``wkvbench count``):
 Bytes per (token, head) are set beside the minimum, the op record's ``bytes_moved`` (each input
 read once, the output written once) divided by ``B*T*H`` (``B*T*D`` for the Mamba scan).
 :func:`count_numba` does the same for Numba kernels in the CUDA simulator (element reads and
-writes of global arrays). CUDA C kernels (run on a CPU only through the host emulation under
-``tests/impls/cuda_host``) are not counted here.
+writes of global arrays). The CUDA C kernels (``cupy_cuda``, ``audiorwkv_catflip``) are counted in
+the host emulation, built with every memory access instrumented (:mod:`wkvbench.hostemu.count`:
+bytes each thread loads and stores in the tensors a launch receives, plus the PyTorch ops around
+the kernels); that needs g++ (GCC >= 12).
 """
 
 from __future__ import annotations
@@ -324,38 +326,69 @@ def per_token_head(op: str, shape: dict) -> int:
     return math.prod(int(shape[d]) for d in PER_TOKEN_HEAD[op])
 
 
-def count_call(op: str, impl: str, shape: dict, dtype: torch.dtype = torch.float32, seed: int = 0) -> dict:
+#: The modes a call is counted in: the forward, or a training step (forward, then backward with a seeded dy).
+COUNT_MODES = ("fwd", "fwd_bwd")
+
+
+def _training_step(fn, names: list[str], dy: torch.Tensor):
+    """``fn``'s forward and backward: ``step(**inputs)`` returns the gradients of the ``names`` inputs."""
+
+    def step(**inputs):
+        return torch.autograd.grad(fn(**inputs), [inputs[n] for n in names], dy)
+
+    return step
+
+
+def count_call(
+    op: str, impl: str, shape: dict, dtype: torch.dtype = torch.float32, seed: int = 0, mode: str = "fwd"
+) -> dict:
     """Count one CPU call of ``impl`` on ``shape``; a flat dict of counted and formula figures.
 
-    Triton implementations need ``TRITON_INTERPRET=1`` set before the registry loads them.
+    ``mode``: ``fwd``, or ``fwd_bwd`` (the forward and the backward of every input the op record
+    lists in ``grad_args``; the formulas are then ``flops_in(shape, mode)`` and no minimum bytes).
+    Triton implementations need ``TRITON_INTERPRET=1`` set before the registry loads them; CUDA C
+    ones g++ (else :class:`wkvbench.hostemu.build.NoCompiler`).
     """
+    from wkvbench import gradcheck
     from wkvbench.opspec import element_size, get_op
     from wkvbench.registry import get_impl
 
+    if mode not in COUNT_MODES:
+        raise ValueError(f"mode: expected one of {', '.join(COUNT_MODES)}, got {mode!r}")
     spec = get_op(op)
     if spec.impls_of is not None:
         raise ValueError(f"op: {op!r} runs other ops' implementations; count its mixer op instead")
     rec = get_impl(op, impl)
-    ok, why = rec.available("cpu")
+    ok, why = rec.supports(dtype, spec.head_size(shape)) if rec.backend == "cupy" else rec.available("cpu")
     if not ok:
         raise ValueError(f"impl: {impl!r} cannot run on this CPU: {why}")
+    if mode != "fwd" and not rec.backward:
+        raise ValueError(f"impl: {impl!r} has no backward, so no {mode} to count")
     inputs = spec.make_inputs(shape, dtype, torch.device("cpu"), seed)
+    fn, dy = rec.fn, None
+    if mode == "fwd_bwd":
+        names = gradcheck.grad_names(op, inputs)
+        inputs = gradcheck.leaves(inputs, names)
+        dy = gradcheck.make_dy(tuple(spec.out_shape(inputs)), dtype, "cpu", seed)
+        fn = _training_step(rec.fn, names, dy)
     es = element_size(dtype)
     unit = per_token_head(op, shape)
+    minimum = spec.bytes_in(shape, es, mode)
     row = {
         "op": op,
         "impl": impl,
         "backend": rec.backend,
         "dtype": str(dtype).replace("torch.", ""),
+        "mode": mode,
         "shape": dict(shape),
-        "formula_flops": float(spec.flops(shape)),
-        "formula_bytes": int(spec.bytes_moved(shape, es)),
-        "min_bytes_per_token_head": spec.bytes_moved(shape, es) / unit,
+        "formula_flops": float(spec.flops_in(shape, mode)),
+        "formula_bytes": None if minimum is None else int(minimum),
+        "min_bytes_per_token_head": None if minimum is None else minimum / unit,
     }
     if rec.backend in ("triton", "numba"):
-        out = torch.empty(spec.out_shape(inputs), dtype=dtype) if rec.accepts_out else None
+        out = torch.empty(spec.out_shape(inputs), dtype=dtype) if rec.accepts_out and dy is None else None
         counter = count_triton if rec.backend == "triton" else count_numba
-        _, mem = counter(rec.fn, out=out, **inputs)
+        _, mem = counter(fn, out=out, **inputs)
         if rec.backend == "numba" and not mem.io_distinct_bytes:
             mem.io_distinct_bytes = None  # the simulator ran on copies of the tensors: no I/O addresses
         row.update(
@@ -364,8 +397,19 @@ def count_call(op: str, impl: str, shape: dict, dtype: torch.dtype = torch.float
             io_distinct_bytes=mem.io_distinct_bytes,
             counted={k: v for k, v in asdict(mem).items()},
         )
+    elif rec.backend == "cupy":  # CUDA C in the host emulation (hostemu.build.NoCompiler without g++)
+        from wkvbench.hostemu import count as host_count
+
+        out = torch.empty(spec.out_shape(inputs), dtype=dtype) if dy is None else None
+        _, kc = host_count.count_call(impl, inputs, out, dy=dy)
+        row.update(
+            counted_bytes=kc.bytes,
+            distinct_bytes=kc.distinct_bytes,
+            io_distinct_bytes=kc.io_distinct_bytes,
+            counted={**asdict(kc), "kernel_bytes": kc.kernel_bytes},
+        )
     elif rec.backend == "torch":
-        _, tc = count_torch(rec.fn, **inputs)
+        _, tc = count_torch(fn, grad=dy is not None, **inputs)
         row.update(
             counted_flops=tc.flops,
             counted_bytes=tc.op_bytes,
@@ -376,10 +420,10 @@ def count_call(op: str, impl: str, shape: dict, dtype: torch.dtype = torch.float
             },
         )
     else:
-        raise ValueError(f"impl: {impl!r} ({rec.backend}) is not counted here: torch, triton and numba are")
+        raise ValueError(f"impl: {impl!r} ({rec.backend}) is not counted here: torch, triton, numba and cupy are")
     if "counted_bytes" in row:
         row["bytes_per_token_head"] = row["counted_bytes"] / unit
-        row["bytes_vs_min"] = row["counted_bytes"] / row["formula_bytes"]
+        row["bytes_vs_min"] = None if minimum is None else row["counted_bytes"] / minimum
     if "distinct_bytes" in row:
         row["distinct_bytes_per_token_head"] = row["distinct_bytes"] / unit
     if "counted_flops" in row:

@@ -1,9 +1,10 @@
 """What the tests of the kernel implementations share (the CUDA C ones, ``bi_wkv7_cupy`` and
 ``bi_wkv7_catflip``, most).
 
-* ``cuda_host``: builds a host driver of ``cuda_host/`` (the kernel ``.cu`` compiled with g++ after
-  ``cuda_host/cuda_shim.h``, cached between runs) into a shared library and loads it; ``host_builder``:
-  the build module itself (``cuda_host/host_build.py``: sources, ThreadSanitizer builds);
+* ``cuda_host``: builds a host driver of ``wkvbench/hostemu/`` (the kernel ``.cu`` compiled with g++
+  after ``hostemu/cuda_shim.h``, cached between runs) into a shared library and loads it;
+  ``host_builder``: the test-side build module (``cuda_host/host_build.py``: the package's builder
+  with pytest outcomes, this folder's self-test and ThreadSanitizer programs);
 * ``report``: the compile report of the test module's ``mod``;
   without g++ (or NVRTC for ``report``) these FAIL, unless ``WKVBENCH_ALLOW_NO_CXX=1`` allows a skip;
 * ``nvcc_agrees``: the check that nvcc's report has the same kernels as NVRTC's and spills none;
@@ -37,7 +38,7 @@ host_build = _load_host_build()
 
 
 def build_host(driver: str, out_dir: Path | None = None, source_dir: Path | None = None) -> ctypes.CDLL:
-    """Build ``cuda_host/<driver>`` (cached, see ``cuda_host/host_build.py``) with the kernel sources,
+    """Build the driver ``<driver>`` (cached, see ``cuda_host/host_build.py``) with the kernel sources,
     each taken from ``source_dir`` where that holds a file of its name; load it. ``out_dir`` is unused
     (kept for the callers' signature). Fails without g++ unless ``WKVBENCH_ALLOW_NO_CXX=1``."""
     return ctypes.CDLL(str(host_build.build(driver, source_dir=source_dir)))

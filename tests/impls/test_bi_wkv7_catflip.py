@@ -2,8 +2,8 @@
 
 CuPy cannot run without a GPU, so the construction is checked on the CPU:
 
-* host emulation: the SAME .cu file is compiled with g++ after ``cuda_host/cuda_shim.h``
-  (``cuda_host/catflip_host.cpp``) and injected as the module's launcher, so the whole
+* host emulation: the SAME .cu file is compiled with g++ after ``wkvbench/hostemu/cuda_shim.h``
+  (``hostemu/catflip_host.cpp``) and injected as the module's launcher, so the whole
   construction runs -- cat with the flipped copies, the autograd Function's training forward
   (checkpoints + sa) and backward kernel, the PyTorch merge -- against float64 autograd of the
   reference: outputs and every gradient (``dg`` included) at T = 1, 15, 16, 17, 50, variants
@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from wkvbench.accuracy import TOLERANCE, compare
+from wkvbench.hostemu import launch
 from wkvbench.impls import bi_wkv7_catflip as mod
 from wkvbench.inputs import bi_wkv7_inputs
 from wkvbench.reference import bi_wkv7 as reference_bi_wkv7
@@ -38,37 +39,10 @@ GRAD_TOLERANCE = {torch.float32: 1e-4, torch.float16: 5e-3, torch.bfloat16: 1e-2
 # ----------------------------------------------------------------------------- host emulation
 def load_host(cuda_host, out_dir: Path, source_dir: Path = mod.KERNEL_PATH.parent) -> ctypes.CDLL:
     """Build catflip_host.cpp with the kernel source found in ``source_dir``; declare its entry points."""
-    lib = cuda_host("catflip_host.cpp", out_dir, source_dir)
-    ptr, i32, u32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint
-    lib.cf_host_fwd.argtypes = [i32, i32, u32, u32, ctypes.POINTER(ptr), i32, i32, i32]
-    lib.cf_host_bwd.argtypes = [i32, u32, u32, ctypes.POINTER(ptr), i32, i32, i32]
-    lib.cf_host_fwd.restype = lib.cf_host_bwd.restype = i32
-    return lib
+    return launch.declare(cuda_host("catflip_host.cpp", out_dir, source_dir), "catflip_host.cpp")
 
 
-class HostLauncher:
-    """``mod.Launcher`` that runs the named kernel on the host emulation; records what it launched."""
-
-    def __init__(self, lib: ctypes.CDLL):
-        self.lib = lib
-        self.kernels = {
-            mod.kernel_name(kind, dt): (kind, code) for dt, code in DTYPE_CODE.items() for kind in mod.KINDS
-        }
-        self.calls: list[tuple[str, tuple, tuple]] = []
-
-    def __call__(self, name, grid, block, args, device):
-        assert device.type == "cpu", "the host emulation works on CPU tensors"
-        kind, code = self.kernels[name]
-        self.calls.append((kind, grid, block))
-        ptrs = [int(x) for x in args[:-3]]
-        B2, T, H = (int(x) for x in args[-3:])
-        assert grid == (B2 * H,) and block == ((2 if kind == "bwd" else 1) * 64,)
-        arr = (ctypes.c_void_p * len(ptrs))(*ptrs)
-        if kind == "bwd":
-            rc = self.lib.cf_host_bwd(code, grid[0], block[0], arr, B2, T, H)
-        else:
-            rc = self.lib.cf_host_fwd(code, int(kind == "fwd_save"), grid[0], block[0], arr, B2, T, H)
-        assert rc == 0
+HostLauncher = launch.CatflipLauncher  # ``mod.Launcher`` on the host emulation; records what it launched
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 CuPy cannot run without a GPU, so the kernel source is checked on the CPU in two ways:
 
-* host emulation: the SAME .cu file is compiled with g++ after ``cuda_host/cuda_shim.h`` (one
+* host emulation: the SAME .cu file is compiled with g++ after ``wkvbench/hostemu/cuda_shim.h`` (one
   std::thread per CUDA thread, every block at once, ``__syncthreads`` as a std::barrier, shuffles
   through a per-warp exchange) and launched with the module's geometry on NaN-poisoned outputs; its result must meet
   the accuracy bar against the float64 reference, for every SPLIT, T in {1, 7, 20, 33}, all
@@ -16,13 +16,12 @@ With a GPU and CuPy the real launch is checked too (skipped here otherwise).
 
 from __future__ import annotations
 
-import ctypes
-
 import numpy as np
 import pytest
 import torch
 
 from wkvbench.accuracy import GOAL, compare
+from wkvbench.hostemu import launch
 from wkvbench.impls import bi_wkv7_cupy as mod
 from wkvbench.impls.bi_wkv7_cupy import train as _train
 from wkvbench.inputs import bi_wkv7_inputs
@@ -37,16 +36,7 @@ ARGS = ("r", "w", "k", "v", "a", "b")
 @pytest.fixture(scope="module")
 def host_lib(cuda_host, tmp_path_factory):
     lib = cuda_host("bi_wkv7_host.cpp", tmp_path_factory.mktemp("cuda_host"), mod.KERNEL_PATH.parent)
-    ptr = ctypes.c_void_p
-    i32 = ctypes.c_int
-    u32 = ctypes.c_uint
-    lib.wkv_host_bi_wkv7.argtypes = [i32, i32, *[ptr] * 7, ptr, ptr, i32, i32, i32]
-    lib.wkv_host_bi_wkv7.restype = i32
-    lib.wkv_host_launch.argtypes = [i32, i32, u32, u32, *[ptr] * 7, ptr, ptr, i32, i32, i32]
-    lib.wkv_host_launch.restype = i32
-    lib.wkv_host_float_to_bf16.argtypes = [ptr, ptr, ctypes.c_long]
-    lib.wkv_host_bf16_to_float.argtypes = [ptr, ptr, ctypes.c_long]
-    return lib
+    return launch.declare(lib, "bi_wkv7_host.cpp")
 
 
 def run_host(lib, x: dict, split: int, gate: bool) -> torch.Tensor:

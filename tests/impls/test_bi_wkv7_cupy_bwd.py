@@ -2,7 +2,7 @@
 in bi_wkv7_cupy.cu and the backward kernel bi_wkv7_cupy_bwd.cu).
 
 CuPy cannot run without a GPU, so the kernels run in the host emulation: the SAME .cu files are
-compiled with g++ after ``cuda_host/cuda_shim.h`` (``cuda_host/bi_wkv7_train_host.cpp``) and injected
+compiled with g++ after ``wkvbench/hostemu/cuda_shim.h`` (``hostemu/bi_wkv7_train_host.cpp``) and injected
 as the Function's launcher, so the whole autograd Function -- training forward with its saves,
 backward kernel, fp32 accumulation and conversion -- runs on the CPU against float64 autograd of
 the reference (``wkvbench.gradcheck``): T = 1, 15, 16, 17, 50 in float32, and every I/O dtype at
@@ -23,6 +23,7 @@ import torch
 
 from wkvbench import gradcheck
 from wkvbench.accuracy import TOLERANCE, compare
+from wkvbench.hostemu import launch
 from wkvbench.impls import _cupy, bi_wkv7_catflip, bi_wkv7_cupy
 from wkvbench.impls.bi_wkv7_cupy import train
 from wkvbench.inputs import bi_wkv7_inputs
@@ -31,44 +32,15 @@ from wkvbench.registry import get_impl
 
 ARGS = ("r", "w", "k", "v", "a", "b")
 VARIANTS = ("realistic", "strong_decay", "weak_decay")
-IO_CODE = {"float": 0, "wkv_bf16": 1, "wkv_fp16": 2}
 DTYPE_CODE = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 SRC = bi_wkv7_cupy.KERNEL_PATH.parent
 
 
 # ----------------------------------------------------------------------------- host emulation
-class HostLauncher:
-    """``train.Launcher`` running the named training kernel on the host emulation; records the launches."""
-
-    def __init__(self, lib: ctypes.CDLL):
-        self.lib = lib
-        self.calls: list[tuple[str, tuple, tuple]] = []
-
-    def __call__(self, name, grid, block, args, device):
-        assert device.type == "cpu", "the host emulation works on CPU tensors"
-        io = name[name.index("<") + 1 : name.index(",")]
-        ptrs = [int(x) for x in args[:-3]]
-        B, T, H = (int(x) for x in args[-3:])
-        arr = (ctypes.c_void_p * len(ptrs))(*ptrs)
-        self.calls.append((name, grid, block))
-        assert block == (128,)
-        if name.startswith(train.BWD_KERNEL):
-            assert grid == (2 * B * H,) and len(ptrs) == 17
-            rc = self.lib.cupy_train_host_bwd(IO_CODE[io], grid[0], block[0], arr, B, T, H)
-        else:
-            split = int(name.split(",")[2])
-            assert grid == (B * H * split,) and len(ptrs) == 11
-            rc = self.lib.cupy_train_host_fwd(IO_CODE[io], split, grid[0], block[0], arr, B, T, H)
-        assert rc == 0
-
-
-def load_host(cuda_host, out_dir: Path, source_dir: Path = SRC) -> HostLauncher:
+def load_host(cuda_host, out_dir: Path, source_dir: Path = SRC) -> launch.CupyLauncher:
+    """``train.Launcher`` running the training kernels built from ``source_dir``; records the launches."""
     lib = cuda_host("bi_wkv7_train_host.cpp", out_dir, source_dir)
-    ptr, i32, u32 = ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_uint
-    lib.cupy_train_host_fwd.argtypes = [i32, i32, u32, u32, ptr, i32, i32, i32]
-    lib.cupy_train_host_bwd.argtypes = [i32, u32, u32, ptr, i32, i32, i32]
-    lib.cupy_train_host_fwd.restype = lib.cupy_train_host_bwd.restype = i32
-    return HostLauncher(lib)
+    return launch.CupyLauncher(train=launch.declare(lib, "bi_wkv7_train_host.cpp"))
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-"""Races of the CUDA C kernels, seen on the host emulation (``cuda_host/``), where every block of a
-launch runs at once (see ``cuda_host/cuda_shim.h``).
+"""Races of the CUDA C kernels, seen on the host emulation (``wkvbench/hostemu/``), where every block
+of a launch runs at once (see ``hostemu/cuda_shim.h``).
 
 * the shim's own model (``cuda_host/shim_selftest.cpp``): blocks alive together, ``__shared__`` per
   block, a shuffle holding only its warp and honouring its mask; launch shapes it cannot emulate

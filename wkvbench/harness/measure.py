@@ -10,7 +10,6 @@ comes back in ``Cell.extra`` (:func:`note_check`, :func:`note_batch`), stops sam
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import threading
@@ -18,9 +17,9 @@ from collections import defaultdict
 
 import torch
 
-from wkvbench.harness import nvml, timing
+from wkvbench.harness import nvml, rundir, timing
+from wkvbench.harness.rundir import KERNELS_FILE  # noqa: F401 (the file profile_cell appends to)
 
-KERNELS_FILE = "kernels.jsonl"
 _KERNELS_LOCK = threading.Lock()  # pool slots (one thread per GPU) append to one file
 #: Reply fields of the worker's ``check`` that become row columns.
 CHECK_KEYS = ("graph_ms", "graph_note", "counted_flops", "counted_bytes")
@@ -170,8 +169,8 @@ def profile_cell(runner, case, cell) -> None:
         return
     rec = dict(zip(KEY, (case.key(cell.impl)), strict=True))
     rec.update(calls=reply.get("calls"), kernels=reply.get("kernels", []))
-    with _KERNELS_LOCK, open(runner.out / KERNELS_FILE, "a", encoding="utf-8") as f:
-        f.write(json.dumps(rec, default=str) + "\n")
+    with _KERNELS_LOCK:
+        rundir.append_kernels(runner.out, rec)
 
 
 def lock_clocks(device: str, gpu_uuid: str | None) -> dict:

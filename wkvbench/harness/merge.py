@@ -8,7 +8,8 @@ directory like any other, read by ``report`` and ``compare``:
   (``wkvbench.schema.KEY``) *and* the GPU model it ran on (the ``gpu`` column), so the same suite
   run on an H100 and on an H200 keeps both rows. The same key on the same GPU model in two inputs
   is a conflict: the newer row (``timestamp``) is kept, and the merge says which it dropped.
-* ``samples.jsonl``: the sample records of the rows kept (each tagged with its ``gpu``).
+* ``samples.jsonl``: the sample records of the rows kept (each tagged with its ``gpu``); likewise
+  ``kernels.jsonl``, the ``--profile`` records, where an input has them.
 * ``envs/<host>-<gpu>.json``: the environment of each machine and GPU model, one file each;
   ``env.json``: the first input's environment with ``machines`` (one entry per ``envs/`` file)
   and ``merged_from`` (the inputs) added, so readers of a single-machine ``env.json`` still work.
@@ -26,7 +27,7 @@ import sys
 from pathlib import Path
 
 from wkvbench.harness import rundir
-from wkvbench.harness.rundir import ENVS_DIR, RESULTS_FILE, SAMPLES_FILE, SHARDS_DIR, RunDirError
+from wkvbench.harness.rundir import ENVS_DIR, KERNELS_FILE, RESULTS_FILE, SAMPLES_FILE, SHARDS_DIR, RunDirError
 from wkvbench.schema import COLUMNS, key_of
 
 
@@ -142,12 +143,32 @@ def _merge(runs: list[Path], envs: list[dict], out: Path, log) -> dict:
                 rec = {**rec, "gpu": gpu}
                 lines.append(json.dumps(rec, separators=(",", ":"), default=str) + "\n")
     rundir.write_atomic(out / SAMPLES_FILE, "".join(lines))
+    _write_kernels(runs, wanted, out)
     merged_inputs = [(r / ENVS_DIR).is_dir() for r in runs]  # before out/envs exists (out may be an input)
     machines = _write_envs(runs, envs, merged_inputs, out)
     first = next((e for e in envs if e), {})
     env = {**first, "machines": machines, "merged_from": [str(r) for r in runs]}
     rundir.write_env(out, env)
     return {"rows": len(kept), "replaced": replaced, "machines": machines, "inputs": [str(r) for r in runs]}
+
+
+def _write_kernels(runs: list[Path], wanted: dict, out: Path) -> None:
+    """``kernels.jsonl``: the profile records of the rows kept, from the input each row came from."""
+    records = []
+    for i, run in enumerate(runs):
+        try:
+            recs = rundir.read_kernels(run)
+        except RunDirError as exc:
+            raise MergeError(f"RUN: {exc}") from None
+        for rec in recs:
+            gpu = wanted.get((key_of(rec), i))
+            if gpu is not None and rec.get("gpu", gpu) == gpu:
+                records.append({**rec, "gpu": gpu})
+    if records:
+        text = "".join(json.dumps(rec, separators=(",", ":"), default=str) + "\n" for rec in records)
+        rundir.write_atomic(out / KERNELS_FILE, text)
+    elif (out / KERNELS_FILE).is_file():  # out is one of the inputs: none of its records was kept
+        (out / KERNELS_FILE).unlink()
 
 
 def _write_envs(runs: list[Path], envs: list[dict], merged: list[bool], out: Path) -> list[dict]:

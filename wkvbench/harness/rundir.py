@@ -1,7 +1,8 @@
 """The run directory: its layout, the one reader and the one writer of each of its files, its lock.
 
 A run directory holds ``results.csv`` (one row per cell), ``samples.jsonl`` (raw samples),
-``env.json`` (the environment), ``plan.json`` (the cells planned), ``logs/`` (worker logs) and,
+``env.json`` (the environment), ``plan.json`` (the cells planned), ``logs/`` (worker logs),
+``kernels.jsonl`` (with ``--profile``: each profiled cell's kernels) and,
 for a submitted run, ``submit.json`` and ``shards/K-of-N/`` (a run directory per shard); a merge
 adds ``envs/<host>-<gpu>.json``. Every command reads and writes these through this module.
 
@@ -38,6 +39,7 @@ LOCK_FILE = ".lock"
 SHARDS_DIR = "shards"
 ENVS_DIR = "envs"
 LOGS_DIR = "logs"
+KERNELS_FILE = "kernels.jsonl"  # --profile: the per-kernel breakdown of each profiled cell
 
 
 class RunDirError(ValueError):
@@ -185,20 +187,34 @@ def read_results(run, log=None, *, strict_version: bool = True) -> list[dict]:
 def samples_records(run, log=None) -> list[tuple[int, dict]]:
     """(line number, record) of each record of a run's ``samples.jsonl``, in file order; a
     malformed line that is not the torn last one is a RunDirError naming the file and line."""
-    path = Path(run) / SAMPLES_FILE
+    return _jsonl_records(Path(run) / SAMPLES_FILE, "samples record", log)
+
+
+def _jsonl_records(path: Path, what: str, log=None) -> list[tuple[int, dict]]:
     if not path.is_file():
         return []
     out = []
-    for n, line in enumerate(_complete_text(path, "samples record", log).splitlines(), 1):
+    for n, line in enumerate(_complete_text(path, what, log).splitlines(), 1):
         if not line.strip():
             continue
-        out.append((n, _json_object(line, f"{path}: line {n}", "a samples record")))
+        out.append((n, _json_object(line, f"{path}: line {n}", f"a {what}")))
     return out
 
 
 def read_samples(run, log=None) -> list[dict]:
     """The records of a run's ``samples.jsonl`` in file order (see :func:`samples_records`)."""
     return [rec for _, rec in samples_records(run, log)]
+
+
+def read_kernels(run, log=None) -> list[dict]:
+    """The records of a run's ``kernels.jsonl`` (the ``--profile`` pass: one per profiled cell, its key
+    columns, ``calls`` and ``kernels``), in file order; read like ``samples.jsonl``."""
+    return [rec for _, rec in _jsonl_records(Path(run) / KERNELS_FILE, "kernels record", log)]
+
+
+def append_kernels(run, rec: dict) -> None:
+    """Append one profile record to the run's ``kernels.jsonl``."""
+    append_line(Path(run) / KERNELS_FILE, json.dumps(rec, separators=(",", ":"), default=str) + "\n")
 
 
 def read_json(path: Path, what: str):

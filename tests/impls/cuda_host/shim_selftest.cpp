@@ -22,7 +22,7 @@ __global__ void blocks_kernel() {
 }
 
 __global__ void shared_kernel() {
-    auto& s = ::cuda_host::block_shared<float[64], 0>();  // `__shared__ float s[64];` as host_build.py rewrites it
+    auto& s = ::cuda_host::block_shared<float[64], 0>();  // `__shared__ float s[64];` as build.py rewrites it
     s[threadIdx.x] = static_cast<float>(blockIdx.x);
     __syncthreads();
     out[blockIdx.x * 64 + threadIdx.x] = s[(threadIdx.x + 1) % 64];

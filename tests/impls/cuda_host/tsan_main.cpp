@@ -1,4 +1,4 @@
-// ThreadSanitizer driver of the CUDA C kernels: built by host_build.py with -fsanitize=thread (an
+// ThreadSanitizer driver of the CUDA C kernels: built by wkvbench/hostemu/build.py with -fsanitize=thread (an
 // executable: TSan must start with the process), it runs float32 instances at tiny sizes on the
 // host emulation, every block of a launch alive at once (cuda_shim.h), so a race between threads
 // of a block or between blocks is reported. B = H = 1, N = 64, deterministic inputs; prints one

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from wkvbench.harness.rundir import KERNELS_FILE, read_kernels  # noqa: F401 (KERNELS_FILE: the file read here)
 from wkvbench.report.figures.layout import Plot, empty_panel, save_plot
 from wkvbench.report.load import Env
 from wkvbench.report.style import op_label, style_for
@@ -39,7 +40,6 @@ PEAK_FP32_TFLOPS = {
     "L4": 30.3,
     "RTX 4090": 82.6,
 }
-KERNELS_FILE = "kernels.jsonl"
 #: The figures :func:`measurement_plots` draws, in order.
 MEASUREMENT_FIGURES = ("fig14_roofline", "fig15_kernel_breakdown", "fig16_quality")
 #: Kernels drawn per bar; the rest are summed as "other".
@@ -155,13 +155,6 @@ def fig_roofline(df: pd.DataFrame, env: Env, long=None) -> Plot:
 
 
 # ----------------------------------------------------------------------------- kernel breakdown
-def read_kernels(run_dir) -> list[dict]:
-    path = Path(run_dir) / KERNELS_FILE
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def kernel_table(records: list[dict], top: int = TOP_KERNELS) -> pd.DataFrame:
     """Long table: one row per (cell, kernel) with the ``top`` largest kernels and "other"."""
     rows = []

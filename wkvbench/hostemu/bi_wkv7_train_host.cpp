@@ -1,7 +1,7 @@
 // Host driver for cupy_cuda's training kernels: bi_wkv7_train_kernel (wkvbench/impls/bi_wkv7_cupy/bi_wkv7_cupy.cu)
 // and bi_wkv7_bwd_kernel (wkvbench/impls/bi_wkv7_cupy/bi_wkv7_cupy_bwd.cu), both included unchanged after the
 // CUDA shim and launched on the CPU with the grid and block the Python side computed. Loaded from
-// the tests through ctypes. dtype: 0 float32, 1 bfloat16, 2 float16 (16-bit types as raw bits);
+// the tests and hostemu/launch.py through ctypes. dtype: 0 float32, 1 bfloat16, 2 float16 (16-bit types as raw bits);
 // the checkpoint interval is the one the module uses (8 for float32, 16 for the 16-bit types).
 #include "cuda_shim.h"
 

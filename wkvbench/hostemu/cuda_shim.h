@@ -1,10 +1,11 @@
 // Host emulation of the few CUDA features wkvbench's CUDA C kernels use, so the SAME .cu source
-// compiles with g++ (-std=c++20) and runs on the CPU in tests (host_build.py builds it).
+// compiles with g++ (-std=c++20) and runs on the CPU (build.py builds it; the tests and `wkvbench
+// count` run it).
 //
 // Model: a launch starts one std::thread per CUDA thread of EVERY block, all alive together, so
 // blocks run concurrently as on a GPU (a race between blocks is a real race here, visible to
 // ThreadSanitizer and to the results):
-//   * __shared__ variables live per block: host_build.py rewrites each declaration
+//   * __shared__ variables live per block: build.py rewrites each declaration
 //     `__shared__ T name[dims];` into `auto& name = ::cuda_host::block_shared<T[dims], ID>();`
 //     (same line, so line numbers hold); the storage is created by the first thread of the block
 //     that reaches the declaration and starts as all-ones bytes (float NaN), like uninitialised
@@ -48,7 +49,7 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
-#define __shared__ cuda_host_shared_declaration_not_rewritten_by_host_build_py
+#define __shared__ cuda_host_shared_declaration_not_rewritten_by_build_py
 #define __align__(n) __attribute__((aligned(n)))
 #define __launch_bounds__(...)
 
@@ -228,7 +229,14 @@ template <class T>
 inline T __ldg(const T* p) {
     return *p;
 }
+#ifdef WKV_HOST_COUNT
+// A counting build (build.py, count=True): the add runs in mem_counter.cpp, counted as one
+// read-modify-write (the compare-and-swap loop of an inline one would count as a load alone).
+extern "C" float wkvc_atomic_add(float* p, float x);
+inline float atomicAdd(float* p, float x) { return wkvc_atomic_add(p, x); }
+#else
 inline float atomicAdd(float* p, float x) { return std::atomic_ref<float>(*p).fetch_add(x); }
+#endif
 
 inline float wkv_half_to_float(unsigned short h) { return static_cast<float>(std::bit_cast<_Float16>(h)); }
 inline unsigned short wkv_float_to_half(float f) { return std::bit_cast<unsigned short>(static_cast<_Float16>(f)); }

@@ -1,7 +1,7 @@
 // Host driver for wkvbench/impls/bi_wkv7_cupy/bi_wkv7_cupy.cu: the kernel source is included unchanged after
 // the CUDA shim and launched on the CPU, either with the geometry the Python module uses (grid
 // B * H * SPLIT, block 2 * N) or with an explicit one taken from its launch plan. Loaded from the
-// tests through ctypes.
+// tests and wkvbench/hostemu/launch.py through ctypes.
 #include "cuda_shim.h"
 
 #include "bi_wkv7_cupy.cu"

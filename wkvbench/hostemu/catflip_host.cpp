@@ -1,7 +1,7 @@
 // Host driver for wkvbench/impls/bi_wkv7_catflip/bi_wkv7_catflip.cu: the kernel source is included unchanged after
 // the CUDA shim, and its three kernels (inference forward, training forward, backward) are launched
-// on the CPU with the grid and block the Python module computed. Loaded from the tests through
-// ctypes. dtype: 0 float32, 1 bfloat16, 2 float16 (16-bit types as raw bits).
+// on the CPU with the grid and block the Python module computed. Loaded from the tests and
+// hostemu/launch.py through ctypes. dtype: 0 float32, 1 bfloat16, 2 float16 (16-bit types as raw bits).
 #include "cuda_shim.h"
 
 #include "bi_wkv7_catflip.cu"
