@@ -6,7 +6,7 @@
 // described in docs/notes/training_kernels.md (its last section).
 //
 // The file includes no CUDA header (only wkv_io.cuh, which the Python side inlines), so it
-// compiles with a bare NVRTC, and uses only what the host emulation in tests/impls/cuda_host/
+// compiles with a bare NVRTC, and uses only what the host emulation in wkvbench/hostemu/
 // provides (the same source is compiled there with g++ after cuda_shim.h and run on the CPU).
 //
 // Per (sequence, head) the state S is N x N, S[i][j]: value row i, key column j.

@@ -5,7 +5,7 @@ state), both scan directions in lock-step and the gate merge in ONE launch (``fw
 ``bi_wkv7_cupy.cu``); ``SPLIT`` blocks per head from a cost model. With grad on it trains through
 ``train.py`` (training forward ``fwd.py``, fused backward ``bwd.py`` and ``bi_wkv7_cupy_bwd.cu``).
 Without a GPU :func:`compile_report` compiles every instantiation for ``sm_<cc>``, and
-``tests/impls/cuda_host/`` runs the same ``.cu`` on the CPU. Algorithm, launch geometry, merge,
+``wkvbench/hostemu/`` runs the same ``.cu`` on the CPU. Algorithm, launch geometry, merge,
 bytes moved and the cost model: docs/notes/cupy_bi_wkv7.md.
 """
 

@@ -6,7 +6,7 @@
 // the proof that the merge is race-free are in docs/notes/cupy_bi_wkv7.md; the comments below
 // point at the pieces. The file includes no CUDA header (only wkv_io.cuh, which the Python side
 // inlines), so it compiles with a bare NVRTC (no CUDA include folder needed), and it uses only
-// what a host emulation can provide: tests/impls/cuda_host/ compiles this same file with g++ after
+// what a host emulation can provide: wkvbench/hostemu/ compiles this same file with g++ after
 // a shim header that defines the CUDA keywords, one std::thread per CUDA thread of every block at
 // once, __syncthreads as a std::barrier and __shfl_xor_sync through a per-warp exchange.
 //

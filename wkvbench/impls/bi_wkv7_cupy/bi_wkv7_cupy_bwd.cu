@@ -4,7 +4,7 @@
 // statement are in wkvbench/impls/bi_wkv7_cupy/train.py. Written from the recurrence and its
 // derivative (docs/spec.md section 1). Like the forward, this file includes only wkv_io.cuh (the
 // Python side inlines it), so it compiles with a bare NVRTC and with g++ after the host shim of
-// tests/impls/cuda_host/. The per-step row, column and da passes are wkv_io.cuh's wkv7_bwd_*
+// wkvbench/hostemu/. The per-step row, column and da passes are wkv_io.cuh's wkv7_bwd_*
 // functions, shared with the causal backward of bi_wkv7_catflip.cu.
 //
 // Per (batch b, head h, direction dir) the state S is N x N (S[i][j]: value row i, key column j);

@@ -4,7 +4,7 @@
 //
 // The kernels take float32, bfloat16 or float16 tensors and compute in fp32. The 16-bit types
 // are raw bits here, so no CUDA header (cuda_fp16.h / cuda_bf16.h) is needed: the kernels compile
-// with a bare NVRTC, and the host emulation in tests/impls/cuda_host/ (g++ after cuda_shim.h)
+// with a bare NVRTC, and the host emulation in wkvbench/hostemu/ (g++ after cuda_shim.h)
 // compiles the same code. The Python side inlines this file where a kernel includes it
 // (wkvbench/impls/_cupy.py, cuda_source), so NVRTC and nvcc get one self-contained source.
 #ifndef WKV_IO_CUH
