@@ -226,8 +226,8 @@ def test_count_cli_counts_cuda_c_or_says_why_not(capsys, monkeypatch):
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "audiorwkv_catflip" in out and "1,796" in out and "CUDA C host-emulated" in out
-    # a launch the emulation cannot hold (8 x 12 heads at SPLIT 1: 12,288 threads) is refused, exit 2
-    assert cli.main(["count", "--op", "bi_wkv7", "--tokens", "2", "--batch", "8", "--impl", "cupy_cuda"]) == 2
+    # a launch over the counting cap (16 sequences x 12 heads: over 16,384 threads) is refused, exit 2
+    assert cli.main(["count", "--op", "bi_wkv7", "--tokens", "2", "--batch", "16", "--impl", "cupy_cuda"]) == 2
     assert "cupy_cuda: not counted: shape: launch" in capsys.readouterr().err
     monkeypatch.setattr(build, "find_gxx", lambda: None)
     assert cli.main(argv) == 0

@@ -32,6 +32,9 @@ DRIVERS = {"cupy_cuda": "bi_wkv7_host.cpp", "audiorwkv_catflip": "catflip_host.c
 #: The driver of each one's training step (training forward and backward).
 TRAIN_DRIVERS = {"cupy_cuda": "bi_wkv7_train_host.cpp", "audiorwkv_catflip": "catflip_host.cpp"}
 _MAX_BUFFERS = 64  # mem_counter.cpp's kMaxBuffers
+#: Thread cap of a counted launch when CUDA_HOST_MAX_THREADS is unset: twice the shim's test default
+#: (8192), so one A-RWKV-T/B sequence (12 heads: 12,288 threads) can be counted.
+COUNT_MAX_THREADS = 16384
 _NO_TRAFFIC = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"}
 
 
@@ -195,6 +198,23 @@ class _Ops(TorchDispatchMode):
         return out
 
 
+_CAP_VAR = "CUDA_HOST_MAX_THREADS"
+
+
+@contextlib.contextmanager
+def _thread_cap(cap: int):
+    """The shim reads its thread cap from the environment at each launch: set it for this one."""
+    old = os.environ.get(_CAP_VAR)
+    os.environ[_CAP_VAR] = str(cap)
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[_CAP_VAR]
+        else:
+            os.environ[_CAP_VAR] = old
+
+
 class CountingLauncher:
     """Wraps a launcher: registers the launch's storages with the counters, collects after each launch."""
 
@@ -202,7 +222,7 @@ class CountingLauncher:
         self.inner, self.counters, self.fp, self.count = inner, counters, fp, count
 
     def __call__(self, name, grid, block, args, device):
-        threads, cap = math.prod(grid) * math.prod(block), int(os.environ.get("CUDA_HOST_MAX_THREADS", "8192"))
+        threads, cap = math.prod(grid) * math.prod(block), int(os.environ.get(_CAP_VAR, COUNT_MAX_THREADS))
         if threads > cap:  # the shim would abort the process
             raise ValueError(
                 f"shape: launch {name} has {threads} threads, over the host emulation's {cap} "
@@ -216,7 +236,8 @@ class CountingLauncher:
             c.clear()
             regs.append([(c.register(b, self.fp.storages[b][0]), b) for b in bases])
         try:
-            self.inner(name, grid, block, args, device)
+            with _thread_cap(cap):
+                self.inner(name, grid, block, args, device)
             before = self.count.kernel_bytes
             for c, reg in zip(self.counters, regs, strict=True):
                 for i, base in reg:
