@@ -2,11 +2,14 @@
 
 :func:`chunked_backward` takes the inputs, ``dy`` and the fp32 chunk-entry states of both scan
 directions that the training forward saves (``states [2, B, H, ceil(T / 16), N, N]``) and returns
-``(dr, dw, dk, dv, da, db, dg)`` (``dg`` None when ``g`` is None): a state kernel walks the chunks
-in reverse scan order carrying ``dS``, then three chunk kernels handle every chunk of both
-directions in parallel; the directions meet in zeroed fp32 buffers (deterministic).
-:func:`chunked_backward_torch` is the same algorithm in PyTorch (the tests run it in float64).
-Derivation, kernels, workspace and accuracy: docs/notes/triton_chunked_backward.md.
+``(dr, dw, dk, dv, da, db, dg)`` (``dg`` None when ``g`` is None). Per segment of chunks (at most
+:data:`SEGMENTS` per direction), a state kernel walks them in reverse scan order carrying ``dS``, then
+three chunk kernels (four with 3xTF32 dots) handle every chunk of the segment, both directions, in
+parallel; the directions meet in zeroed fp32 buffers (deterministic). The workspace holds one segment:
+~11 B per element of ``y`` for long sequences (:func:`workspace_bytes`; one segment held all 56 B), so
+the bf16 training peak is ~84 B per element (catflip ~109 B). :func:`chunked_backward_torch` is the
+algorithm in PyTorch (tests run it in float64). Derivation, kernels, memory, accuracy:
+docs/notes/triton_chunked_backward.md.
 """
 
 from __future__ import annotations
@@ -230,9 +233,8 @@ if HAS_TRITON:
     ):  # fmt: skip
         """Every gradient of one chunk of one direction, from its entering state and leaving dS.
 
-        The segment's chunks as the state kernel's (``C`` of them from ``LOF``/``LOR``); program ``u`` of axis 0
-        takes its chunk ``u`` (forward scan) or ``u + SKIP`` (reverse: ``SKIP`` 1 leaves out the chunk the
-        segment shares with the one before, done there).
+        The segment's ``C`` chunks as the state kernel's; program ``u`` takes chunk ``u`` (forward) or ``u + SKIP``
+        (reverse; ``SKIP`` 1 leaves out the chunk shared with the segment before, done there).
 
         ``PART`` 1, 2, 3 (three launches, in that order) split the work: 1 does dv (with 3xTF32 dots
         a fourth launch, 4, does dv instead), da, dr, dg and stores its part of ``dlg`` (float32
@@ -414,8 +416,7 @@ def workspace(B: int, H: int, R: int, device, N: int = HEAD_SIZE, *, copy_states
 
 def _first_rows(x: Tensor, R: int) -> Tensor:
     """``x`` [2, BH, R_max, n] viewed as [2, BH, R, n] over its first elements (a segment of R chunks)."""
-    _, BH, _, n = x.shape
-    return x.view(-1)[: 2 * BH * R * n].view(2, BH, R, n)
+    return x.view(-1)[: 2 * x.shape[1] * R * x.shape[3]].view(2, x.shape[1], R, x.shape[3])
 
 
 def workspace_bytes(B: int, T: int, H: int, N: int = HEAD_SIZE, segment: int | None = None) -> int:
