@@ -153,16 +153,22 @@ def test_directions_are_not_interchangeable():
     assert not bad.passed
 
 
-def test_segments_give_identical_results():
+def test_segments_give_identical_results(monkeypatch):
     """The workspace holds one segment of chunks per direction (dS carried between segments): one chunk per
-    segment (the default at T = 50), three (a ragged last segment) and all four give the same bits."""
+    segment (the default at T = 50), three (a ragged last segment) and all four give the same bits; what
+    each call allocates is :func:`workspace_bytes`."""
     x, dy, _, st = _case(50, torch.float32, "strong_decay", gate=True)
     assert mod.segment_chunks(4) == 1
+    allocated, real = [], mod.workspace
+    monkeypatch.setattr(mod, "workspace", lambda *a, **k: allocated.append(real(*a, **k)) or allocated[-1])
     whole = _grads(mod.chunked_backward, x, dy, st, segment=4)
     for seg in (None, 3):
         part = _grads(mod.chunked_backward, x, dy, st, segment=seg)
         for name, gr in whole.items():
             assert torch.equal(part[name], gr), (seg, name)
+    nbytes = [sum(t.nbytes for t in ws.values() if t is not None) for ws in allocated]
+    assert nbytes == [mod.workspace_bytes(1, 50, 1, segment=seg) for seg in (4, None, 3)]
+    assert nbytes[1] < nbytes[0]  # the default: two chunks (one shared) with copied states, below all four
 
 
 def test_workspace_is_one_segment():
