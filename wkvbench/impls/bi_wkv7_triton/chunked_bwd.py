@@ -1,15 +1,16 @@
 """The chunked (WY / DPLR) backward of Bi-WKV7 in Triton, and the same algorithm in PyTorch.
 
 :func:`chunked_backward` takes the inputs, ``dy`` and the fp32 chunk-entry states of both scan
-directions that the training forward saves (``states [2, B, H, ceil(T / 16), N, N]``) and returns
+directions the training forward saves (``states [2, B, H, ceil(T / 16), N, N]``, 32 B per element of
+``y``: ``train.saved_bytes``) and returns
 ``(dr, dw, dk, dv, da, db, dg)`` (``dg`` None when ``g`` is None). Per segment of chunks (at most
 :data:`SEGMENTS` per direction), a state kernel walks them in reverse scan order carrying ``dS``, then
 three chunk kernels (four with 3xTF32 dots) handle every chunk of the segment, both directions, in
 parallel; the directions meet in zeroed fp32 buffers (deterministic). The workspace holds one segment:
-~11 B per element of ``y`` for long sequences (:func:`workspace_bytes`; one segment held all 56 B), so
-the bf16 training peak is ~84 B per element (catflip ~109 B). :func:`chunked_backward_torch` is the
-algorithm in PyTorch (tests run it in float64). Derivation, kernels, memory, accuracy:
-docs/notes/triton_chunked_backward.md.
+~11 B per element for long sequences (:func:`workspace_bytes`; one segment held all 56 B): bf16 training
+peak ~84 B per element (17 I/O + 32 saved + 24 fp32 gradients + 11; catflip ~109 B).
+:func:`chunked_backward_torch` is the algorithm in PyTorch (tests run it in float64). Derivation,
+kernels, memory, accuracy: docs/notes/triton_chunked_backward.md.
 """
 
 from __future__ import annotations
@@ -422,10 +423,9 @@ def _first_rows(x: Tensor, R: int) -> Tensor:
 def workspace_bytes(B: int, T: int, H: int, N: int = HEAD_SIZE, segment: int | None = None) -> int:
     """Bytes of :func:`workspace` a backward of ``[B, T, H, N]`` allocates (``segment`` as :func:`chunked_backward`).
 
-    Per (chunk, direction, head) a segment holds: 16 KiB of dS, 8 KiB of SA and D, 4 KiB of ``dlg``
-    shares (56 bytes per element of ``y``), and with more than one segment a 16 KiB copy of the
-    chunk's entry state (88 bytes); plus 16 KiB of carried dS.
-    """
+    Per (chunk, direction, head) a segment holds: 16 KiB of dS, 8 KiB of SA and D, 4 KiB of ``dlg`` shares
+    (56 B per element of ``y``), with more than one segment a 16 KiB copy of its entry state (88 B); plus
+    16 KiB of carried dS."""
     C = -(-int(T) // CHUNK)
     S = _segment(C, segment)
     R = C if S == C else S + 1
