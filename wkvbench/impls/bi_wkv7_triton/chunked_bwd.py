@@ -387,15 +387,15 @@ def chunked_backward(
     return (*bufs, None if g is None else dg.to(g.dtype))
 
 
-#: Segments the scan positions of a direction are split into (at most): the workspace holds one
-#: segment's chunks, about ``88 / SEGMENTS`` bytes per element of ``y`` for long sequences.
-SEGMENTS = 8
+#: At most SEGMENTS segments per direction (the workspace holds one: ~88 / SEGMENTS B per element of ``y``
+#: for long sequences), of at least MIN_SEGMENT chunks (short sequences keep one: no copies, 4-5 launches).
+SEGMENTS, MIN_SEGMENT = 8, 8
 
 
 def segment_chunks(C: int) -> int:
-    """Scan positions per segment of a backward over ``C`` chunks: ``ceil(C / SEGMENTS)``; all ``C`` (one
-    segment, no copy of the states) where a segment and its shared chunk would be most of them (``C <= 3``)."""
-    S = -(-int(C) // SEGMENTS)
+    """Scan positions per segment of a backward over ``C`` chunks: ``ceil(C / SEGMENTS)``, at least
+    ``MIN_SEGMENT``; all ``C`` (one segment) where a segment and its shared chunk would be over half."""
+    S = max(-(-int(C) // SEGMENTS), MIN_SEGMENT)
     return C if 2 * (S + 1) > C else S
 
 
