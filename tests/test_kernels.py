@@ -51,6 +51,17 @@ def test_tensor_core_column(monkeypatch, capsys):
     assert " 97.5  x" in out.splitlines()[1] and " -  x" in out.splitlines()[2]
 
 
+def test_columns_fit_the_longest_name(monkeypatch, capsys):
+    """An entry longer than its column's least width ("triton_chunked_tc (backward)") widens it for every row."""
+    long = {**OK, "impl": "triton_chunked_tc (backward)", "kernel": "k" * 35, "config": "c" * 50}
+    rc, out, _ = _main(monkeypatch, capsys, {"m1": [long], "m2": [OK]})
+    head, first, second = out.splitlines()[:3]
+    assert rc == 0 and first.startswith("triton_chunked_tc (backward) " + "k" * 35 + " " + "c" * 50 + " ")
+    assert head.index("kernel") == first.index("k" * 35) == second.index(" k ") + 1
+    assert head.index("config") == first.index("c" * 50) == second.index(" c ") + 1
+    assert head.index("regs") + 4 == first.index("40") + 2 == second.index("40") + 2
+
+
 def test_dot_mix_weights():
     """HMMA.1688 TF32 = 16*8*8*2 FLOPs, HMMA.16816 = 4096, HGMMA.64x64x8 = 64*64*8*2/4 per warp, FFMA = 64."""
     from wkvbench.impls import _compile

@@ -60,6 +60,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
 
+#: The table's text columns and their least widths.
+_TEXT_COLUMNS = (("impl", 24), ("kernel", 28), ("config", 44))
+
+
 def main(args: argparse.Namespace) -> int:
     modules = args.module or list(BUILTIN_MODULES)
     rows = []
@@ -70,19 +74,22 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
     else:
+        # text columns as wide as their longest entry (at least 24 / 28 / 44), so names like
+        # "triton_chunked_tc (backward)" keep the columns aligned
+        wi, wk, wc = (max([w] + [len(str(r.get(key, ""))) for r in rows]) for key, w in _TEXT_COLUMNS)
         print(
-            f"{'impl':<24} {'kernel':<28} {'config':<44} {'regs':>5} {'smem':>7} {'local':>6} {'tensor-core %':>13}"
-            "  compiler"
+            f"{'impl':<{wi}} {'kernel':<{wk}} {'config':<{wc}} {'regs':>5} {'smem':>7} {'local':>6} "
+            f"{'tensor-core %':>13}  compiler"
         )
         for r in rows:
             if "skipped" in r:
-                print(f"{r['impl']:<24} skipped: {r['skipped']}")
+                print(f"{r['impl']:<{wi}} skipped: {r['skipped']}")
                 continue
             if "error" in r:
-                print(f"{r['impl']:<24} COMPILE ERROR: {r['error']}")
+                print(f"{r['impl']:<{wi}} COMPILE ERROR: {r['error']}")
                 continue
             print(
-                f"{r['impl']:<24} {r['kernel']:<28} {str(r.get('config', '')):<44} {r.get('registers', '?'):>5} "
+                f"{r['impl']:<{wi}} {r['kernel']:<{wk}} {str(r.get('config', '')):<{wc}} {r.get('registers', '?'):>5} "
                 f"{r.get('shared_bytes', '?'):>7} {r.get('local_bytes', '?'):>6} {r.get('tensor_core_pct', '-'):>13}"
                 f"  {r.get('compiler', '')}"
             )

@@ -153,6 +153,38 @@ def test_directions_are_not_interchangeable():
     assert not bad.passed
 
 
+def test_segments_give_identical_results(monkeypatch):
+    """The workspace holds one segment of chunks per direction (dS carried between segments): one chunk per
+    segment, three (a ragged last segment) and all four (the default at T = 50) give the same bits; what
+    each call allocates is :func:`workspace_bytes`."""
+    x, dy, _, st = _case(50, torch.float32, "strong_decay", gate=True)
+    allocated, real = [], mod.workspace
+    monkeypatch.setattr(mod, "workspace", lambda *a, **k: allocated.append(real(*a, **k)) or allocated[-1])
+    whole = _grads(mod.chunked_backward, x, dy, st)
+    for seg in (1, 3):
+        part = _grads(mod.chunked_backward, x, dy, st, segment=seg)
+        for name, gr in whole.items():
+            assert torch.equal(part[name], gr), (seg, name)
+    nbytes = [sum(t.nbytes for t in ws.values() if t is not None) for ws in allocated]
+    assert nbytes == [mod.workspace_bytes(1, 50, 1, segment=seg) for seg in (None, 1, 3)]
+    assert nbytes[1] < nbytes[0]  # two chunks (one shared) with copied states, below all four
+
+
+def test_workspace_is_one_segment():
+    """What a backward allocates is :func:`workspace_bytes`; for long sequences one segment of
+    ``SEGMENTS``: <= 88 / 8 bytes per element of y (+ the shared chunk and the carried dS)."""
+    for B, T, H, seg in ((1, 50, 1, None), (2, 300, 3, 5), (1, 16, 2, 7), (1, 400, 1, None)):
+        C = -(-T // mod.CHUNK)
+        S = mod._segment(C, seg)
+        ws = mod.workspace(B, H, C if S == C else S + 1, "cpu", copy_states=S < C)
+        assert sum(t.nbytes for t in ws.values() if t is not None) == mod.workspace_bytes(B, T, H, segment=seg)
+    assert [mod.segment_chunks(C) for C in (1, 4, 17, 18, 64, 65, 1024)] == [1, 4, 17, 8, 8, 9, 128]
+    assert all(-(-C // mod.segment_chunks(C)) <= mod.SEGMENTS for C in range(1, 3000))
+    E = 8 * 16384 * 12 * 64
+    assert mod.workspace_bytes(8, 16384, 12) / E < 88 * 129 / 1024 + 0.1  # 11.1 B
+    assert mod.workspace_bytes(8, 16384, 12, segment=1024) / E > 56  # one segment: the whole 56 B
+
+
 # ----------------------------------------------------------------------------- arguments
 def test_bad_arguments_name_the_argument():
     x = inputs.bi_wkv7_inputs(1, 20, 1, 64, seed=0)
@@ -171,6 +203,9 @@ def test_bad_arguments_name_the_argument():
         mod.chunked_backward(x["r"], x["w"], x["k"].half(), *args[3:], x["g"], dy, st)
     with pytest.raises(ValueError, match="prec"):
         mod.chunked_backward(*args, x["g"], dy, st, prec=1)
+    for seg in (0, 1.5, True):
+        with pytest.raises(ValueError, match="segment"):
+            mod.chunked_backward(*args, x["g"], dy, st, segment=seg)
     with pytest.raises(ValueError, match="head size"):
         mod.chunked_backward(*(t[..., :32] for t in args), x["g"], dy[..., :32], st[..., :32, :32])
 

@@ -123,6 +123,17 @@ def test_formats_and_styles():
     assert style_for("bi_wkv7", "triton_fused").colour != style_for("attention", "torch_eager").colour
 
 
+def test_bi_wkv7_fixed_styles_are_distinct():
+    """Every Bi-WKV7 implementation with a fixed style has its own colour and marker (triton_chunked_tc
+    is not drawn in triton_chunked's colour)."""
+    from wkvbench.report.style import _FIXED
+
+    fixed = {impl: style for (op, impl), style in _FIXED.items() if op == "bi_wkv7"}
+    assert "triton_chunked_tc" in fixed
+    assert len({c for c, _ in fixed.values()}) == len(fixed) == len({m for _, m in fixed.values()})
+    assert style_for("bi_wkv7", "triton_chunked_tc").colour != style_for("bi_wkv7", "triton_chunked").colour
+
+
 def test_legend_labels_come_from_the_op_record_and_the_registration():
     from matplotlib.figure import Figure
 

@@ -26,6 +26,7 @@ _FIXED = {
     ("bi_wkv7", "triton_chunked"): ("#009E73", "^"),
     ("bi_wkv7", "triton_recurrent"): ("#117733", "v"),
     ("bi_wkv7", "triton_chunked_tf32"): ("#66C2A4", "<"),
+    ("bi_wkv7", "triton_chunked_tc"): ("#999933", "d"),
     ("bi_wkv7", "cupy_cuda"): ("#E69F00", "D"),
     ("bi_wkv7", "numba_cuda"): ("#CC79A7", "P"),
     ("bi_wkv7", "fla_chunk"): ("#332288", "*"),

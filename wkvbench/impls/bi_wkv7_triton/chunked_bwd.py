@@ -1,12 +1,16 @@
 """The chunked (WY / DPLR) backward of Bi-WKV7 in Triton, and the same algorithm in PyTorch.
 
 :func:`chunked_backward` takes the inputs, ``dy`` and the fp32 chunk-entry states of both scan
-directions that the training forward saves (``states [2, B, H, ceil(T / 16), N, N]``) and returns
-``(dr, dw, dk, dv, da, db, dg)`` (``dg`` None when ``g`` is None): a state kernel walks the chunks
-in reverse scan order carrying ``dS``, then three chunk kernels handle every chunk of both
-directions in parallel; the directions meet in zeroed fp32 buffers (deterministic).
-:func:`chunked_backward_torch` is the same algorithm in PyTorch (the tests run it in float64).
-Derivation, kernels, workspace and accuracy: docs/notes/triton_chunked_backward.md.
+directions the training forward saves (``states [2, B, H, ceil(T / 16), N, N]``, 32 B per element of
+``y``: ``train.saved_bytes``) and returns
+``(dr, dw, dk, dv, da, db, dg)`` (``dg`` None when ``g`` is None). Per segment of chunks (at most
+:data:`SEGMENTS` per direction), a state kernel walks them in reverse scan order carrying ``dS``, then
+three chunk kernels (four with 3xTF32 dots) handle every chunk of the segment, both directions, in
+parallel; the directions meet in zeroed fp32 buffers (deterministic). The workspace holds one segment:
+~11 B per element for long sequences (:func:`workspace_bytes`; one segment held all 56 B): bf16 training
+peak ~84 B per element (17 I/O + 32 saved + 24 fp32 gradients + 11; catflip ~109 B).
+:func:`chunked_backward_torch` is the algorithm in PyTorch (tests run it in float64). Derivation,
+kernels, memory, accuracy: docs/notes/triton_chunked_backward.md.
 """
 
 from __future__ import annotations
@@ -189,23 +193,26 @@ if HAS_TRITON:
 
     @triton.jit
     def _bi_wkv7_chunked_bwd_state_kernel(
-        r, w, k, v, a, b, g, dy, states, dstates, sad, T, H, g_sb, g_st, g_sh, C,
+        r, w, k, v, a, b, g, dy, states, dstates, sad, dcarry, T, H, g_sb, g_st, g_sh, C, LOF, LOR,
         N: tl.constexpr, L: tl.constexpr, PREC: tl.constexpr, DROP: tl.constexpr, INV: tl.constexpr,
     ):  # fmt: skip
-        """Walk the chunks in reverse scan order carrying dS; store the dS leaving each chunk, SA and D.
+        """Walk a segment's ``C`` chunks in reverse scan order carrying dS; store the dS leaving each chunk, SA and D.
 
-        ``INV``: the precision of the in-chunk solve's dots (:func:`inverse_prec`)."""
+        The segment is the time chunks ``LOF ..`` (forward scan) and ``LOR ..`` (reverse scan); ``states``,
+        ``dstates`` and ``sad`` hold its chunks only ([2, B * H, C, ...]); dS enters from ``dcarry``
+        [2, B * H, N, N]. ``INV``: the precision of the in-chunk solve's dots (:func:`inverse_prec`)."""
         dirn = tl.program_id(0)
         pid_bh = tl.program_id(1)
         BH = tl.num_programs(1)
         _, _, stride_t, base, gbase, offs_n = _head_prologue(pid_bh, T, H, g_sb, g_sh, N)
+        t0 = (LOF + dirn * (LOR - LOF)) * L  # the segment's first token
         offs_l = tl.arange(0, L)
         nn = offs_n[:, None] * N + offs_n[None, :]  # [i, j] of a row-major [N, N] matrix
         nnT = offs_n[:, None] + offs_n[None, :] * N  # its transpose, read through the pointers
-        dS = tl.zeros([N, N], dtype=tl.float32)
+        dS = tl.load(dcarry + (dirn * BH + pid_bh).to(tl.int64) * (N * N) + nn)
         for i in range(0, C):
             c = C - 1 - i + dirn * (2 * i - C + 1)  # forward: last chunk first; reverse: first chunk first
-            tok = c * L + offs_l + dirn * (L - 1 - 2 * offs_l)  # rows in scan order
+            tok = t0 + c * L + offs_l + dirn * (L - 1 - 2 * offs_l)  # rows in scan order
             valid = tok < T
             m2 = valid[:, None]
             off = base + tok.to(tl.int64)[:, None] * stride_t + offs_n[None, :]
@@ -223,18 +230,21 @@ if HAS_TRITON:
     @triton.jit
     def _bi_wkv7_chunked_bwd_chunk_kernel(
         r, w, k, v, a, b, g, dy, states, dstates, sad, dr, dw, dk, dv, da, db, dg, dlw, T, H, g_sb, g_st, g_sh, C,
-        N: tl.constexpr, L: tl.constexpr, PREC: tl.constexpr, DROP: tl.constexpr, PART: tl.constexpr,
+        LOF, LOR, SKIP, N: tl.constexpr, L: tl.constexpr, PREC: tl.constexpr, DROP: tl.constexpr, PART: tl.constexpr,
     ):  # fmt: skip
         """Every gradient of one chunk of one direction, from its entering state and leaving dS.
 
+        The segment's ``C`` chunks as the state kernel's; program ``u`` takes chunk ``u`` (forward) or ``u + SKIP``
+        (reverse; ``SKIP`` 1 leaves out the chunk shared with the segment before, done there).
+
         ``PART`` 1, 2, 3 (three launches, in that order) split the work: 1 does dv (with 3xTF32 dots
         a fourth launch, 4, does dv instead), da, dr, dg and stores its part of ``dlg`` (float32
-        workspace ``dlw`` [2, B, T, H, N]),
+        workspace ``dlw`` [2, B, C * L, H, N]),
         2 db and the state's decay term, adds its part of ``dlg`` there, 3 dk and adds the rest of ``dlg`` into dw
         (fewer live registers per launch: what the float32 variant needs to run without spills).
         """
-        c = tl.program_id(0)
         dirn = tl.program_id(1)
+        cl = tl.program_id(0) + dirn * SKIP  # the chunk in the segment's workspace
         pid_bh = tl.program_id(2)
         BH = tl.num_programs(2)
         bidx, h, stride_t, base, gbase, offs_n = _head_prologue(pid_bh, T, H, g_sb, g_sh, N)
@@ -244,14 +254,15 @@ if HAS_TRITON:
         nn = offs_n[:, None] * N + offs_n[None, :]
         nnT = offs_n[:, None] + offs_n[None, :] * N
         sign = 1.0 - 2.0 * dirn  # dg = r.q_fwd - r.q_rev
+        c = LOF + dirn * (LOR - LOF) + cl  # its time chunk
         tok = c * L + offs_l + dirn * (L - 1 - 2 * offs_l)
         valid = tok < T
         m2 = valid[:, None]
         off = base + tok.to(tl.int64)[:, None] * stride_t + offs_n[None, :]
-        idx = ((dirn * BH + pid_bh) * C + c).to(tl.int64) * (N * N)
-        s0_ptr = states + idx
-        ds_ptr = dstates + idx
-        sad_ptr = sad + ((dirn * BH + pid_bh) * C + c).to(tl.int64) * (2 * L * N)
+        row = ((dirn * BH + pid_bh) * C + cl).to(tl.int64)
+        s0_ptr = states + row * (N * N)
+        ds_ptr = dstates + row * (N * N)
+        sad_ptr = sad + row * (2 * L * N)
         lg, E, eGm, eGLm, GL, a_m, b_m, k_m, r_m, v32, dy32, gf, dY, Aak, Ark, SA, D = _chunk_front(
             r, w, k, v, a, b, g, dy, off, m2, g + gbase + tok.to(tl.int64) * g_st, valid, s0_ptr, None, dirn, nnT,
             sad_ptr, L, N, PREC, False, PREC)  # fmt: skip
@@ -301,7 +312,9 @@ if HAS_TRITON:
             dGLs += tl.sum(dGL, axis=0)
         if PART < 4:  # decays: the products x dx, then the reverse cumulative sums
             dlg = _rev_cumsum(dG) + _rev_cumsum(dGx) - dGx + dGLs[None, :]
-            dl_ptr = dlw + dirn.to(tl.int64) * BH * T * N + off
+            RL = C * L  # dlw [2, B, C * L, H, N]: the inputs' layout over the segment's tokens, reached from off
+            t0 = (LOF + dirn * (LOR - LOF)) * L
+            dl_ptr = dlw + off + (bidx.to(tl.int64) * (RL - T) - t0 + dirn * (BH // H) * RL) * stride_t
             if PART >= 2:
                 dlg += tl.load(dl_ptr, mask=m2, other=0.0)
             if PART < 3:
@@ -310,22 +323,29 @@ if HAS_TRITON:
                 tl.atomic_add(dw + off, dlg * lg, mask=m2, sem="relaxed")
 
 
-def chunked_backward(r, w, k, v, a, b, g, dy, states, *, prec: int | None = None, _drop: int = 0):
+def chunked_backward(
+    r, w, k, v, a, b, g, dy, states, *, prec: int | None = None, segment: int | None = None, _drop: int = 0
+):
     """Gradients of Bi-WKV7 from the saved chunk-entry states: ``(dr, dw, dk, dv, da, db, dg or None)``.
 
     ``prec``: the dots' precision, :data:`PREC` (exact float32) when None, or 2 (3xTF32 tensor-core
-    dots, ``common._hi_dot``; the ``triton_chunked_tc`` backward).
+    dots, ``common._hi_dot``; the ``triton_chunked_tc`` backward). ``segment``: scan positions per
+    segment (None: :func:`segment_chunks`); the result does not depend on it, the workspace does
+    (:func:`workspace_bytes`).
 
-    Four launches: the dS chain, grid ``(2, B * H)``, then the chunk kernel's three parts, grid
-    ``(C, 2, B * H)``; gradients in the I/O dtype (``dg`` in ``g``'s dtype).
-    ``_drop`` (tests only) drops one term of the backward, to show the checks catch it.
+    Per segment of scan positions (both directions at once): the dS chain, grid ``(2, B * H)``, then
+    the chunk kernel's parts, grid ``(chunks, 2, B * H)``; gradients in the I/O dtype (``dg`` in
+    ``g``'s dtype). ``_drop`` (tests only) drops one term of the backward, to show the checks catch it.
     """
     B, T, H, N, C = _check_args(r, w, k, v, a, b, g, dy, states)
     prec = PREC if prec is None else prec
     if prec not in PRECS:
         raise ValueError(f"prec: expected one of {PRECS}, got {prec!r}")
+    if segment is not None and (isinstance(segment, bool) or not isinstance(segment, int) or segment < 1):
+        raise ValueError(f"segment: expected a positive number of chunks or None, got {segment!r}")
     if not HAS_TRITON:
         raise RuntimeError(f"triton is not installed: {_IMPORT_ERROR}")
+    S = _segment(C, segment)
     r, w, k, v, a, b, dy, states = (x.contiguous() for x in (r, w, k, v, a, b, dy, states))
     bufs = [torch.zeros(r.shape, dtype=torch.float32, device=r.device) for _ in range(6)]
     dg = torch.zeros((B, T, H), dtype=torch.float32, device=r.device)
@@ -333,20 +353,84 @@ def chunked_backward(r, w, k, v, a, b, g, dy, states, *, prec: int | None = None
         gate, gs = torch.full((1,), 0.5, dtype=r.dtype, device=r.device), (0, 0, 0)
     else:
         gate, gs = g.contiguous(), (T * H, H, 1)
-    dstates = torch.empty_like(states)  # dS leaving each chunk of each direction
-    sad = torch.empty((2, B * H, C, 2, CHUNK, N), dtype=torch.float32, device=r.device)  # SA and D of each chunk
-    args = (r, w, k, v, a, b, gate, dy, states, dstates, sad)
+    BH, NN = B * H, N * N
+    ws = workspace(B, H, C if S == C else S + 1, r.device, N, copy_states=S < C)
+    st = states.view(2, BH, C, NN)
     common = dict(N=N, L=CHUNK, DROP=int(_drop), num_stages=1)
-    _bi_wkv7_chunked_bwd_state_kernel[(2, B * H)](
-        *args, T, H, *gs, C, PREC=prec, INV=inverse_prec(prec, r.dtype), num_warps=STATE_WARPS, **common
-    )
-    dlw = torch.empty((2, *r.shape), dtype=torch.float32, device=r.device)  # dlg of parts 1 and 2
-    for part in chunk_parts(prec):
-        _bi_wkv7_chunked_bwd_chunk_kernel[(C, 2, B * H)](
-            *args, *bufs, dg, dlw, T, H, *gs, C, PREC=prec, PART=part, num_warps=CHUNK_WARPS, **common
-        )
-    grads = tuple(x if r.dtype == torch.float32 else x.to(r.dtype) for x in bufs)
-    return (*grads, None if g is None else dg.to(g.dtype))
+    for p0 in range(0, C, S):  # new scan positions p0 .. p0 + n - 1 of both directions
+        n, skip = min(S, C - p0), int(p0 > 0)  # a later segment starts with the last chunk of the one before
+        R, lor = n + skip, p0 - skip
+        lof = C - lor - R  # the segment's time chunks: lof .. lof + R - 1 (forward scan), lor .. (reverse)
+        dstates, sad, dlw = (_first_rows(ws[name], R) for name in ("dstates", "sad", "dlw"))
+        seg_states = states
+        if S < C:  # the segment's entry states, in the workspace's layout
+            seg_states = _first_rows(ws["states"], R)
+            seg_states[0].copy_(st[0, :, lof : lof + R])
+            seg_states[1].copy_(st[1, :, lor : lor + R])
+        args = (r, w, k, v, a, b, gate, dy, seg_states, dstates, sad)
+        _bi_wkv7_chunked_bwd_state_kernel[(2, BH)](
+            *args, ws["dcarry"], T, H, *gs, R, lof, lor, PREC=prec, INV=inverse_prec(prec, r.dtype),
+            num_warps=STATE_WARPS, **common,
+        )  # fmt: skip
+        if p0 + n < C:  # the dS leaving the segment's last scan position enters the next segment's first
+            ws["dcarry"][0].copy_(dstates[0, :, 0].reshape(BH, N, N))
+            ws["dcarry"][1].copy_(dstates[1, :, R - 1].reshape(BH, N, N))
+        for part in chunk_parts(prec):
+            _bi_wkv7_chunked_bwd_chunk_kernel[(n, 2, BH)](
+                *args, *bufs, dg, dlw, T, H, *gs, R, lof, lor, skip, PREC=prec, PART=part,
+                num_warps=CHUNK_WARPS, **common,
+            )  # fmt: skip
+    del ws, seg_states, dstates, sad, dlw, args
+    if r.dtype != torch.float32:  # one buffer at a time, each released when converted
+        for i in range(6):
+            bufs[i] = bufs[i].to(r.dtype)
+    return (*bufs, None if g is None else dg.to(g.dtype))
+
+
+#: At most SEGMENTS segments per direction (the workspace holds one: ~88 / SEGMENTS B per element of ``y``
+#: for long sequences), of at least MIN_SEGMENT chunks (short sequences keep one: no copies, 4-5 launches).
+SEGMENTS, MIN_SEGMENT = 8, 8
+
+
+def segment_chunks(C: int) -> int:
+    """Scan positions per segment of a backward over ``C`` chunks: ``ceil(C / SEGMENTS)``, at least
+    ``MIN_SEGMENT``; all ``C`` (one segment) where a segment and its shared chunk would be over half."""
+    S = max(-(-int(C) // SEGMENTS), MIN_SEGMENT)
+    return C if 2 * (S + 1) > C else S
+
+
+def _segment(C: int, segment: int | None) -> int:
+    return min(segment_chunks(C) if segment is None else segment, C)
+
+
+def workspace(B: int, H: int, R: int, device, N: int = HEAD_SIZE, *, copy_states: bool = True) -> dict:
+    """The backward's float32 workspace for segments of up to ``R`` chunks, ``[2, B * H, R, row]`` each:
+    ``states`` (the segment's chunk-entry states, a copy; None without ``copy_states``), ``dstates`` (the
+    dS leaving each chunk), ``sad`` (SA and D), ``dlw`` (``dlg`` of parts 1 and 2); and ``dcarry``
+    ``[2, B * H, N, N]``, the dS between segments (zeroed)."""
+    f32 = dict(dtype=torch.float32, device=device)
+    rows = dict(states=N * N if copy_states else 0, dstates=N * N, sad=2 * CHUNK * N, dlw=CHUNK * N)
+    ws = {name: torch.empty((2, B * H, R, n), **f32) if n else None for name, n in rows.items()}
+    ws["dcarry"] = torch.zeros((2, B * H, N, N), **f32)
+    return ws
+
+
+def _first_rows(x: Tensor, R: int) -> Tensor:
+    """``x`` [2, BH, R_max, n] viewed as [2, BH, R, n] over its first elements (a segment of R chunks)."""
+    return x.view(-1)[: 2 * x.shape[1] * R * x.shape[3]].view(2, x.shape[1], R, x.shape[3])
+
+
+def workspace_bytes(B: int, T: int, H: int, N: int = HEAD_SIZE, segment: int | None = None) -> int:
+    """Bytes of :func:`workspace` a backward of ``[B, T, H, N]`` allocates (``segment`` as :func:`chunked_backward`).
+
+    Per (chunk, direction, head) a segment holds: 16 KiB of dS, 8 KiB of SA and D, 4 KiB of ``dlg`` shares
+    (56 B per element of ``y``), with more than one segment a 16 KiB copy of its entry state (88 B); plus
+    16 KiB of carried dS."""
+    C = -(-int(T) // CHUNK)
+    S = _segment(C, segment)
+    R = C if S == C else S + 1
+    per_chunk = N * N + 2 * CHUNK * N + CHUNK * N + (N * N if S < C else 0)
+    return 4 * 2 * B * H * (R * per_chunk + N * N)
 
 
 STATE_WARPS = 8
@@ -381,7 +465,7 @@ def kernel_variants() -> list[dict]:
     """Every specialisation :func:`chunked_backward` launches, in the form ``_compile.triton_compile_rows`` takes."""
     out = []
     chunk_ptrs = ("states", "dstates", "sad", "dr", "dw", "dk", "dv", "da", "db", "dg", "dlw")
-    kernels = ((_bi_wkv7_chunked_bwd_state_kernel, ("states", "dstates", "sad"), STATE_WARPS, "state"),
+    kernels = ((_bi_wkv7_chunked_bwd_state_kernel, ("states", "dstates", "sad", "dcarry"), STATE_WARPS, "state"),
                (_bi_wkv7_chunked_bwd_chunk_kernel, chunk_ptrs, CHUNK_WARPS, "chunk"))  # fmt: skip
     for prec, dtype in [(p, d) for p in PRECS for d in (torch.float32, torch.bfloat16, torch.float16)]:
         dt = str(dtype).replace("torch.", "")
@@ -389,7 +473,8 @@ def kernel_variants() -> list[dict]:
             for part in chunk_parts(prec) if kind == "chunk" else (None,):
                 sig = {n: TL_PTR[dtype] for n in ("r", "w", "k", "v", "a", "b", "g", "dy")}
                 sig.update({n: "*fp32" for n in ptrs})
-                sig.update({n: "i32" for n in ("T", "H", "g_sb", "g_st", "g_sh", "C")})
+                ints = ("T", "H", "g_sb", "g_st", "g_sh", "C", "LOF", "LOR") + (("SKIP",) if kind == "chunk" else ())
+                sig.update({n: "i32" for n in ints})
                 sig.update({n: "constexpr" for n in ("N", "L", "PREC", "DROP")})
                 const = {"N": HEAD_SIZE, "L": CHUNK, "PREC": prec, "DROP": 0}
                 label = f"bwd {dt} L={CHUNK} warps={warps} dots={'tf32x3' if prec == 2 else 'ieee'}"
