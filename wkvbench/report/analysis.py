@@ -16,6 +16,7 @@ from wkvbench import schema
 from wkvbench.presets import find_preset, network_label
 from wkvbench.report.baselines import BASELINES, SUBJECT_OP, Baseline, candidates, headline_subjects
 
+NETWORK_OP = "network"
 SLICE = ("device", "dtype", "batch", "variant", "mode")
 CASE = ("model", "batch", "tokens", "dtype", "device", "variant", "mode")
 #: Timing modes in display order (docs/spec.md section 1).
@@ -359,7 +360,7 @@ def verification(df: pd.DataFrame) -> pd.DataFrame:
     """Per (op, impl, dtype): cells by status, worst error of the ok cells and of all cells, the bar,
     and the median coefficient of variation of the ok cells' samples (how noisy the timings were)."""
     rows = []
-    for (op, impl, dtype), g in _named(df).groupby(["op", "impl", "dtype"], sort=True):
+    for (op, impl, dtype), g in named(df).groupby(["op", "impl", "dtype"], sort=True):
         counts = g["status"].value_counts()
         ok = g[g["status"] == "ok"]
         rows.append({
@@ -376,19 +377,37 @@ def not_ok(df: pd.DataFrame) -> pd.DataFrame:
     """Every cell that is not ok, with its reason."""
     cols = ["op", "impl", "model", "batch", "tokens", "seconds", "dtype", "device", "variant", "mode", "status", "note"]
     return (
-        _named(df).loc[df["status"] != "ok", cols].sort_values(["op", "impl", "model", "tokens"]).reset_index(drop=True)
+        named(df).loc[df["status"] != "ok", cols].sort_values(["op", "impl", "model", "tokens"]).reset_index(drop=True)
     )
 
 
-def _named(df: pd.DataFrame) -> pd.DataFrame:
+def named(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` with network rows' ``impl`` shown as the network they are (:func:`presets.network_label`:
     "A-RWKV-T (torch_chunked)"), so tables never pool two networks that share a mixer."""
-    net = df["op"] == "network"
+    net = df["op"] == NETWORK_OP
     if not net.any():
         return df
     out = df.copy()
     out.loc[net, "impl"] = [network_label(m, i) for m, i in zip(df.loc[net, "model"], df.loc[net, "impl"], strict=True)]
     return out
+
+
+# ----------------------------------------------------------------------------- whole networks
+def as_mixers(df: pd.DataFrame) -> pd.DataFrame:
+    """The ``network`` rows, each relabelled with its model's mixer op (rows of unknown models dropped):
+    the speed-up and headline machinery then compares networks as it compares their mixers. Whatever
+    shows such a row names it by network (:func:`presets.network_label` of ``model`` and ``impl``)."""
+    net = df[df["op"] == NETWORK_OP]
+    mixer = net["model"].map(lambda m: getattr(find_preset(m), "family_record", None))
+    mixer = mixer.map(lambda f: f.mixer_op if f is not None else "")
+    return net[mixer != ""].assign(op=mixer[mixer != ""])
+
+
+def network_headline(df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """:func:`headline` over the whole networks (:func:`as_mixers`): per duration the A-RWKV network
+    (A-RWKV-B if measured) with its fastest ok mixer against AST-B and AuM of the same size with
+    each baseline's mixers. Empty table and slice when the run has no network rows."""
+    return headline(as_mixers(df))
 
 
 def loglog_slope(x, y, tail: int = 2) -> float:
