@@ -131,3 +131,11 @@ def test_measurement_tables_name_networks():
     rec = {"op": "network", "impl": "sdpa_flash", "model": "AST-B", "tokens": 39314, "mode": "fwd",
            "kernels": [{"name": "flash_fwd", "us_per_call": 10.0}]}  # fmt: skip
     assert set(measurement.kernel_table([rec])["cell"]) == {"AST-B (sdpa_flash) T=39314 fwd"}
+
+
+def test_run_comparisons_name_networks():
+    from wkvbench.report.compare import _impl_name
+
+    net = pd.Series({"op": "network", "impl": "torch_chunked", "model": "AuM-T"})
+    assert _impl_name(net) == "AuM-T (torch_chunked)"
+    assert _impl_name(pd.Series({"op": "bi_wkv7", "impl": "torch_chunked", "model": "A-RWKV-T"})) == "torch_chunked"
