@@ -19,6 +19,10 @@ parts of the estimate:
 * **the backward's working set** on top: two blocks' worth of saved activations (the gradient of the
   block being differentiated and its recomputed temporaries), plus for Bi-WKV7 the chunked backward's
   109 B per element of y (docs/notes/training_kernels.md: 141 B peak minus the 32 B saved).
+
+With ``checkpoint = blocks`` (each block recomputed in the backward) the saved activations shrink to
+the blocks' inputs (the residual stream, ``B x T x C`` in the activation dtype: float32 under
+autocast), and the backward holds one recomputed block's activations on top of its working set.
 """
 
 from __future__ import annotations
@@ -105,7 +109,10 @@ def estimate(preset: str, seconds: float, precision: str, batch: int) -> dict:
     wbytes = 4 if precision == "autocast" else 2
     param_bytes = params * wbytes * 4 + (params * 2 if precision == "autocast" else 0)  # w, grad, 2 moments
     work = 2 * (saved + mixer_saved) / p.depth + mixer_work
-    peak = param_bytes + saved + mixer_saved + work + batch * tokens * 128 * wbytes  # + the input
+    fixed = param_bytes + batch * tokens * 128 * wbytes  # + the input
+    peak = fixed + saved + mixer_saved + work
+    block_inputs = p.depth * batch * tokens * p.width * wbytes  # autocast: the residual stream stays float32
+    checkpointed = fixed + block_inputs + (saved + mixer_saved) / p.depth + work
     return {
         "preset": preset,
         "precision": precision,
@@ -116,6 +123,7 @@ def estimate(preset: str, seconds: float, precision: str, batch: int) -> dict:
         "activations_gib": (saved + mixer_saved) / GIB,
         "param_state_gib": param_bytes / GIB,
         "peak_gib": peak / GIB,
+        "checkpointed_gib": checkpointed / GIB,
     }
 
 
@@ -127,15 +135,15 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     print("| preset | precision | batch | tokens | parameters | saved per token (KiB) | activations (GiB) "
-          "| weights, grads, AdamW (GiB) | predicted peak (GiB) |")  # fmt: skip
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+          "| weights, grads, AdamW (GiB) | predicted peak (GiB) | with checkpoint = blocks (GiB) |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for model in args.models.split(","):
         for precision in ("pure", "autocast"):
             for batch in (int(b) for b in args.batch.split(",")):
                 r = estimate(model, args.seconds, precision, batch)
                 print(f"| {model} | bf16 {precision} | {batch} | {r['tokens']:,} | {r['params'] / 1e6:.1f}M "
                       f"| {r['per_token_kib']:.0f} | {r['activations_gib']:.1f} | {r['param_state_gib']:.1f} "
-                      f"| {r['peak_gib']:.1f} |", flush=True)  # fmt: skip
+                      f"| {r['peak_gib']:.1f} | {r['checkpointed_gib']:.1f} |", flush=True)  # fmt: skip
     return 0
 
 

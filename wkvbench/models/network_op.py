@@ -38,7 +38,7 @@ from wkvbench.models.factory import _construct, build
 from wkvbench.models.gate import NetworkGate
 from wkvbench.opspec import DEFAULT_MODE, OPS, OpSpec, register_op
 from wkvbench.presets import MEL_BINS, PRESETS, Preset, get_preset
-from wkvbench.schema import PRECISIONS, TRAINING_MODES
+from wkvbench.schema import CHECKPOINTS, PRECISIONS, TRAINING_MODES
 
 #: Parameters applied elementwise, once per sequence, or as embeddings: not in ``P``.
 _NOT_PER_TOKEN = ("pos_embed", "cls_token", "dist_token", "A_log", "A_b_log", "mu", "r_k", "head", "mlp_head")
@@ -120,6 +120,7 @@ class NetworkCase:
     the gate checks at (a shorter duration; None: the same). Weights come from ``seed`` (the same
     network for every mixer; :meth:`bind` swaps only the mixer). ``optimizer``: what a training step
     ends with (:data:`wkvbench.models.train.OPTIMIZERS`; ``none``: forward, loss and backward only).
+    ``checkpoint``: ``blocks`` recomputes each block in the backward (:data:`wkvbench.schema.CHECKPOINTS`).
     """
 
     def __init__(
@@ -132,6 +133,7 @@ class NetworkCase:
         check_shape: dict | None = None,
         optimizer: str = "none",
         precision: str = "pure",
+        checkpoint: str = "none",
     ):
         self.preset = get_preset(preset)
         self.dtype, self.device, self.seed = dtype, torch.device(device), int(seed)
@@ -144,7 +146,11 @@ class NetworkCase:
                 raise ValueError(f"precision: autocast needs bfloat16 or float16, got {dtype}")
             self.context = functools.partial(torch.autocast, self.device.type, dtype=dtype)
         self.weight_dtype = torch.float32 if self.context is not None else dtype
+        if checkpoint not in CHECKPOINTS:
+            raise ValueError(f"checkpoint: expected one of {CHECKPOINTS}, got {checkpoint!r}")
+        self.checkpoint = checkpoint
         self.net = build(self.preset, shape["F"] / 100, REFERENCE, self.weight_dtype, self.device, self.seed)
+        self.net.checkpoint_blocks = checkpoint == "blocks"  # not the gate's float64 twin: it has no memory limit
         train.make_optimizer(optimizer, self.net)  # checks the name before anything runs
         self.inputs = make_inputs(shape, self.weight_dtype, self.device, self.seed)  # the timed call's
         self._weight_bytes = sum(t.numel() * t.element_size() for t in (*self.net.parameters(), *self.net.buffers()))
@@ -226,6 +232,7 @@ class NetworkCase:
             net = self.net
             if f != self.net.frames:
                 net = build(self.preset, f / 100, REFERENCE, self.weight_dtype, self.device, self.seed)
+                net.checkpoint_blocks = self.net.checkpoint_blocks  # gated as it is timed
             mel = self.inputs["mel"] if self.check_shape == self.shape else None
             if mel is None:
                 mel = make_inputs(self.check_shape, self.weight_dtype, self.device, self.seed)["mel"]

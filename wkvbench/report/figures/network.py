@@ -42,7 +42,8 @@ _STYLE = {"a-rwkv": "-", "ast": "--", "aum": "-."}
 
 def network_lines(df: pd.DataFrame) -> pd.DataFrame:
     """The ok ``network`` rows with their line name ("A-RWKV-S (triton_chunked)", plus the precision when
-    it is autocast), their panel (batch, mode; and dtype when the run has several) and peak memory in MiB."""
+    it is autocast and the activation checkpointing when there is one), their panel (batch, mode; and dtype
+    when the run has several) and peak memory in MiB."""
     net = df[(df["op"] == NETWORK_OP) & df["ok"]].copy()
     net["mode"] = net["mode"].fillna("fwd").replace("", "fwd") if "mode" in net else "fwd"
     if net.empty:
@@ -51,6 +52,9 @@ def network_lines(df: pd.DataFrame) -> pd.DataFrame:
     prec = prec.fillna("pure").replace("", "pure")
     names = [network_label(m, i) for m, i in zip(net["model"], net["impl"], strict=True)]
     net["line"] = [n if p == "pure" else f"{n} {p}" for n, p in zip(names, prec, strict=True)]
+    if "checkpoint" in net:
+        ckpt = net["checkpoint"].fillna("none").replace("", "none")
+        net["line"] = [n if c == "none" else f"{n} checkpoint={c}" for n, c in zip(net["line"], ckpt, strict=True)]
     net["panel"] = [f"B={b} {m or 'fwd'}" for b, m in zip(net["batch"], net["mode"].fillna("fwd"), strict=True)]
     if "dtype" in net and net["dtype"].nunique() > 1:  # one dtype per panel
         net["panel"] = net["panel"] + " " + net["dtype"].astype(str)
