@@ -109,3 +109,30 @@ def test_a_checkpointed_training_cell_runs_through_the_harness(tmp_path, monkeyp
     assert sorted(rows.index) == ["blocks", "none"] and (rows["status"] == "ok").all()
     assert rows.loc["blocks", "saved_bytes"] < rows.loc["none", "saved_bytes"] / 4
     assert rows.loc["blocks", "grad_rel_err"] <= rows.loc["blocks", "grad_tol"]
+
+
+def test_the_report_never_pools_checkpointed_cells_with_plain_ones():
+    import pandas as pd
+
+    from wkvbench.report import analysis as an
+    from wkvbench.report.load import tidy
+
+    def row(model, impl, ms, checkpoint="none", status="ok"):
+        p = wm.get_preset(model)
+        return {"op": "network", "impl": impl, "model": model, "batch": 8, "tokens": p.tokens(327.68),
+                "seconds": 327.68, "dtype": "bfloat16", "device": "cuda", "variant": "realistic", "mode": "fwd_bwd",
+                "checkpoint": checkpoint, "status": status, "median_ms": ms if status == "ok" else None}  # fmt: skip
+
+    df = tidy(pd.DataFrame([
+        row("A-RWKV-B", "triton_chunked", None, status="oom"),
+        row("A-RWKV-B", "triton_chunked", 900.0, "blocks"),
+        row("AuM-B", "mamba_ssm", None, status="oom"),
+        row("AuM-B", "mamba_ssm", 1800.0, "blocks"),
+    ]))  # fmt: skip
+    table, where = an.network_headline(df)
+    assert where["checkpoint"] == "none" and list(table["best_status"]) == ["oom"]  # the plain cell, not pooled
+    on = an.select(df, {"checkpoint": "blocks"})
+    table, where = an.network_headline(on)
+    assert table["scan_speedup"].iloc[0] == pytest.approx(2.0) and "checkpoint=blocks" in an.slice_label(where)
+    sp = an.speedups(an.as_mixers(df), "audio")
+    assert set(zip(sp["checkpoint"], sp["base_status"], strict=True)) == {("none", "oom"), ("blocks", "ok")}

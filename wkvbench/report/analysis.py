@@ -17,8 +17,9 @@ from wkvbench.presets import find_preset, network_label
 from wkvbench.report.baselines import BASELINES, SUBJECT_OP, Baseline, candidates, headline_subjects
 
 NETWORK_OP = "network"
-SLICE = ("device", "dtype", "batch", "variant", "mode")
-CASE = ("model", "batch", "tokens", "dtype", "device", "variant", "mode")
+#: ``checkpoint``: a checkpointed network training cell is never pooled with (nor compared as) a plain one.
+SLICE = ("device", "dtype", "batch", "variant", "mode", "checkpoint")
+CASE = ("model", "batch", "tokens", "dtype", "device", "variant", "mode", "checkpoint")
 #: Timing modes in display order (docs/spec.md section 1).
 MODE_ORDER = ("fwd", "fwd_bwd", "bwd")
 MODE_LABEL = {"fwd": "inference (fwd)", "bwd": "backward only (bwd)", "fwd_bwd": "training (fwd_bwd)"}
@@ -36,6 +37,11 @@ _DEVICE_ORDER = ("cuda", "cpu")
 
 
 # ----------------------------------------------------------------------------- slices
+def keyed(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with a ``checkpoint`` column (``none`` where a table made without it has none)."""
+    return df if "checkpoint" in df.columns else df.assign(checkpoint="none")
+
+
 def order_key(col: str, v) -> tuple:
     """Sort key of a slice value: CUDA before CPU, bf16 > fp16 > fp32 > fp64, the realistic variant first."""
     if col == "dtype":
@@ -46,18 +52,24 @@ def order_key(col: str, v) -> tuple:
         return (0 if v == "realistic" else 1, str(v))
     if col == "mode":
         return (MODE_ORDER.index(v) if v in MODE_ORDER else 9, str(v))
+    if col == "checkpoint":
+        return (0 if v == "none" else 1, str(v))
     return (0, v)
 
 
 def slice_label(values: dict) -> str:
     parts = []
     for col, v in values.items():
+        if col == "checkpoint":
+            parts.append("no checkpointing" if v == "none" else f"checkpoint={v}")
+            continue
         parts.append(f"batch {v}" if col == "batch" else MODE_LABEL.get(v, v) if col == "mode" else str(v))
     return ", ".join(parts)
 
 
 def slices(df: pd.DataFrame, cols=SLICE) -> list[tuple[dict, pd.DataFrame]]:
     """Split on the slice columns that vary; each part's dict names only those (empty if none vary)."""
+    df = keyed(df)
     varying = [c for c in cols if df[c].nunique() > 1]
     if not varying or df.empty:
         return [({}, df)]
@@ -70,12 +82,15 @@ def slices(df: pd.DataFrame, cols=SLICE) -> list[tuple[dict, pd.DataFrame]]:
 
 def primary_slice(df: pd.DataFrame) -> dict:
     """The slice of the headline: CUDA if measured, batch 1 (else the smallest), bf16 > fp16 > fp32,
-    inference (``fwd``) when measured, else training."""
+    inference (``fwd``) when measured, else training; without activation checkpointing when measured."""
     rows = df[df["op"] == SUBJECT_OP] if (df["op"] == SUBJECT_OP).any() else df
     if rows.empty:
         return {}
     out = {}
-    for col in ("device", "dtype", "variant", "mode"):
+    cols = ("device", "dtype", "variant", "mode")
+    if "checkpoint" in rows and set(rows["checkpoint"]) != {"none"}:  # named only where a run has checkpointing
+        cols += ("checkpoint",)
+    for col in cols:
         out[col] = min(rows[col].unique(), key=lambda v, c=col: order_key(c, v))
         rows = rows[rows[col] == out[col]]
     batches = sorted(rows["batch"].unique())
@@ -93,6 +108,7 @@ def select(df: pd.DataFrame, where: dict) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- baselines
 def best_per_case(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per case: the fastest ok implementation, or (no ok one) the most severe failure."""
+    rows = keyed(rows)
     if rows.empty:
         return rows.copy()
     ok = rows[rows["ok"]]
@@ -107,7 +123,7 @@ def best_per_case(rows: pd.DataFrame) -> pd.DataFrame:
 
 def baseline_rows(df: pd.DataFrame, baseline: Baseline) -> pd.DataFrame:
     """The baseline per case (best ok impl among those it accepts), at the preferred family."""
-    rows = candidates(df, baseline)
+    rows = candidates(keyed(df), baseline)
     if rows.empty:
         return rows.copy()
     # per size, keep the preferred family when it was measured at that size
@@ -185,6 +201,7 @@ def speedups(df: pd.DataFrame, view: str, baselines=BASELINES) -> pd.DataFrame:
     """
     if view not in VIEW_X:
         raise ValueError(f"view: expected 'audio' or 'tokens', got {view!r}")
+    df = keyed(df)
     wkv = df[df["op"] == SUBJECT_OP]
     parts = []
     for bl in baselines:
@@ -252,6 +269,7 @@ def headline(df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
 
     Returns the table (numeric; statuses where a side is not ok) and the slice used.
     """
+    df = keyed(df)
     where = primary_slice(df)
     model = headline_model(df)
     cols = ["seconds", "model", "tokens", "best_impl", "best_status", "best_ms"]
@@ -315,6 +333,7 @@ def headline_row(table: pd.DataFrame) -> pd.Series | None:
 # ----------------------------------------------------------------------------- other views
 def at_durations(df: pd.DataFrame, targets=DURATIONS, factor: float = 1.3) -> pd.DataFrame:
     """Per target duration, each (op, impl, model, slice) cell whose ``seconds`` is nearest, within ``factor``."""
+    df = keyed(df)
     rows = df[df["seconds"].notna() & (df["seconds"] > 0)]
     parts = []
     group = ["op", "impl", "model", *SLICE]
