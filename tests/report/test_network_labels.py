@@ -139,3 +139,17 @@ def test_run_comparisons_name_networks():
     net = pd.Series({"op": "network", "impl": "torch_chunked", "model": "AuM-T"})
     assert _impl_name(net) == "AuM-T (torch_chunked)"
     assert _impl_name(pd.Series({"op": "bi_wkv7", "impl": "torch_chunked", "model": "A-RWKV-T"})) == "torch_chunked"
+
+
+def test_the_network_headline_takes_autocast_cells_and_never_pools_precisions():
+    df = _runs()
+    auto = df[df["impl"] != "torch_eager"].assign(precision="autocast")
+    auto = auto.assign(median_ms=auto["median_ms"] / 2, p20_ms=auto["p20_ms"] / 2, p80_ms=auto["p80_ms"] / 2)
+    both = tidy(pd.concat([df, auto], ignore_index=True))
+    table, where = an.network_headline(both)
+    assert where["precision"] == "autocast" and "autocast" in an.slice_label(where)
+    r = table[table["seconds"] == 327.68].iloc[0]
+    assert r["best_ms"] == pytest.approx(327.68)  # the autocast cell (half the pure one), not a pooled minimum
+    assert r["attention_eager_status"] == "oom"  # AST eager as run (float16, pure) still stands beside it
+    pure, where = an.network_headline(tidy(df))
+    assert "precision" not in where and pure["best_ms"].iloc[-1] == pytest.approx(2 * 327.68)

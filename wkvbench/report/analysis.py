@@ -17,9 +17,12 @@ from wkvbench.presets import find_preset, network_label
 from wkvbench.report.baselines import BASELINES, SUBJECT_OP, Baseline, candidates, headline_subjects
 
 NETWORK_OP = "network"
-#: ``checkpoint``: a checkpointed network training cell is never pooled with (nor compared as) a plain one.
-SLICE = ("device", "dtype", "batch", "variant", "mode", "checkpoint")
-CASE = ("model", "batch", "tokens", "dtype", "device", "variant", "mode", "checkpoint")
+#: ``precision``, ``checkpoint``: network cells under autocast, or checkpointed, are never pooled with (nor
+#: compared as) pure or plain ones.
+SLICE = ("device", "dtype", "batch", "variant", "mode", "precision", "checkpoint")
+CASE = ("model", "batch", "tokens", "dtype", "device", "variant", "mode", "precision", "checkpoint")
+#: Key columns a table made without them reads with these values (wkvbench.schema.KEY_DEFAULTS).
+_SLICE_DEFAULTS = {"precision": "pure", "checkpoint": "none"}
 #: Timing modes in display order (docs/spec.md section 1).
 MODE_ORDER = ("fwd", "fwd_bwd", "bwd")
 MODE_LABEL = {"fwd": "inference (fwd)", "bwd": "backward only (bwd)", "fwd_bwd": "training (fwd_bwd)"}
@@ -38,8 +41,10 @@ _DEVICE_ORDER = ("cuda", "cpu")
 
 # ----------------------------------------------------------------------------- slices
 def keyed(df: pd.DataFrame) -> pd.DataFrame:
-    """``df`` with a ``checkpoint`` column (``none`` where a table made without it has none)."""
-    return df if "checkpoint" in df.columns else df.assign(checkpoint="none")
+    """``df`` with the ``precision`` and ``checkpoint`` columns (``pure``, ``none`` where a table made
+    without them has none)."""
+    missing = {c: v for c, v in _SLICE_DEFAULTS.items() if c not in df.columns}
+    return df.assign(**missing) if missing else df
 
 
 def order_key(col: str, v) -> tuple:
@@ -54,6 +59,8 @@ def order_key(col: str, v) -> tuple:
         return (MODE_ORDER.index(v) if v in MODE_ORDER else 9, str(v))
     if col == "checkpoint":
         return (0 if v == "none" else 1, str(v))
+    if col == "precision":  # networks as their authors run them (the GPU targets are stated under autocast)
+        return (0 if v == "autocast" else 1, str(v))
     return (0, v)
 
 
@@ -62,6 +69,9 @@ def slice_label(values: dict) -> str:
     for col, v in values.items():
         if col == "checkpoint":
             parts.append("no checkpointing" if v == "none" else f"checkpoint={v}")
+            continue
+        if col == "precision":
+            parts.append("autocast" if v == "autocast" else f"{v} precision")
             continue
         parts.append(f"batch {v}" if col == "batch" else MODE_LABEL.get(v, v) if col == "mode" else str(v))
     return ", ".join(parts)
@@ -82,14 +92,16 @@ def slices(df: pd.DataFrame, cols=SLICE) -> list[tuple[dict, pd.DataFrame]]:
 
 def primary_slice(df: pd.DataFrame) -> dict:
     """The slice of the headline: CUDA if measured, batch 1 (else the smallest), bf16 > fp16 > fp32,
-    inference (``fwd``) when measured, else training; without activation checkpointing when measured."""
+    inference (``fwd``) when measured, else training; autocast when measured (networks), without activation
+    checkpointing when measured."""
     rows = df[df["op"] == SUBJECT_OP] if (df["op"] == SUBJECT_OP).any() else df
     if rows.empty:
         return {}
     out = {}
     cols = ("device", "dtype", "variant", "mode")
-    if "checkpoint" in rows and set(rows["checkpoint"]) != {"none"}:  # named only where a run has checkpointing
-        cols += ("checkpoint",)
+    for col, default in _SLICE_DEFAULTS.items():  # named only where a run has autocast or checkpointing
+        if col in rows and set(rows[col]) != {default}:
+            cols += (col,)
     for col in cols:
         out[col] = min(rows[col].unique(), key=lambda v, c=col: order_key(c, v))
         rows = rows[rows[col] == out[col]]
@@ -292,8 +304,8 @@ def headline(df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     )
     out["best_ms"] = out["best_ms"].where(out["ok"])
     for bl in BASELINES:
-        # a baseline "as run" at its own dtype is looked up outside the headline's dtype
-        base_where = {k: v for k, v in where.items() if not (bl.dtype and k == "dtype")}
+        # a baseline "as run" at its own dtype (and precision) is looked up outside the headline's
+        base_where = {k: v for k, v in where.items() if not (bl.dtype and k in ("dtype", "precision"))}
         base = baseline_rows(select(df, base_where), bl)
         m = _match(best, base, "audio", interpolate=False) if not base.empty else pd.DataFrame()
         names = {
