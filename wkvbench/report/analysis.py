@@ -304,7 +304,7 @@ def headline(df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     )
     out["best_ms"] = out["best_ms"].where(out["ok"])
     for bl in BASELINES:
-        # a baseline "as run" at its own dtype (and precision) is looked up outside the headline's
+        # a baseline "as run" at its own dtype and precision is looked up outside the headline's ones
         base_where = {k: v for k, v in where.items() if not (bl.dtype and k in ("dtype", "precision"))}
         base = baseline_rows(select(df, base_where), bl)
         m = _match(best, base, "audio", interpolate=False) if not base.empty else pd.DataFrame()
