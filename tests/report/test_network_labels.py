@@ -148,6 +148,8 @@ def test_the_network_headline_takes_autocast_cells_and_never_pools_precisions():
     both = tidy(pd.concat([df, auto], ignore_index=True))
     table, where = an.network_headline(both)
     assert where["precision"] == "autocast" and "autocast" in an.slice_label(where)
+    assert render.network_sentence(table, where).startswith("Whole networks at 327.68 s of audio (batch 1, bfloat16 "
+                                                             "autocast, cuda, inference (fwd)): ")  # fmt: skip
     r = table[table["seconds"] == 327.68].iloc[0]
     assert r["best_ms"] == pytest.approx(327.68)  # the autocast cell (half the pure one), not a pooled minimum
     assert r["attention_eager_status"] == "oom"  # AST eager as run (float16, pure) still stands beside it

@@ -120,9 +120,10 @@ def _context(where: dict) -> str:
         v
         for v in (
             f"batch {where.get('batch')}" if "batch" in where else "",
-            where.get("dtype", ""),
+            where.get("dtype", "") + (" autocast" if where.get("precision") == "autocast" else ""),
             where.get("device", ""),
             an.MODE_LABEL.get(where.get("mode", ""), where.get("mode", "")),
+            f"checkpoint={where['checkpoint']}" if where.get("checkpoint", "none") != "none" else "",
         )
         if v
     )
