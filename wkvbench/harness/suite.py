@@ -306,12 +306,10 @@ def _parse_group(v: _V, i: int, data) -> Group:
         dtype=v.strings(f"{key}.dtype", data.get("dtype", ["float32"]), DTYPES),
         variant=variant,
         modes=tuple(dict.fromkeys(v.strings(f"{key}.modes", data.get("modes", [_ops.DEFAULT_MODE]), schema.MODES))),
-        precision=tuple(
-            dict.fromkeys(v.strings(f"{key}.precision", data.get("precision", ["pure"]), schema.PRECISIONS))
-        ),
-        checkpoint=tuple(
-            dict.fromkeys(v.strings(f"{key}.checkpoint", data.get("checkpoint", ["none"]), schema.CHECKPOINTS))
-        ),
+        **{  # network cells: precision (pure, autocast) and checkpointing (none, blocks); default the first
+            k: tuple(dict.fromkeys(v.strings(f"{key}.{k}", data.get(k, [known[0]]), known)))
+            for k, known in (("precision", schema.PRECISIONS), ("checkpoint", schema.CHECKPOINTS))
+        },
     )
 
 
@@ -349,15 +347,8 @@ def load_suite(path: str | Path) -> Suite:
 
 
 #: The flag that sets each group field (errors in flags, and ``--resume`` refusals, name it).
-FLAG_OF = {k: f"--{k}" for k in ("op", "batch", "tokens", "seconds", "dtype", "variant", "exclude")}
-FLAG_OF.update(
-    impls="--impl",
-    models="--model",
-    modes="--mode",
-    precision="--precision",
-    checkpoint="--checkpoint",
-    check_max_tokens="--check-max-tokens",
-)
+FLAG_OF = {k: f"--{k}" for k in "op batch tokens seconds dtype variant exclude precision checkpoint".split()}
+FLAG_OF.update(impls="--impl", models="--model", modes="--mode", check_max_tokens="--check-max-tokens")
 
 
 def _flag_key(key: str) -> str:
@@ -488,18 +479,12 @@ def edit_suite(
     if modes:
         names = tuple(dict.fromkeys(check_modes(modes)))
         groups = tuple(replace(g, modes=names) for g in groups)
-    if precision:
-        names = tuple(dict.fromkeys(_split("--precision", precision, str)))
-        bad = [p for p in names if p not in schema.PRECISIONS]
-        if bad:
-            raise SuiteError(f"command line: --precision: unknown {bad}; known: {', '.join(schema.PRECISIONS)}")
-        groups = tuple(replace(g, precision=names) for g in groups)
-    if checkpoint:
-        names = tuple(dict.fromkeys(_split("--checkpoint", checkpoint, str)))
-        bad = [c for c in names if c not in schema.CHECKPOINTS]
-        if bad:
-            raise SuiteError(f"command line: --checkpoint: unknown {bad}; known: {', '.join(schema.CHECKPOINTS)}")
-        groups = tuple(replace(g, checkpoint=names) for g in groups)
+    axes = {"precision": (precision, schema.PRECISIONS), "checkpoint": (checkpoint, schema.CHECKPOINTS)}
+    for name, (text, known) in ((k, v) for k, v in axes.items() if v[0]):  # network cells' settings
+        names = tuple(dict.fromkeys(_split(f"--{name}", text, str)))
+        if bad := [p for p in names if p not in known]:
+            raise SuiteError(f"command line: --{name}: unknown {bad}; known: {', '.join(known)}")
+        groups = tuple(replace(g, **{name: names}) for g in groups)
     return with_overrides(replace(suite, groups=groups), run or {})
 
 
