@@ -10,7 +10,7 @@ FIELDS = {"op": "bi_wkv7", "impl": "x", "model": "A-RWKV-T", "batch": 2, "tokens
 
 def test_key_is_typed_and_the_same_from_fields_csv_and_rows():
     k = schema.key(**FIELDS)
-    assert k == ("bi_wkv7", "x", "A-RWKV-T", 2, 64, "float32", "cpu", "realistic", "fwd", "pure")
+    assert k == ("bi_wkv7", "x", "A-RWKV-T", 2, 64, "float32", "cpu", "realistic", "fwd", "pure", "none")
     as_csv = {c: str(v) for c, v in FIELDS.items()}
     assert schema.key_of(as_csv) == schema.key_of({**FIELDS, "median_ms": 1.0}) == k
     old = {c: v for c, v in as_csv.items() if c != "variant"}  # a row written before the column existed

@@ -79,7 +79,8 @@ class OpSpec:
     # mixer op); None: the op's own registrations.
     impls_of: Callable[[Preset], str] | None = None
     # Per-case state the worker builds once instead of a reference output:
-    # (preset, shape, dtype, device, seed, check_shape) -> an object answering the worker's calls as
+    # (preset, shape, dtype, device, seed, check_shape, precision=, optimizer=, checkpoint=) -> an object
+    # answering the worker's calls as
     # wkvbench.harness.opcase.OpCase does: ``inputs``, ``resident_bytes`` (memory held for the
     # calls, counted in their peak), ``set_mode(mode)``, ``bind(impl)`` (the callable timed) and
     # ``gate(impl, timer, mode)``. None: a plain op (the worker's OpCase: inputs and reference).

@@ -24,7 +24,8 @@ import math
 #: 4: ``saved_bytes`` (training modes: what the forward keeps for the backward, beyond the inputs).
 #: 5: appended ``graph_ms``, ``graph_note``, ``rel_ci``, ``throttled_frac``, ``counted_flops``, ``counted_bytes``;
 #:    the key column ``precision`` (``pure`` when absent: older rows read as pure).
-SCHEMA_VERSION = 5
+#: 6: the key column ``checkpoint`` (``none`` when absent: older rows read as none).
+SCHEMA_VERSION = 6
 
 RESULTS_FILE = "results.csv"
 SAMPLES_FILE = "samples.jsonl"
@@ -37,11 +38,14 @@ MODES = ("fwd", "bwd", "fwd_bwd")
 TRAINING_MODES = ("bwd", "fwd_bwd")
 
 #: Columns that identify a cell, in key order.
-KEY = ("op", "impl", "model", "batch", "tokens", "dtype", "device", "variant", "mode", "precision")
+KEY = ("op", "impl", "model", "batch", "tokens", "dtype", "device", "variant", "mode", "precision", "checkpoint")
 #: Value of a key column in rows written before that column existed (or left empty).
-KEY_DEFAULTS = {"variant": "realistic", "mode": "fwd", "precision": "pure"}
+KEY_DEFAULTS = {"variant": "realistic", "mode": "fwd", "precision": "pure", "checkpoint": "none"}
 #: Precisions of a cell (docs/spec.md section 8): the dtype throughout, or float32 weights under autocast.
 PRECISIONS = ("pure", "autocast")
+#: Activation checkpointing of a network training cell (docs/spec.md section 8): none, or each block
+#: recomputed in the backward (``torch.utils.checkpoint``).
+CHECKPOINTS = ("none", "blocks")
 
 #: Every column of results.csv, in order: the key first.
 COLUMNS = (

@@ -22,6 +22,7 @@ def row(impl="a", tokens=64, status="ok", median=1.5, mode="fwd"):
         "variant": "realistic",
         "mode": mode,
         "precision": "pure",
+        "checkpoint": "none",
         "status": status,
         "median_ms": median,
         "note": "a, b\nc",

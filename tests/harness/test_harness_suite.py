@@ -79,7 +79,7 @@ def test_expansion_order_dedupe_and_seed(tmp_path):
     assert [c.tokens for c in cases] == [64, 256]  # sorted ascending, the duplicate 64 dropped
     c = cases[0]
     assert c.shape == {"B": 1, "T": 64, "H": 3, "N": 64}
-    assert c.key("x") == ("bi_wkv7", "x", "A-RWKV-T", 1, 64, "float32", "cpu", "realistic", "fwd", "pure")
+    assert c.key("x") == ("bi_wkv7", "x", "A-RWKV-T", 1, 64, "float32", "cpu", "realistic", "fwd", "pure", "none")
     assert c.seconds == pytest.approx(1.28)  # 64 tokens = 8 patches of 16 frames... = 1.28 s
     assert c.seed == P.case_seed(0, c.case_id) and c.seed != cases[1].seed
 

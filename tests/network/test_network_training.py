@@ -81,3 +81,29 @@ def test_targets_are_seeded_multilabel():
     t = train.targets(2, "cpu", seed=3)
     assert t.shape == (2, 527) and set(t.unique().tolist()) == {0.0, 1.0}
     assert torch.equal(t, train.targets(2, "cpu", seed=3)) and not torch.equal(t, train.targets(2, "cpu", seed=4))
+
+
+def test_the_adamw_state_is_counted_once_in_the_resident_bytes():
+    """The worker's CUDA peak = allocator peak over the samples - allocation when they start + input +
+    resident_bytes: AdamW's exp_avg/exp_avg_sq made before the samples must be in resident_bytes, state
+    a first timed step makes must not (it is inside the window)."""
+    case = _case("A-RWKV-T", optimizer="adamw")
+    weights = sum(t.numel() * t.element_size() for t in (*case.net.parameters(), *case.net.buffers()))
+    params = sum(p.numel() * p.element_size() for p in case.net.parameters())
+    fn, _ = case.timed_call(case.bind("torch_chunked"), "fwd_bwd")
+    assert case.optimizer_state_bytes() == 0 and case.resident_bytes == weights  # no state yet: made in the window
+    fn()
+    fn()  # the check's warm-up: at least two steps
+    state = case._optimizer.state
+    used = [p for p in case.net.parameters() if p.grad is not None]
+    assert len(state) == len(used) and all({"exp_avg", "exp_avg_sq"} <= set(state[p]) for p in used)
+    moments = sum(2 * p.numel() * p.element_size() for p in used)
+    assert params * 1.9 < moments <= case.optimizer_state_bytes()  # two moments per parameter (+ step counters here)
+    case.timed_call(case.bind("torch_chunked"), "fwd_bwd")
+    assert case.resident_bytes == weights + case.optimizer_state_bytes()
+    case.timed_call(case.bind("torch_chunked"), "fwd")  # inference: a leftover state is not part of its peak
+    assert case.resident_bytes == weights
+    plain = _case("A-RWKV-T")
+    plain.timed_call(plain.bind("torch_chunked"), "fwd_bwd")[0]()
+    plain.timed_call(plain.bind("torch_chunked"), "fwd_bwd")
+    assert plain.optimizer_state_bytes() == 0 and plain.resident_bytes == weights

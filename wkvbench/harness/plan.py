@@ -18,7 +18,7 @@ import zlib
 from dataclasses import replace
 
 from wkvbench import ops as _ops
-from wkvbench import presets, registry
+from wkvbench import presets, registry, schema
 from wkvbench.harness.suite import Case, Group, Suite, SuiteError
 from wkvbench.impls import _gpu
 
@@ -51,8 +51,14 @@ def _expand(suite: Suite, device: str) -> list[tuple[Case, list[Group]]]:
                         points = [(t, round(model.family_record.seconds_for_tokens(t), 4)) for t in group.tokens]
                     else:
                         points = [(model.tokens(s), s) for s in group.seconds]
-                    axes = ((p, m, c) for p in sorted(points) for m in group.modes for c in group.precision)
-                    for (tokens, secs), mode, precision in axes:
+                    axes = (
+                        (p, m, c, k)
+                        for p in sorted(points)
+                        for m in group.modes
+                        for c in group.precision
+                        for k in group.checkpoint
+                    )
+                    for (tokens, secs), mode, precision, checkpoint in axes:
                         shape = spec.shape_for(model, batch, tokens)
                         check_t = None
                         limit = suite.run.check_max_tokens if group.check_max_tokens is None else group.check_max_tokens
@@ -74,6 +80,7 @@ def _expand(suite: Suite, device: str) -> list[tuple[Case, list[Group]]]:
                             impl_op=_ops.impl_op(group.op, model),  # the network op: its model's mixer op
                             head_size=spec.head_size(shape),
                             precision=precision,
+                            checkpoint=checkpoint,
                             optimizer=suite.run.optimizer,
                         )
                         if case.case_id in seen:  # named again by a later group: its impls join
@@ -143,5 +150,8 @@ def plan(suite: Suite, device: str) -> list[tuple[Case, list[tuple[str, str | No
                     unsupported = "autocast applies to whole networks (op network) only"
                 elif case.dtype == "float32":
                     unsupported = "autocast needs a half-precision dtype (bfloat16 or float16)"
+            if case.checkpoint != "none" and not unsupported:  # recompute in the backward: network training only
+                if _ops.get_op(case.op).prepare is None or case.mode not in schema.TRAINING_MODES:
+                    unsupported = "activation checkpointing applies to whole networks (op network) in fwd_bwd only"
             out.append((case, [(name, why or unsupported) for name, why in merged.items()]))
     return out

@@ -38,7 +38,12 @@ def estimate_cells(suite: Suite) -> int:
         if "*" in g.impls:
             n_impls += max((len(registry.list_impls(op)) for op in impl_ops_of(g)), default=0)
         per_model = (
-            len(g.batch) * max(len(g.tokens) + len(g.seconds), 1) * len(g.dtype) * len(g.modes) * len(g.precision)
+            len(g.batch)
+            * max(len(g.tokens) + len(g.seconds), 1)
+            * len(g.dtype)
+            * len(g.modes)
+            * len(g.precision)
+            * len(g.checkpoint)
         )
         total += len(g.models) * per_model * max(n_impls, 1)
     return total
@@ -148,8 +153,9 @@ def suite_from_args(args: argparse.Namespace) -> Suite:
     run = run_overrides(args)
     mode = getattr(args, "mode", None)
     precision = getattr(args, "precision", None)
+    checkpoint = getattr(args, "checkpoint", None)
     edits = dict(
-        impls=args.impl, exclude=args.exclude, modes=mode, run=run, precision=precision
+        impls=args.impl, exclude=args.exclude, modes=mode, run=run, precision=precision, checkpoint=checkpoint
     )  # flags that edit a suite
     stored = where = None
     if args.resume and args.out and (Path(args.out) / rundir.ENV_FILE).is_file():
@@ -169,7 +175,7 @@ def suite_from_args(args: argparse.Namespace) -> Suite:
             check_modes(mode)
         suite = suite_from_flags(
             args.op, impls=args.impl, exclude=args.exclude, models=models, mode=mode, run=run,
-            precision=precision, **axes,
+            precision=precision, checkpoint=checkpoint, **axes,
         )  # fmt: skip
     elif args.resume and args.out:
         if stored is None:

@@ -56,6 +56,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="network cells: pure (the dtype throughout, default) and/or autocast (float32 weights, "
         "torch.autocast in the dtype); with a suite: replaces its groups' precisions",
     )
+    g.add_argument(
+        "--checkpoint",
+        help="network training cells: none (default) and/or blocks (activation checkpointing: each block "
+        "recomputed in the backward); with a suite: replaces its groups' settings",
+    )
     r = parser.add_argument_group("run")
     r.add_argument("--out", help="run directory (default runs/<suite>-<time>)")
     r.add_argument("--resume", action="store_true", help="finish only the cells missing from --out")

@@ -186,6 +186,7 @@ class Runner(Sweep):
             "variant": case.variant,
             "mode": case.mode,
             "precision": case.precision,
+            "checkpoint": case.checkpoint,
             "shape": case.shape_json,
             "status": cell.status,
             "note": cell.note,

@@ -93,6 +93,7 @@ class Group:
     variant: str = "realistic"
     modes: tuple[str, ...] = (_ops.DEFAULT_MODE,)
     precision: tuple[str, ...] = ("pure",)  # network cells: pure dtype and/or autocast (docs/spec.md section 8)
+    checkpoint: tuple[str, ...] = ("none",)  # network training cells: activation checkpointing per block or none
     check_max_tokens: int | None = None  # this group's run.check_max_tokens (None: the run's)
 
 
@@ -147,6 +148,7 @@ class Case:
     impl_op: str = field(default="", compare=False)  # whose implementations run it (the plan sets it)
     head_size: int | None = field(default=None, compare=False)  # matched against Impl.head_sizes (plan)
     precision: str = "pure"  # a key column: pure dtype, or float32 weights under autocast
+    checkpoint: str = "none"  # a key column: activation checkpointing (none, or blocks: each block recomputed)
     optimizer: str = field(default="none", compare=False)  # the network training step's (run.optimizer)
 
     @property
@@ -165,6 +167,7 @@ class Case:
     def label(self) -> str:
         mode = "" if self.mode == _ops.DEFAULT_MODE else f" {self.mode}"
         mode += "" if self.precision == "pure" else f" {self.precision}"
+        mode += "" if self.checkpoint == "none" else f" checkpoint={self.checkpoint}"
         return f"{self.op} {self.model} B={self.batch} T={self.tokens} {self.dtype}{mode}"
 
     @property
@@ -303,9 +306,10 @@ def _parse_group(v: _V, i: int, data) -> Group:
         dtype=v.strings(f"{key}.dtype", data.get("dtype", ["float32"]), DTYPES),
         variant=variant,
         modes=tuple(dict.fromkeys(v.strings(f"{key}.modes", data.get("modes", [_ops.DEFAULT_MODE]), schema.MODES))),
-        precision=tuple(
-            dict.fromkeys(v.strings(f"{key}.precision", data.get("precision", ["pure"]), schema.PRECISIONS))
-        ),
+        **{  # network cells: precision (pure, autocast) and checkpointing (none, blocks); default the first
+            k: tuple(dict.fromkeys(v.strings(f"{key}.{k}", data.get(k, [known[0]]), known)))
+            for k, known in (("precision", schema.PRECISIONS), ("checkpoint", schema.CHECKPOINTS))
+        },
     )
 
 
@@ -343,10 +347,8 @@ def load_suite(path: str | Path) -> Suite:
 
 
 #: The flag that sets each group field (errors in flags, and ``--resume`` refusals, name it).
-FLAG_OF = {k: f"--{k}" for k in ("op", "batch", "tokens", "seconds", "dtype", "variant", "exclude")}
-FLAG_OF.update(
-    impls="--impl", models="--model", modes="--mode", precision="--precision", check_max_tokens="--check-max-tokens"
-)
+FLAG_OF = {k: f"--{k}" for k in "op batch tokens seconds dtype variant exclude precision checkpoint".split()}
+FLAG_OF.update(impls="--impl", models="--model", modes="--mode", check_max_tokens="--check-max-tokens")
 
 
 def _flag_key(key: str) -> str:
@@ -388,6 +390,7 @@ def suite_from_flags(
     mode: str | None = None,
     run: dict | None = None,
     precision: str | None = None,
+    checkpoint: str | None = None,
 ) -> Suite:
     """An ad-hoc suite from the flags of docs/spec.md section 7 (comma lists), validated like a file."""
     ops = _split("--op", op, str)
@@ -402,6 +405,7 @@ def suite_from_flags(
         ("exclude", "--exclude", exclude, str),
         ("modes", "--mode", mode, str),
         ("precision", "--precision", precision, str),
+        ("checkpoint", "--checkpoint", checkpoint, str),
     ):
         val = _split(flag, text, conv)
         if val is not None:
@@ -451,6 +455,7 @@ def edit_suite(
     modes: str | None = None,
     run=None,
     precision: str | None = None,
+    checkpoint: str | None = None,
 ) -> Suite:
     """``suite`` as command-line flags edit it: keep the groups of ``ops``; ``impls`` replaces each
     group's implementations; ``exclude`` adds to each group's exclusions; ``modes`` replaces each
@@ -474,12 +479,12 @@ def edit_suite(
     if modes:
         names = tuple(dict.fromkeys(check_modes(modes)))
         groups = tuple(replace(g, modes=names) for g in groups)
-    if precision:
-        names = tuple(dict.fromkeys(_split("--precision", precision, str)))
-        bad = [p for p in names if p not in schema.PRECISIONS]
-        if bad:
-            raise SuiteError(f"command line: --precision: unknown {bad}; known: {', '.join(schema.PRECISIONS)}")
-        groups = tuple(replace(g, precision=names) for g in groups)
+    axes = {"precision": (precision, schema.PRECISIONS), "checkpoint": (checkpoint, schema.CHECKPOINTS)}
+    for name, (text, known) in ((k, v) for k, v in axes.items() if v[0]):  # network cells' settings
+        names = tuple(dict.fromkeys(_split(f"--{name}", text, str)))
+        if bad := [p for p in names if p not in known]:
+            raise SuiteError(f"command line: --{name}: unknown {bad}; known: {', '.join(known)}")
+        groups = tuple(replace(g, **{name: names}) for g in groups)
     return with_overrides(replace(suite, groups=groups), run or {})
 
 

@@ -1,7 +1,7 @@
 """The table ``wkvbench run`` prints at the end: statuses per implementation and mode, and the
 geometric-mean speed-up over the op's naive implementation (its record's ``naive_for(model)``).
 Network rows are named by network: one line per network and mixer, "A-RWKV-T (torch_chunked)",
-and per precision where a run has several."""
+and per precision and activation checkpointing where a run has several."""
 
 from __future__ import annotations
 
@@ -31,7 +31,9 @@ def _name(row: dict) -> str:
 def _mode(row: dict) -> str:
     mode = row.get("mode") or ops.DEFAULT_MODE
     precision = row.get("precision") or "pure"
-    return mode if precision == "pure" else f"{mode} {precision}"
+    checkpoint = row.get("checkpoint") or "none"
+    mode = mode if precision == "pure" else f"{mode} {precision}"
+    return mode if checkpoint == "none" else f"{mode} checkpoint={checkpoint}"
 
 
 def summary_table(rows: list[dict]) -> str:

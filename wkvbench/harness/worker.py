@@ -193,6 +193,7 @@ class Session:
                 new.seed,
                 cshape,
                 precision=new.precision,
+                checkpoint=new.checkpoint,
                 optimizer=new.optimizer,
             )
         else:  # inputs and the float64 reference

@@ -178,5 +178,5 @@ class ARWKV(SpectrogramNet):
         x = x.flatten(2).transpose(1, 2) + self.pos_embed  # time-major tokens
         v_first = None
         for block in self.blocks:
-            x, v_first = block(x, v_first)
+            x, v_first = self.run_block(block, x, v_first)
         return self.head(self.ln_out(x.mean(dim=1)))

@@ -89,6 +89,6 @@ class AST(SpectrogramNet):
         x = torch.cat((self.cls_token.expand(B, -1, -1), self.dist_token.expand(B, -1, -1), x), dim=1)
         x = x + self.pos_embed
         for block in self.blocks:
-            x = block(x)
+            x = self.run_block(block, x)
         x = self.norm(x)
         return self.mlp_head((x[:, 0] + x[:, 1]) / 2)

@@ -112,5 +112,5 @@ class AuM(SpectrogramNet):
         c = self.cls_position
         x = torch.cat((x[:, :c], self.cls_token.expand(B, -1, -1), x[:, c:]), dim=1) + self.pos_embed
         for layer in self.layers:
-            x = layer(x)
+            x = self.run_block(layer, x)
         return self.head(self.norm_f(x)[:, c])

@@ -24,6 +24,7 @@ import math
 
 import torch
 from torch import Tensor, nn
+from torch.utils import checkpoint as _checkpoint
 
 from wkvbench import ops, reference, registry
 from wkvbench.presets import MEL_BINS, Preset, frames_for_seconds
@@ -99,6 +100,15 @@ class SpectrogramNet(nn.Module):
         self.frames = int(frames)
         self.family_record = preset.family_record  # mixer op and patch geometry
         self.mixer = Mixer(self.family_record.mixer_op, impl)
+        self.checkpoint_blocks = False  # activation checkpointing: each block recomputed in the backward
+
+    def run_block(self, block: nn.Module, *args):
+        """``block(*args)``; with :attr:`checkpoint_blocks` set and grad enabled, through
+        ``torch.utils.checkpoint`` (non-reentrant): the block keeps only its inputs for the backward and
+        runs its forward again there."""
+        if self.checkpoint_blocks and torch.is_grad_enabled():
+            return _checkpoint.checkpoint(block, *args, use_reentrant=False)
+        return block(*args)
 
     @property
     def op(self) -> str:

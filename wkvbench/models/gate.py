@@ -153,6 +153,7 @@ class NetworkGate:
         """The float64 twin: the same weights (as rounded to the dtype), the reference mixer."""
         twin = copy.deepcopy(self.net).to(torch.float64)
         twin.mixer.impl = REFERENCE
+        twin.checkpoint_blocks = False  # the truth keeps its activations (no recompute of the float64 loops)
         twin.zero_grad(set_to_none=True)
         return twin
 

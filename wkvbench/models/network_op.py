@@ -38,7 +38,7 @@ from wkvbench.models.factory import _construct, build
 from wkvbench.models.gate import NetworkGate
 from wkvbench.opspec import DEFAULT_MODE, OPS, OpSpec, register_op
 from wkvbench.presets import MEL_BINS, PRESETS, Preset, get_preset
-from wkvbench.schema import PRECISIONS, TRAINING_MODES
+from wkvbench.schema import CHECKPOINTS, PRECISIONS, TRAINING_MODES
 
 #: Parameters applied elementwise, once per sequence, or as embeddings: not in ``P``.
 _NOT_PER_TOKEN = ("pos_embed", "cls_token", "dist_token", "A_log", "A_b_log", "mu", "r_k", "head", "mlp_head")
@@ -120,6 +120,7 @@ class NetworkCase:
     the gate checks at (a shorter duration; None: the same). Weights come from ``seed`` (the same
     network for every mixer; :meth:`bind` swaps only the mixer). ``optimizer``: what a training step
     ends with (:data:`wkvbench.models.train.OPTIMIZERS`; ``none``: forward, loss and backward only).
+    ``checkpoint``: ``blocks`` recomputes each block in the backward (:data:`wkvbench.schema.CHECKPOINTS`).
     """
 
     def __init__(
@@ -132,6 +133,7 @@ class NetworkCase:
         check_shape: dict | None = None,
         optimizer: str = "none",
         precision: str = "pure",
+        checkpoint: str = "none",
     ):
         self.preset = get_preset(preset)
         self.dtype, self.device, self.seed = dtype, torch.device(device), int(seed)
@@ -144,10 +146,15 @@ class NetworkCase:
                 raise ValueError(f"precision: autocast needs bfloat16 or float16, got {dtype}")
             self.context = functools.partial(torch.autocast, self.device.type, dtype=dtype)
         self.weight_dtype = torch.float32 if self.context is not None else dtype
+        if checkpoint not in CHECKPOINTS:
+            raise ValueError(f"checkpoint: expected one of {CHECKPOINTS}, got {checkpoint!r}")
+        self.checkpoint = checkpoint
         self.net = build(self.preset, shape["F"] / 100, REFERENCE, self.weight_dtype, self.device, self.seed)
+        self.net.checkpoint_blocks = checkpoint == "blocks"  # not the gate's float64 twin: it has no memory limit
         train.make_optimizer(optimizer, self.net)  # checks the name before anything runs
         self.inputs = make_inputs(shape, self.weight_dtype, self.device, self.seed)  # the timed call's
-        self.resident_bytes = sum(t.numel() * t.element_size() for t in (*self.net.parameters(), *self.net.buffers()))
+        self._weight_bytes = sum(t.numel() * t.element_size() for t in (*self.net.parameters(), *self.net.buffers()))
+        self._held_state_bytes = 0  # the optimizer state when the timed call was last handed out (timed_call)
         self.shape = shape
         self.check_shape = check_shape if check_shape is not None else shape
         self.mode = DEFAULT_MODE
@@ -185,10 +192,37 @@ class NetworkCase:
     def _autocast(self):
         return self.context() if self.context is not None else contextlib.nullcontext()
 
+    @property
+    def resident_bytes(self) -> int:
+        """Memory held besides the input that the worker's peak adds to what the timed calls allocate:
+        the weights and buffers, plus the optimizer state (AdamW's ``exp_avg``, ``exp_avg_sq``) that
+        existed when :meth:`timed_call` handed out the call (see there)."""
+        return self._weight_bytes + self._held_state_bytes
+
+    def optimizer_state_bytes(self) -> int:
+        """Bytes of the optimizer's state tensors on the network's device (0 without an optimizer or
+        before its first step; AdamW's ``step`` counters live on the CPU beside a GPU network)."""
+        if self._optimizer is None:
+            return 0
+        return sum(
+            t.numel() * t.element_size()
+            for state in self._optimizer.state.values()
+            for t in state.values()
+            if isinstance(t, Tensor) and t.device == self.device
+        )
+
     def timed_call(self, fn: Callable[..., Tensor], mode: str):
-        """What the worker times in ``mode``: ``fn`` (from :meth:`bind`) on the case's input; nothing to build."""
+        """What the worker times in ``mode``: ``fn`` (from :meth:`bind`) on the case's input; nothing to build.
+
+        The worker's peak memory (``cmd_sample``, CUDA) is the allocator's peak over the timed calls minus
+        what was allocated just after this returns, plus the input and :attr:`resident_bytes`. So the
+        optimizer state is counted once either way: state made before (in practice by the check's warm-up,
+        at least two steps) is allocated before the window and is added back through
+        :attr:`resident_bytes`, measured here; state a first timed step makes falls inside the window.
+        """
         self.set_mode(mode)
         self.net.zero_grad(set_to_none=True)  # no stale gradients in the memory the samples start from
+        self._held_state_bytes = self.optimizer_state_bytes() if mode in TRAINING_MODES else 0
         return (lambda: fn(**self.inputs)), None
 
     def _gate(self) -> NetworkGate:
@@ -198,6 +232,7 @@ class NetworkCase:
             net = self.net
             if f != self.net.frames:
                 net = build(self.preset, f / 100, REFERENCE, self.weight_dtype, self.device, self.seed)
+                net.checkpoint_blocks = self.net.checkpoint_blocks  # gated as it is timed
             mel = self.inputs["mel"] if self.check_shape == self.shape else None
             if mel is None:
                 mel = make_inputs(self.check_shape, self.weight_dtype, self.device, self.seed)["mel"]

@@ -16,8 +16,13 @@ from wkvbench import schema
 from wkvbench.presets import find_preset, network_label
 from wkvbench.report.baselines import BASELINES, SUBJECT_OP, Baseline, candidates, headline_subjects
 
-SLICE = ("device", "dtype", "batch", "variant", "mode")
-CASE = ("model", "batch", "tokens", "dtype", "device", "variant", "mode")
+NETWORK_OP = "network"
+#: ``precision``, ``checkpoint``: network cells under autocast, or checkpointed, are never pooled with (nor
+#: compared as) pure or plain ones.
+SLICE = ("device", "dtype", "batch", "variant", "mode", "precision", "checkpoint")
+CASE = ("model", "batch", "tokens", "dtype", "device", "variant", "mode", "precision", "checkpoint")
+#: Key columns a table made without them reads with these values (wkvbench.schema.KEY_DEFAULTS).
+_SLICE_DEFAULTS = {"precision": "pure", "checkpoint": "none"}
 #: Timing modes in display order (docs/spec.md section 1).
 MODE_ORDER = ("fwd", "fwd_bwd", "bwd")
 MODE_LABEL = {"fwd": "inference (fwd)", "bwd": "backward only (bwd)", "fwd_bwd": "training (fwd_bwd)"}
@@ -35,6 +40,13 @@ _DEVICE_ORDER = ("cuda", "cpu")
 
 
 # ----------------------------------------------------------------------------- slices
+def keyed(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with the ``precision`` and ``checkpoint`` columns (``pure``, ``none`` where a table made
+    without them has none)."""
+    missing = {c: v for c, v in _SLICE_DEFAULTS.items() if c not in df.columns}
+    return df.assign(**missing) if missing else df
+
+
 def order_key(col: str, v) -> tuple:
     """Sort key of a slice value: CUDA before CPU, bf16 > fp16 > fp32 > fp64, the realistic variant first."""
     if col == "dtype":
@@ -45,18 +57,29 @@ def order_key(col: str, v) -> tuple:
         return (0 if v == "realistic" else 1, str(v))
     if col == "mode":
         return (MODE_ORDER.index(v) if v in MODE_ORDER else 9, str(v))
+    if col == "checkpoint":
+        return (0 if v == "none" else 1, str(v))
+    if col == "precision":  # networks as their authors run them (the GPU targets are stated under autocast)
+        return (0 if v == "autocast" else 1, str(v))
     return (0, v)
 
 
 def slice_label(values: dict) -> str:
     parts = []
     for col, v in values.items():
+        if col == "checkpoint":
+            parts.append("no checkpointing" if v == "none" else f"checkpoint={v}")
+            continue
+        if col == "precision":
+            parts.append("autocast" if v == "autocast" else f"{v} precision")
+            continue
         parts.append(f"batch {v}" if col == "batch" else MODE_LABEL.get(v, v) if col == "mode" else str(v))
     return ", ".join(parts)
 
 
 def slices(df: pd.DataFrame, cols=SLICE) -> list[tuple[dict, pd.DataFrame]]:
     """Split on the slice columns that vary; each part's dict names only those (empty if none vary)."""
+    df = keyed(df)
     varying = [c for c in cols if df[c].nunique() > 1]
     if not varying or df.empty:
         return [({}, df)]
@@ -69,12 +92,17 @@ def slices(df: pd.DataFrame, cols=SLICE) -> list[tuple[dict, pd.DataFrame]]:
 
 def primary_slice(df: pd.DataFrame) -> dict:
     """The slice of the headline: CUDA if measured, batch 1 (else the smallest), bf16 > fp16 > fp32,
-    inference (``fwd``) when measured, else training."""
+    inference (``fwd``) when measured, else training; autocast when measured (networks), without activation
+    checkpointing when measured."""
     rows = df[df["op"] == SUBJECT_OP] if (df["op"] == SUBJECT_OP).any() else df
     if rows.empty:
         return {}
     out = {}
-    for col in ("device", "dtype", "variant", "mode"):
+    cols = ("device", "dtype", "variant", "mode")
+    for col, default in _SLICE_DEFAULTS.items():  # named only where a run has autocast or checkpointing
+        if col in rows and set(rows[col]) != {default}:
+            cols += (col,)
+    for col in cols:
         out[col] = min(rows[col].unique(), key=lambda v, c=col: order_key(c, v))
         rows = rows[rows[col] == out[col]]
     batches = sorted(rows["batch"].unique())
@@ -92,6 +120,7 @@ def select(df: pd.DataFrame, where: dict) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- baselines
 def best_per_case(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per case: the fastest ok implementation, or (no ok one) the most severe failure."""
+    rows = keyed(rows)
     if rows.empty:
         return rows.copy()
     ok = rows[rows["ok"]]
@@ -106,7 +135,7 @@ def best_per_case(rows: pd.DataFrame) -> pd.DataFrame:
 
 def baseline_rows(df: pd.DataFrame, baseline: Baseline) -> pd.DataFrame:
     """The baseline per case (best ok impl among those it accepts), at the preferred family."""
-    rows = candidates(df, baseline)
+    rows = candidates(keyed(df), baseline)
     if rows.empty:
         return rows.copy()
     # per size, keep the preferred family when it was measured at that size
@@ -184,6 +213,7 @@ def speedups(df: pd.DataFrame, view: str, baselines=BASELINES) -> pd.DataFrame:
     """
     if view not in VIEW_X:
         raise ValueError(f"view: expected 'audio' or 'tokens', got {view!r}")
+    df = keyed(df)
     wkv = df[df["op"] == SUBJECT_OP]
     parts = []
     for bl in baselines:
@@ -251,6 +281,7 @@ def headline(df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
 
     Returns the table (numeric; statuses where a side is not ok) and the slice used.
     """
+    df = keyed(df)
     where = primary_slice(df)
     model = headline_model(df)
     cols = ["seconds", "model", "tokens", "best_impl", "best_status", "best_ms"]
@@ -273,8 +304,8 @@ def headline(df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     )
     out["best_ms"] = out["best_ms"].where(out["ok"])
     for bl in BASELINES:
-        # a baseline "as run" at its own dtype is looked up outside the headline's dtype
-        base_where = {k: v for k, v in where.items() if not (bl.dtype and k == "dtype")}
+        # a baseline "as run" at its own dtype and precision is looked up outside the headline's ones
+        base_where = {k: v for k, v in where.items() if not (bl.dtype and k in ("dtype", "precision"))}
         base = baseline_rows(select(df, base_where), bl)
         m = _match(best, base, "audio", interpolate=False) if not base.empty else pd.DataFrame()
         names = {
@@ -314,6 +345,7 @@ def headline_row(table: pd.DataFrame) -> pd.Series | None:
 # ----------------------------------------------------------------------------- other views
 def at_durations(df: pd.DataFrame, targets=DURATIONS, factor: float = 1.3) -> pd.DataFrame:
     """Per target duration, each (op, impl, model, slice) cell whose ``seconds`` is nearest, within ``factor``."""
+    df = keyed(df)
     rows = df[df["seconds"].notna() & (df["seconds"] > 0)]
     parts = []
     group = ["op", "impl", "model", *SLICE]
@@ -359,7 +391,7 @@ def verification(df: pd.DataFrame) -> pd.DataFrame:
     """Per (op, impl, dtype): cells by status, worst error of the ok cells and of all cells, the bar,
     and the median coefficient of variation of the ok cells' samples (how noisy the timings were)."""
     rows = []
-    for (op, impl, dtype), g in _named(df).groupby(["op", "impl", "dtype"], sort=True):
+    for (op, impl, dtype), g in named(df).groupby(["op", "impl", "dtype"], sort=True):
         counts = g["status"].value_counts()
         ok = g[g["status"] == "ok"]
         rows.append({
@@ -376,19 +408,37 @@ def not_ok(df: pd.DataFrame) -> pd.DataFrame:
     """Every cell that is not ok, with its reason."""
     cols = ["op", "impl", "model", "batch", "tokens", "seconds", "dtype", "device", "variant", "mode", "status", "note"]
     return (
-        _named(df).loc[df["status"] != "ok", cols].sort_values(["op", "impl", "model", "tokens"]).reset_index(drop=True)
+        named(df).loc[df["status"] != "ok", cols].sort_values(["op", "impl", "model", "tokens"]).reset_index(drop=True)
     )
 
 
-def _named(df: pd.DataFrame) -> pd.DataFrame:
+def named(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` with network rows' ``impl`` shown as the network they are (:func:`presets.network_label`:
     "A-RWKV-T (torch_chunked)"), so tables never pool two networks that share a mixer."""
-    net = df["op"] == "network"
+    net = df["op"] == NETWORK_OP
     if not net.any():
         return df
     out = df.copy()
     out.loc[net, "impl"] = [network_label(m, i) for m, i in zip(df.loc[net, "model"], df.loc[net, "impl"], strict=True)]
     return out
+
+
+# ----------------------------------------------------------------------------- whole networks
+def as_mixers(df: pd.DataFrame) -> pd.DataFrame:
+    """The ``network`` rows, each relabelled with its model's mixer op (rows of unknown models dropped):
+    the speed-up and headline machinery then compares networks as it compares their mixers. Whatever
+    shows such a row names it by network (:func:`presets.network_label` of ``model`` and ``impl``)."""
+    net = df[df["op"] == NETWORK_OP]
+    mixer = net["model"].map(lambda m: getattr(find_preset(m), "family_record", None))
+    mixer = mixer.map(lambda f: f.mixer_op if f is not None else "")
+    return net[mixer != ""].assign(op=mixer[mixer != ""])
+
+
+def network_headline(df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """:func:`headline` over the whole networks (:func:`as_mixers`): per duration the A-RWKV network
+    (A-RWKV-B if measured) with its fastest ok mixer against AST-B and AuM of the same size with
+    each baseline's mixers. Empty table and slice when the run has no network rows."""
+    return headline(as_mixers(df))
 
 
 def loglog_slope(x, y, tail: int = 2) -> float:

@@ -66,15 +66,18 @@ def naive_impl(op: str) -> str:
 
 def candidates(df: pd.DataFrame, baseline: Baseline) -> pd.DataFrame:
     """The rows a baseline may use: its op, the impls it accepts, and, with :attr:`Baseline.dtype`,
-    that dtype's rows restated once per dtype the subject was measured in (so they match any slice)."""
+    that dtype's rows restated once per dtype (and precision, where the table has one) the subject was
+    measured in (so they match any slice: the baseline as run)."""
     rows = df[(df["op"] == baseline.op) & df["impl"].map(baseline.accepts).astype(bool)]
     if not baseline.dtype:
         return rows
     rows = rows[rows["dtype"] == baseline.dtype]
-    dtypes = df.loc[df["op"] == SUBJECT_OP, "dtype"].unique()
-    if rows.empty or len(dtypes) == 0:
+    cols = ["dtype", "precision"] if "precision" in df.columns else ["dtype"]
+    seen = df.loc[df["op"] == SUBJECT_OP, cols].drop_duplicates()
+    if rows.empty or seen.empty:
         return rows
-    return pd.concat([rows.assign(dtype=d) for d in dtypes], ignore_index=True)
+    return pd.concat([rows.assign(**dict(zip(cols, v, strict=True))) for v in seen.itertuples(index=False)],
+                     ignore_index=True)  # fmt: skip
 
 
 def headline_subjects(rows: pd.DataFrame) -> pd.DataFrame:

@@ -21,6 +21,7 @@ def build_report(run_dir, out_dir=None, title: str | None = None, formats=("png"
     out.mkdir(parents=True, exist_ok=True)
     df = run.results
     table, where = an.headline(df)
+    net_table, net_where = an.network_headline(df)
     counts = {s: int((df["status"] == s).sum()) for s in ("ok", "wrong", "failed", "oom", "timeout", "skipped")}
     rep = Report(
         title=title or f"wkvbench report: {run.env.suite or run.path.resolve().name}",
@@ -31,8 +32,11 @@ def build_report(run_dir, out_dir=None, title: str | None = None, formats=("png"
         verification=an.verification(df),
         not_ok=an.not_ok(df),
         counts=counts,
+        network_headline=net_table,
+        network_where=net_where,
     )
     rep.plots = draw_all(df, run.env, out / "figures", formats=formats)
-    rep.plots += measurement_plots(run.path, df, run.env, out / "figures", formats)  # roofline, kernels, quality
+    # roofline, kernels, quality; network rows named by network ("A-RWKV-T (torch_chunked)")
+    rep.plots += measurement_plots(run.path, an.named(df), run.env, out / "figures", formats)
     write(rep, out)
     return rep

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from wkvbench.report.build import build_report
 from wkvbench.report.machines import build_faceted, gpu_models
-from wkvbench.report.render import headline_sentence
+from wkvbench.report.render import sentences
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -56,5 +56,5 @@ def main(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out) if args.out else Path(run_dir) / "report"
     print(f"wrote {out / 'report.html'}, {out / 'report.md'} and {len(rep.plots)} figures in {out / 'figures'}")
-    print(headline_sentence(rep.headline, rep.where))
+    print(sentences(rep))
     return 0

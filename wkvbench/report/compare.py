@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from wkvbench import schema
+from wkvbench.presets import network_label
 from wkvbench.report.load import Run, load_run
 from wkvbench.report.style import fmt_ms, fmt_speedup
 
@@ -277,6 +278,11 @@ def _fmt_interval(r) -> str:
     return f"{fmt_speedup(r['speedup'])}{ci}"
 
 
+def _impl_name(r) -> str:
+    """A row's implementation; a whole network by its name and mixer ("A-RWKV-T (torch_chunked)")."""
+    return network_label(r["model"], r["impl"]) if r["op"] == "network" else r["impl"]
+
+
 def display_table(cmp: Comparison, everything: bool = False) -> pd.DataFrame:
     """Cells as text; SAME cells only with ``everything``."""
     cells = cmp.cells if everything else cmp.cells[cmp.cells["verdict"] != "SAME"]
@@ -284,7 +290,7 @@ def display_table(cmp: Comparison, everything: bool = False) -> pd.DataFrame:
     for _, r in cells.iterrows():
         rows.append({
             "status A -> B": r["statuses"] or "ok", "verdict": r["verdict"] or "-",
-            "op": r["op"], "impl": r["impl"], "model": r["model"], "batch": r["batch"],
+            "op": r["op"], "impl": _impl_name(r), "model": r["model"], "batch": r["batch"],
             "tokens": r["tokens"], "dtype": r["dtype"], "device": r["device"], "variant": r["variant"],
             "A ms": fmt_ms(r["median_a_ms"]) if r["status_a"] == "ok" else (r["status_a"] or "-"),
             "B ms": fmt_ms(r["median_b_ms"]) if r["status_b"] == "ok" else (r["status_b"] or "-"),

@@ -267,8 +267,8 @@ def tidy(df: pd.DataFrame, where: str = "results") -> pd.DataFrame:
     bad = sorted(set(df["status"]) - set(schema.STATUSES))
     if bad:
         raise ValueError(f"{where}: unknown status {bad}; expected one of {schema.STATUSES}")
-    df["variant"] = df["variant"].replace("", "realistic")
-    df["mode"] = df["mode"].replace("", schema.KEY_DEFAULTS["mode"])  # runs before the mode column: inference
+    for col, default in schema.KEY_DEFAULTS.items():  # rows before a key column: its default (mode fwd, ...)
+        df[col] = df[col].replace("", default)
     df["device"] = df["device"].replace("", "unknown")
     df["dtype"] = df["dtype"].replace("", "unknown")
     fam = df["model"].map(lambda m: getattr(find_preset(m), "family", ""))

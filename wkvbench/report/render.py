@@ -15,6 +15,7 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
+from wkvbench.presets import network_label
 from wkvbench.report import analysis as an
 from wkvbench.report.baselines import BASELINES, SUBJECT_OP
 from wkvbench.report.load import Env
@@ -46,6 +47,9 @@ class Report:
     not_ok: pd.DataFrame
     plots: list = field(default_factory=list)  # figures.Plot
     counts: dict = field(default_factory=dict)
+    # whole networks (op ``network``): analysis.network_headline's table and slice; empty without networks
+    network_headline: pd.DataFrame = field(default_factory=pd.DataFrame)
+    network_where: dict = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- headline
@@ -56,6 +60,33 @@ def _base_cell(row, name: str) -> str:
         return fmt_ms(ms)
     status = row[f"{name}_status"]
     return STATUS_LABEL.get(status, status) if status else "-"
+
+
+def _net(model, impl) -> str:
+    """A network's name in the headline: ``"AST-B (sdpa_flash)"``, or '-' where there is none."""
+    return network_label(model, impl) if model and impl else "-"
+
+
+def network_headline_display(table: pd.DataFrame) -> pd.DataFrame:
+    """The whole-network headline as strings, one row per duration, every network named by network
+    and mixer ("A-RWKV-B (triton_chunked)", "AST-B (sdpa_flash)")."""
+    out = []
+    for _, r in table.iterrows():
+        ok = pd.notna(r["best_ms"])
+        rec = {
+            "audio": fmt_seconds(r["seconds"]),
+            f"{r['model']} tokens": f"{int(r['tokens']):,}",
+            "A-RWKV network": _net(r["model"], r["best_impl"])
+            if ok
+            else f"none ok ({STATUS_LABEL.get(r['best_status'], r['best_status'])})",
+            "ms": fmt_ms(r["best_ms"]),
+        }
+        for bl in BASELINES:
+            rec[f"vs {bl.column}"] = _net(r[f"{bl.name}_model"], r[f"{bl.name}_impl"])
+            rec[f"{bl.column} ms"] = _base_cell(r, bl.name)
+            rec[f"x vs {bl.column}"] = fmt_speedup(r[f"{bl.name}_speedup"])
+        out.append(rec)
+    return pd.DataFrame(out)
 
 
 def headline_display(table: pd.DataFrame) -> pd.DataFrame:
@@ -84,22 +115,26 @@ def headline_display(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def _context(where: dict) -> str:
+    return ", ".join(
+        v
+        for v in (
+            f"batch {where.get('batch')}" if "batch" in where else "",
+            where.get("dtype", "") + (" autocast" if where.get("precision") == "autocast" else ""),
+            where.get("device", ""),
+            an.MODE_LABEL.get(where.get("mode", ""), where.get("mode", "")),
+            f"checkpoint={where['checkpoint']}" if where.get("checkpoint", "none") != "none" else "",
+        )
+        if v
+    )
+
+
 def headline_sentence(table: pd.DataFrame, where: dict) -> str:
     """'At 328 s of audio, batch 1, bfloat16, A-RWKV-B: best Bi-WKV7 ... X ms, AST attention ... Y ms: Zx faster.'"""
     r = an.headline_row(table)
     if r is None:
         return f"No {SUBJECT} cells in this run: no headline."
-    ctx = ", ".join(
-        v
-        for v in (
-            f"batch {where.get('batch')}" if "batch" in where else "",
-            where.get("dtype", ""),
-            where.get("device", ""),
-            an.MODE_LABEL.get(where.get("mode", ""), where.get("mode", "")),
-        )
-        if v
-    )
-    head = f"At {fmt_seconds(r['seconds'])} of audio ({ctx}), {r['model']}: "
+    head = f"At {fmt_seconds(r['seconds'])} of audio ({_context(where)}), {r['model']}: "
     if pd.isna(r["best_ms"]):
         return head + f"no {SUBJECT} implementation was ok ({STATUS_LABEL.get(r['best_status'], r['best_status'])})."
     parts = [f"best {SUBJECT} ({r['best_impl']}) {fmt_ms(r['best_ms'])} ms"]
@@ -116,6 +151,40 @@ def headline_sentence(table: pd.DataFrame, where: dict) -> str:
         verdict = "faster" if s >= 1 else f"({SUBJECT} slower)"
         parts.append(f"{who} {fmt_ms(ms)} ms: {fmt_speedup(s)} {verdict}")
     return head + "; ".join(parts) + "."
+
+
+def network_sentence(table: pd.DataFrame, where: dict) -> str:
+    """'Whole networks at 327.68 s of audio (...): A-RWKV-B (triton_chunked) X ms; AST-B (sdpa_flash) Y ms:
+    Zx faster; ...' -- each side named by network and mixer; '' when the run has no network rows."""
+    r = an.headline_row(table)
+    if r is None:
+        return ""
+    head = f"Whole networks at {fmt_seconds(r['seconds'])} of audio ({_context(where)}): "
+    if pd.isna(r["best_ms"]):
+        return head + f"no {r['model']} network was ok ({STATUS_LABEL.get(r['best_status'], r['best_status'])})."
+    parts = [f"{_net(r['model'], r['best_impl'])} {fmt_ms(r['best_ms'])} ms"]
+    for bl in BASELINES:
+        impl, model = r[f"{bl.name}_impl"], r[f"{bl.name}_model"]
+        if not impl:
+            continue
+        who = _net(model, impl) + (f" in {bl.dtype}" if bl.dtype and bl.dtype != where.get("dtype") else "")
+        ms = r[f"{bl.name}_ms"]
+        if pd.isna(ms):
+            parts.append(f"{who} {STATUS_LABEL.get(r[f'{bl.name}_status'], r[f'{bl.name}_status'])}")
+            continue
+        s = r[f"{bl.name}_speedup"]
+        verdict = "faster" if s >= 1 else f"({r['model']} slower)"
+        parts.append(f"{who} {fmt_ms(ms)} ms: {fmt_speedup(s)} {verdict}")
+    return head + "; ".join(parts) + "."
+
+
+def sentences(rep: Report) -> str:
+    """The report's bold line: the kernel headline, then the whole-network one; only the latter when the
+    run has network rows and no Bi-WKV7 cells."""
+    net = network_sentence(rep.network_headline, rep.network_where) if not rep.network_headline.empty else ""
+    if net and rep.headline.empty:
+        return net
+    return " ".join(s for s in (headline_sentence(rep.headline, rep.where), net) if s)
 
 
 # ----------------------------------------------------------------------------- table formatting
@@ -218,9 +287,13 @@ def render_html(rep: Report) -> str:
             title=rep.title,
             run_dir=rep.run_dir,
             counts_line=_counts_line(rep.counts),
-            sentence=headline_sentence(rep.headline, rep.where),
+            sentence=sentences(rep),
             headline_caption=_headline_caption(rep.where),
             headline=table_view(headline_display(rep.headline), status_col=None),
+            network_caption=_network_caption(rep.network_where),
+            network_headline=None
+            if rep.network_headline.empty
+            else table_view(network_headline_display(rep.network_headline), status_col=None),
             environment=table_view(pd.DataFrame(rep.env.rows(), columns=["", "value"]), status_col=None),
             verification=table_view(verification_display(rep.verification), status_col=None),
             n_not_ok=len(rep.not_ok),
@@ -244,6 +317,16 @@ def _headline_caption(where: dict) -> str:
         f"Slice: {sl}. Per duration: the fastest ok {SUBJECT} implementation, and each baseline at the same "
         f"seconds of audio and model size, with the speed-up (baseline ms / {SUBJECT} ms). A status (OOM, failed, "
         "...) stands where a side had no valid timing; '-' where it was not measured."
+    )
+
+
+def _network_caption(where: dict) -> str:
+    sl = an.slice_label(where) or "all cells"
+    return (
+        f"Whole networks (op 'network'), slice: {sl}. Per duration: the A-RWKV network (A-RWKV-B if measured) "
+        "with its fastest ok mixer, and the AST-B and AuM networks of the same size with each baseline's mixers "
+        "at the same seconds of audio, each named by network and mixer, with the speed-up (baseline ms / "
+        "A-RWKV ms). A status stands where a side had no valid timing; '-' where it was not measured."
     )
 
 
@@ -293,10 +376,14 @@ def render_md(rep: Report, fig_dir: str = "figures") -> str:
         .get_template("report.md.j2")
         .render(
             title=rep.title,
-            sentence=headline_sentence(rep.headline, rep.where),
+            sentence=sentences(rep),
             counts_line=_counts_line(rep.counts),
             headline_caption=_headline_caption(rep.where),
             headline=md_table(headline_display(rep.headline)),
+            network_caption=_network_caption(rep.network_where),
+            network_headline=None
+            if rep.network_headline.empty
+            else md_table(network_headline_display(rep.network_headline)),
             environment=md_table(pd.DataFrame(rep.env.rows(), columns=["", "value"])),
             verification=md_table(verification_display(rep.verification)),
             n_not_ok=len(rep.not_ok),

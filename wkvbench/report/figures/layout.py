@@ -78,8 +78,9 @@ class Legend:
         self._op: dict[str, str] = {}  # an implementation's entry -> its op
         self.idle = idle if idle is not None else pd.DataFrame(columns=["op", "impl", "note"])
 
-    def impl(self, op: str, impl: str) -> str:
-        label = impl_label(op, impl)
+    def impl(self, op: str, impl: str, label: str | None = None) -> str:
+        """The entry of ``impl`` of ``op`` (its style), shown as ``label`` (default: its registered label)."""
+        label = label or impl_label(op, impl)
         if label not in self.entries:
             self.entries[label] = Line2D([], [], markersize=5, **style_for(op, impl).kwargs())
             self._op[label] = op
@@ -204,8 +205,12 @@ def headroom(ax, n_band_rows: int, log: bool) -> None:
         ax.set_ylim(lo, lo + (hi - lo) / frac)
 
 
-def mark_not_ok(ax, bad: pd.DataFrame, x: str, legend: Legend, label_col: str = "status", rank0: int = 0) -> int:
-    """Hollow markers in a band at the top of the panel for cells that are not ok; returns rows used."""
+def mark_not_ok(
+    ax, bad: pd.DataFrame, x: str, legend: Legend, label_col: str = "status", rank0: int = 0, legend_col: str = ""
+) -> int:
+    """Hollow markers in a band at the top of the panel for cells that are not ok; returns rows used.
+
+    ``legend_col``: a column naming each implementation's legend entry (a network: "AST-B (torch_eager)")."""
     if bad.empty:
         return 0
     trans = ax.get_xaxis_transform()
@@ -243,7 +248,7 @@ def mark_not_ok(ax, bad: pd.DataFrame, x: str, legend: Legend, label_col: str = 
                     zorder=7,
                 )
             prev = lab
-        legend.impl(op, impl)
+        legend.impl(op, impl, str(g[legend_col].iloc[0]) if legend_col else None)
     legend.not_ok()
     return len(keys)
 

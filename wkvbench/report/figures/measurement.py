@@ -24,6 +24,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from wkvbench.harness.rundir import KERNELS_FILE, read_kernels  # noqa: F401 (KERNELS_FILE: the file read here)
+from wkvbench.presets import network_label
 from wkvbench.report.figures.layout import Plot, empty_panel, save_plot
 from wkvbench.report.load import Env
 from wkvbench.report.style import op_label, style_for
@@ -159,7 +160,10 @@ def kernel_table(records: list[dict], top: int = TOP_KERNELS) -> pd.DataFrame:
     """Long table: one row per (cell, kernel) with the ``top`` largest kernels and "other"."""
     rows = []
     for rec in records:
-        label = f"{rec.get('impl')} T={rec.get('tokens')} {rec.get('mode', 'fwd')}"
+        impl = rec.get("impl")
+        if rec.get("op") == "network" and rec.get("model"):  # a network by its name: "AST-B (sdpa_flash)"
+            impl = network_label(str(rec["model"]), str(impl))
+        label = f"{impl} T={rec.get('tokens')} {rec.get('mode', 'fwd')}"
         ks = sorted(rec.get("kernels") or [], key=lambda k: -float(k.get("us_per_call") or 0))
         head, rest = ks[:top], ks[top:]
         for k in head:

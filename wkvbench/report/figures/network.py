@@ -1,9 +1,9 @@
 """The network-level figures (fig10-fig12): whole models processing audio (op ``network``).
 
-fig10 puts every network on one axis, each line named by network and mixer ("AST-B (sdpa_flash)");
-the speed-up figure draws each ``network`` row as its model's token mixer (:func:`as_mixers`), in the
-styles of the kernel figures. What each figure shows: docs/notes/report.md; the paper's claims behind
-them: docs/spec.md section 8.
+Every network is named by network and mixer ("AST-B (sdpa_flash)", :func:`wkvbench.presets.network_label`)
+in lines, legends, labels and tables. The speed-up figure compares each ``network`` row as its model's
+token mixer (:func:`as_mixers`) in the styles of the kernel figures. What each figure shows:
+docs/notes/report.md; the paper's claims behind them: docs/spec.md section 8.
 """
 
 from __future__ import annotations
@@ -11,12 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from wkvbench.presets import find_preset, network_label
+from wkvbench.presets import network_label
 from wkvbench.report import analysis as an
 from wkvbench.report.figures.layout import (
     NOT_OK_NOTE,
     Plot,
-    draw_lines,
     finish_panel,
     new_figure,
     split_idle,
@@ -25,16 +24,10 @@ from wkvbench.report.figures.layout import (
 from wkvbench.report.figures.model_size import duration_panels, label_throughput
 from wkvbench.report.figures.speedup import fig_speedup
 from wkvbench.report.load import Env
+from wkvbench.report.style import style_for
 
-NETWORK_OP = "network"
-
-
-def as_mixers(df: pd.DataFrame) -> pd.DataFrame:
-    """The ``network`` rows, each relabelled with its model's mixer op (rows of unknown models dropped)."""
-    net = df[df["op"] == NETWORK_OP]
-    mixer = net["model"].map(lambda m: getattr(find_preset(m), "family_record", None))
-    mixer = mixer.map(lambda f: f.mixer_op if f is not None else "")
-    return net[mixer != ""].assign(op=mixer[mixer != ""])
+NETWORK_OP = an.NETWORK_OP
+as_mixers = an.as_mixers
 
 
 def kernel_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -49,7 +42,8 @@ _STYLE = {"a-rwkv": "-", "ast": "--", "aum": "-."}
 
 def network_lines(df: pd.DataFrame) -> pd.DataFrame:
     """The ok ``network`` rows with their line name ("A-RWKV-S (triton_chunked)", plus the precision when
-    it is autocast), their panel (batch, mode; and dtype when the run has several) and peak memory in MiB."""
+    it is autocast and the activation checkpointing when there is one), their panel (batch, mode; and dtype
+    when the run has several) and peak memory in MiB."""
     net = df[(df["op"] == NETWORK_OP) & df["ok"]].copy()
     net["mode"] = net["mode"].fillna("fwd").replace("", "fwd") if "mode" in net else "fwd"
     if net.empty:
@@ -58,6 +52,9 @@ def network_lines(df: pd.DataFrame) -> pd.DataFrame:
     prec = prec.fillna("pure").replace("", "pure")
     names = [network_label(m, i) for m, i in zip(net["model"], net["impl"], strict=True)]
     net["line"] = [n if p == "pure" else f"{n} {p}" for n, p in zip(names, prec, strict=True)]
+    if "checkpoint" in net:
+        ckpt = net["checkpoint"].fillna("none").replace("", "none")
+        net["line"] = [n if c == "none" else f"{n} checkpoint={c}" for n, c in zip(net["line"], ckpt, strict=True)]
     net["panel"] = [f"B={b} {m or 'fwd'}" for b, m in zip(net["batch"], net["mode"].fillna("fwd"), strict=True)]
     if "dtype" in net and net["dtype"].nunique() > 1:  # one dtype per panel
         net["panel"] = net["panel"] + " " + net["dtype"].astype(str)
@@ -134,8 +131,14 @@ def fig_network_speedup(df: pd.DataFrame, env: Env, long=None) -> Plot:
     return plot
 
 
+#: Network family (``Family.name``) -> how its lines are named in figure 12's legend.
+FAMILY_LABEL = {"a-rwkv": "A-RWKV", "ast": "AST", "aum": "AuM"}
+
+
 def param_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, duration near 10/60/328 s, slice): parameters and the best ok throughput."""
+    """Per (model, duration near 10/60/328 s, slice): parameters and the best ok throughput, each row
+    named by its network and fastest mixer (``network``: "A-RWKV-S (triton_chunked)"); ``mixer_op`` and
+    ``impl`` say which op and implementation that mixer is."""
     from wkvbench.models import param_count
 
     net = as_mixers(df)
@@ -145,15 +148,21 @@ def param_table(df: pd.DataFrame) -> pd.DataFrame:
         longest = net["seconds"].max()
         near = net[net["seconds"] == longest].assign(target_s=longest)
     if near.empty:
-        return pd.DataFrame(columns=["target_s", "model", "op", "params", "seconds", "impl", "audio_s_per_s"])
+        cols = ["target_s", "network", "model", "mixer_op", "params", "seconds", "impl", "audio_s_per_s"]
+        return pd.DataFrame(columns=cols)
     keys = ["target_s", "model", *an.SLICE, "seconds"]
     best = near.sort_values("audio_s_per_s").groupby(keys, sort=False).tail(1)
-    best = best.assign(params=[param_count(m, s) for m, s in zip(best["model"], best["seconds"], strict=True)])
+    best = best.assign(
+        params=[param_count(m, s) for m, s in zip(best["model"], best["seconds"], strict=True)],
+        network=[network_label(m, i) for m, i in zip(best["model"], best["impl"], strict=True)],
+        mixer_op=best["op"],
+    )
     cols = [
         "target_s",
+        "network",
         "model",
         "family",
-        "op",
+        "mixer_op",
         *an.SLICE,
         "seconds",
         "params",
@@ -173,22 +182,26 @@ def fig_network_params(df: pd.DataFrame, env: Env, long=None) -> Plot:
     fig, axes, legend = duration_panels(1, targets, idle, env, title, "no ok network cells")
     for j, t in enumerate(targets):
         ax = axes[0, j]
-        p = table[table["target_s"] == t]
+        p = table[table["target_s"] == t].assign(op=lambda d: d["mixer_op"])
         where = an.primary_slice(p)  # one slice per panel: the run's main one
         p = an.select(p, where).assign(ok=True, x=lambda d: d["params"] / 1e6)
-        draw_lines(ax, p.assign(impl="best"), "x", "audio_s_per_s", legend)
+        for fam, g in p.groupby("family", sort=True):  # one line per family, its sizes joined
+            g = g.sort_values("x")
+            st = style_for(str(g["op"].iloc[0]), "best")
+            ax.plot(g["x"], g["audio_s_per_s"], **st.kwargs(), zorder=3)
+            legend.impl(str(g["op"].iloc[0]), "best", f"{FAMILY_LABEL.get(fam, fam)} networks (fastest mixer each)")
         for _, r in p.iterrows():
-            ax.annotate(r["model"], (r["x"], r["audio_s_per_s"]), fontsize=6, xytext=(3, 3),
+            ax.annotate(r["network"], (r["x"], r["audio_s_per_s"]), fontsize=6, xytext=(3, 3),
                         textcoords="offset points")  # fmt: skip
         finish_panel(ax, p, "x", "audio_s_per_s", legend)
         ax.set_title(f"~{t:g} s of audio" + (f"\n{an.slice_label(where)}" if where else ""))
         label_throughput(ax, j, "parameters (millions)")
     legend.draw(fig)
     caption = (
-        "Each network's best ok mixer at the measured duration nearest 10 s, 60 s and 328 s: seconds of audio "
-        "per second against parameters (counted from the network at that duration; the positional embedding "
-        "grows with it). The AudioRWKV paper's parity claim compares A-RWKV-S with AuM-B (about a quarter of "
-        "the parameters). Lines join one family's sizes within a slice."
+        "Each network with its fastest ok mixer (labelled 'A-RWKV-S (triton_chunked)') at the measured duration "
+        "nearest 10 s, 60 s and 328 s: seconds of audio per second against parameters (counted from the network "
+        "at that duration; the positional embedding grows with it). The AudioRWKV paper's parity claim compares "
+        "A-RWKV-S with AuM-B (about a quarter of the parameters). Lines join one family's sizes within a slice."
     )
     table = table.replace({np.nan: None})
     return Plot("fig12_network_params", title, caption, fig, table)

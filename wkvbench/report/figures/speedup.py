@@ -1,8 +1,9 @@
 """Figure 3: speed-up of every Bi-WKV7 implementation over the baselines, at equal audio or equal tokens.
 
 ``level="network"`` draws the same comparison for whole networks (rows of op ``network`` relabelled
-with their mixer op, :mod:`.network`): A-RWKV over AST-B and AuM, with the AudioRWKV paper's 13.3x
-(a model-level figure) as a star.
+with their mixer op, :func:`wkvbench.report.analysis.as_mixers`): A-RWKV over AST-B and AuM, with the
+AudioRWKV paper's 13.3x (a model-level figure) as a star; every line, panel and table row names the
+networks ("A-RWKV-B (triton_chunked)" over "AST-B (sdpa_flash)", :func:`wkvbench.presets.network_label`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator
 
+from wkvbench.presets import PRESETS, network_label
 from wkvbench.report import analysis as an
 from wkvbench.report.baselines import BASELINES, SUBJECT_OP
 from wkvbench.report.figures.layout import (
@@ -59,7 +61,8 @@ def fig_speedup(df: pd.DataFrame, env: Env, view: str, level: str = "kernel") ->
         for j, bl in enumerate(baselines):
             ax = axes[i, j]
             p = an.select(sp[(sp["baseline"] == bl.name) & (sp["size"] == size)], where)
-            ax.set_title(f"vs {bl.label}, size {size}" + (f"\n{an.slice_label(where)}" if where else ""))
+            vs = f"{_base_network(bl, size)} with {bl.label}" if network else bl.label
+            ax.set_title(f"vs {vs}, size {size}" + (f"\n{an.slice_label(where)}" if where else ""))
             if p.empty:
                 empty_panel(
                     ax, f"no {bl.label} cells\nat size {size}" + (f" ({an.slice_label(where)})" if where else "")
@@ -67,9 +70,9 @@ def fig_speedup(df: pd.DataFrame, env: Env, view: str, level: str = "kernel") ->
                 continue
             ax.set_xlabel("seconds of audio" if view == "audio" else "tokens per sequence")
             if j == 0:
-                ax.set_ylabel("speed-up (x, higher = Bi-WKV7 faster)")
+                ax.set_ylabel(f"speed-up (x, higher = {'A-RWKV' if network else 'Bi-WKV7'} faster)")
             paper = network and view == "audio" and bl.op == "attention"
-            _speedup_panel(ax, p, x, bl, paper=paper, legend=legend)
+            _speedup_panel(ax, p, x, bl, paper=paper, legend=legend, network=network)
     legend.extra("1x: as fast as the baseline", Line2D([], [], color="black", lw=0.9))
     if sp["base_interp"].astype(bool).any():
         legend.extra("baseline interpolated", Line2D([], [], marker="o", mfc="white", color="#555555", ls="none"))
@@ -81,8 +84,9 @@ def fig_speedup(df: pd.DataFrame, env: Env, view: str, level: str = "kernel") ->
     )
     caption = (
         (
-            "Whole networks (op 'network'): each line is A-RWKV with that Bi-WKV7 mixer, each baseline the "
-            "AST-B or AuM network with that mixer. "
+            "Whole networks (op 'network'): each line is an A-RWKV network with its Bi-WKV7 mixer, named "
+            "'A-RWKV-B (triton_chunked)'; each baseline the AST-B or AuM network of the same size with that "
+            "baseline's mixers (the table's network and base_network columns name both). "
             if network
             else ""
         )
@@ -103,10 +107,27 @@ def fig_speedup(df: pd.DataFrame, env: Env, view: str, level: str = "kernel") ->
         + " 'baseline OOM' etc. marks a case whose baseline had no valid timing."
     )
     table = sp.drop(columns=["ok", "base_ok"])
+    if network:
+        table.insert(0, "base_network", _labels(table, "base_model", "base_impl"))
+        table.insert(0, "network", _labels(table, "model", "impl"))
     return Plot("fig11_network_speedup" if network else f"fig3_speedup_{view}", title, caption, fig, table)
 
 
-def _speedup_panel(ax, p: pd.DataFrame, x: str, bl, paper: bool, legend: Legend) -> None:
+def _labels(df: pd.DataFrame, model: str, impl: str) -> list[str]:
+    """The network label of each row's ``model`` and ``impl`` columns ('' where a side is missing)."""
+    return [
+        network_label(m, i) if isinstance(m, str) and m and isinstance(i, str) and i else ""
+        for m, i in zip(df[model], df[impl], strict=True)
+    ]
+
+
+def _base_network(bl, size: str) -> str:
+    """The baseline's network at ``size`` ("AST-B", "AuM-T"); the baseline's label if there is none."""
+    names = [p.name for p in PRESETS.values() if p.family == bl.family and p.name.endswith(f"-{size}")]
+    return names[0] if names else bl.label
+
+
+def _speedup_panel(ax, p: pd.DataFrame, x: str, bl, paper: bool, legend: Legend, network: bool = False) -> None:
     ok = p[p["speedup"].notna()]
     for impl, g in ok.groupby("impl"):
         g = g.sort_values(x)
@@ -115,7 +136,7 @@ def _speedup_panel(ax, p: pd.DataFrame, x: str, bl, paper: bool, legend: Legend)
         ax.fill_between(g[x], g["speedup_lo"], g["speedup_hi"], color=st.colour, alpha=0.15, lw=0, zorder=2)
         interp = g[g["base_interp"].astype(bool)]
         ax.plot(interp[x], interp["speedup"], ls="none", marker=st.marker, mfc="white", mec=st.colour, zorder=4)
-        legend.impl(SUBJECT_OP, impl)
+        legend.impl(SUBJECT_OP, impl, network_label(g["model"].iloc[0], impl) if network else None)
     xs = list(p[x])
     ys = [*ok["speedup_lo"], *ok["speedup_hi"], 1.0]
     if paper:
@@ -147,9 +168,12 @@ def _speedup_panel(ax, p: pd.DataFrame, x: str, bl, paper: bool, legend: Legend)
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
     # cells with no speed-up: the Bi-WKV7 cell or the baseline is not ok
     own = p[~p["ok"]].assign(_label=status_text(p[~p["ok"]]), op=SUBJECT_OP)
-    n = mark_not_ok(ax, own, x, legend, label_col="_label")
+    own = own.assign(_name=_labels(own, "model", "impl")) if network else own
+    named = "_name" if network else ""
+    n = mark_not_ok(ax, own, x, legend, label_col="_label", legend_col=named)
     base_bad = p[p["ok"] & ~p["base_ok"].astype(bool)].drop_duplicates(["base_impl", x])
     labels = "baseline " + base_bad["base_status"].map(lambda s: STATUS_LABEL.get(s, s))
     base_bad = base_bad.assign(op=bl.op, impl=base_bad["base_impl"], _label=labels)
-    n += mark_not_ok(ax, base_bad, x, legend, label_col="_label", rank0=n)
+    base_bad = base_bad.assign(_name=_labels(base_bad, "base_model", "base_impl")) if network else base_bad
+    n += mark_not_ok(ax, base_bad, x, legend, label_col="_label", rank0=n, legend_col=named)
     headroom(ax, n, True)
