@@ -8,6 +8,7 @@ import os
 import sys
 from collections import Counter
 
+import pytest
 import torch
 
 if not torch.cuda.is_available():
@@ -22,3 +23,18 @@ def pytest_collection_modifyitems(config, items):
     of after it (the GPU check's rehearsal, three slow tests on one fixture, leads)."""
     slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
     items.sort(key=lambda item: -slow[item.path])
+
+
+#: Test folders of whole networks: many small ops, faster with one intra-op thread on a shared CPU.
+_ONE_THREAD_DIRS = {"models", "network"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_for_networks(request):
+    if request.path.parent.name not in _ONE_THREAD_DIRS:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

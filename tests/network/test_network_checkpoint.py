@@ -16,14 +16,6 @@ from wkvbench.models.network_op import NetworkCase, shape_for
 SECONDS = 0.32
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_checkpoint_is_a_key_column_and_old_rows_read_as_none():
     assert schema.KEY[-1] == "checkpoint" and schema.KEY_DEFAULTS["checkpoint"] == "none"
     assert schema.CHECKPOINTS == ("none", "blocks") and schema.SCHEMA_VERSION >= 6

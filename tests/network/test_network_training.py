@@ -16,14 +16,6 @@ from wkvbench.models.network_op import NetworkCase, shape_for
 SECONDS = 0.32
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _case(preset: str, dtype=torch.float32, optimizer: str = "none") -> NetworkCase:
     p = wm.get_preset(preset)
     return NetworkCase(p, shape_for(p, 1, p.tokens(SECONDS)), dtype, "cpu", optimizer=optimizer)

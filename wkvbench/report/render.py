@@ -138,19 +138,26 @@ def headline_sentence(table: pd.DataFrame, where: dict) -> str:
     if pd.isna(r["best_ms"]):
         return head + f"no {SUBJECT} implementation was ok ({STATUS_LABEL.get(r['best_status'], r['best_status'])})."
     parts = [f"best {SUBJECT} ({r['best_impl']}) {fmt_ms(r['best_ms'])} ms"]
+    parts += _baseline_parts(r, lambda bl, impl, model: f"{bl.short} ({impl}{', ' + model if model else ''})", SUBJECT)
+    return head + "; ".join(parts) + "."
+
+
+def _baseline_parts(r: pd.Series, who, slower: str) -> list[str]:
+    """One clause per baseline of a headline row: '<who> Y ms: Zx faster', or '<who> <status>' where it
+    had no valid timing. ``who(baseline, impl, model)`` names the baseline's side."""
+    parts = []
     for bl in BASELINES:
         impl, model = r[f"{bl.name}_impl"], r[f"{bl.name}_model"]
         if not impl:
             continue
-        who = f"{bl.short} ({impl}{', ' + model if model else ''})"
-        ms = r[f"{bl.name}_ms"]
+        name, ms = who(bl, impl, model), r[f"{bl.name}_ms"]
         if pd.isna(ms):
-            parts.append(f"{who} {STATUS_LABEL.get(r[f'{bl.name}_status'], r[f'{bl.name}_status'])}")
+            parts.append(f"{name} {STATUS_LABEL.get(r[f'{bl.name}_status'], r[f'{bl.name}_status'])}")
             continue
         s = r[f"{bl.name}_speedup"]
-        verdict = "faster" if s >= 1 else f"({SUBJECT} slower)"
-        parts.append(f"{who} {fmt_ms(ms)} ms: {fmt_speedup(s)} {verdict}")
-    return head + "; ".join(parts) + "."
+        verdict = "faster" if s >= 1 else f"({slower} slower)"
+        parts.append(f"{name} {fmt_ms(ms)} ms: {fmt_speedup(s)} {verdict}")
+    return parts
 
 
 def network_sentence(table: pd.DataFrame, where: dict) -> str:
@@ -163,18 +170,11 @@ def network_sentence(table: pd.DataFrame, where: dict) -> str:
     if pd.isna(r["best_ms"]):
         return head + f"no {r['model']} network was ok ({STATUS_LABEL.get(r['best_status'], r['best_status'])})."
     parts = [f"{_net(r['model'], r['best_impl'])} {fmt_ms(r['best_ms'])} ms"]
-    for bl in BASELINES:
-        impl, model = r[f"{bl.name}_impl"], r[f"{bl.name}_model"]
-        if not impl:
-            continue
-        who = _net(model, impl) + (f" in {bl.dtype}" if bl.dtype and bl.dtype != where.get("dtype") else "")
-        ms = r[f"{bl.name}_ms"]
-        if pd.isna(ms):
-            parts.append(f"{who} {STATUS_LABEL.get(r[f'{bl.name}_status'], r[f'{bl.name}_status'])}")
-            continue
-        s = r[f"{bl.name}_speedup"]
-        verdict = "faster" if s >= 1 else f"({r['model']} slower)"
-        parts.append(f"{who} {fmt_ms(ms)} ms: {fmt_speedup(s)} {verdict}")
+
+    def who(bl, impl, model):
+        return _net(model, impl) + (f" in {bl.dtype}" if bl.dtype and bl.dtype != where.get("dtype") else "")
+
+    parts += _baseline_parts(r, who, r["model"])
     return head + "; ".join(parts) + "."
 
 
