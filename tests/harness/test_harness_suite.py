@@ -181,6 +181,15 @@ def test_impls_star_and_explicit_names():
     assert chosen["no_such_kernel"].startswith("not registered")
 
 
+def test_paper_networks_run_as_people_run_them():
+    # the 13.3x claim is read under bf16 autocast; the training parity claim is A-RWKV-S vs AuM-B
+    cases = P.expand_cases(S.load_suite(ROOT / "suites" / "paper.toml"), "cuda")
+    net = [c for c in cases if c.op == "network"]
+    assert {c.precision for c in net if c.mode == "fwd" and c.model == "A-RWKV-B"} == {"pure", "autocast"}
+    train = {(c.model, c.seconds) for c in net if c.mode == "fwd_bwd" and c.precision == "autocast"}
+    assert {("A-RWKV-S", 10.24), ("A-RWKV-S", 81.92), ("AuM-B", 10.24), ("AuM-B", 81.92)} <= train
+
+
 def test_suite_round_trips_through_its_dict():
     suite = S.load_suite(ROOT / "suites" / "paper.toml")
     assert S.Suite.from_dict(suite.as_dict()) == suite
