@@ -198,3 +198,17 @@ def test_suite_round_trips_through_its_dict():
 def test_baseline_is_no_longer_a_suite_key(tmp_path):
     with pytest.raises(S.SuiteError, match=r"group\[0\]\.baseline: no longer a suite key"):
         S.load_suite(write(tmp_path, GOOD + 'baseline = "torch_loop"\n'))
+
+
+def test_switch_settings_take_a_bare_flag():
+    import argparse
+
+    from wkvbench.harness.run_args import add_run_flags, run_overrides
+
+    parser = argparse.ArgumentParser()
+    add_run_flags(parser)
+    assert run_overrides(parser.parse_args(["--profile"]))["profile"] == 1
+    got = run_overrides(parser.parse_args(["--profile", "0", "--lock-clocks"]))
+    assert got["profile"] == 0 and got["lock_clocks"] == 1 and got["budget_s"] is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--profile", "2"])

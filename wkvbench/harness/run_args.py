@@ -93,6 +93,8 @@ def add_run_flags(group) -> None:
         helptext = f"{f.metadata['help']} (overrides run.{f.name})"
         if kind == "str":
             group.add_argument(flag, choices=f.metadata["choices"] or DEVICES, help=helptext)
+        elif f.metadata["switch"]:  # --profile alone is --profile 1
+            group.add_argument(flag, type=int, nargs="?", const=1, choices=(0, 1), help=helptext)
         else:
             group.add_argument(flag, type=int if kind.endswith("int") else float, help=helptext)
 

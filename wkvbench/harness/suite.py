@@ -47,10 +47,10 @@ class SuiteError(ValueError):
     """A suite (file or flags) that cannot be run; the message names the key."""
 
 
-def _setting(default, kind: str, help: str, choices: tuple[str, ...] = ()):
-    """A run setting: its default, its kind (str, pos, nonneg, posint, nonnegint), its help and (str)
-    its allowed values."""
-    return field(default=default, metadata={"kind": kind, "help": help, "choices": choices})
+def _setting(default, kind: str, help: str, choices: tuple[str, ...] = (), switch: bool = False):
+    """A run setting: its default, its kind (str, pos, nonneg, posint, nonnegint), its help, (str) its
+    allowed values, and whether it is an on/off switch (0 or 1; a bare ``--flag`` on the command line is 1)."""
+    return field(default=default, metadata={"kind": kind, "help": help, "choices": choices, "switch": switch})
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,8 @@ class RunSettings:
     check_max_tokens: int = _setting(0, "nonnegint", "check accuracy at this T for longer cases (0: full size)")
     energy_s: float = _setting(0.5, "nonneg", "seconds of back-to-back calls for NVML energy (0: off)")
     max_noise: float = _setting(0.01, "nonneg", "stop sampling a cell once rel_ci <= this (0: sample the budget)")
-    profile: int = _setting(0, "nonnegint", "1: a torch.profiler pass per cell into kernels.jsonl")
-    lock_clocks: int = _setting(0, "nonnegint", "1: lock the SM clock at its maximum where permitted (else a note)")
+    profile: int = _setting(0, "nonnegint", "1: a torch.profiler pass per cell into kernels.jsonl", switch=True)
+    lock_clocks: int = _setting(0, "nonnegint", "1: lock the SM clock at its maximum where permitted", switch=True)
     optimizer: str = _setting("none", "str", "network training step's optimizer: none or adamw", ("none", "adamw"))
 
 
