@@ -113,7 +113,7 @@ def test_profile_cell_appends_kernels_jsonl(tmp_path):
     client = SimpleNamespace(request=lambda cmd, **kw: replies if cmd == "profile" else None)
     runner = SimpleNamespace(client=client, run=SimpleNamespace(max_cell_s=5), out=tmp_path)
     case = SimpleNamespace(
-        key=lambda impl: ("bi_wkv7", impl, "A-RWKV-T", 1, 8, "float32", "cpu", "realistic", "fwd", "pure")
+        key=lambda impl: ("bi_wkv7", impl, "A-RWKV-T", 1, 8, "float32", "cpu", "realistic", "fwd", "pure", "none")
     )
     c = cell()
     measure.profile_cell(runner, case, c)
