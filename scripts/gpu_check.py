@@ -53,10 +53,11 @@ REHEARSE_RUN = {
 }
 #: Implementations that run interpreted on a CPU (Triton interpreter, Numba simulator), per op.
 INTERPRETED = {
-    "bi_wkv7": ("triton_chunked", "triton_chunked_tf32", "triton_recurrent", "numba_cuda"),
+    "bi_wkv7": ("triton_chunked", "triton_chunked_tf32", "triton_chunked_tc", "triton_recurrent", "numba_cuda"),
     "bi_selective_scan": ("triton",),
 }
-#: The interpreted kernels a rehearsal runs (at :data:`REHEARSE_TINY`): one Triton, one Numba.
+#: The interpreted kernels a rehearsal runs (at :data:`REHEARSE_TINY`): one Triton, one Numba (tens of
+#: seconds each there; the other Triton kernels share triton_chunked's plumbing).
 REHEARSE_INTERPRETED = ("triton_chunked", "numba_cuda")
 #: Where a rehearsal runs interpreted kernels and training: the narrowest A-RWKV, batch 1, 4 tokens.
 REHEARSE_TINY = {"models": ["A-RWKV-T"], "batch": [1], "tokens": [4]}
