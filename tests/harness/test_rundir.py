@@ -202,3 +202,12 @@ def test_each_cell_is_written_as_soon_as_it_is_finished(tmp_path):
     assert events.index(("row", "torch_loop")) < first_sample  # the wrong cell did not wait for the timing
     assert events[-1] == ("row", "torch_chunked")
     assert [r["status"] for r in rundir.read_results(tmp_path)] == ["wrong", "ok"]
+
+
+def test_an_older_schema_is_named_not_called_damaged(tmp_path):
+    cols = [c for c in COLUMNS if c != "checkpoint"]  # a run written before the checkpoint column
+    old = SCHEMA_VERSION - 1
+    row = ",".join(str(old) if c == "schema_version" else "" for c in cols)
+    (tmp_path / rundir.RESULTS_FILE).write_text(",".join(cols) + "\n" + row + "\n")
+    with pytest.raises(rundir.RunDirError, match=rf"differ .* written with schema version {old} \(`wkvbench report"):
+        rundir.read_results(tmp_path)

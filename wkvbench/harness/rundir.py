@@ -161,10 +161,11 @@ def read_results(run, log=None, *, strict_version: bool = True) -> list[dict]:
     if not table.fieldnames:
         return []
     if table.fieldnames != schema.COLUMNS:
-        raise RunDirError(
-            f"{table.path}: columns differ from this wkvbench's schema (version {version}); "
-            "it was written by another version or damaged"
-        )
+        old = table.rows[0].get("schema_version") if table.rows else None
+        why = "it was written by another version or damaged"
+        if old and old.isdigit() and int(old) < version:
+            why = f"it was written with schema version {old} (`wkvbench report` reads it)"
+        raise RunDirError(f"{table.path}: columns differ from this wkvbench's schema (version {version}); {why}")
     out = []
     for raw, line in zip(table.rows, table.lines, strict=True):
         try:

@@ -70,7 +70,7 @@ def main(args: argparse.Namespace) -> int:
             c = shard_counts(where)
         except RunDirError as exc:
             damaged.append(str(exc))
-            lines.append((label, "?", "?", "?", "damaged"))
+            lines.append((label, "?", "?", "?", "unreadable"))
             continue
         if c["planned"] is None and c["rows"] == 0:
             lines.append((label, "-", "0", "0", "not started"))
@@ -84,5 +84,5 @@ def main(args: argparse.Namespace) -> int:
     for line in lines:
         print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
     for msg in damaged:
-        print(f"wkvbench status: damaged: {msg}", file=sys.stderr)
+        print(f"wkvbench status: cannot count: {msg}", file=sys.stderr)
     return 1 if damaged else 0
