@@ -31,7 +31,7 @@ def _dim(text: str) -> tuple[str, int]:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--op", required=True, help="op name (bi_wkv7, attention, bi_selective_scan)")
     parser.add_argument(
-        "--impl", action="append", help="implementation (repeat; default: every one that runs on this CPU)"
+        "--impl", action="append", help="implementation (repeat or comma-separate; default: all that run on this CPU)"
     )
     parser.add_argument("--tokens", type=int, required=True, help="sequence length T")
     parser.add_argument("--batch", type=int, default=1)
@@ -115,7 +115,7 @@ def main(args) -> int:
             raise ValueError(f"dim: {name!r} is not a dimension of {args.op} ({', '.join(shape)})")
         shape[name] = value
     dtype = getattr(torch, args.dtype)
-    names = args.impl or [
+    names = [n for a in args.impl or () for n in a.split(",") if n] or [
         r.name
         for r in list_impls(args.op)
         if (

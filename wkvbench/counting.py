@@ -35,7 +35,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
+
+from wkvbench.traffic import MemCount, is_view, tensors
 
 _ATEN = torch.ops.aten
 #: Pointwise-tagged ops that move data without arithmetic.
@@ -61,10 +62,6 @@ class TorchCount:
         return self.matmul_flops + self.pointwise_flops + self.other_flops
 
 
-def _tensors(tree) -> list[torch.Tensor]:
-    return [x for x in tree_flatten(tree)[0] if isinstance(x, torch.Tensor)]
-
-
 def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
@@ -83,11 +80,11 @@ class _Counting(TorchDispatchMode):
         packet = func.overloadpacket
         name = packet.__name__
         c = self.count
-        ins, outs = _tensors((args, kwargs)), _tensors(out)
+        ins, outs = tensors((args, kwargs)), tensors(out)
         if packet in self.registry:
             n = int(self.registry[packet](*args, **kwargs, out_val=out))
             c.matmul_flops += n
-        elif name in _COPIES or torch.Tag.view_copy in func.tags or _is_view(func):
+        elif name in _COPIES or torch.Tag.view_copy in func.tags or is_view(func):
             n = 0
         elif torch.Tag.pointwise in func.tags:
             n = sum(o.numel() for o in outs[:1]) * (2 if name.rstrip("_") in _FMA else 1)
@@ -101,15 +98,10 @@ class _Counting(TorchDispatchMode):
             c.other_flops += n
         else:
             n = 0
-        if not _is_view(func):
+        if not is_view(func):
             c.op_bytes += sum(_nbytes(t) for t in ins) + sum(_nbytes(t) for t in outs)
         c.ops[name] += n
         return out
-
-
-def _is_view(func) -> bool:
-    schema = func._schema
-    return bool(schema.returns) and any(r.alias_info is not None and not r.alias_info.is_write for r in schema.returns)
 
 
 def count_torch(fn, *args, grad: bool = False, **kwargs) -> tuple[object, TorchCount]:
@@ -124,28 +116,6 @@ def count_torch(fn, *args, grad: bool = False, **kwargs) -> tuple[object, TorchC
 
 
 # ----------------------------------------------------------------------------- Triton interpreter
-@dataclass
-class MemCount:
-    """Global-memory traffic of the Triton kernels one call launches (interpreter-counted)."""
-
-    load_bytes: int = 0
-    store_bytes: int = 0
-    atomic_bytes: int = 0  # read-modify-write: counted once as read, once as written
-    distinct_load_bytes: int = 0
-    distinct_store_bytes: int = 0
-    io_distinct_bytes: int | None = 0  # distinct bytes of the inputs and output touched (loaded or stored)
-    loads: int = 0  # tl.load / tl.store calls executed (per program)
-    stores: int = 0
-
-    @property
-    def bytes(self) -> int:
-        return self.load_bytes + self.store_bytes + 2 * self.atomic_bytes
-
-    @property
-    def distinct_bytes(self) -> int:
-        return self.distinct_load_bytes + self.distinct_store_bytes
-
-
 def _elem_bytes(ptrs) -> int:
     return max(1, ptrs.get_element_ty().primitive_bitwidth // 8)
 
@@ -164,9 +134,9 @@ def _in_ranges(addrs: np.ndarray, ranges: list[tuple[int, int]]) -> np.ndarray:
     return hit
 
 
-def tensor_ranges(*tensors) -> list[tuple[int, int]]:
-    """``[start, end)`` byte address ranges of the tensors among ``tensors`` (others ignored)."""
-    return [(t.data_ptr(), t.data_ptr() + _nbytes(t)) for t in _tensors(tensors) if t.numel()]
+def tensor_ranges(*args) -> list[tuple[int, int]]:
+    """``[start, end)`` byte address ranges of the tensors among ``args`` (others ignored)."""
+    return [(t.data_ptr(), t.data_ptr() + _nbytes(t)) for t in tensors(args) if t.numel()]
 
 
 @contextlib.contextmanager

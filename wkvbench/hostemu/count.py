@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
 from wkvbench.hostemu import build as _build
 from wkvbench.hostemu import launch as _launch
+from wkvbench.traffic import MemCount, is_view, tensors
 
 #: The CUDA C implementations counted here, and the driver each call's kernels run in.
 DRIVERS = {"cupy_cuda": "bi_wkv7_host.cpp", "audiorwkv_catflip": "catflip_host.cpp"}
@@ -39,32 +39,21 @@ _NO_TRAFFIC = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_s
 
 
 @dataclass
-class KernelCount:
-    """Bytes of one call: its kernels' (counted in the emulation) and its PyTorch ops' (whole tensors)."""
+class KernelCount(MemCount):
+    """Bytes of one call: its kernels' (counted in the emulation; ``loads``/``stores`` are accesses of
+    1 to 16 bytes) and its PyTorch ops' (whole tensors, in the distinct counts too)."""
 
-    load_bytes: int = 0
-    store_bytes: int = 0
-    atomic_bytes: int = 0  # read-modify-write (atomicAdd): counted once as read, once as written
-    loads: int = 0  # accesses, each of 1 to 16 bytes
-    stores: int = 0
     atomics: int = 0
     torch_op_bytes: int = 0  # bytes read and written by the PyTorch ops around the kernels
-    distinct_load_bytes: int = 0  # kernels and ops together
-    distinct_store_bytes: int = 0
-    io_distinct_bytes: int = 0  # distinct bytes of the inputs and output touched (loaded or stored)
     launches: list = field(default_factory=list)  # [kernel name, bytes] per launch
 
     @property
     def kernel_bytes(self) -> int:
-        return self.load_bytes + self.store_bytes + 2 * self.atomic_bytes
+        return super().bytes
 
     @property
     def bytes(self) -> int:
         return self.kernel_bytes + self.torch_op_bytes
-
-    @property
-    def distinct_bytes(self) -> int:
-        return self.distinct_load_bytes + self.distinct_store_bytes
 
 
 # ----------------------------------------------------------------------------- the counter library
@@ -179,15 +168,10 @@ class _Ops(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         name = func.overloadpacket.__name__
-        ins = [x for x in tree_flatten((args, kwargs))[0] if isinstance(x, torch.Tensor)]
-        outs = [x for x in tree_flatten(out)[0] if isinstance(x, torch.Tensor)]
+        ins, outs = tensors((args, kwargs)), tensors(out)
         for t in outs:
             self.fp.add(t)
-        schema = func._schema
-        view = bool(schema.returns) and any(
-            r.alias_info is not None and not r.alias_info.is_write for r in schema.returns
-        )
-        if not view and name not in _NO_TRAFFIC:
+        if not is_view(func) and name not in _NO_TRAFFIC:
             written = {id(t) for t in outs}
             reads = [t for t in ins if id(t) not in written or name not in ("zero_", "fill_")]
             for t in reads:
